@@ -1,0 +1,302 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Decoding errors. Each maps to a stable Code through CodeOf.
+var (
+	// ErrTruncated means the input ends before the frame does.
+	ErrTruncated = errors.New("wire: truncated frame")
+	// ErrVersion means the first header byte is not Version.
+	ErrVersion = errors.New("wire: unsupported protocol version")
+	// ErrTooLarge means the declared body length is over the caller's limit.
+	ErrTooLarge = errors.New("wire: frame too large")
+	// ErrUnknownType means the type byte names no frame this version knows.
+	ErrUnknownType = errors.New("wire: unknown frame type")
+	// ErrMalformed means the body does not parse as its type says.
+	ErrMalformed = errors.New("wire: malformed frame body")
+	// ErrNestedBatch means a BATCH holds another BATCH.
+	ErrNestedBatch = errors.New("wire: batch inside batch")
+)
+
+// CodeOf maps a decoding error to the code an ERROR frame reports.
+func CodeOf(err error) Code {
+	switch {
+	case errors.Is(err, ErrVersion):
+		return CodeVersion
+	case errors.Is(err, ErrTooLarge):
+		return CodeFrameTooLarge
+	}
+	return CodeBadFrame
+}
+
+// maxListLen bounds the element count of a list field (HELLO businesses)
+// independently of the frame size, so a small frame cannot declare a huge
+// list. A list element takes at least one byte, so the frame size bounds
+// the real count too; this limit keeps the allocation small.
+const maxListLen = 64
+
+// Header is a decoded frame header.
+type Header struct {
+	Version uint8
+	Type    Type
+	Flags   uint8
+	Length  int // body length
+}
+
+// ParseHeader decodes the header at the start of b and checks it against
+// max, the largest body length the caller accepts. It returns ErrTruncated
+// when b is shorter than HeaderLen.
+func ParseHeader(b []byte, max int) (Header, error) {
+	if len(b) < HeaderLen {
+		return Header{}, ErrTruncated
+	}
+	h := Header{Version: b[0], Type: Type(b[1]), Flags: b[2], Length: int(binary.BigEndian.Uint32(b[3:HeaderLen]))}
+	if h.Version != Version {
+		return h, fmt.Errorf("%w: %d", ErrVersion, h.Version)
+	}
+	if h.Length > max || h.Length < 0 {
+		return h, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, h.Length, max)
+	}
+	if h.Type == 0 || h.Type > maxKnownType {
+		return h, fmt.Errorf("%w: %#02x", ErrUnknownType, uint8(h.Type))
+	}
+	return h, nil
+}
+
+// Decode decodes the frame at the start of b and returns it with the number
+// of bytes it took. max bounds the body length, and for a compressed BATCH
+// also its uncompressed length. Byte-slice fields of the result are copies:
+// b may be reused once Decode returns. Bytes after the last field a frame
+// type defines are ignored, so later versions can append fields.
+func Decode(b []byte, max int) (Frame, int, error) {
+	h, err := ParseHeader(b, max)
+	if err != nil {
+		return nil, 0, err
+	}
+	n := HeaderLen + h.Length
+	if len(b) < n {
+		return nil, 0, ErrTruncated
+	}
+	f, err := decodeBody(h, b[HeaderLen:n], max)
+	if err != nil {
+		return nil, 0, err
+	}
+	return f, n, nil
+}
+
+func decodeBody(h Header, body []byte, max int) (Frame, error) {
+	r := reader{b: body}
+	var f Frame
+	switch h.Type {
+	case TypeHello:
+		x := &Hello{}
+		x.Token = r.string()
+		x.App = r.string()
+		x.Device = r.string()
+		x.Platform = r.string()
+		x.Version = r.string()
+		if n := r.uvarint(); n > 0 {
+			if n > maxListLen {
+				return nil, fmt.Errorf("%w: HELLO lists %d businesses, limit %d", ErrMalformed, n, maxListLen)
+			}
+			x.Businesses = make([]string, 0, n)
+			for i := uint64(0); i < n && r.err == nil; i++ {
+				x.Businesses = append(x.Businesses, r.string())
+			}
+		}
+		x.Epoch = r.string()
+		x.Seq = r.uvarint()
+		x.Caps = r.uvarint()
+		f = x
+	case TypeWelcome:
+		x := &Welcome{}
+		x.Session = r.string()
+		x.Node = r.string()
+		x.Heartbeat = r.uvarint()
+		x.Recovered = r.bool()
+		x.Epoch = r.string()
+		x.Acked = r.uvarint()
+		x.MaxFrame = r.uvarint()
+		x.Caps = r.uvarint()
+		f = x
+	case TypePush:
+		x := &Push{Redelivery: h.Flags&FlagRedelivery != 0}
+		x.Seq = r.uvarint()
+		x.ID = r.string()
+		x.Business = r.string()
+		x.Priority = Priority(r.byte())
+		x.Created = r.uvarint()
+		x.Group = r.string()
+		x.Payload = r.bytes()
+		f = x
+	case TypeAck:
+		f = &Ack{Seq: r.uvarint()}
+	case TypePing:
+		f = &Ping{Time: r.uvarint()}
+	case TypePong:
+		f = &Pong{Time: r.uvarint()}
+	case TypeUp:
+		x := &Up{}
+		x.Request = r.uvarint()
+		x.Business = r.string()
+		x.Payload = r.bytes()
+		f = x
+	case TypeUpReply:
+		x := &UpReply{}
+		x.Request = r.uvarint()
+		x.Code = r.code()
+		x.Payload = r.bytes()
+		f = x
+	case TypeJoin:
+		x := &Join{}
+		x.Request = r.uvarint()
+		x.Group = r.string()
+		f = x
+	case TypeLeave:
+		x := &Leave{}
+		x.Request = r.uvarint()
+		x.Group = r.string()
+		f = x
+	case TypeControl:
+		x := &Control{}
+		x.Kind = ControlKind(r.byte())
+		x.MinPriority = Priority(r.byte())
+		x.Reason = r.string()
+		x.Addr = r.string()
+		f = x
+	case TypeError:
+		x := &Error{}
+		x.Code = r.code()
+		x.Request = r.uvarint()
+		x.Message = r.string()
+		f = x
+	case TypeBatch:
+		frames, err := decodeBatchBody(h.Flags, body, max)
+		if err != nil {
+			return nil, err
+		}
+		return &Batch{Frames: frames}, nil
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, h.Type, r.err)
+	}
+	return f, nil
+}
+
+// Each decodes the frames held by the batch in order and calls fn for each,
+// stopping at the first error. max bounds each inner frame's body.
+func (b *Batch) Each(max int, fn func(Frame) error) error {
+	rest := b.Frames
+	for len(rest) > 0 {
+		f, n, err := Decode(rest, max)
+		if err != nil {
+			return err
+		}
+		if f.Type() == TypeBatch {
+			return ErrNestedBatch
+		}
+		if err := fn(f); err != nil {
+			return err
+		}
+		rest = rest[n:]
+	}
+	return nil
+}
+
+// reader decodes body fields. The first failure sticks in err and every
+// later read returns a zero value, so decoders read straight through and
+// check once.
+type reader struct {
+	b   []byte
+	err error
+}
+
+var (
+	errShortField = errors.New("field runs past the end of the body")
+	errVarint     = errors.New("bad varint")
+	errBool       = errors.New("bool byte is neither 0 nor 1")
+	errCode       = errors.New("code out of range")
+)
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		if n == 0 {
+			r.err = errShortField
+		} else {
+			r.err = errVarint
+		}
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) == 0 {
+		r.err = errShortField
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *reader) bool() bool {
+	switch r.byte() {
+	case 0:
+		return false
+	case 1:
+		return true
+	}
+	if r.err == nil {
+		r.err = errBool
+	}
+	return false
+}
+
+func (r *reader) code() Code {
+	v := r.uvarint()
+	if v > 0xFFFF {
+		if r.err == nil {
+			r.err = errCode
+		}
+		return 0
+	}
+	return Code(v)
+}
+
+// raw returns the next length-prefixed field without copying it.
+func (r *reader) raw() []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.err = errShortField
+		return nil
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string() string { return string(r.raw()) }
+
+func (r *reader) bytes() []byte {
+	v := r.raw()
+	if len(v) == 0 {
+		return nil
+	}
+	return append([]byte(nil), v...)
+}

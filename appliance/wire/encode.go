@@ -1,0 +1,152 @@
+package wire
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Append appends the encoding of f (header and body) to dst and returns the
+// extended buffer. It panics only on a Frame type this package does not
+// define, which is a programming error.
+func Append(dst []byte, f Frame) []byte {
+	switch f := f.(type) {
+	case *Push:
+		return AppendPush(dst, f)
+	case *Batch:
+		return AppendBatch(dst, f.Frames, false)
+	}
+	start := len(dst)
+	dst = appendHeader(dst, f.Type(), 0)
+	switch f := f.(type) {
+	case *Hello:
+		dst = appendString(dst, f.Token)
+		dst = appendString(dst, f.App)
+		dst = appendString(dst, f.Device)
+		dst = appendString(dst, f.Platform)
+		dst = appendString(dst, f.Version)
+		dst = binary.AppendUvarint(dst, uint64(len(f.Businesses)))
+		for _, b := range f.Businesses {
+			dst = appendString(dst, b)
+		}
+		dst = appendString(dst, f.Epoch)
+		dst = binary.AppendUvarint(dst, f.Seq)
+		dst = binary.AppendUvarint(dst, f.Caps)
+	case *Welcome:
+		dst = appendString(dst, f.Session)
+		dst = appendString(dst, f.Node)
+		dst = binary.AppendUvarint(dst, f.Heartbeat)
+		dst = appendBool(dst, f.Recovered)
+		dst = appendString(dst, f.Epoch)
+		dst = binary.AppendUvarint(dst, f.Acked)
+		dst = binary.AppendUvarint(dst, f.MaxFrame)
+		dst = binary.AppendUvarint(dst, f.Caps)
+	case *Ack:
+		dst = binary.AppendUvarint(dst, f.Seq)
+	case *Ping:
+		dst = binary.AppendUvarint(dst, f.Time)
+	case *Pong:
+		dst = binary.AppendUvarint(dst, f.Time)
+	case *Up:
+		dst = binary.AppendUvarint(dst, f.Request)
+		dst = appendString(dst, f.Business)
+		dst = appendBytes(dst, f.Payload)
+	case *UpReply:
+		dst = binary.AppendUvarint(dst, f.Request)
+		dst = binary.AppendUvarint(dst, uint64(f.Code))
+		dst = appendBytes(dst, f.Payload)
+	case *Join:
+		dst = binary.AppendUvarint(dst, f.Request)
+		dst = appendString(dst, f.Group)
+	case *Leave:
+		dst = binary.AppendUvarint(dst, f.Request)
+		dst = appendString(dst, f.Group)
+	case *Control:
+		dst = append(dst, byte(f.Kind), byte(f.MinPriority))
+		dst = appendString(dst, f.Reason)
+		dst = appendString(dst, f.Addr)
+	case *Error:
+		dst = binary.AppendUvarint(dst, uint64(f.Code))
+		dst = binary.AppendUvarint(dst, f.Request)
+		dst = appendString(dst, f.Message)
+	default:
+		panic(fmt.Sprintf("wire: Append of unknown frame %T", f))
+	}
+	return finishHeader(dst, start)
+}
+
+// AppendPush appends a PUSH frame. It is the hot path of fan-out, so it
+// avoids the interface dispatch of Append and never allocates when dst has
+// room for the frame.
+func AppendPush(dst []byte, p *Push) []byte {
+	start := len(dst)
+	var flags uint8
+	if p.Redelivery {
+		flags |= FlagRedelivery
+	}
+	dst = appendHeader(dst, TypePush, flags)
+	dst = binary.AppendUvarint(dst, p.Seq)
+	dst = appendString(dst, p.ID)
+	dst = appendString(dst, p.Business)
+	dst = append(dst, byte(p.Priority))
+	dst = binary.AppendUvarint(dst, p.Created)
+	dst = appendString(dst, p.Group)
+	dst = appendBytes(dst, p.Payload)
+	return finishHeader(dst, start)
+}
+
+// PushLen returns the exact encoded length of p, for sizing buffers.
+func PushLen(p *Push) int {
+	return HeaderLen + uvarintLen(p.Seq) + stringLen(p.ID) + stringLen(p.Business) + 1 +
+		uvarintLen(p.Created) + stringLen(p.Group) + stringLen(string(p.Payload))
+}
+
+// SetRedelivery sets or clears the redelivery flag of an encoded PUSH frame
+// in place, so a retransmit reuses the bytes it kept.
+func SetRedelivery(frame []byte, on bool) {
+	if len(frame) < HeaderLen || Type(frame[1]) != TypePush {
+		return
+	}
+	if on {
+		frame[2] |= FlagRedelivery
+	} else {
+		frame[2] &^= FlagRedelivery
+	}
+}
+
+func appendHeader(dst []byte, t Type, flags uint8) []byte {
+	return append(dst, Version, byte(t), flags, 0, 0, 0, 0)
+}
+
+// finishHeader writes the body length into the header that starts at start.
+func finishHeader(dst []byte, start int) []byte {
+	binary.BigEndian.PutUint32(dst[start+3:start+HeaderLen], uint32(len(dst)-start-HeaderLen))
+	return dst
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func appendBytes(dst []byte, b []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(b)))
+	return append(dst, b...)
+}
+
+func appendBool(dst []byte, b bool) []byte {
+	if b {
+		return append(dst, 1)
+	}
+	return append(dst, 0)
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+func stringLen(s string) int { return uvarintLen(uint64(len(s))) + len(s) }
