@@ -1,0 +1,765 @@
+package raftmeta
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+)
+
+const (
+	// maxVoters is the largest voter set Join builds; later nodes join as
+	// non-voters, which replicate but do not slow commits or elections.
+	maxVoters = 5
+	// defaultEnqueueTimeout bounds how long a command waits to be accepted
+	// by raft when the caller's context has no deadline.
+	defaultEnqueueTimeout = 10 * time.Second
+	// transportPool and transportTimeout are the TCP transport's idle
+	// connection pool per peer and its dial/IO deadline.
+	transportPool    = 3
+	transportTimeout = 10 * time.Second
+	// retainSnapshots is how many snapshots stay on disk: the newest and
+	// one fallback in case the newest turns out unreadable.
+	retainSnapshots = 2
+)
+
+// Config configures a Store. Every zero value has the meaning given.
+type Config struct {
+	// ID is this node's raft server id and Member.ID (required; letters,
+	// digits, '.', '_', '-').
+	ID string
+	// DataDir holds the raft log and stable store (DataDir/raft, raft-wal)
+	// and snapshots (DataDir/snapshots). Created if missing. Required.
+	DataDir string
+	// RaftBind is the TCP address the raft transport listens on (required).
+	// "127.0.0.1:0" picks a free port; RaftAddr reports the bound address.
+	RaftBind string
+	// RaftAdvertise is the address peers dial; "" → the bound address.
+	// Required when RaftBind is a wildcard address such as 0.0.0.0.
+	RaftAdvertise string
+	// Logger receives the store's and raft's messages, with a "component"
+	// attribute; nil discards them.
+	Logger *slog.Logger
+	// RaftLogLevel is the lowest level of raft's own messages passed to
+	// Logger; zero → info (elections, membership, snapshots), not raft's
+	// per-RPC debug chatter.
+	RaftLogLevel slog.Level
+
+	// Raft timings; zero → hashicorp/raft defaults (1 s heartbeat and
+	// election timeouts, 500 ms leader lease, 50 ms commit timeout).
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+
+	// Snapshotting; zero → raft defaults (a snapshot every 8192 entries,
+	// checked every 120 s, keeping 10240 entries after it).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+
+	// SegmentSize is the raft-wal segment file size in bytes; zero → the
+	// raft-wal default (64 MiB). Compaction frees whole segments only.
+	SegmentSize int
+}
+
+func (c Config) validate() (advertise net.Addr, err error) {
+	if err := checkName("node id", c.ID); err != nil {
+		return nil, err
+	}
+	if c.DataDir == "" {
+		return nil, fmt.Errorf("data dir: empty: %w", ErrInvalid)
+	}
+	if c.SegmentSize < 0 {
+		return nil, fmt.Errorf("segment size %d: %w", c.SegmentSize, ErrInvalid)
+	}
+	host, _, err := net.SplitHostPort(c.RaftBind)
+	if err != nil {
+		return nil, fmt.Errorf("raft bind %q: %v: %w", c.RaftBind, err, ErrInvalid)
+	}
+	if c.RaftAdvertise == "" {
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			return nil, fmt.Errorf("raft bind %q is a wildcard address and no advertise address is set: %w", c.RaftBind, ErrInvalid)
+		}
+		return nil, nil
+	}
+	adv, err := net.ResolveTCPAddr("tcp", c.RaftAdvertise)
+	if err != nil {
+		return nil, fmt.Errorf("raft advertise %q: %v: %w", c.RaftAdvertise, err, ErrInvalid)
+	}
+	if adv.IP == nil || adv.IP.IsUnspecified() || adv.Port == 0 {
+		return nil, fmt.Errorf("raft advertise %q is not dialable: %w", c.RaftAdvertise, ErrInvalid)
+	}
+	return adv, nil
+}
+
+// hclogFloor maps the configured slog level to hclog's.
+func hclogFloor(l slog.Level) hclog.Level {
+	switch {
+	case l < slog.LevelDebug:
+		return hclog.Trace
+	case l < slog.LevelInfo:
+		return hclog.Debug
+	case l < slog.LevelWarn:
+		return hclog.Info
+	case l < slog.LevelError:
+		return hclog.Warn
+	}
+	return hclog.Error
+}
+
+// Store is one node's replica of the region metadata. It owns the
+// *raft.Raft, its log store, snapshot store and transport.
+type Store struct {
+	id    string
+	log   *slog.Logger
+	raft  *raft.Raft
+	fsm   *fsm
+	wal   *wal.WAL
+	trans *raft.NetworkTransport
+
+	observer *raft.Observer
+	obsCh    chan raft.Observation
+
+	changes *notifier // state changes and leader changes
+	leaders *notifier // leader changes only (WaitForLeader)
+
+	mu     sync.Mutex
+	closed bool
+
+	stop chan struct{}  // closed by Close to end observe
+	wg   sync.WaitGroup // observe
+}
+
+// Open starts a node from cfg.DataDir: it restores the latest snapshot,
+// opens the log and starts the raft transport. A node with no raft state
+// stays a lonely follower until Bootstrap or until a leader adds it (Join).
+func Open(cfg Config) (*Store, error) {
+	advertise, err := cfg.validate()
+	if err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "raftmeta", "node", cfg.ID)
+	floor := hclogFloor(cfg.RaftLogLevel)
+
+	raftDir := filepath.Join(cfg.DataDir, "raft")
+	// raft-wal's Open does not create its directory.
+	if err := os.MkdirAll(raftDir, 0o700); err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
+
+	s := &Store{
+		id:      cfg.ID,
+		log:     logger,
+		changes: newNotifier(),
+		leaders: newNotifier(),
+		obsCh:   make(chan raft.Observation, 64),
+		stop:    make(chan struct{}),
+	}
+	s.fsm = newFSM(logger, s.changes.notify)
+
+	segmentSize := cfg.SegmentSize
+	if segmentSize == 0 {
+		segmentSize = wal.DefaultSegmentSize
+	}
+	s.wal, err = wal.Open(raftDir, wal.WithLogger(newHCLogger(logger, "wal", floor)), wal.WithSegmentSize(segmentSize))
+	if err != nil {
+		return nil, fmt.Errorf("open log %s: %w", raftDir, err)
+	}
+	// The file snapshot store keeps its files under DataDir/snapshots.
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, retainSnapshots, newHCLogger(logger, "snapshot", floor))
+	if err != nil {
+		_ = s.wal.Close()
+		return nil, fmt.Errorf("open snapshots: %w", err)
+	}
+	s.trans, err = raft.NewTCPTransportWithConfig(cfg.RaftBind, advertise, &raft.NetworkTransportConfig{
+		MaxPool: transportPool,
+		Timeout: transportTimeout,
+		Logger:  newHCLogger(logger, "transport", floor),
+	})
+	if err != nil {
+		_ = s.wal.Close()
+		return nil, fmt.Errorf("listen raft %s: %w", cfg.RaftBind, err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	// DefaultConfig logs at DEBUG to stderr; raft gets the slog adapter.
+	rc.Logger = newHCLogger(logger, "raft", floor)
+	rc.NoLegacyTelemetry = true
+	setDuration(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
+	setDuration(&rc.ElectionTimeout, cfg.ElectionTimeout)
+	setDuration(&rc.LeaderLeaseTimeout, cfg.LeaderLeaseTimeout)
+	setDuration(&rc.CommitTimeout, cfg.CommitTimeout)
+	setDuration(&rc.SnapshotInterval, cfg.SnapshotInterval)
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	if err := raft.ValidateConfig(rc); err != nil {
+		_ = s.trans.Close()
+		_ = s.wal.Close()
+		return nil, fmt.Errorf("open: raft config: %v: %w", err, ErrInvalid)
+	}
+
+	s.raft, err = raft.NewRaft(rc, s.fsm, s.wal, s.wal, snaps, s.trans)
+	if err != nil {
+		_ = s.trans.Close()
+		_ = s.wal.Close()
+		return nil, fmt.Errorf("open raft: %w", err)
+	}
+	// LeaderCh is lossy and single-consumer; an observer filtered to
+	// leader changes feeds WaitForLeader and Changes instead.
+	s.observer = raft.NewObserver(s.obsCh, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	s.raft.RegisterObserver(s.observer)
+	s.wg.Add(1)
+	go s.observe()
+	logger.Info("raft store open", "raft_addr", s.RaftAddr(), "data_dir", cfg.DataDir)
+	return s, nil
+}
+
+func setDuration(dst *time.Duration, v time.Duration) {
+	if v > 0 {
+		*dst = v
+	}
+}
+
+// observe relays leader changes until Close.
+func (s *Store) observe() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case o := <-s.obsCh:
+			if lo, ok := o.Data.(raft.LeaderObservation); ok {
+				s.log.Info("leader changed", "leader", string(lo.LeaderID), "leader_addr", string(lo.LeaderAddr))
+			}
+			s.leaders.notify()
+			s.changes.notify()
+		}
+	}
+}
+
+// Close stops raft, closes the transport and the log, and ends the
+// Changes channels. It does not leave the cluster (see Leave). Safe to
+// call more than once.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+
+	// Shutdown waits for raft's goroutines and closes the transport.
+	err := s.raft.Shutdown().Error()
+	s.raft.DeregisterObserver(s.observer)
+	close(s.stop)
+	s.wg.Wait()
+	if werr := s.wal.Close(); werr != nil && err == nil {
+		err = werr
+	}
+	s.changes.close()
+	s.leaders.close()
+	if err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Bootstrap makes this node a single-voter cluster if it has no raft state
+// yet; on a node with state it does nothing, so it is safe on every start
+// of the designated first node. Once leader, that node registers its own
+// Member record by calling Join with itself.
+func (s *Store) Bootstrap() error {
+	if s.isClosed() {
+		return fmt.Errorf("bootstrap: %w", ErrClosed)
+	}
+	f := s.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+		Suffrage: raft.Voter, ID: raft.ServerID(s.id), Address: s.trans.LocalAddr(),
+	}}})
+	if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		return fmt.Errorf("bootstrap: %w", s.translate(err))
+	}
+	return nil
+}
+
+// Apply proposes cmd and returns its result once this node has applied it.
+// Empty RequestID, Actor and Time are filled in (a new id, "node/<ID>",
+// now). Only the leader proposes: elsewhere Apply returns a
+// *NotLeaderError (ErrNotLeader) and the caller forwards the command.
+// A command the FSM refuses returns its ErrNotFound, ErrConflict or
+// ErrInvalid. ErrLeadershipLost means the outcome is unknown: retry with
+// the same RequestID.
+//
+// ctx bounds the wait for raft to accept the command (10 s without a
+// deadline). After that Apply waits for the commit, which raft bounds: it
+// fails in-flight commands with ErrLeadershipLost when the leader loses
+// its quorum for LeaderLeaseTimeout.
+func (s *Store) Apply(ctx context.Context, cmd Command) (Result, error) {
+	op := "apply " + cmd.Type.String()
+	if s.isClosed() {
+		return Result{}, fmt.Errorf("%s: %w", op, ErrClosed)
+	}
+	if cmd.RequestID == "" {
+		cmd.RequestID = NewRequestID()
+	}
+	if cmd.Actor == "" {
+		cmd.Actor = "node/" + s.id
+	}
+	if cmd.Time.IsZero() {
+		cmd.Time = time.Now()
+	}
+	cmd.Time = cmd.Time.UTC()
+	if err := cmd.check(); err != nil {
+		return Result{}, fmt.Errorf("%s: %w", op, err)
+	}
+	data, err := cmd.encode()
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %v: %w", op, err, ErrInvalid)
+	}
+	if s.raft.State() != raft.Leader {
+		return Result{}, fmt.Errorf("%s: %w", op, s.notLeader())
+	}
+	timeout, err := enqueueTimeout(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", op, err)
+	}
+	f := s.raft.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		return Result{}, fmt.Errorf("%s: %w", op, s.translate(err))
+	}
+	resp, ok := f.Response().(*applyResponse)
+	if !ok {
+		return Result{}, fmt.Errorf("%s: unexpected FSM response %T", op, f.Response())
+	}
+	if resp.Err != nil {
+		return resp.Result, fmt.Errorf("%s: %w", op, resp.Err)
+	}
+	return resp.Result, nil
+}
+
+// enqueueTimeout turns the context's deadline into raft's enqueue timeout.
+func enqueueTimeout(ctx context.Context) (time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return defaultEnqueueTimeout, nil
+	}
+	d := time.Until(dl)
+	if d <= 0 {
+		return 0, context.DeadlineExceeded
+	}
+	return d, nil
+}
+
+// translate maps raft's errors to the package's sentinels.
+func (s *Store) translate(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return s.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return ErrLeadershipLost
+	case errors.Is(err, raft.ErrAbortedByRestore), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %v", ErrLeadershipLost, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return ErrTimeout
+	}
+	return err
+}
+
+// notLeader builds the *NotLeaderError for this moment.
+func (s *Store) notLeader() error {
+	addr, id := s.raft.LeaderWithID()
+	e := &NotLeaderError{LeaderID: string(id), LeaderRaftAddr: string(addr)}
+	if id != "" {
+		e.Leader, e.Known = s.State().Members[string(id)]
+	}
+	return e
+}
+
+func (s *Store) leaderOnly() error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if s.raft.State() != raft.Leader {
+		return s.notLeader()
+	}
+	return nil
+}
+
+// Join adds a node to the cluster: as a voter while there are fewer than
+// five, else as a non-voter; then it records m (with Voter set to match)
+// in the state. It is idempotent for the same ID and RaftAddr, and a
+// repeat join promotes a non-voter when a voter slot is free. A node that
+// comes back with a new address, or a new ID at an old address, replaces
+// the old entry. The leader registers itself the same way after
+// Bootstrap. m.Draining is kept from an existing record: draining is
+// operator state, not the joining node's.
+func (s *Store) Join(ctx context.Context, m Member) error {
+	op := "join " + m.ID
+	if err := s.leaderOnly(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := (&memberUpsertBody{Member: m}).validate(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return fmt.Errorf("%s: %w", op, s.translate(err))
+	}
+	voters := 0
+	var existing *raft.Server
+	var stale []raft.Server
+	for _, srv := range cf.Configuration().Servers {
+		sameID, sameAddr := string(srv.ID) == m.ID, string(srv.Address) == m.RaftAddr
+		switch {
+		case sameID && sameAddr:
+			existing = &srv
+		case sameID || sameAddr:
+			if string(srv.ID) == s.id {
+				return fmt.Errorf("%s at %s: would replace the leader %s at %s: %w", op, m.RaftAddr, srv.ID, srv.Address, ErrConflict)
+			}
+			stale = append(stale, srv)
+		}
+		if srv.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	for _, srv := range stale {
+		s.log.Info("join replaces server", "id", string(srv.ID), "addr", string(srv.Address), "by", m.ID, "addr_new", m.RaftAddr)
+		if err := s.configChange(ctx, func(t time.Duration) raft.IndexFuture {
+			return s.raft.RemoveServer(srv.ID, 0, t)
+		}); err != nil {
+			return fmt.Errorf("%s: remove stale server %s: %w", op, srv.ID, err)
+		}
+		if srv.Suffrage == raft.Voter {
+			voters--
+		}
+	}
+	// A member record of another id at this raft address is a previous
+	// incarnation of the joining host; it would make the upsert conflict.
+	for id, o := range s.State().Members {
+		if id != m.ID && o.RaftAddr == m.RaftAddr {
+			if _, err := s.Apply(ctx, RemoveMember(id)); err != nil && !errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("%s: %w", op, err)
+			}
+		}
+	}
+
+	id, addr := raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr)
+	var add func(time.Duration) raft.IndexFuture
+	switch {
+	case voters < maxVoters && (existing == nil || existing.Suffrage != raft.Voter):
+		add = func(t time.Duration) raft.IndexFuture { return s.raft.AddVoter(id, addr, 0, t) }
+		m.Voter = true
+	case existing == nil:
+		add = func(t time.Duration) raft.IndexFuture { return s.raft.AddNonvoter(id, addr, 0, t) }
+		m.Voter = false
+	default:
+		m.Voter = existing.Suffrage == raft.Voter
+	}
+	if add != nil {
+		if err := s.configChange(ctx, add); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		s.log.Info("server added", "id", m.ID, "addr", m.RaftAddr, "voter", m.Voter)
+	}
+	if old, ok := s.State().Members[m.ID]; ok {
+		m.Draining = old.Draining
+	}
+	if _, err := s.Apply(ctx, UpsertMember(m)); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// configChange runs one raft membership change and waits for it.
+func (s *Store) configChange(ctx context.Context, change func(time.Duration) raft.IndexFuture) error {
+	timeout, err := enqueueTimeout(ctx)
+	if err != nil {
+		return err
+	}
+	if err := change(timeout).Error(); err != nil {
+		return s.translate(err)
+	}
+	return nil
+}
+
+// Remove takes a node out of the cluster for good (typically a dead one):
+// it deletes the Member record, then the raft server. Leader only. It
+// returns ErrNotFound when the id is in neither, so a retry after success
+// can be recognized.
+func (s *Store) Remove(ctx context.Context, id string) error {
+	op := "remove " + id
+	if err := s.leaderOnly(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if err := checkName("member id", id); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	// The record goes first: when the leader removes itself it stops
+	// being leader as soon as the raft change commits, and could no longer
+	// write the record.
+	_, err := s.Apply(ctx, RemoveMember(id))
+	hadMember := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return fmt.Errorf("%s: %w", op, s.translate(err))
+	}
+	inRaft := false
+	for _, srv := range cf.Configuration().Servers {
+		inRaft = inRaft || string(srv.ID) == id
+	}
+	if !inRaft {
+		if !hadMember {
+			return fmt.Errorf("%s: %w", op, ErrNotFound)
+		}
+		return nil
+	}
+	if err := s.configChange(ctx, func(t time.Duration) raft.IndexFuture {
+		return s.raft.RemoveServer(raft.ServerID(id), 0, t)
+	}); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	s.log.Info("server removed", "id", id)
+	return nil
+}
+
+// Leave removes this node from the cluster. Only the leader can change the
+// configuration: on a follower Leave returns a *NotLeaderError and the
+// appliance forwards "remove <this id>" to the leader, which calls Remove.
+// On the leader the node removes itself and steps down; raft then shuts
+// down on this node, and the caller closes the Store.
+func (s *Store) Leave(ctx context.Context) error {
+	if err := s.leaderOnly(); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	if err := s.Remove(ctx, s.id); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	return nil
+}
+
+// IsLeader reports whether this node is the raft leader right now.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the leader's raft id and address as raft knows them; both
+// are empty while no leader is known.
+func (s *Store) Leader() (id, raftAddr string) {
+	addr, sid := s.raft.LeaderWithID()
+	return string(sid), string(addr)
+}
+
+// LeaderMember returns the leader's Member record; its AdminAddr is where
+// writes are forwarded. False while no leader is known or the leader has
+// no record yet.
+func (s *Store) LeaderMember() (Member, bool) {
+	id, _ := s.Leader()
+	if id == "" {
+		return Member{}, false
+	}
+	m, ok := s.State().Members[id]
+	return m, ok
+}
+
+// WaitForLeader blocks until a leader is known (possibly this node).
+func (s *Store) WaitForLeader(ctx context.Context) error {
+	for {
+		// Subscribe before looking, so a change in between still wakes us.
+		ch, cancel := s.leaders.subscribe()
+		if id, _ := s.Leader(); id != "" {
+			cancel()
+			return nil
+		}
+		if s.isClosed() {
+			cancel()
+			return fmt.Errorf("wait for leader: %w", ErrClosed)
+		}
+		select {
+		case <-ch:
+			cancel()
+		case <-ctx.Done():
+			cancel()
+			return fmt.Errorf("wait for leader: %w", ctx.Err())
+		}
+	}
+}
+
+// State returns the current state. It is immutable and shared: do not
+// modify it. Reading it takes no lock.
+func (s *Store) State() *State { return s.fsm.State() }
+
+// Digest returns a hash of the whole FSM content (state and request-id
+// memory); nodes that applied the same log report the same digest.
+func (s *Store) Digest() string { return s.fsm.digest() }
+
+// Changes returns a channel that receives a value after the state changes
+// (an applied command or a restored snapshot) and after the leader
+// changes. Notifications coalesce: one value may stand for many changes,
+// so read State after each. The channel is closed when the Store closes;
+// call the returned func to unsubscribe earlier.
+func (s *Store) Changes() (<-chan struct{}, func()) { return s.changes.subscribe() }
+
+// RaftAddr returns the address peers reach this node's raft at.
+func (s *Store) RaftAddr() string { return string(s.trans.LocalAddr()) }
+
+// Server is one entry of the raft configuration.
+type Server struct {
+	ID      string
+	Address string
+	Voter   bool
+}
+
+// Servers returns the latest raft configuration known to this node.
+func (s *Store) Servers() ([]Server, error) {
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, fmt.Errorf("servers: %w", s.translate(err))
+	}
+	var out []Server
+	for _, srv := range cf.Configuration().Servers {
+		out = append(out, Server{ID: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter})
+	}
+	return out, nil
+}
+
+// Stats describes this node's raft replica.
+type Stats struct {
+	// State is raft's state: "Follower", "Candidate", "Leader" or
+	// "Shutdown".
+	State string
+	Term  uint64
+	// LastLogIndex is the newest entry in the log or snapshot.
+	LastLogIndex uint64
+	// FirstLogIndex is the oldest entry still in the log (compaction moves
+	// it up); 0 for an empty log.
+	FirstLogIndex uint64
+	CommitIndex   uint64
+	// AppliedIndex is the newest entry raft handed to the FSM.
+	AppliedIndex uint64
+	// SnapshotIndex is the index of the newest snapshot taken or installed.
+	SnapshotIndex uint64
+	// StateIndex is State().Index: the last entry that changed the state.
+	StateIndex uint64
+	LeaderID   string
+	LeaderAddr string
+	// Peers is the number of other servers in the configuration; Voters
+	// counts voters, this node included.
+	Peers  int
+	Voters int
+}
+
+// Stats returns a snapshot of this node's raft figures.
+func (s *Store) Stats() Stats {
+	st := Stats{
+		State:        s.raft.State().String(),
+		Term:         s.raft.CurrentTerm(),
+		LastLogIndex: s.raft.LastIndex(),
+		CommitIndex:  s.raft.CommitIndex(),
+		AppliedIndex: s.raft.AppliedIndex(),
+		StateIndex:   s.State().Index,
+	}
+	st.LeaderID, st.LeaderAddr = s.Leader()
+	if first, err := s.wal.FirstIndex(); err == nil {
+		st.FirstLogIndex = first
+	}
+	if v, err := strconv.ParseUint(s.raft.Stats()["last_snapshot_index"], 10, 64); err == nil {
+		st.SnapshotIndex = v
+	}
+	if servers, err := s.Servers(); err == nil {
+		for _, srv := range servers {
+			if srv.ID != s.id {
+				st.Peers++
+			}
+			if srv.Voter {
+				st.Voters++
+			}
+		}
+	}
+	return st
+}
+
+// notifier fans a coalesced "something changed" signal out to
+// subscribers: each has a one-slot channel, so a slow reader misses
+// nothing but the count, and the sender never blocks.
+type notifier struct {
+	mu     sync.Mutex
+	closed bool
+	subs   map[chan struct{}]struct{}
+}
+
+func newNotifier() *notifier {
+	return &notifier{subs: map[chan struct{}]struct{}{}}
+}
+
+func (n *notifier) subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		close(ch)
+		return ch, func() {}
+	}
+	n.subs[ch] = struct{}{}
+	return ch, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		delete(n.subs, ch)
+	}
+}
+
+func (n *notifier) notify() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for ch := range n.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (n *notifier) close() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.closed = true
+	for ch := range n.subs {
+		close(ch)
+	}
+	n.subs = map[chan struct{}]struct{}{}
+}
