@@ -1,0 +1,202 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Delivery is one entry of a node's delivery stream: an opaque blob (the
+// appliance encodes a batch of deliveries into one) and its stream id, which
+// AckDeliveries takes.
+type Delivery struct {
+	ID   string
+	Blob []byte
+}
+
+// Deliver appends each blob to its node's delivery stream (XADD MAXLEN ~
+// DeliveryMaxLen), all in one pipeline. go-redis may resend an XADD after a
+// read timeout, so a blob can arrive twice: delivery is at least once and
+// devices dedupe by message id.
+func (s *Store) Deliver(ctx context.Context, byNode map[string][][]byte) error {
+	pipe := s.rdb.Pipeline()
+	n := 0
+	for node, blobs := range byNode {
+		if !validID(node) {
+			return fmt.Errorf("deliver: node id %q: %w", node, ErrInvalidArgument)
+		}
+		for _, b := range blobs {
+			pipe.XAdd(ctx, &redis.XAddArgs{
+				Stream: deliveryKey(node),
+				MaxLen: s.cfg.DeliveryMaxLen,
+				Approx: true,
+				Values: []any{"d", b},
+			})
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	_, err := pipe.Exec(ctx)
+	return wrap("deliver", fmt.Sprintf("%d entries to %d nodes", n, len(byNode)), err)
+}
+
+// EnsureGroup creates the consumer group on node's delivery stream, and the
+// stream if needed. The group starts at the beginning of the stream, so
+// entries written before the node first started are delivered too. An
+// existing group is left alone.
+func (s *Store) EnsureGroup(ctx context.Context, node string) error {
+	if !validID(node) {
+		return fmt.Errorf("ensure group: node id %q: %w", node, ErrInvalidArgument)
+	}
+	err := s.rdb.XGroupCreateMkStream(ctx, deliveryKey(node), group, "0").Err()
+	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+		return wrap("ensure group on", deliveryKey(node), err)
+	}
+	return nil
+}
+
+// ReadDeliveries reads up to count new entries from node's own delivery
+// stream as consumer node, waiting up to block for the first one (block <= 0
+// does not wait; it is never "forever"). No entries is not an error. If the
+// group is missing (Redis lost its data), it is created again and the read
+// retried once.
+func (s *Store) ReadDeliveries(ctx context.Context, node string, count int, block time.Duration) ([]Delivery, error) {
+	if !validID(node) {
+		return nil, fmt.Errorf("read deliveries: node id %q: %w", node, ErrInvalidArgument)
+	}
+	if block <= 0 {
+		block = -1 // go-redis omits BLOCK for a negative value; 0 would block forever
+	}
+	read := func() ([]redis.XStream, error) {
+		return s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group:    group,
+			Consumer: node,
+			Streams:  []string{deliveryKey(node), ">"},
+			Count:    int64(count),
+			Block:    block,
+		}).Result()
+	}
+	res, err := read()
+	if redis.HasErrorPrefix(err, "NOGROUP") {
+		if err := s.EnsureGroup(ctx, node); err != nil {
+			return nil, err
+		}
+		res, err = read()
+	}
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, wrap("read deliveries from", deliveryKey(node), err)
+	}
+	var out []Delivery
+	for _, st := range res {
+		for _, m := range st.Messages {
+			out = append(out, Delivery{ID: m.ID, Blob: blob(m.Values["d"])})
+		}
+	}
+	return out, nil
+}
+
+// AckDeliveries acknowledges entries of node's delivery stream (XACK), also
+// entries that TakeOver handed to another consumer. The stream is capped, so
+// acked entries are not deleted.
+func (s *Store) AckDeliveries(ctx context.Context, node string, ids []string) error {
+	if !validID(node) {
+		return fmt.Errorf("ack deliveries: node id %q: %w", node, ErrInvalidArgument)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return wrap("ack deliveries on", deliveryKey(node), s.rdb.XAck(ctx, deliveryKey(node), group, ids...).Err())
+}
+
+// TakeOver lets consumer, a live node, drain deadNode's delivery stream. It
+// returns up to count entries: first pending ones idle at least ClaimMinIdle
+// (XAUTOCLAIM; the dead node read them but never acked), then ones never
+// delivered (XREADGROUP >). The caller acks them with
+// AckDeliveries(deadNode, ids) and calls TakeOver until it returns nothing,
+// then RetireNode. With deadNode == consumer, a restarted node recovers what
+// it had read before it died.
+func (s *Store) TakeOver(ctx context.Context, deadNode, consumer string, count int) ([]Delivery, error) {
+	if !validID(deadNode) || !validID(consumer) {
+		return nil, fmt.Errorf("take over %q as %q: %w", deadNode, consumer, ErrInvalidArgument)
+	}
+	if count <= 0 {
+		return nil, nil
+	}
+	calls := []scriptCall{{
+		script: takeoverScript,
+		keys:   []string{deliveryKey(deadNode)},
+		args:   []any{group, consumer, count, s.cfg.ClaimMinIdle.Milliseconds()},
+	}}
+	if err := s.runScripts(ctx, calls); err != nil {
+		return nil, wrap("take over", deliveryKey(deadNode), err)
+	}
+	rows, err := calls[0].cmd.Slice()
+	if err != nil {
+		return nil, fmt.Errorf("take over %s: %w", deliveryKey(deadNode), err)
+	}
+	out := make([]Delivery, 0, len(rows))
+	for _, row := range rows {
+		r, ok := row.([]any)
+		if !ok || len(r) != 2 {
+			return nil, fmt.Errorf("take over %s: unexpected entry %v", deliveryKey(deadNode), row)
+		}
+		d := Delivery{ID: str(r[0])}
+		if fields, ok := r[1].([]any); ok {
+			for j := 0; j+1 < len(fields); j += 2 {
+				if str(fields[j]) == "d" {
+					d.Blob = []byte(str(fields[j+1]))
+				}
+			}
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// RetireNode deletes a dead node's delivery stream once it is drained and
+// removes the node from the node set. It refuses with ErrNodeAlive while the
+// node's heartbeat lives, and with ErrNotDrained while entries are pending
+// or unread (keep calling TakeOver).
+func (s *Store) RetireNode(ctx context.Context, node string) error {
+	if !validID(node) {
+		return fmt.Errorf("retire node: node id %q: %w", node, ErrInvalidArgument)
+	}
+	calls := []scriptCall{{
+		script: retireScript,
+		keys:   []string{deliveryKey(node), heartbeatKey(node)},
+	}}
+	if err := s.runScripts(ctx, calls); err != nil {
+		return wrap("retire node", node, err)
+	}
+	n, err := calls[0].cmd.Int64()
+	switch {
+	case err != nil:
+		return fmt.Errorf("retire node %s: %w", node, err)
+	case n == -1:
+		return fmt.Errorf("retire node %s: %w", node, ErrNodeAlive)
+	case n == -2:
+		return fmt.Errorf("retire node %s: %w", node, ErrNotDrained)
+	}
+	// The set lives in another slot, so it cannot be in the script. A node
+	// that heartbeats again afterwards adds itself back.
+	return wrap("retire node", node, s.rdb.SRem(ctx, nodesKey, node).Err())
+}
+
+// blob returns a stream field value as bytes.
+func blob(v any) []byte {
+	switch x := v.(type) {
+	case string:
+		return []byte(x)
+	case []byte:
+		return x
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+package streams
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushd/pushd/streams/streamstest"
+)
+
+// testEnv is one real redis-server, a client and a Store on it.
+type testEnv struct {
+	srv   *streamstest.Server
+	rdb   *redis.Client
+	store *Store
+}
+
+func newEnv(t *testing.T, cfg Config, opts ...streamstest.Option) *testEnv {
+	t.Helper()
+	srv := streamstest.StartRedis(t, opts...)
+	rdb := srv.Client(t)
+	return &testEnv{srv: srv, rdb: rdb, store: New(rdb, cfg)}
+}
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// waitFor polls cond until it returns nil or timeout passes, then fails
+// with cond's last error.
+func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func msg(id string) Message {
+	return Message{ID: id, Business: "chat", Priority: PriorityNormal, Payload: []byte("payload " + id)}
+}
+
+// appendN appends n messages with ids prefix-1..prefix-n to device and
+// returns the last result.
+func appendN(t *testing.T, s *Store, device, prefix string, n int) Appended {
+	t.Helper()
+	var last Appended
+	for i := 1; i <= n; i++ {
+		res, err := s.Append(testCtx(t), msg(fmt.Sprintf("%s-%d", prefix, i)), []string{device})
+		if err != nil {
+			t.Fatalf("append %s-%d: %v", prefix, i, err)
+		}
+		last = res[0]
+	}
+	return last
+}
+
+func seqs(entries []Entry) []uint64 {
+	out := make([]uint64, len(entries))
+	for i, e := range entries {
+		out[i] = e.Seq
+	}
+	return out
+}
+
+func equalSeqs(a []uint64, b ...uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func mustResume(t *testing.T, s *Store, device string, pos Position, limit int) Resumed {
+	t.Helper()
+	r, err := s.Resume(testCtx(t), device, pos, limit)
+	if err != nil {
+		t.Fatalf("resume %s from %+v: %v", device, pos, err)
+	}
+	return r
+}

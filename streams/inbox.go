@@ -1,0 +1,461 @@
+package streams
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Priority orders messages for the degrade policy.
+type Priority uint8
+
+// Priorities. Callers treat 0 as PriorityNormal.
+const (
+	PriorityLow    Priority = 1
+	PriorityNormal Priority = 2
+	PriorityHigh   Priority = 3
+)
+
+// Message is what Append stores in each target device's inbox.
+type Message struct {
+	ID       string // global message id, assigned by the caller; the dedupe key
+	Business string
+	Priority Priority
+	Created  time.Time     // zero means now
+	TTL      time.Duration // 0 means InboxTTL; capped at InboxTTL
+	Payload  []byte
+}
+
+// Entry is one inbox entry as read back.
+type Entry struct {
+	Seq      uint64
+	ID       string
+	Business string
+	Priority Priority
+	Created  time.Time
+	Expires  time.Time
+	Payload  []byte
+}
+
+// Appended reports what Append did for one device.
+type Appended struct {
+	Device    string
+	Seq       uint64 // the entry's seq (the existing one when Duplicate)
+	Epoch     string // the inbox epoch
+	Duplicate bool   // the message id was in the device's dedupe window: nothing new stored
+	Route     Route  // the device's current route, read by the same script
+}
+
+// Append stores msg in every device's inbox: one script call per device, all
+// in one pipeline. The script assigns the next contiguous seq, deduplicates
+// by msg.ID (a repeated id returns the original seq with Duplicate set, so a
+// retry after a timeout is safe), trims the oldest unacked entries past
+// InboxMaxLen (raising the device's lost seq, which makes a Resume from
+// before them report Recovered=false), refreshes the keys' TTL and reads the
+// device's route.
+//
+// On error nothing is known about which devices were stored; retry the call.
+func (s *Store) Append(ctx context.Context, msg Message, devices []string) ([]Appended, error) {
+	if !validID(msg.ID) {
+		return nil, fmt.Errorf("append: message id %q: %w", msg.ID, ErrInvalidArgument)
+	}
+	if msg.TTL < 0 {
+		return nil, fmt.Errorf("append %s: ttl %v: %w", msg.ID, msg.TTL, ErrInvalidArgument)
+	}
+	if err := checkIDs("append: device", devices); err != nil {
+		return nil, err
+	}
+	if len(devices) == 0 {
+		return nil, nil
+	}
+
+	now := time.Now()
+	created := msg.Created
+	if created.IsZero() {
+		created = now
+	}
+	ttl := msg.TTL
+	if ttl == 0 || ttl > s.cfg.InboxTTL {
+		ttl = s.cfg.InboxTTL
+	}
+	expires := created.Add(ttl)
+	if limit := now.Add(s.cfg.InboxTTL); expires.After(limit) {
+		// A message never outlives its inbox key; a Created in the future
+		// must not stretch that.
+		expires = limit
+	}
+
+	// One argument list shared by every device's call.
+	args := []any{
+		msg.ID,
+		msg.Business,
+		int64(msg.Priority),
+		created.UnixMilli(),
+		expires.UnixMilli(),
+		msg.Payload,
+		newToken(),
+		s.cfg.InboxMaxLen,
+		s.cfg.DedupeWindow,
+		s.cfg.InboxTTL.Milliseconds(),
+	}
+	calls := make([]scriptCall, len(devices))
+	for i, d := range devices {
+		calls[i] = scriptCall{
+			script: appendScript,
+			keys:   []string{metaKey(d), inboxKey(d), dedupeKey(d), routeKey(d)},
+			args:   args,
+		}
+	}
+	if err := s.runScripts(ctx, calls); err != nil {
+		return nil, wrap("append "+msg.ID+" to", fmt.Sprintf("%d devices", len(devices)), err)
+	}
+
+	out := make([]Appended, len(devices))
+	for i, c := range calls {
+		v, err := c.cmd.Slice()
+		if err == nil && len(v) != 5 {
+			err = fmt.Errorf("reply has %d elements, want 5", len(v))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("append %s: %w", inboxKey(devices[i]), err)
+		}
+		out[i] = Appended{
+			Device:    devices[i],
+			Epoch:     str(v[0]),
+			Seq:       uint64(num(v[1])),
+			Duplicate: num(v[2]) == 1,
+			Route:     Route{Node: str(v[3]), Epoch: unum(v[4])},
+		}
+	}
+	return out, nil
+}
+
+// Position is a client's resume cursor: the last seq it processed in an
+// inbox epoch. The zero Position is a fresh client.
+type Position struct {
+	Epoch string
+	Seq   uint64
+}
+
+// Resumed answers Resume.
+type Resumed struct {
+	Epoch     string  // current epoch (created if the device had none)
+	Recovered bool    // continuity from the position is proven
+	Acked     uint64  // server-side ack cursor
+	Last      uint64  // last assigned seq
+	Entries   []Entry // unacked entries after max(pos.Seq, Acked), in order, expired ones skipped
+}
+
+// Resume is called when a device connects. It returns the device's first
+// limit unacked entries after its position (limit <= 0 means InboxMaxLen)
+// and whether continuity from the position is proven:
+//
+//   - pos.Epoch == "" is a fresh client (cursor 0, pos.Seq ignored).
+//   - No inbox for the device: one is created with a new epoch, and
+//     Recovered is true only for a fresh client.
+//   - pos.Epoch is another epoch: Recovered is false and the entries start
+//     after the server's ack cursor.
+//   - pos.Seq beyond the last assigned seq: Redis lost writes and the seq
+//     counter went back. The epoch is replaced (those seqs will name other
+//     messages), Recovered is false, entries start after the ack cursor.
+//   - The lost seq is beyond pos.Seq (the cap trimmed entries after it, or
+//     a gap was found before): Recovered is false.
+//   - Among the entries read, an expired one, or a seq that is neither
+//     acked nor present (whatever removed it), is a gap: Recovered is false
+//     and the lost seq is raised past it, so later resumes say so too.
+//   - Otherwise Recovered is true.
+//
+// Entries beyond the first limit are not inspected here; the caller sees a
+// later gap as a jump in seqs when it reads them with ReadMany.
+//
+// Resume refreshes the TTL of the device's inbox keys.
+func (s *Store) Resume(ctx context.Context, device string, pos Position, limit int) (Resumed, error) {
+	if !validID(device) {
+		return Resumed{}, fmt.Errorf("resume: device id %q: %w", device, ErrInvalidArgument)
+	}
+	if limit <= 0 {
+		limit = int(s.cfg.InboxMaxLen)
+	}
+	calls := []scriptCall{{
+		script: resumeScript,
+		keys:   []string{metaKey(device), inboxKey(device), dedupeKey(device)},
+		args: []any{
+			pos.Epoch,
+			pos.Seq,
+			limit,
+			time.Now().UnixMilli(),
+			newToken(),
+			s.cfg.InboxTTL.Milliseconds(),
+		},
+	}}
+	if err := s.runScripts(ctx, calls); err != nil {
+		return Resumed{}, wrap("resume", inboxKey(device), err)
+	}
+	v, err := calls[0].cmd.Slice()
+	if err == nil && len(v) != 5 {
+		err = fmt.Errorf("reply has %d elements, want 5", len(v))
+	}
+	var entries []Entry
+	if err == nil {
+		entries, err = parseEntries(v[4])
+	}
+	if err != nil {
+		return Resumed{}, fmt.Errorf("resume %s: %w", inboxKey(device), err)
+	}
+	return Resumed{
+		Epoch:     str(v[0]),
+		Recovered: num(v[1]) == 1,
+		Acked:     uint64(num(v[2])),
+		Last:      uint64(num(v[3])),
+		Entries:   entries,
+	}, nil
+}
+
+// ReadRequest asks ReadMany for one device's entries after a seq.
+type ReadRequest struct {
+	Device string
+	Epoch  string // the epoch After belongs to
+	After  uint64
+	Limit  int // <= 0 means InboxMaxLen
+}
+
+// ReadResult answers one ReadRequest.
+type ReadResult struct {
+	Epoch   string  // current epoch; "" when the device has no inbox
+	Entries []Entry // in seq order, expired entries skipped
+	// EpochChanged means After no longer names a position in this inbox:
+	// the epoch is not the requested one, or Last < After (Redis lost writes
+	// and the seq counter went back). Entries then start after the server's
+	// ack cursor and the caller must treat the stream as not recovered (send
+	// the device through Resume).
+	EpochChanged bool
+	Last         uint64 // last assigned seq
+}
+
+// ReadMany reads entries with seq > After for many devices in one pipeline,
+// to refill in-flight windows and fill gaps. It changes nothing. An expired
+// entry is skipped, so Entries may jump over a seq: that is a gap.
+func (s *Store) ReadMany(ctx context.Context, reqs []ReadRequest) ([]ReadResult, error) {
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	now := time.Now().UnixMilli()
+	calls := make([]scriptCall, len(reqs))
+	for i, r := range reqs {
+		if !validID(r.Device) {
+			return nil, fmt.Errorf("read: device id %q: %w", r.Device, ErrInvalidArgument)
+		}
+		limit := r.Limit
+		if limit <= 0 {
+			limit = int(s.cfg.InboxMaxLen)
+		}
+		calls[i] = scriptCall{
+			script: readScript,
+			keys:   []string{metaKey(r.Device), inboxKey(r.Device)},
+			args:   []any{r.Epoch, r.After, limit, now},
+		}
+	}
+	if err := s.runScripts(ctx, calls); err != nil {
+		return nil, wrap("read", fmt.Sprintf("%d inboxes", len(reqs)), err)
+	}
+	out := make([]ReadResult, len(reqs))
+	for i, c := range calls {
+		v, err := c.cmd.Slice()
+		if err == nil && len(v) != 4 {
+			err = fmt.Errorf("reply has %d elements, want 4", len(v))
+		}
+		var entries []Entry
+		if err == nil {
+			entries, err = parseEntries(v[3])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", inboxKey(reqs[i].Device), err)
+		}
+		out[i] = ReadResult{
+			Epoch:        str(v[0]),
+			EpochChanged: num(v[1]) == 1,
+			Last:         uint64(num(v[2])),
+			Entries:      entries,
+		}
+	}
+	return out, nil
+}
+
+// AckRequest is one device's cumulative ack: every seq up to Seq in Epoch
+// was processed.
+type AckRequest struct {
+	Device string
+	Epoch  string
+	Seq    uint64
+}
+
+// AckMany applies cumulative acks in one pipeline. An ack applies when its
+// epoch is the inbox's and acked < Seq <= last: the ack cursor moves to Seq
+// and the inbox is trimmed up to it (XTRIM MINID), so an inbox holds only
+// unacked entries. A stale, too large or other-epoch ack changes nothing.
+// The result says, per request, whether it applied. Acks are idempotent, so
+// a failed call is safe to retry.
+func (s *Store) AckMany(ctx context.Context, reqs []AckRequest) ([]bool, error) {
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	calls := make([]scriptCall, len(reqs))
+	for i, r := range reqs {
+		if !validID(r.Device) {
+			return nil, fmt.Errorf("ack: device id %q: %w", r.Device, ErrInvalidArgument)
+		}
+		calls[i] = scriptCall{
+			script: ackScript,
+			keys:   []string{metaKey(r.Device), inboxKey(r.Device)},
+			args:   []any{r.Epoch, r.Seq},
+		}
+	}
+	if err := s.runScripts(ctx, calls); err != nil {
+		return nil, wrap("ack", fmt.Sprintf("%d inboxes", len(reqs)), err)
+	}
+	out := make([]bool, len(reqs))
+	for i, c := range calls {
+		n, err := c.cmd.Int64()
+		if err != nil {
+			return nil, fmt.Errorf("ack %s: %w", inboxKey(reqs[i].Device), err)
+		}
+		out[i] = n == 1
+	}
+	return out, nil
+}
+
+// DeviceInfo is a device's inbox and route state, for operators.
+type DeviceInfo struct {
+	Epoch    string // "" when the device has no inbox
+	Last     uint64 // last assigned seq
+	Acked    uint64 // ack cursor
+	Lost     uint64 // highest seq known lost (trimmed, expired or missing)
+	InboxLen int64  // entries in the inbox stream
+	Route    Route
+	RouteTTL time.Duration // time left on the route key; 0 when there is none
+}
+
+// Device reads a device's inbox meta, inbox length and route in one
+// pipeline.
+func (s *Store) Device(ctx context.Context, device string) (DeviceInfo, error) {
+	if !validID(device) {
+		return DeviceInfo{}, fmt.Errorf("device: device id %q: %w", device, ErrInvalidArgument)
+	}
+	pipe := s.rdb.Pipeline()
+	meta := pipe.HMGet(ctx, metaKey(device), "e", "l", "a", "x")
+	xlen := pipe.XLen(ctx, inboxKey(device))
+	route := pipe.HMGet(ctx, routeKey(device), "n", "e")
+	pttl := pipe.PTTL(ctx, routeKey(device))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return DeviceInfo{}, wrap("device", device, err)
+	}
+	m, r := meta.Val(), route.Val()
+	info := DeviceInfo{
+		Epoch:    str(m[0]),
+		Last:     unum(m[1]),
+		Acked:    unum(m[2]),
+		Lost:     unum(m[3]),
+		InboxLen: xlen.Val(),
+		Route:    Route{Node: str(r[0]), Epoch: unum(r[1])},
+	}
+	if d := pttl.Val(); d > 0 {
+		info.RouteTTL = d
+	}
+	return info, nil
+}
+
+// parseEntries decodes the {{"0-<seq>", {field, value, ...}}, ...} rows the
+// inbox scripts return. Fields are written by append.lua in a fixed order,
+// but are matched by name so that order is not load-bearing here.
+func parseEntries(v any) ([]Entry, error) {
+	rows, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("entries: unexpected reply %T", v)
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	out := make([]Entry, len(rows))
+	for i, row := range rows {
+		r, ok := row.([]any)
+		if !ok || len(r) != 2 {
+			return nil, fmt.Errorf("entry %d: unexpected reply %v", i, row)
+		}
+		id := str(r[0])
+		seq, err := strconv.ParseUint(strings.TrimPrefix(id, "0-"), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("entry id %q: %w", id, err)
+		}
+		fields, ok := r[1].([]any)
+		if !ok || len(fields)%2 != 0 {
+			return nil, fmt.Errorf("entry %s: unexpected fields %v", id, r[1])
+		}
+		e := Entry{Seq: seq}
+		for j := 0; j < len(fields); j += 2 {
+			val := str(fields[j+1])
+			switch str(fields[j]) {
+			case "i":
+				e.ID = val
+			case "b":
+				e.Business = val
+			case "p":
+				p, _ := strconv.ParseUint(val, 10, 8)
+				e.Priority = Priority(p)
+			case "c":
+				e.Created = parseMillis(val)
+			case "x":
+				e.Expires = parseMillis(val)
+			case "d":
+				e.Payload = []byte(val)
+			}
+		}
+		out[i] = e
+	}
+	return out, nil
+}
+
+func parseMillis(s string) time.Time {
+	ms, _ := strconv.ParseInt(s, 10, 64)
+	return time.UnixMilli(ms)
+}
+
+// str returns a reply element as a string; nil (a missing field) is "".
+func str(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case []byte:
+		return string(x)
+	case int64:
+		return strconv.FormatInt(x, 10)
+	}
+	return ""
+}
+
+// num returns a reply element as an int64; nil or garbage is 0.
+func num(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case string:
+		n, _ := strconv.ParseInt(x, 10, 64)
+		return n
+	}
+	return 0
+}
+
+// unum returns a reply element as a uint64; nil or garbage is 0.
+func unum(v any) uint64 {
+	switch x := v.(type) {
+	case int64:
+		if x > 0 {
+			return uint64(x)
+		}
+	case string:
+		n, _ := strconv.ParseUint(x, 10, 64)
+		return n
+	}
+	return 0
+}

@@ -1,0 +1,557 @@
+package streams
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestStore_AppendAssignsContiguousSeqsPerDevice(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	for i := 1; i <= 3; i++ {
+		res, err := env.store.Append(ctx, msg(fmt.Sprintf("m%d", i)), []string{"a", "b"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res) != 2 {
+			t.Fatalf("got %d results, want 2", len(res))
+		}
+		for _, r := range res {
+			if r.Seq != uint64(i) || r.Duplicate || r.Epoch == "" || r.Route != (Route{}) {
+				t.Fatalf("append %d to %s: %+v", i, r.Device, r)
+			}
+		}
+		if res[0].Device != "a" || res[1].Device != "b" {
+			t.Fatalf("results out of device order: %+v", res)
+		}
+	}
+	// One more to a only: b's counter is independent.
+	res, err := env.store.Append(ctx, msg("m4"), []string{"a"})
+	if err != nil || res[0].Seq != 4 {
+		t.Fatalf("append m4: %+v, %v", res, err)
+	}
+	res, err = env.store.Append(ctx, msg("m5"), []string{"b"})
+	if err != nil || res[0].Seq != 4 {
+		t.Fatalf("append m5 to b: %+v, %v; want seq 4", res, err)
+	}
+}
+
+func TestStore_AppendDedupesByMessageID(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	first, err := env.store.Append(ctx, msg("dup"), []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a go-redis retry after a read timeout, or a caller's retry with
+	// the same idempotency key, does: the same call again.
+	again, err := env.store.Append(ctx, msg("dup"), []string{"b", "a", "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Appended{"a": first[0], "b": first[1]}
+	for _, r := range again {
+		if r.Device == "c" {
+			if r.Duplicate || r.Seq != 1 {
+				t.Fatalf("c was never sent dup: %+v", r)
+			}
+			continue
+		}
+		w := want[r.Device]
+		if !r.Duplicate || r.Seq != w.Seq || r.Epoch != w.Epoch {
+			t.Fatalf("retry to %s: %+v, want duplicate of %+v", r.Device, r, w)
+		}
+	}
+	for _, d := range []string{"a", "b", "c"} {
+		if n := env.rdb.XLen(ctx, inboxKey(d)).Val(); n != 1 {
+			t.Fatalf("inbox %s holds %d entries, want 1", d, n)
+		}
+	}
+	// The next message gets the next seq: the duplicate consumed none.
+	res, err := env.store.Append(ctx, msg("next"), []string{"a"})
+	if err != nil || res[0].Seq != 2 || res[0].Duplicate {
+		t.Fatalf("append after duplicate: %+v, %v", res, err)
+	}
+}
+
+func TestStore_AppendDedupeWindowIsBounded(t *testing.T) {
+	env := newEnv(t, Config{DedupeWindow: 3})
+	ctx := testCtx(t)
+	appendN(t, env.store, "a", "m", 10)
+	if n := env.rdb.ZCard(ctx, dedupeKey("a")).Val(); n != 3 {
+		t.Fatalf("dedupe set holds %d ids, want 3", n)
+	}
+	res, err := env.store.Append(ctx, msg("m-9"), []string{"a"})
+	if err != nil || !res[0].Duplicate || res[0].Seq != 9 {
+		t.Fatalf("m-9 inside the window: %+v, %v; want duplicate seq 9", res, err)
+	}
+	res, err = env.store.Append(ctx, msg("m-1"), []string{"a"})
+	if err != nil || res[0].Duplicate || res[0].Seq != 11 {
+		t.Fatalf("m-1 outside the window: %+v, %v; want new seq 11", res, err)
+	}
+}
+
+func TestStore_AppendKeepsSeqsContiguousUnderConcurrency(t *testing.T) {
+	env := newEnv(t, Config{InboxMaxLen: 10000})
+	const workers, perWorker = 8, 40
+	devices := []string{"d1", "d2", "d3"}
+
+	var mu sync.Mutex
+	got := map[string]map[uint64]string{} // device → seq → message id
+	for _, d := range devices {
+		got[d] = map[uint64]string{}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perWorker; i++ {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				res, err := env.store.Append(testCtx(t), msg(id), devices)
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				for _, r := range res {
+					if prev, dup := got[r.Device][r.Seq]; dup {
+						errs <- fmt.Errorf("%s seq %d given to %s and %s", r.Device, r.Seq, prev, id)
+					}
+					got[r.Device][r.Seq] = id
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	const total = workers * perWorker
+	for _, d := range devices {
+		for seq := uint64(1); seq <= total; seq++ {
+			if _, ok := got[d][seq]; !ok {
+				t.Fatalf("%s: seq %d never assigned", d, seq)
+			}
+		}
+		r := mustResume(t, env.store, d, Position{}, 0)
+		if len(r.Entries) != total || !r.Recovered || r.Last != total {
+			t.Fatalf("%s: resume gave %d entries, recovered %v, last %d", d, len(r.Entries), r.Recovered, r.Last)
+		}
+		for i, e := range r.Entries {
+			if e.Seq != uint64(i+1) || e.ID != got[d][e.Seq] {
+				t.Fatalf("%s: entry %d is seq %d id %s, want seq %d id %s", d, i, e.Seq, e.ID, i+1, got[d][uint64(i+1)])
+			}
+		}
+	}
+}
+
+func TestStore_ResumeReplaysInOrder(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	created := time.Now().Add(-time.Second).Truncate(time.Millisecond)
+	for i := 1; i <= 10; i++ {
+		m := Message{
+			ID:       fmt.Sprintf("m%d", i),
+			Business: "news",
+			Priority: PriorityHigh,
+			Created:  created,
+			TTL:      time.Hour,
+			Payload:  []byte{byte(i), 0, 0xff},
+		}
+		if _, err := env.store.Append(ctx, m, []string{"dev"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := mustResume(t, env.store, "dev", Position{}, 4)
+	if !r.Recovered || r.Last != 10 || r.Acked != 0 || !equalSeqs(seqs(r.Entries), 1, 2, 3, 4) {
+		t.Fatalf("fresh resume: recovered %v last %d acked %d seqs %v", r.Recovered, r.Last, r.Acked, seqs(r.Entries))
+	}
+	e := r.Entries[0]
+	if e.ID != "m1" || e.Business != "news" || e.Priority != PriorityHigh ||
+		!e.Created.Equal(created) || !e.Expires.Equal(created.Add(time.Hour)) ||
+		!bytes.Equal(e.Payload, []byte{1, 0, 0xff}) {
+		t.Fatalf("entry round trip: %+v", e)
+	}
+	r2 := mustResume(t, env.store, "dev", Position{Epoch: r.Epoch, Seq: 4}, 4)
+	if !r2.Recovered || r2.Epoch != r.Epoch || !equalSeqs(seqs(r2.Entries), 5, 6, 7, 8) {
+		t.Fatalf("resume from 4: recovered %v seqs %v", r2.Recovered, seqs(r2.Entries))
+	}
+	r3 := mustResume(t, env.store, "dev", Position{Epoch: r.Epoch, Seq: 10}, 4)
+	if !r3.Recovered || len(r3.Entries) != 0 {
+		t.Fatalf("resume at the end: recovered %v seqs %v", r3.Recovered, seqs(r3.Entries))
+	}
+}
+
+func TestStore_ResumeFreshDevice(t *testing.T) {
+	env := newEnv(t, Config{})
+	r := mustResume(t, env.store, "new", Position{}, 10)
+	if !r.Recovered || r.Epoch == "" || r.Last != 0 || len(r.Entries) != 0 {
+		t.Fatalf("fresh client on a new device: %+v", r)
+	}
+	// The epoch Resume created is the one appends use.
+	res, err := env.store.Append(testCtx(t), msg("m1"), []string{"new"})
+	if err != nil || res[0].Epoch != r.Epoch || res[0].Seq != 1 {
+		t.Fatalf("append after resume: %+v, %v; want epoch %s seq 1", res, err, r.Epoch)
+	}
+	r2 := mustResume(t, env.store, "new", Position{Epoch: r.Epoch}, 10)
+	if !r2.Recovered || !equalSeqs(seqs(r2.Entries), 1) {
+		t.Fatalf("resume with the created epoch: %+v", r2)
+	}
+	// A client holding an epoch the server never had for a device without
+	// inbox cannot be proven continuous.
+	r3 := mustResume(t, env.store, "other", Position{Epoch: "feedfacefeedface", Seq: 3}, 10)
+	if r3.Recovered || r3.Epoch == "feedfacefeedface" {
+		t.Fatalf("unknown epoch on a new device: %+v", r3)
+	}
+}
+
+func TestStore_AckManyTrimsAndIgnoresStaleAcks(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	a := appendN(t, env.store, "a", "m", 10)
+	b := appendN(t, env.store, "b", "m", 3)
+
+	applied, err := env.store.AckMany(ctx, []AckRequest{
+		{Device: "a", Epoch: a.Epoch, Seq: 4},
+		{Device: "b", Epoch: b.Epoch, Seq: 3},
+	})
+	if err != nil || !applied[0] || !applied[1] {
+		t.Fatalf("ack: %v, %v", applied, err)
+	}
+	if n := env.rdb.XLen(ctx, inboxKey("a")).Val(); n != 6 {
+		t.Fatalf("inbox a holds %d after ack 4 of 10, want 6", n)
+	}
+	if n := env.rdb.XLen(ctx, inboxKey("b")).Val(); n != 0 {
+		t.Fatalf("inbox b holds %d after acking all, want 0", n)
+	}
+
+	applied, err = env.store.AckMany(ctx, []AckRequest{
+		{Device: "a", Epoch: a.Epoch, Seq: 3},            // stale
+		{Device: "a", Epoch: a.Epoch, Seq: 4},            // repeated
+		{Device: "a", Epoch: "0000000000000000", Seq: 8}, // other epoch
+		{Device: "a", Epoch: a.Epoch, Seq: 11},           // beyond last
+		{Device: "a", Epoch: "", Seq: 8},                 // no epoch
+		{Device: "none", Epoch: a.Epoch, Seq: 1},         // no inbox
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ok := range applied {
+		if ok {
+			t.Fatalf("ack %d applied, want ignored", i)
+		}
+	}
+	if n := env.rdb.XLen(ctx, inboxKey("a")).Val(); n != 6 {
+		t.Fatalf("inbox a holds %d after ignored acks, want 6", n)
+	}
+	info, err := env.store.Device(ctx, "a")
+	if err != nil || info.Acked != 4 || info.Last != 10 || info.InboxLen != 6 {
+		t.Fatalf("device a: %+v, %v", info, err)
+	}
+	if env.rdb.Exists(ctx, metaKey("none")).Val() != 0 {
+		t.Fatal("an ack created meta for a device without inbox")
+	}
+
+	// A fresh client starts after the server's ack cursor.
+	r := mustResume(t, env.store, "a", Position{}, 0)
+	if !r.Recovered || r.Acked != 4 || !equalSeqs(seqs(r.Entries), 5, 6, 7, 8, 9, 10) {
+		t.Fatalf("resume after ack: %+v", r)
+	}
+}
+
+func TestStore_ResumeAfterOverflow(t *testing.T) {
+	env := newEnv(t, Config{InboxMaxLen: 5})
+	ctx := testCtx(t)
+	last := appendN(t, env.store, "a", "m", 12)
+	if n := env.rdb.XLen(ctx, inboxKey("a")).Val(); n != 5 {
+		t.Fatalf("inbox holds %d entries, want the cap 5", n)
+	}
+	info, _ := env.store.Device(ctx, "a")
+	if info.Lost != 7 {
+		t.Fatalf("lost seq %d, want 7", info.Lost)
+	}
+	for _, tc := range []struct {
+		cursor    uint64
+		recovered bool
+		seqs      []uint64
+	}{
+		{0, false, []uint64{8, 9, 10, 11, 12}},
+		{3, false, []uint64{8, 9, 10, 11, 12}},
+		{6, false, []uint64{8, 9, 10, 11, 12}},
+		{7, true, []uint64{8, 9, 10, 11, 12}},
+		{9, true, []uint64{10, 11, 12}},
+	} {
+		r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: tc.cursor}, 0)
+		if r.Recovered != tc.recovered || !equalSeqs(seqs(r.Entries), tc.seqs...) {
+			t.Fatalf("resume from %d: recovered %v seqs %v; want %v %v", tc.cursor, r.Recovered, seqs(r.Entries), tc.recovered, tc.seqs)
+		}
+	}
+	// Acks count: after acking 10, five more fit without trimming.
+	if ok, err := env.store.AckMany(ctx, []AckRequest{{Device: "a", Epoch: last.Epoch, Seq: 10}}); err != nil || !ok[0] {
+		t.Fatalf("ack 10: %v %v", ok, err)
+	}
+	appendN(t, env.store, "a", "n", 3)
+	info, _ = env.store.Device(ctx, "a")
+	if info.Lost != 7 || info.InboxLen != 5 {
+		t.Fatalf("after ack and 3 appends: %+v; want lost 7, 5 entries", info)
+	}
+	r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 10}, 0)
+	if !r.Recovered || !equalSeqs(seqs(r.Entries), 11, 12, 13, 14, 15) {
+		t.Fatalf("resume from 10: %+v", r)
+	}
+}
+
+func TestStore_ResumeAfterMessageTTLExpiry(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	appendN(t, env.store, "a", "live", 1)
+	// Created a minute ago with a one-second TTL: expired on arrival.
+	old := msg("expired")
+	old.Created = time.Now().Add(-time.Minute)
+	old.TTL = time.Second
+	if _, err := env.store.Append(ctx, old, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	last := appendN(t, env.store, "a", "later", 1)
+
+	r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 1}, 0)
+	if r.Recovered || !equalSeqs(seqs(r.Entries), 3) {
+		t.Fatalf("resume over an expired entry: recovered %v seqs %v; want false [3]", r.Recovered, seqs(r.Entries))
+	}
+	// The gap is remembered: the same cursor stays unrecovered, a cursor
+	// past it is fine.
+	if info, _ := env.store.Device(ctx, "a"); info.Lost != 2 {
+		t.Fatalf("lost seq %d, want 2", info.Lost)
+	}
+	if r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 1}, 0); r.Recovered {
+		t.Fatal("second resume from 1 recovered")
+	}
+	if r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 2}, 0); !r.Recovered || !equalSeqs(seqs(r.Entries), 3) {
+		t.Fatalf("resume from 2: %+v", r)
+	}
+	// ReadMany skips it too.
+	rr, err := env.store.ReadMany(ctx, []ReadRequest{{Device: "a", Epoch: last.Epoch, After: 0}})
+	if err != nil || !equalSeqs(seqs(rr[0].Entries), 1, 3) {
+		t.Fatalf("read: %+v, %v", rr, err)
+	}
+}
+
+func TestStore_ResumeAfterInboxKeyExpiry(t *testing.T) {
+	env := newEnv(t, Config{InboxTTL: 150 * time.Millisecond})
+	ctx := testCtx(t)
+	last := appendN(t, env.store, "a", "m", 3)
+	for _, k := range []string{metaKey("a"), inboxKey("a"), dedupeKey("a")} {
+		if ttl := env.rdb.PTTL(ctx, k).Val(); ttl <= 0 || ttl > 150*time.Millisecond {
+			t.Fatalf("%s ttl %v, want (0, 150ms]", k, ttl)
+		}
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if n := env.rdb.Exists(ctx, metaKey("a"), inboxKey("a"), dedupeKey("a")).Val(); n != 0 {
+			return fmt.Errorf("%d keys still exist", n)
+		}
+		return nil
+	})
+	r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 1}, 0)
+	if r.Recovered || r.Epoch == last.Epoch || r.Last != 0 || len(r.Entries) != 0 {
+		t.Fatalf("resume after the inbox expired: %+v", r)
+	}
+	res, err := env.store.Append(ctx, msg("m-1"), []string{"a"})
+	if err != nil || res[0].Seq != 1 || res[0].Duplicate || res[0].Epoch != r.Epoch {
+		t.Fatalf("append in the new epoch: %+v, %v", res, err)
+	}
+}
+
+func TestStore_ResumeAfterFlushAll(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	last := appendN(t, env.store, "a", "m", 3)
+	if err := env.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// An append first: it starts the new epoch at seq 1.
+	res, err := env.store.Append(ctx, msg("after"), []string{"a"})
+	if err != nil || res[0].Seq != 1 || res[0].Epoch == last.Epoch {
+		t.Fatalf("append after FLUSHALL: %+v, %v", res, err)
+	}
+	for _, cursor := range []uint64{0, 1, 3} {
+		r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: cursor}, 0)
+		if r.Recovered || r.Epoch != res[0].Epoch || !equalSeqs(seqs(r.Entries), 1) {
+			t.Fatalf("resume from old epoch seq %d: %+v", cursor, r)
+		}
+	}
+}
+
+func TestStore_ResumeDetectsMissingEntries(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+
+	// An entry removed behind the store's back (an operator's XDEL, or
+	// eviction under maxmemory) is a gap even though no bookkeeping says so.
+	last := appendN(t, env.store, "a", "m", 5)
+	env.rdb.XDel(ctx, inboxKey("a"), "0-3")
+	r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 1}, 0)
+	if r.Recovered || !equalSeqs(seqs(r.Entries), 2, 4, 5) {
+		t.Fatalf("resume over a deleted entry: %+v", r)
+	}
+	if r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 3}, 0); !r.Recovered {
+		t.Fatal("resume past the deleted entry not recovered")
+	}
+
+	// A missing tail: the whole inbox stream gone, meta intact.
+	last = appendN(t, env.store, "b", "m", 4)
+	env.rdb.Del(ctx, inboxKey("b"))
+	r = mustResume(t, env.store, "b", Position{Epoch: last.Epoch, Seq: 2}, 0)
+	if r.Recovered || len(r.Entries) != 0 {
+		t.Fatalf("resume with the inbox stream gone: %+v", r)
+	}
+	if info, _ := env.store.Device(ctx, "b"); info.Lost != 4 {
+		t.Fatalf("lost %d after a missing tail, want 4", info.Lost)
+	}
+
+	// The seq counter went back (Redis lost writes after the client saw
+	// them): the epoch changes, since seqs 3 and 4 will be reused.
+	// DUMP and RESTORE put the device's keys back as they were after seq 2,
+	// as an AOF missing its last second would.
+	appendN(t, env.store, "c", "m", 2)
+	keys := []string{metaKey("c"), inboxKey("c"), dedupeKey("c")}
+	dumps := make([]string, len(keys))
+	for i, k := range keys {
+		dumps[i] = env.rdb.Dump(ctx, k).Val()
+	}
+	last = appendN(t, env.store, "c", "n", 2)
+	for i, k := range keys {
+		if err := env.rdb.RestoreReplace(ctx, k, 0, dumps[i]).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r = mustResume(t, env.store, "c", Position{Epoch: last.Epoch, Seq: 4}, 0)
+	if r.Recovered || r.Epoch == last.Epoch || !equalSeqs(seqs(r.Entries), 1, 2) {
+		t.Fatalf("resume ahead of the counter: %+v", r)
+	}
+	res, err := env.store.Append(ctx, msg("new"), []string{"c"})
+	if err != nil || res[0].Epoch != r.Epoch || res[0].Seq != 3 {
+		t.Fatalf("append after rollback: %+v, %v", res, err)
+	}
+}
+
+func TestStore_ResumeLimitSkipsExpired(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	for i := 1; i <= 6; i++ {
+		m := msg(fmt.Sprintf("m%d", i))
+		if i%2 == 0 {
+			m.Created, m.TTL = time.Now().Add(-time.Hour), time.Second
+		}
+		if _, err := env.store.Append(ctx, m, []string{"a"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := mustResume(t, env.store, "a", Position{}, 2)
+	if r.Recovered || !equalSeqs(seqs(r.Entries), 1, 3) {
+		t.Fatalf("resume limit 2 over expired entries: %+v", r)
+	}
+	rr, err := env.store.ReadMany(ctx, []ReadRequest{{Device: "a", Epoch: r.Epoch, After: 1, Limit: 2}})
+	if err != nil || !equalSeqs(seqs(rr[0].Entries), 3, 5) {
+		t.Fatalf("read limit 2 over expired entries: %+v, %v", rr, err)
+	}
+}
+
+func TestStore_ReadMany(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	a := appendN(t, env.store, "a", "m", 5)
+	b := appendN(t, env.store, "b", "m", 3)
+	if _, err := env.store.AckMany(ctx, []AckRequest{{Device: "b", Epoch: b.Epoch, Seq: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := env.store.ReadMany(ctx, []ReadRequest{
+		{Device: "a", Epoch: a.Epoch, After: 2, Limit: 2},
+		{Device: "b", Epoch: b.Epoch, After: 0},
+		{Device: "a", Epoch: "0000000000000000", After: 4},
+		{Device: "a", Epoch: a.Epoch, After: 9},
+		{Device: "none", Epoch: "", After: 0},
+		{Device: "gone", Epoch: a.Epoch, After: 3},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(i int, epoch string, changed bool, last uint64, want ...uint64) {
+		t.Helper()
+		r := res[i]
+		if r.Epoch != epoch || r.EpochChanged != changed || r.Last != last || !equalSeqs(seqs(r.Entries), want...) {
+			t.Fatalf("request %d: %+v; want epoch %q changed %v last %d seqs %v", i, r, epoch, changed, last, want)
+		}
+	}
+	check(0, a.Epoch, false, 5, 3, 4)
+	check(1, b.Epoch, false, 3, 2, 3) // after the ack cursor
+	check(2, a.Epoch, true, 5, 1, 2, 3, 4, 5)
+	check(3, a.Epoch, true, 5, 1, 2, 3, 4, 5)
+	check(4, "", false, 0)
+	check(5, "", true, 0)
+	if env.rdb.Exists(ctx, metaKey("none"), metaKey("gone")).Val() != 0 {
+		t.Fatal("ReadMany created keys")
+	}
+}
+
+func TestStore_DeviceKeysAreBounded(t *testing.T) {
+	env := newEnv(t, Config{InboxMaxLen: 4, DedupeWindow: 6, InboxTTL: time.Hour})
+	ctx := testCtx(t)
+	appendN(t, env.store, "a", "m", 20)
+	if n := env.rdb.XLen(ctx, inboxKey("a")).Val(); n != 4 {
+		t.Fatalf("inbox %d entries, want 4", n)
+	}
+	if n := env.rdb.ZCard(ctx, dedupeKey("a")).Val(); n != 6 {
+		t.Fatalf("dedupe %d ids, want 6", n)
+	}
+	for _, k := range []string{metaKey("a"), inboxKey("a"), dedupeKey("a")} {
+		if ttl := env.rdb.PTTL(ctx, k).Val(); ttl <= 59*time.Minute || ttl > time.Hour {
+			t.Fatalf("%s ttl %v, want about 1h", k, ttl)
+		}
+	}
+	// A message TTL beyond InboxTTL is capped at it.
+	m := msg("long")
+	m.TTL = 100 * time.Hour
+	if _, err := env.store.Append(ctx, m, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	r := mustResume(t, env.store, "a", Position{}, 0)
+	e := r.Entries[len(r.Entries)-1]
+	if e.ID != "long" || e.Expires.Sub(e.Created) > time.Hour {
+		t.Fatalf("message ttl not capped: %+v", e)
+	}
+}
+
+func TestStore_RejectsInvalidArguments(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	neg := msg("m")
+	neg.TTL = -time.Second
+	for name, err := range map[string]error{
+		"empty message id": func() error { _, err := env.store.Append(ctx, msg(""), []string{"a"}); return err }(),
+		"braced device":    func() error { _, err := env.store.Append(ctx, msg("m"), []string{"a}b"}); return err }(),
+		"empty device":     func() error { _, err := env.store.Append(ctx, msg("m"), []string{"a", ""}); return err }(),
+		"negative ttl":     func() error { _, err := env.store.Append(ctx, neg, []string{"a"}); return err }(),
+		"resume":           func() error { _, err := env.store.Resume(ctx, "{x", Position{}, 1); return err }(),
+		"read":             func() error { _, err := env.store.ReadMany(ctx, []ReadRequest{{Device: ""}}); return err }(),
+		"ack":              func() error { _, err := env.store.AckMany(ctx, []AckRequest{{Device: "}"}}); return err }(),
+		"claim":            func() error { _, _, err := env.store.ClaimRoute(ctx, "a", ""); return err }(),
+		"refresh":          env.store.RefreshRoutes(ctx, []string{"a"}, nil),
+		"deliver":          env.store.Deliver(ctx, map[string][][]byte{"": {[]byte("x")}}),
+		"heartbeat":        env.store.Heartbeat(ctx, NodeInfo{ID: "n{1}"}),
+	} {
+		if !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("%s: %v, want ErrInvalidArgument", name, err)
+		}
+	}
+	if n := env.rdb.DBSize(ctx).Val(); n != 0 {
+		t.Fatalf("invalid calls wrote %d keys", n)
+	}
+}

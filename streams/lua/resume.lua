@@ -1,0 +1,89 @@
+-- resume.lua: answer a connecting device's resume cursor with the proof of
+-- continuity and the first unacked entries after it.
+--
+-- KEYS[1] meta hash, KEYS[2] inbox stream, KEYS[3] dedupe zset
+-- ARGV    cursor epoch ('' for a fresh client), cursor seq, limit, now ms,
+--         epoch for a new inbox, key ttl ms
+--
+-- Returns {epoch, recovered 0|1, acked, last, {{id, fields}, ...}}.
+--
+-- One script because the verdict and the lost seq it raises must be decided
+-- on the same state the entries are read from: an append or an ack between
+-- the reads would make "continuity proven" a claim about a different inbox.
+local meta, inbox, dedupe = KEYS[1], KEYS[2], KEYS[3]
+local pepoch, pseq = ARGV[1], tonumber(ARGV[2])
+local limit, now, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6]
+if pepoch == '' then pseq = 0 end
+
+local m = redis.call('HMGET', meta, 'e', 'l', 'a', 'x')
+local epoch = m[1]
+if not epoch then
+  -- No inbox (never written, expired, flushed or lost): start an epoch so
+  -- the client holds a cursor that later answers can be checked against.
+  epoch = ARGV[5]
+  redis.call('DEL', inbox, dedupe)
+  redis.call('HSET', meta, 'e', epoch, 'l', 0, 'a', 0, 't', 0, 'x', 0)
+  redis.call('PEXPIRE', meta, ttl)
+  return {epoch, pepoch == '' and 1 or 0, 0, 0, {}}
+end
+local last, acked, lost = tonumber(m[2]), tonumber(m[3]), tonumber(m[4])
+
+local recovered = true
+if pepoch ~= '' and pepoch ~= epoch then
+  -- A cursor from another epoch says nothing about this one.
+  recovered, pseq = false, 0
+elseif pseq > last then
+  -- The client saw seqs this inbox never assigned: Redis lost acknowledged
+  -- writes (a crash under appendfsync everysec) and the counter went back.
+  -- Those seqs will be reused for other messages, so the epoch must change.
+  recovered, pseq = false, 0
+  epoch = ARGV[5]
+  redis.call('HSET', meta, 'e', epoch)
+elseif lost > pseq then
+  -- Entries after the cursor were trimmed by the cap or found missing.
+  recovered = false
+end
+
+-- Walk the inbox from the cursor. Seqs are contiguous, so any seq that is
+-- neither acked nor present is a gap, whatever removed it.
+local cursor = math.max(pseq, acked)
+local out, n, expect, newlost = {}, 0, cursor + 1, lost
+while n < limit do
+  local want = limit - n
+  local rows = redis.call('XRANGE', inbox, '0-' .. expect, '+', 'COUNT', want)
+  for _, row in ipairs(rows) do
+    local seq = tonumber(string.sub(row[1], 3))
+    if seq ~= expect then
+      recovered = false
+      if seq - 1 > newlost then newlost = seq - 1 end
+    end
+    expect = seq + 1
+    -- fields: i id b business p priority c created x expires d payload
+    if tonumber(row[2][10]) <= now then
+      recovered = false
+      if seq > newlost then newlost = seq end
+    else
+      n = n + 1
+      out[n] = row
+      if n == limit then break end
+    end
+  end
+  if n == limit then break end
+  if #rows < want then
+    -- End of the inbox: every seq up to last must have been seen.
+    if expect <= last then
+      recovered = false
+      if last > newlost then newlost = last end
+    end
+    break
+  end
+end
+if newlost > lost then
+  redis.call('HSET', meta, 'x', newlost)
+end
+
+-- A device that keeps connecting keeps its epoch even without new messages.
+redis.call('PEXPIRE', meta, ttl)
+redis.call('PEXPIRE', inbox, ttl)
+redis.call('PEXPIRE', dedupe, ttl)
+return {epoch, recovered and 1 or 0, acked, last, out}

@@ -1,0 +1,252 @@
+package streams
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	// ErrUnavailable means Redis could not be reached or did not answer in
+	// time (connection refused or reset, deadline exceeded, still loading
+	// its data, not a writable primary). An operation that failed with it
+	// may or may not have been applied; Append and AckMany are safe to
+	// retry. It is always wrapped together with the underlying error.
+	ErrUnavailable = errors.New("redis unavailable")
+
+	// ErrInvalidArgument means a device, node or message id is empty or
+	// holds '{' or '}' (which would move the keys' hash tag), or a TTL is
+	// negative. Nothing was sent to Redis.
+	ErrInvalidArgument = errors.New("invalid argument")
+
+	// ErrNodeAlive is returned by RetireNode for a node whose heartbeat
+	// has not expired.
+	ErrNodeAlive = errors.New("node is alive")
+
+	// ErrNotDrained is returned by RetireNode while the node's delivery
+	// stream still holds pending or unread entries.
+	ErrNotDrained = errors.New("delivery stream not drained")
+)
+
+// Config bounds what the Store keeps in Redis. Every field's zero value
+// selects the default given in its comment.
+type Config struct {
+	// InboxMaxLen caps a device's unacked entries; when an append goes past
+	// it, the oldest unacked entries are trimmed and the device's next
+	// Resume from before them reports Recovered=false. 0 means 1000.
+	InboxMaxLen int64
+
+	// InboxTTL is the TTL of a device's inbox, meta and dedupe keys,
+	// refreshed by every Append and Resume, and the longest TTL a message
+	// may have. 0 means 72h.
+	InboxTTL time.Duration
+
+	// DedupeWindow is how many of a device's most recent message ids are
+	// remembered, so that a retried Append stores nothing new. 0 means
+	// InboxMaxLen.
+	DedupeWindow int64
+
+	// DeliveryMaxLen caps each node's delivery stream (approximately: MAXLEN
+	// ~ trims whole stream nodes). 0 means 100000.
+	DeliveryMaxLen int64
+
+	// RouteTTL is the TTL of a device's route; the owning node renews it
+	// with RefreshRoutes. 0 means 24h.
+	RouteTTL time.Duration
+
+	// NodeTTL is the TTL of a node's heartbeat key: a node that has not
+	// called Heartbeat for this long is dead to Nodes. 0 means 10s.
+	NodeTTL time.Duration
+
+	// ClaimMinIdle is how long a pending delivery must have been idle before
+	// TakeOver claims it. It keeps two takers, or a taker and a node that
+	// came back, from stealing each other's in-flight entries. 0 means 2s.
+	ClaimMinIdle time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.InboxMaxLen <= 0 {
+		c.InboxMaxLen = 1000
+	}
+	if c.InboxTTL <= 0 {
+		c.InboxTTL = 72 * time.Hour
+	}
+	if c.DedupeWindow <= 0 {
+		c.DedupeWindow = c.InboxMaxLen
+	}
+	if c.DeliveryMaxLen <= 0 {
+		c.DeliveryMaxLen = 100000
+	}
+	if c.RouteTTL <= 0 {
+		c.RouteTTL = 24 * time.Hour
+	}
+	if c.NodeTTL <= 0 {
+		c.NodeTTL = 10 * time.Second
+	}
+	if c.ClaimMinIdle <= 0 {
+		c.ClaimMinIdle = 2 * time.Second
+	}
+	return c
+}
+
+// Store keeps device inboxes, routes, node delivery streams and node
+// heartbeats in Redis. It holds no state of its own beyond its
+// configuration, so it is safe for concurrent use.
+type Store struct {
+	rdb redis.UniversalClient
+	cfg Config
+}
+
+// New returns a Store using rdb, which the caller creates with
+// ContextTimeoutEnabled set (otherwise context deadlines do not bound socket
+// I/O) and closes after the Store is no longer used.
+func New(rdb redis.UniversalClient, cfg Config) *Store {
+	return &Store{rdb: rdb, cfg: cfg.withDefaults()}
+}
+
+// Config returns the configuration in use, defaults applied.
+func (s *Store) Config() Config { return s.cfg }
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return wrap("ping", "", s.rdb.Ping(ctx).Err())
+}
+
+//go:embed lua/*.lua
+var luaFS embed.FS
+
+func loadScript(name string) *redis.Script {
+	src, err := luaFS.ReadFile("lua/" + name)
+	if err != nil {
+		// The files are embedded at build time: a missing one is a build
+		// defect, not a runtime condition.
+		panic("streams: missing embedded script " + name)
+	}
+	return redis.NewScript(string(src))
+}
+
+var (
+	appendScript   = loadScript("append.lua")
+	resumeScript   = loadScript("resume.lua")
+	readScript     = loadScript("read.lua")
+	ackScript      = loadScript("ack.lua")
+	claimScript    = loadScript("claim.lua")
+	releaseScript  = loadScript("release.lua")
+	refreshScript  = loadScript("refresh.lua")
+	takeoverScript = loadScript("takeover.lua")
+	retireScript   = loadScript("retire.lua")
+)
+
+// scriptCall is one script invocation queued for runScripts.
+type scriptCall struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+}
+
+// runScripts sends every call as EVALSHA in one pipeline. Calls refused with
+// NOSCRIPT (the script cache is empty after a Redis restart or SCRIPT FLUSH)
+// are sent again with EVAL, which also caches the script: a refused call did
+// not run, so sending it again cannot apply it twice. It returns the first
+// error of any call; each call's own result is in its cmd.
+func (s *Store) runScripts(ctx context.Context, calls []scriptCall) error {
+	pipe := s.rdb.Pipeline()
+	for i := range calls {
+		c := &calls[i]
+		c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+	}
+	_, _ = pipe.Exec(ctx)
+
+	var retry []int
+	for i := range calls {
+		if redis.HasErrorPrefix(calls[i].cmd.Err(), "NOSCRIPT") {
+			retry = append(retry, i)
+		}
+	}
+	if len(retry) > 0 {
+		pipe := s.rdb.Pipeline()
+		for _, i := range retry {
+			c := &calls[i]
+			c.cmd = c.script.Eval(ctx, pipe, c.keys, c.args...)
+		}
+		_, _ = pipe.Exec(ctx)
+	}
+	for i := range calls {
+		if err := calls[i].cmd.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// wrap names the operation and key in err and marks transport failures with
+// ErrUnavailable.
+func wrap(op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if key != "" {
+		op += " " + key
+	}
+	if unavailable(err) {
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// unavailable reports whether err means Redis could not be reached or is not
+// serving, as opposed to a refused command.
+func unavailable(err error) bool {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne),
+		errors.Is(err, io.EOF),
+		errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED),
+		errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE),
+		errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, redis.ErrPoolTimeout),
+		errors.Is(err, redis.ErrPoolExhausted):
+		return true
+	}
+	return redis.IsLoadingError(err) ||
+		redis.IsReadOnlyError(err) ||
+		redis.IsMasterDownError(err) ||
+		redis.IsClusterDownError(err) ||
+		redis.IsTryAgainError(err) ||
+		redis.HasErrorPrefix(err, "BUSY ") // a script runs too long; not BUSYGROUP
+}
+
+// validID reports whether id can be embedded in a key's hash tag.
+func validID(id string) bool {
+	return id != "" && !strings.ContainsAny(id, "{}")
+}
+
+func checkIDs(kind string, ids []string) error {
+	for _, id := range ids {
+		if !validID(id) {
+			return fmt.Errorf("%s id %q: %w", kind, id, ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// newToken returns 16 random hex characters: inbox epochs and claim tokens
+// must never repeat for a device, across processes and restarts.
+func newToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
+	return hex.EncodeToString(b[:])
+}
