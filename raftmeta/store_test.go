@@ -1,0 +1,606 @@
+package raftmeta_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pushd/pushd/raftmeta"
+	"github.com/pushd/pushd/raftmeta/raftmetatest"
+)
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newApp(id string) raftmeta.App {
+	_, k := raftmeta.NewAPIKey("k1")
+	return raftmeta.App{ID: id, Secrets: []raftmeta.Secret{raftmeta.NewSecret("s1")}, APIKeys: []raftmeta.APIKey{k}}
+}
+
+func voters(servers []raftmeta.Server) int {
+	n := 0
+	for _, s := range servers {
+		if s.Voter {
+			n++
+		}
+	}
+	return n
+}
+
+func TestCluster_JoinReplicateForwardDegradeRemove(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 3)
+	ctx := ctxT(t, 30*time.Second)
+	li, leader := c.WaitForLeader(t)
+
+	// Join: three voters in raft, three voter members in every state.
+	servers, err := leader.Servers()
+	if err != nil || len(servers) != 3 || voters(servers) != 3 {
+		t.Fatalf("servers = %+v, %v", servers, err)
+	}
+	for i := range 3 {
+		st := c.Store(i).State()
+		if len(st.Members) != 3 || len(st.Voters()) != 3 {
+			t.Fatalf("node %d members = %+v", i, st.Members)
+		}
+		want := c.Member(i)
+		got := st.Members[want.ID]
+		if got.RaftAddr != want.RaftAddr || got.AdminAddr != want.AdminAddr || !got.Voter || got.Joined.IsZero() {
+			t.Fatalf("node %d record = %+v, want %+v", i, got, want)
+		}
+	}
+	// Joining again with the same id and address changes nothing in raft.
+	if err := leader.Join(ctx, c.Member((li+1)%3)); err != nil {
+		t.Fatalf("rejoin: %v", err)
+	}
+	if again, _ := leader.Servers(); !reflect.DeepEqual(again, servers) {
+		t.Fatalf("rejoin changed servers: %+v", again)
+	}
+
+	// Writes on the leader reach every node.
+	if _, err := leader.Apply(ctx, raftmeta.CreateApp(newApp("chat"))); err != nil {
+		t.Fatal(err)
+	}
+	tok, at := raftmeta.NewAdminToken("ops", raftmeta.RoleOperator)
+	if _, err := leader.Apply(ctx, raftmeta.CreateAdminToken(at)); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitConverged(t)
+	for i := range 3 {
+		st := c.Store(i).State()
+		if _, ok := st.App("chat"); !ok {
+			t.Fatalf("node %d lacks the app", i)
+		}
+		if role, _, ok := st.AdminRole(tok); !ok || role != raftmeta.RoleOperator {
+			t.Fatalf("node %d token role %q %v", i, role, ok)
+		}
+	}
+
+	// A follower refuses writes and says where the leader is.
+	fi := (li + 1) % 3
+	follower := c.Store(fi)
+	_, err = follower.Apply(ctx, raftmeta.SetTunables(raftmeta.Tunables{QueueFrames: 1}))
+	var nle *raftmeta.NotLeaderError
+	if !errors.Is(err, raftmeta.ErrNotLeader) || !errors.As(err, &nle) {
+		t.Fatalf("follower apply: %v", err)
+	}
+	if nle.LeaderID != c.Member(li).ID || !nle.Known || nle.Leader.AdminAddr != c.Member(li).AdminAddr {
+		t.Fatalf("not-leader error = %+v", nle)
+	}
+	if lm, ok := follower.LeaderMember(); !ok || lm.ID != c.Member(li).ID {
+		t.Fatalf("LeaderMember = %+v %v", lm, ok)
+	}
+	if err := follower.Join(ctx, c.Member(fi)); !errors.Is(err, raftmeta.ErrNotLeader) {
+		t.Fatalf("follower join: %v", err)
+	}
+	if err := follower.Remove(ctx, c.Member(li).ID); !errors.Is(err, raftmeta.ErrNotLeader) {
+		t.Fatalf("follower remove: %v", err)
+	}
+
+	// Degrade reaches every node, and Changes fires on each within 1 s.
+	chans := make([]<-chan struct{}, 3)
+	for i := range 3 {
+		ch, cancel := c.Store(i).Changes()
+		defer cancel()
+		chans[i] = ch
+	}
+	start := time.Now()
+	if _, err := leader.Apply(ctx, raftmeta.SetDegrade(raftmeta.Degrade{MinPriority: raftmeta.PriorityHigh, Reason: "storm"})); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		deadline := time.NewTimer(time.Second - time.Since(start))
+		for !c.Store(i).State().Degrade.Active {
+			select {
+			case <-chans[i]:
+			case <-deadline.C:
+				t.Fatalf("node %d: degrade not seen within 1 s", i)
+			}
+		}
+		deadline.Stop()
+		t.Logf("node %d saw degrade after %v", i, time.Since(start).Round(time.Millisecond))
+	}
+
+	// Remove a follower: gone from raft and from every remaining state.
+	gone := c.Member(fi).ID
+	if err := leader.Remove(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(fi)
+	if servers, _ := leader.Servers(); len(servers) != 2 {
+		t.Fatalf("servers after remove = %+v", servers)
+	}
+	c.WaitConverged(t)
+	for i := range 3 {
+		if s := c.Store(i); s != nil {
+			if _, ok := s.State().Members[gone]; ok {
+				t.Fatalf("node %d still lists %s", i, gone)
+			}
+		}
+	}
+	if err := leader.Remove(ctx, gone); !errors.Is(err, raftmeta.ErrNotFound) {
+		t.Fatalf("second remove: %v", err)
+	}
+	// Two voters still commit.
+	if _, err := leader.Apply(ctx, raftmeta.DegradeOff("calm")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCluster_SixthNodeJoinsAsNonvoterAndIsPromotedWhenASlotFrees(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 6)
+	ctx := ctxT(t, 30*time.Second)
+	_, leader := c.WaitForLeader(t)
+	servers, _ := leader.Servers()
+	if len(servers) != 6 || voters(servers) != 5 {
+		t.Fatalf("servers = %+v", servers)
+	}
+	if m := leader.State().Members["node5"]; m.Voter {
+		t.Fatalf("node5 recorded as voter: %+v", m)
+	}
+
+	// Remove a voter that is not the leader, then node5 joins again.
+	victim := -1
+	for i := 1; i < 5; i++ {
+		if !c.Store(i).IsLeader() {
+			victim = i
+			break
+		}
+	}
+	if err := leader.Remove(ctx, c.Member(victim).ID); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(victim)
+	if err := leader.Join(ctx, c.Member(5)); err != nil {
+		t.Fatal(err)
+	}
+	servers, _ = leader.Servers()
+	if len(servers) != 5 || voters(servers) != 5 {
+		t.Fatalf("servers after promotion = %+v", servers)
+	}
+	c.WaitConverged(t)
+	if m := c.Store(5).State().Members["node5"]; !m.Voter {
+		t.Fatalf("node5 not recorded as voter: %+v", m)
+	}
+}
+
+func TestCluster_RejoinAtNewAddressReplacesTheOldEntry(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 3)
+	ctx := ctxT(t, 30*time.Second)
+	li, leader := c.WaitForLeader(t)
+	fi := (li + 1) % 3
+	c.Kill(fi)
+
+	// The same node id comes back from a fresh host at another address.
+	cfg := c.Config(fi)
+	cfg.DataDir = t.TempDir()
+	cfg.RaftBind = "127.0.0.1:0"
+	s, err := raftmeta.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m := c.Member(fi)
+	m.RaftAddr = s.RaftAddr()
+	if err := leader.Join(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	servers, _ := leader.Servers()
+	for _, srv := range servers {
+		if srv.ID == m.ID && srv.Address != m.RaftAddr {
+			t.Fatalf("old address kept: %+v", servers)
+		}
+	}
+	raftmetatest.WaitFor(t, 10*time.Second, func() error {
+		if got := s.State().Members[m.ID].RaftAddr; got != m.RaftAddr {
+			return fmt.Errorf("new node's record says %q", got)
+		}
+		return nil
+	})
+	// Another id at the leader's own address is refused.
+	imposter := raftmeta.Member{ID: "imposter", RaftAddr: leader.RaftAddr()}
+	if err := leader.Join(ctx, imposter); !errors.Is(err, raftmeta.ErrConflict) {
+		t.Fatalf("imposter join: %v", err)
+	}
+}
+
+func TestCluster_Leave(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 3)
+	ctx := ctxT(t, 30*time.Second)
+	li, leader := c.WaitForLeader(t)
+	follower := c.Store((li + 1) % 3)
+	var nle *raftmeta.NotLeaderError
+	if err := follower.Leave(ctx); !errors.As(err, &nle) || nle.LeaderID != c.Member(li).ID {
+		t.Fatalf("follower leave: %v", err)
+	}
+
+	if err := leader.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(li)
+	ni, next := c.WaitForLeader(t)
+	if ni == li {
+		t.Fatal("the node that left still leads")
+	}
+	servers, _ := next.Servers()
+	if len(servers) != 2 || slices.ContainsFunc(servers, func(s raftmeta.Server) bool { return s.ID == c.Member(li).ID }) {
+		t.Fatalf("servers after leave = %+v", servers)
+	}
+	if _, ok := next.State().Members[c.Member(li).ID]; ok {
+		t.Fatal("record of the node that left is still there")
+	}
+	if _, err := c.Apply(ctx, raftmeta.SetTunables(raftmeta.Tunables{QueueFrames: 3})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCluster_RetryAfterLeaderLossAppliesOnce(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 3)
+	ctx := ctxT(t, 30*time.Second)
+	li, leader := c.WaitForLeader(t)
+	cmd := raftmeta.CreateApp(newApp("once"))
+	cmd.RequestID = raftmeta.NewRequestID()
+	first, err := leader.Apply(ctx, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client never saw the answer; the leader dies; it retries.
+	c.Kill(li)
+	res, err := c.Apply(ctx, cmd)
+	if err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if !res.Replayed || res.Index != first.Index {
+		t.Fatalf("retry result %+v, first %+v", res, first)
+	}
+	_, next := c.WaitForLeader(t)
+	n := 0
+	for _, e := range next.State().Audit {
+		if e.RequestID == cmd.RequestID {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("request applied %d times", n)
+	}
+}
+
+// TestCluster_LeaderKillUnavailability kills the leader of a cluster with
+// hashicorp/raft's default timings and measures how long writes fail.
+// PUSHD_RAFT_KILL_RUNS=20 repeats it (about 5 s a run).
+func TestCluster_LeaderKillUnavailability(t *testing.T) {
+	if testing.Short() {
+		t.Skip("default raft timings: seconds per run")
+	}
+	runs := 1
+	if v := os.Getenv("PUSHD_RAFT_KILL_RUNS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("PUSHD_RAFT_KILL_RUNS=%q", v)
+		}
+		runs = n
+	}
+	c := raftmetatest.NewCluster(t, 3, raftmetatest.WithDefaultTimings())
+	ctx := ctxT(t, time.Duration(runs)*time.Minute)
+	var acked []string
+	var gaps []time.Duration
+	for run := range runs {
+		li, _ := c.WaitForLeader(t)
+		pre := fmt.Sprintf("pre-%d", run)
+		if _, err := c.Apply(ctx, raftmeta.CreateApp(newApp(pre))); err != nil {
+			t.Fatal(err)
+		}
+		acked = append(acked, pre)
+
+		cmd := raftmeta.CreateApp(newApp(fmt.Sprintf("post-%d", run)))
+		cmd.RequestID = raftmeta.NewRequestID()
+		start := time.Now()
+		c.Kill(li)
+		raftmetatest.WaitFor(t, 30*time.Second, func() error {
+			_, s := c.Leader()
+			if s == nil {
+				return errors.New("no leader")
+			}
+			actx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancel()
+			_, err := s.Apply(actx, cmd)
+			return err
+		})
+		gap := time.Since(start)
+		gaps = append(gaps, gap)
+		acked = append(acked, fmt.Sprintf("post-%d", run))
+		t.Logf("run %d: writes unavailable for %v", run, gap.Round(time.Millisecond))
+
+		c.Restart(t, li)
+		c.WaitConverged(t)
+	}
+	// Nothing acknowledged was lost, on any node.
+	for i := range c.Len() {
+		st := c.Store(i).State()
+		for _, id := range acked {
+			if _, ok := st.App(id); !ok {
+				t.Fatalf("node %d lost acknowledged app %s", i, id)
+			}
+		}
+	}
+	slices.Sort(gaps)
+	t.Logf("leader loss, default timings, %d runs: p50 %v, max %v", runs,
+		gaps[len(gaps)/2].Round(time.Millisecond), gaps[len(gaps)-1].Round(time.Millisecond))
+	if gaps[len(gaps)-1] > 10*time.Second {
+		t.Fatalf("writes unavailable for %v", gaps[len(gaps)-1])
+	}
+}
+
+func TestCluster_RestartedNodeCatchesUpFromLog(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 3)
+	ctx := ctxT(t, 30*time.Second)
+	li, _ := c.WaitForLeader(t)
+	fi := (li + 1) % 3
+	c.Kill(fi)
+	for i := range 20 {
+		if _, err := c.Apply(ctx, raftmeta.CreateApp(newApp(fmt.Sprintf("app%d", i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restarted := c.Restart(t, fi)
+	c.WaitConverged(t)
+	if n := len(restarted.State().Apps); n != 20 {
+		t.Fatalf("restarted node has %d apps", n)
+	}
+	if st := restarted.Stats(); st.SnapshotIndex != 0 {
+		t.Fatalf("caught up by snapshot %d, expected the log", st.SnapshotIndex)
+	}
+}
+
+func TestCluster_RestartedNodeCatchesUpFromSnapshot(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 3, raftmetatest.WithConfig(func(_ int, cfg *raftmeta.Config) {
+		cfg.SnapshotThreshold = 16
+		cfg.SnapshotInterval = 50 * time.Millisecond
+		cfg.TrailingLogs = 4
+		// Small segments: raft-wal frees whole segments only, and its
+		// tail segment keeps serving entries below the first index.
+		cfg.SegmentSize = 8 << 10
+	}))
+	ctx := ctxT(t, 60*time.Second)
+	li, _ := c.WaitForLeader(t)
+	fi := (li + 1) % 3
+	killedAt := c.Store(fi).Stats().LastLogIndex
+	c.Kill(fi)
+
+	for i := 0; ; i++ {
+		if _, err := c.Apply(ctx, raftmeta.CreateApp(newApp(fmt.Sprintf("app%d", i)))); err != nil {
+			t.Fatal(err)
+		}
+		// Done once every live node has compacted past what the killed
+		// node holds, so only a snapshot can bring it up.
+		compacted := true
+		for _, j := range []int{li, 3 - li - fi} {
+			if s := c.Store(j); s != nil && s.Stats().FirstLogIndex <= killedAt+1 {
+				compacted = false
+			}
+		}
+		if compacted && i >= 40 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("logs never compacted past %d", killedAt)
+		}
+	}
+	restarted := c.Restart(t, fi)
+	c.WaitConverged(t)
+	st := restarted.Stats()
+	if st.SnapshotIndex <= killedAt {
+		t.Fatalf("restarted node's snapshot index %d, killed at %d", st.SnapshotIndex, killedAt)
+	}
+	t.Logf("killed at index %d; restored from snapshot %d; leader log starts at %d",
+		killedAt, st.SnapshotIndex, c.Store(li).Stats().FirstLogIndex)
+}
+
+func TestStore_SingleNodeRestartReplaysItsLog(t *testing.T) {
+	dir := t.TempDir()
+	cfg := raftmeta.Config{
+		ID: "solo", DataDir: dir, RaftBind: "127.0.0.1:0",
+		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+		LeaderLeaseTimeout: 50 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+	}
+	ctx := ctxT(t, 30*time.Second)
+	s, err := raftmeta.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bootstrap(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bootstrap(); err != nil {
+		t.Fatalf("second bootstrap: %v", err)
+	}
+	if err := s.WaitForLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	self := raftmeta.Member{ID: "solo", RaftAddr: s.RaftAddr(), AdminAddr: "127.0.0.1:9090"}
+	if err := s.Join(ctx, self); err != nil {
+		t.Fatal(err)
+	}
+	if lm, ok := s.LeaderMember(); !ok || lm.AdminAddr != self.AdminAddr || !lm.Voter {
+		t.Fatalf("LeaderMember = %+v %v", lm, ok)
+	}
+	for i := range 5 {
+		if _, err := s.Apply(ctx, raftmeta.SetMemberWeight("solo", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, wantDigest := s.State(), s.Digest()
+	cfg.RaftBind = s.RaftAddr()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	if _, err := s.Apply(ctx, raftmeta.DegradeOff("")); !errors.Is(err, raftmeta.ErrClosed) {
+		t.Fatalf("apply after close: %v", err)
+	}
+
+	s, err = raftmeta.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Bootstrap(); err != nil {
+		t.Fatalf("bootstrap on restart: %v", err)
+	}
+	raftmetatest.WaitFor(t, 10*time.Second, func() error {
+		if !reflect.DeepEqual(s.State(), want) || s.Digest() != wantDigest {
+			return fmt.Errorf("state at index %d, want %d", s.State().Index, want.Index)
+		}
+		return nil
+	})
+	st := s.Stats()
+	if st.State != "Leader" || st.Voters != 1 || st.Peers != 0 || st.StateIndex != want.Index || st.LeaderID != "solo" {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func TestStore_OpenRefusesBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	for _, cfg := range []raftmeta.Config{
+		{DataDir: dir, RaftBind: "127.0.0.1:0"},
+		{ID: "a b", DataDir: dir, RaftBind: "127.0.0.1:0"},
+		{ID: "n", RaftBind: "127.0.0.1:0"},
+		{ID: "n", DataDir: dir, RaftBind: "nope"},
+		{ID: "n", DataDir: dir, RaftBind: "0.0.0.0:0"},
+		{ID: "n", DataDir: dir, RaftBind: ":0"},
+		{ID: "n", DataDir: dir, RaftBind: "127.0.0.1:0", RaftAdvertise: "0.0.0.0:7000"},
+		{ID: "n", DataDir: dir, RaftBind: "127.0.0.1:0", HeartbeatTimeout: time.Second, LeaderLeaseTimeout: 2 * time.Second},
+	} {
+		if s, err := raftmeta.Open(cfg); !errors.Is(err, raftmeta.ErrInvalid) {
+			if s != nil {
+				s.Close()
+			}
+			t.Errorf("Open(%+v) = %v, want ErrInvalid", cfg, err)
+		}
+	}
+	s, err := raftmeta.Open(raftmeta.Config{ID: "n", DataDir: dir, RaftBind: "0.0.0.0:0", RaftAdvertise: "127.0.0.1:7999"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.RaftAddr() != "127.0.0.1:7999" {
+		t.Fatalf("RaftAddr = %q", s.RaftAddr())
+	}
+}
+
+// recorder is a slog.Handler that keeps records for inspection.
+type recorder struct {
+	mu    sync.Mutex
+	recs  []slog.Record
+	attrs []slog.Attr
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	rec = rec.Clone()
+	rec.AddAttrs(r.attrs...)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.recs = append(r.recs, rec)
+	return nil
+}
+func (r *recorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return &recorderView{r: r, attrs: as}
+}
+func (r *recorder) WithGroup(string) slog.Handler { return r }
+
+type recorderView struct {
+	r     *recorder
+	attrs []slog.Attr
+}
+
+func (v *recorderView) Enabled(context.Context, slog.Level) bool { return true }
+func (v *recorderView) Handle(ctx context.Context, rec slog.Record) error {
+	rec = rec.Clone()
+	rec.AddAttrs(v.attrs...)
+	return v.r.Handle(ctx, rec)
+}
+func (v *recorderView) WithAttrs(as []slog.Attr) slog.Handler {
+	return &recorderView{r: v.r, attrs: append(slices.Clone(v.attrs), as...)}
+}
+func (v *recorderView) WithGroup(string) slog.Handler { return v }
+
+func TestStore_RaftDebugOutputStaysOut(t *testing.T) {
+	rec := &recorder{}
+	s, err := raftmeta.Open(raftmeta.Config{
+		ID: "solo", DataDir: t.TempDir(), RaftBind: "127.0.0.1:0", Logger: slog.New(rec),
+		HeartbeatTimeout: 100 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
+		LeaderLeaseTimeout: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bootstrap(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitForLeader(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	sawRaft := false
+	for _, r := range rec.recs {
+		var component, subsystem string
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "component":
+				component = a.Value.String()
+			case "subsystem":
+				subsystem = a.Value.String()
+			}
+			return true
+		})
+		if component != "raftmeta" {
+			t.Errorf("record %q without component=raftmeta", r.Message)
+		}
+		if subsystem == "raft" {
+			sawRaft = true
+		}
+		if r.Level < slog.LevelInfo {
+			t.Errorf("debug record reached the logger: %s %q", r.Level, r.Message)
+		}
+	}
+	if !sawRaft {
+		t.Error("raft's own messages never reached the logger")
+	}
+}
