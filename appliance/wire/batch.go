@@ -44,6 +44,15 @@ func AppendBatch(dst []byte, frames []byte, compress bool) []byte {
 	return finishHeader(dst, start)
 }
 
+// PutBatchHeader turns b into an uncompressed BATCH frame in place: b
+// starts with HeaderLen bytes reserved for the header, followed by the
+// concatenated frames. A connection's output queue keeps that reserve at
+// its head so merging its frames into one write needs no copy.
+func PutBatchHeader(b []byte) {
+	b[0], b[1], b[2] = Version, byte(TypeBatch), 0
+	binary.BigEndian.PutUint32(b[3:HeaderLen], uint32(len(b)-HeaderLen))
+}
+
 // decodeBatchBody returns the concatenated frames a BATCH body holds,
 // decompressing it when the header says lz4. The declared uncompressed
 // length is checked against max before anything is allocated.

@@ -158,6 +158,15 @@ func TestBatch_CompressesOnlyWhenItHelps(t *testing.T) {
 	}
 }
 
+func TestPutBatchHeader_MatchesAppendBatch(t *testing.T) {
+	frames := Append(Append(nil, &Ping{Time: 1}), &Pong{Time: 2})
+	inPlace := append(make([]byte, HeaderLen), frames...)
+	PutBatchHeader(inPlace)
+	if !bytes.Equal(inPlace, AppendBatch(nil, frames, false)) {
+		t.Fatal("in-place batch header differs from AppendBatch")
+	}
+}
+
 func TestBatch_DecompressionBombIsRefused(t *testing.T) {
 	frames := bytes.Repeat(Append(nil, &Ping{}), 10000)
 	b := AppendBatch(nil, frames, true)

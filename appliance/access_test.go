@@ -1,0 +1,451 @@
+package appliance
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pushd/pushd/appliance/client"
+	"github.com/pushd/pushd/appliance/token"
+	"github.com/pushd/pushd/appliance/wire"
+)
+
+// TestSDK_BothTransportsEndToEnd connects one device per transport through
+// the SDK, fans out a broadcast and a group message, and round-trips an
+// upstream message through a webhook.
+func TestSDK_BothTransportsEndToEnd(t *testing.T) {
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var sb strings.Builder
+		_, _ = bufio.NewReader(r.Body).WriteTo(&sb)
+		fmt.Fprintf(w, "echo:%d", len(sb.String()))
+	}))
+	defer hook.Close()
+	cfg := testConfig()
+	cfg.Upstreams = map[string]string{"chat": hook.URL}
+	n := startNode(t, cfg, Deps{})
+
+	for _, tc := range []struct{ name, url string }{{"ws", n.wsURL()}, {"tcp", n.tcpURL()}} {
+		t.Run(tc.name, func(t *testing.T) {
+			device := "dev-" + tc.name
+			got := make(chan client.Message, 10)
+			welcomed := make(chan client.Welcome, 1)
+			c, err := client.New(client.Config{
+				URL: tc.url, App: testApp, Device: device, Token: issue(t, device), LZ4: true,
+				OnMessage: func(m client.Message) { got <- m },
+				OnWelcome: func(w client.Welcome) { welcomed <- w },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+
+			w := <-welcomed
+			if w.Node != "n1" || w.Heartbeat != cfg.HeartbeatInterval {
+				t.Fatalf("welcome = %+v", w)
+			}
+			if err := c.Join(ctx, "room-1"); err != nil {
+				t.Fatalf("join: %v", err)
+			}
+			waitFor(t, 2*time.Second, func() error {
+				if n.hub.lookup(device) == nil {
+					return errors.New("session not registered")
+				}
+				return nil
+			})
+			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "b-" + tc.name, Payload: []byte("to everyone")}), "")
+			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g-" + tc.name, Group: "room-1", Payload: []byte("to the room")}), "room-1")
+			for _, want := range []string{"to everyone", "to the room"} {
+				select {
+				case m := <-got:
+					if string(m.Payload) != want {
+						t.Fatalf("payload %q, want %q", m.Payload, want)
+					}
+				case <-time.After(2 * time.Second):
+					t.Fatalf("no message %q", want)
+				}
+			}
+			reply, err := c.Up(ctx, "chat", []byte("hello"))
+			if err != nil || string(reply) != "echo:" + fmt.Sprint(len(`{"app":"app1","device":"`+device+`","business":"chat","request":2,"payload":"aGVsbG8="}`)) {
+				t.Fatalf("up reply %q, %v", reply, err)
+			}
+			if _, err := c.Up(ctx, "nohook", []byte("x")); err == nil {
+				t.Fatal("UP to a business without a webhook succeeded")
+			}
+			if err := c.Leave(ctx, "room-1"); err != nil {
+				t.Fatalf("leave: %v", err)
+			}
+			if k := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g2"}), "room-1"); k != 0 {
+				t.Fatalf("left group still has %d members", k)
+			}
+		})
+	}
+	body := scrape(t, n)
+	for _, m := range []string{`pushd_handshakes_total{outcome="ok"}`, `pushd_device_frames_in_total{type="HELLO"}`, `pushd_device_frames_out_total{type="PUSH"}`} {
+		if _, err := metricValue(body, m); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestHandshake_RefusesEveryBadToken checks each way a token or HELLO can be
+// wrong is refused with its stable code and the connection closed, on both
+// transports.
+func TestHandshake_RefusesEveryBadToken(t *testing.T) {
+	n := startNode(t, testConfig(), Deps{})
+	now := time.Now()
+	otherSecret := []byte(strings.Repeat("o", 32))
+	forged, _ := token.Issue(token.Claims{App: testApp, Device: "d", KeyID: "k1", Expires: now.Add(time.Hour).Unix()}, otherSecret)
+	cases := []struct {
+		name  string
+		hello wire.Hello
+		want  wire.Code
+	}{
+		{"expired", wire.Hello{Device: "d", Token: issue(t, "d", func(c *token.Claims) { c.Expires = now.Add(-time.Hour).Unix() })}, wire.CodeTokenExpired},
+		{"not yet valid", wire.Hello{Device: "d", Token: issue(t, "d", func(c *token.Claims) {
+			c.NotBefore = now.Add(time.Hour).Unix()
+			c.Expires = now.Add(2 * time.Hour).Unix()
+		})}, wire.CodeTokenNotYetValid},
+		{"forged", wire.Hello{Device: "d", Token: forged}, wire.CodeTokenSignature},
+		{"wrong app", wire.Hello{App: "app2", Device: "d", Token: issue(t, "d")}, wire.CodeTokenWrongApp},
+		{"wrong device", wire.Hello{Device: "other", Token: issue(t, "d")}, wire.CodeTokenWrongDevice},
+		{"malformed", wire.Hello{Device: "d", Token: "v1.garbage"}, wire.CodeTokenMalformed},
+		{"empty", wire.Hello{Device: "d"}, wire.CodeTokenMalformed},
+		{"unknown key id", wire.Hello{Device: "d", Token: issue(t, "d", func(c *token.Claims) { c.KeyID = "k9" })}, wire.CodeTokenUnknownKey},
+		{"lifetime too long", wire.Hello{Device: "d", Token: issue(t, "d", func(c *token.Claims) { c.Expires = now.Add(48 * time.Hour).Unix() })}, wire.CodeTokenLifetime},
+		{"unknown app", wire.Hello{App: "app9", Device: "d", Token: mustIssueFor(t, "app9", "d")}, wire.CodeUnknownApp},
+		{"bad device id", wire.Hello{Device: "a b", Token: issue(t, "d")}, wire.CodeBadHello},
+		{"seq without epoch", wire.Hello{Device: "d", Token: issue(t, "d"), Seq: 5}, wire.CodeBadHello},
+	}
+	for _, url := range []string{n.wsURL(), n.tcpURL()} {
+		for _, tc := range cases {
+			t.Run(url[:2]+"/"+tc.name, func(t *testing.T) {
+				c := dialRaw(t, url)
+				h := tc.hello
+				f := hello(t, c, &h)
+				e, ok := f.(*wire.Error)
+				if !ok || e.Code != tc.want {
+					t.Fatalf("answer %#v, want ERROR %s", f, tc.want)
+				}
+				expectClosed(t, c, 2*time.Second)
+			})
+		}
+	}
+	waitFor(t, 2*time.Second, func() error {
+		if got := n.hub.count.Load(); got != 0 {
+			return fmt.Errorf("%d sessions registered after refusals", got)
+		}
+		return nil
+	})
+}
+
+func mustIssueFor(t *testing.T, app, device string) string {
+	t.Helper()
+	tok, err := token.Issue(token.Claims{App: app, Device: device, KeyID: "k1", Expires: time.Now().Add(time.Hour).Unix()}, testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestHandshake_FramesBeforeHelloAreRefused(t *testing.T) {
+	n := startNode(t, testConfig(), Deps{})
+	c := dialRaw(t, n.tcpURL())
+	if err := c.Send(&wire.Ping{Time: 1}); err != nil {
+		t.Fatal(err)
+	}
+	last, _ := expectClosed(t, c, 2*time.Second)
+	if e, ok := last.(*wire.Error); !ok || e.Code != wire.CodeProtocol {
+		t.Fatalf("last frame %#v, want ERROR protocol_violation", last)
+	}
+}
+
+func TestFrame_OversizeIsRefused(t *testing.T) {
+	n := startNode(t, testConfig(), Deps{})
+	big := wire.Append(nil, &wire.Up{Business: "chat", Payload: make([]byte, wire.DefaultMaxFrame+1)})
+
+	t.Run("ws closes 1009", func(t *testing.T) {
+		c := openRaw(t, n.wsURL(), "big-ws")
+		if err := c.WriteRaw(big); err != nil {
+			t.Fatal(err)
+		}
+		_, err := expectClosed(t, c, 2*time.Second)
+		var ce *client.CloseError
+		if !errors.As(err, &ce) || ce.Code != 1009 {
+			t.Fatalf("close = %v, want 1009", err)
+		}
+	})
+	t.Run("tcp gets frame_too_large", func(t *testing.T) {
+		c := openRaw(t, n.tcpURL(), "big-tcp")
+		if err := c.WriteRaw(big[:wire.HeaderLen]); err != nil {
+			t.Fatal(err)
+		}
+		last, _ := expectClosed(t, c, 2*time.Second)
+		if e, ok := last.(*wire.Error); !ok || e.Code != wire.CodeFrameTooLarge {
+			t.Fatalf("last frame %#v, want ERROR frame_too_large", last)
+		}
+	})
+}
+
+// TestHandshake_Slowloris checks that connections that never authenticate
+// are closed within the handshake timeout plus a second: a silent TCP
+// socket, a half-sent HTTP upgrade, and an upgraded WebSocket without
+// HELLO.
+func TestHandshake_Slowloris(t *testing.T) {
+	cfg := testConfig()
+	n := startNode(t, cfg, Deps{})
+	limit := cfg.HandshakeTimeout + time.Second
+
+	closedWithin := func(t *testing.T, nc net.Conn) time.Duration {
+		start := time.Now()
+		_ = nc.SetReadDeadline(start.Add(limit + time.Second))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := nc.Read(buf); err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Fatalf("still open after %s", time.Since(start))
+				}
+				return time.Since(start)
+			}
+		}
+	}
+	t.Run("silent tcp", func(t *testing.T) {
+		nc, err := net.Dial("tcp", n.Addrs().TCP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		if d := closedWithin(t, nc); d > limit {
+			t.Fatalf("closed after %s, limit %s", d, limit)
+		}
+	})
+	t.Run("half http upgrade", func(t *testing.T) {
+		nc, err := net.Dial("tcp", n.Addrs().WS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		fmt.Fprintf(nc, "GET /v1/ws HTTP/1.1\r\nHost: x\r\n")
+		if d := closedWithin(t, nc); d > limit {
+			t.Fatalf("closed after %s, limit %s", d, limit)
+		}
+	})
+	t.Run("upgraded ws without hello", func(t *testing.T) {
+		c := dialRaw(t, n.wsURL())
+		start := time.Now()
+		last, _ := expectClosed(t, c, limit+time.Second)
+		if d := time.Since(start); d > limit {
+			t.Fatalf("closed after %s, limit %s", d, limit)
+		}
+		if e, ok := last.(*wire.Error); !ok || e.Code != wire.CodeHandshakeTimeout {
+			t.Fatalf("last frame %#v, want ERROR handshake_timeout", last)
+		}
+	})
+}
+
+// TestHeartbeat_SilentConnectionIsReaped: a device that stops sending is
+// closed after MissedHeartbeats intervals; one that pings stays.
+func TestHeartbeat_SilentConnectionIsReaped(t *testing.T) {
+	cfg := testConfig()
+	n := startNode(t, cfg, Deps{})
+	silent := openRaw(t, n.tcpURL(), "silent")
+	talker := openRaw(t, n.tcpURL(), "talker")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(cfg.HeartbeatInterval / 2)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_ = talker.Send(&wire.Ping{Time: 1})
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	start := time.Now()
+	last, _ := expectClosed(t, silent, 3*cfg.HeartbeatInterval)
+	if e, ok := last.(*wire.Error); !ok || e.Code != wire.CodeHeartbeatMissed {
+		t.Fatalf("last frame %#v, want ERROR heartbeat_missed", last)
+	}
+	idle := cfg.withDefaults().idleTimeout()
+	if d := time.Since(start); d < idle-cfg.TimerTick || d > idle+200*time.Millisecond {
+		t.Fatalf("reaped after %s, idle timeout %s", d, idle)
+	}
+	if n.hub.lookup("talker") == nil {
+		t.Fatal("a connection that pings was reaped too")
+	}
+	waitFor(t, time.Second, func() error {
+		_, err := metricValue(scrape(t, n), `pushd_connection_closes_total{reason="heartbeat_missed"}`)
+		return err
+	})
+}
+
+// TestTakeover_NewerConnectionWins: a second connection of a device kicks
+// the first with CONTROL kick; the SDK stops on a kick.
+func TestTakeover_NewerConnectionWins(t *testing.T) {
+	n := startNode(t, testConfig(), Deps{})
+	kicked := make(chan error, 1)
+	first, err := client.New(client.Config{URL: n.wsURL(), App: testApp, Device: "phone", Token: issue(t, "phone")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { kicked <- first.Run(context.Background()) }()
+	waitFor(t, 2*time.Second, func() error {
+		if !first.Connected() {
+			return errors.New("first not connected")
+		}
+		return nil
+	})
+	second := openRaw(t, n.tcpURL(), "phone")
+	select {
+	case err := <-kicked:
+		if !errors.Is(err, client.ErrKicked) {
+			t.Fatalf("first Run = %v, want ErrKicked", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("first connection was not kicked")
+	}
+	if s := n.hub.lookup("phone"); s == nil || s.t.kind() != kindTCP {
+		t.Fatal("the newer connection is not the registered one")
+	}
+	if err := second.Send(&wire.Ping{Time: 9}); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, second, 2*time.Second, func(f wire.Frame) bool { _, ok := f.(*wire.Pong); return ok })
+}
+
+// TestSlowConsumer_CutWhileOthersKeepReceiving: a device that stops reading
+// is closed as slow once its queue overflows, and the others get every
+// message.
+func TestSlowConsumer_CutWhileOthersKeepReceiving(t *testing.T) {
+	cfg := testConfig()
+	cfg.QueueBytes = 64 << 10
+	cfg.QueueFrames = 64
+	cfg.WriteTimeout = 500 * time.Millisecond
+	n := startNode(t, cfg, Deps{})
+
+	slow := openRaw(t, n.tcpURL(), "slow") // never read from again
+	const others = 5
+	var received [others]atomic.Int64
+	for i := 0; i < others; i++ {
+		c := openRaw(t, n.wsURL(), fmt.Sprintf("fast-%d", i))
+		go func(i int) {
+			for {
+				f, err := c.Read(0)
+				if err != nil {
+					return
+				}
+				countPushes(f, &received[i])
+			}
+		}(i)
+	}
+	const messages = 400
+	payload := make([]byte, 4096)
+	for i := 0; i < messages; i++ {
+		n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i), Payload: payload}), "")
+		time.Sleep(time.Millisecond)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if n.hub.lookup("slow") != nil {
+			return errors.New("slow consumer still registered")
+		}
+		return nil
+	})
+	waitFor(t, 5*time.Second, func() error {
+		for i := range received {
+			if got := received[i].Load(); got != messages {
+				return fmt.Errorf("fast-%d received %d of %d", i, got, messages)
+			}
+		}
+		return nil
+	})
+	if _, err := metricValue(scrape(t, n), `pushd_connection_closes_total{reason="slow_consumer"}`); err != nil {
+		t.Fatal(err)
+	}
+	_ = slow
+}
+
+func countPushes(f wire.Frame, k *atomic.Int64) {
+	switch f := f.(type) {
+	case *wire.Push:
+		k.Add(1)
+	case *wire.Batch:
+		_ = f.Each(1<<20, func(inner wire.Frame) error { countPushes(inner, k); return nil })
+	}
+}
+
+func TestOrigin_AllowlistRefusesOthers(t *testing.T) {
+	cfg := testConfig()
+	cfg.AllowedOrigins = []string{"https://app.example.com"}
+	n := startNode(t, cfg, Deps{})
+	ok, err := client.DialConn(context.Background(), n.wsURL(), client.DialOptions{Origin: "https://app.example.com"})
+	if err != nil {
+		t.Fatalf("allowed origin refused: %v", err)
+	}
+	_ = ok.Close()
+	_, err = client.DialConn(context.Background(), n.wsURL(), client.DialOptions{Origin: "https://evil.example.com"})
+	var ue *client.UpgradeError
+	if !errors.As(err, &ue) || ue.Status != http.StatusForbidden {
+		t.Fatalf("foreign origin: %v, want HTTP 403", err)
+	}
+}
+
+func TestConnectRate_LimitsPerAddress(t *testing.T) {
+	cfg := testConfig()
+	cfg.ConnectRate = 1
+	cfg.ConnectBurst = 3
+	n := startNode(t, cfg, Deps{})
+	refused := 0
+	for i := 0; i < 6; i++ {
+		c, err := client.DialConn(context.Background(), n.wsURL(), client.DialOptions{})
+		var ue *client.UpgradeError
+		switch {
+		case errors.As(err, &ue) && ue.Status == http.StatusTooManyRequests:
+			refused++
+		case err != nil:
+			t.Fatal(err)
+		default:
+			_ = c.Close()
+		}
+	}
+	if refused < 2 || refused > 3 {
+		t.Fatalf("refused %d of 6 connects with a burst of 3 at 1/s", refused)
+	}
+}
+
+func TestConfig_RejectsBadValues(t *testing.T) {
+	bad := []func(*Config){
+		func(c *Config) { c.NodeID = "has space" },
+		func(c *Config) { c.MaxFrame = wire.CeilingMaxFrame + 1 },
+		func(c *Config) { c.Apps[0].Secrets = map[string][]byte{"k1": []byte("short")} },
+		func(c *Config) { c.Apps = append(c.Apps, c.Apps[0]) },
+		func(c *Config) { c.Upstreams = map[string]string{"chat": "ftp://x"} },
+		func(c *Config) { c.AckBackoffMax = time.Millisecond },
+		func(c *Config) { c.Window = -1 },
+	}
+	for i, mut := range bad {
+		cfg := testConfig()
+		mut(&cfg)
+		if _, err := New(cfg, Deps{}); !errors.Is(err, ErrConfig) {
+			t.Errorf("case %d: New = %v, want ErrConfig", i, err)
+		}
+	}
+}

@@ -1,0 +1,590 @@
+// Package client is the Go device SDK for pushd: it keeps one connection
+// to a pushd node open on behalf of a device, receives its messages in
+// order, acknowledges them, and comes back after every failure.
+//
+// The simplest use:
+//
+//	c, err := client.New(client.Config{
+//		URL: "ws://push.example.com:8080/v1/ws", App: "app1", Device: "dev-1",
+//		Token: tok,
+//		OnMessage: func(m client.Message) { fmt.Printf("%s\n", m.Payload) },
+//	})
+//	err = c.Run(ctx) // until ctx is done, the device is kicked, or auth fails
+//
+// Delivery is at least once on the wire and exactly once to OnMessage for
+// messages of one inbox: the client drops replays by its resume cursor
+// (the last inbox sequence number handled) and other repeats by message id
+// within a window. Persist the cursor in OnCursor and pass it back in
+// Config.Cursor after a restart; the server then replays only what came
+// after it, and says in Welcome.Recovered whether anything was lost.
+//
+// OnMessage and the other callbacks run on the connection's read
+// goroutine, one at a time and in order; a slow callback slows delivery.
+// Methods of Client are safe for concurrent use.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pushd/pushd/appliance/wire"
+)
+
+// Cursor is the resume position of a device: the inbox epoch and the last
+// sequence number handled.
+type Cursor struct {
+	Epoch string
+	Seq   uint64
+}
+
+// Message is one message handed to OnMessage.
+type Message struct {
+	ID       string
+	Seq      uint64 // inbox sequence number; 0 for group or unstored messages
+	Business string
+	Priority wire.Priority
+	Created  time.Time
+	Group    string
+	Payload  []byte
+	// Redelivered is set when the server sent this message before; the
+	// client still hands it over only once.
+	Redelivered bool
+}
+
+// Welcome describes an accepted session.
+type Welcome struct {
+	Session   string
+	Node      string
+	Recovered bool // false: messages after the cursor were lost; resync the app
+	Epoch     string
+	Heartbeat time.Duration
+}
+
+// Errors that end Run.
+var (
+	// ErrKicked means another connection of this device took over.
+	ErrKicked = errors.New("kicked: another connection of this device took over")
+	// ErrClosed means Close was called.
+	ErrClosed = errors.New("client closed")
+)
+
+// RefusedError is a handshake the server refused (bad token, unknown app).
+// Run returns it unless TokenFunc can mint a new token.
+type RefusedError struct {
+	Code    wire.Code
+	Message string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("server refused the session: %s (%d): %s", e.Code, e.Code, e.Message)
+}
+
+// Config configures a Client. Every field documents its zero value.
+type Config struct {
+	// URL of the node: ws://host:port/v1/ws, wss://…, tcp://host:port or
+	// tls://host:port. Required unless Dispatch is set.
+	URL string
+	// Dispatch, when set, is called before every connect to choose the
+	// URL (for example from a region's /v1/dispatch answer).
+	Dispatch func(ctx context.Context) (string, error)
+
+	App, Device string
+	// Token authenticates the device. TokenFunc, when set, is called for
+	// a fresh token before each connect and after a token refusal.
+	Token     string
+	TokenFunc func(ctx context.Context) (string, error)
+
+	Platform, Version string
+	Businesses        []string
+	// LZ4 offers lz4-compressed batches. Zero: not offered.
+	LZ4 bool
+	// Origin is sent on WebSocket upgrades, as a browser would.
+	Origin string
+
+	// Cursor is where to resume, as last persisted by OnCursor.
+	// Zero: a fresh install.
+	Cursor Cursor
+	// OnCursor is called with the new cursor before the client acks it.
+	// Persist it there; a crash after OnCursor returns loses nothing.
+	OnCursor func(Cursor)
+
+	OnMessage func(Message)
+	OnWelcome func(Welcome)
+	OnControl func(wire.Control)
+	// OnGap is called when a message arrives whose sequence number skips
+	// past the next expected one within a session (expired or shed on
+	// the server); from is the first missing, to the last.
+	OnGap func(from, to uint64)
+	// OnDisconnect is called after a connection ends, with why.
+	OnDisconnect func(error)
+
+	// DedupeWindow is how many recent message ids are remembered to drop
+	// repeats that the cursor cannot catch. Zero: 4096.
+	DedupeWindow int
+	// BackoffMin and BackoffMax bound the reconnect delay, which doubles
+	// with full jitter. Zero: 250 ms and 30 s.
+	BackoffMin, BackoffMax time.Duration
+	// DialTimeout bounds a connect including TLS and the HTTP upgrade;
+	// HandshakeTimeout bounds the wait for WELCOME. Zero: 10 s each.
+	DialTimeout, HandshakeTimeout time.Duration
+	// TLS configures wss:// and tls://. Zero: system roots.
+	TLS *tls.Config
+	// LocalAddr binds the local end (load tools spread source addresses).
+	LocalAddr net.Addr
+}
+
+// Client keeps a device connected. Create it with New and drive it with
+// Run.
+type Client struct {
+	cfg Config
+
+	mu      sync.Mutex
+	conn    frameConn // current connection; nil between connections
+	cursor  Cursor
+	dedupe  *idWindow
+	pending map[uint64]chan *wire.UpReply
+	nextReq uint64
+	closed  bool
+	welcome Welcome
+
+	connected atomic.Bool
+	done      chan struct{}
+}
+
+// New checks cfg and returns a client; it does not connect.
+func New(cfg Config) (*Client, error) {
+	if cfg.URL == "" && cfg.Dispatch == nil {
+		return nil, errors.New("client: URL or Dispatch is required")
+	}
+	if cfg.App == "" || cfg.Device == "" {
+		return nil, errors.New("client: App and Device are required")
+	}
+	if cfg.Token == "" && cfg.TokenFunc == nil {
+		return nil, errors.New("client: Token or TokenFunc is required")
+	}
+	if cfg.DedupeWindow == 0 {
+		cfg.DedupeWindow = 4096
+	}
+	if cfg.BackoffMin == 0 {
+		cfg.BackoffMin = 250 * time.Millisecond
+	}
+	if cfg.BackoffMax == 0 {
+		cfg.BackoffMax = 30 * time.Second
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	return &Client{
+		cfg:     cfg,
+		cursor:  cfg.Cursor,
+		dedupe:  newIDWindow(cfg.DedupeWindow),
+		pending: map[uint64]chan *wire.UpReply{},
+		done:    make(chan struct{}),
+	}, nil
+}
+
+// Cursor returns the current resume cursor.
+func (c *Client) Cursor() Cursor {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cursor
+}
+
+// Connected reports whether a session is open right now.
+func (c *Client) Connected() bool { return c.connected.Load() }
+
+// Run connects and stays connected until ctx is done (it returns
+// ctx.Err()), Close is called (ErrClosed), the device is kicked
+// (ErrKicked), or the server refuses the session for a reason a retry
+// cannot fix (*RefusedError).
+func (c *Client) Run(ctx context.Context) error {
+	defer close(c.done)
+	backoff := c.cfg.BackoffMin
+	for {
+		err := c.session(ctx)
+		if c.cfg.OnDisconnect != nil {
+			c.cfg.OnDisconnect(err)
+		}
+		var refused *RefusedError
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case c.isClosed():
+			return ErrClosed
+		case errors.Is(err, ErrKicked):
+			return err
+		case errors.As(err, &refused) && !c.retryable(refused):
+			return err
+		case errors.Is(err, errWelcomed):
+			backoff = c.cfg.BackoffMin
+		}
+		var redirect *redirectError
+		if errors.As(err, &redirect) && redirect.now {
+			continue
+		}
+		delay := time.Duration(rand.Int64N(int64(backoff) + 1))
+		backoff = min(2*backoff, c.cfg.BackoffMax)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// retryable reports whether a refusal may pass on a later attempt: token
+// refusals when a fresh token can be minted, and transient server states.
+func (c *Client) retryable(e *RefusedError) bool {
+	switch e.Code {
+	case wire.CodeUnavailable, wire.CodeDraining, wire.CodeRateLimited, wire.CodeInternal, wire.CodeHandshakeTimeout:
+		return true
+	case wire.CodeTokenExpired, wire.CodeTokenNotYetValid, wire.CodeTokenUnknownKey:
+		return c.cfg.TokenFunc != nil
+	}
+	return false
+}
+
+// errWelcomed wraps the end of a connection that had reached WELCOME, so
+// Run resets its backoff.
+var errWelcomed = errors.New("session ended")
+
+// redirectError asks Run to reconnect to addr (drain and redirect).
+type redirectError struct {
+	addr string
+	now  bool
+}
+
+func (e *redirectError) Error() string { return "server asked to reconnect to " + e.addr }
+
+// session runs one connection from dial to its end.
+func (c *Client) session(ctx context.Context) error {
+	c.mu.Lock()
+	url := c.cfg.URL
+	c.mu.Unlock()
+	if c.cfg.Dispatch != nil {
+		u, err := c.cfg.Dispatch(ctx)
+		if err != nil {
+			return fmt.Errorf("dispatch: %w", err)
+		}
+		url = u
+	}
+	tok := c.cfg.Token
+	if c.cfg.TokenFunc != nil {
+		t, err := c.cfg.TokenFunc(ctx)
+		if err != nil {
+			return fmt.Errorf("token: %w", err)
+		}
+		tok = t
+	}
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	conn, err := dial(dctx, url, &c.cfg)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer conn.close()
+
+	cur := c.Cursor()
+	hello := &wire.Hello{Token: tok, App: c.cfg.App, Device: c.cfg.Device, Platform: c.cfg.Platform,
+		Version: c.cfg.Version, Businesses: c.cfg.Businesses, Epoch: cur.Epoch, Seq: cur.Seq}
+	if c.cfg.LZ4 {
+		hello.Caps |= wire.CapLZ4
+	}
+	if err := conn.writeFrame(wire.Append(nil, hello)); err != nil {
+		return err
+	}
+	_ = conn.setReadDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
+	f, err := conn.readFrame()
+	if err != nil {
+		return err
+	}
+	var w *wire.Welcome
+	switch f := f.(type) {
+	case *wire.Welcome:
+		w = f
+	case *wire.Error:
+		return &RefusedError{Code: f.Code, Message: f.Message}
+	default:
+		return fmt.Errorf("expected WELCOME, got %s", f.Type())
+	}
+	c.onWelcome(w)
+
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	c.conn = conn
+	c.mu.Unlock()
+	c.connected.Store(true)
+	defer func() {
+		c.connected.Store(false)
+		c.mu.Lock()
+		c.conn = nil
+		for id, ch := range c.pending {
+			close(ch)
+			delete(c.pending, id)
+		}
+		c.mu.Unlock()
+	}()
+
+	// Heartbeats: PING every interval from a ticker; the server answers
+	// each, so silence past two intervals means the path is dead.
+	hb := time.Duration(w.Heartbeat) * time.Millisecond
+	if hb <= 0 {
+		hb = 30 * time.Second
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		t := time.NewTicker(hb)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-t.C:
+				if conn.writeFrame(wire.Append(nil, &wire.Ping{Time: uint64(now.UnixMilli())})) != nil {
+					_ = conn.close()
+					return
+				}
+			}
+		}
+	}()
+	go func() {
+		select {
+		case <-stop:
+		case <-ctx.Done():
+			_ = conn.close()
+		}
+	}()
+
+	for {
+		_ = conn.setReadDeadline(time.Now().Add(2*hb + hb/2))
+		f, err := conn.readFrame()
+		if err != nil {
+			return fmt.Errorf("%w: %w", errWelcomed, err)
+		}
+		if err := c.onFrame(conn, f); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *Client) onWelcome(w *wire.Welcome) {
+	c.mu.Lock()
+	switch {
+	case w.Epoch == "":
+		// The server keeps no inbox for this session; keep the cursor.
+	case w.Epoch != c.cursor.Epoch:
+		c.cursor = Cursor{Epoch: w.Epoch, Seq: w.Acked}
+	case w.Acked > c.cursor.Seq:
+		// Acked on an earlier connection but not persisted here: the
+		// server will not replay those, and skipping them is no gap.
+		c.cursor.Seq = w.Acked
+	}
+	c.welcome = Welcome{Session: w.Session, Node: w.Node, Recovered: w.Recovered, Epoch: w.Epoch,
+		Heartbeat: time.Duration(w.Heartbeat) * time.Millisecond}
+	welcome := c.welcome
+	c.mu.Unlock()
+	if c.cfg.OnWelcome != nil {
+		c.cfg.OnWelcome(welcome)
+	}
+}
+
+func (c *Client) onFrame(conn frameConn, f wire.Frame) error {
+	switch f := f.(type) {
+	case *wire.Batch:
+		var ackTo uint64
+		err := f.Each(maxInbound, func(inner wire.Frame) error {
+			if p, ok := inner.(*wire.Push); ok {
+				if seq := c.onPush(p); seq > ackTo {
+					ackTo = seq
+				}
+				return nil
+			}
+			return c.onFrame(conn, inner)
+		})
+		if ackTo > 0 {
+			c.ack(conn, ackTo)
+		}
+		return err
+	case *wire.Push:
+		if seq := c.onPush(f); seq > 0 {
+			c.ack(conn, seq)
+		}
+	case *wire.Pong:
+	case *wire.UpReply:
+		c.mu.Lock()
+		ch := c.pending[f.Request]
+		delete(c.pending, f.Request)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- f
+		}
+	case *wire.Control:
+		if c.cfg.OnControl != nil {
+			c.cfg.OnControl(*f)
+		}
+		switch f.Kind {
+		case wire.ControlKick:
+			return ErrKicked
+		case wire.ControlRedirect:
+			c.redirectTo(f.Addr)
+			return &redirectError{addr: f.Addr, now: true}
+		case wire.ControlDrain:
+			c.redirectTo(f.Addr)
+			return &redirectError{addr: f.Addr}
+		case wire.ControlResync:
+			return fmt.Errorf("%w: server asked to resync", errWelcomed)
+		}
+	case *wire.Error:
+		return &RefusedError{Code: f.Code, Message: f.Message}
+	default:
+		return fmt.Errorf("unexpected %s frame from server", f.Type())
+	}
+	return nil
+}
+
+// redirectTo points later connects at addr, when the server named one.
+func (c *Client) redirectTo(addr string) {
+	if addr == "" || c.cfg.Dispatch != nil {
+		return
+	}
+	c.mu.Lock()
+	c.cfg.URL = addr
+	c.mu.Unlock()
+}
+
+// onPush hands a message to the app unless it is a repeat, advances the
+// cursor, and returns the sequence number to ack (0: none).
+func (c *Client) onPush(p *wire.Push) uint64 {
+	c.mu.Lock()
+	deliver := true
+	var gapFrom, gapTo uint64
+	if p.Seq != 0 {
+		switch {
+		case p.Seq <= c.cursor.Seq:
+			deliver = false
+		case p.Seq > c.cursor.Seq+1 && c.cursor.Seq > 0:
+			gapFrom, gapTo = c.cursor.Seq+1, p.Seq-1
+		}
+	}
+	if deliver && !c.dedupe.add(p.ID) {
+		deliver = false
+	}
+	if p.Seq > c.cursor.Seq {
+		c.cursor.Seq = p.Seq
+	}
+	cur := c.cursor
+	c.mu.Unlock()
+
+	if gapTo != 0 && c.cfg.OnGap != nil {
+		c.cfg.OnGap(gapFrom, gapTo)
+	}
+	if deliver && c.cfg.OnMessage != nil {
+		c.cfg.OnMessage(Message{ID: p.ID, Seq: p.Seq, Business: p.Business, Priority: p.Priority,
+			Created: time.UnixMilli(int64(p.Created)), Group: p.Group, Payload: p.Payload, Redelivered: p.Redelivery})
+	}
+	if p.Seq == 0 {
+		return 0
+	}
+	if c.cfg.OnCursor != nil {
+		c.cfg.OnCursor(cur)
+	}
+	return cur.Seq
+}
+
+func (c *Client) ack(conn frameConn, seq uint64) {
+	_ = conn.writeFrame(wire.Append(nil, &wire.Ack{Seq: seq}))
+}
+
+// Up sends payload to business's webhook and waits for its answer.
+func (c *Client) Up(ctx context.Context, business string, payload []byte) ([]byte, error) {
+	reply, err := c.request(ctx, func(id uint64) wire.Frame {
+		return &wire.Up{Request: id, Business: business, Payload: payload}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return reply.Payload, nil
+}
+
+// Join subscribes this connection to group. Group membership lasts for the
+// connection: rejoin after a reconnect (OnWelcome is a good place).
+func (c *Client) Join(ctx context.Context, group string) error {
+	_, err := c.request(ctx, func(id uint64) wire.Frame { return &wire.Join{Request: id, Group: group} })
+	return err
+}
+
+// Leave unsubscribes this connection from group.
+func (c *Client) Leave(ctx context.Context, group string) error {
+	_, err := c.request(ctx, func(id uint64) wire.Frame { return &wire.Leave{Request: id, Group: group} })
+	return err
+}
+
+// ErrNotConnected is returned by requests made between connections.
+var ErrNotConnected = errors.New("not connected")
+
+func (c *Client) request(ctx context.Context, build func(id uint64) wire.Frame) (*wire.UpReply, error) {
+	c.mu.Lock()
+	conn := c.conn
+	if conn == nil {
+		c.mu.Unlock()
+		return nil, ErrNotConnected
+	}
+	c.nextReq++
+	id := c.nextReq
+	ch := make(chan *wire.UpReply, 1)
+	c.pending[id] = ch
+	c.mu.Unlock()
+	if err := conn.writeFrame(wire.Append(nil, build(id))); err != nil {
+		return nil, err
+	}
+	select {
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+		return nil, ctx.Err()
+	case r, ok := <-ch:
+		if !ok {
+			return nil, ErrNotConnected
+		}
+		if r.Code != wire.CodeOK {
+			return r, &RefusedError{Code: r.Code, Message: string(r.Payload)}
+		}
+		return r, nil
+	}
+}
+
+// Close ends the current connection and makes Run return ErrClosed.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		_ = conn.close()
+	}
+	return nil
+}
+
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// Done is closed when Run has returned.
+func (c *Client) Done() <-chan struct{} { return c.done }

@@ -1,0 +1,274 @@
+package appliance
+
+import (
+	"hash/maphash"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// hub is the sharded session registry: device → session, and each group's
+// members, split over many small locks so registration, lookup and
+// fan-out on one shard never wait for another. Each shard also keeps the
+// list of its sessions with output pending, which its flusher drains.
+type hub struct {
+	shards   []*shard
+	flushers []*flusher
+	seed     maphash.Seed
+	count    atomic.Int64 // registered sessions
+}
+
+// shard is one slice of the registry.
+type shard struct {
+	mu      sync.RWMutex
+	devices map[string]*session
+	groups  map[string]map[*session]struct{}
+
+	dirtyMu sync.Mutex
+	dirty   []*session
+	flusher *flusher
+}
+
+// flusher writes the pending output of the sessions of the shards it owns.
+// Frames queued while it writes, or within FlushInterval of its last
+// pass, are merged into the next pass: one write per connection per tick.
+type flusher struct {
+	wake     chan struct{}
+	shards   []*shard
+	interval time.Duration
+}
+
+func newHub(shards int, flushInterval time.Duration) *hub {
+	h := &hub{seed: maphash.MakeSeed()}
+	nf := min(runtime.GOMAXPROCS(0), shards)
+	for i := 0; i < nf; i++ {
+		h.flushers = append(h.flushers, &flusher{wake: make(chan struct{}, 1), interval: flushInterval})
+	}
+	for i := 0; i < shards; i++ {
+		f := h.flushers[i%nf]
+		sh := &shard{devices: map[string]*session{}, groups: map[string]map[*session]struct{}{}, flusher: f}
+		f.shards = append(f.shards, sh)
+		h.shards = append(h.shards, sh)
+	}
+	return h
+}
+
+func (h *hub) shardFor(device string) *shard {
+	return h.shards[maphash.String(h.seed, device)%uint64(len(h.shards))]
+}
+
+// register makes s the live session of its device and returns the
+// session it replaced, if any, for the caller to kick.
+func (h *hub) register(s *session) *session {
+	sh := s.shard
+	sh.mu.Lock()
+	prev := sh.devices[s.device]
+	sh.devices[s.device] = s
+	sh.mu.Unlock()
+	if prev == nil {
+		h.count.Add(1)
+	}
+	return prev
+}
+
+// unregister removes s and its group memberships, unless a newer session
+// of the device has already replaced it.
+func (h *hub) unregister(s *session) {
+	s.mu.Lock()
+	groups := s.groups
+	s.groups = nil
+	s.mu.Unlock()
+	sh := s.shard
+	sh.mu.Lock()
+	if sh.devices[s.device] == s {
+		delete(sh.devices, s.device)
+		h.count.Add(-1)
+	}
+	for _, g := range groups {
+		sh.leaveLocked(g, s)
+	}
+	sh.mu.Unlock()
+}
+
+// lookup returns the live session of device, or nil.
+func (h *hub) lookup(device string) *session {
+	sh := h.shardFor(device)
+	sh.mu.RLock()
+	s := sh.devices[device]
+	sh.mu.RUnlock()
+	return s
+}
+
+// join adds s to group and reports false when s already has MaxGroups.
+func (h *hub) join(s *session, group string, maxGroups int) bool {
+	sh := s.shard
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range s.groups {
+		if g == group {
+			return true
+		}
+	}
+	if len(s.groups) >= maxGroups || s.state != stateOpen {
+		return false
+	}
+	s.groups = append(s.groups, group)
+	members := sh.groups[group]
+	if members == nil {
+		members = map[*session]struct{}{}
+		sh.groups[group] = members
+	}
+	members[s] = struct{}{}
+	return true
+}
+
+func (h *hub) leave(s *session, group string) {
+	sh := s.shard
+	sh.mu.Lock()
+	s.mu.Lock()
+	for i, g := range s.groups {
+		if g == group {
+			s.groups = append(s.groups[:i], s.groups[i+1:]...)
+			break
+		}
+	}
+	s.mu.Unlock()
+	sh.leaveLocked(group, s)
+	sh.mu.Unlock()
+}
+
+// leaveLocked removes s from group. Lock must be held.
+func (sh *shard) leaveLocked(group string, s *session) {
+	if members := sh.groups[group]; members != nil {
+		delete(members, s)
+		if len(members) == 0 {
+			delete(sh.groups, group)
+		}
+	}
+}
+
+// fanout hands one encoded frame to every session of group, or to every
+// session when group is empty, shard by shard in parallel. The frame is
+// encoded once by the caller; each recipient's queue gets a copy of the
+// same bytes. It returns the number of recipients.
+func (h *hub) fanout(frame []byte, group string) int {
+	workers := min(runtime.GOMAXPROCS(0), len(h.shards))
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(workers)
+	for w := 0; w < workers; w++ {
+		go func(w int) {
+			defer wg.Done()
+			var slow []*session
+			sent := 0
+			for i := w; i < len(h.shards); i += workers {
+				var k int
+				k, slow = h.shards[i].fanout(frame, group, slow)
+				sent += k
+			}
+			total.Add(int64(sent))
+			for _, s := range slow {
+				s.closeSlow()
+			}
+		}(w)
+	}
+	wg.Wait()
+	return int(total.Load())
+}
+
+// fanout queues frame to the shard's recipients and appends those over
+// their queue caps to slow, to be closed once the shard lock is released.
+func (sh *shard) fanout(frame []byte, group string, slow []*session) (int, []*session) {
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	give := func(s *session) {
+		s.mu.Lock()
+		ok := s.enqueueLocked(frame)
+		s.mu.Unlock()
+		if !ok {
+			slow = append(slow, s)
+		}
+	}
+	if group == "" {
+		for _, s := range sh.devices {
+			give(s)
+		}
+		return len(sh.devices), slow
+	}
+	members := sh.groups[group]
+	for s := range members {
+		give(s)
+	}
+	return len(members), slow
+}
+
+// markDirty queues s for the shard's flusher. The session's lock is held
+// by the caller (it sets s.dirty in the same step).
+func (sh *shard) markDirty(s *session) {
+	sh.dirtyMu.Lock()
+	first := len(sh.dirty) == 0
+	sh.dirty = append(sh.dirty, s)
+	sh.dirtyMu.Unlock()
+	if first {
+		select {
+		case sh.flusher.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// run flushes until stop is closed, then flushes once more so nothing
+// queued before shutdown is left behind.
+func (f *flusher) run(stop <-chan struct{}) {
+	var batch []*session
+	var last time.Time
+	for {
+		select {
+		case <-stop:
+			f.pass(batch[:0])
+			return
+		case <-f.wake:
+		}
+		if wait := f.interval - time.Since(last); wait > 0 {
+			time.Sleep(wait)
+		}
+		last = time.Now()
+		batch = f.pass(batch[:0])
+	}
+}
+
+// pass flushes every dirty session of the flusher's shards once.
+func (f *flusher) pass(batch []*session) []*session {
+	for _, sh := range f.shards {
+		sh.dirtyMu.Lock()
+		batch = append(batch, sh.dirty...)
+		clear(sh.dirty)
+		sh.dirty = sh.dirty[:0]
+		sh.dirtyMu.Unlock()
+	}
+	for _, s := range batch {
+		s.flush()
+	}
+	clear(batch)
+	return batch
+}
+
+// each calls f for every registered session, shard by shard, outside the
+// shard locks.
+func (h *hub) each(f func(*session)) {
+	var list []*session
+	for _, sh := range h.shards {
+		sh.mu.RLock()
+		list = list[:0]
+		for _, s := range sh.devices {
+			list = append(list, s)
+		}
+		sh.mu.RUnlock()
+		for _, s := range list {
+			f(s)
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package appliance
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/pushd/pushd/appliance/wire"
+)
+
+// metrics holds the node's Prometheus instruments. Per-frame counters are
+// resolved once into arrays indexed by frame type, so the hot path is an
+// atomic add, never a label lookup. Connection counts are read at scrape
+// time from the transports' counters.
+type metrics struct {
+	handshakes  *prometheus.CounterVec
+	refused     *prometheus.CounterVec
+	framesIn    [256]prometheus.Counter
+	framesOut   [256]prometheus.Counter
+	bytesIn     prometheus.Counter
+	bytesOut    prometheus.Counter
+	closes      [closeReasonCount]prometheus.Counter
+	fanout      prometheus.Histogram
+	fanoutSends prometheus.Counter
+	retransmits prometheus.Counter
+
+	upstreamFailures *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
+	f := promauto.With(reg)
+	m := &metrics{
+		handshakes: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_handshakes_total",
+			Help: "Device handshakes by outcome: ok, or the error code name that refused them.",
+		}, []string{"outcome"}),
+		refused: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_connects_refused_total",
+			Help: "Connections refused before a session existed, by reason (rate_limited, origin_forbidden, capacity).",
+		}, []string{"reason"}),
+		bytesIn: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_device_bytes_in_total", Help: "Bytes of frames received from devices.",
+		}),
+		bytesOut: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_device_bytes_out_total", Help: "Bytes written to devices (frames and batches).",
+		}),
+		fanout: f.NewHistogram(prometheus.HistogramOpts{
+			Name:                        "pushd_fanout_duration_seconds",
+			Help:                        "Time to hand one frame to every recipient session of a group or broadcast.",
+			Buckets:                     []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+			NativeHistogramBucketFactor: 1.1,
+		}),
+		fanoutSends: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_fanout_recipients_total", Help: "Sessions handed a group or broadcast frame.",
+		}),
+		upstreamFailures: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_upstream_failures_total", Help: "UP frames whose webhook call failed, by business.",
+		}, []string{"business"}),
+		retransmits: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_retransmits_total", Help: "PUSH frames resent because their ack was overdue.",
+		}),
+	}
+	in := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushd_device_frames_in_total", Help: "Frames received from devices by type.",
+	}, []string{"type"})
+	out := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushd_device_frames_out_total", Help: "Frames queued to devices by type.",
+	}, []string{"type"})
+	for t := 0; t < 256; t++ {
+		name := wire.Type(t).String()
+		if t == 0 || t > int(wire.TypeBatch) {
+			name = "unknown"
+		}
+		m.framesIn[t] = in.WithLabelValues(name)
+		m.framesOut[t] = out.WithLabelValues(name)
+	}
+	closes := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushd_connection_closes_total",
+		Help: "Device connections closed, by reason (slow_consumer and heartbeat_missed among them).",
+	}, []string{"reason"})
+	for r := closeReason(0); r < closeReasonCount; r++ {
+		m.closes[r] = closes.WithLabelValues(r.String())
+	}
+	for _, k := range []transportKind{kindWS, kindTCP} {
+		f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "pushd_connections",
+			Help:        "Open device connections by transport.",
+			ConstLabels: prometheus.Labels{"transport": k.String()},
+		}, func() float64 { return float64(n.conns[k].Load()) })
+	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pushd_sessions", Help: "Authenticated device sessions registered on this node.",
+	}, func() float64 { return float64(n.hub.count.Load()) })
+	return m
+}

@@ -1,0 +1,289 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pushd/pushd/appliance/wire"
+)
+
+// Deps are the node's collaborators, built by the caller.
+type Deps struct {
+	// Logger receives structured logs. Zero: discard.
+	Logger *slog.Logger
+	// Registry is where the node registers its metrics; /metrics serves
+	// it. Zero: a new registry with the Go and process collectors.
+	Registry *prometheus.Registry
+}
+
+// Node is one pushd process: device listeners, the session hub, and the
+// timers and flushers behind them. Create it with New, start it with Start
+// (or Run), stop it with Shutdown. Its methods are safe for concurrent use.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics
+
+	hub        *hub
+	wheels     []*wheel
+	wheelNext  atomic.Uint64
+	sessionSeq atomic.Uint64
+	apps       atomic.Pointer[appTable]
+	limiter    *ipLimiter // nil: no per-IP connect limit
+	upstream   *upstream
+	conns      [transportKindCount]atomic.Int64
+	now        atomic.Int64 // coarse clock, unix nanos, advanced by the wheels
+
+	ws  *nbhttp.Engine
+	tcp *nbio.Engine
+
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	started  atomic.Bool
+	stopOnce sync.Once
+}
+
+// ErrStarted is returned by Start on a node that was started before.
+var ErrStarted = errors.New("node already started")
+
+// New validates cfg and builds a node. It opens no socket; Start does.
+func New(cfg Config, deps Deps) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: deps.Logger, reg: deps.Registry, stop: make(chan struct{})}
+	if n.log == nil {
+		n.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	n.log = n.log.With("component", "appliance", "node", cfg.NodeID)
+	if n.reg == nil {
+		n.reg = prometheus.NewRegistry()
+		n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	n.hub = newHub(cfg.Shards, cfg.FlushInterval)
+	now := time.Now()
+	n.now.Store(now.UnixNano())
+	for i := 0; i < len(n.hub.flushers); i++ {
+		n.wheels = append(n.wheels, newWheel(cfg.TimerTick, now))
+	}
+	n.apps.Store(newAppTable(cfg.Apps))
+	if cfg.ConnectRate > 0 {
+		n.limiter = newIPLimiter(cfg.ConnectRate, cfg.ConnectBurst)
+	}
+	n.upstream = newUpstream(cfg.Upstreams, cfg.UpstreamTimeout)
+	n.metrics = newMetrics(n.reg, n)
+	return n, nil
+}
+
+// Addrs are the bound listener addresses; empty when not listening.
+type Addrs struct {
+	WS  string // host:port serving /v1/ws, /healthz and /metrics
+	TCP string
+}
+
+// Addrs returns where the node listens. Valid after Start.
+func (n *Node) Addrs() Addrs {
+	var a Addrs
+	if n.ws != nil {
+		if n.cfg.TLS != nil {
+			a.WS = n.ws.AddrsTLS[0]
+		} else {
+			a.WS = n.ws.Addrs[0]
+		}
+	}
+	if n.tcp != nil {
+		a.TCP = n.tcp.Addrs[0]
+	}
+	return a
+}
+
+// Start opens the listeners and starts the node's goroutines. It returns
+// once the node accepts connections.
+func (n *Node) Start() error {
+	if !n.started.CompareAndSwap(false, true) {
+		return ErrStarted
+	}
+	n.startLoops()
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", n.serveHealth)
+	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
+	n.ws = n.newWSEngine(mux)
+	if err := n.ws.Start(); err != nil {
+		n.stopGoroutines()
+		return fmt.Errorf("listen ws %s: %w", n.cfg.WSAddr, err)
+	}
+	if n.cfg.TCPAddr != "" {
+		n.tcp = n.newTCPEngine()
+		if err := n.tcp.Start(); err != nil {
+			n.ws.Stop()
+			n.stopGoroutines()
+			return fmt.Errorf("listen tcp %s: %w", n.cfg.TCPAddr, err)
+		}
+	}
+	a := n.Addrs()
+	n.log.Info("listening", "ws", a.WS, "tcp", a.TCP, "tls", n.cfg.TLS != nil)
+	return nil
+}
+
+// startLoops starts the goroutines that need no listener: timing wheels,
+// flushers, housekeeping and upstream workers.
+func (n *Node) startLoops() {
+	for _, w := range n.wheels {
+		n.goOwned(func() { n.runWheel(w) })
+	}
+	for _, f := range n.hub.flushers {
+		n.goOwned(func() { f.run(n.stop) })
+	}
+	if n.limiter != nil {
+		n.goOwned(n.sweepLimiter)
+	}
+	n.upstream.start(n, n.cfg.Upstreams)
+}
+
+// Run starts the node and serves until ctx is done, then shuts down,
+// giving the drain up to the handshake timeout.
+func (n *Node) Run(ctx context.Context) error {
+	if err := n.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.HandshakeTimeout)
+	defer cancel()
+	return n.Shutdown(sctx)
+}
+
+// Shutdown tells every connected device to reconnect elsewhere (CONTROL
+// drain), closes the listeners and connections, and waits for the node's
+// goroutines, or for ctx.
+func (n *Node) Shutdown(ctx context.Context) error {
+	var err error
+	n.stopOnce.Do(func() {
+		n.hub.each(func(s *session) {
+			s.closeWith(closeShutdown, &drainControl)
+		})
+		if n.tcp != nil {
+			n.tcp.Stop()
+		}
+		if n.ws != nil {
+			n.ws.Stop()
+		}
+		done := make(chan struct{})
+		go func() { n.stopGoroutines(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	})
+	return err
+}
+
+// drainControl tells devices to reconnect, to another node, after a
+// jittered delay.
+var drainControl = wire.Control{Kind: wire.ControlDrain, Reason: "node shutting down"}
+
+func (n *Node) stopGoroutines() {
+	close(n.stop)
+	n.wg.Wait()
+}
+
+// goOwned runs f on a goroutine the node waits for at shutdown.
+func (n *Node) goOwned(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+func (n *Node) runWheel(w *wheel) {
+	t := time.NewTicker(w.tick)
+	defer t.Stop()
+	var fired []*session
+	for {
+		select {
+		case <-n.stop:
+			return
+		case now := <-t.C:
+			n.now.Store(now.UnixNano())
+			fired = w.advance(now, fired[:0])
+			for _, s := range fired {
+				s.onTimer(now)
+			}
+			clear(fired)
+		}
+	}
+}
+
+func (n *Node) sweepLimiter() {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case now := <-t.C:
+			n.limiter.sweep(now)
+		}
+	}
+}
+
+// coarseNow is the wheel-tick clock: cheap enough to stamp every inbound
+// frame.
+func (n *Node) coarseNow() int64 { return n.now.Load() }
+
+// admit decides whether a new connection from addr may proceed, and if
+// not, the reason and HTTP status to refuse it with.
+func (n *Node) admit(addr string) (string, int) {
+	if n.limiter != nil && !n.limiter.allow(addr, time.Now()) {
+		n.metrics.refused.WithLabelValues(wire.CodeRateLimited.String()).Inc()
+		return "too many connections from this address", http.StatusTooManyRequests
+	}
+	total := int64(0)
+	for i := range n.conns {
+		total += n.conns[i].Load()
+	}
+	if total >= int64(n.cfg.MaxConns) {
+		n.metrics.refused.WithLabelValues("capacity").Inc()
+		return "node at connection capacity", http.StatusServiceUnavailable
+	}
+	return "", 0
+}
+
+// originAllowed implements the browser Origin allowlist for WebSocket
+// upgrades. Native clients send no Origin and pass.
+func (n *Node) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || len(n.cfg.AllowedOrigins) == 0 {
+		return true
+	}
+	for _, o := range n.cfg.AllowedOrigins {
+		if strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	n.metrics.refused.WithLabelValues(wire.CodeOriginForbidden.String()).Inc()
+	return false
+}
+
+func (n *Node) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"status":"ok"}`)
+}

@@ -1,0 +1,503 @@
+package appliance
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pushd/pushd/appliance/token"
+	"github.com/pushd/pushd/appliance/wire"
+)
+
+// sessionState is where a connection is in the protocol.
+type sessionState uint8
+
+const (
+	stateHandshake sessionState = iota // waiting for HELLO
+	stateOpening                       // HELLO accepted, route and inbox being set up
+	stateOpen                          // WELCOME sent; frames flow both ways
+	stateClosed
+)
+
+// session is the protocol state of one device connection, above its
+// transport. Inbound frames arrive serially from the transport's read
+// callback; outbound frames arrive from any goroutine (delivery, fan-out,
+// timers) through send.
+//
+// Lock order: shard.mu, then session.mu, then shard.dirtyMu and wheel.mu.
+// A session never takes a shard's mu while holding its own, and never
+// calls transport.close or write while holding mu.
+type session struct {
+	node  *Node
+	t     transport
+	wheel *wheel
+
+	accepted time.Time    // when the connection was accepted; bounds the handshake
+	lastSeen atomic.Int64 // coarse unix nanos of the last inbound frame
+	// published is stored last by newSession and loaded first by the read
+	// callbacks. nbio creates a session on its accepting goroutine and
+	// reads on a poller goroutine, handing the connection over through
+	// epoll, which the race detector cannot see; this pair makes the
+	// hand-over explicit.
+	published atomic.Bool
+	wheelDue int64        // tick of the armed timer check. Guarded by wheel.mu.
+
+	dec *wire.Decoder // stream transports only; touched by the read path only
+
+	mu        sync.Mutex
+	state     sessionState
+	closing   bool        // close requested; the transport has not reported the end yet
+	reason    closeReason // why, once closing
+	shard     *shard      // set when HELLO is accepted; fixed after
+	id        string
+	app       string
+	device    string
+	platform  string
+	caps      uint64
+	groups    []string
+	out       *[]byte // pending output: HeaderLen reserved bytes, then frames. nil when empty.
+	outFrames int
+	dirty     bool // queued on shard's dirty list for the flusher
+
+	inflight // delivery state (inflight.go); guarded by mu
+}
+
+func (n *Node) newSession(t transport) *session {
+	s := &session{node: n, t: t, accepted: time.Now()}
+	s.wheel = n.wheels[n.wheelNext.Add(1)%uint64(len(n.wheels))]
+	s.lastSeen.Store(n.coarseNow())
+	n.conns[t.kind()].Add(1)
+	s.wheel.schedule(s, s.accepted.Add(n.cfg.HandshakeTimeout))
+	s.published.Store(true)
+	return s
+}
+
+// onMessage handles one WebSocket message: exactly one frame (possibly a
+// BATCH).
+func (s *session) onMessage(data []byte) {
+	if !s.published.Load() {
+		return
+	}
+	s.lastSeen.Store(s.node.coarseNow())
+	s.node.metrics.bytesIn.Add(float64(len(data)))
+	f, n, err := wire.Decode(data, s.node.cfg.MaxFrame)
+	if err != nil {
+		s.frameError(err)
+		return
+	}
+	if n != len(data) {
+		s.protocolError("a WebSocket message must hold exactly one frame; use BATCH for several")
+		return
+	}
+	s.onFrame(f)
+}
+
+// onStreamData handles bytes from a stream transport, which may hold any
+// number of frames and partial frames.
+func (s *session) onStreamData(data []byte) {
+	if !s.published.Load() {
+		return
+	}
+	s.lastSeen.Store(s.node.coarseNow())
+	s.node.metrics.bytesIn.Add(float64(len(data)))
+	if s.dec == nil {
+		s.dec = &wire.Decoder{Max: s.node.cfg.MaxFrame}
+	}
+	s.dec.Write(data)
+	for {
+		f, err := s.dec.Next()
+		if err != nil {
+			s.frameError(err)
+			return
+		}
+		if f == nil {
+			return
+		}
+		s.onFrame(f)
+	}
+}
+
+func (s *session) onFrame(f wire.Frame) {
+	s.node.metrics.framesIn[f.Type()].Inc()
+	switch f := f.(type) {
+	case *wire.Batch:
+		err := f.Each(s.node.cfg.MaxFrame, func(inner wire.Frame) error {
+			s.onFrame(inner)
+			return nil
+		})
+		if err != nil {
+			s.frameError(err)
+		}
+	case *wire.Hello:
+		s.onHello(f)
+	case *wire.Ping:
+		if s.isOpen() {
+			s.send(wire.Append(nil, &wire.Pong{Time: f.Time}))
+		} else {
+			s.protocolError("PING before WELCOME")
+		}
+	case *wire.Ack:
+		if s.isOpen() {
+			s.onAck(f.Seq)
+		} else {
+			s.protocolError("ACK before WELCOME")
+		}
+	case *wire.Join:
+		s.onGroup(f.Request, f.Group, true)
+	case *wire.Leave:
+		s.onGroup(f.Request, f.Group, false)
+	case *wire.Up:
+		s.onUp(f)
+	case *wire.Error:
+		s.node.log.Debug("device reported an error", "device", s.deviceID(), "code", f.Code, "message", f.Message)
+	default:
+		s.protocolError(f.Type().String() + " is a server-to-device frame")
+	}
+}
+
+func (s *session) isOpen() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state == stateOpen
+}
+
+func (s *session) deviceID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.device
+}
+
+// onHello authenticates the connection and hands it to the opener.
+func (s *session) onHello(h *wire.Hello) {
+	s.mu.Lock()
+	state := s.state
+	s.mu.Unlock()
+	if state != stateHandshake {
+		s.protocolError("HELLO on an authenticated connection")
+		return
+	}
+	n := s.node
+	if code, msg := validateHello(h); code != wire.CodeOK {
+		s.refuse(code, msg)
+		return
+	}
+	apps := n.apps.Load()
+	if _, err := token.Verify(h.Token, apps, h.App, h.Device, time.Now()); err != nil {
+		s.refuse(tokenCode(err), err.Error())
+		return
+	}
+	if b, ok := apps.businessAllowed(h.App, h.Businesses); !ok {
+		s.refuse(wire.CodeUnknownBusiness, "business "+b+" is not enabled for app "+h.App)
+		return
+	}
+	s.mu.Lock()
+	if s.state != stateHandshake || s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.state = stateOpening
+	s.app, s.device, s.platform = h.App, h.Device, h.Platform
+	s.caps = h.Caps & wire.CapLZ4
+	s.shard = n.hub.shardFor(h.Device)
+	s.mu.Unlock()
+	n.open(s, h)
+}
+
+// validateHello checks the HELLO fields a token does not cover.
+func validateHello(h *wire.Hello) (wire.Code, string) {
+	switch {
+	case !token.ValidID(h.App):
+		return wire.CodeBadHello, "app id must be 1-128 letters, digits or ._:-"
+	case !token.ValidID(h.Device):
+		return wire.CodeBadHello, "device id must be 1-128 letters, digits or ._:-"
+	case len(h.Platform) > 32 || len(h.Version) > 32:
+		return wire.CodeBadHello, "platform and version are at most 32 bytes"
+	case h.Epoch == "" && h.Seq != 0:
+		return wire.CodeBadHello, "a resume sequence number needs its epoch"
+	case len(h.Epoch) > 64:
+		return wire.CodeBadHello, "epoch is at most 64 bytes"
+	}
+	for _, b := range h.Businesses {
+		if !token.ValidID(b) {
+			return wire.CodeBadHello, "business ids must be 1-128 letters, digits or ._:-"
+		}
+	}
+	return wire.CodeOK, ""
+}
+
+// tokenCode maps a token verification error to its wire code.
+func tokenCode(err error) wire.Code {
+	switch {
+	case errors.Is(err, token.ErrExpired):
+		return wire.CodeTokenExpired
+	case errors.Is(err, token.ErrNotYetValid):
+		return wire.CodeTokenNotYetValid
+	case errors.Is(err, token.ErrSignature):
+		return wire.CodeTokenSignature
+	case errors.Is(err, token.ErrWrongApp):
+		return wire.CodeTokenWrongApp
+	case errors.Is(err, token.ErrWrongDevice):
+		return wire.CodeTokenWrongDevice
+	case errors.Is(err, token.ErrUnknownKey):
+		return wire.CodeTokenUnknownKey
+	case errors.Is(err, token.ErrUnknownApp):
+		return wire.CodeUnknownApp
+	case errors.Is(err, token.ErrLifetime):
+		return wire.CodeTokenLifetime
+	}
+	return wire.CodeTokenMalformed
+}
+
+// refuse ends a handshake with an ERROR frame carrying code.
+func (s *session) refuse(code wire.Code, msg string) {
+	s.node.metrics.handshakes.WithLabelValues(code.String()).Inc()
+	s.node.log.Debug("handshake refused", "remote", s.t.remoteAddr(), "code", code.String(), "reason", msg)
+	s.closeWith(closeAuth, &wire.Error{Code: code, Message: msg})
+}
+
+func (s *session) frameError(err error) {
+	reason := closeProtocol
+	if errors.Is(err, wire.ErrTooLarge) {
+		reason = closeTooLarge
+	}
+	s.closeWith(reason, &wire.Error{Code: wire.CodeOf(err), Message: err.Error()})
+}
+
+func (s *session) protocolError(msg string) {
+	s.closeWith(closeProtocol, &wire.Error{Code: wire.CodeProtocol, Message: msg})
+}
+
+// welcome makes an opening session live: it registers it, kicks the
+// device's previous local connection, and queues WELCOME. It reports false
+// when the connection closed while opening.
+func (s *session) welcome(w *wire.Welcome) bool {
+	n := s.node
+	s.mu.Lock()
+	if s.state != stateOpening || s.closing {
+		s.mu.Unlock()
+		return false
+	}
+	s.state = stateOpen
+	s.mu.Unlock()
+	if prev := n.hub.register(s); prev != nil {
+		prev.kick("another connection of this device took over")
+	}
+	n.metrics.handshakes.WithLabelValues(wire.CodeOK.String()).Inc()
+	s.send(wire.Append(nil, w))
+	s.wheel.schedule(s, time.Now().Add(n.cfg.idleTimeout()))
+	return true
+}
+
+// kick tells the device another connection replaced this one, then closes.
+func (s *session) kick(reason string) {
+	s.closeWith(closeKicked, &wire.Control{Kind: wire.ControlKick, Reason: reason})
+}
+
+// onTimer runs the session's due checks from its wheel and re-arms the
+// next one.
+func (s *session) onTimer(now time.Time) {
+	n := s.node
+	s.mu.Lock()
+	state, closing := s.state, s.closing
+	s.mu.Unlock()
+	if state == stateClosed || closing {
+		return
+	}
+	if state != stateOpen {
+		deadline := s.accepted.Add(n.cfg.HandshakeTimeout)
+		if !now.Before(deadline) {
+			n.metrics.handshakes.WithLabelValues(wire.CodeHandshakeTimeout.String()).Inc()
+			s.closeWith(closeHandshakeTimeout, &wire.Error{Code: wire.CodeHandshakeTimeout, Message: "no valid HELLO within " + n.cfg.HandshakeTimeout.String()})
+			return
+		}
+		s.wheel.schedule(s, deadline)
+		return
+	}
+	idleAt := time.Unix(0, s.lastSeen.Load()).Add(n.cfg.idleTimeout())
+	if !now.Before(idleAt) {
+		s.closeWith(closeHeartbeat, &wire.Error{Code: wire.CodeHeartbeatMissed, Message: "no frame within " + n.cfg.idleTimeout().String()})
+		return
+	}
+	next := idleAt
+	if at := s.retransmit(now); !at.IsZero() && at.Before(next) {
+		next = at
+	}
+	s.wheel.schedule(s, next)
+}
+
+// closeWith sends a last frame (after whatever is queued) and closes the
+// connection for reason. The session's own cleanup runs when the transport
+// reports the close (onTransportClosed).
+func (s *session) closeWith(reason closeReason, last wire.Frame) {
+	s.mu.Lock()
+	if s.closing || s.state == stateClosed {
+		s.mu.Unlock()
+		return
+	}
+	s.closing, s.reason = true, reason
+	pending, frames := s.takeOutLocked()
+	s.mu.Unlock()
+
+	if last != nil {
+		if pending == nil {
+			pending = getOutBuf()
+		}
+		*pending = wire.Append(*pending, last)
+		frames++
+	}
+	if pending != nil {
+		s.writeOut(pending, frames)
+	}
+	s.t.close(reason)
+}
+
+// onTransportClosed is the one place a session ends: the transport calls
+// it once, whoever started the close.
+func (s *session) onTransportClosed(err error) {
+	n := s.node
+	s.mu.Lock()
+	if s.state == stateClosed {
+		s.mu.Unlock()
+		return
+	}
+	wasOpen := s.state == stateOpen
+	s.state = stateClosed
+	reason := s.reason
+	if !s.closing {
+		reason = closeReasonOf(err)
+		s.closing, s.reason = true, reason
+	}
+	if s.out != nil {
+		putOutBuf(s.out)
+		s.out, s.outFrames = nil, 0
+	}
+	device := s.device
+	s.mu.Unlock()
+
+	n.conns[s.t.kind()].Add(-1)
+	n.metrics.closes[reason].Inc()
+	if wasOpen {
+		n.hub.unregister(s)
+		n.sessionClosed(s)
+	}
+	if reason != closePeer && reason != closeShutdown {
+		n.log.Debug("connection closed", "device", device, "reason", reason.String(), "remote", s.t.remoteAddr(), slog.Any("err", err))
+	}
+}
+
+// send queues one encoded frame for the connection; the shard's flusher
+// writes it within a flush tick. A connection whose queue is over its caps
+// is closed as a slow consumer.
+func (s *session) send(frame []byte) {
+	s.mu.Lock()
+	ok := s.enqueueLocked(frame)
+	s.mu.Unlock()
+	if !ok {
+		s.closeSlow()
+	}
+}
+
+// enqueueLocked appends frame to the output queue and reports false when
+// that would exceed the caps (the frame is then dropped and the caller
+// must close the connection as slow). Frames to a closing session are
+// dropped silently. Lock must be held.
+func (s *session) enqueueLocked(frame []byte) bool {
+	if s.closing || s.state == stateClosed {
+		return true
+	}
+	cfg := &s.node.cfg
+	if s.out == nil {
+		s.out = getOutBuf()
+	}
+	if s.outFrames+1 > cfg.QueueFrames || len(*s.out)+len(frame) > cfg.QueueBytes+wire.HeaderLen {
+		return false
+	}
+	*s.out = append(*s.out, frame...)
+	s.outFrames++
+	s.node.metrics.framesOut[frame[1]].Inc()
+	if !s.dirty {
+		s.dirty = true
+		s.shard.markDirty(s)
+	}
+	return true
+}
+
+func (s *session) closeSlow() {
+	s.closeWith(closeSlow, nil)
+}
+
+// takeOutLocked detaches the pending output. Lock must be held.
+func (s *session) takeOutLocked() (*[]byte, int) {
+	out, frames := s.out, s.outFrames
+	s.out, s.outFrames, s.dirty = nil, 0, false
+	return out, frames
+}
+
+// flush writes the pending output as one write: the frame itself when
+// there is one, else a BATCH (compressed for devices that offered lz4 when
+// it is over the threshold).
+func (s *session) flush() {
+	s.mu.Lock()
+	out, frames := s.takeOutLocked()
+	s.mu.Unlock()
+	if out != nil {
+		s.writeOut(out, frames)
+	}
+}
+
+// writeOut writes a detached output buffer and returns it to the pool.
+func (s *session) writeOut(out *[]byte, frames int) {
+	n := s.node
+	b := *out
+	var data []byte
+	switch {
+	case frames == 0:
+	case frames == 1:
+		data = b[wire.HeaderLen:]
+	case s.caps&wire.CapLZ4 != 0 && n.cfg.CompressThreshold >= 0 && len(b)-wire.HeaderLen >= n.cfg.CompressThreshold:
+		scratch := getOutBuf()
+		*scratch = wire.AppendBatch((*scratch)[:0], b[wire.HeaderLen:], true)
+		s.write((*scratch))
+		putOutBuf(scratch)
+	default:
+		wire.PutBatchHeader(b)
+		data = b
+	}
+	if data != nil {
+		s.write(data)
+	}
+	putOutBuf(out)
+}
+
+func (s *session) write(b []byte) {
+	n := s.node
+	s.t.setWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
+	if err := s.t.write(b); err == nil {
+		n.metrics.bytesOut.Add(float64(len(b)))
+	}
+}
+
+// outBufs pools output queues. A buffer starts with HeaderLen reserved
+// bytes so that several frames become a BATCH in place. Idle connections
+// hold none.
+var outBufs = sync.Pool{New: func() any {
+	b := make([]byte, wire.HeaderLen, 4<<10)
+	return &b
+}}
+
+// maxPooledOut keeps one burst's huge buffer from being pinned by the pool.
+const maxPooledOut = 64 << 10
+
+func getOutBuf() *[]byte {
+	b := outBufs.Get().(*[]byte)
+	*b = (*b)[:wire.HeaderLen]
+	return b
+}
+
+func putOutBuf(b *[]byte) {
+	if cap(*b) <= maxPooledOut {
+		outBufs.Put(b)
+	}
+}

@@ -1,0 +1,287 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pushd/pushd/appliance/wire"
+)
+
+// sinkTransport is an in-process transport: it records what the session
+// writes and reports its close straight back. Tests and benchmarks use it
+// to drive sessions without sockets (and under -race).
+type sinkTransport struct {
+	s      *session
+	keep   bool // keep written bytes for decoding
+	writes atomic.Int64
+	bytes  atomic.Int64
+
+	mu     sync.Mutex
+	data   []byte
+	closed bool
+	reason closeReason
+}
+
+func (t *sinkTransport) write(b []byte) error {
+	t.writes.Add(1)
+	t.bytes.Add(int64(len(b)))
+	if t.keep {
+		t.mu.Lock()
+		t.data = append(t.data, b...)
+		t.mu.Unlock()
+	}
+	return nil
+}
+
+func (t *sinkTransport) setWriteDeadline(time.Time) {}
+
+func (t *sinkTransport) close(r closeReason) {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed, t.reason = true, r
+	t.mu.Unlock()
+	t.s.onTransportClosed(nil)
+}
+
+func (t *sinkTransport) remoteAddr() string  { return "sink" }
+func (t *sinkTransport) kind() transportKind { return kindSink }
+
+// frames decodes everything written so far, flattening batches.
+func (t *sinkTransport) frames() []wire.Frame {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []wire.Frame
+	d := wire.Decoder{Max: 1 << 22}
+	d.Write(t.data)
+	for {
+		f, err := d.Next()
+		if f == nil || err != nil {
+			return out
+		}
+		if b, ok := f.(*wire.Batch); ok {
+			_ = b.Each(1<<22, func(inner wire.Frame) error { out = append(out, inner); return nil })
+			continue
+		}
+		out = append(out, f)
+	}
+}
+
+func (t *sinkTransport) isClosed() (bool, closeReason) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed, t.reason
+}
+
+// newSinkNode builds a node whose loops run but which opens no socket.
+func newSinkNode(t testing.TB, cfg Config) *Node {
+	t.Helper()
+	n, err := New(cfg, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.startLoops()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := n.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return n
+}
+
+// openSink connects device through a sink transport with a real HELLO.
+func openSink(t testing.TB, n *Node, device string, keep bool) (*session, *sinkTransport) {
+	t.Helper()
+	st := &sinkTransport{keep: keep}
+	s := n.newSession(st)
+	st.s = s
+	s.onMessage(wire.Append(nil, &wire.Hello{App: testApp, Device: device, Token: issue(t, device)}))
+	if !s.isOpen() {
+		t.Fatalf("sink session for %s did not open", device)
+	}
+	return s, st
+}
+
+func TestSink_TakeoverKicksPreviousSession(t *testing.T) {
+	n := newSinkNode(t, testConfig())
+	first, ft := openSink(t, n, "d1", true)
+	second, _ := openSink(t, n, "d1", false)
+	if closed, reason := ft.isClosed(); !closed || reason != closeKicked {
+		t.Fatalf("first session closed=%v reason=%v, want kicked", closed, reason)
+	}
+	frames := ft.frames()
+	if c, ok := frames[len(frames)-1].(*wire.Control); !ok || c.Kind != wire.ControlKick {
+		t.Fatalf("last frame to the first session %#v, want CONTROL kick", frames[len(frames)-1])
+	}
+	if n.hub.lookup("d1") != second || n.hub.count.Load() != 1 {
+		t.Fatalf("registry holds %v (count %d), want the second session", n.hub.lookup("d1"), n.hub.count.Load())
+	}
+	_ = first
+}
+
+func TestSink_SlowConsumerCutAtQueueCap(t *testing.T) {
+	cfg := testConfig()
+	cfg.QueueFrames = 8
+	n, err := New(cfg, Deps{}) // no flusher runs: queues drain only when the test says
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow, st := openSink(t, n, "slow", false)
+	_, ok := openSink(t, n, "ok", true)
+	// A burst larger than the queue within one flush tick.
+	for i := 0; i <= cfg.QueueFrames; i++ {
+		slow.send(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint("burst", i)}))
+	}
+	if closed, reason := st.isClosed(); !closed || reason != closeSlow {
+		t.Fatalf("slow session closed=%v reason=%v, want slow_consumer", closed, reason)
+	}
+	for i := 0; i < 8; i++ {
+		if got := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i)}), ""); got != 1 {
+			t.Fatalf("fanout reached %d sessions, want only the healthy one", got)
+		}
+		for _, f := range n.hub.flushers {
+			f.pass(nil)
+		}
+	}
+	if closed, _ := ok.isClosed(); closed {
+		t.Fatal("the healthy session was closed too")
+	}
+	pushes := 0
+	for _, f := range ok.frames() {
+		if _, isPush := f.(*wire.Push); isPush {
+			pushes++
+		}
+	}
+	if pushes != 8 {
+		t.Fatalf("healthy session got %d pushes, want 8", pushes)
+	}
+}
+
+func TestSink_RetransmitsUntilAcked(t *testing.T) {
+	cfg := testConfig()
+	cfg.HeartbeatInterval = time.Minute // the device sends nothing for seconds here
+	n := newSinkNode(t, cfg)
+	s, st := openSink(t, n, "d1", true)
+	s.mu.Lock()
+	s.epoch = "e1"
+	s.mu.Unlock()
+	push := func(seq uint64) offer {
+		return offer{epoch: "e1", seq: seq, frame: wire.AppendPush(nil, &wire.Push{Seq: seq, ID: fmt.Sprint("m", seq)})}
+	}
+	if got := s.deliver([]offer{push(1), push(2)}); got != offerSent {
+		t.Fatalf("deliver = %v", got)
+	}
+	if got := s.deliver([]offer{push(4)}); got != offerHeld {
+		t.Fatalf("out-of-order seq = %v, want held", got)
+	}
+	countPush := func(seq uint64, redelivered bool) int {
+		k := 0
+		for _, f := range st.frames() {
+			if p, ok := f.(*wire.Push); ok && p.Seq == seq && p.Redelivery == redelivered {
+				k++
+			}
+		}
+		return k
+	}
+	waitFor(t, 3*cfg.AckTimeout, func() error {
+		if countPush(1, true) == 0 {
+			return errors.New("seq 1 not retransmitted")
+		}
+		return nil
+	})
+	s.onMessage(wire.Append(nil, &wire.Ack{Seq: 2}))
+	s.mu.Lock()
+	window, acked := len(s.window), s.acked
+	s.mu.Unlock()
+	if window != 0 || acked != 2 {
+		t.Fatalf("after ack: window %d acked %d", window, acked)
+	}
+	before := countPush(2, true)
+	time.Sleep(2 * cfg.AckBackoffMax)
+	if countPush(2, true) != before {
+		t.Fatal("an acked message was retransmitted")
+	}
+	s.onMessage(wire.Append(nil, &wire.Ack{Seq: 9}))
+	if closed, reason := st.isClosed(); !closed || reason != closeProtocol {
+		t.Fatalf("ack past what was sent: closed=%v reason=%v, want protocol", closed, reason)
+	}
+}
+
+func TestWheel_FiresInOrderAndDropsStale(t *testing.T) {
+	start := time.Unix(0, 0)
+	w := newWheel(10*time.Millisecond, start)
+	a, b := &session{}, &session{}
+	w.schedule(a, start.Add(50*time.Millisecond))
+	w.schedule(b, start.Add(20*time.Millisecond+wheelSlots*10*time.Millisecond)) // next revolution
+	w.schedule(a, start.Add(30*time.Millisecond))                                // earlier: re-arms
+	if got := w.advance(start.Add(40*time.Millisecond), nil); len(got) != 1 || got[0] != a {
+		t.Fatalf("fired %v, want [a]", got)
+	}
+	if got := w.advance(start.Add(100*time.Millisecond), nil); len(got) != 0 {
+		t.Fatalf("stale entry fired: %v", got)
+	}
+	if got := w.advance(start.Add(30*time.Millisecond+wheelSlots*10*time.Millisecond), nil); len(got) != 1 || got[0] != b {
+		t.Fatalf("next-revolution entry: fired %v, want [b]", got)
+	}
+}
+
+// BenchmarkHub_Fanout10k frames one PUSH once and hands it to 10,000
+// sessions on sink transports, then flushes every session: the work of one
+// broadcast. allocs/recipient should be 0.
+func BenchmarkHub_Fanout10k(b *testing.B) {
+	const recipients = 10_000
+	cfg := testConfig()
+	n, err := New(cfg, Deps{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sinks := make([]*sinkTransport, 0, recipients)
+	for i := 0; i < recipients; i++ {
+		_, st := openSink(b, n, fmt.Sprintf("dev-%d", i), false)
+		sinks = append(sinks, st)
+	}
+	for _, f := range n.hub.flushers {
+		f.pass(nil)
+	}
+	frame := wire.AppendPush(nil, &wire.Push{ID: "0123456789abcdef0123456789abcdef", Business: "news", Priority: wire.PriorityNormal,
+		Created: uint64(time.Now().UnixMilli()), Payload: make([]byte, 256)})
+	batches := make([][]*session, len(n.hub.flushers))
+	b.ReportAllocs()
+	b.ResetTimer()
+	var ms0, ms1 runtimeMemStats
+	ms0.read()
+	for i := 0; i < b.N; i++ {
+		if got := n.hub.fanout(frame, ""); got != recipients {
+			b.Fatalf("fanout reached %d", got)
+		}
+		var wg sync.WaitGroup
+		for k, f := range n.hub.flushers {
+			wg.Add(1)
+			go func() { defer wg.Done(); batches[k] = f.pass(batches[k][:0]) }()
+		}
+		wg.Wait()
+	}
+	ms1.read()
+	b.StopTimer()
+	perOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	b.ReportMetric(recipients, "recipients")
+	b.ReportMetric(perOp/recipients, "ns/recipient")
+	b.ReportMetric(float64(ms1.mallocs-ms0.mallocs)/float64(b.N)/recipients, "allocs/recipient")
+	b.ReportMetric(recipients*1e9/perOp, "deliveries/s")
+	var written int64
+	for _, st := range sinks {
+		written += st.writes.Load()
+	}
+	if written < int64(recipients*b.N) {
+		b.Fatalf("sinks saw %d writes, want ≥ %d", written, recipients*b.N)
+	}
+}

@@ -1,0 +1,105 @@
+package appliance
+
+import (
+	"time"
+
+	"github.com/pushd/pushd/appliance/wire"
+)
+
+// transport is the connection layer under a session: it moves encoded
+// frames and knows nothing of the protocol. A new transport (QUIC, say)
+// implements this and feeds received bytes to the session; nothing else
+// changes.
+//
+// Implementations never block on the peer: write either writes at once or
+// copies what the socket did not take into a bounded buffer; close is
+// immediate. After close, the transport reports the end through
+// session.onTransportClosed exactly once, never from inside close itself
+// while a caller might hold a lock it needs.
+type transport interface {
+	// write sends one complete frame or BATCH. b may be reused once write
+	// returns.
+	write(b []byte) error
+	// setWriteDeadline arms the transport's own write timer: if data
+	// written after this call is still unsent at t, the transport closes
+	// itself. A write that drains completely disarms it.
+	setWriteDeadline(t time.Time)
+	// close ends the connection, telling the peer why where the transport
+	// can (a WebSocket close code).
+	close(reason closeReason)
+	remoteAddr() string
+	kind() transportKind
+}
+
+// transportKind names a transport in metrics and in `pushctl device show`.
+type transportKind uint8
+
+const (
+	kindWS transportKind = iota
+	kindTCP
+	kindSink // in-process, for tests and benchmarks
+	transportKindCount
+)
+
+func (k transportKind) String() string {
+	switch k {
+	case kindWS:
+		return "ws"
+	case kindTCP:
+		return "tcp"
+	}
+	return "sink"
+}
+
+// closeReason is why a connection ended: the typed reason a slow consumer,
+// a missed heartbeat or a kick is counted and logged under.
+type closeReason uint8
+
+const (
+	closePeer             closeReason = iota // the device closed or the network failed
+	closeHandshakeTimeout                    // no valid HELLO in time
+	closeAuth                                // HELLO refused
+	closeProtocol                            // undecodable or out-of-place frame
+	closeTooLarge                            // frame over the size limit
+	closeSlow                                // output queue or write deadline exceeded
+	closeHeartbeat                           // silent past the idle limit
+	closeKicked                              // a newer connection of the device took over
+	closeShutdown                            // the node is shutting down
+	closeResync                              // the inbox lost continuity while connected
+	closeOverload                            // the node is at capacity
+	closeReasonCount
+)
+
+var closeReasonNames = [closeReasonCount]string{
+	closePeer: "peer", closeHandshakeTimeout: "handshake_timeout", closeAuth: "auth",
+	closeProtocol: "protocol", closeTooLarge: "frame_too_large", closeSlow: "slow_consumer",
+	closeHeartbeat: "heartbeat_missed", closeKicked: "kicked", closeShutdown: "shutdown",
+	closeResync: "resync", closeOverload: "overload",
+}
+
+func (r closeReason) String() string { return closeReasonNames[r] }
+
+// wsCloseCode maps a reason to a WebSocket close code. Codes 4000–4999 are
+// reserved for applications; pushd sends 4000 + the wire error code, so a
+// browser that only sees the close event still learns the stable code.
+func (r closeReason) wsCloseCode() int {
+	switch r {
+	case closePeer, closeShutdown:
+		return 1001 // going away
+	case closeTooLarge:
+		return 1009
+	case closeHandshakeTimeout:
+		return 4000 + int(wire.CodeHandshakeTimeout)
+	case closeAuth:
+		return 1008 // policy violation; the ERROR frame before it has the detail
+	case closeProtocol:
+		return 4000 + int(wire.CodeProtocol)
+	case closeSlow:
+		return 4000 + int(wire.CodeSlowConsumer)
+	case closeHeartbeat:
+		return 4000 + int(wire.CodeHeartbeatMissed)
+	case closeOverload:
+		return 1013 // try again later
+	}
+	return 1000
+}

@@ -1,0 +1,91 @@
+package appliance
+
+import (
+	"net"
+	"sync"
+	"time"
+
+	"github.com/lesismal/llib/std/crypto/tls"
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/mempool"
+)
+
+// tcpTransport carries frames on a raw TCP (or TLS) byte stream. The
+// frame header holds the body length, so frames need no further framing.
+type tcpTransport struct {
+	c net.Conn // *nbio.Conn, or *tls.Conn over one
+}
+
+func (t tcpTransport) write(b []byte) error {
+	_, err := t.c.Write(b)
+	return err
+}
+
+func (t tcpTransport) setWriteDeadline(d time.Time) { _ = t.c.SetWriteDeadline(d) }
+
+func (t tcpTransport) close(closeReason) { _ = t.c.Close() }
+
+func (t tcpTransport) remoteAddr() string { return t.c.RemoteAddr().String() }
+
+func (tcpTransport) kind() transportKind { return kindTCP }
+
+// tlsPlain pools the buffers TLS records are decrypted into on the poller
+// goroutine, so a TLS connection holds no plaintext buffer between reads.
+var tlsPlain = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// newTCPEngine builds the raw TCP listener on an nbio engine. Its OnData
+// runs on the poller goroutine with a buffer nbio reuses: the session's
+// decoder copies what it keeps, and nothing here blocks.
+func (n *Node) newTCPEngine() *nbio.Engine {
+	g := nbio.NewEngine(nbio.Config{
+		Name:               "pushd-tcp",
+		Network:            "tcp",
+		Addrs:              []string{n.cfg.TCPAddr},
+		MaxWriteBufferSize: n.cfg.QueueBytes,
+	})
+	g.OnOpen(func(c *nbio.Conn) {
+		if reason, _ := n.admit(c.RemoteAddr().String()); reason != "" {
+			_ = c.Close()
+			return
+		}
+		var under net.Conn = c
+		if n.cfg.TLS != nil {
+			under = tls.NewConn(c, n.cfg.TLS, false, true, mempool.DefaultMemPool)
+		}
+		c.SetSession(n.newSession(tcpTransport{under}))
+	})
+	g.OnData(func(c *nbio.Conn, data []byte) {
+		s, _ := c.Session().(*session)
+		if s == nil || !s.published.Load() {
+			return
+		}
+		tc, ok := s.t.(tcpTransport).c.(*tls.Conn)
+		if !ok {
+			s.onStreamData(data)
+			return
+		}
+		if _, err := tc.Append(data); err != nil {
+			_ = c.Close()
+			return
+		}
+		pbuf := tlsPlain.Get().(*[]byte)
+		defer tlsPlain.Put(pbuf)
+		for {
+			k, err := tc.Read(*pbuf)
+			if err != nil {
+				_ = c.Close()
+				return
+			}
+			if k == 0 {
+				return
+			}
+			s.onStreamData((*pbuf)[:k])
+		}
+	})
+	g.OnClose(func(c *nbio.Conn, err error) {
+		if s, _ := c.Session().(*session); s != nil {
+			s.onTransportClosed(err)
+		}
+	})
+	return g
+}

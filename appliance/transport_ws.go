@@ -1,0 +1,109 @@
+package appliance
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+	"github.com/lesismal/nbio/nbhttp/websocket"
+
+	"github.com/pushd/pushd/appliance/wire"
+)
+
+// wsTransport carries frames as WebSocket binary messages on nbio: one
+// frame or one BATCH per message.
+type wsTransport struct {
+	c *websocket.Conn
+}
+
+func (t wsTransport) write(b []byte) error {
+	return t.c.WriteMessage(websocket.BinaryMessage, b)
+}
+
+func (t wsTransport) setWriteDeadline(d time.Time) { _ = t.c.SetWriteDeadline(d) }
+
+func (t wsTransport) close(r closeReason) {
+	_ = t.c.WriteClose(r.wsCloseCode(), "")
+	_ = t.c.Close()
+}
+
+func (t wsTransport) remoteAddr() string { return t.c.RemoteAddr().String() }
+
+func (wsTransport) kind() transportKind { return kindWS }
+
+// newWSEngine builds the nbio HTTP engine that serves /v1/ws, /healthz and
+// /metrics on one port, in non-blocking mode: no goroutine per connection.
+func (n *Node) newWSEngine(mux *http.ServeMux) *nbhttp.Engine {
+	u := websocket.NewUpgrader()
+	// The timing wheel reaps idle connections; nbio's keepalive would
+	// re-arm a timer on every message.
+	u.KeepaliveTime = 0
+	u.MessageLengthLimit = n.cfg.MaxFrame + wire.HeaderLen
+	u.HandshakeTimeout = n.cfg.HandshakeTimeout
+	u.CheckOrigin = n.originAllowed
+	u.OnMessage(func(c *websocket.Conn, mt websocket.MessageType, data []byte) {
+		s, _ := c.Session().(*session)
+		if s == nil {
+			_ = c.Close()
+			return
+		}
+		if mt != websocket.BinaryMessage {
+			s.protocolError("text messages are not part of the protocol; send binary frames")
+			return
+		}
+		s.onMessage(data)
+	})
+	u.OnClose(func(c *websocket.Conn, err error) {
+		if s, _ := c.Session().(*session); s != nil {
+			s.onTransportClosed(err)
+		}
+	})
+	mux.HandleFunc("/v1/ws", func(w http.ResponseWriter, r *http.Request) {
+		if reason, status := n.admit(r.RemoteAddr); reason != "" {
+			http.Error(w, reason, status)
+			return
+		}
+		c, err := u.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		c.SetSession(n.newSession(wsTransport{c}))
+	})
+
+	conf := nbhttp.Config{
+		Network:                 "tcp",
+		Handler:                 mux,
+		IOMod:                   nbhttp.IOModNonBlocking,
+		ReleaseWebsocketPayload: true,
+		// The read deadline of a connection still speaking HTTP: a
+		// slowloris upgrade request is cut here.
+		KeepaliveTime:      n.cfg.HandshakeTimeout,
+		MaxWriteBufferSize: n.cfg.QueueBytes,
+		MaxLoad:            n.cfg.MaxConns,
+	}
+	if n.cfg.TLS != nil {
+		conf.AddrsTLS = []string{n.cfg.WSAddr}
+		conf.TLSConfig = n.cfg.TLS
+	} else {
+		conf.Addrs = []string{n.cfg.WSAddr}
+	}
+	return nbhttp.NewEngine(conf)
+}
+
+// closeReasonOf classifies why nbio closed a connection.
+func closeReasonOf(err error) closeReason {
+	switch {
+	case errors.Is(err, nbio.ErrWriteTimeout), errors.Is(err, nbio.ErrOverflow):
+		return closeSlow
+	case errors.Is(err, websocket.ErrMessageTooLarge):
+		return closeTooLarge
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return closeSlow
+	}
+	return closePeer
+}
