@@ -5,9 +5,11 @@ import (
 	"fmt"
 )
 
-// The package's sentinel errors. Every error a Store or the FSM returns
-// matches exactly one of them under errors.Is, so callers (the appliance's
-// admin API) can map them to status codes without knowing about raft.
+// The package's sentinel errors. The Store translates raft's errors into
+// these, and every refused command matches one of ErrNotFound, ErrConflict
+// or ErrInvalid, so callers (the appliance's admin API) map errors to
+// status codes with errors.Is and never see raft's own. Context errors
+// pass through as they are.
 var (
 	// ErrNotLeader is returned by leader-only operations on a follower or
 	// candidate. The error is a *NotLeaderError naming the leader when one

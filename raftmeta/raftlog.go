@@ -17,14 +17,15 @@ import (
 // (every RPC, every heartbeat failure retry) would otherwise swamp a
 // handler configured at debug level for pushd's own messages.
 type hclogger struct {
-	l     *slog.Logger
+	base  *slog.Logger // with the implied args, without the name
+	l     *slog.Logger // base plus the "subsystem" name
 	name  string
 	floor hclog.Level
 	args  []any
 }
 
 func newHCLogger(l *slog.Logger, name string, floor hclog.Level) *hclogger {
-	return &hclogger{l: l.With("subsystem", name), name: name, floor: floor}
+	return &hclogger{base: l, l: l.With("subsystem", name), name: name, floor: floor}
 }
 
 func slogLevel(level hclog.Level) slog.Level {
@@ -74,6 +75,7 @@ func (h *hclogger) ImpliedArgs() []any { return h.args }
 
 func (h *hclogger) With(args ...any) hclog.Logger {
 	c := *h
+	c.base = h.base.With(args...)
 	c.l = h.l.With(args...)
 	c.args = append(append([]any(nil), h.args...), args...)
 	return &c
@@ -82,19 +84,16 @@ func (h *hclogger) With(args ...any) hclog.Logger {
 func (h *hclogger) Name() string { return h.name }
 
 func (h *hclogger) Named(name string) hclog.Logger {
-	c := *h
 	if h.name != "" {
 		name = h.name + "." + name
 	}
-	c.name = name
-	c.l = h.l.With("subsystem", name)
-	return &c
+	return h.ResetNamed(name)
 }
 
 func (h *hclogger) ResetNamed(name string) hclog.Logger {
 	c := *h
 	c.name = name
-	c.l = h.l.With("subsystem", name)
+	c.l = h.base.With("subsystem", name)
 	return &c
 }
 

@@ -602,13 +602,13 @@ func (s *Store) WaitForLeader(ctx context.Context) error {
 	for {
 		// Subscribe before looking, so a change in between still wakes us.
 		ch, cancel := s.leaders.subscribe()
-		if id, _ := s.Leader(); id != "" {
-			cancel()
-			return nil
-		}
 		if s.isClosed() {
 			cancel()
 			return fmt.Errorf("wait for leader: %w", ErrClosed)
+		}
+		if id, _ := s.Leader(); id != "" {
+			cancel()
+			return nil
 		}
 		select {
 		case <-ch:
