@@ -59,13 +59,13 @@ func TestSDK_BothTransportsEndToEnd(t *testing.T) {
 				t.Fatalf("join: %v", err)
 			}
 			waitFor(t, 2*time.Second, func() error {
-				if n.hub.lookup(device) == nil {
+				if n.hub.lookup(inboxKey(testApp, device)) == nil {
 					return errors.New("session not registered")
 				}
 				return nil
 			})
 			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "b-" + tc.name, Payload: []byte("to everyone")}), "")
-			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g-" + tc.name, Group: "room-1", Payload: []byte("to the room")}), "room-1")
+			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g-" + tc.name, Group: "room-1", Payload: []byte("to the room")}), groupKey(testApp, "room-1"))
 			for _, want := range []string{"to everyone", "to the room"} {
 				select {
 				case m := <-got:
@@ -77,7 +77,7 @@ func TestSDK_BothTransportsEndToEnd(t *testing.T) {
 				}
 			}
 			reply, err := c.Up(ctx, "chat", []byte("hello"))
-			if err != nil || string(reply) != "echo:" + fmt.Sprint(len(`{"app":"app1","device":"`+device+`","business":"chat","request":2,"payload":"aGVsbG8="}`)) {
+			if err != nil || string(reply) != "echo:"+fmt.Sprint(len(`{"app":"app1","device":"`+device+`","business":"chat","request":2,"payload":"aGVsbG8="}`)) {
 				t.Fatalf("up reply %q, %v", reply, err)
 			}
 			if _, err := c.Up(ctx, "nohook", []byte("x")); err == nil {
@@ -86,7 +86,7 @@ func TestSDK_BothTransportsEndToEnd(t *testing.T) {
 			if err := c.Leave(ctx, "room-1"); err != nil {
 				t.Fatalf("leave: %v", err)
 			}
-			if k := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g2"}), "room-1"); k != 0 {
+			if k := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g2"}), groupKey(testApp, "room-1")); k != 0 {
 				t.Fatalf("left group still has %d members", k)
 			}
 		})
@@ -289,7 +289,7 @@ func TestHeartbeat_SilentConnectionIsReaped(t *testing.T) {
 	if d := time.Since(start); d < idle-cfg.TimerTick || d > idle+200*time.Millisecond {
 		t.Fatalf("reaped after %s, idle timeout %s", d, idle)
 	}
-	if n.hub.lookup("talker") == nil {
+	if n.hub.lookup(inboxKey(testApp, "talker")) == nil {
 		t.Fatal("a connection that pings was reaped too")
 	}
 	waitFor(t, time.Second, func() error {
@@ -323,7 +323,7 @@ func TestTakeover_NewerConnectionWins(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("first connection was not kicked")
 	}
-	if s := n.hub.lookup("phone"); s == nil || s.t.kind() != kindTCP {
+	if s := n.hub.lookup(inboxKey(testApp, "phone")); s == nil || s.t.kind() != kindTCP {
 		t.Fatal("the newer connection is not the registered one")
 	}
 	if err := second.Send(&wire.Ping{Time: 9}); err != nil {
@@ -364,7 +364,7 @@ func TestSlowConsumer_CutWhileOthersKeepReceiving(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	waitFor(t, 5*time.Second, func() error {
-		if n.hub.lookup("slow") != nil {
+		if n.hub.lookup(inboxKey(testApp, "slow")) != nil {
 			return errors.New("slow consumer still registered")
 		}
 		return nil

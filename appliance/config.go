@@ -35,6 +35,16 @@ type Config struct {
 	// use for this node (dispatch, redirects). Zero: the bound addresses.
 	AdvertiseWS, AdvertiseTCP string
 
+	// PushAddr is the push API listener (POST /v1/push). Zero: no push
+	// API on this node.
+	PushAddr string
+	// MaxTargets caps the devices of one push request. Zero: 1,000.
+	MaxTargets int
+	// RouteRefresh is how often the routes of local sessions get their
+	// TTL renewed; keep it well under the store's route TTL (24 h by
+	// default). Zero: 1 h.
+	RouteRefresh time.Duration
+
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
 	// may open a WebSocket; a request with an Origin header not listed is
 	// refused with 403. Requests without Origin (native clients) pass.
@@ -142,6 +152,12 @@ func (c Config) withDefaults() Config {
 	if c.WSAddr == "" {
 		c.WSAddr = ":8080"
 	}
+	if c.MaxTargets == 0 {
+		c.MaxTargets = 1000
+	}
+	if c.RouteRefresh == 0 {
+		c.RouteRefresh = time.Hour
+	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 5 * time.Second
 	}
@@ -222,6 +238,8 @@ func (c Config) validate() error {
 		return bad("missed heartbeats %d: must be at least 1", c.MissedHeartbeats)
 	case c.QueueBytes < c.MaxFrame || c.QueueFrames < 1:
 		return bad("queue caps %d bytes / %d frames: must hold at least one frame", c.QueueBytes, c.QueueFrames)
+	case c.MaxTargets < 1 || c.MaxTargets > 10000:
+		return bad("max targets %d: must be 1..10000", c.MaxTargets)
 	case c.Window < 1 || c.Window > 1024:
 		return bad("window %d: must be 1..1024", c.Window)
 	case c.AckTimeout < 0 || c.AckBackoffMax < c.AckTimeout:

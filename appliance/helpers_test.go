@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lesismal/nbio/logging"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/token"
@@ -198,3 +199,11 @@ func metricValue(body, name string) (string, error) {
 	}
 	return "", fmt.Errorf("metric %s not found", name)
 }
+
+// quietRedis keeps go-redis's reconnect chatter out of test output: the
+// Redis-down tests provoke it on purpose.
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
+func init() { redis.SetLogger(quietRedis{}) }

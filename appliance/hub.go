@@ -54,17 +54,19 @@ func newHub(shards int, flushInterval time.Duration) *hub {
 	return h
 }
 
-func (h *hub) shardFor(device string) *shard {
-	return h.shards[maphash.String(h.seed, device)%uint64(len(h.shards))]
+func (h *hub) shardFor(key string) *shard {
+	return h.shards[maphash.String(h.seed, key)%uint64(len(h.shards))]
 }
 
-// register makes s the live session of its device and returns the
-// session it replaced, if any, for the caller to kick.
+// register makes s the live session of its device and a member of its
+// app's broadcast group, and returns the session it replaced, if any, for
+// the caller to kick.
 func (h *hub) register(s *session) *session {
 	sh := s.shard
 	sh.mu.Lock()
-	prev := sh.devices[s.device]
-	sh.devices[s.device] = s
+	prev := sh.devices[s.key]
+	sh.devices[s.key] = s
+	sh.joinLocked(broadcastGroup(s.app), s)
 	sh.mu.Unlock()
 	if prev == nil {
 		h.count.Add(1)
@@ -81,26 +83,35 @@ func (h *hub) unregister(s *session) {
 	s.mu.Unlock()
 	sh := s.shard
 	sh.mu.Lock()
-	if sh.devices[s.device] == s {
-		delete(sh.devices, s.device)
+	if sh.devices[s.key] == s {
+		delete(sh.devices, s.key)
 		h.count.Add(-1)
 	}
+	sh.leaveLocked(broadcastGroup(s.app), s)
 	for _, g := range groups {
 		sh.leaveLocked(g, s)
 	}
 	sh.mu.Unlock()
 }
 
-// lookup returns the live session of device, or nil.
-func (h *hub) lookup(device string) *session {
-	sh := h.shardFor(device)
+// groupKey names an app's group in the registry; groups of different apps
+// never mix.
+func groupKey(app, group string) string { return app + "/" + group }
+
+// broadcastGroup is the registry group every session of app belongs to.
+func broadcastGroup(app string) string { return app + "/" }
+
+// lookup returns the live session of an inbox key (app/device), or nil.
+func (h *hub) lookup(key string) *session {
+	sh := h.shardFor(key)
 	sh.mu.RLock()
-	s := sh.devices[device]
+	s := sh.devices[key]
 	sh.mu.RUnlock()
 	return s
 }
 
-// join adds s to group and reports false when s already has MaxGroups.
+// join adds s to group (a group key) and reports false when s already has
+// MaxGroups.
 func (h *hub) join(s *session, group string, maxGroups int) bool {
 	sh := s.shard
 	sh.mu.Lock()
@@ -116,13 +127,18 @@ func (h *hub) join(s *session, group string, maxGroups int) bool {
 		return false
 	}
 	s.groups = append(s.groups, group)
+	sh.joinLocked(group, s)
+	return true
+}
+
+// joinLocked adds s to group. Lock must be held.
+func (sh *shard) joinLocked(group string, s *session) {
 	members := sh.groups[group]
 	if members == nil {
 		members = map[*session]struct{}{}
 		sh.groups[group] = members
 	}
 	members[s] = struct{}{}
-	return true
 }
 
 func (h *hub) leave(s *session, group string) {
@@ -150,8 +166,8 @@ func (sh *shard) leaveLocked(group string, s *session) {
 	}
 }
 
-// fanout hands one encoded frame to every session of group, or to every
-// session when group is empty, shard by shard in parallel. The frame is
+// fanout hands one encoded frame to every session of group (a group key),
+// or to every session when group is empty, shard by shard in parallel. The frame is
 // encoded once by the caller; each recipient's queue gets a copy of the
 // same bytes. It returns the number of recipients.
 func (h *hub) fanout(frame []byte, group string) int {

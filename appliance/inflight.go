@@ -28,6 +28,12 @@ type inflight struct {
 	// leaves behind set so the fetcher reads again.
 	behind   bool
 	fetching bool
+
+	// gapNext marks the next PUSH sent with FlagGap: the send position
+	// jumped past seqs the inbox no longer holds.
+	gapNext bool
+	// fastRetry is when a duplicate ack last triggered a retransmit.
+	fastRetry time.Time
 }
 
 // sentFrame is an encoded PUSH kept until acked, for retransmission.
@@ -38,10 +44,15 @@ type sentFrame struct {
 
 // offer is one inbox entry offered to the session: from a live delivery, a
 // replay or a fetch. frame is its encoded PUSH; the session copies it.
+// An offer read from the inbox itself (replay, fetch) is authoritative: a
+// seq missing before it is gone from the inbox (expired or trimmed), so
+// the session jumps over it and flags the jump; a live offer that skips
+// ahead only means an earlier one is still on its way.
 type offer struct {
-	epoch string
-	seq   uint64
-	frame []byte
+	epoch         string
+	seq           uint64
+	frame         []byte
+	authoritative bool
 }
 
 // offerResult says what a session did with an offer.
@@ -91,15 +102,19 @@ func (s *session) offerLocked(o offer) (res offerResult, resync, slow bool) {
 		return offerRejected, true, false
 	case o.seq <= s.sent:
 		return offerStale, false, false
-	case o.seq != s.sent+1 || len(s.window) >= s.node.cfg.Window:
+	case len(s.window) >= s.node.cfg.Window, o.seq != s.sent+1 && !o.authoritative:
 		s.behind = true
 		return offerHeld, false, false
 	}
-	if !s.enqueueLocked(o.frame) {
+	frame := append([]byte(nil), o.frame...)
+	if o.seq != s.sent+1 || s.gapNext {
+		wire.SetPushFlag(frame, wire.FlagGap, true)
+	}
+	if !s.enqueueLocked(frame) {
 		return offerRejected, false, true
 	}
-	s.sent = o.seq
-	s.window = append(s.window, sentFrame{seq: o.seq, frame: append([]byte(nil), o.frame...)})
+	s.sent, s.gapNext = o.seq, false
+	s.window = append(s.window, sentFrame{seq: o.seq, frame: frame})
 	if len(s.window) == 1 {
 		s.backoff = s.node.cfg.AckTimeout
 		s.retryAt = time.Now().Add(s.backoff)
@@ -169,7 +184,19 @@ func (s *session) onAck(seq uint64) {
 		return
 	}
 	if seq <= s.acked {
+		// A repeated ack while frames are in flight is the device saying
+		// it saw a seq jump it cannot accept (a frame lost on the way):
+		// retransmit now rather than at the ack timeout, at most once per
+		// quarter timeout.
+		now := time.Now()
+		fast := seq == s.acked && len(s.window) > 0 && now.Sub(s.fastRetry) >= n.cfg.AckTimeout/4
+		if fast {
+			s.fastRetry, s.retryAt = now, now
+		}
 		s.mu.Unlock()
+		if fast {
+			s.retransmit(now)
+		}
 		return
 	}
 	s.acked = seq
@@ -186,10 +213,10 @@ func (s *session) onAck(seq uint64) {
 		s.backoff = n.cfg.AckTimeout
 		s.retryAt = time.Now().Add(s.backoff)
 	}
-	device, epoch := s.device, s.epoch
+	key, epoch := s.key, s.epoch
 	fetch := s.needsFetchLocked()
 	s.mu.Unlock()
-	n.queueAck(device, epoch, seq)
+	n.queueAck(key, epoch, seq)
 	if fetch {
 		n.requestFetch(s)
 	}
@@ -208,7 +235,7 @@ func (s *session) retransmit(now time.Time) time.Time {
 	}
 	ok := true
 	for _, f := range s.window {
-		wire.SetRedelivery(f.frame, true)
+		wire.SetPushFlag(f.frame, wire.FlagRedelivery, true)
 		if ok = s.enqueueLocked(f.frame); !ok {
 			break
 		}

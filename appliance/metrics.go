@@ -24,6 +24,14 @@ type metrics struct {
 	retransmits prometheus.Counter
 
 	upstreamFailures *prometheus.CounterVec
+
+	pushRequests         *prometheus.CounterVec
+	pushes               *prometheus.CounterVec
+	pushDuration         prometheus.Histogram
+	acksDropped          prometheus.Counter
+	routeReleasesDropped prometheus.Counter
+	relayErrors          prometheus.Counter
+	takenOver            prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -55,6 +63,31 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		upstreamFailures: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushd_upstream_failures_total", Help: "UP frames whose webhook call failed, by business.",
 		}, []string{"business"}),
+		pushRequests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_push_requests_total", Help: "Push API requests by outcome: ok or the error code.",
+		}, []string{"outcome"}),
+		pushes: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_pushes_total", Help: "Per-device push results: delivered, stored or rejected.",
+		}, []string{"status"}),
+		pushDuration: f.NewHistogram(prometheus.HistogramOpts{
+			Name:                        "pushd_push_duration_seconds",
+			Help:                        "Push API request handling time.",
+			Buckets:                     []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+			NativeHistogramBucketFactor: 1.1,
+		}),
+		acksDropped: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_acks_dropped_total",
+			Help: "Device acks not written to Redis (queue full or Redis down); the messages are redelivered and deduped.",
+		}),
+		routeReleasesDropped: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_route_releases_dropped_total", Help: "Closed sessions whose route was left to expire.",
+		}),
+		relayErrors: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_relay_errors_total", Help: "Node-to-node relay entries that failed to be written or decoded.",
+		}),
+		takenOver: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_takeover_entries_total", Help: "Delivery entries claimed from dead nodes.",
+		}),
 		retransmits: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_retransmits_total", Help: "PUSH frames resent because their ack was overdue.",
 		}),
@@ -87,6 +120,14 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			ConstLabels: prometheus.Labels{"transport": k.String()},
 		}, func() float64 { return float64(n.conns[k].Load()) })
 	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pushd_redis_up", Help: "1 when the last Redis call succeeded; 0 means the node serves live traffic only.",
+	}, func() float64 {
+		if n.redisHealthy() {
+			return 1
+		}
+		return 0
+	})
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pushd_sessions", Help: "Authenticated device sessions registered on this node.",
 	}, func() float64 { return float64(n.hub.count.Load()) })

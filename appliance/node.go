@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -28,6 +29,10 @@ type Deps struct {
 	// Registry is where the node registers its metrics; /metrics serves
 	// it. Zero: a new registry with the Go and process collectors.
 	Registry *prometheus.Registry
+	// Store is the region's Redis (streams.Store). Zero: the node holds
+	// sessions and fan-out only, and pushes are delivered at most once to
+	// devices connected to it.
+	Store Store
 }
 
 // Node is one pushd process: device listeners, the session hub, and the
@@ -49,8 +54,12 @@ type Node struct {
 	conns      [transportKindCount]atomic.Int64
 	now        atomic.Int64 // coarse clock, unix nanos, advanced by the wheels
 
-	ws  *nbhttp.Engine
-	tcp *nbio.Engine
+	durable *durable // nil without a Store
+
+	ws      *nbhttp.Engine
+	tcp     *nbio.Engine
+	pushSrv *http.Server
+	pushLis net.Listener
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -87,14 +96,18 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		n.limiter = newIPLimiter(cfg.ConnectRate, cfg.ConnectBurst)
 	}
 	n.upstream = newUpstream(cfg.Upstreams, cfg.UpstreamTimeout)
+	if deps.Store != nil {
+		n.durable = newDurable(deps.Store)
+	}
 	n.metrics = newMetrics(n.reg, n)
 	return n, nil
 }
 
 // Addrs are the bound listener addresses; empty when not listening.
 type Addrs struct {
-	WS  string // host:port serving /v1/ws, /healthz and /metrics
-	TCP string
+	WS   string // host:port serving /v1/ws, /healthz and /metrics
+	TCP  string
+	Push string
 }
 
 // Addrs returns where the node listens. Valid after Start.
@@ -110,7 +123,41 @@ func (n *Node) Addrs() Addrs {
 	if n.tcp != nil {
 		a.TCP = n.tcp.Addrs[0]
 	}
+	if n.pushLis != nil {
+		a.Push = n.pushLis.Addr().String()
+	}
 	return a
+}
+
+// advertisedWS is the WebSocket URL devices are given for this node.
+func (n *Node) advertisedWS(a Addrs) string {
+	host := n.cfg.AdvertiseWS
+	if host == "" {
+		host = a.WS
+	}
+	if host == "" {
+		return ""
+	}
+	scheme := "ws://"
+	if n.cfg.TLS != nil {
+		scheme = "wss://"
+	}
+	return scheme + host + "/v1/ws"
+}
+
+// advertisedTCP is the raw TCP URL devices are given for this node.
+func (n *Node) advertisedTCP(a Addrs) string {
+	host := n.cfg.AdvertiseTCP
+	if host == "" {
+		host = a.TCP
+	}
+	if host == "" {
+		return ""
+	}
+	if n.cfg.TLS != nil {
+		return "tls://" + host
+	}
+	return "tcp://" + host
 }
 
 // Start opens the listeners and starts the node's goroutines. It returns
@@ -120,6 +167,12 @@ func (n *Node) Start() error {
 		return ErrStarted
 	}
 	n.startLoops()
+	if n.durable != nil {
+		if err := n.startDurable(); err != nil {
+			n.stopGoroutines()
+			return fmt.Errorf("set up delivery stream: %w", err)
+		}
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", n.serveHealth)
@@ -133,13 +186,43 @@ func (n *Node) Start() error {
 		n.tcp = n.newTCPEngine()
 		if err := n.tcp.Start(); err != nil {
 			n.ws.Stop()
+			n.tcp = nil
 			n.stopGoroutines()
 			return fmt.Errorf("listen tcp %s: %w", n.cfg.TCPAddr, err)
 		}
 	}
+	if n.cfg.PushAddr != "" {
+		lis, err := net.Listen("tcp", n.cfg.PushAddr)
+		if err != nil {
+			n.stopListeners()
+			n.stopGoroutines()
+			return fmt.Errorf("listen push %s: %w", n.cfg.PushAddr, err)
+		}
+		n.pushLis = lis
+		n.pushSrv = &http.Server{
+			Handler:           n.pushMux(),
+			ReadHeaderTimeout: n.cfg.HandshakeTimeout,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+		}
+		n.goOwned(func() { _ = n.pushSrv.Serve(lis) })
+	}
 	a := n.Addrs()
-	n.log.Info("listening", "ws", a.WS, "tcp", a.TCP, "tls", n.cfg.TLS != nil)
+	n.log.Info("listening", "ws", a.WS, "tcp", a.TCP, "push", a.Push, "tls", n.cfg.TLS != nil, "store", n.durable != nil)
 	return nil
+}
+
+// stopListeners closes the device listeners and their connections.
+func (n *Node) stopListeners() {
+	if n.tcp != nil {
+		n.tcp.Stop()
+	}
+	if n.ws != nil {
+		n.ws.Stop()
+	}
 }
 
 // startLoops starts the goroutines that need no listener: timing wheels,
@@ -175,15 +258,13 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.stopOnce.Do(func() {
+		if n.pushSrv != nil {
+			_ = n.pushSrv.Shutdown(ctx)
+		}
 		n.hub.each(func(s *session) {
 			s.closeWith(closeShutdown, &drainControl)
 		})
-		if n.tcp != nil {
-			n.tcp.Stop()
-		}
-		if n.ws != nil {
-			n.ws.Stop()
-		}
+		n.stopListeners()
 		done := make(chan struct{})
 		go func() { n.stopGoroutines(); close(done) }()
 		select {
@@ -283,7 +364,17 @@ func (n *Node) originAllowed(r *http.Request) bool {
 	return false
 }
 
+// redisHealthy reports whether the node's last Redis call succeeded (true
+// without a Store).
+func (n *Node) redisHealthy() bool { return n.durable == nil || n.durable.up.Load() }
+
+// serveHealth answers 200 while the node can store pushes and 503 while
+// Redis is unreachable, saying since when.
 func (n *Node) serveHealth(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = io.WriteString(w, `{"status":"ok"}`)
+	if n.redisHealthy() {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return
+	}
+	since := time.Unix(0, n.durable.since.Load()).UTC().Format(time.RFC3339)
+	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "degraded", "redis": "unreachable", "since": since})
 }

@@ -7,11 +7,21 @@ import (
 )
 
 // open finishes an accepted HELLO: the session becomes the device's live
-// connection and WELCOME goes out.
+// connection and WELCOME goes out. With a Store, the route and inbox work
+// is handed to the open workers (never done on an nbio callback); a full
+// queue refuses the device, whose SDK retries with backoff.
 func (n *Node) open(s *session, h *wire.Hello) {
 	s.mu.Lock()
 	s.id = n.cfg.NodeID + "-" + strconv.FormatUint(n.sessionSeq.Add(1), 36)
 	s.mu.Unlock()
+	if n.durable != nil {
+		select {
+		case n.durable.opens <- openJob{s: s, h: h}:
+		default:
+			s.refuse(wire.CodeUnavailable, "node busy opening sessions; retry with backoff")
+		}
+		return
+	}
 	s.welcome(&wire.Welcome{
 		Session:   s.id,
 		Node:      n.cfg.NodeID,
@@ -23,12 +33,3 @@ func (n *Node) open(s *session, h *wire.Hello) {
 		Caps:      s.caps,
 	})
 }
-
-// sessionClosed releases what an open session held beyond the hub.
-func (n *Node) sessionClosed(*session) {}
-
-// queueAck records a device's cumulative ack in its inbox.
-func (n *Node) queueAck(device, epoch string, seq uint64) {}
-
-// requestFetch queues s for a read of its inbox.
-func (n *Node) requestFetch(s *session) {}

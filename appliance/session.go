@@ -42,7 +42,7 @@ type session struct {
 	// epoll, which the race detector cannot see; this pair makes the
 	// hand-over explicit.
 	published atomic.Bool
-	wheelDue int64        // tick of the armed timer check. Guarded by wheel.mu.
+	wheelDue  int64 // tick of the armed timer check. Guarded by wheel.mu.
 
 	dec *wire.Decoder // stream transports only; touched by the read path only
 
@@ -54,6 +54,8 @@ type session struct {
 	id        string
 	app       string
 	device    string
+	key       string // inbox key app/device: the registry and Redis identity
+	connEpoch uint64 // route epoch claimed for this connection; 0 without a Store
 	platform  string
 	caps      uint64
 	groups    []string
@@ -163,6 +165,12 @@ func (s *session) isOpen() bool {
 	return s.state == stateOpen
 }
 
+func (s *session) appID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.app
+}
+
 func (s *session) deviceID() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -199,8 +207,9 @@ func (s *session) onHello(h *wire.Hello) {
 	}
 	s.state = stateOpening
 	s.app, s.device, s.platform = h.App, h.Device, h.Platform
+	s.key = inboxKey(h.App, h.Device)
 	s.caps = h.Caps & wire.CapLZ4
-	s.shard = n.hub.shardFor(h.Device)
+	s.shard = n.hub.shardFor(s.key)
 	s.mu.Unlock()
 	n.open(s, h)
 }

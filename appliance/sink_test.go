@@ -122,8 +122,8 @@ func TestSink_TakeoverKicksPreviousSession(t *testing.T) {
 	if c, ok := frames[len(frames)-1].(*wire.Control); !ok || c.Kind != wire.ControlKick {
 		t.Fatalf("last frame to the first session %#v, want CONTROL kick", frames[len(frames)-1])
 	}
-	if n.hub.lookup("d1") != second || n.hub.count.Load() != 1 {
-		t.Fatalf("registry holds %v (count %d), want the second session", n.hub.lookup("d1"), n.hub.count.Load())
+	if n.hub.lookup(inboxKey(testApp, "d1")) != second || n.hub.count.Load() != 1 {
+		t.Fatalf("registry holds %v (count %d), want the second session", n.hub.lookup(inboxKey(testApp, "d1")), n.hub.count.Load())
 	}
 	_ = first
 }

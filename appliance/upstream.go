@@ -144,11 +144,11 @@ func (s *session) onGroup(request uint64, group string, join bool) {
 	case !token.ValidID(group):
 		code = wire.CodeBadGroup
 	case join:
-		if !n.hub.join(s, group, n.cfg.MaxGroups) {
+		if !n.hub.join(s, groupKey(s.appID(), group), n.cfg.MaxGroups) {
 			code = wire.CodeTooManyGroups
 		}
 	default:
-		n.hub.leave(s, group)
+		n.hub.leave(s, groupKey(s.appID(), group))
 	}
 	s.send(wire.Append(nil, &wire.UpReply{Request: request, Code: code}))
 }

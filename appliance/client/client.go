@@ -308,6 +308,20 @@ func (c *Client) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// WELCOME may arrive merged with the first replayed messages in one
+	// BATCH: take it from the front and handle the rest once the session
+	// is set up.
+	var rest []wire.Frame
+	if b, ok := f.(*wire.Batch); ok {
+		var inner []wire.Frame
+		if err := b.Each(maxInbound, func(x wire.Frame) error { inner = append(inner, x); return nil }); err != nil {
+			return err
+		}
+		if len(inner) == 0 {
+			return errors.New("empty BATCH instead of WELCOME")
+		}
+		f, rest = inner[0], inner[1:]
+	}
 	var w *wire.Welcome
 	switch f := f.(type) {
 	case *wire.Welcome:
@@ -369,6 +383,11 @@ func (c *Client) session(ctx context.Context) error {
 		}
 	}()
 
+	if len(rest) > 0 {
+		if err := c.onFrame(conn, &wire.Batch{Frames: appendFrames(rest)}); err != nil {
+			return err
+		}
+	}
 	for {
 		_ = conn.setReadDeadline(time.Now().Add(2*hb + hb/2))
 		f, err := conn.readFrame()
@@ -379,6 +398,15 @@ func (c *Client) session(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// appendFrames re-encodes frames for handing them on as one batch.
+func appendFrames(fs []wire.Frame) []byte {
+	var b []byte
+	for _, f := range fs {
+		b = wire.Append(b, f)
+	}
+	return b
 }
 
 func (c *Client) onWelcome(w *wire.Welcome) {
@@ -405,22 +433,24 @@ func (c *Client) onWelcome(w *wire.Welcome) {
 func (c *Client) onFrame(conn frameConn, f wire.Frame) error {
 	switch f := f.(type) {
 	case *wire.Batch:
+		// One ack for the whole batch: the highest cursor it reached.
 		var ackTo uint64
+		var ackAny bool
 		err := f.Each(maxInbound, func(inner wire.Frame) error {
 			if p, ok := inner.(*wire.Push); ok {
-				if seq := c.onPush(p); seq > ackTo {
-					ackTo = seq
+				if seq, ok := c.onPush(p); ok {
+					ackTo, ackAny = max(ackTo, seq), true
 				}
 				return nil
 			}
 			return c.onFrame(conn, inner)
 		})
-		if ackTo > 0 {
+		if ackAny {
 			c.ack(conn, ackTo)
 		}
 		return err
 	case *wire.Push:
-		if seq := c.onPush(f); seq > 0 {
+		if seq, ok := c.onPush(f); ok {
 			c.ack(conn, seq)
 		}
 	case *wire.Pong:
@@ -467,8 +497,14 @@ func (c *Client) redirectTo(addr string) {
 }
 
 // onPush hands a message to the app unless it is a repeat, advances the
-// cursor, and returns the sequence number to ack (0: none).
-func (c *Client) onPush(p *wire.Push) uint64 {
+// cursor, and returns the sequence number to ack and whether to ack at all
+// (group and unstored messages are not acked).
+//
+// Inbox messages are taken strictly in sequence. A jump the server flags
+// (FlagGap) is accepted and reported through OnGap; an unflagged jump
+// means a frame was lost on the way, so the message is dropped and the
+// cursor re-acked, which the server answers by retransmitting in order.
+func (c *Client) onPush(p *wire.Push) (uint64, bool) {
 	c.mu.Lock()
 	deliver := true
 	var gapFrom, gapTo uint64
@@ -476,7 +512,11 @@ func (c *Client) onPush(p *wire.Push) uint64 {
 		switch {
 		case p.Seq <= c.cursor.Seq:
 			deliver = false
-		case p.Seq > c.cursor.Seq+1 && c.cursor.Seq > 0:
+		case p.Seq > c.cursor.Seq+1 && !p.Gap:
+			seq := c.cursor.Seq
+			c.mu.Unlock()
+			return seq, true // a repeat of the last ack
+		case p.Seq > c.cursor.Seq+1:
 			gapFrom, gapTo = c.cursor.Seq+1, p.Seq-1
 		}
 	}
@@ -497,12 +537,12 @@ func (c *Client) onPush(p *wire.Push) uint64 {
 			Created: time.UnixMilli(int64(p.Created)), Group: p.Group, Payload: p.Payload, Redelivered: p.Redelivery})
 	}
 	if p.Seq == 0 {
-		return 0
+		return 0, false
 	}
 	if c.cfg.OnCursor != nil {
 		c.cfg.OnCursor(cur)
 	}
-	return cur.Seq
+	return cur.Seq, true
 }
 
 func (c *Client) ack(conn frameConn, seq uint64) {

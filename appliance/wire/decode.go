@@ -89,90 +89,90 @@ func Decode(b []byte, max int) (Frame, int, error) {
 }
 
 func decodeBody(h Header, body []byte, max int) (Frame, error) {
-	r := reader{b: body}
+	r := FieldReader{b: body}
 	var f Frame
 	switch h.Type {
 	case TypeHello:
 		x := &Hello{}
-		x.Token = r.string()
-		x.App = r.string()
-		x.Device = r.string()
-		x.Platform = r.string()
-		x.Version = r.string()
-		if n := r.uvarint(); n > 0 {
+		x.Token = r.Str()
+		x.App = r.Str()
+		x.Device = r.Str()
+		x.Platform = r.Str()
+		x.Version = r.Str()
+		if n := r.Uvarint(); n > 0 {
 			if n > maxListLen {
 				return nil, fmt.Errorf("%w: HELLO lists %d businesses, limit %d", ErrMalformed, n, maxListLen)
 			}
 			x.Businesses = make([]string, 0, n)
 			for i := uint64(0); i < n && r.err == nil; i++ {
-				x.Businesses = append(x.Businesses, r.string())
+				x.Businesses = append(x.Businesses, r.Str())
 			}
 		}
-		x.Epoch = r.string()
-		x.Seq = r.uvarint()
-		x.Caps = r.uvarint()
+		x.Epoch = r.Str()
+		x.Seq = r.Uvarint()
+		x.Caps = r.Uvarint()
 		f = x
 	case TypeWelcome:
 		x := &Welcome{}
-		x.Session = r.string()
-		x.Node = r.string()
-		x.Heartbeat = r.uvarint()
-		x.Recovered = r.bool()
-		x.Epoch = r.string()
-		x.Acked = r.uvarint()
-		x.MaxFrame = r.uvarint()
-		x.Caps = r.uvarint()
+		x.Session = r.Str()
+		x.Node = r.Str()
+		x.Heartbeat = r.Uvarint()
+		x.Recovered = r.Bool()
+		x.Epoch = r.Str()
+		x.Acked = r.Uvarint()
+		x.MaxFrame = r.Uvarint()
+		x.Caps = r.Uvarint()
 		f = x
 	case TypePush:
-		x := &Push{Redelivery: h.Flags&FlagRedelivery != 0}
-		x.Seq = r.uvarint()
-		x.ID = r.string()
-		x.Business = r.string()
-		x.Priority = Priority(r.byte())
-		x.Created = r.uvarint()
-		x.Group = r.string()
-		x.Payload = r.bytes()
+		x := &Push{Redelivery: h.Flags&FlagRedelivery != 0, Gap: h.Flags&FlagGap != 0}
+		x.Seq = r.Uvarint()
+		x.ID = r.Str()
+		x.Business = r.Str()
+		x.Priority = Priority(r.Uint8())
+		x.Created = r.Uvarint()
+		x.Group = r.Str()
+		x.Payload = r.Bytes()
 		f = x
 	case TypeAck:
-		f = &Ack{Seq: r.uvarint()}
+		f = &Ack{Seq: r.Uvarint()}
 	case TypePing:
-		f = &Ping{Time: r.uvarint()}
+		f = &Ping{Time: r.Uvarint()}
 	case TypePong:
-		f = &Pong{Time: r.uvarint()}
+		f = &Pong{Time: r.Uvarint()}
 	case TypeUp:
 		x := &Up{}
-		x.Request = r.uvarint()
-		x.Business = r.string()
-		x.Payload = r.bytes()
+		x.Request = r.Uvarint()
+		x.Business = r.Str()
+		x.Payload = r.Bytes()
 		f = x
 	case TypeUpReply:
 		x := &UpReply{}
-		x.Request = r.uvarint()
+		x.Request = r.Uvarint()
 		x.Code = r.code()
-		x.Payload = r.bytes()
+		x.Payload = r.Bytes()
 		f = x
 	case TypeJoin:
 		x := &Join{}
-		x.Request = r.uvarint()
-		x.Group = r.string()
+		x.Request = r.Uvarint()
+		x.Group = r.Str()
 		f = x
 	case TypeLeave:
 		x := &Leave{}
-		x.Request = r.uvarint()
-		x.Group = r.string()
+		x.Request = r.Uvarint()
+		x.Group = r.Str()
 		f = x
 	case TypeControl:
 		x := &Control{}
-		x.Kind = ControlKind(r.byte())
-		x.MinPriority = Priority(r.byte())
-		x.Reason = r.string()
-		x.Addr = r.string()
+		x.Kind = ControlKind(r.Uint8())
+		x.MinPriority = Priority(r.Uint8())
+		x.Reason = r.Str()
+		x.Addr = r.Str()
 		f = x
 	case TypeError:
 		x := &Error{}
 		x.Code = r.code()
-		x.Request = r.uvarint()
-		x.Message = r.string()
+		x.Request = r.Uvarint()
+		x.Message = r.Str()
 		f = x
 	case TypeBatch:
 		frames, err := decodeBatchBody(h.Flags, body, max)
@@ -207,13 +207,21 @@ func (b *Batch) Each(max int, fn func(Frame) error) error {
 	return nil
 }
 
-// reader decodes body fields. The first failure sticks in err and every
-// later read returns a zero value, so decoders read straight through and
-// check once.
-type reader struct {
+// FieldReader decodes the primitive fields frames are made of (uvarints,
+// bytes, length-prefixed strings and byte slices). The first failure
+// sticks and every later read returns a zero value, so a decoder reads
+// straight through and checks Err once. pushd's node-to-node relay entries
+// use the same encoding.
+type FieldReader struct {
 	b   []byte
 	err error
 }
+
+// NewFieldReader reads fields from b.
+func NewFieldReader(b []byte) *FieldReader { return &FieldReader{b: b} }
+
+// Err returns the first decoding failure, or nil.
+func (r *FieldReader) Err() error { return r.err }
 
 var (
 	errShortField = errors.New("field runs past the end of the body")
@@ -222,7 +230,7 @@ var (
 	errCode       = errors.New("code out of range")
 )
 
-func (r *reader) uvarint() uint64 {
+func (r *FieldReader) Uvarint() uint64 {
 	if r.err != nil {
 		return 0
 	}
@@ -239,7 +247,7 @@ func (r *reader) uvarint() uint64 {
 	return v
 }
 
-func (r *reader) byte() byte {
+func (r *FieldReader) Uint8() byte {
 	if r.err != nil {
 		return 0
 	}
@@ -252,8 +260,8 @@ func (r *reader) byte() byte {
 	return v
 }
 
-func (r *reader) bool() bool {
-	switch r.byte() {
+func (r *FieldReader) Bool() bool {
+	switch r.Uint8() {
 	case 0:
 		return false
 	case 1:
@@ -265,8 +273,8 @@ func (r *reader) bool() bool {
 	return false
 }
 
-func (r *reader) code() Code {
-	v := r.uvarint()
+func (r *FieldReader) code() Code {
+	v := r.Uvarint()
 	if v > 0xFFFF {
 		if r.err == nil {
 			r.err = errCode
@@ -277,8 +285,8 @@ func (r *reader) code() Code {
 }
 
 // raw returns the next length-prefixed field without copying it.
-func (r *reader) raw() []byte {
-	n := r.uvarint()
+func (r *FieldReader) raw() []byte {
+	n := r.Uvarint()
 	if r.err != nil {
 		return nil
 	}
@@ -291,9 +299,9 @@ func (r *reader) raw() []byte {
 	return v
 }
 
-func (r *reader) string() string { return string(r.raw()) }
+func (r *FieldReader) Str() string { return string(r.raw()) }
 
-func (r *reader) bytes() []byte {
+func (r *FieldReader) Bytes() []byte {
 	v := r.raw()
 	if len(v) == 0 {
 		return nil

@@ -83,6 +83,9 @@ func AppendPush(dst []byte, p *Push) []byte {
 	if p.Redelivery {
 		flags |= FlagRedelivery
 	}
+	if p.Gap {
+		flags |= FlagGap
+	}
 	dst = appendHeader(dst, TypePush, flags)
 	dst = binary.AppendUvarint(dst, p.Seq)
 	dst = appendString(dst, p.ID)
@@ -100,16 +103,16 @@ func PushLen(p *Push) int {
 		uvarintLen(p.Created) + stringLen(p.Group) + stringLen(string(p.Payload))
 }
 
-// SetRedelivery sets or clears the redelivery flag of an encoded PUSH frame
-// in place, so a retransmit reuses the bytes it kept.
-func SetRedelivery(frame []byte, on bool) {
+// SetPushFlag sets or clears a flag (FlagRedelivery, FlagGap) of an
+// encoded PUSH frame in place, so a retransmit reuses the bytes it kept.
+func SetPushFlag(frame []byte, flag uint8, on bool) {
 	if len(frame) < HeaderLen || Type(frame[1]) != TypePush {
 		return
 	}
 	if on {
-		frame[2] |= FlagRedelivery
+		frame[2] |= flag
 	} else {
-		frame[2] &^= FlagRedelivery
+		frame[2] &^= flag
 	}
 }
 
@@ -122,6 +125,13 @@ func finishHeader(dst []byte, start int) []byte {
 	binary.BigEndian.PutUint32(dst[start+3:start+HeaderLen], uint32(len(dst)-start-HeaderLen))
 	return dst
 }
+
+// AppendString appends s as a uvarint length and its bytes, the string
+// encoding of every frame field.
+func AppendString(dst []byte, s string) []byte { return appendString(dst, s) }
+
+// AppendBytes appends b as a uvarint length and its bytes.
+func AppendBytes(dst []byte, b []byte) []byte { return appendBytes(dst, b) }
 
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))

@@ -57,6 +57,12 @@ const (
 	// FlagRedelivery marks a PUSH the server has sent before on this or an
 	// earlier connection (a retransmit or a replay).
 	FlagRedelivery uint8 = 1 << 0
+	// FlagGap marks a PUSH whose seq deliberately skips past the previous
+	// one on this connection (or the WELCOME's ack cursor): the messages in
+	// between expired or were trimmed on the server and will not come. A
+	// jump without it means a frame was lost on the way; the device must
+	// not ack past it.
+	FlagGap uint8 = 1 << 1
 	// FlagLZ4 marks a BATCH whose body is an lz4 block.
 	FlagLZ4 uint8 = 1 << 0
 )
@@ -190,8 +196,10 @@ type Push struct {
 	Created  uint64 // unix milliseconds when the push API accepted it
 	Group    string // group name for group messages, empty otherwise
 	Payload  []byte
-	// Redelivery is carried in the header's FlagRedelivery bit.
+	// Redelivery and Gap are carried in the header's FlagRedelivery and
+	// FlagGap bits.
 	Redelivery bool
+	Gap        bool
 }
 
 // Ack acknowledges every inbox message up to and including Seq.

@@ -15,7 +15,7 @@ func sampleFrames() []Frame {
 			Businesses: []string{"chat", "news"}, Epoch: "e1", Seq: 300, Caps: CapLZ4},
 		&Welcome{Session: "s1", Node: "n1", Heartbeat: 30000, Recovered: true, Epoch: "e1", Acked: 299, MaxFrame: 16384, Caps: CapLZ4},
 		&Push{Seq: 301, ID: "m1", Business: "chat", Priority: PriorityHigh, Created: 1700000000000, Payload: []byte("hello")},
-		&Push{ID: "m2", Priority: PriorityLow, Group: "room", Payload: []byte("x"), Redelivery: true},
+		&Push{ID: "m2", Priority: PriorityLow, Group: "room", Payload: []byte("x"), Redelivery: true, Gap: true},
 		&Ack{Seq: 301},
 		&Ping{Time: 12},
 		&Pong{Time: 12},
@@ -246,17 +246,18 @@ func TestDecoder_ReleasesLargeBufferWhenDrained(t *testing.T) {
 	}
 }
 
-func TestSetRedelivery(t *testing.T) {
+func TestSetPushFlag(t *testing.T) {
 	b := AppendPush(nil, &Push{Seq: 1, ID: "m"})
-	SetRedelivery(b, true)
+	SetPushFlag(b, FlagRedelivery, true)
+	SetPushFlag(b, FlagGap, true)
 	f, _, _ := Decode(b, DefaultMaxFrame)
-	if !f.(*Push).Redelivery {
-		t.Fatal("flag not set")
+	if p := f.(*Push); !p.Redelivery || !p.Gap {
+		t.Fatalf("flags not set: %+v", p)
 	}
-	SetRedelivery(b, false)
+	SetPushFlag(b, FlagRedelivery, false)
 	f, _, _ = Decode(b, DefaultMaxFrame)
-	if f.(*Push).Redelivery {
-		t.Fatal("flag not cleared")
+	if p := f.(*Push); p.Redelivery || !p.Gap {
+		t.Fatalf("only redelivery should be cleared: %+v", p)
 	}
 }
 

@@ -1,0 +1,556 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/streams"
+)
+
+// durable is the part of a node that talks to the Store: opening sessions
+// against their inbox and route, the node's delivery stream, batched acks
+// and inbox reads, route upkeep, heartbeats and taking over dead nodes.
+// Each loop is a goroutine owned by the node; none runs on an nbio
+// callback, and callbacks hand work to them without blocking.
+type durable struct {
+	store Store
+	up    atomic.Bool // the last Redis call succeeded
+	since atomic.Int64
+
+	opens chan openJob
+
+	acks chan streams.AckRequest
+
+	fetchMu   sync.Mutex
+	fetchList []*session
+	fetchWake chan struct{}
+
+	releases chan streams.AckRequest // Device and Seq carry the route to release
+}
+
+type openJob struct {
+	s *session
+	h *wire.Hello
+}
+
+const (
+	openWorkers  = 32
+	openQueueLen = 4096
+	ackQueueLen  = 1 << 16
+	ackBatch     = 512
+	fetchBatch   = 256
+	relayBatch   = 256
+	redisTimeout = 2 * time.Second
+)
+
+func newDurable(st Store) *durable {
+	d := &durable{
+		store:     st,
+		opens:     make(chan openJob, openQueueLen),
+		acks:      make(chan streams.AckRequest, ackQueueLen),
+		fetchWake: make(chan struct{}, 1),
+		releases:  make(chan streams.AckRequest, ackQueueLen),
+	}
+	d.up.Store(true)
+	return d
+}
+
+// startDurable starts the loops behind the Store. It fails when the
+// node's delivery stream cannot be set up.
+func (n *Node) startDurable() error {
+	d := n.durable
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	if err := d.store.EnsureGroup(ctx, n.cfg.NodeID); err != nil {
+		return err
+	}
+	if err := d.store.Heartbeat(ctx, n.nodeInfo()); err != nil {
+		return err
+	}
+	for i := 0; i < openWorkers; i++ {
+		n.goOwned(n.openLoop)
+	}
+	n.goOwned(n.ackLoop)
+	n.goOwned(n.fetchLoop)
+	n.goOwned(n.releaseLoop)
+	n.goOwned(n.relayLoop)
+	n.goOwned(n.livenessLoop)
+	return nil
+}
+
+// redisResult records the outcome of a Redis call for /healthz and the
+// pushd_redis_up gauge, logging each transition once.
+func (n *Node) redisResult(err error) {
+	d := n.durable
+	if err == nil {
+		if !d.up.Swap(true) {
+			n.log.Info("redis reachable again")
+		}
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	if d.up.Swap(false) {
+		d.since.Store(time.Now().UnixNano())
+		n.log.Error("redis unreachable: serving live traffic only, pushes answer stored:false or 503", "err", err)
+	}
+}
+
+func (n *Node) openLoop() {
+	for {
+		select {
+		case <-n.stop:
+			return
+		case j := <-n.durable.opens:
+			n.openDurable(j.s, j.h)
+		}
+	}
+}
+
+// openDurable claims the device's route, resumes its inbox from the HELLO
+// cursor, sends WELCOME and replays what the device has not acked.
+func (n *Node) openDurable(s *session, h *wire.Hello) {
+	d := n.durable
+	s.mu.Lock()
+	key, closing := s.key, s.closing
+	s.mu.Unlock()
+	if closing {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	epoch, prev, err := d.store.ClaimRoute(ctx, key, n.cfg.NodeID)
+	var res streams.Resumed
+	if err == nil {
+		res, err = d.store.Resume(ctx, key, streams.Position{Epoch: h.Epoch, Seq: h.Seq}, n.cfg.Window)
+	}
+	n.redisResult(err)
+	if err != nil {
+		s.refuse(wire.CodeUnavailable, "the region's store is unreachable; retry with backoff")
+		return
+	}
+	if prev.Node != "" && prev.Node != n.cfg.NodeID {
+		// The device's previous connection is on another node: tell it.
+		_ = d.store.Deliver(ctx, map[string][][]byte{prev.Node: {appendRelayKick(nil, key, epoch)}})
+	}
+	start := res.Acked
+	if h.Epoch == res.Epoch && h.Seq > start && h.Seq <= res.Last {
+		// The device handled more than the server saw acked: its cursor
+		// is an ack.
+		start = h.Seq
+		n.queueAck(key, res.Epoch, start)
+	}
+	s.mu.Lock()
+	s.connEpoch = epoch
+	s.epoch, s.acked, s.sent = res.Epoch, start, start
+	s.mu.Unlock()
+	if !s.welcome(&wire.Welcome{
+		Session:   s.id,
+		Node:      n.cfg.NodeID,
+		Heartbeat: uint64(n.cfg.HeartbeatInterval.Milliseconds()),
+		Recovered: res.Recovered,
+		Epoch:     res.Epoch,
+		Acked:     start,
+		MaxFrame:  uint64(n.cfg.MaxFrame),
+		Caps:      s.caps,
+	}) {
+		n.releaseRoute(key, epoch)
+		return
+	}
+	offers := make([]offer, 0, len(res.Entries))
+	for i := range res.Entries {
+		offers = append(offers, entryOffer(res.Epoch, &res.Entries[i]))
+	}
+	if len(res.Entries) == n.cfg.Window {
+		s.mu.Lock()
+		s.behind = true
+		s.mu.Unlock()
+	}
+	s.deliver(offers)
+}
+
+// entryOffer encodes an inbox entry as the PUSH a session sends.
+func entryOffer(epoch string, e *streams.Entry) offer {
+	p := wire.Push{Seq: e.Seq, ID: e.ID, Business: e.Business, Priority: wire.Priority(e.Priority),
+		Created: uint64(e.Created.UnixMilli()), Payload: e.Payload}
+	return offer{epoch: epoch, seq: e.Seq, frame: wire.AppendPush(make([]byte, 0, wire.PushLen(&p)), &p), authoritative: true}
+}
+
+// queueAck hands a cumulative ack to the ack loop. When the queue is full
+// the ack is dropped and counted: the inbox keeps the message and the
+// device gets it again on its next connect, where its cursor drops it.
+func (n *Node) queueAck(key, epoch string, seq uint64) {
+	if n.durable == nil {
+		return
+	}
+	select {
+	case n.durable.acks <- streams.AckRequest{Device: key, Epoch: epoch, Seq: seq}:
+	default:
+		n.metrics.acksDropped.Inc()
+	}
+}
+
+// ackLoop writes acks to Redis in pipelines, keeping only the highest seq
+// per device within a batch.
+func (n *Node) ackLoop() {
+	d := n.durable
+	latest := map[string]int{}
+	batch := make([]streams.AckRequest, 0, ackBatch)
+	for {
+		select {
+		case <-n.stop:
+			return
+		case a := <-d.acks:
+			batch = append(batch[:0], a)
+		}
+		clear(latest)
+		latest[batch[0].Device] = 0
+	fill:
+		for len(batch) < ackBatch {
+			select {
+			case a := <-d.acks:
+				if i, ok := latest[a.Device]; ok {
+					if a.Seq > batch[i].Seq || a.Epoch != batch[i].Epoch {
+						batch[i] = a
+					}
+					continue
+				}
+				latest[a.Device] = len(batch)
+				batch = append(batch, a)
+			default:
+				break fill
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+		_, err := d.store.AckMany(ctx, batch)
+		cancel()
+		n.redisResult(err)
+		if err != nil {
+			n.metrics.acksDropped.Add(float64(len(batch)))
+		}
+	}
+}
+
+// requestFetch queues s for a read of its inbox after what it has sent.
+// The session's fetching flag keeps it on the list at most once.
+func (n *Node) requestFetch(s *session) {
+	d := n.durable
+	if d == nil {
+		s.mu.Lock()
+		s.fetching = false
+		s.mu.Unlock()
+		return
+	}
+	d.fetchMu.Lock()
+	d.fetchList = append(d.fetchList, s)
+	d.fetchMu.Unlock()
+	select {
+	case d.fetchWake <- struct{}{}:
+	default:
+	}
+}
+
+// fetchLoop reads inboxes for sessions that are behind, many per pipeline.
+func (n *Node) fetchLoop() {
+	d := n.durable
+	var list []*session
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-d.fetchWake:
+		}
+		d.fetchMu.Lock()
+		list, d.fetchList = d.fetchList, list[:0]
+		d.fetchMu.Unlock()
+		for len(list) > 0 {
+			k := min(len(list), fetchBatch)
+			n.fetch(list[:k])
+			list = list[k:]
+		}
+	}
+}
+
+func (n *Node) fetch(sessions []*session) {
+	d := n.durable
+	reqs := make([]streams.ReadRequest, 0, len(sessions))
+	asked := make([]*session, 0, len(sessions))
+	for _, s := range sessions {
+		key, epoch, after, limit, ok := s.fetchWant()
+		if !ok {
+			continue
+		}
+		reqs = append(reqs, streams.ReadRequest{Device: key, Epoch: epoch, After: after, Limit: limit})
+		asked = append(asked, s)
+	}
+	if len(reqs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	res, err := d.store.ReadMany(ctx, reqs)
+	cancel()
+	n.redisResult(err)
+	if err != nil {
+		// Try again later: the sessions stay behind, and their next ack or
+		// delivery asks again.
+		for _, s := range asked {
+			s.fetched(nil, true)
+		}
+		return
+	}
+	for i, s := range asked {
+		r := res[i]
+		if r.EpochChanged {
+			s.closeWith(closeResync, &wire.Control{Kind: wire.ControlResync, Reason: "the inbox lost continuity; reconnect to resume"})
+			continue
+		}
+		offers := make([]offer, 0, len(r.Entries))
+		for k := range r.Entries {
+			offers = append(offers, entryOffer(r.Epoch, &r.Entries[k]))
+		}
+		if len(r.Entries) == 0 && r.Last > reqs[i].After {
+			// Everything after the send position expired: move past it so
+			// the next message is not held waiting for it.
+			s.skipTo(r.Last)
+		}
+		s.fetched(offers, len(r.Entries) == reqs[i].Limit)
+	}
+}
+
+// releaseRoute queues the compare-and-delete of a closed session's route.
+func (n *Node) releaseRoute(key string, epoch uint64) {
+	select {
+	case n.durable.releases <- streams.AckRequest{Device: key, Seq: epoch}:
+	default:
+		// The route stays until its TTL or the device's next connect
+		// replaces it; pushes meanwhile are stored and relayed here, where
+		// no session takes them.
+		n.metrics.routeReleasesDropped.Inc()
+	}
+}
+
+func (n *Node) releaseLoop() {
+	d := n.durable
+	for {
+		select {
+		case <-n.stop:
+			return
+		case r := <-d.releases:
+			ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+			_, err := d.store.ReleaseRoute(ctx, r.Device, streams.Route{Node: n.cfg.NodeID, Epoch: r.Seq})
+			cancel()
+			n.redisResult(err)
+		}
+	}
+}
+
+// sessionClosed releases what an open session held beyond the hub.
+func (n *Node) sessionClosed(s *session) {
+	if n.durable == nil {
+		return
+	}
+	s.mu.Lock()
+	key, epoch := s.key, s.connEpoch
+	s.mu.Unlock()
+	if epoch != 0 {
+		n.releaseRoute(key, epoch)
+	}
+}
+
+// relayLoop reads this node's delivery stream and hands each entry to the
+// local sessions.
+func (n *Node) relayLoop() {
+	d := n.durable
+	backoff := 50 * time.Millisecond
+	for {
+		select {
+		case <-n.stop:
+			return
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout+time.Second)
+		ds, err := d.store.ReadDeliveries(ctx, n.cfg.NodeID, relayBatch, time.Second)
+		cancel()
+		n.redisResult(err)
+		if err != nil {
+			select {
+			case <-n.stop:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		n.applyRelay(ds, n.cfg.NodeID)
+	}
+}
+
+// applyRelay applies delivery entries read from node's stream (this node's
+// own, or a dead node's being taken over) and acks them there.
+func (n *Node) applyRelay(ds []streams.Delivery, node string) {
+	if len(ds) == 0 {
+		return
+	}
+	ids := make([]string, 0, len(ds))
+	for _, dl := range ds {
+		ids = append(ids, dl.ID)
+		e, err := decodeRelay(dl.Blob)
+		if err != nil {
+			n.metrics.relayErrors.Inc()
+			n.log.Warn("dropping an undecodable relay entry", "stream", node, "id", dl.ID, "err", err)
+			continue
+		}
+		switch e.kind {
+		case relayPush:
+			n.deliverTargets(&e.msg, e.targets)
+		case relayKick:
+			if s := n.hub.lookup(e.device); s != nil && s.olderThan(e.connEpoch) {
+				s.kick("another connection of this device took over")
+			}
+		case relayFanout:
+			n.fanoutLocal(e.frame, e.group)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	err := n.durable.store.AckDeliveries(ctx, node, ids)
+	cancel()
+	n.redisResult(err)
+}
+
+// deliverTargets offers a stored message to the local sessions it was
+// routed to and reports, per target, whether a session took it.
+func (n *Node) deliverTargets(m *relayMessage, targets []relayTarget) []bool {
+	took := make([]bool, len(targets))
+	p := wire.Push{ID: m.id, Business: m.business, Priority: m.priority, Created: m.created, Payload: m.payload}
+	buf := make([]byte, 0, wire.PushLen(&p)+8)
+	for i, t := range targets {
+		s := n.hub.lookup(t.device)
+		if s == nil || s.olderThan(t.connEpoch) {
+			// Offline here, or a newer connection elsewhere owns the
+			// route: the inbox has it for the device's next session.
+			continue
+		}
+		p.Seq = t.seq
+		buf = wire.AppendPush(buf[:0], &p)
+		took[i] = s.deliver([]offer{{epoch: t.inboxEpoch, seq: t.seq, frame: buf}}) != offerRejected
+	}
+	return took
+}
+
+// olderThan reports whether the session's connection predates route epoch
+// epoch, i.e. the route has since moved to a newer connection.
+func (s *session) olderThan(epoch uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connEpoch < epoch
+}
+
+// skipTo moves a session's send position past seqs the inbox no longer
+// holds, and flags the next PUSH so the device accepts the jump.
+func (s *session) skipTo(seq uint64) {
+	s.mu.Lock()
+	if seq > s.sent {
+		s.sent, s.gapNext = seq, true
+	}
+	s.mu.Unlock()
+}
+
+// livenessLoop publishes this node's heartbeat, watches Redis, refreshes
+// the routes of local sessions and takes over the streams of dead nodes.
+func (n *Node) livenessLoop() {
+	d := n.durable
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastRefresh time.Time
+	for {
+		select {
+		case <-n.stop:
+			return
+		case now := <-tick.C:
+			ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+			err := d.store.Heartbeat(ctx, n.nodeInfo())
+			n.redisResult(err)
+			if err == nil {
+				n.takeOverDead(ctx)
+				if now.Sub(lastRefresh) >= n.cfg.RouteRefresh {
+					n.refreshRoutes(ctx)
+					lastRefresh = now
+				}
+			}
+			cancel()
+		}
+	}
+}
+
+func (n *Node) nodeInfo() streams.NodeInfo {
+	a := n.Addrs()
+	return streams.NodeInfo{
+		ID:         n.cfg.NodeID,
+		DeviceAddr: n.advertisedWS(a),
+		TCPAddr:    n.advertisedTCP(a),
+		PushAddr:   a.Push,
+		Conns:      n.hub.count.Load(),
+	}
+}
+
+// takeOverDead drains the delivery streams of nodes whose heartbeat
+// expired: it claims their entries, applies them here (a push whose device
+// has reconnected to this node reaches it; the others stay in their
+// inboxes) and retires the node once its stream is empty.
+func (n *Node) takeOverDead(ctx context.Context) {
+	d := n.durable
+	_, dead, err := d.store.Nodes(ctx)
+	if err != nil {
+		return
+	}
+	for _, node := range dead {
+		if node == n.cfg.NodeID {
+			continue
+		}
+		ds, err := d.store.TakeOver(ctx, node, n.cfg.NodeID, relayBatch)
+		if err != nil {
+			continue
+		}
+		if len(ds) > 0 {
+			n.log.Info("took over a dead node's deliveries", "dead", node, "entries", len(ds))
+			n.metrics.takenOver.Add(float64(len(ds)))
+			n.applyRelay(ds, node)
+			continue
+		}
+		if err := d.store.RetireNode(ctx, node); err == nil {
+			n.log.Info("retired a dead node", "dead", node)
+		}
+	}
+}
+
+// refreshRoutes renews the route TTL of every local session, in chunks.
+func (n *Node) refreshRoutes(ctx context.Context) {
+	var keys []string
+	var routes []streams.Route
+	flush := func() {
+		if len(keys) > 0 {
+			_ = n.durable.store.RefreshRoutes(ctx, keys, routes)
+			keys, routes = keys[:0], routes[:0]
+		}
+	}
+	n.hub.each(func(s *session) {
+		s.mu.Lock()
+		key, epoch := s.key, s.connEpoch
+		s.mu.Unlock()
+		if epoch == 0 {
+			return
+		}
+		keys = append(keys, key)
+		routes = append(routes, streams.Route{Node: n.cfg.NodeID, Epoch: epoch})
+		if len(keys) == 1000 {
+			flush()
+		}
+	})
+	flush()
+}

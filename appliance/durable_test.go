@@ -1,0 +1,572 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pushd/pushd/appliance/client"
+	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/streams"
+	"github.com/pushd/pushd/streams/streamstest"
+	"github.com/pushd/pushd/tests/faultproxy"
+)
+
+const testAPIKey = "test-api-key-0123456789"
+
+// startDurable starts a node backed by srv.
+func startDurable(t testing.TB, srv *streamstest.Server, id string, sc streams.Config, mut ...func(*Config)) *Node {
+	t.Helper()
+	cfg := testConfig()
+	cfg.NodeID = id
+	cfg.PushAddr = "127.0.0.1:0"
+	for _, m := range mut {
+		m(&cfg)
+	}
+	return startNode(t, cfg, Deps{Store: streams.New(srv.Client(t), sc)})
+}
+
+// pushJSON posts body to the node's push API and decodes the answer.
+func pushJSON(t testing.TB, n *Node, body map[string]any) (int, pushResponse, string) {
+	t.Helper()
+	if _, ok := body["app"]; !ok {
+		body["app"] = testApp
+	}
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+n.Addrs().Push+"/v1/push", bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out pushResponse
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatalf("decode %s: %v", raw, err)
+		}
+	}
+	return resp.StatusCode, out, string(raw)
+}
+
+func mustPush(t testing.TB, n *Node, devices []string, data string, extra ...map[string]any) pushResponse {
+	t.Helper()
+	body := map[string]any{"devices": devices, "data": data}
+	for _, e := range extra {
+		for k, v := range e {
+			body[k] = v
+		}
+	}
+	status, resp, raw := pushJSON(t, n, body)
+	if status != http.StatusOK {
+		t.Fatalf("push: HTTP %d %s", status, raw)
+	}
+	return resp
+}
+
+func deviceState(t testing.TB, n *Node, device string) deviceResponse {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+n.Addrs().Push+"/v1/devices/"+device+"?app="+testApp, nil)
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out deviceResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// device is an SDK client run for a test, recording what it receives.
+type device struct {
+	c      *client.Client
+	cancel context.CancelFunc
+	done   chan error
+
+	mu       sync.Mutex
+	msgs     []client.Message
+	welcomes []client.Welcome
+	lastErr  error
+}
+
+func runDevice(t testing.TB, url, id string, cursor client.Cursor, mut ...func(*client.Config)) *device {
+	t.Helper()
+	d := &device{done: make(chan error, 1)}
+	cfg := client.Config{
+		URL: url, App: testApp, Device: id, Token: issue(t, id), Cursor: cursor,
+		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+		OnMessage:    func(m client.Message) { d.mu.Lock(); d.msgs = append(d.msgs, m); d.mu.Unlock() },
+		OnWelcome:    func(w client.Welcome) { d.mu.Lock(); d.welcomes = append(d.welcomes, w); d.mu.Unlock() },
+		OnDisconnect: func(err error) { d.mu.Lock(); d.lastErr = err; d.mu.Unlock() },
+	}
+	for _, m := range mut {
+		m(&cfg)
+	}
+	c, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.c = c
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	go func() { d.done <- c.Run(ctx) }()
+	t.Cleanup(d.stop)
+	waitFor(t, 5*time.Second, func() error {
+		if !c.Connected() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			return fmt.Errorf("%s not connected (last disconnect: %v)", id, d.lastErr)
+		}
+		return nil
+	})
+	return d
+}
+
+func (d *device) stop() {
+	d.cancel()
+	select {
+	case <-d.done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+func (d *device) received() []client.Message {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]client.Message(nil), d.msgs...)
+}
+
+func (d *device) lastWelcome() client.Welcome {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.welcomes[len(d.welcomes)-1]
+}
+
+func (d *device) waitCount(t testing.TB, n int) []client.Message {
+	t.Helper()
+	waitFor(t, 10*time.Second, func() error {
+		if got := len(d.received()); got < n {
+			return fmt.Errorf("received %d of %d", got, n)
+		}
+		return nil
+	})
+	return d.received()
+}
+
+func payloads(ms []client.Message) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = string(m.Payload)
+	}
+	return out
+}
+
+func TestDurable_OnlineDeliveryAndAckTrims(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	n := startDurable(t, srv, "n1", streams.Config{})
+	d := runDevice(t, n.wsURL(), "phone", client.Cursor{})
+	resp := mustPush(t, n, []string{"phone", "tablet", "bad id"}, "hello")
+	if !resp.Stored || len(resp.Results) != 3 {
+		t.Fatalf("push answer %+v", resp)
+	}
+	want := []struct{ status, reason string }{{statusDelivered, ""}, {statusStored, ""}, {statusRejected, "invalid_device"}}
+	for i, w := range want {
+		if r := resp.Results[i]; r.Status != w.status || r.Reason != w.reason {
+			t.Fatalf("result %d = %+v, want %s %s", i, r, w.status, w.reason)
+		}
+	}
+	msgs := d.waitCount(t, 1)
+	if string(msgs[0].Payload) != "hello" || msgs[0].ID != resp.ID || msgs[0].Seq != 1 {
+		t.Fatalf("received %+v", msgs[0])
+	}
+	waitFor(t, 5*time.Second, func() error {
+		st := deviceState(t, n, "phone")
+		if st.Acked != 1 || st.InboxLen != 0 || !st.Online {
+			return fmt.Errorf("device state %+v: want acked 1, empty inbox, online", st)
+		}
+		return nil
+	})
+	if st := deviceState(t, n, "tablet"); st.InboxLen != 1 || st.Online {
+		t.Fatalf("offline device state %+v", st)
+	}
+}
+
+func TestDurable_OfflineStoreThenOrderedReplay(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	n := startDurable(t, srv, "n1", streams.Config{}, func(c *Config) { c.Window = 4 })
+	const count = 30 // more than the window: replay continues through fetches
+	for i := 0; i < count; i++ {
+		mustPush(t, n, []string{"phone"}, fmt.Sprint(i))
+	}
+	d := runDevice(t, n.tcpURL(), "phone", client.Cursor{})
+	msgs := d.waitCount(t, count)
+	for i, m := range msgs {
+		if string(m.Payload) != fmt.Sprint(i) || m.Seq != uint64(i+1) {
+			t.Fatalf("message %d: seq %d payload %q", i, m.Seq, m.Payload)
+		}
+	}
+	if !d.lastWelcome().Recovered {
+		t.Fatal("a fresh device with a full inbox was told recovered:false")
+	}
+	// Reconnect with the cursor: nothing is replayed again.
+	cur := d.c.Cursor()
+	d.stop()
+	mustPush(t, n, []string{"phone"}, "after")
+	d2 := runDevice(t, n.wsURL(), "phone", cur)
+	got := d2.waitCount(t, 1)
+	time.Sleep(200 * time.Millisecond)
+	if got = d2.received(); len(got) != 1 || string(got[0].Payload) != "after" || !d2.lastWelcome().Recovered {
+		t.Fatalf("after resume got %v (recovered %v)", payloads(got), d2.lastWelcome().Recovered)
+	}
+}
+
+func TestDurable_IdempotencyKeyStoresOnce(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	n := startDurable(t, srv, "n1", streams.Config{})
+	first := mustPush(t, n, []string{"phone"}, "once", map[string]any{"idempotency_key": "order-42"})
+	second := mustPush(t, n, []string{"phone"}, "once", map[string]any{"idempotency_key": "order-42"})
+	if first.ID != second.ID || !second.Results[0].Duplicate || second.Results[0].Seq != first.Results[0].Seq {
+		t.Fatalf("first %+v, second %+v", first, second)
+	}
+	if st := deviceState(t, n, "phone"); st.Last != 1 || st.InboxLen != 1 {
+		t.Fatalf("device state %+v, want one stored message", st)
+	}
+}
+
+// TestDurable_GapsAreReported checks that overflow, TTL expiry and a lost
+// Redis dataset each make the next WELCOME say recovered:false.
+func TestDurable_GapsAreReported(t *testing.T) {
+	t.Run("overflow", func(t *testing.T) {
+		srv := streamstest.StartRedis(t)
+		n := startDurable(t, srv, "n1", streams.Config{InboxMaxLen: 5})
+		d := runDevice(t, n.wsURL(), "phone", client.Cursor{})
+		mustPush(t, n, []string{"phone"}, "seen")
+		d.waitCount(t, 1)
+		cur := d.c.Cursor()
+		d.stop()
+		for i := 0; i < 10; i++ {
+			mustPush(t, n, []string{"phone"}, fmt.Sprint(i))
+		}
+		d2 := runDevice(t, n.wsURL(), "phone", cur)
+		if d2.lastWelcome().Recovered {
+			t.Fatal("recovered:true after the inbox overflowed")
+		}
+		got := d2.waitCount(t, 5)
+		if p := payloads(got); p[0] != "5" || p[4] != "9" {
+			t.Fatalf("replayed %v, want the last five", p)
+		}
+	})
+	t.Run("ttl", func(t *testing.T) {
+		srv := streamstest.StartRedis(t)
+		n := startDurable(t, srv, "n1", streams.Config{})
+		d := runDevice(t, n.wsURL(), "phone", client.Cursor{})
+		mustPush(t, n, []string{"phone"}, "seen")
+		d.waitCount(t, 1)
+		cur := d.c.Cursor()
+		d.stop()
+		mustPush(t, n, []string{"phone"}, "short-lived", map[string]any{"ttl": 1})
+		time.Sleep(1100 * time.Millisecond)
+		d2 := runDevice(t, n.wsURL(), "phone", cur)
+		if d2.lastWelcome().Recovered {
+			t.Fatal("recovered:true after a message expired unseen")
+		}
+	})
+	t.Run("flushall", func(t *testing.T) {
+		srv := streamstest.StartRedis(t)
+		n := startDurable(t, srv, "n1", streams.Config{})
+		d := runDevice(t, n.wsURL(), "phone", client.Cursor{})
+		mustPush(t, n, []string{"phone"}, "seen")
+		d.waitCount(t, 1)
+		cur := d.c.Cursor()
+		d.stop()
+		if err := srv.Client(t).FlushAll(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		d2 := runDevice(t, n.wsURL(), "phone", cur)
+		if w := d2.lastWelcome(); w.Recovered || w.Epoch == cur.Epoch {
+			t.Fatalf("after FLUSHALL: welcome %+v (old epoch %s)", w, cur.Epoch)
+		}
+	})
+}
+
+// TestDurable_DroppedAcksRetransmitExactlyOnceToApp drops every ACK the
+// device sends through a fault proxy for a while: the node retransmits,
+// and the app still sees each message once.
+func TestDurable_DroppedAcksRetransmitExactlyOnceToApp(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	n := startDurable(t, srv, "n1", streams.Config{})
+	proxy := faultproxy.Start(t, n.Addrs().TCP)
+	var dropAcks atomic.Bool
+	var redeliveries atomic.Int64
+	dropAcks.Store(true)
+	proxy.SetRule(func(d faultproxy.Direction, f wire.Frame) bool {
+		if p, ok := f.(*wire.Push); ok && d == faultproxy.Down && p.Redelivery {
+			redeliveries.Add(1)
+		}
+		_, ack := f.(*wire.Ack)
+		return ack && dropAcks.Load()
+	})
+	d := runDevice(t, "tcp://"+proxy.Addr(), "phone", client.Cursor{})
+	for i := 0; i < 5; i++ {
+		mustPush(t, n, []string{"phone"}, fmt.Sprint(i))
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if redeliveries.Load() < 5 {
+			return fmt.Errorf("%d redelivered pushes seen", redeliveries.Load())
+		}
+		return nil
+	})
+	dropAcks.Store(false)
+	waitFor(t, 10*time.Second, func() error {
+		if st := deviceState(t, n, "phone"); st.Acked != 5 {
+			return fmt.Errorf("acked %d of 5", st.Acked)
+		}
+		return nil
+	})
+	if got := payloads(d.received()); fmt.Sprint(got) != "[0 1 2 3 4]" {
+		t.Fatalf("app saw %v, want each message once in order", got)
+	}
+}
+
+// TestDurable_TwoNodesDeviceMoves: pushes follow a device from node A to
+// node B, and A, having lost the route, cannot deliver for it.
+func TestDurable_TwoNodesDeviceMoves(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	a := startDurable(t, srv, "a", streams.Config{})
+	b := startDurable(t, srv, "b", streams.Config{})
+	onA := runDevice(t, a.wsURL(), "phone", client.Cursor{})
+	if r := mustPush(t, b, []string{"phone"}, "via b to a"); r.Results[0].Status != statusDelivered {
+		t.Fatalf("push through b for a device on a: %+v", r.Results[0])
+	}
+	onA.waitCount(t, 1)
+
+	stale := a.hub.lookup(inboxKey(testApp, "phone"))
+	onB := runDevice(t, b.tcpURL(), "phone", onA.c.Cursor())
+	waitFor(t, 5*time.Second, func() error {
+		if a.hub.lookup(inboxKey(testApp, "phone")) != nil {
+			return errors.New("node a still holds the session after the takeover")
+		}
+		return nil
+	})
+	if r := mustPush(t, a, []string{"phone"}, "via a to b"); r.Results[0].Status != statusDelivered {
+		t.Fatalf("push through a for a device on b: %+v", r.Results[0])
+	}
+	onB.waitCount(t, 1)
+
+	// A relay entry addressed to the old connection epoch reaches node a
+	// late: it must not be delivered there.
+	if stale == nil {
+		t.Fatal("no session on a before the move")
+	}
+	took := a.deliverTargets(&relayMessage{id: "late", payload: []byte("x")},
+		[]relayTarget{{device: inboxKey(testApp, "phone"), connEpoch: stale.connEpoch, inboxEpoch: "e", seq: 99}})
+	if took[0] {
+		t.Fatal("node a delivered for a device whose route it lost")
+	}
+	if got := payloads(onB.received()); len(got) != 1 || got[0] != "via a to b" {
+		t.Fatalf("device on b got %v", got)
+	}
+}
+
+// TestDurable_DeadNodeDeliveriesClaimed: entries pending in a killed
+// node's delivery stream are claimed by a live node, and the device loses
+// nothing when it reconnects there.
+func TestDurable_DeadNodeDeliveriesClaimed(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	sc := streams.Config{NodeTTL: time.Second, ClaimMinIdle: 100 * time.Millisecond}
+	b := startDurable(t, srv, "b", sc)
+	store := streams.New(srv.Client(t), sc)
+	ctx := context.Background()
+	// Node "a" registered itself, owned the device's route and died with
+	// an entry pending in its stream.
+	if err := store.EnsureGroup(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Heartbeat(ctx, streams.NodeInfo{ID: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.ClaimRoute(ctx, inboxKey(testApp, "phone"), "a"); err != nil {
+		t.Fatal(err)
+	}
+	resp := mustPush(t, b, []string{"phone"}, "pending on a")
+	if resp.Results[0].Status != statusDelivered {
+		t.Fatalf("push %+v: want relayed to a", resp.Results[0])
+	}
+	if _, err := store.ReadDeliveries(ctx, "a", 10, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if v, _ := metricValue(scrape(t, b), "pushd_takeover_entries_total"); v == "1" {
+			return nil
+		}
+		live, dead, err := store.Nodes(ctx)
+		return fmt.Errorf("no takeover yet (live %d, dead %v, err %v)", len(live), dead, err)
+	})
+	waitFor(t, 10*time.Second, func() error {
+		_, dead, _ := store.Nodes(ctx)
+		if len(dead) != 0 {
+			return fmt.Errorf("dead node not retired: %v", dead)
+		}
+		return nil
+	})
+	d := runDevice(t, b.wsURL(), "phone", client.Cursor{})
+	if got := payloads(d.waitCount(t, 1)); got[0] != "pending on a" {
+		t.Fatalf("device got %v", got)
+	}
+}
+
+// TestDurable_RedisDown: with Redis stopped every push answer is 503 or
+// stored:false, connected devices still get them, and the node recovers
+// by itself when Redis returns.
+func TestDurable_RedisDown(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	n := startDurable(t, srv, "n1", streams.Config{})
+	d := runDevice(t, n.wsURL(), "phone", client.Cursor{})
+	srv.Stop()
+
+	status, resp, raw := pushJSON(t, n, map[string]any{"devices": []string{"phone", "offline"}, "data": "live only"})
+	if status != http.StatusOK || resp.Stored || resp.Results[0].Status != statusDelivered || resp.Results[1].Status != statusRejected {
+		t.Fatalf("push with Redis down: HTTP %d %s", status, raw)
+	}
+	if got := payloads(d.waitCount(t, 1)); got[0] != "live only" {
+		t.Fatalf("device got %v", got)
+	}
+	status, _, raw = pushJSON(t, n, map[string]any{"devices": []string{"offline"}, "data": "x"})
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("push to an offline device with Redis down: HTTP %d %s", status, raw)
+	}
+	health := func() int {
+		r, err := http.Get("http://" + n.Addrs().WS + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if h := health(); h != http.StatusServiceUnavailable {
+		t.Fatalf("healthz with Redis down: %d", h)
+	}
+
+	srv.Restart()
+	waitFor(t, 10*time.Second, func() error {
+		if h := health(); h != http.StatusOK {
+			return fmt.Errorf("healthz %d", h)
+		}
+		return nil
+	})
+	r := mustPush(t, n, []string{"phone"}, "stored again")
+	if !r.Stored {
+		t.Fatalf("after recovery: %+v", r)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		got := payloads(d.received())
+		if len(got) < 2 || got[len(got)-1] != "stored again" {
+			return fmt.Errorf("device got %v", got)
+		}
+		return nil
+	})
+}
+
+func TestPushAPI_RejectsBadRequests(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	n := startDurable(t, srv, "n1", streams.Config{}, func(c *Config) {
+		c.Apps[0].RatePerSec, c.Apps[0].Burst = 1, 3
+		c.MaxTargets = 10
+	})
+	post := func(body string, hdr map[string]string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+n.Addrs().Push+"/v1/push", bytes.NewReader([]byte(body)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+testAPIKey)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var e struct {
+			Error struct{ Code string } `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return resp.StatusCode, e.Error.Code
+	}
+	big := make([]byte, DefaultMaxPayload+1)
+	for i := range big {
+		big[i] = 'x'
+	}
+	cases := []struct {
+		name, body string
+		hdr        map[string]string
+		status     int
+		code       string
+	}{
+		{"not json", `{`, nil, 400, "bad_json"},
+		{"unknown field", `{"app":"app1","devices":["d"],"data":"x","urgent":true}`, nil, 400, "bad_json"},
+		{"trailing", `{"app":"app1","devices":["d"],"data":"x"} {}`, nil, 400, "bad_json"},
+		{"no key", `{"app":"app1","devices":["d"],"data":"x"}`, map[string]string{"Authorization": ""}, 401, "unauthorized"},
+		{"wrong key", `{"app":"app1","devices":["d"],"data":"x"}`, map[string]string{"Authorization": "Bearer nope-nope-nope-nope"}, 401, "unauthorized"},
+		{"unknown app", `{"app":"app9","devices":["d"],"data":"x"}`, nil, 401, "unauthorized"},
+		{"content type", `{}`, map[string]string{"Content-Type": "text/plain"}, 415, "unsupported_media_type"},
+		{"no data", `{"app":"app1","devices":["d"]}`, nil, 400, "missing_field"},
+		{"both data", `{"app":"app1","devices":["d"],"data":"x","data_base64":"eA=="}`, nil, 400, "invalid_field"},
+		{"bad base64", `{"app":"app1","devices":["d"],"data_base64":"!!"}`, nil, 400, "invalid_field"},
+		{"no target", `{"app":"app1","data":"x"}`, nil, 400, "missing_field"},
+		{"two targets", `{"app":"app1","devices":["d"],"broadcast":true,"data":"x"}`, nil, 400, "missing_field"},
+		{"too many", `{"app":"app1","devices":["1","2","3","4","5","6","7","8","9","10","11"],"data":"x"}`, nil, 400, "too_many_targets"},
+		{"bad priority", `{"app":"app1","devices":["d"],"data":"x","priority":"urgent"}`, nil, 400, "invalid_field"},
+		{"bad ttl", `{"app":"app1","devices":["d"],"data":"x","ttl":-1}`, nil, 400, "invalid_field"},
+		{"bad idem", `{"app":"app1","devices":["d"],"data":"x","idempotency_key":"a b"}`, nil, 400, "invalid_field"},
+		{"payload", `{"app":"app1","devices":["d"],"data":"` + string(big) + `"}`, nil, 413, "payload_too_large"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if status, code := post(c.body, c.hdr); status != c.status || code != c.code {
+				t.Fatalf("HTTP %d %s, want %d %s", status, code, c.status, c.code)
+			}
+		})
+	}
+	if st := deviceState(t, n, "d"); st.Last != 0 {
+		t.Fatalf("a refused push stored something: %+v", st)
+	}
+	limited := 0
+	for i := 0; i < 5; i++ {
+		if status, code := post(`{"app":"app1","devices":["d"],"data":"x"}`, nil); status == 429 && code == "rate_limited" {
+			limited++
+		}
+	}
+	if limited < 1 {
+		t.Fatal("rate limit never applied")
+	}
+}
+
+func TestRelay_DecodeNeverPanics(t *testing.T) {
+	good := appendRelayPush(nil, &relayMessage{id: "m", payload: []byte("p")},
+		[]relayTarget{{device: "a/d", connEpoch: 3, inboxEpoch: "e", seq: 9}})
+	e, err := decodeRelay(good)
+	if err != nil || len(e.targets) != 1 || e.targets[0].seq != 9 {
+		t.Fatalf("decode %+v, %v", e, err)
+	}
+	for i := 0; i < len(good); i++ {
+		if _, err := decodeRelay(good[:i]); err == nil {
+			t.Fatalf("prefix %d decoded", i)
+		}
+	}
+	huge := append([]byte{relayVersion, byte(relayPush), 0, 0, 0, 0, 0}, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F)
+	if _, err := decodeRelay(huge); err == nil {
+		t.Fatal("a huge target count decoded")
+	}
+}
