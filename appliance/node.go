@@ -103,6 +103,9 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	return n, nil
 }
 
+// ID is the node's id in the region.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
 // Addrs are the bound listener addresses; empty when not listening.
 type Addrs struct {
 	WS   string // host:port serving /v1/ws, /healthz and /metrics

@@ -1,0 +1,144 @@
+// Command pushd runs one node of a pushd region: device listeners
+// (WebSocket and raw TCP), the push API, and the delivery machinery over
+// the region's Redis.
+//
+//	pushd --redis redis://10.0.0.5:6379 --node-id bj-1 ...
+//	pushd --dev      # a one-node region on localhost with its own redis-server
+//
+// Every flag can also be set through the environment (PUSHD_<FLAG>, dashes
+// as underscores) or a JSON file given with --config; flags win over the
+// environment, which wins over the file.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/logging"
+	"github.com/redis/go-redis/v9"
+	"github.com/urfave/cli/v2"
+
+	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/streams"
+)
+
+func main() {
+	app := &cli.App{
+		Name:            "pushd",
+		Usage:           "a region push appliance node",
+		Flags:           flags(),
+		Action:          run,
+		HideHelpCommand: true,
+		ExitErrHandler:  func(*cli.Context, error) {},
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "pushd:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// usageError is a configuration mistake: exit status 2.
+type usageError struct{ error }
+
+func run(c *cli.Context) error {
+	opts, err := loadOptions(c)
+	if err != nil {
+		return usageError{err}
+	}
+	log := newLogger(opts.LogLevel, opts.LogFormat)
+	logging.SetLevel(logging.LevelError)
+	redis.SetLogger(redisLogger{log.With("component", "redis")})
+	raiseFileLimit(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	// The narrative of a start: dev mode brings its own Redis and app,
+	// then the Store, then the node; the node is ready once it listens.
+	var dev *devRegion
+	if opts.Dev {
+		if dev, err = startDevRegion(ctx, &opts, log); err != nil {
+			return err
+		}
+		defer dev.stop()
+	}
+	cfg, err := opts.nodeConfig()
+	if err != nil {
+		return usageError{err}
+	}
+	rdbOpts, err := redis.ParseURL(opts.Redis)
+	if err != nil {
+		return usageError{fmt.Errorf("--redis %q: %w", opts.Redis, err)}
+	}
+	rdbOpts.ContextTimeoutEnabled = true
+	rdb := redis.NewClient(rdbOpts)
+	defer rdb.Close()
+	store := streams.New(rdb, opts.streamsConfig())
+
+	node, err := appliance.New(cfg, appliance.Deps{Logger: log, Store: store})
+	if err != nil {
+		return usageError{err}
+	}
+	if err := node.Start(); err != nil {
+		return err
+	}
+	if dev != nil {
+		if err := dev.announce(node); err != nil {
+			log.Error("write dev region info", "err", err)
+		}
+	}
+	notifyReady(log)
+	<-ctx.Done()
+	log.Info("shutting down")
+	notifyStopping(log)
+	sctx, cancel := context.WithTimeout(context.Background(), opts.DrainTimeout)
+	defer cancel()
+	return node.Shutdown(sctx)
+}
+
+func newLogger(level, format string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	ho := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, ho))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, ho))
+}
+
+// redisLogger routes go-redis's own messages (reconnect attempts) to slog.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug(fmt.Sprintf(format, v...))
+}
+
+// raiseFileLimit lifts the soft open-file limit to the hard one, since
+// every device connection is a file, and sizes nbio's connection table to
+// match instead of its 2M-entry default.
+func raiseFileLimit(log *slog.Logger) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			log.Warn("could not raise the open-file limit", "err", err)
+		}
+	}
+	if rl.Cur > 0 && rl.Cur < uint64(nbio.MaxOpenFiles) {
+		nbio.MaxOpenFiles = int(rl.Cur)
+	}
+	log.Info("open-file limit", "limit", rl.Cur)
+}

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/lesismal/llib/std/crypto/tls"
+	"github.com/urfave/cli/v2"
+
+	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/streams"
+)
+
+// options is everything pushd can be told, from flags, environment and
+// the --config file. JSON field names are the flag names.
+type options struct {
+	Config    string `json:"-"`
+	Dev       bool   `json:"dev"`
+	NodeID    string `json:"node-id"`
+	DataDir   string `json:"data-dir"`
+	LogLevel  string `json:"log-level"`
+	LogFormat string `json:"log-format"`
+
+	WSAddr         string   `json:"ws-addr"`
+	TCPAddr        string   `json:"tcp-addr"`
+	PushAddr       string   `json:"push-addr"`
+	AdvertiseWS    string   `json:"advertise-ws"`
+	AdvertiseTCP   string   `json:"advertise-tcp"`
+	TLSCert        string   `json:"tls-cert"`
+	TLSKey         string   `json:"tls-key"`
+	AllowedOrigins []string `json:"allowed-origin"`
+
+	Redis       string        `json:"redis"`
+	InboxMaxLen int64         `json:"inbox-max-len"`
+	InboxTTL    time.Duration `json:"inbox-ttl"`
+
+	Heartbeat    time.Duration `json:"heartbeat"`
+	MaxFrame     int           `json:"max-frame"`
+	MaxConns     int           `json:"max-conns"`
+	ConnectRate  float64       `json:"connect-rate"`
+	AckTimeout   time.Duration `json:"ack-timeout"`
+	DrainTimeout time.Duration `json:"drain-timeout"`
+
+	// Apps are read from the config file only: secrets do not belong on
+	// a command line.
+	Apps []appOptions `json:"apps"`
+
+	Upstreams map[string]string `json:"upstreams"`
+}
+
+// appOptions is an app in the config file.
+type appOptions struct {
+	ID         string            `json:"id"`
+	Secrets    map[string]string `json:"secrets"` // key id → base64 secret (≥ 32 bytes)
+	APIKeys    []string          `json:"api_keys"`
+	Businesses []string          `json:"businesses"`
+	MaxPayload int               `json:"max_payload"`
+	RatePerSec float64           `json:"rate_per_sec"`
+	Burst      int               `json:"burst"`
+}
+
+func flags() []cli.Flag {
+	env := func(name string) []string { return []string{"PUSHD_" + name} }
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "JSON file with any of these settings, and the apps", EnvVars: env("CONFIG")},
+		&cli.BoolFlag{Name: "dev", Usage: "run a one-node dev region on localhost with its own redis-server", EnvVars: env("DEV")},
+		&cli.StringFlag{Name: "node-id", Usage: "this node's id in the region (default: host name)", EnvVars: env("NODE_ID")},
+		&cli.StringFlag{Name: "data-dir", Usage: "where the node keeps its state (default /var/lib/pushd; ./pushd-dev with --dev)", EnvVars: env("DATA_DIR")},
+		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")},
+		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json", EnvVars: env("LOG_FORMAT")},
+		&cli.StringFlag{Name: "ws-addr", Value: ":8080", Usage: "device WebSocket listener (/v1/ws, /healthz, /metrics)", EnvVars: env("WS_ADDR")},
+		&cli.StringFlag{Name: "tcp-addr", Value: ":8081", Usage: "device raw TCP listener; empty disables it", EnvVars: env("TCP_ADDR")},
+		&cli.StringFlag{Name: "push-addr", Value: ":8090", Usage: "push API listener", EnvVars: env("PUSH_ADDR")},
+		&cli.StringFlag{Name: "advertise-ws", Usage: "host:port devices should use for WebSocket (default: the bound address)", EnvVars: env("ADVERTISE_WS")},
+		&cli.StringFlag{Name: "advertise-tcp", Usage: "host:port devices should use for TCP", EnvVars: env("ADVERTISE_TCP")},
+		&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate: serve the device listeners over TLS", EnvVars: env("TLS_CERT")},
+		&cli.StringFlag{Name: "tls-key", Usage: "PEM key for --tls-cert", EnvVars: env("TLS_KEY")},
+		&cli.StringSliceFlag{Name: "allowed-origin", Usage: "browser Origin allowed to open a WebSocket (repeatable; default: any)", EnvVars: env("ALLOWED_ORIGIN")},
+		&cli.StringFlag{Name: "redis", Value: "redis://127.0.0.1:6379/0", Usage: "the region's Redis URL (ignored with --dev)", EnvVars: env("REDIS")},
+		&cli.Int64Flag{Name: "inbox-max-len", Value: 1000, Usage: "unacked messages kept per device", EnvVars: env("INBOX_MAX_LEN")},
+		&cli.DurationFlag{Name: "inbox-ttl", Value: 72 * time.Hour, Usage: "how long an idle inbox (and any message) is kept", EnvVars: env("INBOX_TTL")},
+		&cli.DurationFlag{Name: "heartbeat", Value: 30 * time.Second, Usage: "device PING interval; two missed close the connection", EnvVars: env("HEARTBEAT")},
+		&cli.IntFlag{Name: "max-frame", Value: 16 << 10, Usage: "largest frame a device may send (bytes, ≤ 65536)", EnvVars: env("MAX_FRAME")},
+		&cli.IntFlag{Name: "max-conns", Value: 1_000_000, Usage: "device connections this node accepts", EnvVars: env("MAX_CONNS")},
+		&cli.Float64Flag{Name: "connect-rate", Value: 20, Usage: "new connections per second per source IP (negative: no limit)", EnvVars: env("CONNECT_RATE")},
+		&cli.DurationFlag{Name: "ack-timeout", Value: 10 * time.Second, Usage: "resend a message not acked within this", EnvVars: env("ACK_TIMEOUT")},
+		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, Usage: "how long shutdown waits for connections to drain", EnvVars: env("DRAIN_TIMEOUT")},
+	}
+}
+
+// loadOptions merges the config file under the flags and environment.
+func loadOptions(c *cli.Context) (options, error) {
+	var o options
+	if path := c.String("config"); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return o, fmt.Errorf("--config: %w", err)
+		}
+		if err := decodeStrict(b, &o); err != nil {
+			return o, fmt.Errorf("--config %s: %w", path, err)
+		}
+		o.Config = path
+	}
+	// A flag or variable that was set wins; otherwise the file's value;
+	// otherwise the flag's default.
+	str := func(dst *string, name string) {
+		if c.IsSet(name) || *dst == "" {
+			*dst = c.String(name)
+		}
+	}
+	for name, dst := range map[string]*string{
+		"node-id": &o.NodeID, "data-dir": &o.DataDir, "log-level": &o.LogLevel, "log-format": &o.LogFormat,
+		"ws-addr": &o.WSAddr, "tcp-addr": &o.TCPAddr, "push-addr": &o.PushAddr, "advertise-ws": &o.AdvertiseWS,
+		"advertise-tcp": &o.AdvertiseTCP, "tls-cert": &o.TLSCert, "tls-key": &o.TLSKey, "redis": &o.Redis,
+	} {
+		str(dst, name)
+	}
+	for name, dst := range map[string]*time.Duration{
+		"inbox-ttl": &o.InboxTTL, "heartbeat": &o.Heartbeat, "ack-timeout": &o.AckTimeout, "drain-timeout": &o.DrainTimeout,
+	} {
+		if c.IsSet(name) || *dst == 0 {
+			*dst = c.Duration(name)
+		}
+	}
+	for name, dst := range map[string]*int{"max-frame": &o.MaxFrame, "max-conns": &o.MaxConns} {
+		if c.IsSet(name) || *dst == 0 {
+			*dst = c.Int(name)
+		}
+	}
+	if c.IsSet("inbox-max-len") || o.InboxMaxLen == 0 {
+		o.InboxMaxLen = c.Int64("inbox-max-len")
+	}
+	if c.IsSet("connect-rate") || o.ConnectRate == 0 {
+		o.ConnectRate = c.Float64("connect-rate")
+	}
+	if c.IsSet("dev") || !o.Dev {
+		o.Dev = c.Bool("dev")
+	}
+	if c.IsSet("allowed-origin") || o.AllowedOrigins == nil {
+		o.AllowedOrigins = c.StringSlice("allowed-origin")
+	}
+	if o.DataDir == "" {
+		o.DataDir = "/var/lib/pushd"
+		if o.Dev {
+			o.DataDir = "pushd-dev"
+		}
+	}
+	if o.Dev {
+		// A dev region listens on loopback unless told otherwise.
+		for _, a := range []*string{&o.WSAddr, &o.TCPAddr, &o.PushAddr} {
+			if strings.HasPrefix(*a, ":") {
+				*a = "127.0.0.1" + *a
+			}
+		}
+	}
+	switch {
+	case o.LogFormat != "text" && o.LogFormat != "json":
+		return o, fmt.Errorf("--log-format %q: want text or json", o.LogFormat)
+	case o.InboxMaxLen < 1:
+		return o, fmt.Errorf("--inbox-max-len %d: must be positive", o.InboxMaxLen)
+	case o.InboxTTL < time.Minute:
+		return o, fmt.Errorf("--inbox-ttl %s: must be at least a minute", o.InboxTTL)
+	case (o.TLSCert == "") != (o.TLSKey == ""):
+		return o, fmt.Errorf("--tls-cert and --tls-key go together")
+	case o.ConnectRate == 0:
+		return o, fmt.Errorf("--connect-rate 0 would refuse every connection; use a negative value for no limit")
+	}
+	return o, nil
+}
+
+// decodeStrict decodes a config file, refusing unknown keys so a typo is
+// an error rather than a silently ignored setting. Durations are strings
+// like "30s".
+func decodeStrict(b []byte, o *options) error {
+	type fileOptions options
+	aux := struct {
+		*fileOptions
+		InboxTTL     string `json:"inbox-ttl"`
+		Heartbeat    string `json:"heartbeat"`
+		AckTimeout   string `json:"ack-timeout"`
+		DrainTimeout string `json:"drain-timeout"`
+	}{fileOptions: (*fileOptions)(o)}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&aux); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		s   string
+		dst *time.Duration
+		key string
+	}{{aux.InboxTTL, &o.InboxTTL, "inbox-ttl"}, {aux.Heartbeat, &o.Heartbeat, "heartbeat"},
+		{aux.AckTimeout, &o.AckTimeout, "ack-timeout"}, {aux.DrainTimeout, &o.DrainTimeout, "drain-timeout"}} {
+		if d.s == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.s)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.key, err)
+		}
+		*d.dst = v
+	}
+	return nil
+}
+
+// nodeConfig turns the options into the appliance's Config.
+func (o *options) nodeConfig() (appliance.Config, error) {
+	cfg := appliance.Config{
+		NodeID:            o.NodeID,
+		WSAddr:            o.WSAddr,
+		TCPAddr:           o.TCPAddr,
+		PushAddr:          o.PushAddr,
+		AdvertiseWS:       o.AdvertiseWS,
+		AdvertiseTCP:      o.AdvertiseTCP,
+		AllowedOrigins:    o.AllowedOrigins,
+		HeartbeatInterval: o.Heartbeat,
+		MaxFrame:          o.MaxFrame,
+		MaxConns:          o.MaxConns,
+		ConnectRate:       o.ConnectRate,
+		AckTimeout:        o.AckTimeout,
+		AckBackoffMax:     max(6*o.AckTimeout, 60*time.Second),
+		Upstreams:         o.Upstreams,
+	}
+	if o.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
+		if err != nil {
+			return cfg, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	for _, a := range o.Apps {
+		ac := appliance.AppConfig{ID: a.ID, Secrets: map[string][]byte{}, APIKeys: a.APIKeys,
+			Businesses: a.Businesses, MaxPayload: a.MaxPayload, RatePerSec: a.RatePerSec, Burst: a.Burst}
+		for kid, s := range a.Secrets {
+			b, err := base64.StdEncoding.DecodeString(s)
+			if err != nil {
+				return cfg, fmt.Errorf("app %s secret %s: not base64: %w", a.ID, kid, err)
+			}
+			ac.Secrets[kid] = b
+		}
+		cfg.Apps = append(cfg.Apps, ac)
+	}
+	return cfg, nil
+}
+
+func (o *options) streamsConfig() streams.Config {
+	return streams.Config{InboxMaxLen: o.InboxMaxLen, InboxTTL: o.InboxTTL}
+}

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"log/slog"
+	"net"
+	"os"
+)
+
+// notify sends a state line to systemd's notify socket (Type=notify
+// units). Outside systemd NOTIFY_SOCKET is unset and it does nothing.
+func notify(log *slog.Logger, state string) {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return
+	}
+	if path[0] == '@' {
+		path = "\x00" + path[1:] // abstract socket
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		log.Warn("systemd notify", "err", err)
+		return
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(state)); err != nil {
+		log.Warn("systemd notify", "err", err)
+	}
+}
+
+// notifyReady tells systemd the node accepts connections and serves
+// pushes: listeners bound, delivery stream set up in Redis.
+func notifyReady(log *slog.Logger) { notify(log, "READY=1\nSTATUS=serving") }
+
+func notifyStopping(log *slog.Logger) { notify(log, "STOPPING=1\nSTATUS=draining") }
