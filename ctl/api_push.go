@@ -1,0 +1,97 @@
+package ctl
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+)
+
+// Push API types, as documented in docs/push-api.md.
+
+// PushRequest is the body of POST /v1/push. Exactly one of Devices, Group
+// and Broadcast, and exactly one of Data and DataBase64, must be set.
+type PushRequest struct {
+	App       string   `json:"app"`
+	Devices   []string `json:"devices,omitempty"`
+	Group     string   `json:"group,omitempty"`
+	Broadcast bool     `json:"broadcast,omitempty"`
+	Business  string   `json:"business,omitempty"`
+	Priority  string   `json:"priority,omitempty"`
+	// TTL is in seconds; zero means the server's default.
+	TTL int64 `json:"ttl,omitempty"`
+	// Data is a pointer so an empty text payload is still sent.
+	Data           *string `json:"data,omitempty"`
+	DataBase64     string  `json:"data_base64,omitempty"`
+	IdempotencyKey string  `json:"idempotency_key,omitempty"`
+}
+
+// Per-device push statuses.
+const (
+	StatusDelivered = "delivered"
+	StatusStored    = "stored"
+	StatusRejected  = "rejected"
+)
+
+// PushResult is one device's outcome.
+type PushResult struct {
+	Device    string `json:"device"`
+	Status    string `json:"status"`
+	Seq       uint64 `json:"seq,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+}
+
+// Accepted reports whether the message is in the device's inbox or on its
+// way to its session.
+func (r PushResult) Accepted() bool {
+	return r.Status == StatusDelivered || r.Status == StatusStored
+}
+
+// PushResponse answers POST /v1/push. Results is set for device pushes,
+// Recipients for group and broadcast pushes.
+type PushResponse struct {
+	ID         string       `json:"id"`
+	Stored     bool         `json:"stored"`
+	Results    []PushResult `json:"results,omitempty"`
+	Recipients *int         `json:"recipients,omitempty"`
+}
+
+// Push sends one message.
+func (c *Client) Push(ctx context.Context, req *PushRequest) (*PushResponse, error) {
+	var resp PushResponse
+	if err := c.Do(ctx, http.MethodPost, "/v1/push", nil, req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// DeviceRoute is where a device's session lives.
+type DeviceRoute struct {
+	Node  string `json:"node"`
+	Epoch uint64 `json:"epoch"`
+}
+
+// DeviceState answers GET /v1/devices/{device}.
+type DeviceState struct {
+	App    string       `json:"app"`
+	Device string       `json:"device"`
+	Online bool         `json:"online"`
+	Route  *DeviceRoute `json:"route,omitempty"`
+	// Epoch is the inbox epoch; Last the newest sequence number assigned,
+	// Acked the device's ack cursor, InboxLen the unacked entries held.
+	Epoch    string `json:"epoch"`
+	Last     uint64 `json:"last"`
+	Acked    uint64 `json:"acked"`
+	Lost     uint64 `json:"lost"`
+	InboxLen uint64 `json:"inbox_len"`
+}
+
+// Device returns the state of one device of app.
+func (c *Client) Device(ctx context.Context, app, device string) (*DeviceState, error) {
+	var st DeviceState
+	q := url.Values{"app": {app}}
+	if err := c.Do(ctx, http.MethodGet, "/v1/devices/"+url.PathEscape(device), q, nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}

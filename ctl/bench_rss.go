@@ -1,0 +1,104 @@
+package ctl
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// rssProbe measures the server's resident memory in bytes.
+type rssProbe func(ctx context.Context) (int64, error)
+
+// serverRSS picks how to measure the server: /proc for the pushd bench
+// --local started, else its Prometheus endpoint. nil when neither is
+// possible.
+func serverRSS(t *benchTarget) rssProbe {
+	if t.local != nil {
+		pid := t.local.pid()
+		return func(context.Context) (int64, error) { return procRSS(pid) }
+	}
+	if t.metricsURL == "" {
+		return nil
+	}
+	hc := httpClient(1)
+	return func(ctx context.Context) (int64, error) { return scrapeRSS(ctx, hc, t.metricsURL) }
+}
+
+// procRSS reads VmRSS from /proc/<pid>/status.
+func procRSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read rss of pid %d: %w", pid, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "VmRSS:") {
+			continue
+		}
+		fields := strings.Fields(strings.TrimPrefix(line, "VmRSS:"))
+		if len(fields) != 2 || fields[1] != "kB" {
+			return 0, fmt.Errorf("pid %d: unexpected VmRSS line %q", pid, line)
+		}
+		kb, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("pid %d: VmRSS %q: %w", pid, fields[0], err)
+		}
+		return kb << 10, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("read rss of pid %d: %w", pid, err)
+	}
+	return 0, fmt.Errorf("pid %d: no VmRSS in /proc status", pid)
+}
+
+// scrapeRSS reads process_resident_memory_bytes from a Prometheus text
+// endpoint.
+func scrapeRSS(ctx context.Context, hc *http.Client, url string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("scrape %s: HTTP %d", url, resp.StatusCode)
+	}
+	const name = "process_resident_memory_bytes"
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if strings.HasPrefix(rest, "{") {
+			// Labels: the value follows the closing brace.
+			if i := strings.LastIndexByte(rest, '}'); i >= 0 {
+				fields = strings.Fields(rest[i+1:])
+			}
+		}
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("scrape %s: %s value %q: %w", url, name, fields[0], err)
+		}
+		return int64(v), nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	return 0, fmt.Errorf("scrape %s: no %s (is this pushd's /metrics?)", url, name)
+}

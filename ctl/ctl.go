@@ -1,0 +1,203 @@
+// Package ctl is pushctl, the operator CLI of pushd: it mints device
+// tokens, pushes messages and inspects devices through the push API,
+// listens as a device, and load-tests a node (bench connect, bench push).
+//
+// The simplest use is the pushctl binary, whose main is one line:
+//
+//	os.Exit(ctl.Main(os.Args, os.Stdin, os.Stdout, os.Stderr))
+//
+// Every command reads its settings from flags, then the environment, then
+// a JSON config file (see config.go), prints data on stdout (an aligned
+// table, or JSON with -o json / --json) and diagnostics on stderr, and
+// exits 0 on success, 1 when an operation failed and 2 on a usage error.
+//
+// Client, the HTTP API client every command uses, is exported for the
+// end-to-end tests in tests/; it is safe for concurrent use.
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // an operation failed: network, server refusal, lost messages
+	exitUsage   = 2 // the command line or the configuration is wrong
+)
+
+// Main runs pushctl with args (args[0] is the program name) and returns
+// the process exit code. It stops long-running commands on SIGINT and
+// SIGTERM.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, &env{
+		stdin:         stdin,
+		stdout:        stdout,
+		stderr:        stderr,
+		getenv:        os.Getenv,
+		defaultConfig: defaultConfigPath,
+	}, args)
+}
+
+// env is what a command may touch outside its flags. Main fills it from
+// the process; tests fill it with buffers, a fake environment and
+// in-process bench workers so they can run in parallel.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	// defaultConfig is the config file used when neither --config nor
+	// $PUSHCTL_CONFIG names one, if it exists.
+	defaultConfig string
+	// worker, when set, runs bench workers as goroutines with this
+	// function instead of re-executing pushctl (tests cannot re-execute
+	// the test binary as pushctl).
+	worker workerFunc
+}
+
+// run builds the command tree, runs it and maps its outcome to an exit
+// code, printing the error on stderr.
+func run(ctx context.Context, e *env, args []string) int {
+	app := newApp(e)
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return exitOK
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(e.stderr, "pushctl: %s\n", ue.msg)
+		if ue.cmd != "" {
+			fmt.Fprintf(e.stderr, "Run '%s --help' for usage.\n", ue.cmd)
+		}
+		return exitUsage
+	}
+	if !errors.Is(err, errReported) {
+		fmt.Fprintf(e.stderr, "pushctl: %s\n", err)
+	}
+	return exitFailure
+}
+
+// errReported is returned by a command that has already explained its
+// failure on stderr and only needs the exit code.
+var errReported = errors.New("failure already reported")
+
+// usageError is a wrong command line or configuration: exit 2.
+type usageError struct {
+	msg string
+	cmd string // help name of the command, for the "Run ... --help" hint
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// newApp builds a fresh command tree. urfave/cli flags carry parse state,
+// so every run gets its own.
+func newApp(e *env) *cli.App {
+	app := &cli.App{
+		Name:  "pushctl",
+		Usage: "operate pushd: tokens, pushes, devices, load tests",
+		Description: "Settings come from flags, then the environment (PUSHD_*), then the config file\n" +
+			"(--config, $PUSHCTL_CONFIG, or ./pushd-dev/pushctl.json written by 'pushd --dev').",
+		Reader:    e.stdin,
+		Writer:    e.stdout,
+		ErrWriter: e.stderr,
+		Flags:     append(settingFlags(allSettings()...), outputFlags()...),
+		Commands: []*cli.Command{
+			tokenCommand(e),
+			listenCommand(e),
+			pushCommand(e),
+			deviceCommand(e),
+			benchCommand(e),
+		},
+		// The default handler calls os.Exit for cli.ExitCoder errors;
+		// Main owns the exit code instead.
+		ExitErrHandler: func(*cli.Context, error) {},
+		HideVersion:    true,
+		Suggest:        true,
+	}
+	finishApp(app, e)
+	return app
+}
+
+// finishApp applies what every command needs and urfave/cli does not do
+// by default: usage errors that exit 2 instead of printing help on stdout,
+// a per-run help flag (the library's shared HelpFlag is mutated by every
+// run, which races when runs are concurrent), and group commands that
+// refuse unknown subcommands.
+func finishApp(app *cli.App, e *env) {
+	app.HideHelp = true
+	app.HideHelpCommand = true
+	app.Flags = append(app.Flags, helpFlag())
+	app.OnUsageError = onUsageError
+	app.Action = groupAction(e, "pushctl")
+	for _, c := range app.Commands {
+		finishCommand(c, e, "pushctl "+c.Name)
+	}
+}
+
+func finishCommand(c *cli.Command, e *env, helpName string) {
+	c.HideHelp = true
+	c.HideHelpCommand = true
+	c.Flags = append(c.Flags, helpFlag())
+	c.OnUsageError = onUsageError
+	if len(c.Subcommands) > 0 {
+		c.Action = groupAction(e, helpName)
+		for _, s := range c.Subcommands {
+			finishCommand(s, e, helpName+" "+s.Name)
+		}
+		return
+	}
+	action := c.Action
+	c.Action = func(ctx *cli.Context) error {
+		err := action(ctx)
+		var ue *usageError
+		if errors.As(err, &ue) && ue.cmd == "" {
+			ue.cmd = helpName
+		}
+		return err
+	}
+}
+
+func helpFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "help", Aliases: []string{"h"}, Usage: "show help"}
+}
+
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	return &usageError{msg: err.Error(), cmd: c.Command.HelpName}
+}
+
+// groupAction runs when a command that only holds subcommands is called
+// without a known one: help goes to stderr and the exit code is 2.
+func groupAction(e *env, helpName string) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		help := func(w io.Writer) {
+			if helpName == c.App.Name {
+				cli.HelpPrinter(w, cli.AppHelpTemplate, c.App)
+			} else {
+				cli.HelpPrinter(w, cli.SubcommandHelpTemplate, c.Command)
+			}
+		}
+		switch {
+		case c.NArg() == 0:
+			help(e.stderr)
+			return &usageError{msg: "missing command", cmd: helpName}
+		case c.Args().First() == "help":
+			help(e.stdout)
+			return nil
+		}
+		return &usageError{msg: fmt.Sprintf("unknown command %q", c.Args().First()), cmd: helpName}
+	}
+}

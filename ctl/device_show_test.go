@@ -1,0 +1,53 @@
+package ctl
+
+import (
+	"testing"
+)
+
+func TestDeviceShow_TableAndJSON(t *testing.T) {
+	t.Parallel()
+	api := newFakePushAPI(t)
+	api.deliver = func(string, string, uint64, []byte) bool { return true }
+	api.ackAfter = -1
+	h := harness{env: fakeEnv(api.url())}
+	h.run(t, "push", "--device", "phone-1", "--data", "x").expect(t, exitOK)
+	h.run(t, "push", "--device", "phone-1", "--data", "y").expect(t, exitOK)
+
+	r := h.run(t, "device", "show", "phone-1").expect(t, exitOK)
+	want := "APP          dev\n" +
+		"DEVICE       phone-1\n" +
+		"ONLINE       true\n" +
+		"NODE         n1\n" +
+		"CONN_EPOCH   3\n" +
+		"INBOX_EPOCH  e1\n" +
+		"LAST         2\n" +
+		"ACKED        0\n" +
+		"INBOX_LEN    2\n" +
+		"LOST         0\n"
+	if r.stdout != want {
+		t.Fatalf("stdout:\n%s\nwant:\n%s", r.stdout, want)
+	}
+	st := decodeJSON[DeviceState](t, h.run(t, "device", "show", "-o", "json", "phone-1").expect(t, exitOK))
+	if st.Device != "phone-1" || st.Last != 2 || st.InboxLen != 2 || st.Route == nil || st.Route.Node != "n1" {
+		t.Fatalf("%+v", st)
+	}
+}
+
+func TestDeviceShow_Errors(t *testing.T) {
+	t.Parallel()
+	api := newFakePushAPI(t)
+	h := harness{env: fakeEnv(api.url())}
+	r := h.run(t, "device", "show").expect(t, exitUsage)
+	if err := contains(r.stderr, "missing DEVICE"); err != nil {
+		t.Error(err)
+	}
+	r = h.run(t, "device", "show", "d", "-o", "json").expect(t, exitUsage)
+	if err := contains(r.stderr, "flags go before the device id"); err != nil {
+		t.Error(err)
+	}
+	env := fakeEnv(api.url() + "/prefix")
+	r = harness{env: env}.run(t, "device", "show", "d").expect(t, exitFailure)
+	if err := contains(r.stderr, "device show d: GET /v1/devices/d: HTTP 404 not_found"); err != nil {
+		t.Error(err)
+	}
+}

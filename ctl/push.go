@@ -1,0 +1,363 @@
+package ctl
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/urfave/cli/v2"
+)
+
+const (
+	// ackPollInterval is how often push --wait-ack asks a device's state:
+	// short, so the reported latency is close to the real one.
+	ackPollInterval = 5 * time.Millisecond
+	// ackPollers bounds concurrent device polls.
+	ackPollers = 16
+	// maxDataFile bounds a payload file; the server's own limit is far
+	// below (4 KiB by default, 64 KiB at most), so this only keeps a
+	// mistaken path from filling memory.
+	maxDataFile = 1 << 20
+)
+
+func pushCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "push",
+		Usage: "send a message through the push API",
+		Description: "POSTs /v1/push and prints the message id and each device's outcome. Exits 1 when any device\n" +
+			"was rejected. With --wait-ack it then polls GET /v1/devices/{device} until each delivered or\n" +
+			"stored device's ack cursor reaches its sequence number, and prints the end-to-end latency.",
+		Flags: append(append([]cli.Flag{
+			&cli.StringSliceFlag{Name: "device", Usage: "target device (repeatable)"},
+			&cli.StringFlag{Name: "group", Usage: "target every connected member of a group instead"},
+			&cli.BoolFlag{Name: "broadcast", Usage: "target every connected device of the app instead"},
+			&cli.StringFlag{Name: "data", Usage: "payload as text"},
+			&cli.StringFlag{Name: "data-base64", Usage: "payload as base64"},
+			&cli.StringFlag{Name: "data-file", Usage: "payload read from FILE (- for stdin)", TakesFile: true},
+			&cli.StringFlag{Name: "business", Usage: "business id"},
+			&cli.StringFlag{Name: "priority", Usage: "high, normal or low (default: the server's, normal)"},
+			&cli.DurationFlag{Name: "ttl", Usage: "how long the message may wait in an inbox, whole seconds (default: the server's)"},
+			&cli.StringFlag{Name: "idempotency-key", Usage: "a retry with the same key stores nothing new"},
+			&cli.BoolFlag{Name: "wait-ack", Usage: "wait until every target device acked the message"},
+			&cli.DurationFlag{Name: "timeout", Usage: "how long --wait-ack waits", Value: 10 * time.Second},
+		}, settingFlags(setPushURL, setApp, setAPIKey)...), outputFlags()...),
+		Action: func(c *cli.Context) error { return runPush(c, e) },
+	}
+}
+
+// pushOutput is the JSON output of push: the API's answer, with the ack
+// outcome per device under --wait-ack.
+type pushOutput struct {
+	ID         string             `json:"id"`
+	Stored     bool               `json:"stored"`
+	Results    []pushResultOutput `json:"results,omitempty"`
+	Recipients *int               `json:"recipients,omitempty"`
+}
+
+type pushResultOutput struct {
+	PushResult
+	Acked        *bool    `json:"acked,omitempty"`
+	AckLatencyMS *float64 `json:"ack_latency_ms,omitempty"`
+}
+
+func runPush(c *cli.Context, e *env) error {
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	if c.NArg() > 0 {
+		return usagef("unexpected arguments %q (flags go before arguments)", c.Args().Slice())
+	}
+	req, err := pushRequestFromFlags(c, e)
+	if err != nil {
+		return err
+	}
+	waitAck := c.Bool("wait-ack")
+	timeout := c.Duration("timeout")
+	if waitAck && len(req.Devices) == 0 {
+		return usagef("--wait-ack needs --device: group and broadcast messages are not acked")
+	}
+	if waitAck && timeout <= 0 {
+		return usagef("--timeout %s: must be positive", timeout)
+	}
+	k, err := loadConfig(c, e)
+	if err != nil {
+		return err
+	}
+	if req.App, err = k.require(setApp); err != nil {
+		return err
+	}
+	cl, err := pushClient(k, ackPollers)
+	if err != nil {
+		return err
+	}
+
+	ctx := c.Context
+	start := time.Now()
+	resp, err := cl.Push(ctx, req)
+	if err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	out := pushOutput{ID: resp.ID, Stored: resp.Stored, Recipients: resp.Recipients}
+	var rejected []string
+	for _, r := range resp.Results {
+		out.Results = append(out.Results, pushResultOutput{PushResult: r})
+		if r.Status == StatusRejected {
+			rejected = append(rejected, r.Device+" ("+r.Reason+")")
+		}
+	}
+	var unacked []string
+	var ackErr error
+	if waitAck {
+		unacked, ackErr = waitAcks(ctx, cl, req.App, out.Results, start, timeout)
+	}
+	if err := printPush(e.stdout, format, &out, waitAck); err != nil {
+		return err
+	}
+	var problems []string
+	if len(rejected) > 0 {
+		problems = append(problems, fmt.Sprintf("%d of %d devices rejected: %s", len(rejected), len(resp.Results), strings.Join(rejected, ", ")))
+	}
+	if len(unacked) > 0 {
+		msg := fmt.Sprintf("not acked within %s: %s", timeout, strings.Join(unacked, ", "))
+		if ackErr != nil {
+			msg += fmt.Sprintf(" (last poll error: %v)", ackErr)
+		}
+		problems = append(problems, msg)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("push %s: %s", resp.ID, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// pushClient builds the push API client from the resolved settings.
+// conns sizes the idle connection pool for concurrent callers (0: one).
+func pushClient(k *config, conns int) (*Client, error) {
+	base, err := k.require(setPushURL)
+	if err != nil {
+		return nil, err
+	}
+	key, err := k.require(setAPIKey)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := NewClient(base, key, httpClient(conns))
+	if err != nil {
+		return nil, usagef("--%s: %v", setPushURL.flag(), err)
+	}
+	return cl, nil
+}
+
+func pushRequestFromFlags(c *cli.Context, e *env) (*PushRequest, error) {
+	req := &PushRequest{
+		Devices:        c.StringSlice("device"),
+		Group:          c.String("group"),
+		Broadcast:      c.Bool("broadcast"),
+		Business:       c.String("business"),
+		IdempotencyKey: c.String("idempotency-key"),
+	}
+	targets := 0
+	for _, set := range []bool{len(req.Devices) > 0, req.Group != "", req.Broadcast} {
+		if set {
+			targets++
+		}
+	}
+	if targets != 1 {
+		return nil, usagef("give exactly one of --device, --group and --broadcast")
+	}
+	sources := 0
+	for _, name := range []string{"data", "data-base64", "data-file"} {
+		if c.IsSet(name) {
+			sources++
+		}
+	}
+	if sources != 1 {
+		return nil, usagef("give exactly one of --data, --data-base64 and --data-file")
+	}
+	switch {
+	case c.IsSet("data"):
+		s := c.String("data")
+		req.Data = &s
+	case c.IsSet("data-base64"):
+		req.DataBase64 = c.String("data-base64")
+		if _, err := base64.StdEncoding.DecodeString(req.DataBase64); err != nil {
+			return nil, usagef("--data-base64: %v", err)
+		}
+	default:
+		b, err := readDataFile(c.String("data-file"), e.stdin)
+		if err != nil {
+			return nil, err
+		}
+		if utf8.Valid(b) {
+			s := string(b)
+			req.Data = &s
+		} else {
+			req.DataBase64 = base64.StdEncoding.EncodeToString(b)
+		}
+	}
+	switch p := c.String("priority"); p {
+	case "", "high", "normal", "low":
+		req.Priority = p
+	default:
+		return nil, usagef("--priority %q: want high, normal or low", p)
+	}
+	if c.IsSet("ttl") {
+		ttl := c.Duration("ttl")
+		if ttl < time.Second || ttl%time.Second != 0 {
+			return nil, usagef("--ttl %s: want whole seconds, at least 1s", ttl)
+		}
+		req.TTL = int64(ttl / time.Second)
+	}
+	return req, nil
+}
+
+func readDataFile(path string, stdin io.Reader) ([]byte, error) {
+	if path == "-" {
+		b, err := io.ReadAll(io.LimitReader(stdin, maxDataFile+1))
+		if err != nil {
+			return nil, fmt.Errorf("read payload from stdin: %w", err)
+		}
+		if len(b) > maxDataFile {
+			return nil, usagef("payload on stdin is over %d bytes", maxDataFile)
+		}
+		return b, nil
+	}
+	b, err := readLimited(path, maxDataFile)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, usagef("--data-file: %v", err)
+		}
+		return nil, fmt.Errorf("read payload: %w", err)
+	}
+	return b, nil
+}
+
+// waitAcks polls each accepted device until its ack cursor reaches the
+// message's sequence number, filling Acked and AckLatencyMS, and returns
+// the devices not acked before timeout with the last poll error seen.
+func waitAcks(ctx context.Context, cl *Client, app string, results []pushResultOutput, start time.Time, timeout time.Duration) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		lastErr error
+		wg      sync.WaitGroup
+	)
+	sem := make(chan struct{}, ackPollers)
+	for i := range results {
+		r := &results[i]
+		if !r.Accepted() || r.Seq == 0 {
+			continue
+		}
+		no := false
+		r.Acked = &no
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat, err := pollAck(ctx, cl, app, r.Device, r.Seq, start, sem)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				lastErr = err
+				return
+			}
+			yes := true
+			ms := float64(lat.Microseconds()) / 1000
+			r.Acked, r.AckLatencyMS = &yes, &ms
+		}()
+	}
+	wg.Wait()
+	var unacked []string
+	for _, r := range results {
+		if r.Acked != nil && !*r.Acked {
+			unacked = append(unacked, r.Device)
+		}
+	}
+	return unacked, lastErr
+}
+
+// pollAck asks for device's state until acked >= seq and returns the time
+// from start to the answer that showed it. Client errors other than rate
+// limiting end the wait at once: polling again cannot fix them.
+func pollAck(ctx context.Context, cl *Client, app, device string, seq uint64, start time.Time, sem chan struct{}) (time.Duration, error) {
+	t := time.NewTicker(ackPollInterval)
+	defer t.Stop()
+	var lastErr error
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return 0, errors.Join(lastErr, ctx.Err())
+		}
+		st, err := cl.Device(ctx, app, device)
+		<-sem
+		switch {
+		case err == nil && st.Acked >= seq:
+			return time.Since(start), nil
+		case err != nil:
+			var ae *APIError
+			if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 && ae.Status != 429 {
+				return 0, err
+			}
+			if ctx.Err() == nil {
+				lastErr = err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if lastErr != nil {
+				return 0, lastErr
+			}
+			return 0, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func printPush(w io.Writer, format format, out *pushOutput, waitAck bool) error {
+	if format == formatJSON {
+		return writeJSON(w, out)
+	}
+	fmt.Fprintf(w, "ID: %s\n", out.ID)
+	if out.Recipients != nil {
+		fmt.Fprintf(w, "RECIPIENTS: %d\n", *out.Recipients)
+		return nil
+	}
+	header := []string{"DEVICE", "STATUS", "SEQ", "REASON"}
+	if waitAck {
+		header = append(header, "ACK")
+	}
+	t := newTable(w, header...)
+	for _, r := range out.Results {
+		seq := ""
+		if r.Seq > 0 {
+			seq = strconv.FormatUint(r.Seq, 10)
+		}
+		status := r.Status
+		if r.Duplicate {
+			status += ",duplicate"
+		}
+		row := []string{r.Device, status, seq, r.Reason}
+		if waitAck {
+			switch {
+			case r.AckLatencyMS != nil:
+				row = append(row, strconv.FormatFloat(*r.AckLatencyMS, 'f', 1, 64)+"ms")
+			case r.Acked != nil:
+				row = append(row, "timeout")
+			default:
+				row = append(row, "")
+			}
+		}
+		t.row(row...)
+	}
+	return t.flush()
+}
