@@ -47,13 +47,15 @@ func (r PushResult) Accepted() bool {
 	return r.Status == StatusDelivered || r.Status == StatusStored
 }
 
-// PushResponse answers POST /v1/push. Results is set for device pushes,
-// Recipients for group and broadcast pushes.
+// PushResponse answers POST /v1/push. Results is set for device pushes;
+// Recipients (sessions on the node asked) and RelayedNodes (other nodes
+// the message was relayed to) for group and broadcast pushes.
 type PushResponse struct {
-	ID         string       `json:"id"`
-	Stored     bool         `json:"stored"`
-	Results    []PushResult `json:"results,omitempty"`
-	Recipients *int         `json:"recipients,omitempty"`
+	ID           string       `json:"id"`
+	Stored       bool         `json:"stored"`
+	Results      []PushResult `json:"results,omitempty"`
+	Recipients   *int         `json:"recipients,omitempty"`
+	RelayedNodes *int         `json:"relayed_nodes,omitempty"`
 }
 
 // Push sends one message.

@@ -38,7 +38,7 @@ func issuedApp(t *testing.T, r result) string {
 // three layers.
 func TestConfig_FlagsOverEnvOverFile(t *testing.T) {
 	t.Parallel()
-	path := writeConfig(t, fileConfig{App: "from-file", KeyID: "kf", SecretBase64: base64.StdEncoding.EncodeToString(fakeSecret)})
+	path := writeConfig(t, fileConfig{App: "from-file", KeyID: "kf", SecretBase64: base64.StdEncoding.EncodeToString(testSecret)})
 	args := []string{"token", "issue", "--device", "d", "-o", "json", "--config", path}
 
 	if got := issuedApp(t, harness{}.run(t, args...).expect(t, exitOK)); got != "from-file/kf" {
@@ -62,7 +62,7 @@ func TestConfig_FlagsOverEnvOverFile(t *testing.T) {
 
 func TestConfig_FileFromEnvAndDevDefault(t *testing.T) {
 	t.Parallel()
-	path := writeConfig(t, fileConfig{App: "a", KeyID: "k", SecretBase64: base64.StdEncoding.EncodeToString(fakeSecret)})
+	path := writeConfig(t, fileConfig{App: "a", KeyID: "k", SecretBase64: base64.StdEncoding.EncodeToString(testSecret)})
 	args := []string{"token", "issue", "--device", "d", "-o", "json"}
 	if got := issuedApp(t, harness{env: map[string]string{"PUSHCTL_CONFIG": path}}.run(t, args...).expect(t, exitOK)); got != "a/k" {
 		t.Errorf("$PUSHCTL_CONFIG: %s", got)
@@ -108,7 +108,7 @@ func TestConfig_Errors(t *testing.T) {
 func TestConfig_UnknownFieldsIgnored(t *testing.T) {
 	t.Parallel()
 	p := filepath.Join(t.TempDir(), "c.json")
-	body := `{"app":"a","key_id":"k","secret_base64":"` + base64.StdEncoding.EncodeToString(fakeSecret) + `","region":"bj","pid":1}`
+	body := `{"app":"a","key_id":"k","secret_base64":"` + base64.StdEncoding.EncodeToString(testSecret) + `","region":"bj","pid":1}`
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func (h harness) env_(stdout, stderr io.Writer) *env {
+func (h harness) newEnv(stdout, stderr io.Writer) *env {
 	worker := h.worker
 	if worker == nil {
 		worker = runWorker
@@ -69,7 +69,7 @@ func (h harness) run(t *testing.T, args ...string) result {
 func (h harness) runCtx(t *testing.T, ctx context.Context, args ...string) result {
 	t.Helper()
 	var stdout, stderr syncBuffer
-	code := run(ctx, h.env_(&stdout, &stderr), append([]string{"pushctl"}, args...))
+	code := run(ctx, h.newEnv(&stdout, &stderr), append([]string{"pushctl"}, args...))
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 }
 
@@ -83,7 +83,7 @@ func (h harness) start(t *testing.T, args ...string) (stdout, stderr *syncBuffer
 	var code int
 	go func() {
 		defer close(fin)
-		code = run(ctx, h.env_(stdout, stderr), append([]string{"pushctl"}, args...))
+		code = run(ctx, h.newEnv(stdout, stderr), append([]string{"pushctl"}, args...))
 	}()
 	stop = func() result {
 		cancel()

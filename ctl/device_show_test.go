@@ -9,7 +9,7 @@ func TestDeviceShow_TableAndJSON(t *testing.T) {
 	api := newFakePushAPI(t)
 	api.deliver = func(string, string, uint64, []byte) bool { return true }
 	api.ackAfter = -1
-	h := harness{env: fakeEnv(api.url())}
+	h := harness{env: testEnv(api.url())}
 	h.run(t, "push", "--device", "phone-1", "--data", "x").expect(t, exitOK)
 	h.run(t, "push", "--device", "phone-1", "--data", "y").expect(t, exitOK)
 
@@ -36,7 +36,7 @@ func TestDeviceShow_TableAndJSON(t *testing.T) {
 func TestDeviceShow_Errors(t *testing.T) {
 	t.Parallel()
 	api := newFakePushAPI(t)
-	h := harness{env: fakeEnv(api.url())}
+	h := harness{env: testEnv(api.url())}
 	r := h.run(t, "device", "show").expect(t, exitUsage)
 	if err := contains(r.stderr, "missing DEVICE"); err != nil {
 		t.Error(err)
@@ -45,7 +45,7 @@ func TestDeviceShow_Errors(t *testing.T) {
 	if err := contains(r.stderr, "flags go before the device id"); err != nil {
 		t.Error(err)
 	}
-	env := fakeEnv(api.url() + "/prefix")
+	env := testEnv(api.url() + "/prefix")
 	r = harness{env: env}.run(t, "device", "show", "d").expect(t, exitFailure)
 	if err := contains(r.stderr, "device show d: GET /v1/devices/d: HTTP 404 not_found"); err != nil {
 		t.Error(err)

@@ -22,21 +22,22 @@ import (
 // accounts) without the server being written yet.
 
 const (
-	fakeApp    = "dev"
-	fakeAPIKey = "test-api-key-0123456789"
-	fakeKeyID  = "k1"
+	testApp    = "dev"
+	testAPIKey = "test-api-key-0123456789"
+	testKeyID  = "k1"
 )
 
-var fakeSecret = bytes.Repeat([]byte("s"), 32)
+var testSecret = bytes.Repeat([]byte("s"), 32)
 
-// fakeEnv is the environment pointing pushctl at a fake push API.
-func fakeEnv(pushURL string) map[string]string {
+// testEnv is the environment pointing pushctl at a push API (fake or
+// real) and giving it the test app's credentials.
+func testEnv(pushURL string) map[string]string {
 	return map[string]string{
 		"PUSHD_PUSH_URL":      pushURL,
-		"PUSHD_APP":           fakeApp,
-		"PUSHD_API_KEY":       fakeAPIKey,
-		"PUSHD_KEY_ID":        fakeKeyID,
-		"PUSHD_SECRET_BASE64": base64.StdEncoding.EncodeToString(fakeSecret),
+		"PUSHD_APP":           testApp,
+		"PUSHD_API_KEY":       testAPIKey,
+		"PUSHD_KEY_ID":        testKeyID,
+		"PUSHD_SECRET_BASE64": base64.StdEncoding.EncodeToString(testSecret),
 	}
 }
 
@@ -93,7 +94,7 @@ func apiError(w http.ResponseWriter, status int, code, msg string) {
 }
 
 func (f *fakePushAPI) serve(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer "+fakeAPIKey {
+	if r.Header.Get("Authorization") != "Bearer "+testAPIKey {
 		apiError(w, http.StatusUnauthorized, "unauthorized", "unknown API key")
 		return
 	}
@@ -133,7 +134,7 @@ func (f *fakePushAPI) servePush(w http.ResponseWriter, r *http.Request) {
 			targets++
 		}
 	}
-	if req.App != fakeApp {
+	if req.App != testApp {
 		apiError(w, http.StatusUnauthorized, "unauthorized", "key of another app")
 		return
 	}
@@ -213,7 +214,7 @@ func (f *fakePushAPI) device(d string) *fakeDeviceState {
 }
 
 func (f *fakePushAPI) serveDevice(w http.ResponseWriter, r *http.Request, device string) {
-	if r.URL.Query().Get("app") != fakeApp {
+	if r.URL.Query().Get("app") != testApp {
 		apiError(w, http.StatusUnauthorized, "unauthorized", "key of another app")
 		return
 	}
@@ -232,7 +233,7 @@ func (f *fakePushAPI) serveDevice(w http.ResponseWriter, r *http.Request, device
 			}
 		}
 	}
-	out := DeviceState{App: fakeApp, Device: device, Online: f.deliver != nil, Epoch: "e1",
+	out := DeviceState{App: testApp, Device: device, Online: f.deliver != nil, Epoch: "e1",
 		Last: st.last, Acked: acked, Lost: st.lost, InboxLen: st.inbox - min(st.inbox, acked)}
 	if out.Online {
 		out.Route = &DeviceRoute{Node: "n1", Epoch: 3}
@@ -285,16 +286,16 @@ func newFakeDeviceServer(t *testing.T, heartbeat time.Duration) *fakeDeviceServe
 
 func (s *fakeDeviceServer) url() string { return "tcp://" + s.ln.Addr().String() }
 
-type fakeKeys struct{}
+type testKeys struct{}
 
-func (fakeKeys) TokenSecret(app, keyID string) ([]byte, bool) {
-	if app != fakeApp {
+func (testKeys) TokenSecret(app, keyID string) ([]byte, bool) {
+	if app != testApp {
 		return nil, false
 	}
-	if keyID != fakeKeyID {
+	if keyID != testKeyID {
 		return nil, true
 	}
-	return fakeSecret, true
+	return testSecret, true
 }
 
 func (s *fakeDeviceServer) accept() {
@@ -341,7 +342,7 @@ func (s *fakeDeviceServer) serveConn(c net.Conn) {
 			}
 			switch f := f.(type) {
 			case *wire.Hello:
-				if _, err := token.Verify(f.Token, fakeKeys{}, f.App, f.Device, time.Now()); err != nil {
+				if _, err := token.Verify(f.Token, testKeys{}, f.App, f.Device, time.Now()); err != nil {
 					_, _ = c.Write(wire.Append(nil, &wire.Error{Code: wire.CodeTokenSignature, Message: err.Error()}))
 					return
 				}

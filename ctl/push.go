@@ -56,10 +56,11 @@ func pushCommand(e *env) *cli.Command {
 // pushOutput is the JSON output of push: the API's answer, with the ack
 // outcome per device under --wait-ack.
 type pushOutput struct {
-	ID         string             `json:"id"`
-	Stored     bool               `json:"stored"`
-	Results    []pushResultOutput `json:"results,omitempty"`
-	Recipients *int               `json:"recipients,omitempty"`
+	ID           string             `json:"id"`
+	Stored       bool               `json:"stored"`
+	Results      []pushResultOutput `json:"results,omitempty"`
+	Recipients   *int               `json:"recipients,omitempty"`
+	RelayedNodes *int               `json:"relayed_nodes,omitempty"`
 }
 
 type pushResultOutput struct {
@@ -106,7 +107,7 @@ func runPush(c *cli.Context, e *env) error {
 	if err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
-	out := pushOutput{ID: resp.ID, Stored: resp.Stored, Recipients: resp.Recipients}
+	out := pushOutput{ID: resp.ID, Stored: resp.Stored, Recipients: resp.Recipients, RelayedNodes: resp.RelayedNodes}
 	var rejected []string
 	for _, r := range resp.Results {
 		out.Results = append(out.Results, pushResultOutput{PushResult: r})
@@ -330,6 +331,9 @@ func printPush(w io.Writer, format format, out *pushOutput, waitAck bool) error 
 	fmt.Fprintf(w, "ID: %s\n", out.ID)
 	if out.Recipients != nil {
 		fmt.Fprintf(w, "RECIPIENTS: %d\n", *out.Recipients)
+		if out.RelayedNodes != nil {
+			fmt.Fprintf(w, "RELAYED_NODES: %d\n", *out.RelayedNodes)
+		}
 		return nil
 	}
 	header := []string{"DEVICE", "STATUS", "SEQ", "REASON"}

@@ -11,7 +11,7 @@ func TestPush_TableShowsIDAndEachDevice(t *testing.T) {
 	t.Parallel()
 	api := newFakePushAPI(t)
 	api.deliver = func(device, _ string, _ uint64, _ []byte) bool { return device == "phone-1" }
-	h := harness{env: fakeEnv(api.url())}
+	h := harness{env: testEnv(api.url())}
 	r := h.run(t, "push", "--device", "phone-1", "--device", "phone-2", "--data", "hello", "--business", "chat",
 		"--priority", "high", "--ttl", "30s", "--idempotency-key", "k-1").expect(t, exitOK)
 	want := "ID: 00000000000000000000000000000001\n" +
@@ -22,7 +22,7 @@ func TestPush_TableShowsIDAndEachDevice(t *testing.T) {
 		t.Fatalf("stdout:\n%s\nwant:\n%s", r.stdout, want)
 	}
 	req := api.recorded()[0]
-	if *req.Data != "hello" || req.Business != "chat" || req.Priority != "high" || req.TTL != 30 || req.IdempotencyKey != "k-1" || req.App != fakeApp {
+	if *req.Data != "hello" || req.Business != "chat" || req.Priority != "high" || req.TTL != 30 || req.IdempotencyKey != "k-1" || req.App != testApp {
 		t.Fatalf("request %+v", req)
 	}
 }
@@ -31,7 +31,7 @@ func TestPush_JSONAndRejectedExit1(t *testing.T) {
 	t.Parallel()
 	api := newFakePushAPI(t)
 	api.reject["gone"] = "degraded"
-	r := harness{env: fakeEnv(api.url())}.run(t, "push", "--device", "ok", "--device", "gone", "--device", "bad id",
+	r := harness{env: testEnv(api.url())}.run(t, "push", "--device", "ok", "--device", "gone", "--device", "bad id",
 		"--data", "", "--json").expect(t, exitFailure)
 	out := decodeJSON[pushOutput](t, r)
 	if out.ID == "" || !out.Stored || len(out.Results) != 3 {
@@ -52,7 +52,7 @@ func TestPush_JSONAndRejectedExit1(t *testing.T) {
 func TestPush_GroupAndBroadcastPrintRecipients(t *testing.T) {
 	t.Parallel()
 	api := newFakePushAPI(t)
-	h := harness{env: fakeEnv(api.url())}
+	h := harness{env: testEnv(api.url())}
 	r := h.run(t, "push", "--group", "room-1", "--data", "x").expect(t, exitOK)
 	if r.stdout != "ID: 00000000000000000000000000000001\nRECIPIENTS: 3\n" {
 		t.Fatalf("stdout %q", r.stdout)
@@ -67,7 +67,7 @@ func TestPush_GroupAndBroadcastPrintRecipients(t *testing.T) {
 func TestPush_PayloadSources(t *testing.T) {
 	t.Parallel()
 	api := newFakePushAPI(t)
-	h := harness{env: fakeEnv(api.url()), stdin: "\x00\xff binary"}
+	h := harness{env: testEnv(api.url()), stdin: "\x00\xff binary"}
 	h.run(t, "push", "--device", "d", "--data-file", "-").expect(t, exitOK)
 	h.run(t, "push", "--device", "d", "--data-base64", "aGk=").expect(t, exitOK)
 	reqs := api.recorded()
@@ -82,7 +82,7 @@ func TestPush_PayloadSources(t *testing.T) {
 func TestPush_UsageErrors(t *testing.T) {
 	t.Parallel()
 	api := newFakePushAPI(t)
-	h := harness{env: fakeEnv(api.url())}
+	h := harness{env: testEnv(api.url())}
 	cases := []struct {
 		args []string
 		want string
@@ -116,11 +116,11 @@ func TestPush_APIErrorsExit1WithCode(t *testing.T) {
 	t.Parallel()
 	api := newFakePushAPI(t)
 	api.failStatus, api.failCode = 413, "payload_too_large"
-	r := harness{env: fakeEnv(api.url())}.run(t, "push", "--device", "d", "--data", "x").expect(t, exitFailure)
+	r := harness{env: testEnv(api.url())}.run(t, "push", "--device", "d", "--data", "x").expect(t, exitFailure)
 	if err := contains(r.stderr, "push: POST /v1/push: HTTP 413 payload_too_large"); err != nil {
 		t.Error(err)
 	}
-	env := fakeEnv(api.url())
+	env := testEnv(api.url())
 	env["PUSHD_API_KEY"] = "wrong-key-wrong-key"
 	r = harness{env: env}.run(t, "push", "--device", "d", "--data", "x").expect(t, exitFailure)
 	if err := contains(r.stderr, "HTTP 401 unauthorized"); err != nil {
@@ -135,7 +135,7 @@ func TestPush_WaitAckReportsLatency(t *testing.T) {
 	t.Parallel()
 	api := newFakePushAPI(t)
 	api.ackAfter = 40 * time.Millisecond
-	r := harness{env: fakeEnv(api.url())}.run(t, "push", "--device", "a", "--device", "b", "--data", "x", "--wait-ack").expect(t, exitOK)
+	r := harness{env: testEnv(api.url())}.run(t, "push", "--device", "a", "--device", "b", "--data", "x", "--wait-ack").expect(t, exitOK)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if len(lines) != 4 || lines[1] != "DEVICE  STATUS  SEQ  REASON  ACK" {
 		t.Fatalf("stdout:\n%s", r.stdout)
@@ -147,7 +147,7 @@ func TestPush_WaitAckReportsLatency(t *testing.T) {
 			t.Errorf("ack latency %q: want at least the 40ms the fake takes", l)
 		}
 	}
-	out := decodeJSON[pushOutput](t, harness{env: fakeEnv(api.url())}.run(t, "push", "--device", "a", "--data", "x", "--wait-ack", "-o", "json").expect(t, exitOK))
+	out := decodeJSON[pushOutput](t, harness{env: testEnv(api.url())}.run(t, "push", "--device", "a", "--data", "x", "--wait-ack", "-o", "json").expect(t, exitOK))
 	if r := out.Results[0]; r.Acked == nil || !*r.Acked || r.AckLatencyMS == nil || *r.AckLatencyMS < 40 {
 		t.Fatalf("json result %+v", r)
 	}
@@ -159,7 +159,7 @@ func TestPush_WaitAckTimeoutNamesDevices(t *testing.T) {
 	api.ackAfter = -1
 	api.reject["r"] = "degraded"
 	start := time.Now()
-	r := harness{env: fakeEnv(api.url())}.run(t, "push", "--device", "slow-1", "--device", "slow-2", "--device", "r",
+	r := harness{env: testEnv(api.url())}.run(t, "push", "--device", "slow-1", "--device", "slow-2", "--device", "r",
 		"--data", "x", "--wait-ack", "--timeout", "150ms").expect(t, exitFailure)
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("took %s with a 150ms timeout", el)

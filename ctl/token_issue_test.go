@@ -11,17 +11,17 @@ import (
 
 func TestTokenIssue_TableIsTheTokenAndItVerifies(t *testing.T) {
 	t.Parallel()
-	h := harness{env: fakeEnv("")}
+	h := harness{env: testEnv("")}
 	r := h.run(t, "token", "issue", "--device", "phone-1", "--user", "u7", "--ttl", "2h").expect(t, exitOK)
 	tok := strings.TrimSpace(r.stdout)
 	if strings.Count(r.stdout, "\n") != 1 || strings.ContainsAny(tok, " \t") {
 		t.Fatalf("table output is not one token line: %q", r.stdout)
 	}
-	c, err := token.Verify(tok, fakeKeys{}, fakeApp, "phone-1", time.Now())
+	c, err := token.Verify(tok, testKeys{}, testApp, "phone-1", time.Now())
 	if err != nil {
 		t.Fatalf("minted token does not verify: %v", err)
 	}
-	if c.User != "u7" || c.KeyID != fakeKeyID {
+	if c.User != "u7" || c.KeyID != testKeyID {
 		t.Fatalf("claims %+v", c)
 	}
 	if left := time.Until(time.Unix(c.Expires, 0)); left < 2*time.Hour-time.Minute || left > 2*time.Hour+time.Minute {
@@ -31,11 +31,11 @@ func TestTokenIssue_TableIsTheTokenAndItVerifies(t *testing.T) {
 
 func TestTokenIssue_JSON(t *testing.T) {
 	t.Parallel()
-	h := harness{env: fakeEnv("")}
+	h := harness{env: testEnv("")}
 	for _, flag := range [][]string{{"-o", "json"}, {"--json"}} {
 		args := append([]string{"token", "issue", "--device", "d1"}, flag...)
 		out := decodeJSON[tokenIssued](t, h.run(t, args...).expect(t, exitOK))
-		if out.App != fakeApp || out.Device != "d1" || out.Token == "" {
+		if out.App != testApp || out.Device != "d1" || out.Token == "" {
 			t.Fatalf("%v: %+v", flag, out)
 		}
 		exp, err := time.Parse(time.RFC3339, out.Expires)
@@ -50,13 +50,13 @@ func TestTokenIssue_JSON(t *testing.T) {
 func TestTokenIssue_NotBeforeShiftsTheWindow(t *testing.T) {
 	t.Parallel()
 	nbf := time.Now().Add(3 * time.Hour).Truncate(time.Second)
-	r := harness{env: fakeEnv("")}.run(t, "token", "issue", "--device", "d1", "--ttl", "24h",
+	r := harness{env: testEnv("")}.run(t, "token", "issue", "--device", "d1", "--ttl", "24h",
 		"--not-before", nbf.Format(time.RFC3339), "-o", "json").expect(t, exitOK)
 	out := decodeJSON[tokenIssued](t, r)
-	if _, err := token.Verify(out.Token, fakeKeys{}, fakeApp, "d1", time.Now()); !errors.Is(err, token.ErrNotYetValid) {
+	if _, err := token.Verify(out.Token, testKeys{}, testApp, "d1", time.Now()); !errors.Is(err, token.ErrNotYetValid) {
 		t.Fatalf("before its window: %v, want ErrNotYetValid", err)
 	}
-	if _, err := token.Verify(out.Token, fakeKeys{}, fakeApp, "d1", nbf.Add(time.Hour)); err != nil {
+	if _, err := token.Verify(out.Token, testKeys{}, testApp, "d1", nbf.Add(time.Hour)); err != nil {
 		t.Fatalf("inside its window: %v", err)
 	}
 	if out.NotBefore != nbf.UTC().Format(time.RFC3339) || out.Expires != nbf.Add(24*time.Hour).UTC().Format(time.RFC3339) {
@@ -66,7 +66,7 @@ func TestTokenIssue_NotBeforeShiftsTheWindow(t *testing.T) {
 
 func TestTokenIssue_RefusesWhatServersRefuse(t *testing.T) {
 	t.Parallel()
-	h := harness{env: fakeEnv("")}
+	h := harness{env: testEnv("")}
 	cases := []struct {
 		args []string
 		want string
