@@ -133,6 +133,9 @@ func runBenchConnect(c *cli.Context, e *env) error {
 	}
 	rep.HeartbeatS = hb.Seconds()
 	held := effectiveHold(hold, hb, c.Bool("heartbeat-check"))
+	if rep.Connected == 0 {
+		held = 0 // nothing to hold
+	}
 	rep.HoldS = held.Seconds()
 	if format == formatTable {
 		fmt.Fprintf(e.stderr, "pushctl bench: %d/%d connected in %.2fs; holding %s\n", rep.Connected, conns, rep.ConnectS, held)

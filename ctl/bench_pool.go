@@ -22,6 +22,10 @@ type workerPool struct {
 	events  chan poolEvent
 	onRecv  func([]receipt)
 	readers sync.WaitGroup
+
+	// Touched by await only, which one goroutine calls.
+	backlog []poolEvent // events not yet awaited
+	ended   []error     // per worker: why its output ended, once it has
 }
 
 type workerProc struct {
@@ -41,7 +45,7 @@ type poolEvent struct {
 // startPool starts one worker per job and sends each its job. onRecv may
 // be nil when no receipts are expected.
 func startPool(ctx context.Context, e *env, jobs []workerJob, onRecv func([]receipt)) (*workerPool, error) {
-	p := &workerPool{events: make(chan poolEvent, 16*len(jobs)), onRecv: onRecv}
+	p := &workerPool{events: make(chan poolEvent, 16*len(jobs)), onRecv: onRecv, ended: make([]error, len(jobs))}
 	for i := range jobs {
 		jobs[i].ID = i
 		w, out, err := p.spawn(ctx, e, i)
@@ -145,8 +149,9 @@ func (p *workerPool) send(cmd string) error {
 }
 
 // await waits until every worker has sent event and returns those events
-// in worker order. A worker that reports an error or ends first fails it.
-// timeout 0 waits as long as ctx.
+// in worker order. A worker that reports an error, or ends without having
+// sent event, fails it. Events that arrive early for a later await are
+// kept for it. timeout 0 waits as long as ctx.
 func (p *workerPool) await(ctx context.Context, event string, timeout time.Duration) ([]workerEvent, error) {
 	got := make([]workerEvent, len(p.procs))
 	seen := make([]bool, len(p.procs))
@@ -157,6 +162,38 @@ func (p *workerPool) await(ctx context.Context, event string, timeout time.Durat
 		defer t.Stop()
 		deadline = t.C
 	}
+	// take handles one event and reports a failure.
+	var kept []poolEvent
+	take := func(pe poolEvent) error {
+		switch {
+		case pe.ended != nil:
+			p.ended[pe.worker] = pe.ended
+		case pe.ev.Event == evError:
+			return fmt.Errorf("bench worker %d: %s", pe.worker, pe.ev.Message)
+		case pe.ev.Event == event && !seen[pe.worker]:
+			got[pe.worker], seen[pe.worker] = pe.ev, true
+			left--
+		default:
+			kept = append(kept, pe)
+		}
+		if err := p.ended[pe.worker]; err != nil && !seen[pe.worker] {
+			return fmt.Errorf("bench worker %d ended before %q (its stderr says why): %v", pe.worker, event, err)
+		}
+		return nil
+	}
+	backlog := p.backlog
+	p.backlog = nil
+	defer func() { p.backlog = append(p.backlog, kept...) }()
+	for _, pe := range backlog {
+		if err := take(pe); err != nil {
+			return nil, err
+		}
+	}
+	for i, err := range p.ended {
+		if err != nil && !seen[i] {
+			return nil, fmt.Errorf("bench worker %d ended before %q (its stderr says why): %v", i, event, err)
+		}
+	}
 	for left > 0 {
 		select {
 		case <-ctx.Done():
@@ -164,14 +201,8 @@ func (p *workerPool) await(ctx context.Context, event string, timeout time.Durat
 		case <-deadline:
 			return nil, fmt.Errorf("%d bench workers sent no %q within %s", left, event, timeout)
 		case pe := <-p.events:
-			switch {
-			case pe.ended != nil:
-				return nil, fmt.Errorf("bench worker %d ended before %q (its stderr says why): %v", pe.worker, event, pe.ended)
-			case pe.ev.Event == evError:
-				return nil, fmt.Errorf("bench worker %d: %s", pe.worker, pe.ev.Message)
-			case pe.ev.Event == event && !seen[pe.worker]:
-				got[pe.worker], seen[pe.worker] = pe.ev, true
-				left--
+			if err := take(pe); err != nil {
+				return nil, err
 			}
 		}
 	}
