@@ -48,8 +48,9 @@ type Appended struct {
 	Route     Route  // the device's current route, read by the same script
 }
 
-// Append stores msg in every device's inbox: one script call per device, all
-// in one pipeline. The script assigns the next contiguous seq, deduplicates
+// Append stores msg in every device's inbox with one pipeline of script
+// calls: one call per device on a cluster, Config.AppendBatch devices per
+// call on a standalone Redis. For each device the script assigns the next contiguous seq, deduplicates
 // by msg.ID (a repeated id returns the original seq with Duplicate set, so a
 // retry after a timeout is safe), trims the oldest unacked entries past
 // InboxMaxLen (raising the device's lost seq, which makes a Resume from
@@ -87,7 +88,7 @@ func (s *Store) Append(ctx context.Context, msg Message, devices []string) ([]Ap
 		expires = limit
 	}
 
-	// One argument list shared by every device's call.
+	// One argument list shared by every call.
 	args := []any{
 		msg.ID,
 		msg.Business,
@@ -99,34 +100,41 @@ func (s *Store) Append(ctx context.Context, msg Message, devices []string) ([]Ap
 		s.cfg.InboxMaxLen,
 		s.cfg.DedupeWindow,
 		s.cfg.InboxTTL.Milliseconds(),
+		now.UnixMilli(),
 	}
-	calls := make([]scriptCall, len(devices))
-	for i, d := range devices {
-		calls[i] = scriptCall{
-			script: appendScript,
-			keys:   []string{metaKey(d), inboxKey(d), dedupeKey(d), routeKey(d)},
-			args:   args,
+	per := s.batch
+	calls := make([]scriptCall, 0, (len(devices)+per-1)/per)
+	for i := 0; i < len(devices); i += per {
+		group := devices[i:min(i+per, len(devices))]
+		keys := make([]string, 0, 4*len(group))
+		for _, d := range group {
+			keys = append(keys, metaKey(d), inboxKey(d), dedupeKey(d), routeKey(d))
 		}
+		calls = append(calls, scriptCall{script: appendScript, keys: keys, args: args})
 	}
 	if err := s.runScripts(ctx, calls); err != nil {
 		return nil, wrap("append "+msg.ID+" to", fmt.Sprintf("%d devices", len(devices)), err)
 	}
 
-	out := make([]Appended, len(devices))
+	out := make([]Appended, 0, len(devices))
 	for i, c := range calls {
 		v, err := c.cmd.Slice()
-		if err == nil && len(v) != 5 {
-			err = fmt.Errorf("reply has %d elements, want 5", len(v))
+		group := devices[i*per : min((i+1)*per, len(devices))]
+		if err == nil && len(v) != 5*len(group) {
+			err = fmt.Errorf("reply has %d elements, want %d", len(v), 5*len(group))
 		}
 		if err != nil {
-			return nil, fmt.Errorf("append %s: %w", inboxKey(devices[i]), err)
+			return nil, fmt.Errorf("append %s: %w", inboxKey(group[0]), err)
 		}
-		out[i] = Appended{
-			Device:    devices[i],
-			Epoch:     str(v[0]),
-			Seq:       uint64(num(v[1])),
-			Duplicate: num(v[2]) == 1,
-			Route:     Route{Node: str(v[3]), Epoch: unum(v[4])},
+		for j, d := range group {
+			r := v[5*j : 5*j+5]
+			out = append(out, Appended{
+				Device:    d,
+				Epoch:     str(r[0]),
+				Seq:       uint64(num(r[1])),
+				Duplicate: num(r[2]) == 1,
+				Route:     Route{Node: str(r[3]), Epoch: unum(r[4])},
+			})
 		}
 	}
 	return out, nil
@@ -291,7 +299,8 @@ type AckRequest struct {
 	Seq    uint64
 }
 
-// AckMany applies cumulative acks in one pipeline. An ack applies when its
+// AckMany applies cumulative acks in one pipeline of script calls (batched
+// like Append's). An ack applies when its
 // epoch is the inbox's and acked < Seq <= last: the ack cursor moves to Seq
 // and the inbox is trimmed up to it (XTRIM MINID), so an inbox holds only
 // unacked entries. A stale, too large or other-epoch ack changes nothing.
@@ -301,27 +310,39 @@ func (s *Store) AckMany(ctx context.Context, reqs []AckRequest) ([]bool, error) 
 	if len(reqs) == 0 {
 		return nil, nil
 	}
-	calls := make([]scriptCall, len(reqs))
-	for i, r := range reqs {
+	for _, r := range reqs {
 		if !validID(r.Device) {
 			return nil, fmt.Errorf("ack: device id %q: %w", r.Device, ErrInvalidArgument)
 		}
-		calls[i] = scriptCall{
-			script: ackScript,
-			keys:   []string{metaKey(r.Device), inboxKey(r.Device)},
-			args:   []any{r.Epoch, r.Seq},
+	}
+	per := s.batch
+	calls := make([]scriptCall, 0, (len(reqs)+per-1)/per)
+	for i := 0; i < len(reqs); i += per {
+		group := reqs[i:min(i+per, len(reqs))]
+		keys := make([]string, 0, 2*len(group))
+		args := make([]any, 0, 2*len(group))
+		for _, r := range group {
+			keys = append(keys, metaKey(r.Device), inboxKey(r.Device))
+			args = append(args, r.Epoch, r.Seq)
 		}
+		calls = append(calls, scriptCall{script: ackScript, keys: keys, args: args})
 	}
 	if err := s.runScripts(ctx, calls); err != nil {
 		return nil, wrap("ack", fmt.Sprintf("%d inboxes", len(reqs)), err)
 	}
-	out := make([]bool, len(reqs))
+	out := make([]bool, 0, len(reqs))
 	for i, c := range calls {
-		n, err := c.cmd.Int64()
-		if err != nil {
-			return nil, fmt.Errorf("ack %s: %w", inboxKey(reqs[i].Device), err)
+		v, err := c.cmd.Slice()
+		group := reqs[i*per : min((i+1)*per, len(reqs))]
+		if err == nil && len(v) != len(group) {
+			err = fmt.Errorf("reply has %d elements, want %d", len(v), len(group))
 		}
-		out[i] = n == 1
+		if err != nil {
+			return nil, fmt.Errorf("ack %s: %w", inboxKey(group[0].Device), err)
+		}
+		for _, x := range v {
+			out = append(out, num(x) == 1)
+		}
 	}
 	return out, nil
 }

@@ -7,6 +7,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushd/pushd/streams/streamstest"
 )
 
 func TestStore_AppendAssignsContiguousSeqsPerDevice(t *testing.T) {
@@ -307,6 +311,13 @@ func TestStore_ResumeAfterOverflow(t *testing.T) {
 	if !r.Recovered || !equalSeqs(seqs(r.Entries), 11, 12, 13, 14, 15) {
 		t.Fatalf("resume from 10: %+v", r)
 	}
+	// A cursor behind both the trim and the ack cursor: the walk starts
+	// after the acks and sees no hole, but the trim still lies after the
+	// cursor.
+	r = mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 3}, 0)
+	if r.Recovered || !equalSeqs(seqs(r.Entries), 11, 12, 13, 14, 15) {
+		t.Fatalf("resume from 3 after ack 10: %+v; want not recovered", r)
+	}
 }
 
 func TestStore_ResumeAfterMessageTTLExpiry(t *testing.T) {
@@ -349,8 +360,8 @@ func TestStore_ResumeAfterInboxKeyExpiry(t *testing.T) {
 	ctx := testCtx(t)
 	last := appendN(t, env.store, "a", "m", 3)
 	for _, k := range []string{metaKey("a"), inboxKey("a"), dedupeKey("a")} {
-		if ttl := env.rdb.PTTL(ctx, k).Val(); ttl <= 0 || ttl > 150*time.Millisecond {
-			t.Fatalf("%s ttl %v, want (0, 150ms]", k, ttl)
+		if ttl := env.rdb.PTTL(ctx, k).Val(); ttl <= 0 || ttl > 160*time.Millisecond {
+			t.Fatalf("%s ttl %v, want (0, 150ms+150ms/16]", k, ttl)
 		}
 	}
 	waitFor(t, 5*time.Second, func() error {
@@ -512,8 +523,8 @@ func TestStore_DeviceKeysAreBounded(t *testing.T) {
 		t.Fatalf("dedupe %d ids, want 6", n)
 	}
 	for _, k := range []string{metaKey("a"), inboxKey("a"), dedupeKey("a")} {
-		if ttl := env.rdb.PTTL(ctx, k).Val(); ttl <= 59*time.Minute || ttl > time.Hour {
-			t.Fatalf("%s ttl %v, want about 1h", k, ttl)
+		if ttl := env.rdb.PTTL(ctx, k).Val(); ttl <= time.Hour || ttl > time.Hour+time.Hour/16 {
+			t.Fatalf("%s ttl %v, want 1h to 1h+1h/16", k, ttl)
 		}
 	}
 	// A message TTL beyond InboxTTL is capped at it.
@@ -553,5 +564,147 @@ func TestStore_RejectsInvalidArguments(t *testing.T) {
 	}
 	if n := env.rdb.DBSize(ctx).Val(); n != 0 {
 		t.Fatalf("invalid calls wrote %d keys", n)
+	}
+}
+
+func TestStore_AppendSetsTTLOnKeysAfterResume(t *testing.T) {
+	// Resume creates the meta; the first append then creates the inbox and
+	// dedupe keys, which must get their TTL even though the meta's says
+	// they need no refresh yet.
+	env := newEnv(t, Config{InboxTTL: time.Hour})
+	ctx := testCtx(t)
+	mustResume(t, env.store, "a", Position{}, 0)
+	appendN(t, env.store, "a", "m", 1)
+	for _, k := range []string{metaKey("a"), inboxKey("a"), dedupeKey("a")} {
+		if ttl := env.rdb.PTTL(ctx, k).Val(); ttl <= time.Hour || ttl > time.Hour+time.Hour/16 {
+			t.Fatalf("%s ttl %v, want 1h to 1h+1h/16", k, ttl)
+		}
+	}
+}
+
+func TestStore_AppendRefreshesTTLOnlyWhenDue(t *testing.T) {
+	env := newEnv(t, Config{InboxTTL: time.Hour})
+	ctx := testCtx(t)
+	keys := []string{metaKey("a"), inboxKey("a"), dedupeKey("a")}
+	appendN(t, env.store, "a", "m", 1)
+
+	// More than InboxTTL left: an append leaves the TTLs alone.
+	for _, k := range keys {
+		env.rdb.PExpire(ctx, k, 5*time.Hour)
+	}
+	env.rdb.HSet(ctx, metaKey("a"), "k", time.Now().Add(5*time.Hour).UnixMilli())
+	appendN(t, env.store, "a", "n", 1)
+	for _, k := range keys {
+		if ttl := env.rdb.PTTL(ctx, k).Val(); ttl < 4*time.Hour {
+			t.Fatalf("%s ttl %v after an append with 5h left, want untouched", k, ttl)
+		}
+	}
+
+	// Less than InboxTTL left: the append renews all three.
+	for _, k := range keys {
+		env.rdb.PExpire(ctx, k, 30*time.Minute)
+	}
+	env.rdb.HSet(ctx, metaKey("a"), "k", time.Now().Add(30*time.Minute).UnixMilli())
+	appendN(t, env.store, "a", "o", 1)
+	for _, k := range keys {
+		if ttl := env.rdb.PTTL(ctx, k).Val(); ttl <= time.Hour || ttl > time.Hour+time.Hour/16 {
+			t.Fatalf("%s ttl %v after an append with 30m left, want renewed to 1h to 1h+1h/16", k, ttl)
+		}
+	}
+}
+
+func TestStore_ScriptBatchesKeepDeviceOrder(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	for _, batch := range []int{1, 7, 32} {
+		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
+			rdb := srv.Client(t)
+			if err := rdb.FlushAll(testCtx(t)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			s := New(rdb, Config{ScriptBatch: batch})
+			checkBatches(t, s)
+		})
+	}
+	// A client that may shard keys (here a one-shard ring, as a cluster
+	// client would) always gets one device per call.
+	t.Run("ring", func(t *testing.T) {
+		ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"one": srv.Addr()}, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { _ = ring.Close() })
+		if err := ring.FlushAll(testCtx(t)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		s := New(ring, Config{ScriptBatch: 32})
+		if s.batch != 1 {
+			t.Fatalf("batch %d on a ring client, want 1", s.batch)
+		}
+		checkBatches(t, s)
+	})
+}
+
+// checkBatches appends to 40 devices, one of them listed twice, and acks a
+// mix of valid and stale requests: results must line up with the requests
+// whatever the batch size.
+func checkBatches(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := testCtx(t)
+	var devices []string
+	for i := 0; i < 40; i++ {
+		devices = append(devices, fmt.Sprintf("d%02d", i))
+	}
+	// d00 gets one message first, so its seq differs from the others'.
+	if _, err := s.Append(ctx, msg("first"), devices[:1]); err != nil {
+		t.Fatal(err)
+	}
+	list := append(append([]string{}, devices...), "d05")
+	res, err := s.Append(ctx, msg("m"), list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != len(list) {
+		t.Fatalf("%d results for %d devices", len(res), len(list))
+	}
+	for i, r := range res {
+		want := uint64(1)
+		if r.Device == "d00" {
+			want = 2
+		}
+		if r.Device != list[i] || r.Seq != want || r.Duplicate != (i == len(list)-1) {
+			t.Fatalf("result %d: %+v, want device %s seq %d", i, r, list[i], want)
+		}
+	}
+	var reqs []AckRequest
+	for i, r := range res[:len(devices)] {
+		seq := r.Seq
+		if i%3 == 0 {
+			seq += 5 // beyond last: ignored
+		}
+		reqs = append(reqs, AckRequest{Device: r.Device, Epoch: r.Epoch, Seq: seq})
+	}
+	applied, err := s.AckMany(ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ok := range applied {
+		if ok != (i%3 != 0) {
+			t.Fatalf("ack %d (%+v) applied=%v", i, reqs[i], ok)
+		}
+	}
+}
+
+func TestStore_AppendStartsCleanWhenOnlyMetaIsLost(t *testing.T) {
+	// The keys share their expiry, but an operator's DEL (or eviction under
+	// maxmemory) can drop the meta alone. The next append must start a new
+	// epoch on an empty inbox and dedupe set, not collide with old ids.
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	old := appendN(t, env.store, "a", "m", 3)
+	env.rdb.Del(ctx, metaKey("a"))
+	res, err := env.store.Append(ctx, msg("m-1"), []string{"a"})
+	if err != nil || res[0].Seq != 1 || res[0].Duplicate || res[0].Epoch == old.Epoch {
+		t.Fatalf("append after the meta vanished: %+v %v", res, err)
+	}
+	r := mustResume(t, env.store, "a", Position{Epoch: res[0].Epoch}, 0)
+	if !r.Recovered || !equalSeqs(seqs(r.Entries), 1) || r.Entries[0].ID != "m-1" {
+		t.Fatalf("resume in the new epoch: %+v", r)
 	}
 }

@@ -46,9 +46,11 @@ type Config struct {
 	// Resume from before them reports Recovered=false. 0 means 1000.
 	InboxMaxLen int64
 
-	// InboxTTL is the TTL of a device's inbox, meta and dedupe keys,
-	// refreshed by every Append and Resume, and the longest TTL a message
-	// may have. 0 means 72h.
+	// InboxTTL is how long a device's inbox, meta and dedupe keys outlive
+	// its last Append or Resume, and the longest TTL a message may have.
+	// The keys get InboxTTL plus a sixteenth, renewed only when less than
+	// InboxTTL is left, which spares most appends three PEXPIREs while no
+	// message outlives its inbox. 0 means 72h.
 	InboxTTL time.Duration
 
 	// DedupeWindow is how many of a device's most recent message ids are
@@ -67,6 +69,15 @@ type Config struct {
 	// NodeTTL is the TTL of a node's heartbeat key: a node that has not
 	// called Heartbeat for this long is dead to Nodes. 0 means 10s.
 	NodeTTL time.Duration
+
+	// ScriptBatch is how many devices one Append or AckMany script call
+	// handles on a standalone Redis (rdb is a *redis.Client): batching
+	// spreads a call's fixed cost, and Append's payload, over many devices
+	// (DESIGN.md has the figures). With any other client (cluster, ring) a
+	// call holds one device, since its keys must share one hash slot; set 1
+	// to get that on a standalone client too, for example behind a cluster
+	// proxy. 0 means 32.
+	ScriptBatch int
 
 	// ClaimMinIdle is how long a pending delivery must have been idle before
 	// TakeOver claims it. It keeps two takers, or a taker and a node that
@@ -93,6 +104,9 @@ func (c Config) withDefaults() Config {
 	if c.NodeTTL <= 0 {
 		c.NodeTTL = 10 * time.Second
 	}
+	if c.ScriptBatch <= 0 {
+		c.ScriptBatch = 32
+	}
 	if c.ClaimMinIdle <= 0 {
 		c.ClaimMinIdle = 2 * time.Second
 	}
@@ -105,13 +119,22 @@ func (c Config) withDefaults() Config {
 type Store struct {
 	rdb redis.UniversalClient
 	cfg Config
+
+	// batch is devices per Append or AckMany script call: cfg.ScriptBatch
+	// on a standalone client, 1 where keys of different devices may live in
+	// different slots.
+	batch int
 }
 
 // New returns a Store using rdb, which the caller creates with
 // ContextTimeoutEnabled set (otherwise context deadlines do not bound socket
 // I/O) and closes after the Store is no longer used.
 func New(rdb redis.UniversalClient, cfg Config) *Store {
-	return &Store{rdb: rdb, cfg: cfg.withDefaults()}
+	s := &Store{rdb: rdb, cfg: cfg.withDefaults(), batch: 1}
+	if _, standalone := rdb.(*redis.Client); standalone {
+		s.batch = s.cfg.ScriptBatch
+	}
+	return s
 }
 
 // Config returns the configuration in use, defaults applied.

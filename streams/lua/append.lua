@@ -1,66 +1,89 @@
--- append.lua: store one message in one device's inbox, deduplicated by
--- message id, and report the device's route.
+-- append.lua: store one message in each given device's inbox, deduplicated
+-- by message id, and report each device's route.
 --
--- KEYS[1] meta hash   {e epoch, l last seq, a acked seq, t trimmed seq, x lost seq}
--- KEYS[2] inbox stream (entry id 0-<seq>)
--- KEYS[3] dedupe zset  (member message id, score seq)
--- KEYS[4] route hash   {n node, e connection epoch}
+-- KEYS    per device, in groups of four:
+--         meta hash   {e epoch, l last seq, a acked seq, t trimmed seq,
+--                      x lost seq, k keys' expiry in ms}
+--         inbox stream (entry id 0-<seq>)
+--         dedupe zset  (member message id, score seq)
+--         route hash   {n node, e connection epoch}
 -- ARGV    id, business, priority, created ms, expires ms, payload,
---         epoch for a new inbox, max unacked, dedupe window, key ttl ms
+--         epoch for a new inbox, max unacked, dedupe window, ttl ms, now ms
 --
--- Returns {epoch, seq, duplicate 0|1, route node|nil, route epoch|nil}.
+-- Returns five values per device, flat:
+--         epoch, seq, duplicate 0|1, route node|nil, route epoch|nil.
 --
--- One script because the seq counter, the dedupe check, the entry and the
--- cap must change together: a retried call (go-redis retries after a read
+-- One script because a device's seq counter, dedupe check, entry and cap
+-- must change together: a retried call (go-redis resends after a read
 -- timeout, callers retry with idempotency keys) must find the id and return
--- the original seq, never store a second copy or skip a seq.
-local meta, inbox, dedupe = KEYS[1], KEYS[2], KEYS[3]
+-- the original seq, never store a second copy or skip a seq. Several devices
+-- share a call only on a standalone Redis (see DESIGN.md); on a cluster each
+-- call holds one device, so every key of a call shares its {device} tag.
 local id = ARGV[1]
-local m = redis.call('HMGET', meta, 'e', 'l', 'a', 't', 'x')
-local epoch = m[1]
-local last, acked, trimmed, lost = 0, 0, 0, 0
-if epoch then
-  local dup = redis.call('ZSCORE', dedupe, id)
-  if dup then
-    local r = redis.call('HMGET', KEYS[4], 'n', 'e')
-    return {epoch, tonumber(dup), 1, r[1], r[2]}
+local maxlen, window = tonumber(ARGV[8]), tonumber(ARGV[9])
+local ttl, now = tonumber(ARGV[10]), tonumber(ARGV[11])
+-- Keys get ttl plus a sixteenth, and are refreshed only once less than ttl
+-- is left: most appends skip three PEXPIREs, and no message (expires <=
+-- now + ttl) outlives its inbox.
+local keyttl = ttl + math.floor(ttl / 16)
+local out = {}
+for k = 1, #KEYS, 4 do
+  local meta, inbox, dedupe = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local m = redis.call('HMGET', meta, 'e', 'l', 'a', 't', 'x', 'k')
+  local epoch = m[1]
+  local last, acked, trimmed, lost, expiry = 0, 0, 0, 0, m[6] or '0'
+  if epoch then
+    last, acked, trimmed, lost = tonumber(m[2]), tonumber(m[3]), tonumber(m[4]), tonumber(m[5])
+  else
+    -- A new epoch: whatever is left under the other keys belongs to a lost
+    -- one (they share the meta's expiry, so normally nothing is).
+    epoch = ARGV[7]
+    redis.call('DEL', inbox, dedupe)
   end
-  last, acked, trimmed, lost = tonumber(m[2]), tonumber(m[3]), tonumber(m[4]), tonumber(m[5])
-else
-  -- A new epoch: whatever is left under the other keys belongs to a lost
-  -- one (they share the meta's expiry, so normally nothing is).
-  epoch = ARGV[7]
-  redis.call('DEL', inbox, dedupe)
+
+  local seq = last + 1
+  -- Numbers go to Redis as strings formatted once: redis.call formats a
+  -- Lua number with %.17g on every use, a measurable share of the script.
+  local sseq = string.format('%d', seq)
+  -- ZADD NX both checks and records the id: the common, new case costs one
+  -- call, and only a duplicate pays a ZSCORE for its original seq.
+  local dup = redis.call('ZADD', dedupe, 'NX', sseq, id) == 0
+  if dup then
+    seq = tonumber(redis.call('ZSCORE', dedupe, id))
+  else
+    redis.call('XADD', inbox, '0-' .. sseq,
+      'i', id, 'b', ARGV[2], 'p', ARGV[3], 'c', ARGV[4], 'x', ARGV[5], 'd', ARGV[6])
+    if seq > window then
+      redis.call('ZREMRANGEBYSCORE', dedupe, '-inf', seq - window)
+    end
+
+    -- seq 1 means the inbox and dedupe keys were just created (by this
+    -- append, after a Resume made the meta): they need their TTL now.
+    local refresh = seq == 1 or tonumber(expiry) - now <= ttl
+    if refresh then
+      expiry = string.format('%d', now + keyttl)
+    end
+    -- Seqs are contiguous and the inbox holds exactly
+    -- (max(acked, trimmed), seq], so the unacked count needs no XLEN.
+    if seq - math.max(acked, trimmed) > maxlen then
+      trimmed = seq - maxlen
+      redis.call('XTRIM', inbox, 'MINID', '0-' .. (trimmed + 1))
+      if trimmed > lost then lost = trimmed end
+      redis.call('HSET', meta, 'e', epoch, 'l', sseq, 'a', acked, 't', trimmed, 'x', lost, 'k', expiry)
+    elseif seq == 1 then
+      redis.call('HSET', meta, 'e', epoch, 'l', sseq, 'a', acked, 't', trimmed, 'x', lost, 'k', expiry)
+    else
+      redis.call('HSET', meta, 'l', sseq, 'k', expiry)
+    end
+    if refresh then
+      redis.call('PEXPIRE', meta, keyttl)
+      redis.call('PEXPIRE', inbox, keyttl)
+      redis.call('PEXPIRE', dedupe, keyttl)
+    end
+  end
+
+  local r = redis.call('HMGET', KEYS[k + 3], 'n', 'e')
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = epoch, seq, dup and 1 or 0, r[1], r[2]
 end
-
-local seq = last + 1
-redis.call('XADD', inbox, '0-' .. seq,
-  'i', id, 'b', ARGV[2], 'p', ARGV[3], 'c', ARGV[4], 'x', ARGV[5], 'd', ARGV[6])
-
--- Seqs are contiguous and the inbox holds exactly (max(acked, trimmed), seq],
--- so the unacked count needs no XLEN.
-local maxlen = tonumber(ARGV[8])
-if seq - math.max(acked, trimmed) > maxlen then
-  trimmed = seq - maxlen
-  redis.call('XTRIM', inbox, 'MINID', '0-' .. (trimmed + 1))
-  if trimmed > lost then lost = trimmed end
-  redis.call('HSET', meta, 'e', epoch, 'l', seq, 'a', acked, 't', trimmed, 'x', lost)
-elseif seq == 1 then
-  redis.call('HSET', meta, 'e', epoch, 'l', seq, 'a', acked, 't', trimmed, 'x', lost)
-else
-  redis.call('HSET', meta, 'l', seq)
-end
-
-redis.call('ZADD', dedupe, seq, id)
-local window = tonumber(ARGV[9])
-if seq > window then
-  redis.call('ZREMRANGEBYSCORE', dedupe, '-inf', seq - window)
-end
-
-local ttl = ARGV[10]
-redis.call('PEXPIRE', meta, ttl)
-redis.call('PEXPIRE', inbox, ttl)
-redis.call('PEXPIRE', dedupe, ttl)
-
-local r = redis.call('HMGET', KEYS[4], 'n', 'e')
-return {epoch, seq, 0, r[1], r[2]}
+return out

@@ -12,8 +12,10 @@
 -- the reads would make "continuity proven" a claim about a different inbox.
 local meta, inbox, dedupe = KEYS[1], KEYS[2], KEYS[3]
 local pepoch, pseq = ARGV[1], tonumber(ARGV[2])
-local limit, now, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6]
+local limit, now, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 if pepoch == '' then pseq = 0 end
+-- The same key lifetime append.lua gives: ttl plus a sixteenth.
+local keyttl = ttl + math.floor(ttl / 16)
 
 local m = redis.call('HMGET', meta, 'e', 'l', 'a', 'x')
 local epoch = m[1]
@@ -22,8 +24,8 @@ if not epoch then
   -- the client holds a cursor that later answers can be checked against.
   epoch = ARGV[5]
   redis.call('DEL', inbox, dedupe)
-  redis.call('HSET', meta, 'e', epoch, 'l', 0, 'a', 0, 't', 0, 'x', 0)
-  redis.call('PEXPIRE', meta, ttl)
+  redis.call('HSET', meta, 'e', epoch, 'l', 0, 'a', 0, 't', 0, 'x', 0, 'k', now + keyttl)
+  redis.call('PEXPIRE', meta, keyttl)
   return {epoch, pepoch == '' and 1 or 0, 0, 0, {}}
 end
 local last, acked, lost = tonumber(m[2]), tonumber(m[3]), tonumber(m[4])
@@ -78,12 +80,13 @@ while n < limit do
     break
   end
 end
-if newlost > lost then
-  redis.call('HSET', meta, 'x', newlost)
-end
-
 -- A device that keeps connecting keeps its epoch even without new messages.
-redis.call('PEXPIRE', meta, ttl)
-redis.call('PEXPIRE', inbox, ttl)
-redis.call('PEXPIRE', dedupe, ttl)
+if newlost > lost then
+  redis.call('HSET', meta, 'x', newlost, 'k', now + keyttl)
+else
+  redis.call('HSET', meta, 'k', now + keyttl)
+end
+redis.call('PEXPIRE', meta, keyttl)
+redis.call('PEXPIRE', inbox, keyttl)
+redis.call('PEXPIRE', dedupe, keyttl)
 return {epoch, recovered and 1 or 0, acked, last, out}
