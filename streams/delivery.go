@@ -60,14 +60,17 @@ func (s *Store) EnsureGroup(ctx context.Context, node string) error {
 	return nil
 }
 
-// ReadDeliveries reads up to count new entries from node's own delivery
-// stream as consumer node, waiting up to block for the first one (block <= 0
-// does not wait; it is never "forever"). No entries is not an error. If the
-// group is missing (Redis lost its data), it is created again and the read
-// retried once.
+// ReadDeliveries reads up to count (<= 0 means 100) new entries from node's
+// own delivery stream as consumer node, waiting up to block for the first one
+// (block <= 0 does not wait; it is never "forever"). No entries is not an
+// error. If the group is missing (Redis lost its data), it is created again
+// and the read retried once.
 func (s *Store) ReadDeliveries(ctx context.Context, node string, count int, block time.Duration) ([]Delivery, error) {
 	if !validID(node) {
 		return nil, fmt.Errorf("read deliveries: node id %q: %w", node, ErrInvalidArgument)
+	}
+	if count <= 0 {
+		count = 100 // XREADGROUP without COUNT would return the whole backlog
 	}
 	if block <= 0 {
 		block = -1 // go-redis omits BLOCK for a negative value; 0 would block forever
