@@ -38,6 +38,13 @@ type Config struct {
 	// PushAddr is the push API listener (POST /v1/push). Zero: no push
 	// API on this node.
 	PushAddr string
+	// AdminAddr is the admin API listener (private: pushctl and other
+	// nodes). Zero: no admin API. Needs a Meta.
+	AdminAddr string
+	// DrainSpread is how long a draining node takes to send its devices
+	// elsewhere, evenly. Zero: 10 s.
+	DrainSpread time.Duration
+
 	// MaxTargets caps the devices of one push request. Zero: 1,000.
 	MaxTargets int
 	// RouteRefresh is how often the routes of local sessions get their
@@ -151,6 +158,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WSAddr == "" {
 		c.WSAddr = ":8080"
+	}
+	if c.DrainSpread == 0 {
+		c.DrainSpread = 10 * time.Second
 	}
 	if c.MaxTargets == 0 {
 		c.MaxTargets = 1000

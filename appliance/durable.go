@@ -68,9 +68,6 @@ func (n *Node) startDurable() error {
 	if err := d.store.EnsureGroup(ctx, n.cfg.NodeID); err != nil {
 		return err
 	}
-	if err := d.store.Heartbeat(ctx, n.nodeInfo()); err != nil {
-		return err
-	}
 	for i := 0; i < openWorkers; i++ {
 		n.goOwned(n.openLoop)
 	}
@@ -124,10 +121,11 @@ func (n *Node) openDurable(s *session, h *wire.Hello) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 	defer cancel()
+	window := n.tun.Load().window
 	epoch, prev, err := d.store.ClaimRoute(ctx, key, n.cfg.NodeID)
 	var res streams.Resumed
 	if err == nil {
-		res, err = d.store.Resume(ctx, key, streams.Position{Epoch: h.Epoch, Seq: h.Seq}, n.cfg.Window)
+		res, err = d.store.Resume(ctx, key, streams.Position{Epoch: h.Epoch, Seq: h.Seq}, window)
 	}
 	n.redisResult(err)
 	if err != nil {
@@ -178,7 +176,8 @@ func (n *Node) openDurable(s *session, h *wire.Hello) {
 func entryOffer(epoch string, e *streams.Entry) offer {
 	p := wire.Push{Seq: e.Seq, ID: e.ID, Business: e.Business, Priority: wire.Priority(e.Priority),
 		Created: uint64(e.Created.UnixMilli()), Payload: e.Payload}
-	return offer{epoch: epoch, seq: e.Seq, frame: wire.AppendPush(make([]byte, 0, wire.PushLen(&p)), &p), authoritative: true}
+	return offer{epoch: epoch, seq: e.Seq, frame: wire.AppendPush(make([]byte, 0, wire.PushLen(&p)), &p), authoritative: true,
+		priority: p.Priority, business: e.Business}
 }
 
 // queueAck hands a cumulative ack to the ack loop. When the queue is full
@@ -438,7 +437,7 @@ func (n *Node) deliverTargets(m *relayMessage, targets []relayTarget) []bool {
 		}
 		p.Seq = t.seq
 		buf = wire.AppendPush(buf[:0], &p)
-		took[i] = s.deliver([]offer{{epoch: t.inboxEpoch, seq: t.seq, frame: buf}}) != offerRejected
+		took[i] = s.deliver([]offer{{epoch: t.inboxEpoch, seq: t.seq, frame: buf, priority: m.priority, business: m.business}}) != offerRejected
 	}
 	return took
 }
@@ -464,7 +463,6 @@ func (s *session) skipTo(seq uint64) {
 // livenessLoop publishes this node's heartbeat, watches Redis, refreshes
 // the routes of local sessions and takes over the streams of dead nodes.
 func (n *Node) livenessLoop() {
-	d := n.durable
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var lastRefresh time.Time
@@ -473,9 +471,8 @@ func (n *Node) livenessLoop() {
 		case <-n.stop:
 			return
 		case now := <-tick.C:
+			err := n.heartbeat()
 			ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
-			err := d.store.Heartbeat(ctx, n.nodeInfo())
-			n.redisResult(err)
 			if err == nil {
 				n.takeOverDead(ctx)
 				if now.Sub(lastRefresh) >= n.cfg.RouteRefresh {
@@ -488,6 +485,15 @@ func (n *Node) livenessLoop() {
 	}
 }
 
+// heartbeat publishes this node's liveness, addresses and load.
+func (n *Node) heartbeat() error {
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	err := n.durable.store.Heartbeat(ctx, n.nodeInfo())
+	n.redisResult(err)
+	return err
+}
+
 func (n *Node) nodeInfo() streams.NodeInfo {
 	a := n.Addrs()
 	return streams.NodeInfo{
@@ -495,6 +501,7 @@ func (n *Node) nodeInfo() streams.NodeInfo {
 		DeviceAddr: n.advertisedWS(a),
 		TCPAddr:    n.advertisedTCP(a),
 		PushAddr:   a.Push,
+		AdminAddr:  a.Admin,
 		Conns:      n.hub.count.Load(),
 	}
 }
@@ -505,10 +512,11 @@ func (n *Node) nodeInfo() streams.NodeInfo {
 // inboxes) and retires the node once its stream is empty.
 func (n *Node) takeOverDead(ctx context.Context) {
 	d := n.durable
-	_, dead, err := d.store.Nodes(ctx)
+	live, dead, err := d.store.Nodes(ctx)
 	if err != nil {
 		return
 	}
+	n.liveNodes.Store(&live)
 	for _, node := range dead {
 		if node == n.cfg.NodeID {
 			continue

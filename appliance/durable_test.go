@@ -449,7 +449,7 @@ func TestDurable_RedisDown(t *testing.T) {
 		t.Fatalf("push to an offline device with Redis down: HTTP %d %s", status, raw)
 	}
 	health := func() int {
-		r, err := http.Get("http://" + n.Addrs().WS + "/healthz")
+		r, err := plainHTTP.Get("http://" + n.Addrs().WS + "/healthz")
 		if err != nil {
 			t.Fatal(err)
 		}

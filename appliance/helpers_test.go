@@ -177,10 +177,15 @@ func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
 	}
 }
 
+// plainHTTP makes one request per connection: the device port closes idle
+// HTTP connections after the handshake timeout, and a pooled connection
+// reused at that moment would fail the test for nothing.
+var plainHTTP = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+
 // scrape returns the node's /metrics text.
 func scrape(t testing.TB, n *Node) string {
 	t.Helper()
-	resp, err := http.Get("http://" + n.Addrs().WS + "/metrics")
+	resp, err := plainHTTP.Get("http://" + n.Addrs().WS + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,6 +53,8 @@ type offer struct {
 	seq           uint64
 	frame         []byte
 	authoritative bool
+	priority      wire.Priority // for the degrade policy
+	business      string
 }
 
 // offerResult says what a session did with an offer.
@@ -62,6 +64,7 @@ const (
 	offerSent     offerResult = iota // queued to the device
 	offerHeld                        // stays in the inbox for a later fetch
 	offerStale                       // already sent or acked
+	offerShed                        // dropped by the degrade policy; the device sees a flagged gap
 	offerRejected                    // session closing, or the inbox epoch changed
 )
 
@@ -102,9 +105,16 @@ func (s *session) offerLocked(o offer) (res offerResult, resync, slow bool) {
 		return offerRejected, true, false
 	case o.seq <= s.sent:
 		return offerStale, false, false
-	case len(s.window) >= s.node.cfg.Window, o.seq != s.sent+1 && !o.authoritative:
+	case len(s.window) >= s.node.tun.Load().window, o.seq != s.sent+1 && !o.authoritative:
 		s.behind = true
 		return offerHeld, false, false
+	case s.node.degrade.Load().sheds(o.priority, o.business):
+		// Shed while the region degrades: not sent, and the next message
+		// tells the device about the jump. Its ack of a later seq trims
+		// this one from the inbox.
+		s.sent, s.gapNext = o.seq, true
+		s.node.metrics.degradeShed.Inc()
+		return offerShed, false, false
 	}
 	frame := append([]byte(nil), o.frame...)
 	if o.seq != s.sent+1 || s.gapNext {
@@ -116,7 +126,7 @@ func (s *session) offerLocked(o offer) (res offerResult, resync, slow bool) {
 	s.sent, s.gapNext = o.seq, false
 	s.window = append(s.window, sentFrame{seq: o.seq, frame: frame})
 	if len(s.window) == 1 {
-		s.backoff = s.node.cfg.AckTimeout
+		s.backoff = s.node.tun.Load().ackTimeout
 		s.retryAt = time.Now().Add(s.backoff)
 		s.wheel.schedule(s, s.retryAt)
 	}
@@ -126,7 +136,7 @@ func (s *session) offerLocked(o offer) (res offerResult, resync, slow bool) {
 // needsFetchLocked claims the fetch when the session is behind with room in
 // its window and no fetch running. Lock must be held.
 func (s *session) needsFetchLocked() bool {
-	if !s.behind || s.fetching || s.state != stateOpen || s.closing || len(s.window) >= s.node.cfg.Window {
+	if !s.behind || s.fetching || s.state != stateOpen || s.closing || len(s.window) >= s.node.tun.Load().window {
 		return false
 	}
 	s.behind, s.fetching = false, true
@@ -142,7 +152,7 @@ func (s *session) fetchWant() (device, epoch string, after uint64, limit int, ok
 		s.fetching = false
 		return "", "", 0, 0, false
 	}
-	return s.device, s.epoch, s.sent, s.node.cfg.Window - len(s.window), true
+	return s.key, s.epoch, s.sent, s.node.tun.Load().window - len(s.window), true
 }
 
 // fetched ends a fetch: offers what was read, and when the read filled the
@@ -189,7 +199,7 @@ func (s *session) onAck(seq uint64) {
 		// retransmit now rather than at the ack timeout, at most once per
 		// quarter timeout.
 		now := time.Now()
-		fast := seq == s.acked && len(s.window) > 0 && now.Sub(s.fastRetry) >= n.cfg.AckTimeout/4
+		fast := seq == s.acked && len(s.window) > 0 && now.Sub(s.fastRetry) >= n.tun.Load().ackTimeout/4
 		if fast {
 			s.fastRetry, s.retryAt = now, now
 		}
@@ -210,7 +220,7 @@ func (s *session) onAck(seq uint64) {
 		s.window = nil
 		s.retryAt = time.Time{}
 	} else {
-		s.backoff = n.cfg.AckTimeout
+		s.backoff = n.tun.Load().ackTimeout
 		s.retryAt = time.Now().Add(s.backoff)
 	}
 	key, epoch := s.key, s.epoch
@@ -240,7 +250,7 @@ func (s *session) retransmit(now time.Time) time.Time {
 			break
 		}
 	}
-	s.backoff = min(2*s.backoff, n.cfg.AckBackoffMax)
+	s.backoff = min(2*s.backoff, n.tun.Load().ackBackoffMax)
 	s.retryAt = now.Add(s.backoff)
 	at := s.retryAt
 	resent := len(s.window)

@@ -32,6 +32,8 @@ type metrics struct {
 	routeReleasesDropped prometheus.Counter
 	relayErrors          prometheus.Counter
 	takenOver            prometheus.Counter
+	degradeRefused       prometheus.Counter
+	degradeShed          prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -87,6 +89,12 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		}),
 		takenOver: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_takeover_entries_total", Help: "Delivery entries claimed from dead nodes.",
+		}),
+		degradeRefused: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_degrade_refused_total", Help: "Push requests refused because the region degrades their priority or business.",
+		}),
+		degradeShed: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_degrade_shed_total", Help: "Queued messages not sent live because the region degrades their priority or business.",
 		}),
 		retransmits: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_retransmits_total", Help: "PUSH frames resent because their ack was overdue.",

@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/raftmeta"
+	"github.com/pushd/pushd/streams"
 )
 
 // Deps are the node's collaborators, built by the caller.
@@ -33,6 +35,10 @@ type Deps struct {
 	// sessions and fan-out only, and pushes are delivered at most once to
 	// devices connected to it.
 	Store Store
+	// Meta is the region's Raft metadata (raftmeta.Store). Zero: apps come
+	// from Config.Apps, and there is no admin API, degrade or dispatch by
+	// membership.
+	Meta Meta
 }
 
 // Node is one pushd process: device listeners, the session hub, and the
@@ -55,6 +61,16 @@ type Node struct {
 	now        atomic.Int64 // coarse clock, unix nanos, advanced by the wheels
 
 	durable *durable // nil without a Store
+	meta    Meta     // nil without Raft metadata
+
+	tun       atomic.Pointer[tunables]
+	degrade   atomic.Pointer[degradePolicy] // nil: not degraded
+	draining  atomic.Bool
+	liveNodes atomic.Pointer[[]streams.NodeInfo]
+
+	adminSrv    *http.Server
+	adminLis    net.Listener
+	adminClient *http.Client
 
 	ws      *nbhttp.Engine
 	tcp     *nbio.Engine
@@ -99,7 +115,16 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	if deps.Store != nil {
 		n.durable = newDurable(deps.Store)
 	}
+
 	n.metrics = newMetrics(n.reg, n)
+	n.tun.Store(n.tunablesFrom(raftmeta.Tunables{}))
+	if deps.Meta != nil {
+		n.meta = deps.Meta
+		n.applyMeta(n.meta.State())
+		n.adminClient = &http.Client{Timeout: 20 * time.Second}
+	} else if cfg.AdminAddr != "" {
+		return nil, fmt.Errorf("%w: an admin API needs region metadata (Deps.Meta)", ErrConfig)
+	}
 	return n, nil
 }
 
@@ -108,9 +133,10 @@ func (n *Node) ID() string { return n.cfg.NodeID }
 
 // Addrs are the bound listener addresses; empty when not listening.
 type Addrs struct {
-	WS   string // host:port serving /v1/ws, /healthz and /metrics
-	TCP  string
-	Push string
+	WS    string // host:port serving /v1/ws, /v1/dispatch, /healthz and /metrics
+	TCP   string
+	Push  string
+	Admin string
 }
 
 // Addrs returns where the node listens. Valid after Start.
@@ -128,6 +154,9 @@ func (n *Node) Addrs() Addrs {
 	}
 	if n.pushLis != nil {
 		a.Push = n.pushLis.Addr().String()
+	}
+	if n.adminLis != nil {
+		a.Admin = n.adminLis.Addr().String()
 	}
 	return a
 }
@@ -179,6 +208,7 @@ func (n *Node) Start() error {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", n.serveHealth)
+	mux.HandleFunc("/v1/dispatch", n.serveDispatch)
 	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
 	n.ws = n.newWSEngine(mux)
 	if err := n.ws.Start(); err != nil {
@@ -194,32 +224,62 @@ func (n *Node) Start() error {
 			return fmt.Errorf("listen tcp %s: %w", n.cfg.TCPAddr, err)
 		}
 	}
+	var err error
 	if n.cfg.PushAddr != "" {
-		lis, err := net.Listen("tcp", n.cfg.PushAddr)
-		if err != nil {
+		if n.pushSrv, n.pushLis, err = n.serveHTTP(n.cfg.PushAddr, n.pushMux()); err != nil {
 			n.stopListeners()
 			n.stopGoroutines()
 			return fmt.Errorf("listen push %s: %w", n.cfg.PushAddr, err)
 		}
-		n.pushLis = lis
-		n.pushSrv = &http.Server{
-			Handler:           n.pushMux(),
-			ReadHeaderTimeout: n.cfg.HandshakeTimeout,
-			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      30 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			MaxHeaderBytes:    16 << 10,
-			ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+	}
+	if n.cfg.AdminAddr != "" {
+		if n.adminSrv, n.adminLis, err = n.serveHTTP(n.cfg.AdminAddr, n.adminMux()); err != nil {
+			n.stopListeners()
+			n.stopGoroutines()
+			return fmt.Errorf("listen admin %s: %w", n.cfg.AdminAddr, err)
 		}
-		n.goOwned(func() { _ = n.pushSrv.Serve(lis) })
+	}
+	if n.durable != nil {
+		// Other nodes learn this one's addresses from its heartbeat:
+		// publish them as soon as they are bound.
+		if err := n.heartbeat(); err != nil {
+			n.stopListeners()
+			n.stopGoroutines()
+			return fmt.Errorf("publish heartbeat: %w", err)
+		}
 	}
 	a := n.Addrs()
 	n.log.Info("listening", "ws", a.WS, "tcp", a.TCP, "push", a.Push, "tls", n.cfg.TLS != nil, "store", n.durable != nil)
 	return nil
 }
 
+// serveHTTP serves h on a std net/http server (the push and admin APIs:
+// few, busy connections, unlike the device listeners) owned by the node.
+func (n *Node) serveHTTP(addr string, h http.Handler) (*http.Server, net.Listener, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: n.cfg.HandshakeTimeout,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+	}
+	n.goOwned(func() { _ = srv.Serve(lis) })
+	return srv, lis, nil
+}
+
 // stopListeners closes the device listeners and their connections.
 func (n *Node) stopListeners() {
+	for _, srv := range []*http.Server{n.pushSrv, n.adminSrv} {
+		if srv != nil {
+			_ = srv.Close()
+		}
+	}
 	if n.tcp != nil {
 		n.tcp.Stop()
 	}
@@ -241,6 +301,9 @@ func (n *Node) startLoops() {
 		n.goOwned(n.sweepLimiter)
 	}
 	n.upstream.start(n, n.cfg.Upstreams)
+	if n.meta != nil {
+		n.goOwned(n.watchMeta)
+	}
 }
 
 // Run starts the node and serves until ctx is done, then shuts down,
@@ -261,8 +324,10 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.stopOnce.Do(func() {
-		if n.pushSrv != nil {
-			_ = n.pushSrv.Shutdown(ctx)
+		for _, srv := range []*http.Server{n.pushSrv, n.adminSrv} {
+			if srv != nil {
+				_ = srv.Shutdown(ctx)
+			}
 		}
 		n.hub.each(func(s *session) {
 			s.closeWith(closeShutdown, &drainControl)

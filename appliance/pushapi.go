@@ -165,6 +165,11 @@ func (n *Node) push(r *http.Request) (*pushResponse, error) {
 	if targets != 1 {
 		return nil, badRequest("missing_field", "give exactly one of devices, group and broadcast")
 	}
+	if d := n.degrade.Load(); d.sheds(wire.Priority(msg.Priority), msg.Business) {
+		n.metrics.degradeRefused.Inc()
+		return nil, &apiError{status: http.StatusServiceUnavailable, code: "degraded",
+			msg: fmt.Sprintf("the region sheds %s-priority pushes below %s right now: %s", wire.Priority(msg.Priority), d.minPriority, d.reason), retryAfter: 30 * time.Second}
+	}
 	units := max(1, len(req.Devices))
 	if app.limiter != nil {
 		if ok, wait := app.limiter.take(units, time.Now()); !ok {
@@ -449,32 +454,42 @@ func (n *Node) serveDevice(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{status: http.StatusMethodNotAllowed, code: "method_not_allowed", msg: "use GET"})
 		return
 	}
-	appID, device := r.URL.Query().Get("app"), r.PathValue("device")
-	app, err := n.authenticate(r, appID)
+	app, err := n.authenticate(r, r.URL.Query().Get("app"))
 	if err != nil {
 		writeError(w, err.(*apiError))
 		return
 	}
+	device := r.PathValue("device")
 	if !token.ValidID(device) {
 		writeError(w, badRequest("invalid_field", "device id must be 1-128 letters, digits or ._:-"))
 		return
 	}
-	key := inboxKey(app.id, device)
-	out := deviceResponse{App: app.id, Device: device, Online: n.hub.lookup(key) != nil}
-	if n.durable != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), redisTimeout)
-		defer cancel()
-		info, err := n.durable.store.Device(ctx, key)
-		n.redisResult(err)
-		if err != nil {
-			writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "unavailable", msg: "the region's store is unreachable", retryAfter: time.Second})
-			return
-		}
-		out.Epoch, out.Last, out.Acked, out.Lost, out.InboxLen = info.Epoch, info.Last, info.Acked, info.Lost, info.InboxLen
-		if info.Route.Node != "" {
-			out.Online = true
-			out.Route = &routeAnswer{Node: info.Route.Node, Epoch: info.Route.Epoch}
-		}
+	out, err := n.deviceState(r.Context(), app.id, device)
+	if err != nil {
+		writeError(w, err.(*apiError))
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// deviceState reads a device's route and inbox.
+func (n *Node) deviceState(ctx context.Context, app, device string) (deviceResponse, error) {
+	key := inboxKey(app, device)
+	out := deviceResponse{App: app, Device: device, Online: n.hub.lookup(key) != nil}
+	if n.durable == nil {
+		return out, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	info, err := n.durable.store.Device(ctx, key)
+	n.redisResult(err)
+	if err != nil {
+		return out, &apiError{status: http.StatusServiceUnavailable, code: "unavailable", msg: "the region's store is unreachable", retryAfter: time.Second}
+	}
+	out.Epoch, out.Last, out.Acked, out.Lost, out.InboxLen = info.Epoch, info.Last, info.Acked, info.Lost, info.InboxLen
+	if info.Route.Node != "" {
+		out.Online = true
+		out.Route = &routeAnswer{Node: info.Route.Node, Epoch: info.Route.Epoch}
+	}
+	return out, nil
 }

@@ -288,13 +288,22 @@ func (s *session) welcome(w *wire.Welcome) bool {
 		s.mu.Unlock()
 		return false
 	}
+	// WELCOME is queued in the step that opens the session, so nothing
+	// offered to an open session can be queued ahead of it.
 	s.state = stateOpen
+	ok := s.enqueueLocked(wire.Append(nil, w))
+	if d := n.degrade.Load(); d != nil && ok {
+		ok = s.enqueueLocked(wire.Append(nil, d.control()))
+	}
 	s.mu.Unlock()
+	if !ok {
+		s.closeSlow()
+		return false
+	}
 	if prev := n.hub.register(s); prev != nil {
 		prev.kick("another connection of this device took over")
 	}
 	n.metrics.handshakes.WithLabelValues(wire.CodeOK.String()).Inc()
-	s.send(wire.Append(nil, w))
 	s.wheel.schedule(s, time.Now().Add(n.cfg.idleTimeout()))
 	return true
 }
@@ -318,7 +327,7 @@ func (s *session) onTimer(now time.Time) {
 		deadline := s.accepted.Add(n.cfg.HandshakeTimeout)
 		if !now.Before(deadline) {
 			n.metrics.handshakes.WithLabelValues(wire.CodeHandshakeTimeout.String()).Inc()
-			s.closeWith(closeHandshakeTimeout, &wire.Error{Code: wire.CodeHandshakeTimeout, Message: "no valid HELLO within " + n.cfg.HandshakeTimeout.String()})
+			s.closeWith(closeHandshakeTimeout, &wire.Error{Code: wire.CodeHandshakeTimeout, Message: "no session opened within " + n.cfg.HandshakeTimeout.String()})
 			return
 		}
 		s.wheel.schedule(s, deadline)
@@ -416,11 +425,11 @@ func (s *session) enqueueLocked(frame []byte) bool {
 	if s.closing || s.state == stateClosed {
 		return true
 	}
-	cfg := &s.node.cfg
+	tun := s.node.tun.Load()
 	if s.out == nil {
 		s.out = getOutBuf()
 	}
-	if s.outFrames+1 > cfg.QueueFrames || len(*s.out)+len(frame) > cfg.QueueBytes+wire.HeaderLen {
+	if s.outFrames+1 > tun.queueFrames || len(*s.out)+len(frame) > tun.queueBytes+wire.HeaderLen {
 		return false
 	}
 	*s.out = append(*s.out, frame...)

@@ -66,7 +66,7 @@ const (
 	closeKicked                              // a newer connection of the device took over
 	closeShutdown                            // the node is shutting down
 	closeResync                              // the inbox lost continuity while connected
-	closeOverload                            // the node is at capacity
+	closeDrain                               // the node is draining; the device was sent elsewhere
 	closeReasonCount
 )
 
@@ -74,17 +74,20 @@ var closeReasonNames = [closeReasonCount]string{
 	closePeer: "peer", closeHandshakeTimeout: "handshake_timeout", closeAuth: "auth",
 	closeProtocol: "protocol", closeTooLarge: "frame_too_large", closeSlow: "slow_consumer",
 	closeHeartbeat: "heartbeat_missed", closeKicked: "kicked", closeShutdown: "shutdown",
-	closeResync: "resync", closeOverload: "overload",
+	closeResync: "resync", closeDrain: "drain",
 }
 
 func (r closeReason) String() string { return closeReasonNames[r] }
 
-// wsCloseCode maps a reason to a WebSocket close code. Codes 4000–4999 are
-// reserved for applications; pushd sends 4000 + the wire error code, so a
-// browser that only sees the close event still learns the stable code.
+// wsCloseCode maps a reason to a WebSocket close code. Where the close has
+// a wire error code of its own (handshake timeout, protocol, slow
+// consumer, missed heartbeat) it is sent as 4000 + that code, in the range
+// RFC 6455 leaves to applications, so a browser that only sees the close
+// event still learns it; a refused HELLO closes with 1008 after an ERROR
+// frame that carries the exact code.
 func (r closeReason) wsCloseCode() int {
 	switch r {
-	case closePeer, closeShutdown:
+	case closePeer, closeShutdown, closeDrain:
 		return 1001 // going away
 	case closeTooLarge:
 		return 1009
@@ -98,8 +101,6 @@ func (r closeReason) wsCloseCode() int {
 		return 4000 + int(wire.CodeSlowConsumer)
 	case closeHeartbeat:
 		return 4000 + int(wire.CodeHeartbeatMissed)
-	case closeOverload:
-		return 1013 // try again later
 	}
 	return 1000
 }

@@ -353,7 +353,8 @@ func (c *Client) session(ctx context.Context) error {
 	}()
 
 	// Heartbeats: PING every interval from a ticker; the server answers
-	// each, so silence past two intervals means the path is dead.
+	// each, so silence past two and a half intervals means the path is
+	// dead.
 	hb := time.Duration(w.Heartbeat) * time.Millisecond
 	if hb <= 0 {
 		hb = 30 * time.Second
@@ -433,20 +434,27 @@ func (c *Client) onWelcome(w *wire.Welcome) {
 func (c *Client) onFrame(conn frameConn, f wire.Frame) error {
 	switch f := f.(type) {
 	case *wire.Batch:
-		// One ack for the whole batch: the highest cursor it reached.
+		// One ack for the whole batch: the highest cursor it reached. If
+		// a frame was missing in it, the ack is repeated so the server sees
+		// a duplicate ack and retransmits at once.
 		var ackTo uint64
-		var ackAny bool
+		var ackAny, jumped bool
 		err := f.Each(maxInbound, func(inner wire.Frame) error {
 			if p, ok := inner.(*wire.Push); ok {
-				if seq, ok := c.onPush(p); ok {
+				seq, ok := c.onPush(p)
+				if ok {
 					ackTo, ackAny = max(ackTo, seq), true
 				}
+				jumped = jumped || (ok && seq < p.Seq && !p.Gap)
 				return nil
 			}
 			return c.onFrame(conn, inner)
 		})
 		if ackAny {
 			c.ack(conn, ackTo)
+			if jumped {
+				c.ack(conn, ackTo)
+			}
 		}
 		return err
 	case *wire.Push:
@@ -479,7 +487,9 @@ func (c *Client) onFrame(conn frameConn, f wire.Frame) error {
 			return fmt.Errorf("%w: server asked to resync", errWelcomed)
 		}
 	case *wire.Error:
-		return &RefusedError{Code: f.Code, Message: f.Message}
+		// After WELCOME an ERROR ends this connection (missed heartbeat,
+		// protocol error), not the device's right to connect: reconnect.
+		return fmt.Errorf("%w: server closed the session: %s (%d): %s", errWelcomed, f.Code, f.Code, f.Message)
 	default:
 		return fmt.Errorf("unexpected %s frame from server", f.Type())
 	}

@@ -54,14 +54,15 @@ func (t Type) String() string {
 
 // Header flag bits. A flag is meaningful only for the frame types named.
 const (
-	// FlagRedelivery marks a PUSH the server has sent before on this or an
-	// earlier connection (a retransmit or a replay).
+	// FlagRedelivery marks a PUSH the server retransmits on this
+	// connection because its ack was overdue (replays after a reconnect
+	// are not marked: the server cannot tell whether they arrived).
 	FlagRedelivery uint8 = 1 << 0
 	// FlagGap marks a PUSH whose seq deliberately skips past the previous
 	// one on this connection (or the WELCOME's ack cursor): the messages in
-	// between expired or were trimmed on the server and will not come. A
-	// jump without it means a frame was lost on the way; the device must
-	// not ack past it.
+	// between expired, were trimmed by the inbox cap, or were shed while
+	// the region degrades, and will not come. A jump without it means a
+	// frame was lost on the way; the device must not ack past it.
 	FlagGap uint8 = 1 << 1
 	// FlagLZ4 marks a BATCH whose body is an lz4 block.
 	FlagLZ4 uint8 = 1 << 0

@@ -1,0 +1,687 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pushd/pushd/appliance/token"
+	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/raftmeta"
+)
+
+// The admin API: docs/admin-api.md. Reads are answered locally from the
+// replicated state. Writes become Raft commands carrying the caller's
+// token id (the audit actor) and request id; on a follower they are
+// forwarded to the leader by forwardToLeader, the one forwarding idiom of
+// the node, and a forwarded request is never forwarded again.
+
+// forwardedHeader marks a request a node forwarded to the leader.
+const forwardedHeader = "X-Pushd-Forwarded-By"
+
+const maxAdminBody = 64 << 10
+
+// adminCall is one authenticated admin request.
+type adminCall struct {
+	r         *http.Request
+	body      []byte
+	actor     string // the admin token's id
+	requestID string
+}
+
+type adminHandler func(ctx context.Context, c *adminCall) (any, error)
+
+// adminMux routes the admin API.
+func (n *Node) adminMux() http.Handler {
+	mux := http.NewServeMux()
+	read := func(pattern string, h adminHandler) { mux.Handle(pattern, n.admin(raftmeta.RoleViewer, false, h)) }
+	write := func(pattern string, role raftmeta.Role, h adminHandler) { mux.Handle(pattern, n.admin(role, true, h)) }
+
+	read("GET /v1/admin/status", n.adminStatus)
+	read("GET /v1/admin/local", n.adminLocal)
+	write("POST /v1/admin/nodes/join", raftmeta.RoleAdmin, n.adminJoin)
+	write("POST /v1/admin/nodes/{id}/remove", raftmeta.RoleAdmin, n.adminRemove)
+	write("POST /v1/admin/nodes/{id}/drain", raftmeta.RoleOperator, n.adminDrain)
+	write("POST /v1/admin/nodes/{id}/weight", raftmeta.RoleOperator, n.adminWeight)
+
+	read("GET /v1/admin/apps", n.adminApps)
+	write("POST /v1/admin/apps", raftmeta.RoleAdmin, n.adminCreateApp)
+	write("POST /v1/admin/apps/{id}/rotate-secret", raftmeta.RoleAdmin, n.adminRotateSecret)
+	write("POST /v1/admin/apps/{id}/api-keys", raftmeta.RoleAdmin, n.adminAddAPIKey)
+	write("DELETE /v1/admin/apps/{id}/api-keys/{key}", raftmeta.RoleAdmin, n.adminRevokeAPIKey)
+	write("POST /v1/admin/apps/{id}/limits", raftmeta.RoleAdmin, n.adminSetLimits)
+	write("DELETE /v1/admin/apps/{id}", raftmeta.RoleAdmin, n.adminDeleteApp)
+
+	read("GET /v1/admin/degrade", n.adminDegrade)
+	write("POST /v1/admin/degrade", raftmeta.RoleOperator, n.adminSetDegrade)
+	write("POST /v1/admin/degrade/off", raftmeta.RoleOperator, n.adminDegradeOff)
+
+	read("GET /v1/admin/tunables", n.adminTunables)
+	write("POST /v1/admin/tunables", raftmeta.RoleAdmin, n.adminSetTunables)
+
+	mux.Handle("GET /v1/admin/tokens", n.admin(raftmeta.RoleAdmin, false, n.adminTokens))
+	write("POST /v1/admin/tokens", raftmeta.RoleAdmin, n.adminCreateToken)
+	write("DELETE /v1/admin/tokens/{id}", raftmeta.RoleAdmin, n.adminRevokeToken)
+
+	read("GET /v1/admin/audit", n.adminAudit)
+	read("GET /v1/admin/devices/{app}/{device}", n.adminDevice)
+	mux.HandleFunc("/healthz", n.serveHealth)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &apiError{status: http.StatusNotFound, code: "not_found", msg: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	return mux
+}
+
+// admin wraps a handler with authentication, the role check, body
+// reading, leader forwarding for writes, and error mapping.
+func (n *Node) admin(role raftmeta.Role, write bool, h adminHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		have, id, ok := n.meta.State().AdminRole(tok)
+		if tok == "" || !ok {
+			writeError(w, &apiError{status: http.StatusUnauthorized, code: "unauthorized", msg: "missing or unknown admin token"})
+			return
+		}
+		if !have.Allows(role) {
+			writeError(w, &apiError{status: http.StatusForbidden, code: "forbidden", msg: fmt.Sprintf("this call needs the %s role; the token has %s", role, have)})
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+		if err != nil {
+			writeError(w, badRequest("bad_json", "read body: %v", err))
+			return
+		}
+		c := &adminCall{r: r, body: body, actor: id, requestID: r.Header.Get("X-Request-ID")}
+		if write {
+			if c.requestID == "" {
+				c.requestID = raftmeta.NewRequestID()
+			}
+			if !n.meta.IsLeader() {
+				n.forwardToLeader(w, c)
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		out, err := h(ctx, c)
+		if err != nil {
+			if write && errors.Is(err, raftmeta.ErrNotLeader) && r.Header.Get(forwardedHeader) == "" {
+				// Leadership moved while we handled it: the request id
+				// makes sending it on safe.
+				n.forwardToLeader(w, c)
+				return
+			}
+			writeError(w, adminError(err))
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+// forwardToLeader relays a write to the leader's admin API and copies its
+// answer back. A request that was itself forwarded is not sent on: the
+// caller retries once a leader is known.
+func (n *Node) forwardToLeader(w http.ResponseWriter, c *adminCall) {
+	leader, ok := n.meta.LeaderMember()
+	if c.r.Header.Get(forwardedHeader) != "" || !ok || leader.AdminAddr == "" || leader.ID == n.cfg.NodeID {
+		writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "not_leader", msg: "no leader known right now; retry", retryAfter: time.Second})
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.r.Context(), 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, c.r.Method, "http://"+leader.AdminAddr+c.r.URL.RequestURI(), bytes.NewReader(c.body))
+	if err != nil {
+		writeError(w, adminError(err))
+		return
+	}
+	req.Header.Set("Authorization", c.r.Header.Get("Authorization"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Request-ID", c.requestID)
+	req.Header.Set(forwardedHeader, n.cfg.NodeID)
+	resp, err := n.adminClient.Do(req)
+	if err != nil {
+		writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "not_leader", msg: "leader " + leader.ID + " unreachable: " + err.Error(), retryAfter: time.Second})
+		return
+	}
+	defer resp.Body.Close()
+	for _, h := range []string{"Content-Type", "Retry-After"} {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+}
+
+// adminError maps an error to its HTTP answer.
+func adminError(err error) *apiError {
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.Is(err, raftmeta.ErrNotFound):
+		return &apiError{status: http.StatusNotFound, code: "not_found", msg: err.Error()}
+	case errors.Is(err, raftmeta.ErrConflict):
+		return &apiError{status: http.StatusConflict, code: "conflict", msg: err.Error()}
+	case errors.Is(err, raftmeta.ErrInvalid):
+		return &apiError{status: http.StatusBadRequest, code: "invalid", msg: err.Error()}
+	case errors.Is(err, raftmeta.ErrNotLeader):
+		return &apiError{status: http.StatusServiceUnavailable, code: "not_leader", msg: err.Error(), retryAfter: time.Second}
+	case errors.Is(err, raftmeta.ErrLeadershipLost), errors.Is(err, raftmeta.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return &apiError{status: http.StatusServiceUnavailable, code: "unavailable", msg: err.Error(), retryAfter: time.Second}
+	}
+	return &apiError{status: http.StatusInternalServerError, code: "internal", msg: err.Error()}
+}
+
+// decode parses the call's JSON body strictly into v.
+func (c *adminCall) decode(v any) error {
+	if len(bytes.TrimSpace(c.body)) == 0 {
+		c.body = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(c.body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("bad_json", "body: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest("bad_json", "trailing data after the JSON object")
+	}
+	return nil
+}
+
+// apply proposes cmd as the caller.
+func (n *Node) apply(ctx context.Context, c *adminCall, cmd raftmeta.Command) (raftmeta.Result, error) {
+	cmd.RequestID, cmd.Actor = c.requestID, c.actor
+	return n.meta.Apply(ctx, cmd)
+}
+
+// applied is the answer to a write that returns nothing else.
+type applied struct {
+	Index    uint64 `json:"index"`
+	Replayed bool   `json:"replayed,omitempty"`
+}
+
+func (n *Node) applyAnswer(ctx context.Context, c *adminCall, cmd raftmeta.Command) (any, error) {
+	res, err := n.apply(ctx, c, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return applied{Index: res.Index, Replayed: res.Replayed}, nil
+}
+
+// errShownOnce refuses to answer a replayed write whose answer held a
+// freshly generated secret: the retry generated another that was never
+// stored.
+var errShownOnce = &apiError{status: http.StatusConflict, code: "conflict",
+	msg: "this request id was already applied; its secret was shown then and is not shown again (rotate to get a new one)"}
+
+// --- nodes and status ---
+
+type nodeStatus struct {
+	raftmeta.Member
+	Alive        bool   `json:"alive"`
+	RaftState    string `json:"raft_state,omitempty"`
+	LastIndex    uint64 `json:"last_index,omitempty"`
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
+	Connections  int64  `json:"connections"`
+	Redis        string `json:"redis,omitempty"`
+}
+
+type localStatus struct {
+	ID           string `json:"id"`
+	RaftState    string `json:"raft_state"`
+	Term         uint64 `json:"term"`
+	LastIndex    uint64 `json:"last_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	Leader       string `json:"leader"`
+	Connections  int64  `json:"connections"`
+	Redis        string `json:"redis"`
+}
+
+func (n *Node) local() localStatus {
+	s := n.meta.Stats()
+	redis := "up"
+	if !n.redisHealthy() {
+		redis = "down"
+	}
+	return localStatus{ID: n.cfg.NodeID, RaftState: s.State, Term: s.Term, LastIndex: s.LastLogIndex,
+		AppliedIndex: s.AppliedIndex, CommitIndex: s.CommitIndex, Leader: s.LeaderID,
+		Connections: n.hub.count.Load(), Redis: redis}
+}
+
+func (n *Node) adminLocal(context.Context, *adminCall) (any, error) { return n.local(), nil }
+
+// adminStatus asks every member for its local status in parallel and
+// lists those that do not answer within a second as not alive.
+func (n *Node) adminStatus(ctx context.Context, c *adminCall) (any, error) {
+	st := n.meta.State()
+	nodes := make([]nodeStatus, 0, len(st.Members))
+	for _, m := range st.Members {
+		nodes = append(nodes, nodeStatus{Member: m})
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Add(1)
+		go func(ns *nodeStatus) {
+			defer wg.Done()
+			var ls localStatus
+			if ns.ID == n.cfg.NodeID {
+				ls = n.local()
+			} else if err := n.askLocal(ctx, ns.AdminAddr, c.r.Header.Get("Authorization"), &ls); err != nil {
+				return
+			}
+			ns.Alive, ns.RaftState, ns.LastIndex, ns.AppliedIndex = true, ls.RaftState, ls.LastIndex, ls.AppliedIndex
+			ns.Connections, ns.Redis = ls.Connections, ls.Redis
+		}(&nodes[i])
+	}
+	wg.Wait()
+	redis := "up"
+	if !n.redisHealthy() {
+		redis = "down"
+	}
+	leader, _ := n.meta.LeaderMember()
+	return map[string]any{"leader": leader.ID, "nodes": nodes, "degrade": degradeAnswer(st.Degrade), "redis": redis}, nil
+}
+
+func (n *Node) askLocal(ctx context.Context, addr, auth string, out *localStatus) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/admin/local", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", auth)
+	resp, err := n.adminClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", addr, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+type joinRequest struct {
+	ID         string `json:"id"`
+	RaftAddr   string `json:"raft_addr"`
+	AdminAddr  string `json:"admin_addr"`
+	DeviceAddr string `json:"device_addr"`
+	TCPAddr    string `json:"tcp_addr"`
+	PushAddr   string `json:"push_addr"`
+	Weight     *int   `json:"weight"`
+}
+
+func (n *Node) adminJoin(ctx context.Context, c *adminCall) (any, error) {
+	var j joinRequest
+	if err := c.decode(&j); err != nil {
+		return nil, err
+	}
+	if !token.ValidID(j.ID) || j.RaftAddr == "" || j.AdminAddr == "" {
+		return nil, badRequest("invalid", "id, raft_addr and admin_addr are required")
+	}
+	weight := 100
+	if j.Weight != nil {
+		weight = *j.Weight
+	}
+	m := raftmeta.Member{ID: j.ID, RaftAddr: j.RaftAddr, AdminAddr: j.AdminAddr, DeviceAddr: j.DeviceAddr,
+		TCPAddr: j.TCPAddr, PushAddr: j.PushAddr, Weight: weight}
+	if err := n.meta.Join(ctx, m); err != nil {
+		return nil, err
+	}
+	if joined, ok := n.meta.State().Members[j.ID]; ok {
+		m = joined
+	}
+	return m, nil
+}
+
+func (n *Node) adminRemove(ctx context.Context, c *adminCall) (any, error) {
+	id := c.r.PathValue("id")
+	if id == n.cfg.NodeID {
+		return nil, badRequest("invalid", "a node cannot remove itself while it leads; remove it from another node after it stepped down or died")
+	}
+	if err := n.meta.Remove(ctx, id); err != nil {
+		return nil, err
+	}
+	return map[string]string{"removed": id}, nil
+}
+
+func (n *Node) adminDrain(ctx context.Context, c *adminCall) (any, error) {
+	var b struct {
+		Draining *bool `json:"draining"`
+	}
+	if err := c.decode(&b); err != nil {
+		return nil, err
+	}
+	if b.Draining == nil {
+		return nil, badRequest("invalid", "draining (true or false) is required")
+	}
+	return n.applyAnswer(ctx, c, raftmeta.SetMemberDrain(c.r.PathValue("id"), *b.Draining))
+}
+
+func (n *Node) adminWeight(ctx context.Context, c *adminCall) (any, error) {
+	var b struct {
+		Weight *int `json:"weight"`
+	}
+	if err := c.decode(&b); err != nil {
+		return nil, err
+	}
+	if b.Weight == nil || *b.Weight < 0 || *b.Weight > 1000 {
+		return nil, badRequest("invalid", "weight must be 0..1000")
+	}
+	return n.applyAnswer(ctx, c, raftmeta.SetMemberWeight(c.r.PathValue("id"), *b.Weight))
+}
+
+// --- apps ---
+
+type appAnswer struct {
+	ID         string    `json:"id"`
+	KeyIDs     []string  `json:"key_ids"`
+	APIKeys    []string  `json:"api_keys"`
+	MaxPayload int       `json:"max_payload"`
+	RatePerSec int       `json:"rate_per_sec"`
+	Burst      int       `json:"burst"`
+	Businesses []string  `json:"businesses"`
+	Created    time.Time `json:"created"`
+}
+
+func (n *Node) adminApps(context.Context, *adminCall) (any, error) {
+	st := n.meta.State()
+	apps := make([]appAnswer, 0, len(st.Apps))
+	for _, a := range st.Apps {
+		out := appAnswer{ID: a.ID, MaxPayload: a.MaxPayload, RatePerSec: a.RatePerSec, Burst: a.Burst, Businesses: a.Businesses, Created: a.Created}
+		for _, s := range a.Secrets {
+			out.KeyIDs = append(out.KeyIDs, s.KeyID)
+		}
+		for _, k := range a.APIKeys {
+			out.APIKeys = append(out.APIKeys, k.ID)
+		}
+		apps = append(apps, out)
+	}
+	sort.Slice(apps, func(i, j int) bool { return apps[i].ID < apps[j].ID })
+	return map[string]any{"apps": apps}, nil
+}
+
+type limitsRequest struct {
+	MaxPayload int      `json:"max_payload"`
+	RatePerSec int      `json:"rate_per_sec"`
+	Burst      int      `json:"burst"`
+	Businesses []string `json:"businesses"`
+}
+
+func (n *Node) adminCreateApp(ctx context.Context, c *adminCall) (any, error) {
+	var b struct {
+		ID string `json:"id"`
+		limitsRequest
+	}
+	if err := c.decode(&b); err != nil {
+		return nil, err
+	}
+	secret := raftmeta.NewSecret("k1")
+	key, apiKey := raftmeta.NewAPIKey("key-1")
+	res, err := n.apply(ctx, c, raftmeta.CreateApp(raftmeta.App{ID: b.ID, Secrets: []raftmeta.Secret{secret}, APIKeys: []raftmeta.APIKey{apiKey},
+		MaxPayload: b.MaxPayload, RatePerSec: b.RatePerSec, Burst: b.Burst, Businesses: b.Businesses}))
+	if err != nil {
+		return nil, err
+	}
+	if res.Replayed {
+		return nil, errShownOnce
+	}
+	return map[string]string{"id": b.ID, "key_id": secret.KeyID, "secret_base64": base64.StdEncoding.EncodeToString(secret.Secret),
+		"api_key_id": apiKey.ID, "api_key": key}, nil
+}
+
+// nextID returns prefix+N for the smallest N above every id of that form.
+func nextID(prefix string, ids []string) string {
+	highest := 0
+	for _, id := range ids {
+		if k, err := strconv.Atoi(strings.TrimPrefix(id, prefix)); err == nil && strings.HasPrefix(id, prefix) && k > highest {
+			highest = k
+		}
+	}
+	return prefix + strconv.Itoa(highest+1)
+}
+
+func (n *Node) appOf(c *adminCall) (raftmeta.App, error) {
+	a, ok := n.meta.State().App(c.r.PathValue("id"))
+	if !ok {
+		return a, fmt.Errorf("app %s: %w", c.r.PathValue("id"), raftmeta.ErrNotFound)
+	}
+	return a, nil
+}
+
+func (n *Node) adminRotateSecret(ctx context.Context, c *adminCall) (any, error) {
+	a, err := n.appOf(c)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, s := range a.Secrets {
+		ids = append(ids, s.KeyID)
+	}
+	secret := raftmeta.NewSecret(nextID("k", ids))
+	res, err := n.apply(ctx, c, raftmeta.RotateAppSecret(a.ID, secret))
+	if err != nil {
+		return nil, err
+	}
+	if res.Replayed {
+		return nil, errShownOnce
+	}
+	return map[string]string{"key_id": secret.KeyID, "secret_base64": base64.StdEncoding.EncodeToString(secret.Secret)}, nil
+}
+
+func (n *Node) adminAddAPIKey(ctx context.Context, c *adminCall) (any, error) {
+	a, err := n.appOf(c)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, k := range a.APIKeys {
+		ids = append(ids, k.ID)
+	}
+	key, apiKey := raftmeta.NewAPIKey(nextID("key-", ids))
+	res, err := n.apply(ctx, c, raftmeta.AddAPIKey(a.ID, apiKey))
+	if err != nil {
+		return nil, err
+	}
+	if res.Replayed {
+		return nil, errShownOnce
+	}
+	return map[string]string{"api_key_id": apiKey.ID, "api_key": key}, nil
+}
+
+func (n *Node) adminRevokeAPIKey(ctx context.Context, c *adminCall) (any, error) {
+	return n.applyAnswer(ctx, c, raftmeta.RevokeAPIKey(c.r.PathValue("id"), c.r.PathValue("key")))
+}
+
+func (n *Node) adminSetLimits(ctx context.Context, c *adminCall) (any, error) {
+	var b limitsRequest
+	if err := c.decode(&b); err != nil {
+		return nil, err
+	}
+	return n.applyAnswer(ctx, c, raftmeta.SetAppLimits(c.r.PathValue("id"),
+		raftmeta.AppLimits{MaxPayload: b.MaxPayload, RatePerSec: b.RatePerSec, Burst: b.Burst, Businesses: b.Businesses}))
+}
+
+func (n *Node) adminDeleteApp(ctx context.Context, c *adminCall) (any, error) {
+	return n.applyAnswer(ctx, c, raftmeta.DeleteApp(c.r.PathValue("id")))
+}
+
+// --- degrade ---
+
+type degradeJSON struct {
+	Active      bool      `json:"active"`
+	MinPriority string    `json:"min_priority,omitempty"`
+	Businesses  []string  `json:"businesses,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	By          string    `json:"by,omitempty"`
+	Since       time.Time `json:"since,omitzero"`
+}
+
+func degradeAnswer(d raftmeta.Degrade) degradeJSON {
+	out := degradeJSON{Active: d.Active, Businesses: d.Businesses, Reason: d.Reason, By: d.By, Since: d.Since}
+	if d.Active {
+		out.MinPriority = wire.Priority(d.MinPriority).String()
+	}
+	return out
+}
+
+func (n *Node) adminDegrade(context.Context, *adminCall) (any, error) {
+	return degradeAnswer(n.meta.State().Degrade), nil
+}
+
+func (n *Node) adminSetDegrade(ctx context.Context, c *adminCall) (any, error) {
+	var b struct {
+		Priority   string   `json:"priority"`
+		Businesses []string `json:"businesses"`
+		Reason     string   `json:"reason"`
+	}
+	if err := c.decode(&b); err != nil {
+		return nil, err
+	}
+	if b.Priority == "" {
+		return nil, badRequest("invalid", "priority (low, normal or high) is required")
+	}
+	p, err := wire.ParsePriority(b.Priority)
+	if err != nil {
+		return nil, badRequest("invalid", "%v", err)
+	}
+	if b.Reason == "" {
+		return nil, badRequest("invalid", "reason is required: it is shown to operators and devices")
+	}
+	return n.applyAnswer(ctx, c, raftmeta.SetDegrade(raftmeta.Degrade{Active: true, MinPriority: raftmeta.Priority(p),
+		Businesses: b.Businesses, Reason: b.Reason, By: c.actor}))
+}
+
+func (n *Node) adminDegradeOff(ctx context.Context, c *adminCall) (any, error) {
+	var b struct {
+		Reason string `json:"reason"`
+	}
+	if err := c.decode(&b); err != nil {
+		return nil, err
+	}
+	return n.applyAnswer(ctx, c, raftmeta.DegradeOff(b.Reason))
+}
+
+// --- tunables, tokens, audit, devices ---
+
+type tunablesJSON struct {
+	AckTimeout     string `json:"ack_timeout,omitempty"`
+	AckBackoffMax  string `json:"ack_backoff_max,omitempty"`
+	InFlightWindow int    `json:"in_flight_window,omitempty"`
+	QueueFrames    int    `json:"queue_frames,omitempty"`
+	QueueBytes     int    `json:"queue_bytes,omitempty"`
+}
+
+func (n *Node) adminTunables(context.Context, *adminCall) (any, error) {
+	t := n.tun.Load()
+	return tunablesJSON{AckTimeout: t.ackTimeout.String(), AckBackoffMax: t.ackBackoffMax.String(),
+		InFlightWindow: t.window, QueueFrames: t.queueFrames, QueueBytes: t.queueBytes}, nil
+}
+
+func (n *Node) adminSetTunables(ctx context.Context, c *adminCall) (any, error) {
+	var b tunablesJSON
+	if err := c.decode(&b); err != nil {
+		return nil, err
+	}
+	t := n.meta.State().Tunables
+	for _, d := range []struct {
+		s   string
+		dst *time.Duration
+		key string
+	}{{b.AckTimeout, &t.AckTimeout, "ack_timeout"}, {b.AckBackoffMax, &t.AckBackoffMax, "ack_backoff_max"}} {
+		if d.s == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.s)
+		if err != nil || v <= 0 {
+			return nil, badRequest("invalid", "%s: want a positive duration like 10s", d.key)
+		}
+		*d.dst = v
+	}
+	switch {
+	case b.InFlightWindow < 0 || b.InFlightWindow > 1024:
+		return nil, badRequest("invalid", "in_flight_window must be 1..1024")
+	case b.QueueFrames < 0, b.QueueBytes < 0:
+		return nil, badRequest("invalid", "queue caps must be positive")
+	case b.QueueBytes > 0 && b.QueueBytes < n.cfg.MaxFrame:
+		return nil, badRequest("invalid", "queue_bytes must hold at least one frame (%d bytes)", n.cfg.MaxFrame)
+	}
+	if b.InFlightWindow > 0 {
+		t.InFlightWindow = b.InFlightWindow
+	}
+	if b.QueueFrames > 0 {
+		t.QueueFrames = b.QueueFrames
+	}
+	if b.QueueBytes > 0 {
+		t.QueueBytes = b.QueueBytes
+	}
+	return n.applyAnswer(ctx, c, raftmeta.SetTunables(t))
+}
+
+func (n *Node) adminTokens(context.Context, *adminCall) (any, error) {
+	type tok struct {
+		ID      string        `json:"id"`
+		Role    raftmeta.Role `json:"role"`
+		Created time.Time     `json:"created"`
+	}
+	var out []tok
+	for _, t := range n.meta.State().AdminTokens {
+		out = append(out, tok{ID: t.ID, Role: t.Role, Created: t.Created})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return map[string]any{"tokens": out}, nil
+}
+
+func (n *Node) adminCreateToken(ctx context.Context, c *adminCall) (any, error) {
+	var b struct {
+		ID   string        `json:"id"`
+		Role raftmeta.Role `json:"role"`
+	}
+	if err := c.decode(&b); err != nil {
+		return nil, err
+	}
+	if !b.Role.Valid() {
+		return nil, badRequest("invalid", "role must be viewer, operator or admin")
+	}
+	secret, t := raftmeta.NewAdminToken(b.ID, b.Role)
+	res, err := n.apply(ctx, c, raftmeta.CreateAdminToken(t))
+	if err != nil {
+		return nil, err
+	}
+	if res.Replayed {
+		return nil, errShownOnce
+	}
+	return map[string]string{"id": t.ID, "role": string(t.Role), "token": secret}, nil
+}
+
+func (n *Node) adminRevokeToken(ctx context.Context, c *adminCall) (any, error) {
+	if c.r.PathValue("id") == c.actor {
+		return nil, badRequest("invalid", "a token cannot revoke itself; use another admin token")
+	}
+	return n.applyAnswer(ctx, c, raftmeta.RevokeAdminToken(c.r.PathValue("id")))
+}
+
+func (n *Node) adminAudit(context.Context, *adminCall) (any, error) {
+	return map[string]any{"entries": n.meta.State().Audit}, nil
+}
+
+func (n *Node) adminDevice(ctx context.Context, c *adminCall) (any, error) {
+	app, device := c.r.PathValue("app"), c.r.PathValue("device")
+	if !token.ValidID(app) || !token.ValidID(device) {
+		return nil, badRequest("invalid", "app and device must be 1-128 letters, digits or ._:-")
+	}
+	return n.deviceState(ctx, app, device)
+}

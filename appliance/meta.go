@@ -1,0 +1,184 @@
+package appliance
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/raftmeta"
+)
+
+// Meta is the region's Raft-replicated metadata; *raftmeta.Store
+// implements it. With a Meta, apps, the degrade policy, tunables and
+// membership come from it and Config.Apps is ignored.
+type Meta interface {
+	State() *raftmeta.State
+	Changes() (<-chan struct{}, func())
+	Apply(ctx context.Context, cmd raftmeta.Command) (raftmeta.Result, error)
+	IsLeader() bool
+	LeaderMember() (raftmeta.Member, bool)
+	Join(ctx context.Context, m raftmeta.Member) error
+	Remove(ctx context.Context, id string) error
+	Stats() raftmeta.Stats
+}
+
+// degradePolicy is the degrade state a node enforces; nil when off.
+type degradePolicy struct {
+	minPriority wire.Priority
+	businesses  []string
+	reason      string
+}
+
+// sheds reports whether a message of priority p for business b is shed.
+func (d *degradePolicy) sheds(p wire.Priority, b string) bool {
+	if d == nil {
+		return false
+	}
+	if p == 0 {
+		p = wire.PriorityNormal
+	}
+	return p < d.minPriority || (b != "" && slices.Contains(d.businesses, b))
+}
+
+// tunables are the delivery settings an operator may change at run time;
+// sessions read them through Node.tun on every use.
+type tunables struct {
+	window        int
+	ackTimeout    time.Duration
+	ackBackoffMax time.Duration
+	queueFrames   int
+	queueBytes    int
+}
+
+func (n *Node) tunablesFrom(t raftmeta.Tunables) *tunables {
+	out := &tunables{
+		window: n.cfg.Window, ackTimeout: n.cfg.AckTimeout, ackBackoffMax: n.cfg.AckBackoffMax,
+		queueFrames: n.cfg.QueueFrames, queueBytes: n.cfg.QueueBytes,
+	}
+	if t.InFlightWindow > 0 {
+		out.window = t.InFlightWindow
+	}
+	if t.AckTimeout > 0 {
+		out.ackTimeout = t.AckTimeout
+	}
+	if t.AckBackoffMax > 0 {
+		out.ackBackoffMax = t.AckBackoffMax
+	}
+	out.ackBackoffMax = max(out.ackBackoffMax, out.ackTimeout)
+	if t.QueueFrames > 0 {
+		out.queueFrames = t.QueueFrames
+	}
+	if t.QueueBytes >= n.cfg.MaxFrame {
+		out.queueBytes = t.QueueBytes
+	}
+	return out
+}
+
+// watchMeta applies the region's metadata to this node whenever it
+// changes: apps, degrade, tunables, and this node's drain flag.
+func (n *Node) watchMeta() {
+	ch, cancel := n.meta.Changes()
+	defer cancel()
+	for {
+		n.applyMeta(n.meta.State())
+		select {
+		case <-n.stop:
+			return
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		}
+	}
+}
+
+func (n *Node) applyMeta(st *raftmeta.State) {
+	n.apps.Store(appTableFromState(st, n.apps.Load()))
+	n.tun.Store(n.tunablesFrom(st.Tunables))
+
+	var next *degradePolicy
+	if st.Degrade.Active {
+		next = &degradePolicy{minPriority: wire.Priority(st.Degrade.MinPriority), businesses: st.Degrade.Businesses, reason: st.Degrade.Reason}
+	}
+	prev := n.degrade.Swap(next)
+	switch {
+	case next != nil && (prev == nil || prev.minPriority != next.minPriority || !slices.Equal(prev.businesses, next.businesses)):
+		n.log.Warn("degrade on", "min_priority", next.minPriority.String(), "businesses", next.businesses, "reason", next.reason, "by", st.Degrade.By)
+		n.fanoutLocal(wire.Append(nil, next.control()), "")
+	case next == nil && prev != nil:
+		n.log.Info("degrade off")
+		n.fanoutLocal(wire.Append(nil, &wire.Control{Kind: wire.ControlRestored, Reason: "degradation over"}), "")
+	}
+
+	self, ok := st.Members[n.cfg.NodeID]
+	draining := ok && self.Draining
+	if draining && !n.draining.Swap(true) {
+		n.log.Warn("node draining: moving devices to other nodes")
+		n.goOwned(func() { n.drainSessions(st) })
+	} else if !draining {
+		n.draining.Store(false)
+	}
+}
+
+// control is the CONTROL frame telling devices about the policy.
+func (d *degradePolicy) control() *wire.Control {
+	return &wire.Control{Kind: wire.ControlDegraded, MinPriority: d.minPriority, Reason: d.reason}
+}
+
+// appTableFromState builds the app table from Raft state, keeping the
+// rate limiters of apps whose limits did not change so a metadata change
+// does not refill every bucket.
+func appTableFromState(st *raftmeta.State, prev *appTable) *appTable {
+	t := &appTable{apps: make(map[string]*appEntry, len(st.Apps))}
+	for id, a := range st.Apps {
+		e := &appEntry{id: id, secrets: make(map[string][]byte, len(a.Secrets)), businesses: a.Businesses, maxPayload: a.MaxPayload}
+		if len(e.businesses) == 0 {
+			e.businesses = nil
+		}
+		if e.maxPayload == 0 {
+			e.maxPayload = DefaultMaxPayload
+		}
+		for _, s := range a.Secrets {
+			e.secrets[s.KeyID] = s.Secret
+		}
+		for _, k := range a.APIKeys {
+			e.apiKeys = append(e.apiKeys, k.Hash)
+		}
+		if a.RatePerSec > 0 {
+			burst := a.Burst
+			if burst == 0 {
+				burst = a.RatePerSec
+			}
+			if old := prev.apps[id]; old != nil && old.limiter != nil && old.limiter.rate == float64(a.RatePerSec) && old.limiter.burst == float64(burst) {
+				e.limiter = old.limiter
+			} else {
+				e.limiter = newRateLimiter(float64(a.RatePerSec), burst)
+			}
+		}
+		t.apps[id] = e
+	}
+	return t
+}
+
+// drainSessions tells this node's devices to reconnect elsewhere, spread
+// over DrainSpread so the other nodes are not hit by every device at once.
+func (n *Node) drainSessions(st *raftmeta.State) {
+	var sessions []*session
+	n.hub.each(func(s *session) { sessions = append(sessions, s) })
+	if len(sessions) == 0 {
+		return
+	}
+	pause := n.cfg.DrainSpread / time.Duration(len(sessions))
+	for _, s := range sessions {
+		if !n.draining.Load() {
+			return
+		}
+		s.closeWith(closeDrain, &wire.Control{Kind: wire.ControlDrain, Reason: "node draining", Addr: n.dispatchTarget(st, s.deviceID())})
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(pause):
+		}
+	}
+}

@@ -1,0 +1,372 @@
+package appliance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pushd/pushd/appliance/client"
+	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/raftmeta"
+	"github.com/pushd/pushd/raftmeta/raftmetatest"
+	"github.com/pushd/pushd/streams"
+	"github.com/pushd/pushd/streams/streamstest"
+)
+
+// region is a 3-node pushd region in one process: real Raft over TCP on
+// loopback, one real redis-server, three appliance nodes.
+type region struct {
+	t      *testing.T
+	srv    *streamstest.Server
+	raft   *raftmetatest.Cluster
+	nodes  []*Node
+	admin  string // admin-role token
+	viewer string // viewer-role token
+}
+
+func startRegion(t *testing.T, opts ...raftmetatest.Option) *region {
+	t.Helper()
+	if underRace {
+		t.Skip("real nbio listeners trip the race detector inside nbio (see race_test.go)")
+	}
+	r := &region{t: t, srv: streamstest.StartRedis(t), raft: raftmetatest.NewCluster(t, 3, opts...)}
+	ctx := context.Background()
+	var at, vt raftmeta.AdminToken
+	r.admin, at = raftmeta.NewAdminToken("root", raftmeta.RoleAdmin)
+	r.viewer, vt = raftmeta.NewAdminToken("watcher", raftmeta.RoleViewer)
+	_, apiKey := apiKeyFor(testAPIKey)
+	for _, cmd := range []raftmeta.Command{
+		raftmeta.CreateAdminToken(at), raftmeta.CreateAdminToken(vt),
+		raftmeta.CreateApp(raftmeta.App{ID: testApp, Secrets: []raftmeta.Secret{{KeyID: "k1", Secret: testSecret}}, APIKeys: []raftmeta.APIKey{apiKey}}),
+	} {
+		if _, err := r.raft.Apply(ctx, cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		r.nodes = append(r.nodes, r.startNode(i))
+	}
+	return r
+}
+
+func apiKeyFor(key string) (string, raftmeta.APIKey) {
+	return key, raftmeta.APIKey{ID: "key-1", Hash: raftmeta.HashKey(key)}
+}
+
+// startNode starts the appliance node on raft node i and registers its
+// addresses in the member list.
+func (r *region) startNode(i int) *Node {
+	cfg := testConfig()
+	cfg.NodeID = r.raft.Member(i).ID
+	cfg.Apps = nil
+	cfg.PushAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.DrainSpread = 200 * time.Millisecond
+	n := startNode(r.t, cfg, Deps{Store: streams.New(r.srv.Client(r.t), streams.Config{NodeTTL: 2 * time.Second}), Meta: r.raft.Store(i)})
+	var m raftmeta.Member
+	waitFor(r.t, 10*time.Second, func() error {
+		var ok bool
+		if m, ok = r.raft.Store(i).State().Members[cfg.NodeID]; !ok {
+			return fmt.Errorf("node %s has not caught up with its own member record", cfg.NodeID)
+		}
+		return nil
+	})
+	a := n.Addrs()
+	m.AdminAddr, m.PushAddr, m.DeviceAddr, m.TCPAddr, m.Weight = a.Admin, a.Push, n.advertisedWS(a), n.advertisedTCP(a), 100
+	if _, err := r.raft.Apply(context.Background(), raftmeta.UpsertMember(m)); err != nil {
+		r.t.Fatal(err)
+	}
+	return n
+}
+
+// adminDo calls a node's admin API.
+func adminDo(t testing.TB, n *Node, method, path, tok string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+n.Addrs().Admin+path, rd)
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw
+}
+
+func (r *region) leaderIndex() int {
+	i, _ := r.raft.WaitForLeader(r.t)
+	return i
+}
+
+func (r *region) follower() int { return (r.leaderIndex() + 1) % 3 }
+
+// TestRegion_DegradeReachesEveryNodeWithinASecond sets degrade through a
+// follower (forwarded to the leader) and checks every node enforces it in
+// its push API and tells its devices, then lifts it.
+func TestRegion_DegradeReachesEveryNodeWithinASecond(t *testing.T) {
+	r := startRegion(t)
+	f := r.nodes[r.follower()]
+	controls := make(chan wire.Control, 4)
+	runDevice(t, r.nodes[0].wsURL(), "phone", client.Cursor{}, func(c *client.Config) {
+		c.OnControl = func(ctl wire.Control) { controls <- ctl }
+	})
+
+	start := time.Now()
+	status, raw := adminDo(t, f, http.MethodPost, "/v1/admin/degrade", r.admin,
+		map[string]any{"priority": "normal", "reason": "surge drill"})
+	if status != http.StatusOK {
+		t.Fatalf("degrade through a follower: HTTP %d %s", status, raw)
+	}
+	var slowest time.Duration
+	for _, n := range r.nodes {
+		waitFor(t, time.Second, func() error {
+			if n.degrade.Load() == nil {
+				return fmt.Errorf("node %s not degraded", n.ID())
+			}
+			return nil
+		})
+		slowest = max(slowest, time.Since(start))
+	}
+	t.Logf("degrade reached all 3 nodes %s after the admin call", slowest)
+	for _, n := range r.nodes {
+		code, _, raw := pushJSON(t, n, map[string]any{"devices": []string{"phone"}, "data": "low", "priority": "low"})
+		if code != http.StatusServiceUnavailable || !strings.Contains(raw, `"degraded"`) {
+			t.Fatalf("node %s accepted a low-priority push while degraded: HTTP %d %s", n.ID(), code, raw)
+		}
+		if code, _, raw := pushJSON(t, n, map[string]any{"devices": []string{"phone"}, "data": "high", "priority": "high"}); code != http.StatusOK {
+			t.Fatalf("node %s refused a high-priority push: HTTP %d %s", n.ID(), code, raw)
+		}
+	}
+	select {
+	case c := <-controls:
+		if c.Kind != wire.ControlDegraded || c.MinPriority != wire.PriorityNormal || c.Reason != "surge drill" {
+			t.Fatalf("device got %+v", c)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("connected device got no CONTROL degraded")
+	}
+
+	if status, raw := adminDo(t, r.nodes[r.follower()], http.MethodPost, "/v1/admin/degrade/off", r.admin, map[string]any{"reason": "drill over"}); status != http.StatusOK {
+		t.Fatalf("degrade off: HTTP %d %s", status, raw)
+	}
+	select {
+	case c := <-controls:
+		if c.Kind != wire.ControlRestored {
+			t.Fatalf("device got %+v, want restored", c)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("connected device got no CONTROL restored")
+	}
+	for _, n := range r.nodes {
+		waitFor(t, time.Second, func() error {
+			if code, _, raw := pushJSON(t, n, map[string]any{"devices": []string{"phone"}, "data": "low again", "priority": "low"}); code != http.StatusOK {
+				return fmt.Errorf("node %s: HTTP %d %s", n.ID(), code, raw)
+			}
+			return nil
+		})
+	}
+}
+
+// TestRegion_AdminAuthorizationAndAudit: writes without a token, with a
+// wrong one or with a viewer token are refused and change nothing; every
+// accepted write is in the audit log with its actor.
+func TestRegion_AdminAuthorizationAndAudit(t *testing.T) {
+	r := startRegion(t)
+	n := r.nodes[r.follower()]
+	before := r.raft.Store(0).Digest()
+	writes := []struct{ method, path string }{
+		{http.MethodPost, "/v1/admin/degrade"}, {http.MethodPost, "/v1/admin/apps"},
+		{http.MethodPost, "/v1/admin/tokens"}, {http.MethodPost, "/v1/admin/nodes/" + n.ID() + "/drain"},
+		{http.MethodDelete, "/v1/admin/apps/" + testApp}, {http.MethodPost, "/v1/admin/tunables"},
+	}
+	for _, w := range writes {
+		for _, c := range []struct {
+			tok  string
+			want int
+		}{{"", 401}, {"not-a-token", 401}, {r.viewer, 403}} {
+			if code, raw := adminDo(t, n, w.method, w.path, c.tok, map[string]any{}); code != c.want {
+				t.Errorf("%s %s with %q: HTTP %d %s, want %d", w.method, w.path, c.tok, code, raw, c.want)
+			}
+		}
+	}
+	if code, raw := adminDo(t, n, http.MethodGet, "/v1/admin/status", r.viewer, nil); code != http.StatusOK {
+		t.Fatalf("viewer status: HTTP %d %s", code, raw)
+	}
+	r.raft.WaitConverged(t)
+	if after := r.raft.Store(0).Digest(); after != before {
+		t.Fatal("refused writes changed the region's state")
+	}
+
+	code, raw := adminDo(t, n, http.MethodPost, "/v1/admin/apps", r.admin, map[string]any{"id": "shop", "max_payload": 2048})
+	if code != http.StatusOK {
+		t.Fatalf("create app: HTTP %d %s", code, raw)
+	}
+	var created map[string]string
+	_ = json.Unmarshal(raw, &created)
+	if created["api_key"] == "" || created["secret_base64"] == "" {
+		t.Fatalf("create app answer %s", raw)
+	}
+	if code, raw := adminDo(t, n, http.MethodPost, "/v1/admin/nodes/"+n.ID()+"/weight", r.admin, map[string]any{"weight": 50}); code != http.StatusOK {
+		t.Fatalf("weight: HTTP %d %s", code, raw)
+	}
+	code, raw = adminDo(t, r.nodes[0], http.MethodGet, "/v1/admin/audit", r.viewer, nil)
+	if code != http.StatusOK {
+		t.Fatalf("audit: HTTP %d %s", code, raw)
+	}
+	var audit struct{ Entries []raftmeta.AuditEntry }
+	_ = json.Unmarshal(raw, &audit)
+	var ops []string
+	for _, e := range audit.Entries {
+		if e.Actor == "root" {
+			ops = append(ops, e.Op+" "+e.Target)
+		}
+	}
+	if len(ops) != 2 || !strings.HasPrefix(ops[0], "app.create shop") || !strings.HasPrefix(ops[1], "member.weight") {
+		t.Fatalf("audit entries by root: %v", ops)
+	}
+}
+
+// TestRegion_DispatchAndDrain: dispatch spreads devices by load and skips
+// a draining node; draining moves connected devices away.
+func TestRegion_DispatchAndDrain(t *testing.T) {
+	r := startRegion(t)
+	dispatch := func(n *Node, device string) (dispatchAnswer, int) {
+		resp, err := plainHTTP.Get("http://" + n.Addrs().WS + "/v1/dispatch?app=" + testApp + "&device=" + device)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var a dispatchAnswer
+		_ = json.NewDecoder(resp.Body).Decode(&a)
+		return a, resp.StatusCode
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if live := r.nodes[0].liveNodes.Load(); live == nil || len(*live) != 3 {
+			return errors.New("not every node's heartbeat seen yet")
+		}
+		return nil
+	})
+	picked := map[string]bool{}
+	for i := 0; i < 30; i++ {
+		a, code := dispatch(r.nodes[0], fmt.Sprint("dev-", i))
+		if code != http.StatusOK || a.WSURL == "" {
+			t.Fatalf("dispatch: HTTP %d %+v", code, a)
+		}
+		picked[a.Node] = true
+	}
+	if len(picked) < 2 {
+		t.Fatalf("30 devices dispatched to %v only", picked)
+	}
+
+	drained := r.nodes[2]
+	controls := make(chan wire.Control, 1)
+	var mu sync.Mutex
+	var nodesSeen []string
+	runDevice(t, drained.wsURL(), "walker", client.Cursor{}, func(c *client.Config) {
+		c.OnControl = func(ctl wire.Control) {
+			if ctl.Kind == wire.ControlDrain {
+				controls <- ctl
+			}
+		}
+		c.OnWelcome = func(w client.Welcome) { mu.Lock(); nodesSeen = append(nodesSeen, w.Node); mu.Unlock() }
+	})
+	if code, raw := adminDo(t, r.nodes[0], http.MethodPost, "/v1/admin/nodes/"+drained.ID()+"/drain", r.admin, map[string]any{"draining": true}); code != http.StatusOK {
+		t.Fatalf("drain: HTTP %d %s", code, raw)
+	}
+	select {
+	case c := <-controls:
+		if c.Addr == "" || strings.Contains(c.Addr, drained.Addrs().WS) {
+			t.Fatalf("drain sent the device to %q", c.Addr)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("device on the draining node got no CONTROL drain")
+	}
+	waitFor(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if last := nodesSeen[len(nodesSeen)-1]; last == drained.ID() {
+			return fmt.Errorf("device still on %s", last)
+		}
+		return nil
+	})
+	for i := 0; i < 30; i++ {
+		if a, _ := dispatch(r.nodes[1], fmt.Sprint("dev-", i)); a.Node == drained.ID() {
+			t.Fatalf("dispatch chose the draining node for dev-%d", i)
+		}
+	}
+}
+
+// TestRegion_LeaderLossAndCatchUp kills the Raft leader (and its node)
+// with hashicorp's default timings, measures how long admin writes are
+// unavailable, then restarts it and checks it catches up.
+func TestRegion_LeaderLossAndCatchUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a Raft election with default timings")
+	}
+	r := startRegion(t, raftmetatest.WithDefaultTimings())
+	li := r.leaderIndex()
+	other := r.nodes[(li+1)%3]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = r.nodes[li].Shutdown(ctx)
+	cancel()
+	r.raft.Kill(li)
+
+	start := time.Now()
+	var attempts int
+	for {
+		attempts++
+		code, raw := adminDo(t, other, http.MethodPost, "/v1/admin/degrade", r.admin, map[string]any{"priority": "normal", "reason": "after failover"})
+		if code == http.StatusOK {
+			break
+		}
+		if code != http.StatusServiceUnavailable {
+			t.Fatalf("write during failover: HTTP %d %s", code, raw)
+		}
+		if time.Since(start) > 15*time.Second {
+			t.Fatal("no leader 15 s after killing the old one")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	unavailable := time.Since(start)
+	t.Logf("admin writes unavailable for %s after killing the leader (%d attempts; hashicorp/raft default timings)", unavailable.Round(time.Millisecond), attempts)
+
+	r.raft.Restart(t, li)
+	r.nodes[li] = r.startNode(li)
+	r.raft.WaitConverged(t)
+	waitFor(t, 5*time.Second, func() error {
+		if r.nodes[li].degrade.Load() == nil {
+			return errors.New("restarted node does not enforce the degrade set while it was down")
+		}
+		return nil
+	})
+	code, raw := adminDo(t, r.nodes[li], http.MethodGet, "/v1/admin/status", r.viewer, nil)
+	var st struct {
+		Leader string
+		Nodes  []nodeStatus
+	}
+	_ = json.Unmarshal(raw, &st)
+	alive := 0
+	for _, ns := range st.Nodes {
+		if ns.Alive {
+			alive++
+		}
+	}
+	if code != http.StatusOK || alive != 3 || st.Leader == "" {
+		t.Fatalf("status after restart: HTTP %d, %d alive, leader %q: %s", code, alive, st.Leader, raw)
+	}
+}
