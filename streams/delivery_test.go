@@ -160,7 +160,7 @@ func TestStore_TakeOverDrainsDeadNode(t *testing.T) {
 	if err := env.store.RetireNode(ctx, "dead"); !errors.Is(err, ErrNodeAlive) {
 		t.Fatalf("retire a node with a heartbeat: %v, want ErrNodeAlive", err)
 	}
-	env.rdb.Del(ctx, heartbeatKey("dead")) // the heartbeat expires
+	mustDo(t, env.rdb.Del(ctx, heartbeatKey("dead"))) // the heartbeat expires
 	if err := env.store.RetireNode(ctx, "dead"); !errors.Is(err, ErrNotDrained) {
 		t.Fatalf("retire with pending entries: %v, want ErrNotDrained", err)
 	}

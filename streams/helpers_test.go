@@ -49,6 +49,15 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
 	}
 }
 
+// mustDo fails the test if a direct Redis command that sets up a scenario
+// failed, so a broken setup cannot pass for the behaviour under test.
+func mustDo(t *testing.T, cmd interface{ Err() error }) {
+	t.Helper()
+	if err := cmd.Err(); err != nil {
+		t.Fatalf("setup command: %v", err)
+	}
+}
+
 func msg(id string) Message {
 	return Message{ID: id, Business: "chat", Priority: PriorityNormal, Payload: []byte("payload " + id)}
 }

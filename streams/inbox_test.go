@@ -407,7 +407,7 @@ func TestStore_ResumeDetectsMissingEntries(t *testing.T) {
 	// An entry removed behind the store's back (an operator's XDEL, or
 	// eviction under maxmemory) is a gap even though no bookkeeping says so.
 	last := appendN(t, env.store, "a", "m", 5)
-	env.rdb.XDel(ctx, inboxKey("a"), "0-3")
+	mustDo(t, env.rdb.XDel(ctx, inboxKey("a"), "0-3"))
 	r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 1}, 0)
 	if r.Recovered || !equalSeqs(seqs(r.Entries), 2, 4, 5) {
 		t.Fatalf("resume over a deleted entry: %+v", r)
@@ -418,7 +418,7 @@ func TestStore_ResumeDetectsMissingEntries(t *testing.T) {
 
 	// A missing tail: the whole inbox stream gone, meta intact.
 	last = appendN(t, env.store, "b", "m", 4)
-	env.rdb.Del(ctx, inboxKey("b"))
+	mustDo(t, env.rdb.Del(ctx, inboxKey("b")))
 	r = mustResume(t, env.store, "b", Position{Epoch: last.Epoch, Seq: 2}, 0)
 	if r.Recovered || len(r.Entries) != 0 {
 		t.Fatalf("resume with the inbox stream gone: %+v", r)
@@ -590,9 +590,9 @@ func TestStore_AppendRefreshesTTLOnlyWhenDue(t *testing.T) {
 
 	// More than InboxTTL left: an append leaves the TTLs alone.
 	for _, k := range keys {
-		env.rdb.PExpire(ctx, k, 5*time.Hour)
+		mustDo(t, env.rdb.PExpire(ctx, k, 5*time.Hour))
 	}
-	env.rdb.HSet(ctx, metaKey("a"), "k", time.Now().Add(5*time.Hour).UnixMilli())
+	mustDo(t, env.rdb.HSet(ctx, metaKey("a"), "k", time.Now().Add(5*time.Hour).UnixMilli()))
 	appendN(t, env.store, "a", "n", 1)
 	for _, k := range keys {
 		if ttl := env.rdb.PTTL(ctx, k).Val(); ttl < 4*time.Hour {
@@ -602,9 +602,9 @@ func TestStore_AppendRefreshesTTLOnlyWhenDue(t *testing.T) {
 
 	// Less than InboxTTL left: the append renews all three.
 	for _, k := range keys {
-		env.rdb.PExpire(ctx, k, 30*time.Minute)
+		mustDo(t, env.rdb.PExpire(ctx, k, 30*time.Minute))
 	}
-	env.rdb.HSet(ctx, metaKey("a"), "k", time.Now().Add(30*time.Minute).UnixMilli())
+	mustDo(t, env.rdb.HSet(ctx, metaKey("a"), "k", time.Now().Add(30*time.Minute).UnixMilli()))
 	appendN(t, env.store, "a", "o", 1)
 	for _, k := range keys {
 		if ttl := env.rdb.PTTL(ctx, k).Val(); ttl <= time.Hour || ttl > time.Hour+time.Hour/16 {
@@ -698,7 +698,7 @@ func TestStore_AppendStartsCleanWhenOnlyMetaIsLost(t *testing.T) {
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	old := appendN(t, env.store, "a", "m", 3)
-	env.rdb.Del(ctx, metaKey("a"))
+	mustDo(t, env.rdb.Del(ctx, metaKey("a")))
 	res, err := env.store.Append(ctx, msg("m-1"), []string{"a"})
 	if err != nil || res[0].Seq != 1 || res[0].Duplicate || res[0].Epoch == old.Epoch {
 		t.Fatalf("append after the meta vanished: %+v %v", res, err)
@@ -706,5 +706,33 @@ func TestStore_AppendStartsCleanWhenOnlyMetaIsLost(t *testing.T) {
 	r := mustResume(t, env.store, "a", Position{Epoch: res[0].Epoch}, 0)
 	if !r.Recovered || !equalSeqs(seqs(r.Entries), 1) || r.Entries[0].ID != "m-1" {
 		t.Fatalf("resume in the new epoch: %+v", r)
+	}
+}
+
+func TestStore_AppendStartsOverWhenStreamIsAheadOfMeta(t *testing.T) {
+	// A meta counter behind its stream (keys edited by hand, a partial
+	// restore) must not make appends fail forever or reuse seqs: the device
+	// starts a new epoch.
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	old := appendN(t, env.store, "a", "m", 3)
+	mustDo(t, env.rdb.HSet(ctx, metaKey("a"), "l", 1))
+	res, err := env.store.Append(ctx, msg("new"), []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res[0]; r.Seq != 1 || r.Duplicate || r.Epoch == old.Epoch {
+		t.Fatalf("append to the inconsistent device: %+v", r)
+	}
+	if r := res[1]; r.Seq != 1 || r.Duplicate {
+		t.Fatalf("append to the healthy device in the same call: %+v", r)
+	}
+	r := mustResume(t, env.store, "a", Position{Epoch: old.Epoch, Seq: 3}, 0)
+	if r.Recovered || r.Epoch != res[0].Epoch || !equalSeqs(seqs(r.Entries), 1) || r.Entries[0].ID != "new" {
+		t.Fatalf("resume from the old epoch: %+v", r)
+	}
+	again, err := env.store.Append(ctx, msg("new"), []string{"a"})
+	if err != nil || !again[0].Duplicate || again[0].Seq != 1 {
+		t.Fatalf("retry after the restart of the epoch: %+v %v", again, err)
 	}
 }

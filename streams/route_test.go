@@ -43,7 +43,7 @@ func TestStore_ClaimRouteFencesByEpoch(t *testing.T) {
 		t.Fatalf("claim after release: %d %+v %v; want > %d, prev offline at %d", e3, prev, err, e2, e2)
 	}
 	// Even after the route key is gone (expired or flushed).
-	env.rdb.Del(ctx, routeKey("dev"))
+	mustDo(t, env.rdb.Del(ctx, routeKey("dev")))
 	e4, prev, err := env.store.ClaimRoute(ctx, "dev", "n2")
 	if err != nil || e4 <= e3 || prev != (Route{}) {
 		t.Fatalf("claim after the key vanished: %d %+v %v; want > %d", e4, prev, err, e3)
@@ -135,7 +135,7 @@ func TestStore_RefreshRoutesOnlyForTheOwner(t *testing.T) {
 	ea, _, _ := env.store.ClaimRoute(ctx, "a", "n1")
 	eb, _, _ := env.store.ClaimRoute(ctx, "b", "n2")
 	for _, d := range []string{"a", "b"} {
-		env.rdb.PExpire(ctx, routeKey(d), time.Minute)
+		mustDo(t, env.rdb.PExpire(ctx, routeKey(d), time.Minute))
 	}
 	err := env.store.RefreshRoutes(ctx,
 		[]string{"a", "b", "c"},

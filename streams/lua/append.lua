@@ -51,8 +51,20 @@ for k = 1, #KEYS, 4 do
   if dup then
     seq = tonumber(redis.call('ZSCORE', dedupe, id))
   else
-    redis.call('XADD', inbox, '0-' .. sseq,
+    local added = redis.pcall('XADD', inbox, '0-' .. sseq,
       'i', id, 'b', ARGV[2], 'p', ARGV[3], 'c', ARGV[4], 'x', ARGV[5], 'd', ARGV[6])
+    if type(added) == 'table' and added.err then
+      -- The stream is ahead of the meta's counter (or is not a stream):
+      -- its keys were changed behind the store's back. Reusing seqs would
+      -- hide messages, so start over in a new epoch; clients holding the
+      -- old one get Recovered=false.
+      epoch, seq, sseq = ARGV[7], 1, '1'
+      acked, trimmed, lost = 0, 0, 0
+      redis.call('DEL', inbox, dedupe)
+      redis.call('ZADD', dedupe, sseq, id)
+      redis.call('XADD', inbox, '0-1',
+        'i', id, 'b', ARGV[2], 'p', ARGV[3], 'c', ARGV[4], 'x', ARGV[5], 'd', ARGV[6])
+    end
     if seq > window then
       redis.call('ZREMRANGEBYSCORE', dedupe, '-inf', seq - window)
     end
