@@ -471,27 +471,33 @@ func (n *Node) livenessLoop() {
 		case <-n.stop:
 			return
 		case now := <-tick.C:
-			err := n.heartbeat()
+			dead, err := n.heartbeat()
+			if err != nil {
+				continue
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
-			if err == nil {
-				n.takeOverDead(ctx)
-				if now.Sub(lastRefresh) >= n.cfg.RouteRefresh {
-					n.refreshRoutes(ctx)
-					lastRefresh = now
-				}
+			n.takeOverDead(ctx, dead)
+			if now.Sub(lastRefresh) >= n.cfg.RouteRefresh {
+				n.refreshRoutes(ctx)
+				lastRefresh = now
 			}
 			cancel()
 		}
 	}
 }
 
-// heartbeat publishes this node's liveness, addresses and load.
-func (n *Node) heartbeat() error {
+// heartbeat publishes this node's liveness, addresses and load, refreshes
+// its view of the region's live nodes, and returns the dead ones.
+func (n *Node) heartbeat() ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 	defer cancel()
 	err := n.durable.store.Heartbeat(ctx, n.nodeInfo())
+	var dead []string
+	if err == nil {
+		dead, err = n.refreshLiveNodes(ctx)
+	}
 	n.redisResult(err)
-	return err
+	return dead, err
 }
 
 func (n *Node) nodeInfo() streams.NodeInfo {
@@ -510,13 +516,8 @@ func (n *Node) nodeInfo() streams.NodeInfo {
 // expired: it claims their entries, applies them here (a push whose device
 // has reconnected to this node reaches it; the others stay in their
 // inboxes) and retires the node once its stream is empty.
-func (n *Node) takeOverDead(ctx context.Context) {
+func (n *Node) takeOverDead(ctx context.Context, dead []string) {
 	d := n.durable
-	live, dead, err := d.store.Nodes(ctx)
-	if err != nil {
-		return
-	}
-	n.liveNodes.Store(&live)
 	for _, node := range dead {
 		if node == n.cfg.NodeID {
 			continue
@@ -535,6 +536,17 @@ func (n *Node) takeOverDead(ctx context.Context) {
 			n.log.Info("retired a dead node", "dead", node)
 		}
 	}
+}
+
+// refreshLiveNodes caches the region's live nodes (for dispatch and
+// group relay) and returns the dead ones.
+func (n *Node) refreshLiveNodes(ctx context.Context) ([]string, error) {
+	live, dead, err := n.durable.store.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n.liveNodes.Store(&live)
+	return dead, nil
 }
 
 // refreshRoutes renews the route TTL of every local session, in chunks.

@@ -256,8 +256,10 @@ func TestRegion_DispatchAndDrain(t *testing.T) {
 		return a, resp.StatusCode
 	}
 	waitFor(t, 5*time.Second, func() error {
-		if live := r.nodes[0].liveNodes.Load(); live == nil || len(*live) != 3 {
-			return errors.New("not every node's heartbeat seen yet")
+		for _, n := range r.nodes {
+			if live := n.liveNodes.Load(); live == nil || len(*live) != 3 {
+				return fmt.Errorf("node %s has not seen every node's heartbeat yet", n.ID())
+			}
 		}
 		return nil
 	})
