@@ -76,6 +76,10 @@ type Server struct {
 	dir  string
 	port int
 
+	// life serializes Stop and Restart, so two of them cannot start two
+	// processes. Lock order: life, then mu.
+	life sync.Mutex
+
 	mu   sync.Mutex
 	cmd  *exec.Cmd     // nil while stopped
 	done chan struct{} // closed when cmd has been waited for
@@ -146,32 +150,34 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 // Stop kills the server with SIGKILL, like a crash, and waits for it to exit.
 // It is a no-op when the server is not running.
 func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopLocked()
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.kill()
 }
 
-// stopLocked kills the process this Server started, by its PID.
-// Lock must be held.
-func (s *Server) stopLocked() {
-	if s.cmd == nil {
+// kill sends SIGKILL to the process this Server started, by its PID, and
+// waits for it. SIGKILL also ends a process stopped by Pause.
+func (s *Server) kill() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd, s.done = nil, nil
+	s.mu.Unlock()
+	if cmd == nil {
 		return
 	}
-	// SIGKILL also ends a process stopped by Pause.
-	_ = s.cmd.Process.Kill()
-	<-s.done
-	s.cmd, s.done = nil, nil
+	_ = cmd.Process.Kill()
+	<-done
 }
 
 // Restart kills the server if it is running and starts it again on the same
 // port with the same data directory, so everything the append-only file holds
 // comes back. It waits until the server answers PING (that is, has loaded its
-// data).
+// data), and fails the test that started the server if it does not.
 func (s *Server) Restart() {
 	s.tb.Helper()
-	s.mu.Lock()
-	s.stopLocked()
-	s.mu.Unlock()
+	s.life.Lock()
+	defer s.life.Unlock()
+	s.kill()
 	if err := s.start(); err != nil {
 		s.tb.Fatalf("streamstest: restart redis-server: %v", err)
 	}
@@ -230,7 +236,7 @@ func (s *Server) start() error {
 	if err == nil {
 		return nil
 	}
-	s.Stop()
+	s.kill()
 	log := readTail(logPath)
 	if strings.Contains(log, "Address already in use") {
 		return errAddrInUse
