@@ -226,9 +226,9 @@ func TestDurable_OfflineStoreThenOrderedReplay(t *testing.T) {
 	d.stop()
 	mustPush(t, n, []string{"phone"}, "after")
 	d2 := runDevice(t, n.wsURL(), "phone", cur)
-	got := d2.waitCount(t, 1)
-	time.Sleep(200 * time.Millisecond)
-	if got = d2.received(); len(got) != 1 || string(got[0].Payload) != "after" || !d2.lastWelcome().Recovered {
+	d2.waitCount(t, 1)
+	time.Sleep(200 * time.Millisecond) // room for a wrong replay to show up
+	if got := d2.received(); len(got) != 1 || string(got[0].Payload) != "after" || !d2.lastWelcome().Recovered {
 		t.Fatalf("after resume got %v (recovered %v)", payloads(got), d2.lastWelcome().Recovered)
 	}
 }
