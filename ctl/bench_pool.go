@@ -22,6 +22,7 @@ type workerPool struct {
 	events  chan poolEvent
 	onRecv  func([]receipt)
 	readers sync.WaitGroup
+	closed  sync.Once
 
 	// Touched by await only, which one goroutine calls.
 	backlog []poolEvent // events not yet awaited
@@ -211,8 +212,13 @@ func (p *workerPool) await(ctx context.Context, event string, timeout time.Durat
 
 // close ends every worker: end of input asks it to stop; one that has not
 // exited within workerStopTimeout is killed. It waits for the readers, so
-// no onRecv call happens after close returns.
+// no onRecv call happens after close returns. Calls after the first do
+// nothing.
 func (p *workerPool) close() {
+	p.closed.Do(p.shutdown)
+}
+
+func (p *workerPool) shutdown() {
 	for _, w := range p.procs {
 		_ = w.in.Close()
 	}

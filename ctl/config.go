@@ -256,20 +256,6 @@ func lookupString(c *cli.Context, name string) (string, bool) {
 	return "", false
 }
 
-// lookupBool is lookupString for bool flags.
-func lookupBool(c *cli.Context, name string) (value, set bool) {
-	for _, ctx := range c.Lineage() {
-		if ctx.Command == nil || !defines(ctx.Command.Flags, name) {
-			continue
-		}
-		if ctx.IsSet(name) {
-			v, _ := ctx.Value(name).(bool)
-			return v, true
-		}
-	}
-	return false, false
-}
-
 func defines(flags []cli.Flag, name string) bool {
 	for _, f := range flags {
 		for _, n := range f.Names() {

@@ -50,8 +50,10 @@ type fakePushAPI struct {
 	nextID   int
 	devices  map[string]*fakeDeviceState
 	requests []PushRequest
-	// reject makes a device's results rejected with this reason.
-	reject map[string]string
+	// reject makes a device's results rejected with this reason; rejectIf
+	// decides for any device ("" accepts).
+	reject   map[string]string
+	rejectIf func(device string) string
 	// deliver, when set, hands an accepted message to a live device and
 	// reports whether it was connected; the answer's status follows.
 	deliver func(device, id string, seq uint64, payload []byte) bool
@@ -61,9 +63,9 @@ type fakePushAPI struct {
 	// ackAfter makes every accepted message acked this long after it was
 	// accepted; negative: never.
 	ackAfter time.Duration
-	// loseOne drops the inbox entry of this device's first message, as a
-	// store that lost a write would.
-	loseOne string
+	// loseIf drops a message from the device's inbox after answering
+	// that it was stored, as a store that lost a write would.
+	loseIf func(device string, seq uint64) bool
 	// fail makes POST /v1/push answer with this status and code.
 	failStatus int
 	failCode   string
@@ -142,7 +144,7 @@ func (f *fakePushAPI) servePush(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "missing_field", "exactly one target and one payload")
 		return
 	}
-	payload := []byte{}
+	var payload []byte
 	if req.Data != nil {
 		payload = []byte(*req.Data)
 	} else {
@@ -173,6 +175,11 @@ func (f *fakePushAPI) servePush(w http.ResponseWriter, r *http.Request) {
 	for _, d := range req.Devices {
 		f.mu.Lock()
 		reason, rejected := f.reject[d]
+		if f.rejectIf != nil {
+			if r := f.rejectIf(d); r != "" {
+				reason, rejected = r, true
+			}
+		}
 		if !token.ValidID(d) {
 			reason, rejected = "invalid_device", true
 		}
@@ -184,7 +191,7 @@ func (f *fakePushAPI) servePush(w http.ResponseWriter, r *http.Request) {
 		st := f.device(d)
 		st.last++
 		seq := st.last
-		if f.loseOne == d && seq == 1 {
+		if f.loseIf != nil && f.loseIf(d, seq) {
 			st.lost++
 		} else {
 			st.inbox++
