@@ -49,15 +49,18 @@ type Appended struct {
 }
 
 // Append stores msg in every device's inbox with one pipeline of script
-// calls: one call per device on a cluster, Config.AppendBatch devices per
-// call on a standalone Redis. For each device the script assigns the next contiguous seq, deduplicates
-// by msg.ID (a repeated id returns the original seq with Duplicate set, so a
-// retry after a timeout is safe), trims the oldest unacked entries past
-// InboxMaxLen (raising the device's lost seq, which makes a Resume from
-// before them report Recovered=false), refreshes the keys' TTL and reads the
-// device's route.
+// calls: one call per device on a cluster, up to Config.ScriptBatch devices
+// per call on a standalone Redis. For each device the script assigns the
+// next contiguous seq, deduplicates by msg.ID (a repeated id returns the
+// original seq with Duplicate set, so a retry after a timeout is safe), trims
+// the oldest unacked entries past InboxMaxLen (raising the device's lost
+// seq, which makes a Resume from before them report Recovered=false),
+// renews the keys' TTL when due and reads the device's route. Results are in
+// the order of devices; a device listed twice gets Duplicate the second time.
 //
-// On error nothing is known about which devices were stored; retry the call.
+// A message whose Created+TTL has already passed is refused with ErrExpired.
+// On any other error nothing is known about which devices were stored;
+// retry the call.
 func (s *Store) Append(ctx context.Context, msg Message, devices []string) ([]Appended, error) {
 	if !validID(msg.ID) {
 		return nil, fmt.Errorf("append: message id %q: %w", msg.ID, ErrInvalidArgument)
@@ -86,6 +89,10 @@ func (s *Store) Append(ctx context.Context, msg Message, devices []string) ([]Ap
 		// A message never outlives its inbox key; a Created in the future
 		// must not stretch that.
 		expires = limit
+	}
+	if !expires.After(now) {
+		// Stored, it would only burn a seq and read as a gap.
+		return nil, fmt.Errorf("append %s: created %v with ttl %v: %w", msg.ID, created, ttl, ErrExpired)
 	}
 
 	// One argument list shared by every call.

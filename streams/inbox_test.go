@@ -324,13 +324,9 @@ func TestStore_ResumeAfterMessageTTLExpiry(t *testing.T) {
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	appendN(t, env.store, "a", "live", 1)
-	// Created a minute ago with a one-second TTL: expired on arrival.
-	old := msg("expired")
-	old.Created = time.Now().Add(-time.Minute)
-	old.TTL = time.Second
-	if _, err := env.store.Append(ctx, old, []string{"a"}); err != nil {
-		t.Fatal(err)
-	}
+	short := msg("short")
+	short.TTL = 30 * time.Millisecond
+	appendShortLived(t, env.store, short, "a")
 	last := appendN(t, env.store, "a", "later", 1)
 
 	r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 1}, 0)
@@ -456,15 +452,18 @@ func TestStore_ResumeDetectsMissingEntries(t *testing.T) {
 func TestStore_ResumeLimitSkipsExpired(t *testing.T) {
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
+	var expiring []Message
 	for i := 1; i <= 6; i++ {
 		m := msg(fmt.Sprintf("m%d", i))
 		if i%2 == 0 {
-			m.Created, m.TTL = time.Now().Add(-time.Hour), time.Second
+			m.TTL = 30 * time.Millisecond
+			expiring = append(expiring, m)
 		}
 		if _, err := env.store.Append(ctx, m, []string{"a"}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	waitExpired(t, env.store, "a", expiring...)
 	r := mustResume(t, env.store, "a", Position{}, 2)
 	if r.Recovered || !equalSeqs(seqs(r.Entries), 1, 3) {
 		t.Fatalf("resume limit 2 over expired entries: %+v", r)
@@ -655,7 +654,8 @@ func checkBatches(t *testing.T, s *Store) {
 	if _, err := s.Append(ctx, msg("first"), devices[:1]); err != nil {
 		t.Fatal(err)
 	}
-	list := append(append([]string{}, devices...), "d05")
+	// d05's repeat lands in another script call, d39's in the same one.
+	list := append(append([]string{}, devices...), "d05", "d39")
 	res, err := s.Append(ctx, msg("m"), list)
 	if err != nil {
 		t.Fatal(err)
@@ -668,7 +668,7 @@ func checkBatches(t *testing.T, s *Store) {
 		if r.Device == "d00" {
 			want = 2
 		}
-		if r.Device != list[i] || r.Seq != want || r.Duplicate != (i == len(list)-1) {
+		if r.Device != list[i] || r.Seq != want || r.Duplicate != (i >= len(devices)) {
 			t.Fatalf("result %d: %+v, want device %s seq %d", i, r, list[i], want)
 		}
 	}
@@ -735,4 +735,60 @@ func TestStore_AppendStartsOverWhenStreamIsAheadOfMeta(t *testing.T) {
 	if err != nil || !again[0].Duplicate || again[0].Seq != 1 {
 		t.Fatalf("retry after the restart of the epoch: %+v %v", again, err)
 	}
+}
+
+func TestStore_AppendRefusesExpiredMessages(t *testing.T) {
+	// A message whose TTL ran out before it arrived (delayed in another
+	// region, say) would only burn a seq and show up as a gap.
+	env := newEnv(t, Config{})
+	m := msg("late")
+	m.Created, m.TTL = time.Now().Add(-time.Minute), time.Second
+	if _, err := env.store.Append(testCtx(t), m, []string{"a"}); !errors.Is(err, ErrExpired) {
+		t.Fatalf("append of an expired message: %v, want ErrExpired", err)
+	}
+	if n := env.rdb.DBSize(testCtx(t)).Val(); n != 0 {
+		t.Fatalf("refused append wrote %d keys", n)
+	}
+}
+
+// appendShortLived appends m (with a short TTL) to device and waits until
+// it has expired.
+func appendShortLived(t *testing.T, s *Store, m Message, device string) {
+	t.Helper()
+	if _, err := s.Append(testCtx(t), m, []string{device}); err != nil {
+		t.Fatal(err)
+	}
+	waitExpired(t, s, device, m)
+}
+
+// waitExpired polls until the entries of msgs in device's inbox are past
+// their Expires, by the store's own reading of them.
+func waitExpired(t *testing.T, s *Store, device string, msgs ...Message) {
+	t.Helper()
+	ids := map[string]bool{}
+	for _, m := range msgs {
+		ids[m.ID] = true
+	}
+	var latest time.Time
+	rows, err := s.rdb.XRange(testCtx(t), inboxKey(device), "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if id, _ := r.Values["i"].(string); ids[id] {
+			exp := parseMillis(r.Values["x"].(string))
+			if exp.After(latest) {
+				latest = exp
+			}
+		}
+	}
+	if latest.IsZero() {
+		t.Fatalf("no entries for %v in %s", msgs, device)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if !time.Now().After(latest) {
+			return fmt.Errorf("entries expire at %v", latest)
+		}
+		return nil
+	})
 }

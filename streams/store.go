@@ -29,6 +29,10 @@ var (
 	// negative. Nothing was sent to Redis.
 	ErrInvalidArgument = errors.New("invalid argument")
 
+	// ErrExpired is returned by Append for a message whose Created+TTL has
+	// already passed. Nothing was stored.
+	ErrExpired = errors.New("message already expired")
+
 	// ErrNodeAlive is returned by RetireNode for a node whose heartbeat
 	// has not expired.
 	ErrNodeAlive = errors.New("node is alive")
