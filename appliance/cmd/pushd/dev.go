@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/raftmeta"
 )
 
 // devRegion is what --dev adds around a node: a supervised redis-server
@@ -53,6 +54,8 @@ type devInfo struct {
 	PushURL      string `json:"push_url"`
 	WSURL        string `json:"ws_url"`
 	TCPURL       string `json:"tcp_url,omitempty"`
+	AdminURL     string `json:"admin_url"`
+	AdminToken   string `json:"admin_token,omitempty"`
 	App          string `json:"app"`
 	KeyID        string `json:"key_id"`
 	SecretBase64 string `json:"secret_base64"`
@@ -85,12 +88,29 @@ func startDevRegion(ctx context.Context, o *options, log *slog.Logger) (*devRegi
 	go d.supervise(bin)
 
 	o.Redis = fmt.Sprintf("redis://127.0.0.1:%d/0", d.port)
-	o.Apps = append(o.Apps, appOptions{
-		ID:      d.creds.App,
-		Secrets: map[string]string{d.creds.KeyID: d.creds.SecretBase64},
-		APIKeys: []string{d.creds.APIKey},
-	})
 	return d, nil
+}
+
+// seedApp creates the dev app in the region's metadata, with the
+// credentials kept in dev.json, unless it exists already.
+func (d *devRegion) seedApp(ctx context.Context, meta *raftmeta.Store) error {
+	if _, ok := meta.State().App(d.creds.App); ok {
+		return nil
+	}
+	secret, err := base64.StdEncoding.DecodeString(d.creds.SecretBase64)
+	if err != nil {
+		return fmt.Errorf("dev.json secret: %w", err)
+	}
+	cmd := raftmeta.CreateApp(raftmeta.App{
+		ID:      d.creds.App,
+		Secrets: []raftmeta.Secret{{KeyID: d.creds.KeyID, Secret: secret}},
+		APIKeys: []raftmeta.APIKey{{ID: "key-1", Hash: raftmeta.HashKey(d.creds.APIKey)}},
+	})
+	cmd.Actor = "dev"
+	if _, err := meta.Apply(ctx, cmd); err != nil {
+		return fmt.Errorf("seed the dev app: %w", err)
+	}
+	return nil
 }
 
 func loadDevCredentials(path string) (devCredentials, error) {
@@ -194,10 +214,11 @@ func (d *devRegion) stop() {
 }
 
 // announce writes pushctl.json and prints how to use the region.
-func (d *devRegion) announce(node *appliance.Node) error {
+func (d *devRegion) announce(node *appliance.Node, adminToken string) error {
 	a := node.Addrs()
 	info := devInfo{
 		PushURL: "http://" + a.Push, WSURL: "ws://" + a.WS + "/v1/ws",
+		AdminURL: "http://" + a.Admin, AdminToken: adminToken,
 		App: d.creds.App, KeyID: d.creds.KeyID, SecretBase64: d.creds.SecretBase64, APIKey: d.creds.APIKey,
 		PID: os.Getpid(),
 	}
@@ -216,11 +237,15 @@ func (d *devRegion) announce(node *appliance.Node) error {
 		fmt.Fprintf(&sb, "  device TCP        %s\n", info.TCPURL)
 	}
 	fmt.Fprintf(&sb, "  push API          %s\n", info.PushURL)
+	fmt.Fprintf(&sb, "  admin API         %s\n", info.AdminURL)
 	fmt.Fprintf(&sb, "  app               %s\n", info.App)
 	fmt.Fprintf(&sb, "  token secret      key id %s, %s (base64)\n", info.KeyID, info.SecretBase64)
 	fmt.Fprintf(&sb, "  API key           %s\n", info.APIKey)
 	fmt.Fprintf(&sb, "  pushctl settings  %s (read automatically from this directory)\n", path)
-	fmt.Fprintf(&sb, "try:\n  ./bin/pushctl listen --device phone-1\n  ./bin/pushctl push --device phone-1 --data hello\n\n")
+	if adminToken != "" {
+		fmt.Fprintf(&sb, "  admin token       %s (role admin; also in %s)\n", adminToken, filepath.Join(d.dir, "admin-token"))
+	}
+	fmt.Fprintf(&sb, "try:\n  ./bin/pushctl listen --device phone-1\n  ./bin/pushctl push --device phone-1 --data hello\n  ./bin/pushctl status\n\n")
 	_, err := os.Stdout.WriteString(sb.String())
 	return err
 }

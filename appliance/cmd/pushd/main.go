@@ -63,14 +63,19 @@ func run(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	// The narrative of a start: dev mode brings its own Redis and app,
-	// then the Store, then the node; the node is ready once it listens.
+	// The narrative of a start: dev mode brings its own Redis; the Raft
+	// metadata store opens (and bootstraps a new region); the node starts
+	// listening; it registers itself as a member; dev mode seeds its app;
+	// systemd hears READY once all of that holds.
 	var dev *devRegion
 	if opts.Dev {
 		if dev, err = startDevRegion(ctx, &opts, log); err != nil {
 			return err
 		}
 		defer dev.stop()
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
 	}
 	cfg, err := opts.nodeConfig()
 	if err != nil {
@@ -85,15 +90,38 @@ func run(c *cli.Context) error {
 	defer rdb.Close()
 	store := streams.New(rdb, opts.streamsConfig())
 
-	node, err := appliance.New(cfg, appliance.Deps{Logger: log, Store: store})
+	meta, err := openMeta(ctx, &opts, log)
+	if err != nil {
+		return err
+	}
+	defer meta.Close()
+
+	node, err := appliance.New(cfg, appliance.Deps{Logger: log, Store: store, Meta: meta})
 	if err != nil {
 		return usageError{err}
 	}
 	if err := node.Start(); err != nil {
 		return err
 	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), opts.DrainTimeout)
+		defer cancel()
+		_ = node.Shutdown(sctx)
+	}()
+	if err := register(ctx, &opts, meta, node, log); err != nil {
+		return err
+	}
+	adminToken := ""
+	if opts.Bootstrap || opts.Dev {
+		if adminToken, err = ensureAdminToken(ctx, &opts, meta, log); err != nil {
+			return err
+		}
+	}
 	if dev != nil {
-		if err := dev.announce(node); err != nil {
+		if err := dev.seedApp(ctx, meta); err != nil {
+			return err
+		}
+		if err := dev.announce(node, adminToken); err != nil {
 			log.Error("write dev region info", "err", err)
 		}
 	}
@@ -101,9 +129,7 @@ func run(c *cli.Context) error {
 	<-ctx.Done()
 	log.Info("shutting down")
 	notifyStopping(log)
-	sctx, cancel := context.WithTimeout(context.Background(), opts.DrainTimeout)
-	defer cancel()
-	return node.Shutdown(sctx)
+	return nil
 }
 
 func newLogger(level, format string) *slog.Logger {

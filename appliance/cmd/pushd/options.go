@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -26,11 +25,21 @@ type options struct {
 	LogLevel  string `json:"log-level"`
 	LogFormat string `json:"log-format"`
 
-	WSAddr         string   `json:"ws-addr"`
-	TCPAddr        string   `json:"tcp-addr"`
-	PushAddr       string   `json:"push-addr"`
-	AdvertiseWS    string   `json:"advertise-ws"`
-	AdvertiseTCP   string   `json:"advertise-tcp"`
+	WSAddr         string `json:"ws-addr"`
+	TCPAddr        string `json:"tcp-addr"`
+	PushAddr       string `json:"push-addr"`
+	AdminAddr      string `json:"admin-addr"`
+	RaftAddr       string `json:"raft-addr"`
+	AdvertiseWS    string `json:"advertise-ws"`
+	AdvertiseTCP   string `json:"advertise-tcp"`
+	AdvertisePush  string `json:"advertise-push"`
+	AdvertiseAdmin string `json:"advertise-admin"`
+	RaftAdvertise  string `json:"raft-advertise"`
+	Weight         int    `json:"weight"`
+
+	Bootstrap      bool     `json:"bootstrap"`
+	Join           string   `json:"join"`
+	JoinToken      string   `json:"join-token"`
 	TLSCert        string   `json:"tls-cert"`
 	TLSKey         string   `json:"tls-key"`
 	AllowedOrigins []string `json:"allowed-origin"`
@@ -46,22 +55,8 @@ type options struct {
 	AckTimeout   time.Duration `json:"ack-timeout"`
 	DrainTimeout time.Duration `json:"drain-timeout"`
 
-	// Apps are read from the config file only: secrets do not belong on
-	// a command line.
-	Apps []appOptions `json:"apps"`
-
+	// Upstreams maps a business to its webhook URL; config file only.
 	Upstreams map[string]string `json:"upstreams"`
-}
-
-// appOptions is an app in the config file.
-type appOptions struct {
-	ID         string            `json:"id"`
-	Secrets    map[string]string `json:"secrets"` // key id → base64 secret (≥ 32 bytes)
-	APIKeys    []string          `json:"api_keys"`
-	Businesses []string          `json:"businesses"`
-	MaxPayload int               `json:"max_payload"`
-	RatePerSec float64           `json:"rate_per_sec"`
-	Burst      int               `json:"burst"`
 }
 
 func flags() []cli.Flag {
@@ -76,6 +71,15 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "ws-addr", Value: ":8080", Usage: "device WebSocket listener (/v1/ws, /healthz, /metrics)", EnvVars: env("WS_ADDR")},
 		&cli.StringFlag{Name: "tcp-addr", Value: ":8081", Usage: "device raw TCP listener; empty disables it", EnvVars: env("TCP_ADDR")},
 		&cli.StringFlag{Name: "push-addr", Value: ":8090", Usage: "push API listener", EnvVars: env("PUSH_ADDR")},
+		&cli.StringFlag{Name: "admin-addr", Value: ":8091", Usage: "admin API listener (pushctl and other nodes)", EnvVars: env("ADMIN_ADDR")},
+		&cli.StringFlag{Name: "raft-addr", Value: ":8092", Usage: "Raft listener for region metadata", EnvVars: env("RAFT_ADDR")},
+		&cli.StringFlag{Name: "raft-advertise", Usage: "host:port other nodes reach this node's Raft at (required when --raft-addr binds all interfaces)", EnvVars: env("RAFT_ADVERTISE")},
+		&cli.StringFlag{Name: "advertise-push", Usage: "host:port business servers should use for the push API", EnvVars: env("ADVERTISE_PUSH")},
+		&cli.StringFlag{Name: "advertise-admin", Usage: "host:port other nodes reach this node's admin API at", EnvVars: env("ADVERTISE_ADMIN")},
+		&cli.IntFlag{Name: "weight", Value: 100, Usage: "this node's share of new devices in dispatch (0-1000)", EnvVars: env("WEIGHT")},
+		&cli.BoolFlag{Name: "bootstrap", Usage: "form a new region with this node as its first member (safe on every start)", EnvVars: env("BOOTSTRAP")},
+		&cli.StringFlag{Name: "join", Usage: "admin address (host:port) of a member of the region to join", EnvVars: env("JOIN")},
+		&cli.StringFlag{Name: "join-token", Usage: "admin-role token for --join", EnvVars: env("JOIN_TOKEN")},
 		&cli.StringFlag{Name: "advertise-ws", Usage: "host:port devices should use for WebSocket (default: the bound address)", EnvVars: env("ADVERTISE_WS")},
 		&cli.StringFlag{Name: "advertise-tcp", Usage: "host:port devices should use for TCP", EnvVars: env("ADVERTISE_TCP")},
 		&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate: serve the device listeners over TLS", EnvVars: env("TLS_CERT")},
@@ -115,8 +119,10 @@ func loadOptions(c *cli.Context) (options, error) {
 	}
 	for name, dst := range map[string]*string{
 		"node-id": &o.NodeID, "data-dir": &o.DataDir, "log-level": &o.LogLevel, "log-format": &o.LogFormat,
-		"ws-addr": &o.WSAddr, "tcp-addr": &o.TCPAddr, "push-addr": &o.PushAddr, "advertise-ws": &o.AdvertiseWS,
-		"advertise-tcp": &o.AdvertiseTCP, "tls-cert": &o.TLSCert, "tls-key": &o.TLSKey, "redis": &o.Redis,
+		"ws-addr": &o.WSAddr, "tcp-addr": &o.TCPAddr, "push-addr": &o.PushAddr, "admin-addr": &o.AdminAddr,
+		"raft-addr": &o.RaftAddr, "raft-advertise": &o.RaftAdvertise, "advertise-ws": &o.AdvertiseWS,
+		"advertise-tcp": &o.AdvertiseTCP, "advertise-push": &o.AdvertisePush, "advertise-admin": &o.AdvertiseAdmin,
+		"tls-cert": &o.TLSCert, "tls-key": &o.TLSKey, "redis": &o.Redis, "join": &o.Join, "join-token": &o.JoinToken,
 	} {
 		str(dst, name)
 	}
@@ -127,7 +133,7 @@ func loadOptions(c *cli.Context) (options, error) {
 			*dst = c.Duration(name)
 		}
 	}
-	for name, dst := range map[string]*int{"max-frame": &o.MaxFrame, "max-conns": &o.MaxConns} {
+	for name, dst := range map[string]*int{"max-frame": &o.MaxFrame, "max-conns": &o.MaxConns, "weight": &o.Weight} {
 		if c.IsSet(name) || *dst == 0 {
 			*dst = c.Int(name)
 		}
@@ -141,8 +147,14 @@ func loadOptions(c *cli.Context) (options, error) {
 	if c.IsSet("dev") || !o.Dev {
 		o.Dev = c.Bool("dev")
 	}
+	if c.IsSet("bootstrap") || !o.Bootstrap {
+		o.Bootstrap = c.Bool("bootstrap")
+	}
 	if c.IsSet("allowed-origin") || o.AllowedOrigins == nil {
 		o.AllowedOrigins = c.StringSlice("allowed-origin")
+	}
+	if o.NodeID == "" {
+		o.NodeID, _ = os.Hostname()
 	}
 	if o.DataDir == "" {
 		o.DataDir = "/var/lib/pushd"
@@ -152,7 +164,7 @@ func loadOptions(c *cli.Context) (options, error) {
 	}
 	if o.Dev {
 		// A dev region listens on loopback unless told otherwise.
-		for _, a := range []*string{&o.WSAddr, &o.TCPAddr, &o.PushAddr} {
+		for _, a := range []*string{&o.WSAddr, &o.TCPAddr, &o.PushAddr, &o.AdminAddr, &o.RaftAddr} {
 			if strings.HasPrefix(*a, ":") {
 				*a = "127.0.0.1" + *a
 			}
@@ -169,6 +181,12 @@ func loadOptions(c *cli.Context) (options, error) {
 		return o, fmt.Errorf("--tls-cert and --tls-key go together")
 	case o.ConnectRate == 0:
 		return o, fmt.Errorf("--connect-rate 0 would refuse every connection; use a negative value for no limit")
+	case o.Join != "" && (o.Bootstrap || o.Dev):
+		return o, fmt.Errorf("--join adds this node to an existing region; it goes with neither --bootstrap nor --dev")
+	case o.Join != "" && o.JoinToken == "":
+		return o, fmt.Errorf("--join needs --join-token (an admin-role token of the region)")
+	case o.Weight < 0 || o.Weight > 1000:
+		return o, fmt.Errorf("--weight %d: must be 0..1000", o.Weight)
 	}
 	return o, nil
 }
@@ -215,6 +233,7 @@ func (o *options) nodeConfig() (appliance.Config, error) {
 		WSAddr:            o.WSAddr,
 		TCPAddr:           o.TCPAddr,
 		PushAddr:          o.PushAddr,
+		AdminAddr:         o.AdminAddr,
 		AdvertiseWS:       o.AdvertiseWS,
 		AdvertiseTCP:      o.AdvertiseTCP,
 		AllowedOrigins:    o.AllowedOrigins,
@@ -232,18 +251,6 @@ func (o *options) nodeConfig() (appliance.Config, error) {
 			return cfg, fmt.Errorf("--tls-cert/--tls-key: %w", err)
 		}
 		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	for _, a := range o.Apps {
-		ac := appliance.AppConfig{ID: a.ID, Secrets: map[string][]byte{}, APIKeys: a.APIKeys,
-			Businesses: a.Businesses, MaxPayload: a.MaxPayload, RatePerSec: a.RatePerSec, Burst: a.Burst}
-		for kid, s := range a.Secrets {
-			b, err := base64.StdEncoding.DecodeString(s)
-			if err != nil {
-				return cfg, fmt.Errorf("app %s secret %s: not base64: %w", a.ID, kid, err)
-			}
-			ac.Secrets[kid] = b
-		}
-		cfg.Apps = append(cfg.Apps, ac)
 	}
 	return cfg, nil
 }
