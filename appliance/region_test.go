@@ -311,6 +311,13 @@ func TestRegion_DispatchAndDrain(t *testing.T) {
 			t.Fatalf("dispatch chose the draining node for dev-%d", i)
 		}
 	}
+	// The SDK can start from the dispatch endpoint.
+	d := runDevice(t, "", "newcomer", client.Cursor{}, func(c *client.Config) {
+		c.Dispatch = client.DispatchFrom("http://"+drained.Addrs().WS, testApp, "newcomer", true)
+	})
+	if w := d.lastWelcome(); w.Node == drained.ID() {
+		t.Fatalf("a dispatched device landed on the draining node")
+	}
 }
 
 // TestRegion_LeaderLossAndCatchUp kills the Raft leader (and its node)

@@ -26,10 +26,14 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +69,44 @@ type Welcome struct {
 	Recovered bool // false: messages after the cursor were lost; resync the app
 	Epoch     string
 	Heartbeat time.Duration
+}
+
+// DispatchFrom returns a Config.Dispatch function that asks a region's
+// dispatch endpoint (GET /v1/dispatch on any node's device port, e.g.
+// "http://push.example.com:8080") which node app's device should use,
+// before every connect. With tcp set it returns the node's raw TCP URL
+// when it has one.
+func DispatchFrom(base, app, device string, tcp bool) func(ctx context.Context) (string, error) {
+	hc := &http.Client{Timeout: 10 * time.Second}
+	q := url.Values{"app": {app}, "device": {device}}
+	return func(ctx context.Context) (string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/dispatch?"+q.Encode(), nil)
+		if err != nil {
+			return "", err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return "", fmt.Errorf("dispatch answered %s", resp.Status)
+		}
+		var a struct {
+			WSURL  string `json:"ws_url"`
+			TCPURL string `json:"tcp_url"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
+			return "", fmt.Errorf("dispatch answer: %w", err)
+		}
+		if tcp && a.TCPURL != "" {
+			return a.TCPURL, nil
+		}
+		if a.WSURL == "" {
+			return "", errors.New("dispatch answer names no URL")
+		}
+		return a.WSURL, nil
+	}
 }
 
 // Errors that end Run.
@@ -233,6 +275,11 @@ func (c *Client) Run(ctx context.Context) error {
 			continue
 		}
 		delay := time.Duration(rand.Int64N(int64(backoff) + 1))
+		if errors.As(err, &redirect) {
+			// A draining node sends all its devices away at once; spread
+			// their arrival elsewhere over a few seconds.
+			delay = time.Duration(rand.Int64N(int64(drainJitter)))
+		}
 		backoff = min(2*backoff, c.cfg.BackoffMax)
 		select {
 		case <-ctx.Done():
@@ -253,6 +300,10 @@ func (c *Client) retryable(e *RefusedError) bool {
 	}
 	return false
 }
+
+// drainJitter bounds the random delay before reconnecting after CONTROL
+// drain.
+const drainJitter = 3 * time.Second
 
 // errWelcomed wraps the end of a connection that had reached WELCOME, so
 // Run resets its backoff.

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -28,23 +29,30 @@ import (
 	"github.com/pushd/pushd/streams"
 )
 
-func main() {
+func main() { os.Exit(runCLI(os.Args, os.Stdout, os.Stderr)) }
+
+// runCLI runs pushd with args and returns its exit status: 0 after a
+// clean shutdown, 1 on a failure, 2 on a configuration mistake.
+func runCLI(args []string, stdout, stderr io.Writer) int {
 	app := &cli.App{
 		Name:            "pushd",
 		Usage:           "a region push appliance node",
 		Flags:           flags(),
 		Action:          run,
+		Writer:          stdout,
+		ErrWriter:       stderr,
 		HideHelpCommand: true,
 		ExitErrHandler:  func(*cli.Context, error) {},
 	}
-	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "pushd:", err)
+	if err := app.Run(args); err != nil {
+		fmt.Fprintln(stderr, "pushd:", err)
 		var ue usageError
 		if errors.As(err, &ue) {
-			os.Exit(2)
+			return 2
 		}
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 // usageError is a configuration mistake: exit status 2.
@@ -54,6 +62,13 @@ func run(c *cli.Context) error {
 	opts, err := loadOptions(c)
 	if err != nil {
 		return usageError{err}
+	}
+	if c.Bool("check-config") {
+		if _, err := opts.nodeConfig(); err != nil {
+			return usageError{err}
+		}
+		fmt.Fprintf(c.App.Writer, "configuration ok: node %s, data dir %s, redis %s\n", opts.NodeID, opts.DataDir, opts.Redis)
+		return nil
 	}
 	log := newLogger(opts.LogLevel, opts.LogFormat)
 	logging.SetLevel(logging.LevelError)

@@ -63,6 +63,7 @@ func flags() []cli.Flag {
 	env := func(name string) []string { return []string{"PUSHD_" + name} }
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "JSON file with any of these settings, and the apps", EnvVars: env("CONFIG")},
+		&cli.BoolFlag{Name: "check-config", Usage: "check the configuration and exit"},
 		&cli.BoolFlag{Name: "dev", Usage: "run a one-node dev region on localhost with its own redis-server", EnvVars: env("DEV")},
 		&cli.StringFlag{Name: "node-id", Usage: "this node's id in the region (default: host name)", EnvVars: env("NODE_ID")},
 		&cli.StringFlag{Name: "data-dir", Usage: "where the node keeps its state (default /var/lib/pushd; ./pushd-dev with --dev)", EnvVars: env("DATA_DIR")},
