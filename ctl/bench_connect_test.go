@@ -248,3 +248,23 @@ func TestBenchConnect_ReExecWorkers(t *testing.T) {
 		t.Fatalf("report %+v\nstderr:\n%s", rep, stderr.String())
 	}
 }
+
+// TestBenchConnect_InterruptStopsWorkers cancels a run mid-hold: it ends
+// at once, says so, and leaves no worker behind (the pool waits for them).
+func TestBenchConnect_InterruptStopsWorkers(t *testing.T) {
+	t.Parallel()
+	node := startTestNode(t, false)
+	_, errOut, stop, _ := harness{env: node.env()}.start(t, "bench", "connect", "--conns", "30", "--hold", "1m")
+	waitFor(t, 10*time.Second, func() error { return contains(errOut.String(), "30/30 connected") })
+	start := time.Now()
+	r := stop().expect(t, exitFailure)
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("took %s to stop", el)
+	}
+	if err := contains(r.stderr, "pushctl: interrupted"); err != nil {
+		t.Error(err)
+	}
+	if r.stdout != "" {
+		t.Errorf("interrupted run printed a report:\n%s", r.stdout)
+	}
+}

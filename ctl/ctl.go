@@ -81,7 +81,11 @@ func run(ctx context.Context, e *env, args []string) int {
 		}
 		return exitUsage
 	}
-	if !errors.Is(err, errReported) {
+	switch {
+	case errors.Is(err, errReported):
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		fmt.Fprintln(e.stderr, "pushctl: interrupted")
+	default:
 		fmt.Fprintf(e.stderr, "pushctl: %s\n", err)
 	}
 	return exitFailure
