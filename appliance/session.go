@@ -63,6 +63,11 @@ type session struct {
 	outFrames int
 	dirty     bool // queued on shard's dirty list for the flusher
 
+	// recheckDeadline is when the read deadline is cleared once more
+	// after opening: nbio's listener may arm its HTTP deadline after the
+	// upgrade completed (see wsTransport.clearReadDeadline). Zero once done.
+	recheckDeadline time.Time
+
 	inflight // delivery state (inflight.go); guarded by mu
 }
 
@@ -291,6 +296,7 @@ func (s *session) welcome(w *wire.Welcome) bool {
 	// WELCOME is queued in the step that opens the session, so nothing
 	// offered to an open session can be queued ahead of it.
 	s.state = stateOpen
+	s.recheckDeadline = time.Now().Add(n.cfg.HandshakeTimeout / 2)
 	ok := s.enqueueLocked(wire.Append(nil, w))
 	if d := n.degrade.Load(); d != nil && ok {
 		ok = s.enqueueLocked(wire.Append(nil, d.control()))
@@ -300,10 +306,12 @@ func (s *session) welcome(w *wire.Welcome) bool {
 		s.closeSlow()
 		return false
 	}
+	s.t.clearReadDeadline()
 	if prev := n.hub.register(s); prev != nil {
 		prev.kick("another connection of this device took over")
 	}
 	n.metrics.handshakes.WithLabelValues(wire.CodeOK.String()).Inc()
+	s.wheel.schedule(s, s.recheckDeadline)
 	s.wheel.schedule(s, time.Now().Add(n.cfg.idleTimeout()))
 	return true
 }
@@ -319,9 +327,16 @@ func (s *session) onTimer(now time.Time) {
 	n := s.node
 	s.mu.Lock()
 	state, closing := s.state, s.closing
+	recheck := !s.recheckDeadline.IsZero() && !now.Before(s.recheckDeadline)
+	if recheck {
+		s.recheckDeadline = time.Time{}
+	}
 	s.mu.Unlock()
 	if state == stateClosed || closing {
 		return
+	}
+	if recheck {
+		s.t.clearReadDeadline()
 	}
 	if state != stateOpen {
 		deadline := s.accepted.Add(n.cfg.HandshakeTimeout)

@@ -51,6 +51,7 @@ func (t *sinkTransport) close(r closeReason) {
 	t.s.onTransportClosed(nil)
 }
 
+func (t *sinkTransport) clearReadDeadline()  {}
 func (t *sinkTransport) remoteAddr() string  { return "sink" }
 func (t *sinkTransport) kind() transportKind { return kindSink }
 

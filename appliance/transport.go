@@ -27,6 +27,10 @@ type transport interface {
 	// close ends the connection, telling the peer why where the transport
 	// can (a WebSocket close code).
 	close(reason closeReason)
+	// clearReadDeadline removes any read deadline the listener set while
+	// the connection spoke HTTP: from HELLO on, the timing wheel bounds
+	// the session's silence.
+	clearReadDeadline()
 	remoteAddr() string
 	kind() transportKind
 }

@@ -25,6 +25,9 @@ func (t tcpTransport) setWriteDeadline(d time.Time) { _ = t.c.SetWriteDeadline(d
 
 func (t tcpTransport) close(closeReason) { _ = t.c.Close() }
 
+// clearReadDeadline is a no-op: raw TCP connections never had one.
+func (tcpTransport) clearReadDeadline() {}
+
 func (t tcpTransport) remoteAddr() string { return t.c.RemoteAddr().String() }
 
 func (tcpTransport) kind() transportKind { return kindTCP }

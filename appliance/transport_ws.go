@@ -30,6 +30,12 @@ func (t wsTransport) close(r closeReason) {
 	_ = t.c.Close()
 }
 
+// clearReadDeadline undoes the HTTP keep-alive deadline. The upgrade
+// clears it too, but nbio's listener arms it only after handing the
+// connection to a poller, so a fast client can finish its upgrade first
+// and would be cut one HandshakeTimeout later.
+func (t wsTransport) clearReadDeadline() { _ = t.c.SetReadDeadline(time.Time{}) }
+
 func (t wsTransport) remoteAddr() string { return t.c.RemoteAddr().String() }
 
 func (wsTransport) kind() transportKind { return kindWS }
