@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,6 +75,10 @@ func (n *Node) adminMux() http.Handler {
 	write("DELETE /v1/admin/tokens/{id}", raftmeta.RoleAdmin, n.adminRevokeToken)
 
 	read("GET /v1/admin/audit", n.adminAudit)
+	// Profiles of this node, for admins only: they expose memory contents.
+	mux.Handle("/debug/pprof/", n.adminOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/profile", n.adminOnly(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/trace", n.adminOnly(http.HandlerFunc(pprof.Trace)))
 	read("GET /v1/admin/devices/{app}/{device}", n.adminDevice)
 	mux.HandleFunc("/healthz", n.serveHealth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -125,6 +130,19 @@ func (n *Node) admin(role raftmeta.Role, write bool, h adminHandler) http.Handle
 			return
 		}
 		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+// adminOnly guards a plain handler with the admin role.
+func (n *Node) adminOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		role, _, ok := n.meta.State().AdminRole(tok)
+		if tok == "" || !ok || !role.Allows(raftmeta.RoleAdmin) {
+			writeError(w, &apiError{status: http.StatusForbidden, code: "forbidden", msg: "profiles need an admin-role token"})
+			return
+		}
+		h.ServeHTTP(w, r)
 	})
 }
 

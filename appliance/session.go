@@ -516,9 +516,13 @@ func (s *session) write(b []byte) {
 // bytes so that several frames become a BATCH in place. Idle connections
 // hold none.
 var outBufs = sync.Pool{New: func() any {
-	b := make([]byte, wire.HeaderLen, 4<<10)
+	b := make([]byte, wire.HeaderLen, outBufSize)
 	return &b
 }}
+
+// outBufSize fits a WELCOME, a few PUSHes of small payloads, or a burst of
+// PONGs; larger bursts grow the buffer, and the pool keeps grown ones.
+const outBufSize = 1 << 10
 
 // maxPooledOut keeps one burst's huge buffer from being pinned by the pool.
 const maxPooledOut = 64 << 10

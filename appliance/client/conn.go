@@ -54,6 +54,7 @@ func dial(ctx context.Context, rawURL string, cfg *Config) (frameConn, error) {
 	d := net.Dialer{Timeout: cfg.DialTimeout}
 	if cfg.LocalAddr != nil {
 		d.LocalAddr = cfg.LocalAddr
+		d.Control = deferPortChoice
 	}
 	secure := u.Scheme == "wss" || u.Scheme == "tls"
 	var nc net.Conn

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/lesismal/nbio"
@@ -74,6 +75,9 @@ func run(c *cli.Context) error {
 	logging.SetLevel(logging.LevelError)
 	redis.SetLogger(redisLogger{log.With("component", "redis")})
 	raiseFileLimit(log)
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(opts.GCPercent)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
