@@ -65,7 +65,7 @@ func runBenchConnect(c *cli.Context, e *env) error {
 		return err
 	}
 	if c.NArg() > 0 {
-		return usagef("unexpected arguments %q (flags go before arguments)", c.Args().Slice())
+		return usagef("unexpected arguments %q", c.Args().Slice())
 	}
 	conns, hold, rate := c.Int("conns"), c.Duration("hold"), c.Float64("rate")
 	switch {

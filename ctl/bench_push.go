@@ -127,7 +127,7 @@ func runBenchPush(c *cli.Context, e *env) error {
 		return err
 	}
 	if c.NArg() > 0 {
-		return usagef("unexpected arguments %q (flags go before arguments)", c.Args().Slice())
+		return usagef("unexpected arguments %q", c.Args().Slice())
 	}
 	mode := c.String("mode")
 	spec := loadSpec{devices: c.Int("devices"), pushes: c.Int("pushes"), batch: c.Int("batch"), rate: c.Float64("rate"),

@@ -18,7 +18,7 @@ func TestBenchPush_OnlineAgainstDurableNode(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, true)
 	r := harness{env: node.env()}.run(t, "bench", "push", "--devices", "20", "--pushes", "200", "--batch", "10",
-		"--concurrency", "4", "--workers", "2", "--json").expect(t, exitOK)
+		"--concurrency", "4", "--workers", "2", "--wait", "10s", "--json").expect(t, exitOK)
 	rep := decodeJSON[pushReport](t, r)
 	if rep.Scenario != "push" || rep.Mode != "online" || rep.Devices != 20 || rep.Workers != 2 || rep.Transport != "ws" {
 		t.Fatalf("report %+v", rep)
@@ -219,10 +219,12 @@ func TestBenchPush_RateAndDuration(t *testing.T) {
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("took %s", el)
 	}
-	if rep.Pushes < 200 || rep.Pushes > 400 || rep.Pushes%10 != 0 {
+	// Bounds loose enough for a loaded machine, tight enough to tell a
+	// paced run from an unpaced one (tens of thousands per second).
+	if rep.Pushes < 100 || rep.Pushes > 400 || rep.Pushes%10 != 0 {
 		t.Fatalf("%d pushes in 300ms at 1000/s", rep.Pushes)
 	}
-	if rep.AcceptPerS > 1500 {
+	if rep.AcceptPerS > 2500 {
 		t.Fatalf("accept rate %.0f/s over a 1000/s target", rep.AcceptPerS)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -69,7 +70,7 @@ type env struct {
 // code, printing the error on stderr.
 func run(ctx context.Context, e *env, args []string) int {
 	app := newApp(e)
-	err := app.RunContext(ctx, args)
+	err := app.RunContext(ctx, flagsFirst(app, args))
 	if err == nil {
 		return exitOK
 	}
@@ -204,4 +205,83 @@ func groupAction(e *env, helpName string) cli.ActionFunc {
 		}
 		return &usageError{msg: fmt.Sprintf("unknown command %q", c.Args().First()), cmd: helpName}
 	}
+}
+
+// flagsFirst moves a leaf command's flags in front of its positional
+// arguments, so `pushctl device show D -o json` works as operators type it
+// (kubectl style): urfave/cli v2 stops parsing flags at the first
+// argument. Arguments after "--" stay positional.
+func flagsFirst(app *cli.App, args []string) []string {
+	if len(args) == 0 {
+		return args
+	}
+	out := []string{args[0]}
+	flags, cmds := app.Flags, app.Commands
+	i := 1
+	for i < len(args) {
+		a := args[i]
+		if isFlagArg(a) {
+			n := 1 + flagValueArgs(flags, a, len(args)-i-1)
+			out = append(out, args[i:i+n]...)
+			i += n
+			continue
+		}
+		var cmd *cli.Command
+		for _, c := range cmds {
+			if c.HasName(a) {
+				cmd = c
+			}
+		}
+		if cmd == nil {
+			return args // an unknown command: let the parser report it
+		}
+		out = append(out, a)
+		i++
+		if len(cmd.Subcommands) == 0 {
+			flags = cmd.Flags
+			break
+		}
+		flags, cmds = cmd.Flags, cmd.Subcommands
+	}
+	var pos []string
+	for i < len(args) {
+		a := args[i]
+		switch {
+		case a == "--":
+			pos = append(pos, args[i+1:]...)
+			i = len(args)
+		case isFlagArg(a):
+			n := 1 + flagValueArgs(flags, a, len(args)-i-1)
+			out = append(out, args[i:i+n]...)
+			i += n
+		default:
+			pos = append(pos, a)
+			i++
+		}
+	}
+	if len(pos) == 0 {
+		return out
+	}
+	return append(append(out, "--"), pos...)
+}
+
+func isFlagArg(a string) bool { return len(a) > 1 && a[0] == '-' && a != "--" }
+
+// flagValueArgs is how many of the following arguments a flag consumes: one
+// for a flag that takes a value given as a separate argument, else none.
+func flagValueArgs(flags []cli.Flag, a string, left int) int {
+	name := strings.TrimLeft(a, "-")
+	if strings.Contains(name, "=") || left == 0 {
+		return 0
+	}
+	for _, f := range flags {
+		if !defines([]cli.Flag{f}, name) {
+			continue
+		}
+		if _, isBool := f.(*cli.BoolFlag); isBool {
+			return 0
+		}
+		return 1
+	}
+	return 0
 }

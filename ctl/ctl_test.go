@@ -189,3 +189,24 @@ func TestMain_HelpGoesToStdoutAndExits0(t *testing.T) {
 		t.Errorf("bench help lists the internal worker command:\n%s", r.stdout)
 	}
 }
+
+func TestFlagsFirst(t *testing.T) {
+	t.Parallel()
+	app := newApp(harness{}.newEnv(io.Discard, io.Discard))
+	cases := []struct{ in, want string }{
+		{"device show d -o json", "device show -o json -- d"},
+		{"-o json device show d", "-o json device show -- d"},
+		{"device show --json d --app a", "device show --json --app a -- d"},
+		{"device show -- -odd", "device show -- -odd"},
+		{"push --device d --data-file - extra", "push --device d --data-file - -- extra"},
+		{"bench connect --rate -1 --conns 5", "bench connect --rate -1 --conns 5"},
+		{"frob -x", "frob -x"},
+		{"token", "token"},
+	}
+	for _, c := range cases {
+		got := strings.Join(flagsFirst(app, append([]string{"pushctl"}, strings.Fields(c.in)...))[1:], " ")
+		if got != c.want {
+			t.Errorf("flagsFirst(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -36,7 +36,7 @@ func runDeviceShow(c *cli.Context, e *env) error {
 		return usagef("missing DEVICE")
 	case 1:
 	default:
-		return usagef("want one DEVICE, got %q (flags go before the device id)", c.Args().Slice())
+		return usagef("want one DEVICE, got %q", c.Args().Slice())
 	}
 	device := c.Args().First()
 	k, err := loadConfig(c, e)

@@ -27,9 +27,12 @@ func TestDeviceShow_TableAndJSON(t *testing.T) {
 	if r.stdout != want {
 		t.Fatalf("stdout:\n%s\nwant:\n%s", r.stdout, want)
 	}
-	st := decodeJSON[DeviceState](t, h.run(t, "device", "show", "-o", "json", "phone-1").expect(t, exitOK))
-	if st.Device != "phone-1" || st.Last != 2 || st.InboxLen != 2 || st.Route == nil || st.Route.Node != "n1" {
-		t.Fatalf("%+v", st)
+	// Flags after the device id work too, kubectl style.
+	for _, args := range [][]string{{"-o", "json", "phone-1"}, {"phone-1", "-o", "json"}, {"phone-1", "--json"}, {"--json", "--", "phone-1"}} {
+		st := decodeJSON[DeviceState](t, h.run(t, append([]string{"device", "show"}, args...)...).expect(t, exitOK))
+		if st.Device != "phone-1" || st.Last != 2 || st.InboxLen != 2 || st.Route == nil || st.Route.Node != "n1" {
+			t.Fatalf("%v: %+v", args, st)
+		}
 	}
 }
 
@@ -41,8 +44,8 @@ func TestDeviceShow_Errors(t *testing.T) {
 	if err := contains(r.stderr, "missing DEVICE"); err != nil {
 		t.Error(err)
 	}
-	r = h.run(t, "device", "show", "d", "-o", "json").expect(t, exitUsage)
-	if err := contains(r.stderr, "flags go before the device id"); err != nil {
+	r = h.run(t, "device", "show", "d", "e").expect(t, exitUsage)
+	if err := contains(r.stderr, `want one DEVICE, got ["d" "e"]`); err != nil {
 		t.Error(err)
 	}
 	env := testEnv(api.url() + "/prefix")

@@ -44,7 +44,7 @@ func runListen(c *cli.Context, e *env) error {
 		return err
 	}
 	if c.NArg() > 0 {
-		return usagef("unexpected arguments %q (flags go before arguments)", c.Args().Slice())
+		return usagef("unexpected arguments %q", c.Args().Slice())
 	}
 	k, err := loadConfig(c, e)
 	if err != nil {

@@ -75,7 +75,7 @@ func runPush(c *cli.Context, e *env) error {
 		return err
 	}
 	if c.NArg() > 0 {
-		return usagef("unexpected arguments %q (flags go before arguments)", c.Args().Slice())
+		return usagef("unexpected arguments %q", c.Args().Slice())
 	}
 	req, err := pushRequestFromFlags(c, e)
 	if err != nil {
@@ -264,11 +264,13 @@ func waitAcks(ctx context.Context, cl *Client, app string, results []pushResultO
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lat, err := pollAck(ctx, cl, app, r.Device, r.Seq, start, sem)
+			lat, ok, err := pollAck(ctx, cl, app, r.Device, r.Seq, start, sem)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				lastErr = err
+			}
+			if !ok {
 				return
 			}
 			yes := true
@@ -287,9 +289,10 @@ func waitAcks(ctx context.Context, cl *Client, app string, results []pushResultO
 }
 
 // pollAck asks for device's state until acked >= seq and returns the time
-// from start to the answer that showed it. Client errors other than rate
-// limiting end the wait at once: polling again cannot fix them.
-func pollAck(ctx context.Context, cl *Client, app, device string, seq uint64, start time.Time, sem chan struct{}) (time.Duration, error) {
+// from start to the answer that showed it; ok is false when ctx ended
+// first. err is the last poll failure, if any. Client errors other than
+// rate limiting end the wait at once: polling again cannot fix them.
+func pollAck(ctx context.Context, cl *Client, app, device string, seq uint64, start time.Time, sem chan struct{}) (lat time.Duration, ok bool, err error) {
 	t := time.NewTicker(ackPollInterval)
 	defer t.Stop()
 	var lastErr error
@@ -297,28 +300,23 @@ func pollAck(ctx context.Context, cl *Client, app, device string, seq uint64, st
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			return 0, errors.Join(lastErr, ctx.Err())
+			return 0, false, lastErr
 		}
 		st, err := cl.Device(ctx, app, device)
 		<-sem
 		switch {
 		case err == nil && st.Acked >= seq:
-			return time.Since(start), nil
-		case err != nil:
+			return time.Since(start), true, nil
+		case err != nil && ctx.Err() == nil:
 			var ae *APIError
 			if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 && ae.Status != 429 {
-				return 0, err
+				return 0, false, err
 			}
-			if ctx.Err() == nil {
-				lastErr = err
-			}
+			lastErr = err
 		}
 		select {
 		case <-ctx.Done():
-			if lastErr != nil {
-				return 0, lastErr
-			}
-			return 0, ctx.Err()
+			return 0, false, lastErr
 		case <-t.C:
 		}
 	}
