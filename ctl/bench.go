@@ -169,7 +169,7 @@ type benchTarget struct {
 // resolveBenchTarget loads the config, starts the local server when asked
 // (the caller must call stop), and resolves the device URL and token
 // settings.
-func resolveBenchTarget(c *cli.Context, e *env, localArgs []string) (*benchTarget, error) {
+func resolveBenchTarget(c *cli.Context, e *env, localArgs []string) (_ *benchTarget, err error) {
 	k, err := loadConfig(c, e)
 	if err != nil {
 		return nil, err
@@ -188,6 +188,11 @@ func resolveBenchTarget(c *cli.Context, e *env, localArgs []string) (*benchTarge
 			return nil, err
 		}
 		k.override = &t.local.cfg
+		defer func() {
+			if err != nil {
+				t.stop()
+			}
+		}()
 	}
 	explicitURL := urlFlag || (t.local == nil && e.getenv(setURL.env()) != "")
 	switch {
@@ -197,7 +202,6 @@ func resolveBenchTarget(c *cli.Context, e *env, localArgs []string) (*benchTarge
 		t.deviceURL = k.fileValue(func(f *fileConfig) string { return f.TCPURL })
 	}
 	if t.deviceURL == "" {
-		t.stop()
 		if transport == "tcp" {
 			return nil, usagef("missing device URL: set --url or $%s, or \"tcp_url\" in the config file", setURL.env())
 		}
@@ -206,7 +210,6 @@ func resolveBenchTarget(c *cli.Context, e *env, localArgs []string) (*benchTarge
 	}
 	u, err := url.Parse(t.deviceURL)
 	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss" && u.Scheme != "tcp" && u.Scheme != "tls") || u.Host == "" {
-		t.stop()
 		return nil, usagef("device URL %q: want ws://host:port/v1/ws or tcp://host:port", t.deviceURL)
 	}
 	t.metricsURL = c.String("metrics-url")
@@ -222,23 +225,19 @@ func resolveBenchTarget(c *cli.Context, e *env, localArgs []string) (*benchTarge
 		dst *string
 	}{{setApp, &t.app}, {setKeyID, &t.keyID}} {
 		if *s.dst, err = k.require(s.set); err != nil {
-			t.stop()
-			return nil, err
+				return nil, err
 		}
 	}
 	if t.secret, err = k.secret(); err != nil {
-		t.stop()
 		return nil, err
 	}
 	if _, err := mintFunc(t.app, t.keyID, t.secret)("bench-check"); err != nil {
-		t.stop()
 		return nil, usagef("cannot mint device tokens: %v", err)
 	}
 	return t, nil
 }
 
-// stop stops the local server, if any, reporting a failure on stderr of
-// the process (there is no better place once the run is over).
+// stop stops the local server, if any.
 func (t *benchTarget) stop() {
 	if t.local != nil {
 		t.local.stop()
@@ -246,7 +245,7 @@ func (t *benchTarget) stop() {
 	}
 }
 
-// metricsURL derives <ws base>/metrics from a WebSocket URL; "" if it is
+// metricsURLFor derives <ws base>/metrics from a WebSocket URL; "" if it is
 // not one.
 func metricsURLFor(wsURL string) string {
 	u, err := url.Parse(wsURL)

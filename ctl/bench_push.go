@@ -54,7 +54,9 @@ func benchPushCommand(e *env) *cli.Command {
 
 // loadSpec is what the sender does.
 type loadSpec struct {
+	online      bool
 	app, prefix string
+	wait        time.Duration // for acks (online) or the inbox check (stored)
 	devices     int
 	pushes      int // device-messages; 0: until duration
 	batch       int
@@ -129,33 +131,12 @@ func runBenchPush(c *cli.Context, e *env) error {
 	if c.NArg() > 0 {
 		return usagef("unexpected arguments %q", c.Args().Slice())
 	}
-	mode := c.String("mode")
-	spec := loadSpec{devices: c.Int("devices"), pushes: c.Int("pushes"), batch: c.Int("batch"), rate: c.Float64("rate"),
-		duration: c.Duration("duration"), payloadSize: c.Int("payload-size"), concurrency: c.Int("concurrency")}
-	wait := c.Duration("wait")
-	switch {
-	case mode != "online" && mode != "stored":
-		return usagef("--mode %q: want online or stored", mode)
-	case spec.devices < 1:
-		return usagef("--devices %d: must be at least 1", spec.devices)
-	case spec.batch < 1 || spec.batch > maxBatch || spec.batch > spec.devices:
-		return usagef("--batch %d: must be 1..%d and at most --devices (%d)", spec.batch, maxBatch, spec.devices)
-	case spec.pushes < 0 || spec.duration < 0 || spec.rate < 0:
-		return usagef("--pushes, --duration and --rate must not be negative")
-	case spec.payloadSize < minBenchPayload || spec.payloadSize > maxBenchPayload:
-		return usagef("--payload-size %d: must be %d..%d (the payload carries its send time)", spec.payloadSize, minBenchPayload, maxBenchPayload)
-	case spec.concurrency < 1:
-		return usagef("--concurrency %d: must be at least 1", spec.concurrency)
-	case wait <= 0:
-		return usagef("--wait %s: must be positive", wait)
+	spec, err := pushSpecFromFlags(c)
+	if err != nil {
+		return err
 	}
-	if spec.pushes == 0 && spec.duration == 0 {
-		spec.pushes = 10 * spec.devices
-	}
-	online := mode == "online"
-
 	var t *benchTarget
-	if online {
+	if spec.online {
 		t, err = resolveBenchTarget(c, e, nil)
 	} else {
 		t, err = resolvePushOnlyTarget(c, e)
@@ -172,55 +153,17 @@ func runBenchPush(c *cli.Context, e *env) error {
 		return err
 	}
 	spec.prefix = "bench-" + runID() + "-"
-	rep := &pushReport{Scenario: "push", Mode: mode, Devices: spec.devices, Batch: spec.batch}
+	rep := &pushReport{Scenario: "push", Mode: "stored", Devices: spec.devices, Batch: spec.batch}
 	ctx := c.Context
 
-	var (
-		pool      *workerPool
-		rmu       sync.Mutex
-		receipts  []receipt
-		drops     int
-		dropWhy   = reasons{}
-		workerErr error
-	)
-	if online {
-		plans, err := planWorkers(spec.devices, c.Int("workers"), c.String("sources"), t.deviceURL)
-		if err != nil {
+	var devices *pushDevices
+	if spec.online {
+		rep.Mode = "online"
+		if devices, err = startPushDevices(c, e, spec, t); err != nil {
 			return err
 		}
-		rep.Workers, rep.Transport = len(plans), transportOf(t.deviceURL)
-		jobs := make([]workerJob, len(plans))
-		for i, p := range plans {
-			jobs[i] = workerJob{Scenario: scenarioPush, URL: t.deviceURL, App: t.app, KeyID: t.keyID, Secret: t.secret,
-				DevicePrefix: spec.prefix, First: p.first, Count: p.count, Source: p.source}
-		}
-		pool, err = startPool(ctx, e, jobs, func(rs []receipt) {
-			rmu.Lock()
-			receipts = append(receipts, rs...)
-			rmu.Unlock()
-		})
-		if err != nil {
-			return err
-		}
-		defer pool.close()
-		if _, err := pool.await(ctx, evReady, workerStartTimeout); err != nil {
-			return err
-		}
-		if err := pool.send(cmdStart); err != nil {
-			return err
-		}
-		connected, err := pool.await(ctx, evConnected, pushConnectTimeout+workerStartTimeout)
-		if err != nil {
-			return err
-		}
-		failed, why := 0, reasons{}
-		for _, ev := range connected {
-			failed += ev.Failed
-			why.merge(ev.Errors)
-		}
-		if failed > 0 {
-			return fmt.Errorf("bench push: %d of %d devices did not connect: %s", failed, spec.devices, why)
-		}
+		defer devices.pool.close()
+		rep.Workers, rep.Transport = len(devices.pool.procs), transportOf(t.deviceURL)
 		if format == formatTable {
 			fmt.Fprintf(e.stderr, "pushctl bench: %d devices connected; pushing\n", spec.devices)
 		}
@@ -239,43 +182,11 @@ func runBenchPush(c *cli.Context, e *env) error {
 		rep.AcceptPerS = float64(rep.Pushes) / sendWindow.Seconds()
 	}
 
-	if online {
-		acked, pollErrs := pollAcked(ctx, cl, spec, load, wait)
-		why.merge(pollErrs)
-		for k, seq := range load.accepted {
-			if seq > 0 && seq > acked[k.device] {
-				rep.Unacked++
-			}
-		}
-		if err := pool.send(cmdStop); err != nil {
-			workerErr = err
-		}
-		done, err := pool.await(ctx, evDone, workerStopTimeout)
-		if err != nil {
-			workerErr = errors.Join(workerErr, err)
-		}
-		for _, ev := range done {
-			drops += ev.Drops
-			dropWhy.merge(ev.Errors)
-		}
-		pool.close()
-		rmu.Lock()
-		sum := summarizeReceipts(load.accepted, receipts)
-		rmu.Unlock()
-		rep.Received, rep.Lost, rep.Duplicates, rep.Unexpected = sum.received, sum.lost, sum.duplicates, sum.unexpected
-		rep.LatencyMS = latencyStats(sum.latencies)
-		end := time.Unix(0, sum.lastAt)
-		if sum.lastAt == 0 {
-			end = load.lastAnswer
-		}
-		if window := end.Sub(load.firstSend); window > 0 {
-			rep.DurationS = window.Seconds()
-			rep.PushesPerS = float64(rep.Received) / window.Seconds()
-		}
-		rep.Drops = drops
-		why.merge(dropWhy)
+	var workerErr error
+	if spec.online {
+		workerErr = devices.finish(ctx, cl, spec, load, rep, why)
 	} else {
-		lost, verifyErrs := verifyStored(ctx, cl, spec, load, wait)
+		lost, verifyErrs := verifyStored(ctx, cl, spec, load)
 		rep.Lost = lost
 		rep.Errors += verifyErrs.count()
 		why.merge(verifyErrs)
@@ -301,6 +212,130 @@ func runBenchPush(c *cli.Context, e *env) error {
 		return errReported
 	}
 	return nil
+}
+
+func pushSpecFromFlags(c *cli.Context) (loadSpec, error) {
+	mode := c.String("mode")
+	s := loadSpec{online: mode == "online", devices: c.Int("devices"), pushes: c.Int("pushes"), batch: c.Int("batch"),
+		rate: c.Float64("rate"), duration: c.Duration("duration"), payloadSize: c.Int("payload-size"),
+		concurrency: c.Int("concurrency"), wait: c.Duration("wait")}
+	switch {
+	case mode != "online" && mode != "stored":
+		return s, usagef("--mode %q: want online or stored", mode)
+	case s.devices < 1:
+		return s, usagef("--devices %d: must be at least 1", s.devices)
+	case s.batch < 1 || s.batch > maxBatch || s.batch > s.devices:
+		return s, usagef("--batch %d: must be 1..%d and at most --devices (%d)", s.batch, maxBatch, s.devices)
+	case s.pushes < 0 || s.duration < 0 || s.rate < 0:
+		return s, usagef("--pushes, --duration and --rate must not be negative")
+	case s.payloadSize < minBenchPayload || s.payloadSize > maxBenchPayload:
+		return s, usagef("--payload-size %d: must be %d..%d (the payload carries its send time)", s.payloadSize, minBenchPayload, maxBenchPayload)
+	case s.concurrency < 1:
+		return s, usagef("--concurrency %d: must be at least 1", s.concurrency)
+	case s.wait <= 0:
+		return s, usagef("--wait %s: must be positive", s.wait)
+	}
+	if s.pushes == 0 && s.duration == 0 {
+		s.pushes = 10 * s.devices
+	}
+	return s, nil
+}
+
+// pushDevices are the connected devices of an online run: the workers
+// holding them and the receipts they report.
+type pushDevices struct {
+	pool     *workerPool
+	mu       sync.Mutex
+	receipts []receipt
+}
+
+// startPushDevices starts the workers and waits until every device is
+// connected; a device that cannot connect fails the run, since every
+// message sent to it would count as lost.
+func startPushDevices(c *cli.Context, e *env, spec loadSpec, t *benchTarget) (*pushDevices, error) {
+	ctx := c.Context
+	plans, err := planWorkers(spec.devices, c.Int("workers"), c.String("sources"), t.deviceURL)
+	if err != nil {
+		return nil, err
+	}
+	jobs := make([]workerJob, len(plans))
+	for i, p := range plans {
+		jobs[i] = workerJob{Scenario: scenarioPush, URL: t.deviceURL, App: t.app, KeyID: t.keyID, Secret: t.secret,
+			DevicePrefix: spec.prefix, First: p.first, Count: p.count, Source: p.source}
+	}
+	d := &pushDevices{}
+	d.pool, err = startPool(ctx, e, jobs, func(rs []receipt) {
+		d.mu.Lock()
+		d.receipts = append(d.receipts, rs...)
+		d.mu.Unlock()
+	})
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*pushDevices, error) {
+		d.pool.close()
+		return nil, err
+	}
+	if _, err := d.pool.await(ctx, evReady, workerStartTimeout); err != nil {
+		return fail(err)
+	}
+	if err := d.pool.send(cmdStart); err != nil {
+		return fail(err)
+	}
+	connected, err := d.pool.await(ctx, evConnected, pushConnectTimeout+workerStartTimeout)
+	if err != nil {
+		return fail(err)
+	}
+	failed, why := 0, reasons{}
+	for _, ev := range connected {
+		failed += ev.Failed
+		why.merge(ev.Errors)
+	}
+	if failed > 0 {
+		return fail(fmt.Errorf("bench push: %d of %d devices did not connect: %s", failed, spec.devices, why))
+	}
+	return d, nil
+}
+
+// finish waits for the acks, stops the workers and accounts for every
+// accepted message. It returns a worker failure, after which the counts
+// may be short.
+func (d *pushDevices) finish(ctx context.Context, cl *Client, spec loadSpec, load *loadResult, rep *pushReport, why reasons) error {
+	acked, pollErrs := pollAcked(ctx, cl, spec, load)
+	why.merge(pollErrs)
+	for k, seq := range load.accepted {
+		if seq > 0 && seq > acked[k.device] {
+			rep.Unacked++
+		}
+	}
+	var workerErr error
+	if err := d.pool.send(cmdStop); err != nil {
+		workerErr = err
+	}
+	done, err := d.pool.await(ctx, evDone, workerStopTimeout)
+	if err != nil {
+		workerErr = errors.Join(workerErr, err)
+	}
+	for _, ev := range done {
+		rep.Drops += ev.Drops
+		for reason, n := range ev.Errors {
+			why.add("device drop: "+reason, n)
+		}
+	}
+	// No receipt arrives once the pool is closed.
+	d.pool.close()
+	sum := summarizeReceipts(load.accepted, d.receipts)
+	rep.Received, rep.Lost, rep.Duplicates, rep.Unexpected = sum.received, sum.lost, sum.duplicates, sum.unexpected
+	rep.LatencyMS = latencyStats(sum.latencies)
+	end := time.Unix(0, sum.lastAt)
+	if sum.lastAt == 0 {
+		end = load.lastAnswer
+	}
+	if window := end.Sub(load.firstSend); window > 0 {
+		rep.DurationS = window.Seconds()
+		rep.PushesPerS = float64(rep.Received) / window.Seconds()
+	}
+	return workerErr
 }
 
 // resolvePushOnlyTarget is resolveBenchTarget for stored mode, which needs
@@ -436,7 +471,7 @@ func requestFailure(err error) string {
 // pollAcked asks every device that was sent stored messages for its ack
 // cursor until each covers the newest one or wait passes, and returns the
 // cursors by device index.
-func pollAcked(ctx context.Context, cl *Client, s loadSpec, r *loadResult, wait time.Duration) ([]uint64, reasons) {
+func pollAcked(ctx context.Context, cl *Client, s loadSpec, r *loadResult) ([]uint64, reasons) {
 	acked := make([]uint64, s.devices)
 	why := reasons{}
 	var pending []int
@@ -445,7 +480,7 @@ func pollAcked(ctx context.Context, cl *Client, s loadSpec, r *loadResult, wait 
 			pending = append(pending, d)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, wait)
+	ctx, cancel := context.WithTimeout(ctx, s.wait)
 	defer cancel()
 	var lastErr error
 	for len(pending) > 0 && ctx.Err() == nil {
@@ -481,8 +516,8 @@ func pollAcked(ctx context.Context, cl *Client, s loadSpec, r *loadResult, wait 
 // verifyStored checks that every device's inbox holds what was accepted
 // for it: nobody acks in stored mode and the device ids are fresh, so
 // inbox_len must equal the accepted count.
-func verifyStored(ctx context.Context, cl *Client, s loadSpec, r *loadResult, wait time.Duration) (int, reasons) {
-	ctx, cancel := context.WithTimeout(ctx, wait)
+func verifyStored(ctx context.Context, cl *Client, s loadSpec, r *loadResult) (int, reasons) {
+	ctx, cancel := context.WithTimeout(ctx, s.wait)
 	defer cancel()
 	var targets []int
 	for d, pd := range r.perDevice {
