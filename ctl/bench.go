@@ -225,7 +225,7 @@ func resolveBenchTarget(c *cli.Context, e *env, localArgs []string) (_ *benchTar
 		dst *string
 	}{{setApp, &t.app}, {setKeyID, &t.keyID}} {
 		if *s.dst, err = k.require(s.set); err != nil {
-				return nil, err
+			return nil, err
 		}
 	}
 	if t.secret, err = k.secret(); err != nil {
