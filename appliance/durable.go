@@ -23,7 +23,12 @@ type durable struct {
 
 	opens chan openJob
 
-	acks chan streams.AckRequest
+	// Pending acks, one per device (the highest seq seen), written by the
+	// ack loop in pipelines. Coalescing bounds the buffer by the number of
+	// devices and keeps every ack through a Redis outage.
+	ackMu   sync.Mutex
+	acks    map[string]streams.AckRequest
+	ackWake chan struct{}
 
 	fetchMu   sync.Mutex
 	fetchList []*session
@@ -40,7 +45,7 @@ type openJob struct {
 const (
 	openWorkers  = 32
 	openQueueLen = 4096
-	ackQueueLen  = 1 << 16
+	releaseQueue = 1 << 16
 	ackBatch     = 512
 	fetchBatch   = 256
 	relayBatch   = 256
@@ -51,9 +56,10 @@ func newDurable(st Store) *durable {
 	d := &durable{
 		store:     st,
 		opens:     make(chan openJob, openQueueLen),
-		acks:      make(chan streams.AckRequest, ackQueueLen),
+		acks:      map[string]streams.AckRequest{},
+		ackWake:   make(chan struct{}, 1),
 		fetchWake: make(chan struct{}, 1),
-		releases:  make(chan streams.AckRequest, ackQueueLen),
+		releases:  make(chan streams.AckRequest, releaseQueue),
 	}
 	d.up.Store(true)
 	return d
@@ -180,58 +186,81 @@ func entryOffer(epoch string, e *streams.Entry) offer {
 		priority: p.Priority, business: e.Business}
 }
 
-// queueAck hands a cumulative ack to the ack loop. When the queue is full
-// the ack is dropped and counted: the inbox keeps the message and the
-// device gets it again on its next connect, where its cursor drops it.
+// queueAck records a device's cumulative ack for the ack loop. A newer
+// ack for the same device replaces an older one still waiting.
 func (n *Node) queueAck(key, epoch string, seq uint64) {
-	if n.durable == nil {
+	d := n.durable
+	if d == nil {
 		return
 	}
+	d.ackMu.Lock()
+	if cur, ok := d.acks[key]; !ok || cur.Epoch != epoch || seq > cur.Seq {
+		d.acks[key] = streams.AckRequest{Device: key, Epoch: epoch, Seq: seq}
+	}
+	d.ackMu.Unlock()
 	select {
-	case n.durable.acks <- streams.AckRequest{Device: key, Epoch: epoch, Seq: seq}:
+	case d.ackWake <- struct{}{}:
 	default:
-		n.metrics.acksDropped.Inc()
 	}
 }
 
-// ackLoop writes acks to Redis in pipelines, keeping only the highest seq
-// per device within a batch.
+// ackLoop writes pending acks to Redis in pipelines. Acks that fail are
+// put back (unless a newer one arrived meanwhile) and retried after a
+// pause, so Redis ends up with every device's latest ack.
 func (n *Node) ackLoop() {
 	d := n.durable
-	latest := map[string]int{}
-	batch := make([]streams.AckRequest, 0, ackBatch)
+	var batch []streams.AckRequest
 	for {
 		select {
 		case <-n.stop:
 			return
-		case a := <-d.acks:
-			batch = append(batch[:0], a)
+		case <-d.ackWake:
 		}
-		clear(latest)
-		latest[batch[0].Device] = 0
-	fill:
-		for len(batch) < ackBatch {
+		d.ackMu.Lock()
+		pending := d.acks
+		d.acks = make(map[string]streams.AckRequest, len(pending))
+		d.ackMu.Unlock()
+		batch = batch[:0]
+		for _, a := range pending {
+			batch = append(batch, a)
+		}
+		var failed []streams.AckRequest
+		for len(batch) > 0 {
+			k := min(len(batch), ackBatch)
+			ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+			_, err := d.store.AckMany(ctx, batch[:k])
+			cancel()
+			n.redisResult(err)
+			if err != nil {
+				failed = append(failed, batch[:k]...)
+			}
+			batch = batch[k:]
+		}
+		if len(failed) > 0 {
+			n.requeueAcks(failed)
 			select {
-			case a := <-d.acks:
-				if i, ok := latest[a.Device]; ok {
-					if a.Seq > batch[i].Seq || a.Epoch != batch[i].Epoch {
-						batch[i] = a
-					}
-					continue
-				}
-				latest[a.Device] = len(batch)
-				batch = append(batch, a)
-			default:
-				break fill
+			case <-n.stop:
+				return
+			case <-time.After(250 * time.Millisecond):
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
-		_, err := d.store.AckMany(ctx, batch)
-		cancel()
-		n.redisResult(err)
-		if err != nil {
-			n.metrics.acksDropped.Add(float64(len(batch)))
+	}
+}
+
+// requeueAcks puts failed acks back unless a newer ack replaced them.
+func (n *Node) requeueAcks(failed []streams.AckRequest) {
+	d := n.durable
+	d.ackMu.Lock()
+	for _, a := range failed {
+		if cur, ok := d.acks[a.Device]; !ok || (cur.Epoch == a.Epoch && cur.Seq < a.Seq) {
+			d.acks[a.Device] = a
 		}
+	}
+	d.ackMu.Unlock()
+	n.metrics.ackRetries.Add(float64(len(failed)))
+	select {
+	case d.ackWake <- struct{}{}:
+	default:
 	}
 }
 

@@ -570,3 +570,39 @@ func TestRelay_DecodeNeverPanics(t *testing.T) {
 		t.Fatal("a huge target count decoded")
 	}
 }
+
+// TestDurable_AcksSurviveARedisStall: an ack that reaches the node while
+// Redis does not answer is kept and written once Redis is back.
+func TestDurable_AcksSurviveARedisStall(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	n := startDurable(t, srv, "n1", streams.Config{})
+	proxy := faultproxy.Start(t, n.Addrs().TCP)
+	var dropAcks atomic.Bool
+	dropAcks.Store(true)
+	proxy.SetRule(func(d faultproxy.Direction, f wire.Frame) bool {
+		_, ack := f.(*wire.Ack)
+		return ack && dropAcks.Load()
+	})
+	d := runDevice(t, "tcp://"+proxy.Addr(), "phone", client.Cursor{})
+	mustPush(t, n, []string{"phone"}, "one")
+	d.waitCount(t, 1)
+
+	srv.Pause()
+	dropAcks.Store(false) // the next retransmit is acked, into a stalled Redis
+	waitFor(t, 10*time.Second, func() error {
+		if v, _ := metricValue(scrape(t, n), "pushd_ack_retries_total"); v == "" || v == "0" {
+			return errors.New("no ack has failed against the stalled Redis yet")
+		}
+		return nil
+	})
+	srv.Resume()
+	waitFor(t, 10*time.Second, func() error {
+		if st := deviceState(t, n, "phone"); st.Acked != 1 || st.InboxLen != 0 {
+			return fmt.Errorf("device state %+v: want the ack written after the stall", st)
+		}
+		return nil
+	})
+	if got := payloads(d.received()); len(got) != 1 {
+		t.Fatalf("app saw %v", got)
+	}
+}

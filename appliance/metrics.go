@@ -28,7 +28,7 @@ type metrics struct {
 	pushRequests         *prometheus.CounterVec
 	pushes               *prometheus.CounterVec
 	pushDuration         prometheus.Histogram
-	acksDropped          prometheus.Counter
+	ackRetries           prometheus.Counter
 	routeReleasesDropped prometheus.Counter
 	relayErrors          prometheus.Counter
 	takenOver            prometheus.Counter
@@ -77,9 +77,8 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			Buckets:                     []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 			NativeHistogramBucketFactor: 1.1,
 		}),
-		acksDropped: f.NewCounter(prometheus.CounterOpts{
-			Name: "pushd_acks_dropped_total",
-			Help: "Device acks not written to Redis (queue full or Redis down); the messages are redelivered and deduped.",
+		ackRetries: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_ack_retries_total", Help: "Device acks whose write to Redis failed and was retried.",
 		}),
 		routeReleasesDropped: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_route_releases_dropped_total", Help: "Closed sessions whose route was left to expire.",
