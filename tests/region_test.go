@@ -1,0 +1,207 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pushd/pushd/streams/streamstest"
+)
+
+// node is one pushd process of a region.
+type node struct {
+	id, dir string
+	ports   map[string]int
+	cmd     *exec.Cmd
+	logs    *bytes.Buffer
+}
+
+func (n *node) addr(name string) string { return fmt.Sprintf("127.0.0.1:%d", n.ports[name]) }
+
+// freePorts reserves distinct loopback ports: a Raft address must stay the
+// same across a restart, so the test picks ports up front.
+func freePorts(t *testing.T, k int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for i := 0; i < k; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+func newNode(t *testing.T, id string) *node {
+	p := freePorts(t, 5)
+	return &node{id: id, dir: t.TempDir(), logs: &bytes.Buffer{},
+		ports: map[string]int{"ws": p[0], "tcp": p[1], "push": p[2], "admin": p[3], "raft": p[4]}}
+}
+
+// start runs the node with extra flags (--bootstrap or --join ...).
+func (n *node) start(t *testing.T, redisURL string, extra ...string) {
+	t.Helper()
+	args := append([]string{"--node-id", n.id, "--data-dir", n.dir, "--redis", redisURL,
+		"--ws-addr", n.addr("ws"), "--tcp-addr", n.addr("tcp"), "--push-addr", n.addr("push"),
+		"--admin-addr", n.addr("admin"), "--raft-addr", n.addr("raft"), "--connect-rate", "-1"}, extra...)
+	n.logs.Reset()
+	n.cmd = exec.Command(filepath.Join(bin, "pushd"), args...)
+	n.cmd.Stdout, n.cmd.Stderr = io.Discard, n.logs
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.kill() })
+}
+
+func (n *node) kill() {
+	if n.cmd != nil && n.cmd.ProcessState == nil {
+		_ = n.cmd.Process.Signal(syscall.SIGKILL)
+		_ = n.cmd.Wait()
+	}
+}
+
+// admin calls a node's admin API.
+func admin(t *testing.T, n *node, method, path, token string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+n.addr("admin")+path, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw
+}
+
+type regionStatus struct {
+	Leader string
+	Nodes  []struct {
+		ID        string
+		Alive     bool
+		Voter     bool
+		RaftState string `json:"raft_state"`
+	}
+}
+
+func status(t *testing.T, n *node, token string) (regionStatus, error) {
+	code, raw := admin(t, n, http.MethodGet, "/v1/admin/status", token, nil)
+	var st regionStatus
+	if code != http.StatusOK {
+		return st, fmt.Errorf("status from %s: HTTP %d %s", n.id, code, raw)
+	}
+	return st, json.Unmarshal(raw, &st)
+}
+
+// TestRegion_ThreeProcesses forms a region of three pushd processes around
+// one redis-server (one bootstraps, two join with the admin token it
+// printed), degrades it through a follower, kills the Raft leader with
+// SIGKILL and measures how long admin writes are unavailable, then brings
+// the killed node back and checks it catches up.
+func TestRegion_ThreeProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three pushd processes through a Raft election")
+	}
+	srv := streamstest.StartRedis(t)
+	redisURL := "redis://" + srv.Addr() + "/0"
+	nodes := []*node{newNode(t, "bj-1"), newNode(t, "bj-2"), newNode(t, "bj-3")}
+	nodes[0].start(t, redisURL, "--bootstrap")
+	var token string
+	waitFor(t, 30*time.Second, func() error {
+		b, err := os.ReadFile(filepath.Join(nodes[0].dir, "admin-token"))
+		token = strings.TrimSpace(string(b))
+		return err
+	})
+	for _, n := range nodes[1:] {
+		n.start(t, redisURL, "--join", nodes[0].addr("admin"), "--join-token", token)
+	}
+	waitFor(t, 30*time.Second, func() error {
+		st, err := status(t, nodes[0], token)
+		if err != nil {
+			return err
+		}
+		alive, voters := 0, 0
+		for _, s := range st.Nodes {
+			if s.Alive {
+				alive++
+			}
+			if s.Voter {
+				voters++
+			}
+		}
+		if alive != 3 || voters != 3 || st.Leader == "" {
+			return fmt.Errorf("status: leader %q, %d alive, %d voters", st.Leader, alive, voters)
+		}
+		return nil
+	})
+
+	st, _ := status(t, nodes[0], token)
+	var leader, follower *node
+	for _, n := range nodes {
+		if n.id == st.Leader {
+			leader = n
+		} else if follower == nil {
+			follower = n
+		}
+	}
+	code, raw := admin(t, follower, http.MethodPost, "/v1/admin/degrade", token, map[string]any{"priority": "normal", "reason": "drill"})
+	if code != http.StatusOK {
+		t.Fatalf("degrade through follower %s: HTTP %d %s", follower.id, code, raw)
+	}
+	for _, n := range nodes {
+		waitFor(t, time.Second, func() error {
+			code, raw := admin(t, n, http.MethodGet, "/v1/admin/degrade", token, nil)
+			if code != http.StatusOK || !strings.Contains(string(raw), `"active":true`) {
+				return fmt.Errorf("%s: HTTP %d %s", n.id, code, raw)
+			}
+			return nil
+		})
+	}
+
+	leader.kill()
+	start := time.Now()
+	for {
+		code, raw := admin(t, follower, http.MethodPost, "/v1/admin/degrade/off", token, map[string]any{"reason": "failover drill"})
+		if code == http.StatusOK {
+			break
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("no write accepted 20 s after killing the leader: HTTP %d %s", code, raw)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("admin writes unavailable for %s after SIGKILL of the Raft leader %s (3 processes, default Raft timings)",
+		time.Since(start).Round(time.Millisecond), leader.id)
+
+	leader.start(t, redisURL)
+	waitFor(t, 30*time.Second, func() error {
+		code, raw := admin(t, leader, http.MethodGet, "/v1/admin/degrade", token, nil)
+		if code != http.StatusOK || !strings.Contains(string(raw), `"active":false`) {
+			return fmt.Errorf("restarted %s: HTTP %d %s", leader.id, code, raw)
+		}
+		return nil
+	})
+}
