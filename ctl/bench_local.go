@@ -75,9 +75,7 @@ func startLocal(ctx context.Context, e *env, pushdFlag string, extra []string) (
 		"--connect-rate", "-1"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group: a Ctrl-C reaches pushctl, which stops pushd
-	// after its workers.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = serverProcAttr()
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
 		_ = os.RemoveAll(dir)

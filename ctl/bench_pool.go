@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -89,9 +88,7 @@ func (p *workerPool) spawn(ctx context.Context, e *env, i int) (*workerProc, io.
 	}
 	cmd := exec.Command(exe, "bench", "worker")
 	cmd.Stderr = e.stderr
-	// Own process group: a Ctrl-C in the terminal reaches the parent
-	// only, which then stops its workers in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = workerProcAttr()
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, nil, err
