@@ -365,12 +365,16 @@ func (n *Node) adminJoin(ctx context.Context, c *adminCall) (any, error) {
 	return m, nil
 }
 
+// adminRemove takes a member out of the region. Writes run on the leader,
+// so removing the leader itself is a leave: it hands leadership on and
+// stops taking part in Raft; stop its pushd afterwards.
 func (n *Node) adminRemove(ctx context.Context, c *adminCall) (any, error) {
 	id := c.r.PathValue("id")
+	remove := n.meta.Remove
 	if id == n.cfg.NodeID {
-		return nil, badRequest("invalid", "a node cannot remove itself while it leads; remove it from another node after it stepped down or died")
+		remove = func(ctx context.Context, _ string) error { return n.meta.Leave(ctx) }
 	}
-	if err := n.meta.Remove(ctx, id); err != nil {
+	if err := remove(ctx, id); err != nil {
 		return nil, err
 	}
 	return map[string]string{"removed": id}, nil

@@ -20,6 +20,7 @@ type Meta interface {
 	LeaderMember() (raftmeta.Member, bool)
 	Join(ctx context.Context, m raftmeta.Member) error
 	Remove(ctx context.Context, id string) error
+	Leave(ctx context.Context) error
 	Stats() raftmeta.Stats
 }
 

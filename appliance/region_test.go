@@ -378,4 +378,23 @@ func TestRegion_LeaderLossAndCatchUp(t *testing.T) {
 	if code != http.StatusOK || alive != 3 || st.Leader == "" {
 		t.Fatalf("status after restart: HTTP %d, %d alive, leader %q: %s", code, alive, st.Leader, raw)
 	}
+
+	// The leader leaves the region: removing it through a follower is
+	// forwarded to it, and it hands leadership on.
+	li = r.leaderIndex()
+	leaving := r.nodes[li].ID()
+	via := r.nodes[(li+1)%3]
+	if code, raw := adminDo(t, via, http.MethodPost, "/v1/admin/nodes/"+leaving+"/remove", r.admin, nil); code != http.StatusOK {
+		t.Fatalf("remove the leader: HTTP %d %s", code, raw)
+	}
+	waitFor(t, 15*time.Second, func() error {
+		st := via.meta.State()
+		if _, ok := st.Members[leaving]; ok {
+			return fmt.Errorf("%s is still a member", leaving)
+		}
+		if lm, ok := via.meta.LeaderMember(); !ok || lm.ID == leaving {
+			return fmt.Errorf("no new leader yet (%q)", lm.ID)
+		}
+		return nil
+	})
 }
