@@ -23,7 +23,7 @@ type node struct {
 	id, dir string
 	ports   map[string]int
 	cmd     *exec.Cmd
-	logs    *bytes.Buffer
+	logs    *logBuffer
 }
 
 func (n *node) addr(name string) string { return fmt.Sprintf("127.0.0.1:%d", n.ports[name]) }
@@ -50,7 +50,7 @@ func freePorts(t *testing.T, k int) []int {
 
 func newNode(t *testing.T, id string) *node {
 	p := freePorts(t, 5)
-	return &node{id: id, dir: t.TempDir(), logs: &bytes.Buffer{},
+	return &node{id: id, dir: t.TempDir(), logs: &logBuffer{},
 		ports: map[string]int{"ws": p[0], "tcp": p[1], "push": p[2], "admin": p[3], "raft": p[4]}}
 }
 

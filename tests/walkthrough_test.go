@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,15 +46,40 @@ func TestMain(m *testing.M) {
 type devRegion struct {
 	dir  string
 	cmd  *exec.Cmd
-	logs *bytes.Buffer
+	logs *logBuffer
 	info map[string]any
+}
+
+// logBuffer collects a process's stderr; exec copies into it from its
+// own goroutine while the test reads it.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *logBuffer) Reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Reset()
 }
 
 // startDev runs pushd --dev in a fresh directory on free loopback ports and
 // waits until it has written pushd-dev/pushctl.json.
 func startDev(t *testing.T) *devRegion {
 	t.Helper()
-	r := &devRegion{dir: t.TempDir(), logs: &bytes.Buffer{}}
+	r := &devRegion{dir: t.TempDir(), logs: &logBuffer{}}
 	r.cmd = exec.Command(filepath.Join(bin, "pushd"), "--dev",
 		"--ws-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--push-addr", "127.0.0.1:0",
 		"--admin-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0")
