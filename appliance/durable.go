@@ -170,11 +170,13 @@ func (n *Node) openDurable(s *session, h *wire.Hello) {
 	for i := range res.Entries {
 		offers = append(offers, entryOffer(res.Epoch, &res.Entries[i]))
 	}
-	if len(res.Entries) == n.cfg.Window {
-		s.mu.Lock()
-		s.behind = true
-		s.mu.Unlock()
-	}
+	// Read the inbox once more after registering: a push stored after the
+	// resume read but relayed before the session was in the registry
+	// found no session here and waits in the inbox. The read is batched
+	// with other sessions' and costs one pipeline slot per connect.
+	s.mu.Lock()
+	s.behind = true
+	s.mu.Unlock()
 	s.deliver(offers)
 }
 

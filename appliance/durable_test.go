@@ -94,7 +94,7 @@ func deviceState(t testing.TB, n *Node, device string) deviceResponse {
 type device struct {
 	c      *client.Client
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run returned
 
 	mu       sync.Mutex
 	msgs     []client.Message
@@ -104,7 +104,7 @@ type device struct {
 
 func runDevice(t testing.TB, url, id string, cursor client.Cursor, mut ...func(*client.Config)) *device {
 	t.Helper()
-	d := &device{done: make(chan error, 1)}
+	d := &device{done: make(chan struct{})}
 	cfg := client.Config{
 		URL: url, App: testApp, Device: id, Token: issue(t, id), Cursor: cursor,
 		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
@@ -122,7 +122,10 @@ func runDevice(t testing.TB, url, id string, cursor client.Cursor, mut ...func(*
 	d.c = c
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	go func() { d.done <- c.Run(ctx) }()
+	go func() {
+		defer close(d.done)
+		_ = c.Run(ctx)
+	}()
 	t.Cleanup(d.stop)
 	waitFor(t, 5*time.Second, func() error {
 		if !c.Connected() {
@@ -221,6 +224,12 @@ func TestDurable_OfflineStoreThenOrderedReplay(t *testing.T) {
 	if !d.lastWelcome().Recovered {
 		t.Fatal("a fresh device with a full inbox was told recovered:false")
 	}
+	d.mu.Lock()
+	welcomes := len(d.welcomes)
+	d.mu.Unlock()
+	if welcomes != 1 {
+		t.Fatalf("the replay took %d sessions; inbox reads past the window must not resync", welcomes)
+	}
 	// Reconnect with the cursor: nothing is replayed again.
 	cur := d.c.Cursor()
 	d.stop()
@@ -230,6 +239,40 @@ func TestDurable_OfflineStoreThenOrderedReplay(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // room for a wrong replay to show up
 	if got := d2.received(); len(got) != 1 || string(got[0].Payload) != "after" || !d2.lastWelcome().Recovered {
 		t.Fatalf("after resume got %v (recovered %v)", payloads(got), d2.lastWelcome().Recovered)
+	}
+}
+
+// TestDurable_PushRightAfterWelcomeIsLive: pushes that land while a
+// device's session is opening — stored after its inbox was read, relayed
+// before the session was registered — are delivered at once, even when
+// no later push comes to reveal them.
+func TestDurable_PushRightAfterWelcomeIsLive(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	n := startDurable(t, srv, "n1", streams.Config{})
+	for i := 0; i < 10; i++ {
+		id := fmt.Sprint("fast-", i)
+		key := inboxKey(testApp, id)
+		var pushed atomic.Int64
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for n.hub.lookup(key) == nil {
+				mustPush(t, n, []string{id}, fmt.Sprint(pushed.Load()))
+				pushed.Add(1)
+			}
+		}()
+		d := runDevice(t, n.wsURL(), id, client.Cursor{})
+		<-done
+		k := int(pushed.Load())
+		// Well within an ack timeout: no retransmit, reconnect or later
+		// push may be needed to find a stranded one.
+		waitFor(t, time.Second, func() error {
+			if got := len(d.received()); got != k {
+				return fmt.Errorf("device %s got %d of %d", id, got, k)
+			}
+			return nil
+		})
+		d.stop()
 	}
 }
 
