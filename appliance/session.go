@@ -56,7 +56,6 @@ type session struct {
 	device    string
 	key       string // inbox key app/device: the registry and Redis identity
 	connEpoch uint64 // route epoch claimed for this connection; 0 without a Store
-	platform  string
 	caps      uint64
 	groups    []string
 	out       *[]byte // pending output: HeaderLen reserved bytes, then frames. nil when empty.
@@ -211,7 +210,7 @@ func (s *session) onHello(h *wire.Hello) {
 		return
 	}
 	s.state = stateOpening
-	s.app, s.device, s.platform = h.App, h.Device, h.Platform
+	s.app, s.device = h.App, h.Device
 	s.key = inboxKey(h.App, h.Device)
 	s.caps = h.Caps & wire.CapLZ4
 	s.shard = n.hub.shardFor(s.key)
