@@ -286,3 +286,39 @@ func BenchmarkHub_Fanout10k(b *testing.B) {
 		b.Fatalf("sinks saw %d writes, want ≥ %d", written, recipients*b.N)
 	}
 }
+
+// TestSink_FramesOfOneTickAreMergedAndCompressed: frames queued for one
+// connection before a flush go out as one write — a BATCH — compressed for
+// a device that offered lz4 once it is over the threshold.
+func TestSink_FramesOfOneTickAreMergedAndCompressed(t *testing.T) {
+	n, err := New(testConfig(), Deps{}) // no flusher runs: the test flushes
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lz4 := range []bool{false, true} {
+		st := &sinkTransport{keep: true}
+		s := n.newSession(st)
+		st.s = s
+		hello := &wire.Hello{App: testApp, Device: fmt.Sprint("merge-", lz4), Token: issue(t, fmt.Sprint("merge-", lz4))}
+		if lz4 {
+			hello.Caps = wire.CapLZ4
+		}
+		s.onMessage(wire.Append(nil, hello))
+		for i := 0; i < 20; i++ {
+			s.send(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint("m", i), Payload: []byte("the same payload, compressible")}))
+		}
+		s.flush()
+		if w := st.writes.Load(); w != 1 {
+			t.Fatalf("lz4=%v: WELCOME and 20 pushes took %d writes, want 1", lz4, w)
+		}
+		st.mu.Lock()
+		raw := append([]byte(nil), st.data...)
+		st.mu.Unlock()
+		if wire.Type(raw[1]) != wire.TypeBatch || (raw[2]&wire.FlagLZ4 != 0) != lz4 {
+			t.Fatalf("lz4=%v: wrote type %s flags %#x", lz4, wire.Type(raw[1]), raw[2])
+		}
+		if got := len(st.frames()); got != 21 {
+			t.Fatalf("lz4=%v: the batch holds %d frames, want 21", lz4, got)
+		}
+	}
+}
