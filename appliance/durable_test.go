@@ -649,3 +649,55 @@ func TestDurable_AcksSurviveARedisStall(t *testing.T) {
 		t.Fatalf("app saw %v", got)
 	}
 }
+
+// TestDurable_GroupAndBroadcastAcrossNodes: a group push through one node
+// reaches the members on both nodes, a broadcast reaches every device of
+// the app, and neither is stored.
+func TestDurable_GroupAndBroadcastAcrossNodes(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	a := startDurable(t, srv, "a", streams.Config{})
+	b := startDurable(t, srv, "b", streams.Config{})
+	onA := runDevice(t, a.wsURL(), "member-a", client.Cursor{})
+	onB := runDevice(t, b.tcpURL(), "member-b", client.Cursor{})
+	outsider := runDevice(t, b.wsURL(), "outsider", client.Cursor{})
+	ctx := context.Background()
+	for _, d := range []*device{onA, onB} {
+		if err := d.c.Join(ctx, "room"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if live := a.liveNodes.Load(); live == nil || len(*live) != 2 {
+			return errors.New("node a has not seen node b's heartbeat yet")
+		}
+		return nil
+	})
+
+	status, resp, raw := pushJSON(t, a, map[string]any{"group": "room", "data": "to the room"})
+	if status != http.StatusOK || resp.Stored || resp.Recipients == nil || *resp.Recipients != 1 || resp.RelayedNodes == nil || *resp.RelayedNodes != 1 {
+		t.Fatalf("group push: HTTP %d %s", status, raw)
+	}
+	for _, d := range []*device{onA, onB} {
+		if m := d.waitCount(t, 1); m[0].Group != "room" || string(m[0].Payload) != "to the room" || m[0].Seq != 0 {
+			t.Fatalf("member got %+v", m[0])
+		}
+	}
+	if status, _, raw := pushJSON(t, a, map[string]any{"broadcast": true, "data": "to everyone"}); status != http.StatusOK {
+		t.Fatalf("broadcast: HTTP %d %s", status, raw)
+	}
+	for _, d := range []*device{onA, onB, outsider} {
+		waitFor(t, 5*time.Second, func() error {
+			got := payloads(d.received())
+			if len(got) == 0 || got[len(got)-1] != "to everyone" {
+				return fmt.Errorf("device got %v", got)
+			}
+			return nil
+		})
+	}
+	if got := payloads(outsider.received()); len(got) != 1 {
+		t.Fatalf("a non-member got the group message: %v", got)
+	}
+	if st := deviceState(t, a, "member-b"); st.Last != 0 {
+		t.Fatalf("a group message was stored: %+v", st)
+	}
+}
