@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"hash/maphash"
+	"math"
 	"net/http"
 
 	"github.com/pushd/pushd/appliance/token"
@@ -20,20 +21,27 @@ type dispatchAnswer struct {
 	TCPURL string `json:"tcp_url,omitempty"`
 }
 
-// pickNode chooses a live, non-draining member with weight > 0 for
-// device: the one with the fewest connections per unit of weight. Ties
-// (an idle region) are broken by a hash of device and node, so a device
-// keeps coming back to the same node while loads are even. exclude names a
-// node to skip (a draining node choosing where to send its devices).
+// pickNode chooses where device should connect, among live members that
+// are not draining and have weight > 0: weighted rendezvous hashing names
+// the device's two preferred nodes, and the less loaded of the two (by
+// connections per unit of weight, from the heartbeats) wins. The hash
+// keeps a device coming back to the same nodes and spreads devices even
+// when every node reports the same load (a connect storm outruns the
+// one-second heartbeats); the second choice steers away from a node that
+// is fuller than its share. exclude names a node to skip (a draining node
+// choosing where to send its devices).
 func (n *Node) pickNode(st *raftmeta.State, device, exclude string) (streams.NodeInfo, bool) {
 	live := n.liveNodes.Load()
 	if live == nil {
 		return streams.NodeInfo{}, false
 	}
-	var best streams.NodeInfo
-	var bestScore float64
-	var bestTie uint64
-	found := false
+	type choice struct {
+		info  streams.NodeInfo
+		rank  float64 // rendezvous score: higher is preferred
+		shard float64 // connections per unit of weight
+	}
+	var first, second choice
+	found := 0
 	for _, info := range *live {
 		m, ok := st.Members[info.ID]
 		if m.DeviceAddr != "" {
@@ -42,13 +50,25 @@ func (n *Node) pickNode(st *raftmeta.State, device, exclude string) (streams.Nod
 		if !ok || m.Draining || m.Weight <= 0 || info.ID == exclude || info.DeviceAddr == "" {
 			continue
 		}
-		score := float64(info.Conns+1) / float64(m.Weight)
-		tie := maphash.String(n.hub.seed, device+"\x00"+info.ID)
-		if !found || score < bestScore || (score == bestScore && tie < bestTie) {
-			best, bestScore, bestTie, found = info, score, tie, true
+		// Weighted rendezvous: -w / ln(u) for u uniform in (0,1) from the
+		// hash orders nodes in proportion to their weight.
+		u := (float64(maphash.String(n.hub.seed, device+"\x00"+info.ID)>>11) + 0.5) / (1 << 53)
+		c := choice{info: info, rank: -float64(m.Weight) / math.Log(u), shard: float64(info.Conns) / float64(m.Weight)}
+		switch {
+		case found == 0 || c.rank > first.rank:
+			first, second = c, first
+		case found == 1 || c.rank > second.rank:
+			second = c
 		}
+		found++
 	}
-	return best, found
+	switch {
+	case found == 0:
+		return streams.NodeInfo{}, false
+	case found > 1 && second.shard < first.shard:
+		return second.info, true
+	}
+	return first.info, true
 }
 
 // dispatchTarget is the WebSocket URL a draining node sends device to, or
