@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -699,5 +700,74 @@ func TestDurable_GroupAndBroadcastAcrossNodes(t *testing.T) {
 	}
 	if st := deviceState(t, a, "member-b"); st.Last != 0 {
 		t.Fatalf("a group message was stored: %+v", st)
+	}
+}
+
+// TestDurable_LossyLinkExactlyOnceInOrder is RELIABILITY's T3 in small: a
+// fault proxy drops 5% of the devices' acks and 1% of the pushes sent to
+// them. Lost pushes show as unflagged jumps, which the SDK refuses and
+// answers with a repeated ack; the node retransmits. Every app must see
+// every message once, in order.
+func TestDurable_LossyLinkExactlyOnceInOrder(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	n := startDurable(t, srv, "n1", streams.Config{})
+	proxy := faultproxy.Start(t, n.Addrs().TCP)
+	var mu sync.Mutex
+	rng := rand.New(rand.NewPCG(1, 2))
+	var droppedAcks, droppedPushes int
+	proxy.SetRule(func(d faultproxy.Direction, f wire.Frame) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		switch f.(type) {
+		case *wire.Ack:
+			if rng.Float64() < 0.05 {
+				droppedAcks++
+				return true
+			}
+		case *wire.Push:
+			if rng.Float64() < 0.01 {
+				droppedPushes++
+				return true
+			}
+		}
+		return false
+	})
+	const devices, messages = 20, 60
+	var ids []string
+	var ds []*device
+	for i := 0; i < devices; i++ {
+		ids = append(ids, fmt.Sprint("lossy-", i))
+		ds = append(ds, runDevice(t, "tcp://"+proxy.Addr(), ids[i], client.Cursor{}))
+	}
+	want := make([]string, messages)
+	for k := range want {
+		want[k] = fmt.Sprint(k)
+		mustPush(t, n, ids, want[k])
+	}
+	for i, d := range ds {
+		waitFor(t, 20*time.Second, func() error {
+			got := payloads(d.received())
+			if len(got) > messages || (len(got) == messages && fmt.Sprint(got) != fmt.Sprint(want)) {
+				t.Fatalf("%s saw %v", ids[i], got)
+			}
+			if len(got) < messages {
+				return fmt.Errorf("%s got %d of %d", ids[i], len(got), messages)
+			}
+			return nil
+		})
+	}
+	mu.Lock()
+	t.Logf("dropped %d acks and %d pushes on the way; %d devices × %d messages arrived once, in order", droppedAcks, droppedPushes, devices, messages)
+	if droppedPushes == 0 || droppedAcks == 0 {
+		t.Fatal("the proxy dropped nothing; the test proves nothing")
+	}
+	mu.Unlock()
+	for _, id := range ids {
+		waitFor(t, 20*time.Second, func() error {
+			if st := deviceState(t, n, id); st.Acked != messages || st.InboxLen != 0 {
+				return fmt.Errorf("%s: %+v", id, st)
+			}
+			return nil
+		})
 	}
 }
