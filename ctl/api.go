@@ -72,6 +72,11 @@ func (e *APIError) Error() string {
 // 2xx answer into out (nil: discarded). path is already escaped (build it
 // with url.PathEscape for ids), so an id holding "/" stays one segment.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	return c.do(ctx, method, path, query, nil, in, out)
+}
+
+// do is Do with extra request headers (the admin API's X-Request-ID).
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, header http.Header, in, out any) error {
 	u := *c.base
 	u.RawPath = c.base.EscapedPath() + path
 	p, err := url.PathUnescape(u.RawPath)
@@ -96,6 +101,9 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}

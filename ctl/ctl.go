@@ -1,6 +1,8 @@
 // Package ctl is pushctl, the operator CLI of pushd: it mints device
 // tokens, pushes messages and inspects devices through the push API,
-// listens as a device, and load-tests a node (bench connect, bench push).
+// listens as a device, load-tests a node (bench connect, bench push), and
+// administers a region through the admin API (status, nodes, app, degrade,
+// admin tokens, tunables, audit).
 //
 // The simplest use is the pushctl binary, whose main is one line:
 //
@@ -113,7 +115,7 @@ func usagef(format string, args ...any) error {
 func newApp(e *env) *cli.App {
 	app := &cli.App{
 		Name:  "pushctl",
-		Usage: "operate pushd: tokens, pushes, devices, load tests",
+		Usage: "operate pushd: tokens, pushes, devices, load tests, and the region's administration",
 		Description: "Settings come from flags, then the environment (PUSHD_*), then the config file\n" +
 			"(--config, $PUSHCTL_CONFIG, or ./pushd-dev/pushctl.json written by 'pushd --dev').",
 		Reader:    e.stdin,
@@ -126,6 +128,12 @@ func newApp(e *env) *cli.App {
 			pushCommand(e),
 			deviceCommand(e),
 			benchCommand(e),
+			statusCommand(e),
+			nodesCommand(e),
+			appCommand(e),
+			degradeCommand(e),
+			tunablesCommand(e),
+			auditCommand(e),
 		},
 		// The default handler calls os.Exit for cli.ExitCoder errors;
 		// Main owns the exit code instead.
@@ -158,13 +166,16 @@ func finishCommand(c *cli.Command, e *env, helpName string) {
 	c.HideHelpCommand = true
 	c.Flags = append(c.Flags, helpFlag())
 	c.OnUsageError = onUsageError
-	if len(c.Subcommands) > 0 {
+	for _, s := range c.Subcommands {
+		finishCommand(s, e, helpName+" "+s.Name)
+	}
+	if c.Action == nil {
+		// A pure group: only its subcommands do something.
 		c.Action = groupAction(e, helpName)
-		for _, s := range c.Subcommands {
-			finishCommand(s, e, helpName+" "+s.Name)
-		}
 		return
 	}
+	// A leaf, or a command with an action of its own besides its
+	// subcommands (degrade).
 	action := c.Action
 	c.Action = func(ctx *cli.Context) error {
 		err := action(ctx)

@@ -10,12 +10,18 @@ import (
 	"github.com/pushd/pushd/appliance/token"
 )
 
-// tokenCommand groups token subcommands.
+// tokenCommand groups the token subcommands: device tokens minted here,
+// and the region's admin tokens.
 func tokenCommand(e *env) *cli.Command {
 	return &cli.Command{
-		Name:        "token",
-		Usage:       "device tokens",
-		Subcommands: []*cli.Command{tokenIssueCommand(e)},
+		Name:  "token",
+		Usage: "device tokens (minted locally) and admin API tokens",
+		Subcommands: []*cli.Command{
+			tokenIssueCommand(e),
+			tokenCreateAdminCommand(e),
+			tokenRevokeAdminCommand(e),
+			tokenListAdminCommand(e),
+		},
 	}
 }
 

@@ -1,0 +1,398 @@
+package ctl
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Admin API types and endpoints, as documented in docs/admin-api.md (where
+// the document and appliance/admin.go differ, these follow admin.go).
+
+// Member is one node of the region, as the region's metadata records it.
+type Member struct {
+	ID         string    `json:"id"`
+	RaftAddr   string    `json:"raft_addr"`
+	AdminAddr  string    `json:"admin_addr"`
+	DeviceAddr string    `json:"device_addr"`
+	TCPAddr    string    `json:"tcp_addr"`
+	PushAddr   string    `json:"push_addr"`
+	Weight     int       `json:"weight"`
+	Draining   bool      `json:"draining"`
+	Voter      bool      `json:"voter"`
+	Joined     time.Time `json:"joined,omitzero"`
+}
+
+// NodeStatus is a member plus what the node itself reported. The
+// reported fields are empty when Alive is false: the node did not answer
+// within a second.
+type NodeStatus struct {
+	Member
+	Alive        bool   `json:"alive"`
+	RaftState    string `json:"raft_state,omitempty"`
+	LastIndex    uint64 `json:"last_index,omitempty"`
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
+	Connections  int64  `json:"connections"`
+	Redis        string `json:"redis,omitempty"`
+}
+
+// RegionStatus answers GET /v1/admin/status. Leader is "" while no leader
+// is known; Redis is the answering node's view.
+type RegionStatus struct {
+	Leader  string       `json:"leader"`
+	Nodes   []NodeStatus `json:"nodes"`
+	Degrade DegradeState `json:"degrade"`
+	Redis   string       `json:"redis"`
+}
+
+// DegradeState is the region's degrade policy. While Active, pushes below
+// MinPriority, and all pushes for Businesses, are refused. After degrade
+// off, Reason, By and Since describe the off command.
+type DegradeState struct {
+	Active      bool      `json:"active"`
+	MinPriority string    `json:"min_priority,omitempty"`
+	Businesses  []string  `json:"businesses,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	By          string    `json:"by,omitempty"`
+	Since       time.Time `json:"since,omitzero"`
+}
+
+// DegradeRequest is the body of POST /v1/admin/degrade.
+type DegradeRequest struct {
+	Priority   string   `json:"priority"`
+	Businesses []string `json:"businesses,omitempty"`
+	Reason     string   `json:"reason"`
+}
+
+// JoinRequest is the body of POST /v1/admin/nodes/join. A nil Weight
+// means the server's default (100).
+type JoinRequest struct {
+	ID         string `json:"id"`
+	RaftAddr   string `json:"raft_addr"`
+	AdminAddr  string `json:"admin_addr"`
+	DeviceAddr string `json:"device_addr,omitempty"`
+	TCPAddr    string `json:"tcp_addr,omitempty"`
+	PushAddr   string `json:"push_addr,omitempty"`
+	Weight     *int   `json:"weight,omitempty"`
+}
+
+// App is an app as GET /v1/admin/apps lists it: ids of its secrets and
+// API keys, never the values.
+type App struct {
+	ID      string   `json:"id"`
+	KeyIDs  []string `json:"key_ids"`
+	APIKeys []string `json:"api_keys"`
+	AppLimits
+	Created time.Time `json:"created"`
+}
+
+// AppLimits are an app's adjustable limits. Zero MaxPayload is the
+// server's default, zero RatePerSec and Burst are unlimited, and empty
+// Businesses allows any business. POST /v1/admin/apps/{id}/limits
+// replaces all four.
+type AppLimits struct {
+	MaxPayload int      `json:"max_payload"`
+	RatePerSec int      `json:"rate_per_sec"`
+	Burst      int      `json:"burst"`
+	Businesses []string `json:"businesses"`
+}
+
+// AppCreated answers POST /v1/admin/apps: the only time the app's first
+// secret and API key are shown.
+type AppCreated struct {
+	ID           string `json:"id"`
+	KeyID        string `json:"key_id"`
+	SecretBase64 string `json:"secret_base64"`
+	APIKeyID     string `json:"api_key_id"`
+	APIKey       string `json:"api_key"`
+}
+
+// SecretRotated answers POST /v1/admin/apps/{id}/rotate-secret.
+type SecretRotated struct {
+	KeyID        string `json:"key_id"`
+	SecretBase64 string `json:"secret_base64"`
+}
+
+// APIKeyAdded answers POST /v1/admin/apps/{id}/api-keys.
+type APIKeyAdded struct {
+	APIKeyID string `json:"api_key_id"`
+	APIKey   string `json:"api_key"`
+}
+
+// Applied answers a write that returns nothing else: the Raft index it
+// was applied at, and whether an earlier attempt with the same request id
+// had already applied it.
+type Applied struct {
+	Index    uint64 `json:"index"`
+	Replayed bool   `json:"replayed,omitempty"`
+}
+
+// NodeRemoved answers POST /v1/admin/nodes/{id}/remove.
+type NodeRemoved struct {
+	Removed string `json:"removed"`
+}
+
+// Tunables are the region-wide delivery settings. In a POST, empty and
+// zero fields keep their current value.
+type Tunables struct {
+	AckTimeout     string `json:"ack_timeout,omitempty"`
+	AckBackoffMax  string `json:"ack_backoff_max,omitempty"`
+	InFlightWindow int    `json:"in_flight_window,omitempty"`
+	QueueFrames    int    `json:"queue_frames,omitempty"`
+	QueueBytes     int    `json:"queue_bytes,omitempty"`
+}
+
+// AdminToken is an admin token as listed: never the token itself.
+type AdminToken struct {
+	ID      string    `json:"id"`
+	Role    string    `json:"role"`
+	Created time.Time `json:"created"`
+}
+
+// AdminTokenCreated answers POST /v1/admin/tokens: the only time the token
+// is shown.
+type AdminTokenCreated struct {
+	ID    string `json:"id"`
+	Role  string `json:"role"`
+	Token string `json:"token"`
+}
+
+// AuditEntry is one applied write.
+type AuditEntry struct {
+	Index     uint64    `json:"index"`
+	Time      time.Time `json:"time"`
+	Actor     string    `json:"actor"`
+	Op        string    `json:"op"`
+	Target    string    `json:"target"`
+	RequestID string    `json:"request_id"`
+}
+
+// Status returns the region at a glance.
+func (c *Client) Status(ctx context.Context) (*RegionStatus, error) {
+	var st RegionStatus
+	if err := c.Do(ctx, http.MethodGet, "/v1/admin/status", nil, nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// JoinNode adds a node to the region and returns its member record.
+func (c *Client) JoinNode(ctx context.Context, req *JoinRequest) (*Member, error) {
+	var m Member
+	if err := c.write(ctx, http.MethodPost, "/v1/admin/nodes/join", req, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// RemoveNode takes a member out of the region.
+func (c *Client) RemoveNode(ctx context.Context, id string) (*NodeRemoved, error) {
+	var out NodeRemoved
+	if err := c.write(ctx, http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(id)+"/remove", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DrainNode starts or stops draining a member.
+func (c *Client) DrainNode(ctx context.Context, id string, draining bool) (*Applied, error) {
+	return c.applied(ctx, http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(id)+"/drain", map[string]bool{"draining": draining})
+}
+
+// SetNodeWeight sets a member's share of new devices (0–1000).
+func (c *Client) SetNodeWeight(ctx context.Context, id string, weight int) (*Applied, error) {
+	return c.applied(ctx, http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(id)+"/weight", map[string]int{"weight": weight})
+}
+
+// Apps lists the region's apps, sorted by id.
+func (c *Client) Apps(ctx context.Context) ([]App, error) {
+	var out struct {
+		Apps []App `json:"apps"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/v1/admin/apps", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Apps, nil
+}
+
+// CreateApp creates an app and returns its first secret and API key.
+func (c *Client) CreateApp(ctx context.Context, id string, limits AppLimits) (*AppCreated, error) {
+	body := struct {
+		ID string `json:"id"`
+		AppLimits
+	}{id, limits}
+	var out AppCreated
+	if err := c.write(ctx, http.MethodPost, "/v1/admin/apps", body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RotateSecret adds a new token secret to an app.
+func (c *Client) RotateSecret(ctx context.Context, app string) (*SecretRotated, error) {
+	var out SecretRotated
+	if err := c.write(ctx, http.MethodPost, "/v1/admin/apps/"+url.PathEscape(app)+"/rotate-secret", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// AddAPIKey adds an API key to an app.
+func (c *Client) AddAPIKey(ctx context.Context, app string) (*APIKeyAdded, error) {
+	var out APIKeyAdded
+	if err := c.write(ctx, http.MethodPost, "/v1/admin/apps/"+url.PathEscape(app)+"/api-keys", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RevokeAPIKey removes one of an app's API keys.
+func (c *Client) RevokeAPIKey(ctx context.Context, app, keyID string) (*Applied, error) {
+	return c.applied(ctx, http.MethodDelete, "/v1/admin/apps/"+url.PathEscape(app)+"/api-keys/"+url.PathEscape(keyID), nil)
+}
+
+// SetAppLimits replaces an app's limits, all four of them.
+func (c *Client) SetAppLimits(ctx context.Context, app string, limits AppLimits) (*Applied, error) {
+	return c.applied(ctx, http.MethodPost, "/v1/admin/apps/"+url.PathEscape(app)+"/limits", limits)
+}
+
+// DeleteApp deletes an app.
+func (c *Client) DeleteApp(ctx context.Context, app string) (*Applied, error) {
+	return c.applied(ctx, http.MethodDelete, "/v1/admin/apps/"+url.PathEscape(app), nil)
+}
+
+// Degrade returns the region's degrade policy.
+func (c *Client) Degrade(ctx context.Context) (*DegradeState, error) {
+	var out DegradeState
+	if err := c.Do(ctx, http.MethodGet, "/v1/admin/degrade", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SetDegrade turns degrade on, or changes it.
+func (c *Client) SetDegrade(ctx context.Context, req *DegradeRequest) (*Applied, error) {
+	return c.applied(ctx, http.MethodPost, "/v1/admin/degrade", req)
+}
+
+// DegradeOff ends degrade.
+func (c *Client) DegradeOff(ctx context.Context, reason string) (*Applied, error) {
+	return c.applied(ctx, http.MethodPost, "/v1/admin/degrade/off", map[string]string{"reason": reason})
+}
+
+// Tunables returns the delivery settings in force on the node asked.
+func (c *Client) Tunables(ctx context.Context) (*Tunables, error) {
+	var out Tunables
+	if err := c.Do(ctx, http.MethodGet, "/v1/admin/tunables", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SetTunables changes the region-wide delivery settings given in t.
+func (c *Client) SetTunables(ctx context.Context, t *Tunables) (*Applied, error) {
+	return c.applied(ctx, http.MethodPost, "/v1/admin/tunables", t)
+}
+
+// AdminTokens lists the admin tokens, sorted by id.
+func (c *Client) AdminTokens(ctx context.Context) ([]AdminToken, error) {
+	var out struct {
+		Tokens []AdminToken `json:"tokens"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/v1/admin/tokens", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Tokens, nil
+}
+
+// CreateAdminToken creates an admin token with a role and returns it.
+func (c *Client) CreateAdminToken(ctx context.Context, id, role string) (*AdminTokenCreated, error) {
+	var out AdminTokenCreated
+	if err := c.write(ctx, http.MethodPost, "/v1/admin/tokens", map[string]string{"id": id, "role": role}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RevokeAdminToken revokes an admin token; a token cannot revoke itself.
+func (c *Client) RevokeAdminToken(ctx context.Context, id string) (*Applied, error) {
+	return c.applied(ctx, http.MethodDelete, "/v1/admin/tokens/"+url.PathEscape(id), nil)
+}
+
+// Audit returns the region's last writes (at most 1,000), newest last.
+func (c *Client) Audit(ctx context.Context) ([]AuditEntry, error) {
+	var out struct {
+		Entries []AuditEntry `json:"entries"`
+	}
+	if err := c.Do(ctx, http.MethodGet, "/v1/admin/audit", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Entries, nil
+}
+
+func (c *Client) applied(ctx context.Context, method, path string, in any) (*Applied, error) {
+	var out Applied
+	if err := c.write(ctx, method, path, in, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Write retries. A write carries one X-Request-ID for all its attempts, so
+// the region applies it at most once however often it is sent; that makes
+// retrying through an election (503 not_leader or unavailable) safe.
+const (
+	// writeRetryBudget bounds the time spent waiting between attempts: an
+	// election takes about a second with the default Raft timings.
+	writeRetryBudget = 10 * time.Second
+	// minRetryWait spaces attempts when the server asks for no wait at all.
+	minRetryWait = 100 * time.Millisecond
+)
+
+// write sends an admin write with a fresh request id, retrying it with the
+// same id while the region has no leader.
+func (c *Client) write(ctx context.Context, method, path string, in, out any) error {
+	header := http.Header{}
+	header.Set("X-Request-ID", rand.Text())
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		err := c.do(ctx, method, path, nil, header, in, out)
+		var ae *APIError
+		if !errors.As(err, &ae) || !ae.retryable() {
+			return err
+		}
+		wait := max(ae.RetryAfter, minRetryWait)
+		if time.Since(start)+wait > writeRetryBudget {
+			tries := "1 attempt"
+			if attempt > 1 {
+				tries = fmt.Sprintf("%d attempts over %s", attempt, time.Since(start).Round(100*time.Millisecond))
+			}
+			return fmt.Errorf("%w; gave up after %s", err, tries)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w; stopped retrying: %w", err, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// retryable reports whether the region could not take the write for now
+// and said so: no leader known, or Raft or Redis did not finish in time.
+func (e *APIError) retryable() bool {
+	return e.Status == http.StatusServiceUnavailable && (e.Code == "not_leader" || e.Code == "unavailable")
+}
+
+// alreadyApplied reports the region's answer to a retried write whose
+// first attempt was applied but whose answer held a generated secret: the
+// secret was lost with that answer and is not generated twice.
+func (e *APIError) alreadyApplied() bool {
+	return e.Status == http.StatusConflict && strings.Contains(e.Message, "already applied")
+}

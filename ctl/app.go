@@ -1,0 +1,31 @@
+package ctl
+
+import "github.com/urfave/cli/v2"
+
+// appCommand groups the app (tenant) subcommands.
+func appCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "app",
+		Usage: "apps: create, list, rotate secrets, limits, API keys, delete",
+		Subcommands: []*cli.Command{
+			appCreateCommand(e),
+			appListCommand(e),
+			appRotateSecretCommand(e),
+			appSetLimitsCommand(e),
+			appAddKeyCommand(e),
+			appRevokeKeyCommand(e),
+			appDeleteCommand(e),
+		},
+	}
+}
+
+// limitFlags are the flags of an app's limits, shared by app create and
+// app set-limits.
+func limitFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "max-payload", Usage: "push payload limit in bytes (0: the server's default)"},
+		&cli.IntFlag{Name: "rate", Usage: "pushes per second (0: unlimited)"},
+		&cli.IntFlag{Name: "burst", Usage: "pushes allowed at once above the rate (0: unlimited)"},
+		&cli.StringSliceFlag{Name: "business", Usage: "business the app may push for (repeatable; none: any)"},
+	}
+}

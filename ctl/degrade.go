@@ -1,0 +1,127 @@
+package ctl
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// degradeCommand sets degrade with its own flags and holds off and status
+// as subcommands. urfave/cli runs the parent's Action when no subcommand
+// name follows its flags, so `degrade --priority low --reason x` and
+// `degrade off --reason y` both parse.
+func degradeCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "degrade",
+		Usage:     "shed pushes region-wide during an incident; degrade off ends it, degrade status shows it",
+		UsageText: "pushctl degrade --priority low|normal|high [--business B …] --reason TEXT\npushctl degrade off [--reason TEXT]\npushctl degrade status",
+		Description: "Within a second every node refuses new pushes below --priority (and every push for the\n" +
+			"--business names) with 503 degraded, stops sending queued ones live, and tells connected\n" +
+			"devices (CONTROL degraded). normal sheds low; high sheds low and normal; low sheds nothing by\n" +
+			"priority, only the businesses named. Setting it again replaces the policy.",
+		Flags: adminFlags(
+			&cli.StringFlag{Name: "priority", Usage: "shed pushes below this priority: low, normal or high"},
+			&cli.StringSliceFlag{Name: "business", Usage: "also shed every push for this business (repeatable)"},
+			&cli.StringFlag{Name: "reason", Usage: "why (required): shown to operators, in the audit log and to devices"},
+		),
+		Subcommands: []*cli.Command{degradeOffCommand(e), degradeStatusCommand(e)},
+		Action:      func(c *cli.Context) error { return runDegrade(c, e) },
+	}
+}
+
+// degradePriorities are the values of --priority, lowest first.
+var degradePriorities = []string{"low", "normal", "high"}
+
+func runDegrade(c *cli.Context, e *env) error {
+	if c.NArg() > 0 {
+		return usagef("unknown command %q: degrade takes off or status, or --priority and --reason", c.Args().First())
+	}
+	p := c.String("priority")
+	switch {
+	case !c.IsSet("priority"):
+		return usagef("missing --priority (low, normal or high); 'degrade off' ends degrade, 'degrade status' shows it")
+	case !validPriority(p):
+		return usagef("--priority %q: want low, normal or high", p)
+	case strings.TrimSpace(c.String("reason")) == "":
+		return usagef("missing --reason: it is shown to operators, in the audit log and to devices")
+	}
+	businesses := c.StringSlice("business")
+	cl, f, err := adminSetup(c, e)
+	if err != nil {
+		return err
+	}
+	res, err := cl.SetDegrade(c.Context, &DegradeRequest{Priority: p, Businesses: businesses, Reason: c.String("reason")})
+	if err != nil {
+		return adminFailed("degrade", err)
+	}
+	if p == "low" && len(businesses) == 0 {
+		fmt.Fprintln(e.stderr, "pushctl: note: --priority low sheds nothing by itself (no priority is below low); devices are told the region is degraded")
+	}
+	return writeApplied(e, f, res, "degrade on: "+shedText(p, businesses))
+}
+
+func validPriority(p string) bool {
+	for _, v := range degradePriorities {
+		if p == v {
+			return true
+		}
+	}
+	return false
+}
+
+// shedText says what a degrade policy refuses.
+func shedText(priority string, businesses []string) string {
+	var parts []string
+	for _, v := range degradePriorities {
+		if v == priority {
+			break
+		}
+		parts = append(parts, v)
+	}
+	s := "refusing " + strings.Join(parts, " and ") + " priority pushes"
+	if len(parts) == 0 {
+		s = "refusing no pushes by priority"
+	}
+	if len(businesses) > 0 {
+		s += ", and every push for " + strings.Join(businesses, ", ")
+	}
+	return s
+}
+
+// degradeRows adds the degrade policy to a key-value table. The rows are
+// the same whether degrade is on or off, so scripts find them in place;
+// after degrade off, REASON, BY and SINCE describe the off command.
+func degradeRows(t *table, d DegradeState) {
+	state := "off"
+	if d.Active {
+		state = "on"
+	}
+	t.row("DEGRADE", state)
+	t.row("PRIORITY", d.MinPriority)
+	t.row("BUSINESSES", listCell(d.Businesses))
+	t.row("REASON", d.Reason)
+	t.row("BY", d.By)
+	t.row("SINCE", timeCell(d.Since))
+}
+
+// degradeParentFlags refuses degrade's own flags given before a subcommand
+// (`degrade --priority high off`), which would otherwise be silently
+// ignored. allowed names the ones the subcommand takes over.
+func degradeParentFlags(c *cli.Context, allowed ...string) error {
+	lineage := c.Lineage()
+	if len(lineage) < 2 {
+		return nil
+	}
+	parent := lineage[1]
+	for _, name := range []string{"priority", "business", "reason"} {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || a == name
+		}
+		if !ok && parent.IsSet(name) {
+			return usagef("--%s sets degrade; it does not go with 'degrade %s'", name, c.Command.Name)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,57 @@
+package ctl
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/urfave/cli/v2"
+)
+
+func statusCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the region: members, Raft state, connections, degrade, Redis",
+		Description: "The node asked (--admin-url) asks every member for its own state; a member that does\n" +
+			"not answer within a second is listed with ALIVE false. LEADER marks the Raft leader.",
+		Flags:  adminFlags(),
+		Action: func(c *cli.Context) error { return runStatus(c, e) },
+	}
+}
+
+func runStatus(c *cli.Context, e *env) error {
+	if _, err := exactArgs(c); err != nil {
+		return err
+	}
+	cl, f, err := adminSetup(c, e)
+	if err != nil {
+		return err
+	}
+	st, err := cl.Status(c.Context)
+	if err != nil {
+		return adminFailed("status", err)
+	}
+	if f == formatJSON {
+		return writeJSON(e.stdout, st)
+	}
+	t := newTable(e.stdout, "NODE", "LEADER", "RAFT", "LAST", "APPLIED", "CONNS", "REDIS", "ALIVE")
+	for _, n := range st.Nodes {
+		leader := ""
+		if n.ID == st.Leader {
+			leader = "*"
+		}
+		if !n.Alive {
+			t.row(n.ID, leader, "", "", "", "", "", "false")
+			continue
+		}
+		t.row(n.ID, leader, n.RaftState, strconv.FormatUint(n.LastIndex, 10), strconv.FormatUint(n.AppliedIndex, 10),
+			strconv.FormatInt(n.Connections, 10), n.Redis, "true")
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout)
+	kv := newTable(e.stdout)
+	degradeRows(kv, st.Degrade)
+	kv.row("REDIS", st.Redis)
+	return kv.flush()
+}
