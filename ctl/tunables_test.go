@@ -1,0 +1,47 @@
+package ctl
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func TestTunables_SetThenShow(t *testing.T) {
+	t.Parallel()
+	r := startTestRegion(t, 1)
+	h := r.as(0, r.root)
+	before := kvRows(h.run(t, "tunables", "show").expect(t, exitOK).stdout)
+	for _, k := range []string{"ACK_TIMEOUT", "ACK_BACKOFF_MAX", "WINDOW", "QUEUE_FRAMES", "QUEUE_BYTES"} {
+		if v := before[k]; v == "" || v == "-" || v == "0" {
+			t.Fatalf("tunables show: %s is %q: %v", k, v, before)
+		}
+	}
+	res := h.run(t, "tunables", "set", "--window", "32", "--ack-timeout", "5s").expect(t, exitOK)
+	if res.stdout != "tunables set: ack-timeout 5s, window 32\n" {
+		t.Fatalf("stdout %q", res.stdout)
+	}
+	waitFor(t, 2*time.Second, func() error {
+		now := decodeJSON[Tunables](t, h.run(t, "tunables", "show", "-o", "json").expect(t, exitOK))
+		if now.InFlightWindow != 32 || now.AckTimeout != "5s" {
+			return fmt.Errorf("after set: %+v", now)
+		}
+		if now.QueueFrames != atoi(t, before["QUEUE_FRAMES"]) || now.AckBackoffMax != before["ACK_BACKOFF_MAX"] {
+			t.Fatalf("settings not given changed: %+v, before %v", now, before)
+		}
+		return nil
+	})
+	res = h.run(t, "tunables", "set", "--queue-bytes", "10").expect(t, exitFailure)
+	if err := contains(res.stderr, "pushctl: tunables set: queue_bytes must hold at least one frame"); err != nil {
+		t.Error(err)
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
