@@ -43,6 +43,11 @@ func adminSetup(c *cli.Context, e *env) (*Client, format, error) {
 	if err != nil {
 		return nil, 0, usagef("--%s: %v", setAdminURL.flag(), err)
 	}
+	// A write waits up to writeRetryBudget through an election; say so
+	// rather than hang silently.
+	cl.onRetry = func(ae *APIError, wait time.Duration) {
+		fmt.Fprintf(e.stderr, "pushctl: %s %s: %s: %s; sending it again in %s (same request id)\n", ae.Method, ae.Path, ae.Code, ae.Message, wait)
+	}
 	return cl, f, nil
 }
 

@@ -238,6 +238,11 @@ func TestAdmin_WritesRetryWithTheSameRequestID(t *testing.T) {
 	if r.stdout != "node n2 draining: dispatch sends it no new devices and its connected devices are moving to other nodes\n" {
 		t.Errorf("stdout %q", r.stdout)
 	}
+	want := "pushctl: POST /v1/admin/nodes/n2/drain: not_leader: no leader known right now; retry; sending it again in 100ms (same request id)\n" +
+		"pushctl: POST /v1/admin/nodes/n2/drain: unavailable: leadership lost while committing; sending it again in 100ms (same request id)\n"
+	if r.stderr != want {
+		t.Errorf("stderr\n%s\nwant\n%s", r.stderr, want)
+	}
 	reqs := f.requests()
 	if len(reqs) != 3 {
 		t.Fatalf("%d attempts, want 3", len(reqs))

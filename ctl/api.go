@@ -26,6 +26,9 @@ type Client struct {
 	base  *url.URL
 	token string
 	hc    *http.Client
+	// onRetry, when set, hears about each admin write about to be sent
+	// again (api_admin.go), so a command can say why it is waiting.
+	onRetry func(err *APIError, wait time.Duration)
 }
 
 // NewClient returns a client for the API at baseURL (scheme and host, and

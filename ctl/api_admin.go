@@ -374,6 +374,9 @@ func (c *Client) write(ctx context.Context, method, path string, in, out any) er
 			}
 			return fmt.Errorf("%w; gave up after %s", err, tries)
 		}
+		if c.onRetry != nil {
+			c.onRetry(ae, wait)
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

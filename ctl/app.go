@@ -20,12 +20,17 @@ func appCommand(e *env) *cli.Command {
 }
 
 // limitFlags are the flags of an app's limits, shared by app create and
-// app set-limits.
-func limitFlags() []cli.Flag {
+// app set-limits. With keep, an absent flag keeps the app's value, and the
+// help says so instead of showing a default.
+func limitFlags(keep bool) []cli.Flag {
+	unset := ""
+	if keep {
+		unset = "unchanged"
+	}
 	return []cli.Flag{
-		&cli.IntFlag{Name: "max-payload", Usage: "push payload limit in bytes (0: the server's default)"},
-		&cli.IntFlag{Name: "rate", Usage: "pushes per second (0: unlimited)"},
-		&cli.IntFlag{Name: "burst", Usage: "pushes allowed at once above the rate (0: unlimited)"},
-		&cli.StringSliceFlag{Name: "business", Usage: "business the app may push for (repeatable; none: any)"},
+		&cli.IntFlag{Name: "max-payload", Usage: "push payload limit in bytes (0: the server's default)", DefaultText: unset},
+		&cli.IntFlag{Name: "rate", Usage: "pushes per second (0: unlimited)", DefaultText: unset},
+		&cli.IntFlag{Name: "burst", Usage: "pushes allowed at once above the rate (0: unlimited)", DefaultText: unset},
+		&cli.StringSliceFlag{Name: "business", Usage: "business the app may push for (repeatable; none: any)", DefaultText: unset},
 	}
 }

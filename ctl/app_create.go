@@ -11,7 +11,7 @@ func appCreateCommand(e *env) *cli.Command {
 		ArgsUsage: "APP",
 		Description: "Business servers mint device tokens with the secret (key id k1) and push with the API key.\n" +
 			"Neither is shown again: reads list ids only.",
-		Flags:  adminFlags(limitFlags()...),
+		Flags:  adminFlags(limitFlags(false)...),
 		Action: func(c *cli.Context) error { return runAppCreate(c, e) },
 	}
 }

@@ -13,7 +13,7 @@ func appSetLimitsCommand(e *env) *cli.Command {
 		ArgsUsage: "APP",
 		Description: "The API replaces all of an app's limits at once, so the current ones are read first and\n" +
 			"only those given here change. --any-business lifts the business restriction.",
-		Flags: adminFlags(append(limitFlags(),
+		Flags: adminFlags(append(limitFlags(true),
 			&cli.BoolFlag{Name: "any-business", Usage: "allow every business (clears --business)"})...),
 		Action: func(c *cli.Context) error { return runAppSetLimits(c, e) },
 	}

@@ -13,11 +13,11 @@ func tunablesSetCommand(e *env) *cli.Command {
 		Description: "Every node applies them within a second, to new and existing sessions. A setting once\n" +
 			"set region-wide stays so until set again.",
 		Flags: adminFlags(
-			&cli.DurationFlag{Name: "ack-timeout", Usage: "how long a sent message waits for its ack before it is resent"},
-			&cli.DurationFlag{Name: "ack-backoff-max", Usage: "the longest wait between resends"},
-			&cli.IntFlag{Name: "window", Usage: "unacked messages in flight per session, 1-1024"},
-			&cli.IntFlag{Name: "queue-frames", Usage: "frames a session may queue before it is cut as a slow consumer"},
-			&cli.IntFlag{Name: "queue-bytes", Usage: "bytes a session may queue before it is cut as a slow consumer"},
+			&cli.DurationFlag{Name: "ack-timeout", Usage: "how long a sent message waits for its ack before it is resent", DefaultText: "unchanged"},
+			&cli.DurationFlag{Name: "ack-backoff-max", Usage: "the longest wait between resends", DefaultText: "unchanged"},
+			&cli.IntFlag{Name: "window", Usage: "unacked messages in flight per session, 1-1024", DefaultText: "unchanged"},
+			&cli.IntFlag{Name: "queue-frames", Usage: "frames a session may queue before it is cut as a slow consumer", DefaultText: "unchanged"},
+			&cli.IntFlag{Name: "queue-bytes", Usage: "bytes a session may queue before it is cut as a slow consumer", DefaultText: "unchanged"},
 		),
 		Action: func(c *cli.Context) error { return runTunablesSet(c, e) },
 	}
