@@ -34,6 +34,11 @@ func degradeCommand(e *env) *cli.Command {
 var degradePriorities = []string{"low", "normal", "high"}
 
 func runDegrade(c *cli.Context, e *env) error {
+	if c.Args().First() == "help" && c.NArg() == 1 {
+		// As for the pure groups (groupAction): `degrade help` is help.
+		cli.HelpPrinter(e.stdout, cli.SubcommandHelpTemplate, c.Command)
+		return nil
+	}
 	if c.NArg() > 0 {
 		return usagef("unknown command %q: degrade takes off or status, or --priority and --reason", c.Args().First())
 	}
