@@ -149,7 +149,7 @@ func TestAdmin_HelpListsTheCommands(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	for _, args := range [][]string{{"degrade", "-h"}, {"degrade", "off", "--help"}, {"nodes", "-h"}, {"app", "delete", "-h"}, {"token", "-h"}} {
+	for _, args := range [][]string{{"degrade", "-h"}, {"degrade", "help"}, {"degrade", "off", "--help"}, {"nodes", "-h"}, {"app", "delete", "-h"}, {"token", "-h"}} {
 		r := harness{}.run(t, args...).expect(t, exitOK)
 		if !strings.Contains(r.stdout, "USAGE:") || r.stderr != "" {
 			t.Errorf("%q: stdout %q, stderr %q", args, r.stdout, r.stderr)
