@@ -138,11 +138,14 @@ func (n *Node) adminOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		role, _, ok := n.meta.State().AdminRole(tok)
-		if tok == "" || !ok || !role.Allows(raftmeta.RoleAdmin) {
-			writeError(w, &apiError{status: http.StatusForbidden, code: "forbidden", msg: "profiles need an admin-role token"})
-			return
+		switch {
+		case tok == "" || !ok:
+			writeError(w, &apiError{status: http.StatusUnauthorized, code: "unauthorized", msg: "missing or unknown admin token"})
+		case !role.Allows(raftmeta.RoleAdmin):
+			writeError(w, &apiError{status: http.StatusForbidden, code: "forbidden", msg: "profiles need the admin role; the token has " + string(role)})
+		default:
+			h.ServeHTTP(w, r)
 		}
-		h.ServeHTTP(w, r)
 	})
 }
 
@@ -237,11 +240,13 @@ func (n *Node) applyAnswer(ctx context.Context, c *adminCall, cmd raftmeta.Comma
 	return applied{Index: res.Index, Replayed: res.Replayed}, nil
 }
 
-// errShownOnce refuses to answer a replayed write whose answer held a
-// freshly generated secret: the retry generated another that was never
-// stored.
-var errShownOnce = &apiError{status: http.StatusConflict, code: "conflict",
-	msg: "this request id was already applied; its secret was shown then and is not shown again (rotate to get a new one)"}
+// shownOnce refuses to answer a replayed write whose answer held a
+// freshly generated credential: the retry generated another that was
+// never stored. remedy says how to get a new one.
+func shownOnce(what, remedy string) *apiError {
+	return &apiError{status: http.StatusConflict, code: "conflict",
+		msg: "this request id was already applied; the " + what + " it created was shown then and is not shown again (" + remedy + ")"}
+}
 
 // --- nodes and status ---
 
@@ -459,7 +464,7 @@ func (n *Node) adminCreateApp(ctx context.Context, c *adminCall) (any, error) {
 		return nil, err
 	}
 	if res.Replayed {
-		return nil, errShownOnce
+		return nil, shownOnce("token secret and API key", "rotate the secret and add an API key to get new ones")
 	}
 	return map[string]string{"id": b.ID, "key_id": secret.KeyID, "secret_base64": base64.StdEncoding.EncodeToString(secret.Secret),
 		"api_key_id": apiKey.ID, "api_key": key}, nil
@@ -499,7 +504,7 @@ func (n *Node) adminRotateSecret(ctx context.Context, c *adminCall) (any, error)
 		return nil, err
 	}
 	if res.Replayed {
-		return nil, errShownOnce
+		return nil, shownOnce("token secret", "rotate again to get a new one")
 	}
 	return map[string]string{"key_id": secret.KeyID, "secret_base64": base64.StdEncoding.EncodeToString(secret.Secret)}, nil
 }
@@ -519,7 +524,7 @@ func (n *Node) adminAddAPIKey(ctx context.Context, c *adminCall) (any, error) {
 		return nil, err
 	}
 	if res.Replayed {
-		return nil, errShownOnce
+		return nil, shownOnce("API key", "revoke it and add another")
 	}
 	return map[string]string{"api_key_id": apiKey.ID, "api_key": key}, nil
 }
@@ -684,7 +689,7 @@ func (n *Node) adminCreateToken(ctx context.Context, c *adminCall) (any, error) 
 		return nil, err
 	}
 	if res.Replayed {
-		return nil, errShownOnce
+		return nil, shownOnce("admin token", "revoke it and create another")
 	}
 	return map[string]string{"id": t.ID, "role": string(t.Role), "token": secret}, nil
 }

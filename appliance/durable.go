@@ -49,6 +49,10 @@ const (
 	ackBatch     = 512
 	fetchBatch   = 256
 	relayBatch   = 256
+	// relayBlock is how long one read of the delivery stream waits for
+	// entries. go-redis does not interrupt a blocked read when its context
+	// is cancelled, so this also bounds how long shutdown waits for it.
+	relayBlock   = 250 * time.Millisecond
 	redisTimeout = 2 * time.Second
 )
 
@@ -69,7 +73,7 @@ func newDurable(st Store) *durable {
 // node's delivery stream cannot be set up.
 func (n *Node) startDurable() error {
 	d := n.durable
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	defer cancel()
 	if err := d.store.EnsureGroup(ctx, n.cfg.NodeID); err != nil {
 		return err
@@ -125,7 +129,7 @@ func (n *Node) openDurable(s *session, h *wire.Hello) {
 	if closing {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	defer cancel()
 	window := n.tun.Load().window
 	epoch, prev, err := d.store.ClaimRoute(ctx, key, n.cfg.NodeID)
@@ -229,7 +233,7 @@ func (n *Node) ackLoop() {
 		var failed []streams.AckRequest
 		for len(batch) > 0 {
 			k := min(len(batch), ackBatch)
-			ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+			ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 			_, err := d.store.AckMany(ctx, batch[:k])
 			cancel()
 			n.redisResult(err)
@@ -321,7 +325,7 @@ func (n *Node) fetch(sessions []*session) {
 	if len(reqs) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	res, err := d.store.ReadMany(ctx, reqs)
 	cancel()
 	n.redisResult(err)
@@ -371,7 +375,7 @@ func (n *Node) releaseLoop() {
 		case <-n.stop:
 			return
 		case r := <-d.releases:
-			ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+			ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 			_, err := d.store.ReleaseRoute(ctx, r.Device, streams.Route{Node: n.cfg.NodeID, Epoch: r.Seq})
 			cancel()
 			n.redisResult(err)
@@ -403,8 +407,8 @@ func (n *Node) relayLoop() {
 			return
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout+time.Second)
-		ds, err := d.store.ReadDeliveries(ctx, n.cfg.NodeID, relayBatch, time.Second)
+		ctx, cancel := context.WithTimeout(n.ctx, redisTimeout+relayBlock)
+		ds, err := d.store.ReadDeliveries(ctx, n.cfg.NodeID, relayBatch, relayBlock)
 		cancel()
 		n.redisResult(err)
 		if err != nil {
@@ -447,7 +451,7 @@ func (n *Node) applyRelay(ds []streams.Delivery, node string) {
 			n.fanoutLocal(e.frame, e.group)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	err := n.durable.store.AckDeliveries(ctx, node, ids)
 	cancel()
 	n.redisResult(err)
@@ -506,7 +510,7 @@ func (n *Node) livenessLoop() {
 			if err != nil {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+			ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 			n.takeOverDead(ctx, dead)
 			if now.Sub(lastRefresh) >= n.cfg.RouteRefresh {
 				n.refreshRoutes(ctx)
@@ -520,7 +524,7 @@ func (n *Node) livenessLoop() {
 // heartbeat publishes this node's liveness, addresses and load, refreshes
 // its view of the region's live nodes, and returns the dead ones.
 func (n *Node) heartbeat() ([]string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	defer cancel()
 	err := n.durable.store.Heartbeat(ctx, n.nodeInfo())
 	var dead []string

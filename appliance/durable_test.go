@@ -771,3 +771,32 @@ func TestDurable_LossyLinkExactlyOnceInOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestDurable_ShutdownIsPrompt: a node's loops block on Redis (a stream
+// read waits up to a second); shutdown cancels them instead of waiting.
+func TestDurable_ShutdownIsPrompt(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	cfg := testConfig()
+	cfg.PushAddr = "127.0.0.1:0"
+	n, err := New(cfg, Deps{Store: streams.New(srv.Client(t), streams.Config{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if underRace {
+		t.Skip("real nbio listeners trip the race detector inside nbio (see race_test.go)")
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	runDevice(t, n.wsURL(), "phone", client.Cursor{})
+	time.Sleep(300 * time.Millisecond) // let the relay loop block in its stream read
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("shutdown took %s", d)
+	}
+}

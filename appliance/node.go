@@ -77,6 +77,10 @@ type Node struct {
 	pushSrv *http.Server
 	pushLis net.Listener
 
+	// ctx is cancelled when the node shuts down: the loops' Redis calls
+	// and webhook calls use it, so none holds shutdown up.
+	ctx      context.Context
+	cancel   context.CancelFunc
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	started  atomic.Bool
@@ -93,6 +97,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: deps.Logger, reg: deps.Registry, stop: make(chan struct{})}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if n.log == nil {
 		n.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -350,6 +355,7 @@ var drainControl = wire.Control{Kind: wire.ControlDrain, Reason: "node shutting 
 
 func (n *Node) stopGoroutines() {
 	close(n.stop)
+	n.cancel()
 	n.wg.Wait()
 }
 

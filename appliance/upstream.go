@@ -73,7 +73,7 @@ func (u *upstream) start(n *Node, hooks map[string]string) {
 
 func (u *upstream) forward(n *Node, url string, j upJob) {
 	body, _ := json.Marshal(upRequest{App: j.app, Device: j.device, Business: j.business, Request: j.req.Request, Payload: j.req.Payload})
-	ctx, cancel := context.WithTimeout(context.Background(), u.client.Timeout)
+	ctx, cancel := context.WithTimeout(n.ctx, u.client.Timeout)
 	defer cancel()
 	reply := &wire.UpReply{Request: j.req.Request, Code: wire.CodeUpstreamFailed}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
