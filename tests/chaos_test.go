@@ -82,7 +82,7 @@ func TestChaos_NodeKilledDuringPushes(t *testing.T) {
 	alive := func() []*node {
 		var out []*node
 		for _, n := range nodes {
-			if n.cmd.ProcessState == nil {
+			if !n.down.Load() {
 				out = append(out, n)
 			}
 		}

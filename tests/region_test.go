@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +25,9 @@ type node struct {
 	ports   map[string]int
 	cmd     *exec.Cmd
 	logs    *logBuffer
+	// down is set before the process is killed, for goroutines that pick
+	// a live node while the test kills one.
+	down atomic.Bool
 }
 
 func (n *node) addr(name string) string { return fmt.Sprintf("127.0.0.1:%d", n.ports[name]) }
@@ -61,6 +65,7 @@ func (n *node) start(t *testing.T, redisURL string, extra ...string) {
 		"--ws-addr", n.addr("ws"), "--tcp-addr", n.addr("tcp"), "--push-addr", n.addr("push"),
 		"--admin-addr", n.addr("admin"), "--raft-addr", n.addr("raft"), "--connect-rate", "-1"}, extra...)
 	n.logs.Reset()
+	n.down.Store(false)
 	n.cmd = exec.Command(filepath.Join(bin, "pushd"), args...)
 	n.cmd.Stdout, n.cmd.Stderr = io.Discard, n.logs
 	if err := n.cmd.Start(); err != nil {
@@ -70,6 +75,7 @@ func (n *node) start(t *testing.T, redisURL string, extra ...string) {
 }
 
 func (n *node) kill() {
+	n.down.Store(true)
 	if n.cmd != nil && n.cmd.ProcessState == nil {
 		_ = n.cmd.Process.Signal(syscall.SIGKILL)
 		_ = n.cmd.Wait()
