@@ -549,18 +549,18 @@ func (n *Node) adminDeleteApp(ctx context.Context, c *adminCall) (any, error) {
 // --- degrade ---
 
 type degradeJSON struct {
-	Active      bool      `json:"active"`
-	MinPriority string    `json:"min_priority,omitempty"`
-	Businesses  []string  `json:"businesses,omitempty"`
-	Reason      string    `json:"reason,omitempty"`
-	By          string    `json:"by,omitempty"`
-	Since       time.Time `json:"since,omitzero"`
+	Active     bool      `json:"active"`
+	Priority   string    `json:"priority,omitempty"`
+	Businesses []string  `json:"businesses,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	By         string    `json:"by,omitempty"`
+	Since      time.Time `json:"since,omitzero"`
 }
 
 func degradeAnswer(d raftmeta.Degrade) degradeJSON {
 	out := degradeJSON{Active: d.Active, Businesses: d.Businesses, Reason: d.Reason, By: d.By, Since: d.Since}
 	if d.Active {
-		out.MinPriority = wire.Priority(d.MinPriority).String()
+		out.Priority = wire.Priority(d.Priority).String()
 	}
 	return out
 }
@@ -588,7 +588,7 @@ func (n *Node) adminSetDegrade(ctx context.Context, c *adminCall) (any, error) {
 	if b.Reason == "" {
 		return nil, badRequest("invalid", "reason is required: it is shown to operators and devices")
 	}
-	return n.applyAnswer(ctx, c, raftmeta.SetDegrade(raftmeta.Degrade{Active: true, MinPriority: raftmeta.Priority(p),
+	return n.applyAnswer(ctx, c, raftmeta.SetDegrade(raftmeta.Degrade{Active: true, Priority: raftmeta.Priority(p),
 		Businesses: b.Businesses, Reason: b.Reason, By: c.actor}))
 }
 

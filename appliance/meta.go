@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/pushd/pushd/appliance/wire"
@@ -26,12 +27,14 @@ type Meta interface {
 
 // degradePolicy is the degrade state a node enforces; nil when off.
 type degradePolicy struct {
-	minPriority wire.Priority
-	businesses  []string
-	reason      string
+	priority   wire.Priority // the highest priority shed
+	businesses []string      // the businesses shed; empty: every business
+	reason     string
 }
 
-// sheds reports whether a message of priority p for business b is shed.
+// sheds reports whether a message of priority p for business b is shed:
+// its priority is at or below the policy's, and its business is listed
+// (or the policy lists none).
 func (d *degradePolicy) sheds(p wire.Priority, b string) bool {
 	if d == nil {
 		return false
@@ -39,7 +42,54 @@ func (d *degradePolicy) sheds(p wire.Priority, b string) bool {
 	if p == 0 {
 		p = wire.PriorityNormal
 	}
-	return p < d.minPriority || (b != "" && slices.Contains(d.businesses, b))
+	return p <= d.priority && (len(d.businesses) == 0 || slices.Contains(d.businesses, b))
+}
+
+// affects reports whether a connection that declared businesses (in its
+// HELLO) may be sent messages the policy sheds, and so is told about it.
+// A connection that declared none may carry any business.
+func (d *degradePolicy) affects(businesses []string) bool {
+	if d == nil {
+		return false
+	}
+	if len(d.businesses) == 0 || len(businesses) == 0 {
+		return true
+	}
+	for _, b := range businesses {
+		if slices.Contains(d.businesses, b) {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *degradePolicy) equal(o *degradePolicy) bool {
+	if d == nil || o == nil {
+		return d == o
+	}
+	return d.priority == o.priority && slices.Equal(d.businesses, o.businesses) && d.reason == o.reason
+}
+
+// describe says what the policy sheds, for error messages.
+func (d *degradePolicy) describe() string {
+	var s string
+	switch d.priority {
+	case wire.PriorityLow:
+		s = "low-priority pushes"
+	case wire.PriorityNormal:
+		s = "low- and normal-priority pushes"
+	default:
+		s = "pushes of every priority"
+	}
+	if len(d.businesses) > 0 {
+		s += " of " + strings.Join(d.businesses, ", ")
+	}
+	return s
+}
+
+// control is the CONTROL frame telling devices about the policy.
+func (d *degradePolicy) control() *wire.Control {
+	return &wire.Control{Kind: wire.ControlDegraded, Priority: d.priority, Businesses: d.businesses, Reason: d.reason}
 }
 
 // tunables are the delivery settings an operator may change at run time;
@@ -100,16 +150,15 @@ func (n *Node) applyMeta(st *raftmeta.State) {
 
 	var next *degradePolicy
 	if st.Degrade.Active {
-		next = &degradePolicy{minPriority: wire.Priority(st.Degrade.MinPriority), businesses: st.Degrade.Businesses, reason: st.Degrade.Reason}
+		next = &degradePolicy{priority: wire.Priority(st.Degrade.Priority), businesses: st.Degrade.Businesses, reason: st.Degrade.Reason}
 	}
-	prev := n.degrade.Swap(next)
-	switch {
-	case next != nil && (prev == nil || prev.minPriority != next.minPriority || !slices.Equal(prev.businesses, next.businesses)):
-		n.log.Warn("degrade on", "min_priority", next.minPriority.String(), "businesses", next.businesses, "reason", next.reason, "by", st.Degrade.By)
-		n.fanoutLocal(wire.Append(nil, next.control()), "")
-	case next == nil && prev != nil:
-		n.log.Info("degrade off")
-		n.fanoutLocal(wire.Append(nil, &wire.Control{Kind: wire.ControlRestored, Reason: "degradation over"}), "")
+	if prev := n.degrade.Swap(next); !prev.equal(next) {
+		if next != nil {
+			n.log.Warn("degrade on", "priority", next.priority.String(), "businesses", next.businesses, "reason", next.reason, "by", st.Degrade.By)
+		} else {
+			n.log.Info("degrade off")
+		}
+		n.announceDegrade(prev, next)
 	}
 
 	self, ok := st.Members[n.cfg.NodeID]
@@ -122,9 +171,28 @@ func (n *Node) applyMeta(st *raftmeta.State) {
 	}
 }
 
-// control is the CONTROL frame telling devices about the policy.
-func (d *degradePolicy) control() *wire.Control {
-	return &wire.Control{Kind: wire.ControlDegraded, MinPriority: d.minPriority, Reason: d.reason}
+// announceDegrade tells the connected devices a policy change affects:
+// CONTROL degraded (the new policy) to those it affects, CONTROL restored
+// to those only the previous one affected. Each frame is encoded once.
+func (n *Node) announceDegrade(prev, next *degradePolicy) {
+	var degraded, restored []byte
+	if next != nil {
+		degraded = wire.Append(nil, next.control())
+	}
+	n.hub.each(func(s *session) {
+		s.mu.Lock()
+		businesses := s.businesses
+		s.mu.Unlock()
+		switch {
+		case next.affects(businesses):
+			s.send(degraded)
+		case prev.affects(businesses):
+			if restored == nil {
+				restored = wire.Append(nil, &wire.Control{Kind: wire.ControlRestored, Reason: "degradation over"})
+			}
+			s.send(restored)
+		}
+	})
 }
 
 // appTableFromState builds the app table from Raft state, keeping the

@@ -168,7 +168,7 @@ func (n *Node) push(r *http.Request) (*pushResponse, error) {
 	if d := n.degrade.Load(); d.sheds(wire.Priority(msg.Priority), msg.Business) {
 		n.metrics.degradeRefused.Inc()
 		return nil, &apiError{status: http.StatusServiceUnavailable, code: "degraded",
-			msg: fmt.Sprintf("the region sheds %s-priority pushes below %s right now: %s", wire.Priority(msg.Priority), d.minPriority, d.reason), retryAfter: 30 * time.Second}
+			msg: "the region sheds " + d.describe() + " right now: " + d.reason, retryAfter: 30 * time.Second}
 	}
 	units := max(1, len(req.Devices))
 	if app.limiter != nil {

@@ -58,9 +58,12 @@ type session struct {
 	connEpoch uint64 // route epoch claimed for this connection; 0 without a Store
 	caps      uint64
 	groups    []string
-	out       *[]byte // pending output: HeaderLen reserved bytes, then frames. nil when empty.
-	outFrames int
-	dirty     bool // queued on shard's dirty list for the flusher
+	// businesses are those the HELLO declared; they decide whether the
+	// degrade policy concerns this connection.
+	businesses []string
+	out        *[]byte // pending output: HeaderLen reserved bytes, then frames. nil when empty.
+	outFrames  int
+	dirty      bool // queued on shard's dirty list for the flusher
 
 	// recheckDeadline is when the read deadline is cleared once more
 	// after opening: nbio's listener may arm its HTTP deadline after the
@@ -213,6 +216,7 @@ func (s *session) onHello(h *wire.Hello) {
 	s.app, s.device = h.App, h.Device
 	s.key = inboxKey(h.App, h.Device)
 	s.caps = h.Caps & wire.CapLZ4
+	s.businesses = h.Businesses
 	s.shard = n.hub.shardFor(s.key)
 	s.mu.Unlock()
 	n.open(s, h)
@@ -297,7 +301,7 @@ func (s *session) welcome(w *wire.Welcome) bool {
 	s.state = stateOpen
 	s.recheckDeadline = time.Now().Add(n.cfg.HandshakeTimeout / 2)
 	ok := s.enqueueLocked(wire.Append(nil, w))
-	if d := n.degrade.Load(); d != nil && ok {
+	if d := n.degrade.Load(); d.affects(s.businesses) && ok {
 		ok = s.enqueueLocked(wire.Append(nil, d.control()))
 	}
 	s.mu.Unlock()

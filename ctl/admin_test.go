@@ -169,7 +169,7 @@ func TestDegrade_FlagsAndSubcommandsCoexist(t *testing.T) {
 	t.Parallel()
 	f := newFakeAdmin(t, func(_ int, r adminRequest) (int, http.Header, string) {
 		if r.method == http.MethodGet {
-			return 200, nil, `{"active":true,"min_priority":"normal","businesses":["ads"],"reason":"surge","by":"root","since":"2026-11-22T05:06:24Z"}`
+			return 200, nil, `{"active":true,"priority":"normal","businesses":["ads"],"reason":"surge","by":"root","since":"2026-11-22T05:06:24Z"}`
 		}
 		return 200, nil, `{"index":7}`
 	})
@@ -180,9 +180,9 @@ func TestDegrade_FlagsAndSubcommandsCoexist(t *testing.T) {
 		path   string
 		body   string
 	}{
-		{[]string{"degrade", "--priority", "low", "--reason", "x"}, "degrade on: refusing no pushes by priority\n", "/v1/admin/degrade", `{"priority":"low","reason":"x"}`},
+		{[]string{"degrade", "--priority", "low", "--reason", "x"}, "degrade on: refusing low priority pushes\n", "/v1/admin/degrade", `{"priority":"low","reason":"x"}`},
 		{[]string{"degrade", "--priority", "high", "--business", "ads", "--business", "chat", "--reason", "surge"},
-			"degrade on: refusing low and normal priority pushes, and every push for ads, chat\n", "/v1/admin/degrade",
+			"degrade on: refusing pushes of every priority of ads, chat\n", "/v1/admin/degrade",
 			`{"businesses":["ads","chat"],"priority":"high","reason":"surge"}`},
 		{[]string{"-o", "json", "degrade", "--priority", "normal", "--reason", "late"}, `{"index":7}` + "\n", "/v1/admin/degrade", `{"priority":"normal","reason":"late"}`},
 		{[]string{"degrade", "off"}, "degrade off\n", "/v1/admin/degrade/off", `{"reason":""}`},
@@ -190,8 +190,8 @@ func TestDegrade_FlagsAndSubcommandsCoexist(t *testing.T) {
 		{[]string{"degrade", "--reason", "recovered", "off"}, "degrade off\n", "/v1/admin/degrade/off", `{"reason":"recovered"}`},
 		{[]string{"degrade", "off", "-o", "json"}, `{"index":7}` + "\n", "/v1/admin/degrade/off", `{"reason":""}`},
 		{[]string{"degrade", "status"}, "DEGRADE     on\nPRIORITY    normal\nBUSINESSES  ads\nREASON      surge\nBY          root\nSINCE       2026-11-22T05:06:24Z\n", "/v1/admin/degrade", ""},
-		{[]string{"-o", "json", "degrade", "status"}, `{"active":true,"min_priority":"normal","businesses":["ads"],"reason":"surge","by":"root","since":"2026-11-22T05:06:24Z"}` + "\n", "/v1/admin/degrade", ""},
-		{[]string{"degrade", "status", "--json"}, `{"active":true,"min_priority":"normal","businesses":["ads"],"reason":"surge","by":"root","since":"2026-11-22T05:06:24Z"}` + "\n", "/v1/admin/degrade", ""},
+		{[]string{"-o", "json", "degrade", "status"}, `{"active":true,"priority":"normal","businesses":["ads"],"reason":"surge","by":"root","since":"2026-11-22T05:06:24Z"}` + "\n", "/v1/admin/degrade", ""},
+		{[]string{"degrade", "status", "--json"}, `{"active":true,"priority":"normal","businesses":["ads"],"reason":"surge","by":"root","since":"2026-11-22T05:06:24Z"}` + "\n", "/v1/admin/degrade", ""},
 	}
 	for i, run := range runs {
 		r := h.run(t, run.args...).expect(t, exitOK)

@@ -50,16 +50,17 @@ type RegionStatus struct {
 	Redis   string       `json:"redis"`
 }
 
-// DegradeState is the region's degrade policy. While Active, pushes below
-// MinPriority, and all pushes for Businesses, are refused. After degrade
-// off, Reason, By and Since describe the off command.
+// DegradeState is the region's degrade policy. While Active, pushes at or
+// below Priority of the listed Businesses (of every business when none are
+// listed) are refused. After degrade off, Reason, By and Since describe
+// the off command.
 type DegradeState struct {
-	Active      bool      `json:"active"`
-	MinPriority string    `json:"min_priority,omitempty"`
-	Businesses  []string  `json:"businesses,omitempty"`
-	Reason      string    `json:"reason,omitempty"`
-	By          string    `json:"by,omitempty"`
-	Since       time.Time `json:"since,omitzero"`
+	Active     bool      `json:"active"`
+	Priority   string    `json:"priority,omitempty"`
+	Businesses []string  `json:"businesses,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	By         string    `json:"by,omitempty"`
+	Since      time.Time `json:"since,omitzero"`
 }
 
 // DegradeRequest is the body of POST /v1/admin/degrade.

@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -16,13 +15,13 @@ func degradeCommand(e *env) *cli.Command {
 		Name:      "degrade",
 		Usage:     "shed pushes region-wide during an incident; degrade off ends it, degrade status shows it",
 		UsageText: "pushctl degrade --priority low|normal|high [--business B …] --reason TEXT\npushctl degrade off [--reason TEXT]\npushctl degrade status",
-		Description: "Within a second every node refuses new pushes below --priority (and every push for the\n" +
-			"--business names) with 503 degraded, stops sending queued ones live, and tells connected\n" +
-			"devices (CONTROL degraded). normal sheds low; high sheds low and normal; low sheds nothing by\n" +
-			"priority, only the businesses named. Setting it again replaces the policy.",
+		Description: "Within a second every node refuses new pushes at or below --priority with 503 degraded,\n" +
+			"drops the queued ones instead of sending them, and tells the connected devices it concerns\n" +
+			"(CONTROL degraded). low sheds low; normal sheds low and normal; high sheds everything.\n" +
+			"--business limits the shedding to those businesses. Setting it again replaces the policy.",
 		Flags: adminFlags(
-			&cli.StringFlag{Name: "priority", Usage: "shed pushes below this priority: low, normal or high"},
-			&cli.StringSliceFlag{Name: "business", Usage: "also shed every push for this business (repeatable)"},
+			&cli.StringFlag{Name: "priority", Usage: "shed pushes at or below this priority: low, normal or high"},
+			&cli.StringSliceFlag{Name: "business", Usage: "shed only pushes of this business (repeatable); default every business"},
 			&cli.StringFlag{Name: "reason", Usage: "why (required): shown to operators, in the audit log and to devices"},
 		),
 		Subcommands: []*cli.Command{degradeOffCommand(e), degradeStatusCommand(e)},
@@ -60,9 +59,6 @@ func runDegrade(c *cli.Context, e *env) error {
 	if err != nil {
 		return adminFailed("degrade", err)
 	}
-	if p == "low" && len(businesses) == 0 {
-		fmt.Fprintln(e.stderr, "pushctl: note: --priority low sheds nothing by itself (no priority is below low); devices are told the region is degraded")
-	}
 	return writeApplied(e, f, res, "degrade on: "+shedText(p, businesses))
 }
 
@@ -79,17 +75,17 @@ func validPriority(p string) bool {
 func shedText(priority string, businesses []string) string {
 	var parts []string
 	for _, v := range degradePriorities {
+		parts = append(parts, v)
 		if v == priority {
 			break
 		}
-		parts = append(parts, v)
 	}
 	s := "refusing " + strings.Join(parts, " and ") + " priority pushes"
-	if len(parts) == 0 {
-		s = "refusing no pushes by priority"
+	if len(parts) == len(degradePriorities) {
+		s = "refusing pushes of every priority"
 	}
 	if len(businesses) > 0 {
-		s += ", and every push for " + strings.Join(businesses, ", ")
+		s += " of " + strings.Join(businesses, ", ")
 	}
 	return s
 }
@@ -103,7 +99,7 @@ func degradeRows(t *table, d DegradeState) {
 		state = "on"
 	}
 	t.row("DEGRADE", state)
-	t.row("PRIORITY", d.MinPriority)
+	t.row("PRIORITY", d.Priority)
 	t.row("BUSINESSES", listCell(d.Businesses))
 	t.row("REASON", d.Reason)
 	t.row("BY", d.By)

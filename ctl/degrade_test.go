@@ -17,7 +17,7 @@ func TestDegrade_ThroughAFollowerThenOff(t *testing.T) {
 	other := (li + 2) % 3
 
 	res := r.as(follower, r.root).run(t, "degrade", "--priority", "normal", "--business", "ads", "--reason", "surge drill").expect(t, exitOK)
-	if want := "degrade on: refusing low priority pushes, and every push for ads\n"; res.stdout != want {
+	if want := "degrade on: refusing low and normal priority pushes of ads\n"; res.stdout != want {
 		t.Fatalf("stdout %q, want %q", res.stdout, want)
 	}
 	for i := range r.nodes {
@@ -37,7 +37,7 @@ func TestDegrade_ThroughAFollowerThenOff(t *testing.T) {
 		t.Fatalf("status degrade block %v", kv)
 	}
 	d := decodeJSON[DegradeState](t, r.as(other, r.root).run(t, "degrade", "status", "-o", "json").expect(t, exitOK))
-	if !d.Active || d.MinPriority != "normal" || len(d.Businesses) != 1 || d.By != "root" || d.Since.IsZero() {
+	if !d.Active || d.Priority != "normal" || len(d.Businesses) != 1 || d.By != "root" || d.Since.IsZero() {
 		t.Fatalf("degrade status JSON %+v", d)
 	}
 

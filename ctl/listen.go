@@ -147,11 +147,11 @@ type listenEvent struct {
 	Payload       *string `json:"payload,omitempty"`
 	PayloadBase64 *string `json:"payload_base64,omitempty"`
 
-	// CONTROL
-	Kind        string `json:"kind,omitempty"`
-	Reason      string `json:"reason,omitempty"`
-	Addr        string `json:"addr,omitempty"`
-	MinPriority string `json:"min_priority,omitempty"`
+	// CONTROL (and Priority: for degraded, the highest priority shed)
+	Kind       string   `json:"kind,omitempty"`
+	Reason     string   `json:"reason,omitempty"`
+	Addr       string   `json:"addr,omitempty"`
+	Businesses []string `json:"businesses,omitempty"`
 
 	// GAP
 	From *uint64 `json:"from,omitempty"`
@@ -205,8 +205,11 @@ func (p *framePrinter) control(c wire.Control) {
 	ev := listenEvent{Type: "CONTROL", Kind: c.Kind.String(), Reason: c.Reason, Addr: c.Addr}
 	fields := []string{"kind=" + c.Kind.String()}
 	if c.Kind == wire.ControlDegraded {
-		ev.MinPriority = c.MinPriority.String()
-		fields = append(fields, "min_priority="+ev.MinPriority)
+		ev.Priority, ev.Businesses = c.Priority.String(), c.Businesses
+		fields = append(fields, "priority="+ev.Priority)
+		if len(c.Businesses) > 0 {
+			fields = append(fields, "businesses="+strings.Join(c.Businesses, ","))
+		}
 	}
 	if c.Addr != "" {
 		fields = append(fields, "addr="+c.Addr)

@@ -161,7 +161,7 @@ func TestListen_PrintsControlAndGap(t *testing.T) {
 	})
 	srv.send("d", &wire.Push{Seq: 1, ID: "m1", Priority: wire.PriorityLow, Group: "", Payload: []byte("a"), Created: uint64(time.Now().UnixMilli())})
 	srv.send("d", &wire.Push{Seq: 4, ID: "m4", Priority: wire.PriorityNormal, Payload: []byte("b"), Gap: true})
-	srv.send("d", &wire.Control{Kind: wire.ControlDegraded, MinPriority: wire.PriorityHigh, Reason: "shedding"})
+	srv.send("d", &wire.Control{Kind: wire.ControlDegraded, Priority: wire.PriorityHigh, Businesses: []string{"ads", "promo"}, Reason: "shedding"})
 	waitFor(t, 5*time.Second, func() error { return contains(out.String(), "CONTROL") })
 	waitFor(t, 5*time.Second, func() error {
 		if a := srv.ackedOf("d"); a != 4 {
@@ -174,7 +174,7 @@ func TestListen_PrintsControlAndGap(t *testing.T) {
 		`PUSH     seq=1 id=m1 business=- priority=low payload="a"`,
 		"GAP      from=2 to=3",
 		`PUSH     seq=4 id=m4 business=- priority=normal payload="b"`,
-		`CONTROL  kind=degraded min_priority=high reason="shedding"`,
+		`CONTROL  kind=degraded priority=high businesses=ads,promo reason="shedding"`,
 	} {
 		if err := contains(res.stdout, want); err != nil {
 			t.Error(err)

@@ -278,10 +278,10 @@ func SetAppLimits(appID string, l AppLimits) Command {
 	return makeCommand(AppSetLimitsType, &appLimitsBody{AppID: appID, Limits: l})
 }
 
-// SetDegrade activates the degrade policy with d's MinPriority, Businesses
+// SetDegrade activates the degrade policy with d's Priority, Businesses
 // and Reason. Active, By and Since are set by the FSM.
 func SetDegrade(d Degrade) Command {
-	return makeCommand(DegradeSetType, &degradeSetBody{MinPriority: d.MinPriority, Businesses: d.Businesses, Reason: d.Reason})
+	return makeCommand(DegradeSetType, &degradeSetBody{Priority: d.Priority, Businesses: d.Businesses, Reason: d.Reason})
 }
 
 // DegradeOff deactivates the degrade policy, recording who and why.
@@ -373,9 +373,9 @@ type appLimitsBody struct {
 }
 
 type degradeSetBody struct {
-	MinPriority Priority `json:"min_priority"`
-	Businesses  []string `json:"businesses"`
-	Reason      string   `json:"reason"`
+	Priority   Priority `json:"priority"`
+	Businesses []string `json:"businesses"`
+	Reason     string   `json:"reason"`
 }
 
 type degradeOffBody struct {
@@ -482,8 +482,8 @@ func (b *appLimitsBody) validate() error {
 }
 
 func (b *degradeSetBody) validate() error {
-	if !b.MinPriority.Valid() {
-		return failf(ErrInvalid, "degrade priority %d", b.MinPriority)
+	if !b.Priority.Valid() {
+		return failf(ErrInvalid, "degrade priority %d", b.Priority)
 	}
 	if len(b.Reason) > maxTextLen {
 		return failf(ErrInvalid, "degrade reason of %d bytes", len(b.Reason))

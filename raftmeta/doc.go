@@ -29,14 +29,14 @@ Every other node opens its Store the same way without bootstrapping, and
 asks the leader to Join it. Reads are local and lock-free:
 
 	st := s.State()
-	if st.Degrade.Active && prio < st.Degrade.MinPriority {
-		// refuse the push
+	if st.Degrade.Active && prio <= st.Degrade.Priority {
+		// shed the push, if its business is listed or none are
 	}
 
 Writes are commands, built by one constructor per command type and
 applied on the leader:
 
-	res, err := s.Apply(ctx, raftmeta.SetDegrade(raftmeta.Degrade{MinPriority: raftmeta.PriorityHigh}))
+	res, err := s.Apply(ctx, raftmeta.SetDegrade(raftmeta.Degrade{Priority: raftmeta.PriorityLow, Reason: "surge"}))
 
 On a follower Apply returns a *NotLeaderError (errors.Is(err,
 ErrNotLeader)) naming the leader's Member record; the caller forwards the

@@ -361,7 +361,7 @@ func (b *appLimitsBody) apply(t *txn) error {
 
 func (b *degradeSetBody) apply(t *txn) error {
 	t.next.Degrade = Degrade{
-		Active: true, MinPriority: b.MinPriority, Businesses: b.Businesses,
+		Active: true, Priority: b.Priority, Businesses: b.Businesses,
 		Reason: b.Reason, By: t.actor, Since: t.now,
 	}
 	t.target = "degrade"

@@ -181,9 +181,9 @@ func TestFSM_AppCommands(t *testing.T) {
 
 func TestFSM_DegradeTunablesTokens(t *testing.T) {
 	h := newHarness(t)
-	h.mustApply(Command{Type: DegradeSetType, Actor: "ops", Body: SetDegrade(Degrade{MinPriority: PriorityHigh, Reason: "storm", Businesses: []string{"ads"}}).Body})
+	h.mustApply(Command{Type: DegradeSetType, Actor: "ops", Body: SetDegrade(Degrade{Priority: PriorityHigh, Reason: "storm", Businesses: []string{"ads"}}).Body})
 	d := h.state().Degrade
-	want := Degrade{Active: true, MinPriority: PriorityHigh, Businesses: []string{"ads"}, Reason: "storm", By: "ops", Since: h.clock}
+	want := Degrade{Active: true, Priority: PriorityHigh, Businesses: []string{"ads"}, Reason: "storm", By: "ops", Since: h.clock}
 	if !reflect.DeepEqual(d, want) {
 		t.Fatalf("degrade = %+v, want %+v", d, want)
 	}
@@ -250,7 +250,7 @@ func TestFSM_BadCommandsChangeNothing(t *testing.T) {
 		{"member without raft addr", UpsertMember(Member{ID: "n2"}), ErrInvalid},
 		{"member at another's address", UpsertMember(Member{ID: "n2", RaftAddr: "10.0.0.1:7000"}), ErrConflict},
 		{"degrade priority 0", SetDegrade(Degrade{}), ErrInvalid},
-		{"degrade priority 4", SetDegrade(Degrade{MinPriority: 4}), ErrInvalid},
+		{"degrade priority 4", SetDegrade(Degrade{Priority: 4}), ErrInvalid},
 		{"negative tunable", SetTunables(Tunables{AckTimeout: -time.Second}), ErrInvalid},
 		{"duplicate token id", CreateAdminToken(AdminToken{ID: "t1", Role: RoleViewer, Hash: HashKey("other")}), ErrConflict},
 		{"duplicate token hash", CreateAdminToken(AdminToken{ID: "t2", Role: RoleViewer, Hash: tok.Hash}), ErrConflict},
@@ -448,7 +448,7 @@ func TestFSM_StatesAreImmutable(t *testing.T) {
 	h.mustApply(RevokeAPIKey("chat", "k1"))
 	h.mustApply(SetAppLimits("chat", AppLimits{Businesses: []string{"x"}}))
 	h.mustApply(SetMemberDrain("n1", true))
-	h.mustApply(SetDegrade(Degrade{MinPriority: PriorityLow}))
+	h.mustApply(SetDegrade(Degrade{Priority: PriorityLow}))
 	h.mustApply(DeleteApp("chat"))
 
 	if !reflect.DeepEqual(old, frozen) {
@@ -477,7 +477,7 @@ func TestCommand_CheckRefusesWhatTheFSMWouldPanicOn(t *testing.T) {
 			t.Errorf("%s: check = %v, want ErrInvalid", tc.name, err)
 		}
 	}
-	ok := SetDegrade(Degrade{MinPriority: PriorityNormal})
+	ok := SetDegrade(Degrade{Priority: PriorityNormal})
 	ok.Time = now
 	if err := ok.check(); err != nil {
 		t.Fatalf("valid command refused: %v", err)
@@ -525,7 +525,7 @@ func TestState_CloneIsDeep(t *testing.T) {
 	h := newHarness(t)
 	app, _ := testApp("chat")
 	h.mustApply(CreateApp(app))
-	h.mustApply(SetDegrade(Degrade{MinPriority: PriorityLow, Businesses: []string{"a"}}))
+	h.mustApply(SetDegrade(Degrade{Priority: PriorityLow, Businesses: []string{"a"}}))
 	st := h.state()
 	c := st.Clone()
 	if !reflect.DeepEqual(c, st) {

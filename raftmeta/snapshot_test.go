@@ -33,7 +33,7 @@ func richHarness(t *testing.T) *harness {
 	h.mustApply(UpsertMember(Member{ID: "n1", RaftAddr: "10.0.0.1:7000", Voter: true, Weight: 3}))
 	h.mustApply(UpsertMember(Member{ID: "n2", RaftAddr: "10.0.0.2:7000"}))
 	h.mustApply(SetMemberDrain("n2", true))
-	h.mustApply(SetDegrade(Degrade{MinPriority: PriorityNormal, Reason: "test"}))
+	h.mustApply(SetDegrade(Degrade{Priority: PriorityNormal, Reason: "test"}))
 	h.mustApply(SetTunables(Tunables{InboxTTL: time.Hour, QueueBytes: 1 << 20}))
 	_, tok := NewAdminToken("root", RoleAdmin)
 	h.mustApply(CreateAdminToken(tok))

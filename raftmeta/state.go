@@ -133,13 +133,14 @@ type AppLimits struct {
 	Businesses []string `json:"businesses"`
 }
 
-// Degrade is the region's degrade policy: while Active, pushes below
-// MinPriority (for the listed businesses, or all when empty) are refused.
+// Degrade is the region's degrade policy: while Active, pushes at or
+// below Priority of the listed businesses (of every business when the list
+// is empty) are shed.
 type Degrade struct {
-	Active      bool     `json:"active"`
-	MinPriority Priority `json:"min_priority"`
-	Businesses  []string `json:"businesses"`
-	Reason      string   `json:"reason"`
+	Active     bool     `json:"active"`
+	Priority   Priority `json:"priority"`
+	Businesses []string `json:"businesses"`
+	Reason     string   `json:"reason"`
 	// By and Since are set by the FSM from the command's actor and time.
 	By    string    `json:"by"`
 	Since time.Time `json:"since"`

@@ -115,7 +115,7 @@ func TestCluster_JoinReplicateForwardDegradeRemove(t *testing.T) {
 		chans[i] = ch
 	}
 	start := time.Now()
-	if _, err := leader.Apply(ctx, raftmeta.SetDegrade(raftmeta.Degrade{MinPriority: raftmeta.PriorityHigh, Reason: "storm"})); err != nil {
+	if _, err := leader.Apply(ctx, raftmeta.SetDegrade(raftmeta.Degrade{Priority: raftmeta.PriorityHigh, Reason: "storm"})); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {
@@ -362,7 +362,7 @@ func TestCluster_LeaderKillUnavailability(t *testing.T) {
 		chans = append(chans, ch)
 	}
 	start := time.Now()
-	if _, err := c.Apply(ctx, raftmeta.SetDegrade(raftmeta.Degrade{MinPriority: raftmeta.PriorityNormal})); err != nil {
+	if _, err := c.Apply(ctx, raftmeta.SetDegrade(raftmeta.Degrade{Priority: raftmeta.PriorityNormal})); err != nil {
 		t.Fatal(err)
 	}
 	for i, ch := range chans {

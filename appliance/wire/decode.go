@@ -33,7 +33,8 @@ func CodeOf(err error) Code {
 	return CodeBadFrame
 }
 
-// maxListLen bounds the element count of a list field (HELLO businesses)
+// maxListLen bounds the element count of a list field (HELLO and CONTROL
+// businesses)
 // independently of the frame size, so a small frame cannot declare a huge
 // list. A list element takes at least one byte, so the frame size bounds
 // the real count too; this limit keeps the allocation small.
@@ -99,15 +100,7 @@ func decodeBody(h Header, body []byte, max int) (Frame, error) {
 		x.Device = r.Str()
 		x.Platform = r.Str()
 		x.Version = r.Str()
-		if n := r.Uvarint(); n > 0 {
-			if n > maxListLen {
-				return nil, fmt.Errorf("%w: HELLO lists %d businesses, limit %d", ErrMalformed, n, maxListLen)
-			}
-			x.Businesses = make([]string, 0, n)
-			for i := uint64(0); i < n && r.err == nil; i++ {
-				x.Businesses = append(x.Businesses, r.Str())
-			}
-		}
+		x.Businesses = r.Strs()
 		x.Epoch = r.Str()
 		x.Seq = r.Uvarint()
 		x.Caps = r.Uvarint()
@@ -164,9 +157,10 @@ func decodeBody(h Header, body []byte, max int) (Frame, error) {
 	case TypeControl:
 		x := &Control{}
 		x.Kind = ControlKind(r.Uint8())
-		x.MinPriority = Priority(r.Uint8())
+		x.Priority = Priority(r.Uint8())
 		x.Reason = r.Str()
 		x.Addr = r.Str()
+		x.Businesses = r.Strs()
 		f = x
 	case TypeError:
 		x := &Error{}
@@ -182,7 +176,7 @@ func decodeBody(h Header, body []byte, max int) (Frame, error) {
 		return &Batch{Frames: frames}, nil
 	}
 	if r.err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, h.Type, r.err)
+		return nil, fmt.Errorf("%w: %s: %s", ErrMalformed, h.Type, r.err.Error())
 	}
 	return f, nil
 }
@@ -228,7 +222,10 @@ var (
 	errVarint     = errors.New("bad varint")
 	errBool       = errors.New("bool byte is neither 0 nor 1")
 	errCode       = errors.New("code out of range")
+	errListLen    = fmt.Errorf("list of more than %d elements", maxListLen)
 )
+
+// Uvarint reads an unsigned varint.
 
 func (r *FieldReader) Uvarint() uint64 {
 	if r.err != nil {
@@ -247,6 +244,7 @@ func (r *FieldReader) Uvarint() uint64 {
 	return v
 }
 
+// Uint8 reads one byte.
 func (r *FieldReader) Uint8() byte {
 	if r.err != nil {
 		return 0
@@ -260,6 +258,7 @@ func (r *FieldReader) Uint8() byte {
 	return v
 }
 
+// Bool reads a byte that must be 0 or 1.
 func (r *FieldReader) Bool() bool {
 	switch r.Uint8() {
 	case 0:
@@ -299,8 +298,28 @@ func (r *FieldReader) raw() []byte {
 	return v
 }
 
+// Str reads a length-prefixed string.
 func (r *FieldReader) Str() string { return string(r.raw()) }
 
+// Strs reads a list of strings: a uvarint count of at most maxListLen,
+// then each string. An empty list is nil.
+func (r *FieldReader) Strs() []string {
+	n := r.Uvarint()
+	if n == 0 || r.err != nil {
+		return nil
+	}
+	if n > maxListLen {
+		r.err = errListLen
+		return nil
+	}
+	list := make([]string, 0, n)
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		list = append(list, r.Str())
+	}
+	return list
+}
+
+// Bytes reads a length-prefixed byte slice, copied; empty is nil.
 func (r *FieldReader) Bytes() []byte {
 	v := r.raw()
 	if len(v) == 0 {

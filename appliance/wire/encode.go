@@ -24,10 +24,7 @@ func Append(dst []byte, f Frame) []byte {
 		dst = appendString(dst, f.Device)
 		dst = appendString(dst, f.Platform)
 		dst = appendString(dst, f.Version)
-		dst = binary.AppendUvarint(dst, uint64(len(f.Businesses)))
-		for _, b := range f.Businesses {
-			dst = appendString(dst, b)
-		}
+		dst = appendStrings(dst, f.Businesses)
 		dst = appendString(dst, f.Epoch)
 		dst = binary.AppendUvarint(dst, f.Seq)
 		dst = binary.AppendUvarint(dst, f.Caps)
@@ -61,9 +58,10 @@ func Append(dst []byte, f Frame) []byte {
 		dst = binary.AppendUvarint(dst, f.Request)
 		dst = appendString(dst, f.Group)
 	case *Control:
-		dst = append(dst, byte(f.Kind), byte(f.MinPriority))
+		dst = append(dst, byte(f.Kind), byte(f.Priority))
 		dst = appendString(dst, f.Reason)
 		dst = appendString(dst, f.Addr)
+		dst = appendStrings(dst, f.Businesses)
 	case *Error:
 		dst = binary.AppendUvarint(dst, uint64(f.Code))
 		dst = binary.AppendUvarint(dst, f.Request)
@@ -136,6 +134,15 @@ func AppendBytes(dst []byte, b []byte) []byte { return appendBytes(dst, b) }
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	return append(dst, s...)
+}
+
+// appendStrings encodes a list: a uvarint count, then each string.
+func appendStrings(dst []byte, list []string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(list)))
+	for _, s := range list {
+		dst = appendString(dst, s)
+	}
+	return dst
 }
 
 func appendBytes(dst []byte, b []byte) []byte {

@@ -119,8 +119,9 @@ const (
 	// ControlKick: another connection of this device took over; do not
 	// reconnect automatically on this session.
 	ControlKick ControlKind = 1
-	// ControlDegraded: the region sheds messages below MinPriority; fall
-	// back to polling for those.
+	// ControlDegraded: the region sheds messages at or below Priority
+	// (of the listed Businesses, or of every business when none are
+	// listed); fall back to polling for those.
 	ControlDegraded ControlKind = 2
 	// ControlRestored: degradation is over.
 	ControlRestored ControlKind = 3
@@ -246,10 +247,15 @@ type Leave struct {
 
 // Control tells the device to change behaviour.
 type Control struct {
-	Kind        ControlKind
-	MinPriority Priority // for ControlDegraded: messages below this are shed
-	Reason      string
-	Addr        string // for ControlDrain and ControlRedirect: where to reconnect
+	Kind ControlKind
+	// Priority, for ControlDegraded, is the highest priority shed: messages
+	// at or below it are not delivered live.
+	Priority Priority
+	Reason   string
+	Addr     string // for ControlDrain and ControlRedirect: where to reconnect
+	// Businesses, for ControlDegraded, limits the shedding to these
+	// businesses; empty means every business.
+	Businesses []string
 }
 
 // Error reports a failure. Request is the request id of the frame that

@@ -23,7 +23,7 @@ func sampleFrames() []Frame {
 		&UpReply{Request: 7, Code: CodeUpstreamFailed, Payload: []byte("nope")},
 		&Join{Request: 8, Group: "room"},
 		&Leave{Request: 9, Group: "room"},
-		&Control{Kind: ControlDegraded, MinPriority: PriorityNormal, Reason: "incident", Addr: "ws://n2/v1/ws"},
+		&Control{Kind: ControlDegraded, Priority: PriorityNormal, Reason: "incident", Addr: "ws://n2/v1/ws"},
 		&Error{Code: CodeTokenExpired, Request: 0, Message: "token expired"},
 		&Batch{Frames: Append(Append(nil, &Ping{Time: 1}), &Ack{Seq: 2})},
 	}
