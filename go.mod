@@ -44,3 +44,12 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+// Kafka, for the cross-region bridge and its kfake tests: pinned here with
+// the rest of the dependency set (see ../shared/DEPENDENCIES.md) so the
+// bridge builds against the versions checked together. Not imported yet,
+// so `go mod tidy` would drop them; keep them.
+require (
+	github.com/twmb/franz-go v1.22.2
+	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
+)
