@@ -12,8 +12,12 @@ func newIDWindow(n int) *idWindow {
 	return &idWindow{set: make(map[string]struct{}, n), ring: make([]string, n)}
 }
 
-// add records id and reports false when it was already in the window.
+// add records id and reports false when it was already in the window. An
+// empty id names no message, so it is never a repeat and is not recorded.
 func (w *idWindow) add(id string) bool {
+	if id == "" {
+		return true
+	}
 	if _, seen := w.set[id]; seen {
 		return false
 	}
