@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -173,4 +174,65 @@ func benchFill(b *testing.B, s *Store, devices []string, rounds int) map[string]
 		}
 	}
 	return epochs
+}
+
+// BenchmarkStore_Open measures device connects per second: one op is one
+// device claiming its route and resuming from its cursor (one unacked
+// 256-byte entry after it), 8 calls in flight. path=open sends both scripts
+// in one pipeline (Open); path=claim+resume is the two round trips of
+// ClaimRoute followed by Resume that Open replaces. latency-µs is the mean
+// time one connect waits for its answers.
+func BenchmarkStore_Open(b *testing.B) {
+	devices := benchDeviceIDs()
+	payload := make([]byte, benchPayload)
+	for _, fsync := range []string{"always", "everysec"} {
+		for _, path := range []string{"open", "claim+resume"} {
+			b.Run(fmt.Sprintf("fsync=%s/path=%s", fsync, path), func(b *testing.B) {
+				rdb := benchRedis(b, fsync).Client(b)
+				s := New(rdb, Config{})
+				epochs := make(map[string]string, len(devices))
+				for start := 0; start < len(devices); start += 1000 {
+					res, err := s.Append(context.Background(), Message{ID: "fill", Payload: payload}, devices[start:start+1000])
+					if err != nil {
+						b.Fatal(err)
+					}
+					for _, a := range res {
+						epochs[a.Device] = a.Epoch
+					}
+				}
+				var next, waited atomic.Int64
+				b.SetParallelism(benchParallelism)
+				cpu := redisCPU(b, rdb)
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					ctx := context.Background()
+					for pb.Next() {
+						i := int(next.Add(1))
+						d := devices[i%len(devices)]
+						node := "bench-node-" + strconv.Itoa(i%4)
+						pos := Position{Epoch: epochs[d]}
+						start := time.Now()
+						var res Resumed
+						var err error
+						if path == "open" {
+							_, _, res, err = s.Open(ctx, d, node, pos, 16)
+						} else if _, _, err = s.ClaimRoute(ctx, d, node); err == nil {
+							res, err = s.Resume(ctx, d, pos, 16)
+						}
+						waited.Add(int64(time.Since(start)))
+						if err == nil && (!res.Recovered || len(res.Entries) != 1) {
+							err = fmt.Errorf("resumed %+v, want one recovered entry", res)
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "opens/s")
+				b.ReportMetric(float64(waited.Load())/1e3/float64(b.N), "latency-µs")
+				b.ReportMetric((redisCPU(b, rdb)-cpu)*1e6/float64(b.N), "redis-µs/open")
+			})
+		}
+	}
 }

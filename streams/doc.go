@@ -24,6 +24,11 @@ connecting device resumes from the last seq it processed:
 	...
 	applied, err := store.AckMany(ctx, []streams.AckRequest{{Device: "dev1", Epoch: r.Epoch, Seq: last}})
 
+A node that accepts a device's connection claims the device's route and
+resumes its inbox in one round trip with Open, renews the routes of its
+connected devices with RefreshRoutes (a false result means a connection
+lost its route) and releases closed sessions' routes with ReleaseRoutes.
+
 Every call that takes many devices does its Redis work in one pipeline, and
 every multi-step change runs as one Lua script, so it is atomic. Scripts
 that can be resent after a timeout (go-redis retries) are idempotent:

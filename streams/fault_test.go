@@ -34,6 +34,18 @@ func TestStore_FailsFastWhileRedisIsDown(t *testing.T) {
 			_, _, err := env.store.ClaimRoute(ctx, "a", "n1")
 			return err
 		},
+		"open": func(ctx context.Context) error {
+			_, _, _, err := env.store.Open(ctx, "a", "n1", Position{Epoch: last.Epoch, Seq: 1}, 10)
+			return err
+		},
+		"release routes": func(ctx context.Context) error {
+			_, err := env.store.ReleaseRoutes(ctx, []string{"a", "b"}, []Route{{Node: "n1", Epoch: 1}, {Node: "n1", Epoch: 2}})
+			return err
+		},
+		"refresh routes": func(ctx context.Context) error {
+			_, err := env.store.RefreshRoutes(ctx, []string{"a", "b"}, []Route{{Node: "n1", Epoch: 1}, {Node: "n1", Epoch: 2}})
+			return err
+		},
 		"routes": func(ctx context.Context) error {
 			_, err := env.store.Routes(ctx, []string{"a"})
 			return err

@@ -3,6 +3,7 @@ package streams
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,4 +105,43 @@ func mustResume(t *testing.T, s *Store, device string, pos Position, limit int) 
 		t.Fatalf("resume %s from %+v: %v", device, pos, err)
 	}
 	return r
+}
+
+// errOf drops a call's result and keeps its error.
+func errOf[T any](_ T, err error) error { return err }
+
+// countRoundTrips counts the commands and pipelines rdb sends from now on,
+// each one round trip. Warm the client up first (a connection made later
+// may send its handshake through the hooks too), and expect one more trip
+// when a script is not cached yet (NOSCRIPT, then EVAL).
+func countRoundTrips(rdb *redis.Client) *atomic.Int64 {
+	h := &tripHook{}
+	rdb.AddHook(h)
+	return &h.n
+}
+
+type tripHook struct{ n atomic.Int64 }
+
+func (h *tripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *tripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *tripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+func mustAck(t *testing.T, s *Store, device, epoch string, seq uint64) {
+	t.Helper()
+	ok, err := s.AckMany(testCtx(t), []AckRequest{{Device: device, Epoch: epoch, Seq: seq}})
+	if err != nil || !ok[0] {
+		t.Fatalf("ack %s up to %d: %v %v", device, seq, ok, err)
+	}
 }

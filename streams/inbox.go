@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Priority orders messages for the degrade policy.
@@ -185,15 +187,31 @@ type Resumed struct {
 // Entries beyond the first limit are not inspected here; the caller sees a
 // later gap as a jump in seqs when it reads them with ReadMany.
 //
-// Resume refreshes the TTL of the device's inbox keys.
+// Resume refreshes the TTL of the device's inbox keys. A device that also
+// claims its route on connect should use Open, which sends the claim and
+// the resume in one round trip.
 func (s *Store) Resume(ctx context.Context, device string, pos Position, limit int) (Resumed, error) {
 	if !validID(device) {
 		return Resumed{}, fmt.Errorf("resume: device id %q: %w", device, ErrInvalidArgument)
 	}
+	calls := []scriptCall{s.resumeCall(device, pos, limit)}
+	if err := s.runScripts(ctx, calls); err != nil {
+		return Resumed{}, wrap("resume", inboxKey(device), err)
+	}
+	r, err := parseResume(calls[0].cmd)
+	if err != nil {
+		return Resumed{}, fmt.Errorf("resume %s: %w", inboxKey(device), err)
+	}
+	return r, nil
+}
+
+// resumeCall is the resume.lua call for device from pos; limit <= 0 means
+// InboxMaxLen.
+func (s *Store) resumeCall(device string, pos Position, limit int) scriptCall {
 	if limit <= 0 {
 		limit = int(s.cfg.InboxMaxLen)
 	}
-	calls := []scriptCall{{
+	return scriptCall{
 		script: resumeScript,
 		keys:   []string{metaKey(device), inboxKey(device), dedupeKey(device)},
 		args: []any{
@@ -204,11 +222,12 @@ func (s *Store) Resume(ctx context.Context, device string, pos Position, limit i
 			newToken(),
 			s.cfg.InboxTTL.Milliseconds(),
 		},
-	}}
-	if err := s.runScripts(ctx, calls); err != nil {
-		return Resumed{}, wrap("resume", inboxKey(device), err)
 	}
-	v, err := calls[0].cmd.Slice()
+}
+
+// parseResume decodes resume.lua's {epoch, recovered, acked, last, entries}.
+func parseResume(cmd *redis.Cmd) (Resumed, error) {
+	v, err := cmd.Slice()
 	if err == nil && len(v) != 5 {
 		err = fmt.Errorf("reply has %d elements, want 5", len(v))
 	}
@@ -217,7 +236,7 @@ func (s *Store) Resume(ctx context.Context, device string, pos Position, limit i
 		entries, err = parseEntries(v[4])
 	}
 	if err != nil {
-		return Resumed{}, fmt.Errorf("resume %s: %w", inboxKey(device), err)
+		return Resumed{}, err
 	}
 	return Resumed{
 		Epoch:     str(v[0]),

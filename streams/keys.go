@@ -23,7 +23,8 @@ const (
 func inboxKey(device string) string { return devicePrefix + device + "}:inbox" }
 
 // metaKey is the device's inbox meta hash: e epoch, l last seq, a acked seq,
-// t seq trimmed up to by the cap, x lost seq.
+// t seq trimmed up to by the cap, x lost seq, k the inbox keys' expiry (ms,
+// client clock), which lets an append skip renewing TTLs that are not due.
 func metaKey(device string) string { return devicePrefix + device + "}:meta" }
 
 // dedupeKey is the sorted set of the device's recent message ids, scored by

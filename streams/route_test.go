@@ -137,11 +137,11 @@ func TestStore_RefreshRoutesOnlyForTheOwner(t *testing.T) {
 	for _, d := range []string{"a", "b"} {
 		mustDo(t, env.rdb.PExpire(ctx, routeKey(d), time.Minute))
 	}
-	err := env.store.RefreshRoutes(ctx,
+	ok, err := env.store.RefreshRoutes(ctx,
 		[]string{"a", "b", "c"},
 		[]Route{{Node: "n1", Epoch: ea}, {Node: "n1", Epoch: eb}, {Node: "n1", Epoch: 1}})
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || fmt.Sprint(ok) != "[true false false]" {
+		t.Fatalf("refresh: %v %v, want [true false false]", ok, err)
 	}
 	if ttl := env.rdb.PTTL(ctx, routeKey("a")).Val(); ttl < 59*time.Minute {
 		t.Fatalf("owner's route ttl %v, want refreshed to about 1h", ttl)
@@ -155,5 +155,128 @@ func TestStore_RefreshRoutesOnlyForTheOwner(t *testing.T) {
 	info, err := env.store.Device(ctx, "a")
 	if err != nil || info.Route != (Route{Node: "n1", Epoch: ea}) || info.RouteTTL < 59*time.Minute {
 		t.Fatalf("device a: %+v %v", info, err)
+	}
+}
+
+func TestStore_RefreshRoutesReportsLostRoutes(t *testing.T) {
+	env := newEnv(t, Config{RouteTTL: time.Hour})
+	ctx := testCtx(t)
+	devices := []string{"a", "b", "c"}
+	routes := make([]Route, len(devices))
+	for i, d := range devices {
+		e, _, err := env.store.ClaimRoute(ctx, d, "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		routes[i] = Route{Node: "n1", Epoch: e}
+	}
+	if ok, err := env.store.RefreshRoutes(ctx, devices, routes); err != nil || fmt.Sprint(ok) != "[true true true]" {
+		t.Fatalf("refresh of owned routes: %v %v", ok, err)
+	}
+
+	// One route key lost (evicted, deleted by hand), one released.
+	mustDo(t, env.rdb.Del(ctx, routeKey("b")))
+	if ok, err := env.store.ReleaseRoute(ctx, "c", routes[2]); err != nil || !ok {
+		t.Fatalf("release c: %v %v", ok, err)
+	}
+	if ok, err := env.store.RefreshRoutes(ctx, devices, routes); err != nil || fmt.Sprint(ok) != "[true false false]" {
+		t.Fatalf("refresh after losing b and releasing c: %v %v, want [true false false]", ok, err)
+	}
+
+	// Redis lost everything (FLUSHALL, or a crash under appendfsync
+	// everysec): every connected device's route is gone, and the refresh
+	// must say so rather than pass for a renewal. It recreates nothing.
+	mustDo(t, env.rdb.FlushAll(ctx))
+	if ok, err := env.store.RefreshRoutes(ctx, devices, routes); err != nil || fmt.Sprint(ok) != "[false false false]" {
+		t.Fatalf("refresh after FLUSHALL: %v %v, want all false", ok, err)
+	}
+	if n := env.rdb.DBSize(ctx).Val(); n != 0 {
+		t.Fatalf("refresh after FLUSHALL wrote %d keys", n)
+	}
+	if ok, err := env.store.RefreshRoutes(ctx, nil, nil); err != nil || len(ok) != 0 {
+		t.Fatalf("refresh of no devices: %v %v", ok, err)
+	}
+}
+
+func TestStore_RefreshRoutesReportsRoutesClaimedByAnother(t *testing.T) {
+	env := newEnv(t, Config{RouteTTL: time.Hour})
+	ctx := testCtx(t)
+	ea, _, _ := env.store.ClaimRoute(ctx, "a", "n1")
+	eb, _, _ := env.store.ClaimRoute(ctx, "b", "n1")
+	// a's device reconnected on n2; b's reconnected on n1 itself, under a
+	// new connection epoch: either way the old connection lost its route.
+	ea2, _, _ := env.store.ClaimRoute(ctx, "a", "n2")
+	eb2, _, _ := env.store.ClaimRoute(ctx, "b", "n1")
+	for _, d := range []string{"a", "b"} {
+		mustDo(t, env.rdb.PExpire(ctx, routeKey(d), time.Minute))
+	}
+	old := []Route{{Node: "n1", Epoch: ea}, {Node: "n1", Epoch: eb}}
+	ok, err := env.store.RefreshRoutes(ctx, []string{"a", "b"}, old)
+	if err != nil || fmt.Sprint(ok) != "[false false]" {
+		t.Fatalf("refresh by the old connections: %v %v, want [false false]", ok, err)
+	}
+	routes, err := env.store.Routes(ctx, []string{"a", "b"})
+	if err != nil || routes[0] != (Route{Node: "n2", Epoch: ea2}) || routes[1] != (Route{Node: "n1", Epoch: eb2}) {
+		t.Fatalf("routes after the stale refresh: %+v %v", routes, err)
+	}
+	for _, d := range []string{"a", "b"} {
+		if ttl := env.rdb.PTTL(ctx, routeKey(d)).Val(); ttl > time.Minute {
+			t.Fatalf("%s ttl %v: the stale refresh renewed the new owner's route", d, ttl)
+		}
+	}
+}
+
+func TestStore_ReleaseRoutesComparesEachInOneRoundTrip(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	devices := []string{"owned", "moved", "reclaimed", "released", "missing", "owned2"}
+	epochs := map[string]uint64{}
+	for _, d := range devices[:4] {
+		epochs[d], _, _ = env.store.ClaimRoute(ctx, d, "n1")
+	}
+	epochs["owned2"], _, _ = env.store.ClaimRoute(ctx, "owned2", "n1")
+	moved, _, _ := env.store.ClaimRoute(ctx, "moved", "n2")
+	reclaimed, _, _ := env.store.ClaimRoute(ctx, "reclaimed", "n1")
+	if ok, err := env.store.ReleaseRoute(ctx, "released", Route{Node: "n1", Epoch: epochs["released"]}); err != nil || !ok {
+		t.Fatalf("release: %v %v", ok, err)
+	}
+	routes := make([]Route, len(devices))
+	for i, d := range devices {
+		routes[i] = Route{Node: "n1", Epoch: epochs[d]}
+	}
+	routes[4] = Route{Node: "n1", Epoch: 1}
+
+	trips := countRoundTrips(env.rdb)
+	ok, err := env.store.ReleaseRoutes(ctx, devices, routes)
+	if err != nil || fmt.Sprint(ok) != "[true false false false false true]" {
+		t.Fatalf("release routes: %v %v, want [true false false false false true]", ok, err)
+	}
+	if n := trips.Load(); n != 1 {
+		t.Fatalf("ReleaseRoutes of %d devices took %d round trips, want 1", len(devices), n)
+	}
+	got, err := env.store.Routes(ctx, devices)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Route{
+		{Epoch: epochs["owned"]},       // released; the epoch stays
+		{Node: "n2", Epoch: moved},     // another node's: untouched
+		{Node: "n1", Epoch: reclaimed}, // this node's newer connection: untouched
+		{Epoch: epochs["released"]},    // already released
+		{},                             // never claimed: not created
+		{Epoch: epochs["owned2"]},      // released
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("routes after release: %+v, want %+v", got, want)
+	}
+	if env.rdb.Exists(ctx, routeKey("missing")).Val() != 0 {
+		t.Fatal("release created a route")
+	}
+	// A retry releases nothing more.
+	if ok, err := env.store.ReleaseRoutes(ctx, devices, routes); err != nil || fmt.Sprint(ok) != "[false false false false false false]" {
+		t.Fatalf("retried release: %v %v", ok, err)
+	}
+	if ok, err := env.store.ReleaseRoutes(ctx, nil, nil); err != nil || len(ok) != 0 {
+		t.Fatalf("release of no devices: %v %v", ok, err)
 	}
 }

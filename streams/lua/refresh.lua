@@ -3,7 +3,9 @@
 -- KEYS[1] route hash
 -- ARGV    node, epoch, ttl ms
 --
--- Returns 1 when refreshed, 0 when the route names someone else.
+-- Returns 1 when refreshed, 0 when the route names someone else or nobody
+-- (released, expired, lost with Redis data): RefreshRoutes reports it, so the
+-- node learns that its connection no longer owns the route.
 --
 -- Compare-and-PEXPIRE in one script, so a zombie owner cannot keep alive a
 -- route that now belongs to another connection.

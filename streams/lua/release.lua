@@ -3,7 +3,9 @@
 -- KEYS[1] route hash
 -- ARGV    node, epoch
 --
--- Returns 1 when released, 0 when the route names someone else.
+-- Returns 1 when released, 0 when the route names someone else or nobody
+-- (already released, expired, lost). ReleaseRoutes sends one call per device,
+-- all in one pipeline.
 --
 -- Compare-and-delete in one script, so a node that lost the route can never
 -- clear the new owner's. Only the node field goes: the epoch stays so the
