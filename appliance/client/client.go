@@ -194,7 +194,9 @@ type Client struct {
 	pending map[uint64]chan *wire.UpReply
 	nextReq uint64
 	closed  bool
+	stop    context.CancelFunc // ends Run's current attempt; nil until Run starts
 	welcome Welcome
+	jitter  func(n int64) int64 // rand.Int64N; tests make it deterministic
 
 	connected atomic.Bool
 	done      chan struct{}
@@ -231,6 +233,7 @@ func New(cfg Config) (*Client, error) {
 		cursor:  cfg.Cursor,
 		dedupe:  newIDWindow(cfg.DedupeWindow),
 		pending: map[uint64]chan *wire.UpReply{},
+		jitter:  rand.Int64N,
 		done:    make(chan struct{}),
 	}, nil
 }
@@ -251,43 +254,94 @@ func (c *Client) Connected() bool { return c.connected.Load() }
 // cannot fix (*RefusedError).
 func (c *Client) Run(ctx context.Context) error {
 	defer close(c.done)
-	backoff := c.cfg.BackoffMin
+	// sctx ends the current dial, handshake, session or backoff wait on
+	// Close as well as on ctx.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.mu.Lock()
+	c.stop = cancel
+	c.mu.Unlock()
+	bo := backoff{min: c.cfg.BackoffMin, max: c.cfg.BackoffMax, cur: c.cfg.BackoffMin, rand: c.jitter}
+	redirects := 0 // sessions in a row that ended with CONTROL redirect
 	for {
-		err := c.session(ctx)
+		if err := c.stopped(ctx); err != nil {
+			return err
+		}
+		err := c.session(sctx)
 		if c.cfg.OnDisconnect != nil {
 			c.cfg.OnDisconnect(err)
 		}
+		if err := c.stopped(ctx); err != nil {
+			return err
+		}
 		var refused *RefusedError
 		switch {
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case c.isClosed():
-			return ErrClosed
 		case errors.Is(err, ErrKicked):
 			return err
 		case errors.As(err, &refused) && !c.retryable(refused):
 			return err
 		case errors.Is(err, errWelcomed):
-			backoff = c.cfg.BackoffMin
+			bo.reset()
 		}
+		var delay time.Duration
 		var redirect *redirectError
-		if errors.As(err, &redirect) && redirect.now {
-			continue
-		}
-		delay := time.Duration(rand.Int64N(int64(backoff) + 1))
-		if errors.As(err, &redirect) {
+		switch {
+		case errors.As(err, &redirect) && redirect.now:
+			// The first redirect is followed at once. A server that keeps
+			// redirecting gets the backoff, so a loop of redirects is not
+			// a tight loop of connects.
+			redirects++
+			if redirects == 1 {
+				continue
+			}
+			delay = bo.next()
+		case errors.As(err, &redirect):
 			// A draining node sends all its devices away at once; spread
 			// their arrival elsewhere over a few seconds.
-			delay = time.Duration(rand.Int64N(int64(drainJitter)))
+			redirects = 0
+			bo.next()
+			delay = time.Duration(c.jitter(int64(drainJitter)))
+		default:
+			redirects = 0
+			delay = bo.next()
 		}
-		backoff = min(2*backoff, c.cfg.BackoffMax)
+		t := time.NewTimer(delay)
 		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
+		case <-sctx.Done():
+			t.Stop()
+		case <-t.C:
 		}
 	}
 }
+
+// stopped returns why Run must not make another attempt: ctx's error or
+// ErrClosed; nil when it may.
+func (c *Client) stopped(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.isClosed() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// backoff is the reconnect delay: full jitter in [0, cur], with cur
+// doubling from min up to max.
+type backoff struct {
+	min, max, cur time.Duration
+	rand          func(n int64) int64 // uniform in [0, n), as rand.Int64N
+}
+
+// next returns the delay before the next attempt and doubles the bound.
+func (b *backoff) next() time.Duration {
+	d := time.Duration(b.rand(int64(b.cur) + 1))
+	b.cur = min(2*b.cur, b.max)
+	return d
+}
+
+// reset puts the bound back to min, after a connection that worked.
+func (b *backoff) reset() { b.cur = b.min }
 
 // retryable reports whether a refusal may pass on a later attempt: token
 // refusals when a fresh token can be minted, and transient server states.
@@ -343,7 +397,13 @@ func (c *Client) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer conn.close()
+	// Close and ctx end the connection in any state, the wait for WELCOME
+	// included.
+	stopClosing := context.AfterFunc(ctx, func() { _ = conn.close() })
+	defer func() {
+		stopClosing()
+		_ = conn.close()
+	}()
 
 	cur := c.Cursor()
 	hello := &wire.Hello{Token: tok, App: c.cfg.App, Device: c.cfg.Device, Platform: c.cfg.Platform,
@@ -411,8 +471,16 @@ func (c *Client) session(ctx context.Context) error {
 		hb = 30 * time.Second
 	}
 	stop := make(chan struct{})
-	defer close(stop)
+	var pinger sync.WaitGroup
+	defer func() {
+		// Closing first ends a PING stuck in a write.
+		close(stop)
+		_ = conn.close()
+		pinger.Wait()
+	}()
+	pinger.Add(1)
 	go func() {
+		defer pinger.Done()
 		t := time.NewTicker(hb)
 		defer t.Stop()
 		for {
@@ -425,13 +493,6 @@ func (c *Client) session(ctx context.Context) error {
 					return
 				}
 			}
-		}
-	}()
-	go func() {
-		select {
-		case <-stop:
-		case <-ctx.Done():
-			_ = conn.close()
 		}
 	}()
 
@@ -669,14 +730,16 @@ func (c *Client) request(ctx context.Context, build func(id uint64) wire.Frame) 
 	}
 }
 
-// Close ends the current connection and makes Run return ErrClosed.
+// Close ends the current connection, dial or backoff wait and makes Run
+// return ErrClosed without connecting again. It does not wait for Run to
+// return: Done does. Called before Run, it makes Run return at once.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closed = true
-	conn := c.conn
+	stop := c.stop
 	c.mu.Unlock()
-	if conn != nil {
-		_ = conn.close()
+	if stop != nil {
+		stop()
 	}
 	return nil
 }
