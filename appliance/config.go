@@ -47,6 +47,10 @@ type Config struct {
 
 	// MaxTargets caps the devices of one push request. Zero: 1,000.
 	MaxTargets int
+	// MaxTTL is the longest a pushed message may wait in an inbox, and
+	// the TTL of a push that names none. Keep it at most the store's
+	// inbox TTL, which bounds it anyway. Zero: 72 h.
+	MaxTTL time.Duration
 	// RouteRefresh is how often the routes of local sessions get their
 	// TTL renewed; keep it well under the store's route TTL (24 h by
 	// default). Zero: 1 h.
@@ -162,6 +166,9 @@ func (c Config) withDefaults() Config {
 	if c.DrainSpread == 0 {
 		c.DrainSpread = 10 * time.Second
 	}
+	if c.MaxTTL == 0 {
+		c.MaxTTL = 72 * time.Hour
+	}
 	if c.MaxTargets == 0 {
 		c.MaxTargets = 1000
 	}
@@ -250,6 +257,8 @@ func (c Config) validate() error {
 		return bad("queue caps %d bytes / %d frames: must hold at least one frame", c.QueueBytes, c.QueueFrames)
 	case c.MaxTargets < 1 || c.MaxTargets > 10000:
 		return bad("max targets %d: must be 1..10000", c.MaxTargets)
+	case c.MaxTTL < time.Second:
+		return bad("max ttl %s: must be at least a second", c.MaxTTL)
 	case c.Window < 1 || c.Window > 1024:
 		return bad("window %d: must be 1..1024", c.Window)
 	case c.AckTimeout < 0 || c.AckBackoffMax < c.AckTimeout:

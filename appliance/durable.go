@@ -3,6 +3,9 @@ package appliance
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +37,13 @@ type durable struct {
 	fetchList []*session
 	fetchWake chan struct{}
 
-	releases chan streams.AckRequest // Device and Seq carry the route to release
+	releases chan routeRelease
+}
+
+// routeRelease is the route of a closed session, to compare and delete.
+type routeRelease struct {
+	device string
+	epoch  uint64
 }
 
 type openJob struct {
@@ -46,6 +55,7 @@ const (
 	openWorkers  = 32
 	openQueueLen = 4096
 	releaseQueue = 1 << 16
+	releaseBatch = 512
 	ackBatch     = 512
 	fetchBatch   = 256
 	relayBatch   = 256
@@ -63,7 +73,7 @@ func newDurable(st Store) *durable {
 		acks:      map[string]streams.AckRequest{},
 		ackWake:   make(chan struct{}, 1),
 		fetchWake: make(chan struct{}, 1),
-		releases:  make(chan streams.AckRequest, releaseQueue),
+		releases:  make(chan routeRelease, releaseQueue),
 	}
 	d.up.Store(true)
 	return d
@@ -90,7 +100,10 @@ func (n *Node) startDurable() error {
 }
 
 // redisResult records the outcome of a Redis call for /healthz and the
-// pushd_redis_up gauge, logging each transition once.
+// pushd_redis_up gauge, logging each transition once. Only a failure to
+// reach Redis (streams.ErrUnavailable) marks it down; a refused command
+// is counted in pushd_redis_errors_total{kind="refused"} and says nothing
+// about Redis's health.
 func (n *Node) redisResult(err error) {
 	d := n.durable
 	if err == nil {
@@ -102,10 +115,27 @@ func (n *Node) redisResult(err error) {
 	if errors.Is(err, context.Canceled) {
 		return
 	}
+	if !errors.Is(err, streams.ErrUnavailable) {
+		n.metrics.redisErrors.WithLabelValues("refused").Inc()
+		return
+	}
+	n.metrics.redisErrors.WithLabelValues(unavailableKind(err)).Inc()
 	if d.up.Swap(false) {
 		d.since.Store(time.Now().UnixNano())
 		n.log.Error("redis unreachable: serving live traffic only, pushes answer stored:false or 503", "err", err)
 	}
+}
+
+// unavailableKind says why Redis could not serve a call, for metrics.
+func unavailableKind(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return "timeout"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "connection"
+	}
+	return "not_serving"
 }
 
 func (n *Node) openLoop() {
@@ -132,13 +162,14 @@ func (n *Node) openDurable(s *session, h *wire.Hello) {
 	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	defer cancel()
 	window := n.tun.Load().window
-	epoch, prev, err := d.store.ClaimRoute(ctx, key, n.cfg.NodeID)
-	var res streams.Resumed
-	if err == nil {
-		res, err = d.store.Resume(ctx, key, streams.Position{Epoch: h.Epoch, Seq: h.Seq}, window)
-	}
+	epoch, prev, res, err := d.store.Open(ctx, key, n.cfg.NodeID, streams.Position{Epoch: h.Epoch, Seq: h.Seq}, window)
 	n.redisResult(err)
 	if err != nil {
+		if epoch != 0 {
+			// The route was claimed but the inbox could not be read: a
+			// refused session must not keep it.
+			n.releaseRoute(key, epoch)
+		}
 		s.refuse(wire.CodeUnavailable, "the region's store is unreachable; retry with backoff")
 		return
 	}
@@ -359,7 +390,7 @@ func (n *Node) fetch(sessions []*session) {
 // releaseRoute queues the compare-and-delete of a closed session's route.
 func (n *Node) releaseRoute(key string, epoch uint64) {
 	select {
-	case n.durable.releases <- streams.AckRequest{Device: key, Seq: epoch}:
+	case n.durable.releases <- routeRelease{device: key, epoch: epoch}:
 	default:
 		// The route stays until its TTL or the device's next connect
 		// replaces it; pushes meanwhile are stored and relayed here, where
@@ -368,18 +399,81 @@ func (n *Node) releaseRoute(key string, epoch uint64) {
 	}
 }
 
+// releaseLoop releases closed sessions' routes, as many as are queued
+// (up to releaseBatch) in one round trip.
 func (n *Node) releaseLoop() {
 	d := n.durable
+	batch := make([]routeRelease, 0, releaseBatch)
 	for {
 		select {
 		case <-n.stop:
 			return
 		case r := <-d.releases:
-			ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
-			_, err := d.store.ReleaseRoute(ctx, r.Device, streams.Route{Node: n.cfg.NodeID, Epoch: r.Seq})
-			cancel()
-			n.redisResult(err)
+			batch = append(batch[:0], r)
 		}
+		batch = d.takeReleases(batch)
+		n.releaseRoutes(n.ctx, batch)
+	}
+}
+
+// takeReleases appends queued releases to batch, without waiting, until
+// it holds releaseBatch.
+func (d *durable) takeReleases(batch []routeRelease) []routeRelease {
+	for len(batch) < releaseBatch {
+		select {
+		case r := <-d.releases:
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// releaseRoutes compares and deletes the routes in one call. A route
+// that fails to go stays until its TTL or the device's next connect.
+func (n *Node) releaseRoutes(ctx context.Context, batch []routeRelease) {
+	if len(batch) == 0 {
+		return
+	}
+	devices := make([]string, len(batch))
+	routes := make([]streams.Route, len(batch))
+	for i, r := range batch {
+		devices[i], routes[i] = r.device, streams.Route{Node: n.cfg.NodeID, Epoch: r.epoch}
+	}
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	_, err := n.durable.store.ReleaseRoutes(ctx, devices, routes)
+	n.redisResult(err)
+}
+
+// flushDurable writes, once the loops have stopped, what they left
+// queued: every device's latest ack, so its next session does not get
+// those messages again, and the release of every closed session's
+// route, so pushes are not relayed to a node that is gone.
+func (n *Node) flushDurable(ctx context.Context) {
+	d := n.durable
+	d.ackMu.Lock()
+	acks := make([]streams.AckRequest, 0, len(d.acks))
+	for _, a := range d.acks {
+		acks = append(acks, a)
+	}
+	clear(d.acks)
+	d.ackMu.Unlock()
+	for len(acks) > 0 && ctx.Err() == nil {
+		k := min(len(acks), ackBatch)
+		actx, cancel := context.WithTimeout(ctx, redisTimeout)
+		_, err := d.store.AckMany(actx, acks[:k])
+		cancel()
+		n.redisResult(err)
+		acks = acks[k:]
+	}
+	for ctx.Err() == nil {
+		batch := d.takeReleases(nil)
+		if len(batch) == 0 {
+			return
+		}
+		n.releaseRoutes(ctx, batch)
 	}
 }
 
@@ -585,24 +679,37 @@ func (n *Node) refreshLiveNodes(ctx context.Context) ([]string, error) {
 }
 
 // refreshRoutes renews the route TTL of every local session, in chunks.
+// A session whose route is gone (Redis lost it) or names another
+// connection can no longer be reached by pushes: it is told to resync, and
+// its device reconnects, claims a route and learns what its inbox lost.
 func (n *Node) refreshRoutes(ctx context.Context) {
 	var keys []string
 	var routes []streams.Route
+	var sessions []*session
 	flush := func() {
-		if len(keys) > 0 {
-			_ = n.durable.store.RefreshRoutes(ctx, keys, routes)
-			keys, routes = keys[:0], routes[:0]
+		if len(keys) == 0 {
+			return
 		}
+		kept, err := n.durable.store.RefreshRoutes(ctx, keys, routes)
+		n.redisResult(err)
+		for i, ok := range kept {
+			if !ok {
+				n.metrics.routesLost.Inc()
+				sessions[i].closeWith(closeResync, &wire.Control{Kind: wire.ControlResync, Reason: "this connection's route was lost; reconnect to resume"})
+			}
+		}
+		keys, routes, sessions = keys[:0], routes[:0], sessions[:0]
 	}
 	n.hub.each(func(s *session) {
 		s.mu.Lock()
-		key, epoch := s.key, s.connEpoch
+		key, epoch, open := s.key, s.connEpoch, s.state == stateOpen && !s.closing
 		s.mu.Unlock()
-		if epoch == 0 {
+		if epoch == 0 || !open {
 			return
 		}
 		keys = append(keys, key)
 		routes = append(routes, streams.Route{Node: n.cfg.NodeID, Epoch: epoch})
+		sessions = append(sessions, s)
 		if len(keys) == 1000 {
 			flush()
 		}

@@ -34,6 +34,8 @@ type metrics struct {
 	takenOver            prometheus.Counter
 	degradeRefused       prometheus.Counter
 	degradeShed          prometheus.Counter
+	redisErrors          *prometheus.CounterVec
+	routesLost           prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -92,6 +94,14 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		degradeRefused: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_degrade_refused_total", Help: "Push requests refused because the region degrades their priority or business.",
 		}),
+		redisErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushd_redis_errors_total",
+			Help: "Failed Redis calls by kind: timeout, connection, not_serving (loading, read-only, busy: these mark Redis down) or refused (a command Redis refused).",
+		}, []string{"kind"}),
+		routesLost: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_routes_lost_total",
+			Help: "Sessions told to resync because their route was gone from Redis or named another connection when renewed.",
+		}),
 		degradeShed: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_degrade_shed_total", Help: "Queued messages not sent live because the region degrades their priority or business.",
 		}),
@@ -128,7 +138,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		}, func() float64 { return float64(n.conns[k].Load()) })
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "pushd_redis_up", Help: "1 when the last Redis call succeeded; 0 means the node serves live traffic only.",
+		Name: "pushd_redis_up", Help: "1 while Redis is reachable; 0 since a call failed to reach it (pushd_redis_errors_total says why) and until one succeeds: the node serves live traffic only.",
 	}, func() float64 {
 		if n.redisHealthy() {
 			return 1

@@ -339,7 +339,13 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		})
 		n.stopListeners()
 		done := make(chan struct{})
-		go func() { n.stopGoroutines(); close(done) }()
+		go func() {
+			n.stopGoroutines()
+			if n.durable != nil {
+				n.flushDurable(ctx)
+			}
+			close(done)
+		}()
 		select {
 		case <-done:
 		case <-ctx.Done():

@@ -172,6 +172,11 @@ func (n *Node) push(r *http.Request) (*pushResponse, error) {
 	}
 	units := max(1, len(req.Devices))
 	if app.limiter != nil {
+		if float64(units) > app.limiter.burst {
+			// It could never pass: a Retry-After would be a promise broken.
+			return nil, badRequest("too_many_targets", "%d devices, but app %s's rate limit admits at most %d per request",
+				units, app.id, int(app.limiter.burst))
+		}
 		if ok, wait := app.limiter.take(units, time.Now()); !ok {
 			return nil, &apiError{status: http.StatusTooManyRequests, code: "rate_limited",
 				msg: fmt.Sprintf("app %s is over its push rate", app.id), retryAfter: wait}
@@ -236,8 +241,16 @@ func (n *Node) message(app *appEntry, req *pushRequest) (streams.Message, error)
 	if err != nil {
 		return m, badRequest("invalid_field", "%v", err)
 	}
-	if req.TTL != nil && *req.TTL <= 0 {
+	maxTTL := int64(n.cfg.MaxTTL / time.Second)
+	switch {
+	case req.TTL == nil:
+		m.TTL = n.cfg.MaxTTL
+	case *req.TTL <= 0:
 		return m, badRequest("invalid_field", "ttl must be a positive number of seconds")
+	case *req.TTL > maxTTL:
+		return m, badRequest("invalid_field", "ttl %d s is over the maximum of %d s", *req.TTL, maxTTL)
+	default:
+		m.TTL = time.Duration(*req.TTL) * time.Second
 	}
 	switch {
 	case req.Data != nil && req.DataBase64 != nil:
@@ -262,9 +275,6 @@ func (n *Node) message(app *appEntry, req *pushRequest) (streams.Message, error)
 		m.ID = idempotentMessageID(app.id, req.IdempotencyKey)
 	} else {
 		m.ID = newMessageID()
-	}
-	if req.TTL != nil {
-		m.TTL = time.Duration(*req.TTL) * time.Second
 	}
 	m.Business, m.Priority, m.Created = req.Business, streams.Priority(prio), time.Now()
 	return m, nil

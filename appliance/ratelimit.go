@@ -41,9 +41,8 @@ func newRateLimiter(rate float64, burst int) *rateLimiter {
 	return &rateLimiter{rate: rate, burst: float64(burst)}
 }
 
-// take admits n units or reports how long to wait before retrying. A
-// request larger than the burst can never pass and is refused with the
-// time to refill the whole burst.
+// take admits n units or reports how long to wait before retrying. Callers
+// refuse requests larger than the burst first: those could never pass.
 func (l *rateLimiter) take(n int, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

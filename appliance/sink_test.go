@@ -322,3 +322,42 @@ func TestSink_FramesOfOneTickAreMergedAndCompressed(t *testing.T) {
 		}
 	}
 }
+
+// TestSink_StaleConnectionCannotDeliver: once the route names a newer
+// connection of the device (elsewhere), a relayed push carrying that
+// connection's epoch is not handed to the older session still registered
+// here (its kick may still be on its way); a push for the session's own
+// epoch is delivered.
+func TestSink_StaleConnectionCannotDeliver(t *testing.T) {
+	n := newSinkNode(t, testConfig())
+	s, st := openSink(t, n, "d1", true)
+	key := inboxKey(testApp, "d1")
+	s.mu.Lock()
+	s.connEpoch = 5
+	inboxEpoch := s.epoch
+	s.mu.Unlock()
+	msg := &relayMessage{id: "m1", priority: wire.PriorityNormal, payload: []byte("x")}
+	pushes := func() int {
+		k := 0
+		for _, f := range st.frames() {
+			if _, ok := f.(*wire.Push); ok {
+				k++
+			}
+		}
+		return k
+	}
+
+	if took := n.deliverTargets(msg, []relayTarget{{device: key, connEpoch: 6, inboxEpoch: inboxEpoch, seq: 1}}); took[0] {
+		t.Fatal("a push routed to the device's newer connection was taken by the older one")
+	}
+	if took := n.deliverTargets(msg, []relayTarget{{device: key, connEpoch: 5, inboxEpoch: inboxEpoch, seq: 1}}); !took[0] {
+		t.Fatal("a push routed to this connection was not taken")
+	}
+	s.flush()
+	if k := pushes(); k != 1 {
+		t.Fatalf("the session sent %d PUSHes, want only the one routed to it", k)
+	}
+	if s.olderThan(5) || !s.olderThan(6) {
+		t.Fatal("olderThan does not compare connection epochs")
+	}
+}

@@ -11,18 +11,14 @@ import (
 // implements it. A node without a Store holds sessions and fan-out only:
 // nothing is stored, acked or routed between nodes.
 type Store interface {
-	Ping(ctx context.Context) error
-
 	Append(ctx context.Context, msg streams.Message, devices []string) ([]streams.Appended, error)
-	Resume(ctx context.Context, device string, pos streams.Position, limit int) (streams.Resumed, error)
 	ReadMany(ctx context.Context, reqs []streams.ReadRequest) ([]streams.ReadResult, error)
 	AckMany(ctx context.Context, reqs []streams.AckRequest) ([]bool, error)
 	Device(ctx context.Context, device string) (streams.DeviceInfo, error)
 
-	ClaimRoute(ctx context.Context, device, node string) (uint64, streams.Route, error)
-	ReleaseRoute(ctx context.Context, device string, r streams.Route) (bool, error)
-	Routes(ctx context.Context, devices []string) ([]streams.Route, error)
-	RefreshRoutes(ctx context.Context, devices []string, routes []streams.Route) error
+	Open(ctx context.Context, device, node string, pos streams.Position, limit int) (uint64, streams.Route, streams.Resumed, error)
+	ReleaseRoutes(ctx context.Context, devices []string, routes []streams.Route) ([]bool, error)
+	RefreshRoutes(ctx context.Context, devices []string, routes []streams.Route) ([]bool, error)
 
 	Deliver(ctx context.Context, byNode map[string][][]byte) error
 	EnsureGroup(ctx context.Context, node string) error

@@ -85,8 +85,12 @@ func (n *Node) newWSEngine(mux *http.ServeMux) *nbhttp.Engine {
 		IOMod:                   nbhttp.IOModNonBlocking,
 		ReleaseWebsocketPayload: true,
 		// The read deadline of a connection still speaking HTTP: a
-		// slowloris upgrade request is cut here.
-		KeepaliveTime:      n.cfg.HandshakeTimeout,
+		// slowloris upgrade request is cut here. It runs a little past
+		// the handshake timeout so that an upgraded connection that never
+		// sends HELLO, should nbio arm it after the upgrade (see
+		// clearReadDeadline), is closed by the session's own timer, with
+		// ERROR handshake_timeout, rather than silently by nbio.
+		KeepaliveTime:      n.cfg.HandshakeTimeout + httpDeadlineSlack,
 		MaxWriteBufferSize: n.cfg.QueueBytes,
 		MaxLoad:            n.cfg.MaxConns,
 	}
@@ -98,6 +102,10 @@ func (n *Node) newWSEngine(mux *http.ServeMux) *nbhttp.Engine {
 	}
 	return nbhttp.NewEngine(conf)
 }
+
+// httpDeadlineSlack is how long after the handshake timeout nbio's HTTP
+// read deadline falls: several timing-wheel ticks.
+const httpDeadlineSlack = 500 * time.Millisecond
 
 // closeReasonOf classifies why nbio closed a connection.
 func closeReasonOf(err error) closeReason {

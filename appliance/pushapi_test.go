@@ -1,0 +1,187 @@
+package appliance
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pushd/pushd/streams"
+	"github.com/pushd/pushd/streams/streamstest"
+)
+
+const otherAPIKey = "app2-api-key-0123456789"
+
+// apiAnswer is one raw push API answer.
+type apiAnswer struct {
+	status     int
+	code       string
+	retryAfter string
+	body       string
+}
+
+// postPush sends body to the node's push API with the test app's key;
+// hdr overrides headers (an empty value removes one).
+func postPush(t *testing.T, n *Node, method, body string, hdr map[string]string) apiAnswer {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+n.Addrs().Push+"/v1/push", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	for k, v := range hdr {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var raw bytes.Buffer
+	_, _ = raw.ReadFrom(resp.Body)
+	var e struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	_ = json.Unmarshal(raw.Bytes(), &e)
+	return apiAnswer{status: resp.StatusCode, code: e.Error.Code, retryAfter: resp.Header.Get("Retry-After"), body: raw.String()}
+}
+
+// TestPushAPI_RejectsBadRequests: every kind of bad request gets its HTTP
+// status and stable code, stores nothing and leaves the node healthy.
+func TestPushAPI_RejectsBadRequests(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	n := startDurable(t, srv, "n1", streams.Config{}, func(c *Config) {
+		c.MaxTargets = 10
+		c.MaxTTL = time.Hour
+		c.Apps = append(c.Apps, AppConfig{ID: "app2", Secrets: map[string][]byte{"k1": testSecret},
+			APIKeys: []string{otherAPIKey}, Businesses: []string{"chat"}, MaxPayload: 8 << 10})
+	})
+	big := strings.Repeat("x", DefaultMaxPayload+1)
+	app2 := map[string]string{"Authorization": "Bearer " + otherAPIKey}
+	cases := []struct {
+		name, method, body string
+		hdr                map[string]string
+		status             int
+		code               string
+	}{
+		{"not json", "POST", `{`, nil, 400, "bad_json"},
+		{"empty body", "POST", ``, nil, 400, "bad_json"},
+		{"an array", "POST", `[]`, nil, 400, "bad_json"},
+		{"unknown field", "POST", `{"app":"app1","devices":["d"],"data":"x","urgent":true}`, nil, 400, "bad_json"},
+		{"trailing", "POST", `{"app":"app1","devices":["d"],"data":"x"} {}`, nil, 400, "bad_json"},
+		{"devices a string", "POST", `{"app":"app1","devices":"d","data":"x"}`, nil, 400, "bad_json"},
+		{"ttl a string", "POST", `{"app":"app1","devices":["d"],"data":"x","ttl":"1"}`, nil, 400, "bad_json"},
+		{"ttl a fraction", "POST", `{"app":"app1","devices":["d"],"data":"x","ttl":1.5}`, nil, 400, "bad_json"},
+		{"data a number", "POST", `{"app":"app1","devices":["d"],"data":5}`, nil, 400, "bad_json"},
+		{"body over 256 KiB", "POST", `{"app":"app1","devices":["d"],"data":"` + strings.Repeat("x", 300<<10) + `"}`, nil, 413, "payload_too_large"},
+		{"GET", "GET", ``, nil, 405, "method_not_allowed"},
+		{"no key", "POST", `{"app":"app1","devices":["d"],"data":"x"}`, map[string]string{"Authorization": ""}, 401, "unauthorized"},
+		{"not bearer", "POST", `{"app":"app1","devices":["d"],"data":"x"}`, map[string]string{"Authorization": "Basic " + testAPIKey}, 401, "unauthorized"},
+		{"wrong key", "POST", `{"app":"app1","devices":["d"],"data":"x"}`, map[string]string{"Authorization": "Bearer nope-nope-nope-nope"}, 401, "unauthorized"},
+		{"another app's key", "POST", `{"app":"app1","devices":["d"],"data":"x"}`, app2, 401, "unauthorized"},
+		{"unknown app", "POST", `{"app":"app9","devices":["d"],"data":"x"}`, nil, 401, "unauthorized"},
+		{"no app", "POST", `{"devices":["d"],"data":"x"}`, nil, 400, "missing_field"},
+		{"content type", "POST", `{}`, map[string]string{"Content-Type": "text/plain"}, 415, "unsupported_media_type"},
+		{"no content type", "POST", `{}`, map[string]string{"Content-Type": ""}, 415, "unsupported_media_type"},
+		{"no data", "POST", `{"app":"app1","devices":["d"]}`, nil, 400, "missing_field"},
+		{"both data", "POST", `{"app":"app1","devices":["d"],"data":"x","data_base64":"eA=="}`, nil, 400, "invalid_field"},
+		{"bad base64", "POST", `{"app":"app1","devices":["d"],"data_base64":"!!"}`, nil, 400, "invalid_field"},
+		{"no target", "POST", `{"app":"app1","data":"x"}`, nil, 400, "missing_field"},
+		{"empty devices", "POST", `{"app":"app1","devices":[],"data":"x"}`, nil, 400, "invalid_field"},
+		{"two targets", "POST", `{"app":"app1","devices":["d"],"broadcast":true,"data":"x"}`, nil, 400, "missing_field"},
+		{"bad group", "POST", `{"app":"app1","group":"a b","data":"x"}`, nil, 400, "invalid_field"},
+		{"too many", "POST", `{"app":"app1","devices":["1","2","3","4","5","6","7","8","9","10","11"],"data":"x"}`, nil, 400, "too_many_targets"},
+		{"bad priority", "POST", `{"app":"app1","devices":["d"],"data":"x","priority":"urgent"}`, nil, 400, "invalid_field"},
+		{"negative ttl", "POST", `{"app":"app1","devices":["d"],"data":"x","ttl":-1}`, nil, 400, "invalid_field"},
+		{"zero ttl", "POST", `{"app":"app1","devices":["d"],"data":"x","ttl":0}`, nil, 400, "invalid_field"},
+		{"ttl over the maximum", "POST", `{"app":"app1","devices":["d"],"data":"x","ttl":3601}`, nil, 400, "invalid_field"},
+		{"ttl that overflows", "POST", `{"app":"app1","devices":["d"],"data":"x","ttl":10000000000}`, nil, 400, "invalid_field"},
+		{"bad business", "POST", `{"app":"app1","devices":["d"],"data":"x","business":"a/b"}`, nil, 400, "invalid_field"},
+		{"business not enabled", "POST", `{"app":"app2","devices":["d"],"data":"x","business":"ads"}`, app2, 400, "invalid_field"},
+		{"bad idempotency key", "POST", `{"app":"app1","devices":["d"],"data":"x","idempotency_key":"a b"}`, nil, 400, "invalid_field"},
+		{"payload", "POST", `{"app":"app1","devices":["d"],"data":"` + big + `"}`, nil, 413, "payload_too_large"},
+		{"payload over the app's own limit", "POST", `{"app":"app2","devices":["d"],"data":"` + strings.Repeat("x", 8<<10+1) + `"}`, app2, 413, "payload_too_large"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if a := postPush(t, n, c.method, c.body, c.hdr); a.status != c.status || a.code != c.code {
+				t.Fatalf("HTTP %d %q, want %d %s: %s", a.status, a.code, c.status, c.code, a.body)
+			}
+		})
+	}
+	for _, app := range []string{testApp, "app2"} {
+		for _, d := range []string{"d", "1"} {
+			if info, err := n.durable.store.Device(t.Context(), inboxKey(app, d)); err != nil || info.Last != 0 {
+				t.Fatalf("a refused push stored something for %s/%s: %+v %v", app, d, info, err)
+			}
+		}
+	}
+	if !n.redisHealthy() {
+		t.Fatal("bad requests marked Redis down")
+	}
+
+	// What the bad requests were checked against is accepted.
+	for _, c := range []struct {
+		name, body string
+		hdr        map[string]string
+	}{
+		{"ttl at the maximum", `{"app":"app1","devices":["d"],"data":"x","ttl":3600}`, nil},
+		{"an enabled business", `{"app":"app2","devices":["d"],"data":"x","business":"chat"}`, app2},
+		{"payload within the app's own limit", `{"app":"app2","devices":["d"],"data":"` + big + `"}`, app2},
+	} {
+		if a := postPush(t, n, "POST", c.body, c.hdr); a.status != http.StatusOK {
+			t.Errorf("%s: HTTP %d %s", c.name, a.status, a.body)
+		}
+	}
+
+	// A bad device id among good ones is rejected alone.
+	status, resp, raw := pushJSON(t, n, map[string]any{"devices": []string{"ok", "not ok"}, "data": "x"})
+	if status != http.StatusOK || len(resp.Results) != 2 || resp.Results[0].Status != statusStored ||
+		resp.Results[1].Status != statusRejected || resp.Results[1].Reason != "invalid_device" {
+		t.Fatalf("mixed devices: HTTP %d %s", status, raw)
+	}
+}
+
+// TestPushAPI_RateLimit: an app over its rate gets 429 with a Retry-After
+// it can keep; a request that could never fit the burst is a 400, not a
+// 429 to wait for; other apps are not limited.
+func TestPushAPI_RateLimit(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	n := startDurable(t, srv, "n1", streams.Config{}, func(c *Config) {
+		c.Apps[0].RatePerSec, c.Apps[0].Burst = 2, 4
+		c.Apps = append(c.Apps, AppConfig{ID: "app2", Secrets: map[string][]byte{"k1": testSecret}, APIKeys: []string{otherAPIKey}})
+	})
+	one := `{"app":"app1","devices":["d"],"data":"x"}`
+	if a := postPush(t, n, "POST", `{"app":"app1","devices":["a","b","c","d","e"],"data":"x"}`, nil); a.status != 400 || a.code != "too_many_targets" {
+		t.Fatalf("5 devices against a burst of 4: HTTP %d %s", a.status, a.body)
+	}
+	var limited apiAnswer
+	for i := 0; i < 6 && limited.status == 0; i++ {
+		if a := postPush(t, n, "POST", one, nil); a.status == http.StatusTooManyRequests {
+			limited = a
+		} else if a.status != http.StatusOK {
+			t.Fatalf("push %d: HTTP %d %s", i, a.status, a.body)
+		}
+	}
+	if limited.code != "rate_limited" {
+		t.Fatalf("the burst of 4 never ran out: %+v", limited)
+	}
+	wait, err := strconv.Atoi(limited.retryAfter)
+	if err != nil || wait < 1 || wait > 1 {
+		t.Fatalf("Retry-After %q, want 1 s (one token at 2/s)", limited.retryAfter)
+	}
+	if a := postPush(t, n, "POST", `{"app":"app2","devices":["d"],"data":"x"}`, map[string]string{"Authorization": "Bearer " + otherAPIKey}); a.status != http.StatusOK {
+		t.Fatalf("another app was limited too: HTTP %d %s", a.status, a.body)
+	}
+	waitFor(t, 2*time.Duration(wait)*time.Second, func() error {
+		if a := postPush(t, n, "POST", one, nil); a.status != http.StatusOK {
+			return &apiError{status: a.status, code: a.code, msg: "still limited after Retry-After"}
+		}
+		return nil
+	})
+}
