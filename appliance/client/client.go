@@ -176,6 +176,10 @@ type Config struct {
 	// DialTimeout bounds a connect including TLS and the HTTP upgrade;
 	// HandshakeTimeout bounds the wait for WELCOME. Zero: 10 s each.
 	DialTimeout, HandshakeTimeout time.Duration
+	// WriteTimeout bounds every write to the connection. A write that
+	// times out (a server or path that stopped reading) closes the
+	// connection, and Run reconnects. Zero: 10 s.
+	WriteTimeout time.Duration
 	// TLS configures wss:// and tls://. Zero: system roots.
 	TLS *tls.Config
 	// LocalAddr binds the local end (load tools spread source addresses).
@@ -227,6 +231,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = defaultWriteTimeout
 	}
 	return &Client{
 		cfg:     cfg,

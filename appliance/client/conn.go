@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pushd/pushd/appliance/wire"
@@ -25,9 +26,13 @@ import (
 // the server's output queue cap with room to spare.
 const maxInbound = 4 << 20
 
+// defaultWriteTimeout is Config.WriteTimeout's zero value.
+const defaultWriteTimeout = 10 * time.Second
+
 // frameConn is one connection to a node, on WebSocket or raw TCP. Writes
-// are serialized by the caller-independent write lock; reads come from
-// one goroutine.
+// are serialized by the connection's own write lock and each has a
+// deadline; reads come from one goroutine. close may be called any number
+// of times, from any goroutine, and does not wait behind a stuck write.
 type frameConn interface {
 	writeFrame(b []byte) error
 	readFrame() (wire.Frame, error)
@@ -83,20 +88,38 @@ func dial(ctx context.Context, rawURL string, cfg *Config) (frameConn, error) {
 		}
 		nc = tlsConn
 	}
+	wt := cfg.WriteTimeout
+	if wt <= 0 {
+		wt = defaultWriteTimeout
+	}
 	if u.Scheme == "tcp" || u.Scheme == "tls" {
-		return &tcpConn{nc: nc, dec: wire.Decoder{Max: maxInbound}}, nil
+		return &tcpConn{nc: nc, wt: wt, dec: wire.Decoder{Max: maxInbound}}, nil
 	}
 	c, err := wsHandshake(ctx, nc, u, cfg.Origin)
 	if err != nil {
 		_ = nc.Close()
 		return nil, err
 	}
+	c.wt = wt
 	return c, nil
+}
+
+// writeFailed closes nc after a write that timed out, since part of a
+// frame may have gone out and nothing more can be written on the stream,
+// and returns err. Other write errors leave nc open: frames the server
+// sent before closing its end can still be read.
+func writeFailed(nc net.Conn, err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		_ = nc.Close()
+	}
+	return err
 }
 
 // tcpConn speaks length-prefixed frames on a byte stream.
 type tcpConn struct {
 	nc  net.Conn
+	wt  time.Duration // write timeout
 	wmu sync.Mutex
 	dec wire.Decoder
 	buf [32 << 10]byte
@@ -105,8 +128,9 @@ type tcpConn struct {
 func (c *tcpConn) writeFrame(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.wt))
 	_, err := c.nc.Write(b)
-	return err
+	return writeFailed(c.nc, err)
 }
 
 func (c *tcpConn) readFrame() (wire.Frame, error) {
@@ -131,10 +155,14 @@ func (c *tcpConn) close() error                      { return c.nc.Close() }
 // wsConn is a minimal RFC 6455 client: binary messages out (masked),
 // binary messages in, pings answered, close frames reported.
 type wsConn struct {
-	nc  net.Conn
-	br  *bufio.Reader
-	wmu sync.Mutex
-	msg []byte
+	nc net.Conn
+	br *bufio.Reader
+	wt time.Duration // write timeout
+	// wlock serializes writes: a channel of one slot rather than a mutex,
+	// so that close can give up waiting behind a stuck write.
+	wlock   chan struct{}
+	closing atomic.Bool
+	msg     []byte
 }
 
 const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -155,6 +183,9 @@ func wsHandshake(ctx context.Context, nc net.Conn, u *url.URL, origin string) (*
 		_ = nc.SetDeadline(dl)
 		defer func() { _ = nc.SetDeadline(time.Time{}) }()
 	}
+	// Cancelling ctx (Client.Close) ends the upgrade too.
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	if _, err := io.WriteString(nc, req.String()); err != nil {
 		return nil, fmt.Errorf("websocket upgrade: %w", err)
 	}
@@ -172,7 +203,7 @@ func wsHandshake(ctx context.Context, nc net.Conn, u *url.URL, origin string) (*
 	if resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]) {
 		return nil, errors.New("websocket upgrade: bad Sec-WebSocket-Accept")
 	}
-	return &wsConn{nc: nc, br: br}, nil
+	return &wsConn{nc: nc, br: br, wt: defaultWriteTimeout, wlock: make(chan struct{}, 1)}, nil
 }
 
 // UpgradeError is a refused WebSocket upgrade (rate limit, origin, capacity).
@@ -197,6 +228,19 @@ const (
 func (c *wsConn) writeFrame(b []byte) error { return c.writeWS(opBinary, b) }
 
 func (c *wsConn) writeWS(op byte, payload []byte) error {
+	b := wsFrame(op, payload)
+	if c.closing.Load() {
+		return net.ErrClosed
+	}
+	c.wlock <- struct{}{}
+	defer func() { <-c.wlock }()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.wt))
+	_, err := c.nc.Write(b)
+	return writeFailed(c.nc, err)
+}
+
+// wsFrame encodes one masked, final WebSocket frame.
+func wsFrame(op byte, payload []byte) []byte {
 	hdr := make([]byte, 0, 14+len(payload))
 	hdr = append(hdr, 0x80|op)
 	switch n := len(payload); {
@@ -217,10 +261,7 @@ func (c *wsConn) writeWS(op byte, payload []byte) error {
 	for i := range payload {
 		hdr[start+i] ^= mask[i&3]
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_, err := c.nc.Write(hdr)
-	return err
+	return hdr
 }
 
 func (c *wsConn) readFrame() (wire.Frame, error) {
@@ -304,8 +345,27 @@ func (c *wsConn) readMessage() ([]byte, error) {
 
 func (c *wsConn) setReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
 
+// closeFrameWait bounds how long close waits for a write in progress
+// before sending its close frame, and that frame's own write.
+const closeFrameWait = time.Second
+
+// close sends a close frame (1000, normal closure) and closes the socket.
+// When another write holds the connection past closeFrameWait (a server
+// that does not read), it closes the socket without the frame, which also
+// ends that write.
 func (c *wsConn) close() error {
-	_ = c.writeWS(opClose, []byte{0x03, 0xE8}) // 1000 normal closure
+	if c.closing.Swap(true) {
+		return c.nc.Close()
+	}
+	t := time.NewTimer(closeFrameWait)
+	defer t.Stop()
+	select {
+	case c.wlock <- struct{}{}:
+		_ = c.nc.SetWriteDeadline(time.Now().Add(closeFrameWait))
+		_, _ = c.nc.Write(wsFrame(opClose, []byte{0x03, 0xE8}))
+		<-c.wlock
+	case <-t.C:
+	}
 	return c.nc.Close()
 }
 
@@ -325,6 +385,9 @@ type DialOptions struct {
 	Origin    string
 	LocalAddr net.Addr
 	Timeout   time.Duration
+	// WriteTimeout bounds each write, as Config.WriteTimeout does. Zero:
+	// 10 s.
+	WriteTimeout time.Duration
 }
 
 // DialConn opens a raw connection to rawURL (ws://, wss://, tcp://, tls://).
@@ -334,7 +397,7 @@ func DialConn(ctx context.Context, rawURL string, o DialOptions) (*Conn, error) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	fc, err := dial(ctx, rawURL, &Config{TLS: o.TLS, Origin: o.Origin, LocalAddr: o.LocalAddr, DialTimeout: o.Timeout})
+	fc, err := dial(ctx, rawURL, &Config{TLS: o.TLS, Origin: o.Origin, LocalAddr: o.LocalAddr, DialTimeout: o.Timeout, WriteTimeout: o.WriteTimeout})
 	if err != nil {
 		return nil, err
 	}
