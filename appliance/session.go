@@ -26,9 +26,11 @@ const (
 // callback; outbound frames arrive from any goroutine (delivery, fan-out,
 // timers) through send.
 //
-// Lock order: shard.mu, then session.mu, then shard.dirtyMu and wheel.mu.
-// A session never takes a shard's mu while holding its own, and never
-// calls transport.close or write while holding mu.
+// Lock order: session.wmu, then shard.mu, then session.mu, then
+// shard.dirtyMu and wheel.mu. A session never takes a shard's mu while
+// holding its own mu, and never calls transport.close or write while
+// holding mu. wmu is held only around handing output to the transport,
+// whose writes do not block (nbio queues what the socket does not take).
 type session struct {
 	node  *Node
 	t     transport
@@ -45,6 +47,11 @@ type session struct {
 	wheelDue  int64 // tick of the armed timer check. Guarded by wheel.mu.
 
 	dec *wire.Decoder // stream transports only; touched by the read path only
+
+	// wmu orders the hand-over of output to the transport: frames taken
+	// from the queue by a flush reach the transport before a later
+	// close's last frame, and none after the close.
+	wmu sync.Mutex
 
 	mu        sync.Mutex
 	state     sessionState
@@ -367,6 +374,8 @@ func (s *session) onTimer(now time.Time) {
 // connection for reason. The session's own cleanup runs when the transport
 // reports the close (onTransportClosed).
 func (s *session) closeWith(reason closeReason, last wire.Frame) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
 	if s.closing || s.state == stateClosed {
 		s.mu.Unlock()
@@ -475,6 +484,8 @@ func (s *session) takeOutLocked() (*[]byte, int) {
 // there is one, else a BATCH (compressed for devices that offered lz4 when
 // it is over the threshold).
 func (s *session) flush() {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.Lock()
 	out, frames := s.takeOutLocked()
 	s.mu.Unlock()
