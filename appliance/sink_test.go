@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +22,9 @@ type sinkTransport struct {
 	writes atomic.Int64
 	bytes  atomic.Int64
 
+	// beforeWrite, when set, runs at the start of every write.
+	beforeWrite func()
+
 	mu     sync.Mutex
 	data   []byte
 	closed bool
@@ -28,6 +32,9 @@ type sinkTransport struct {
 }
 
 func (t *sinkTransport) write(b []byte) error {
+	if t.beforeWrite != nil {
+		t.beforeWrite()
+	}
 	t.writes.Add(1)
 	t.bytes.Add(int64(len(b)))
 	if t.keep {
@@ -359,5 +366,48 @@ func TestSink_StaleConnectionCannotDeliver(t *testing.T) {
 	}
 	if s.olderThan(5) || !s.olderThan(6) {
 		t.Fatal("olderThan does not compare connection epochs")
+	}
+}
+
+// TestSink_CloseLastFrameFollowsFlushedOutput closes a session while a
+// flush is writing what it took from the queue: the close's last frame
+// reaches the transport after those frames, not before them.
+func TestSink_CloseLastFrameFollowsFlushedOutput(t *testing.T) {
+	n, err := New(testConfig(), Deps{}) // no flusher: the test flushes
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, st := openSink(t, n, "d1", true)
+	s.flush() // WELCOME
+	for k := 0; k < 5; k++ {
+		s.send(wire.Append(nil, &wire.Pong{Time: uint64(k)}))
+	}
+	inWrite, release := make(chan struct{}), make(chan struct{})
+	st.beforeWrite = func() {
+		st.beforeWrite = nil // only the flush's write waits
+		close(inWrite)
+		<-release
+	}
+	flushed := make(chan struct{})
+	go func() { defer close(flushed); s.flush() }()
+	<-inWrite
+	kicked := make(chan struct{})
+	go func() { defer close(kicked); s.kick("test") }()
+	// A close that does not wait for the flush finishes at once; one that
+	// waits is let through by releasing the flush.
+	select {
+	case <-kicked:
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	<-flushed
+	<-kicked
+	var kinds []wire.Type
+	for _, f := range st.frames()[1:] {
+		kinds = append(kinds, f.Type())
+	}
+	want := []wire.Type{wire.TypePong, wire.TypePong, wire.TypePong, wire.TypePong, wire.TypePong, wire.TypeControl}
+	if !slices.Equal(kinds, want) {
+		t.Fatalf("frames after WELCOME %v, want the 5 PONGs, then the kick", kinds)
 	}
 }
