@@ -361,7 +361,7 @@ func (n *Node) adminJoin(ctx context.Context, c *adminCall) (any, error) {
 	}
 	m := raftmeta.Member{ID: j.ID, RaftAddr: j.RaftAddr, AdminAddr: j.AdminAddr, DeviceAddr: j.DeviceAddr,
 		TCPAddr: j.TCPAddr, PushAddr: j.PushAddr, Weight: weight}
-	if err := n.meta.Join(ctx, m); err != nil {
+	if err := n.meta.Join(ctx, m, c.caller()); err != nil {
 		return nil, err
 	}
 	if joined, ok := n.meta.State().Members[j.ID]; ok {
@@ -372,17 +372,27 @@ func (n *Node) adminJoin(ctx context.Context, c *adminCall) (any, error) {
 
 // adminRemove takes a member out of the region. Writes run on the leader,
 // so removing the leader itself is a leave: it hands leadership on and
-// stops taking part in Raft; stop its pushd afterwards.
+// stops taking part in Raft; stop its pushd afterwards. A retry with the
+// request id of a remove that went through answers the same, on this
+// leader or the next.
 func (n *Node) adminRemove(ctx context.Context, c *adminCall) (any, error) {
 	id := c.r.PathValue("id")
-	remove := n.meta.Remove
+	var err error
 	if id == n.cfg.NodeID {
-		remove = func(ctx context.Context, _ string) error { return n.meta.Leave(ctx) }
+		err = n.meta.Leave(ctx, c.caller())
+	} else {
+		err = n.meta.Remove(ctx, id, c.caller())
 	}
-	if err := remove(ctx, id); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	return map[string]string{"removed": id}, nil
+}
+
+// caller is the call as the asker of a membership change: the token id
+// for the audit and the request id, as apply puts them on a command.
+func (c *adminCall) caller() raftmeta.Caller {
+	return raftmeta.Caller{RequestID: c.requestID, Actor: c.actor}
 }
 
 func (n *Node) adminDrain(ctx context.Context, c *adminCall) (any, error) {

@@ -19,9 +19,9 @@ type Meta interface {
 	Apply(ctx context.Context, cmd raftmeta.Command) (raftmeta.Result, error)
 	IsLeader() bool
 	LeaderMember() (raftmeta.Member, bool)
-	Join(ctx context.Context, m raftmeta.Member) error
-	Remove(ctx context.Context, id string) error
-	Leave(ctx context.Context) error
+	Join(ctx context.Context, m raftmeta.Member, by raftmeta.Caller) error
+	Remove(ctx context.Context, id string, by raftmeta.Caller) error
+	Leave(ctx context.Context, by raftmeta.Caller) error
 	Stats() raftmeta.Stats
 }
 

@@ -10,8 +10,9 @@ func nodesJoinCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "join",
 		Usage: "add a node to the region (pushd --join does this itself)",
-		Description: "The first five members vote in Raft; later ones join as non-voters. Joining again with\n" +
-			"the same id updates the node's addresses.",
+		Description: "Raft keeps an odd number of voters, up to five: the second and fourth members wait as\n" +
+			"non-voters until a third or fifth can vote with them, and members after the fifth voter\n" +
+			"stay non-voters. Joining again with the same id updates the node's addresses.",
 		Flags: adminFlags(
 			&cli.StringFlag{Name: "id", Usage: "node id (required)"},
 			&cli.StringFlag{Name: "raft-addr", Usage: "host:port of the node's Raft listener (required)"},

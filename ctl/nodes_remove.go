@@ -9,8 +9,8 @@ func nodesRemoveCommand(e *env) *cli.Command {
 		Name:      "remove",
 		Usage:     "remove a member from Raft and the member list for good",
 		ArgsUsage: "NODE",
-		Description: "For a dead node or one retired for good. Removing the leader makes it hand leadership\n" +
-			"on and leave; stop its pushd afterwards.",
+		Description: "For a dead node or one retired for good. A reachable non-voter takes a removed voter's\n" +
+			"place. Removing the leader makes it hand leadership on and leave; stop its pushd afterwards.",
 		Flags:  adminFlags(),
 		Action: func(c *cli.Context) error { return runNodesRemove(c, e) },
 	}

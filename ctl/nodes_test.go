@@ -3,6 +3,8 @@ package ctl
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +70,10 @@ func TestNodes_DrainAndWeight(t *testing.T) {
 
 // TestNodes_JoinAndRemove joins a real Raft node to a one-node region with
 // pushctl, sees it listed (not alive: it runs no admin API), and removes
-// it.
+// it. The second node of a region waits as a non-voter (voters stay odd).
+// Both changes are audited as the admin token that made them, and a
+// remove sent again with its request id, as after a lost answer, is
+// answered like the first.
 func TestNodes_JoinAndRemove(t *testing.T) {
 	t.Parallel()
 	r := startTestRegion(t, 1)
@@ -85,7 +90,7 @@ func TestNodes_JoinAndRemove(t *testing.T) {
 	dead := "127.0.0.1:1"
 	res := h.run(t, "nodes", "join", "--id", "node9", "--raft-addr", s.RaftAddr(), "--admin-addr", dead,
 		"--device-addr", "ws://127.0.0.1:1/v1/ws", "--tcp-addr", "tcp://127.0.0.1:2", "--weight", "50").expect(t, exitOK)
-	want := fmt.Sprintf("NODE         node9\nVOTER        true\nWEIGHT       50\nDRAINING     false\nRAFT_ADDR    %s\n"+
+	want := fmt.Sprintf("NODE         node9\nVOTER        false\nWEIGHT       50\nDRAINING     false\nRAFT_ADDR    %s\n"+
 		"ADMIN_ADDR   %s\nDEVICE_ADDR  ws://127.0.0.1:1/v1/ws\nTCP_ADDR     tcp://127.0.0.1:2\nPUSH_ADDR    -\n", s.RaftAddr(), dead)
 	if res.stdout != want {
 		t.Fatalf("stdout\n%s\nwant\n%s", res.stdout, want)
@@ -109,4 +114,49 @@ func TestNodes_JoinAndRemove(t *testing.T) {
 	if len(rows) != 2 || rows[1][0] != "node0" {
 		t.Fatalf("after remove: %v", rows)
 	}
+
+	audit := map[string]raftmeta.AuditEntry{}
+	for _, e := range r.raft.Store(0).State().Audit {
+		if e.Target == "node9" {
+			audit[e.Op] = e
+		}
+	}
+	for _, op := range []string{"member.upsert", "member.remove"} {
+		if e, ok := audit[op]; !ok || e.Actor != "root" || e.RequestID == "" {
+			t.Errorf("%s of node9 audited as %+v, want actor root with a request id", op, e)
+		}
+	}
+	// The remove's answer was lost: sent again with its request id, it is
+	// answered as the first time.
+	code, body := postAdmin(t, r, "/v1/admin/nodes/node9/remove", audit["member.remove"].RequestID)
+	if code != http.StatusOK || strings.TrimSpace(body) != `{"removed":"node9"}` {
+		t.Fatalf("remove retried with its request id: HTTP %d %s", code, body)
+	}
+	// A new remove of the removed node is told it is not there.
+	res = h.run(t, "nodes", "remove", "node9").expect(t, exitFailure)
+	if !strings.Contains(res.stderr, "not found") {
+		t.Fatalf("second remove: stderr %q", res.stderr)
+	}
+}
+
+// postAdmin posts an empty admin write to node 0 as root with requestID
+// and returns the answer.
+func postAdmin(t *testing.T, r *testRegion, path, requestID string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://"+r.nodes[0].Addrs().Admin+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+r.root)
+	req.Header.Set("X-Request-ID", requestID)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }

@@ -200,10 +200,12 @@ func NewAdminToken(id string, role Role) (string, AdminToken) {
 
 // commandBody is the decoded body of one command type. validate holds the
 // checks that need no state (run by the proposer and again by the FSM);
-// apply holds the rest and the change itself (fsm.go).
+// apply holds the rest and the change itself, and summary the values the
+// audit entry records (both in fsm.go).
 type commandBody interface {
 	validate() error
 	apply(t *txn) error
+	summary() string
 }
 
 func makeCommand(t MessageType, body commandBody) Command {

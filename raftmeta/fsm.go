@@ -3,9 +3,11 @@ package raftmeta
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/hashicorp/raft"
 )
@@ -40,15 +42,19 @@ type applyResponse struct {
 
 // fsm is the raft.FSM. Raft calls Apply, Snapshot and Restore from one
 // goroutine; the current State is published through an atomic pointer so
-// readers never lock. The FSM does no I/O and never reads the clock: every
-// node computes the same state from the same log.
+// readers never lock. The FSM does no I/O (it does not log either) and
+// never reads the clock: every node computes the same state from the same
+// log.
 type fsm struct {
-	log *slog.Logger
 	// onChange is called, without locks held, after a new State is
 	// published (an applied change or a restore).
 	onChange func()
 
 	state atomic.Pointer[State]
+	// skipped counts entries of unknown optional types passed over; the
+	// Store reports it in Stats. It is not part of the state: a node that
+	// knows the type applies the entry instead.
+	skipped atomic.Uint64
 
 	// mu guards requests and auditBuf, and makes (state, requests) change
 	// together, for digest and Snapshot, which read them from other
@@ -61,11 +67,11 @@ type fsm struct {
 	auditBuf []AuditEntry
 }
 
-func newFSM(log *slog.Logger, onChange func()) *fsm {
+func newFSM(onChange func()) *fsm {
 	if onChange == nil {
 		onChange = func() {}
 	}
-	f := &fsm{log: log, onChange: onChange, requests: newRequestMemory()}
+	f := &fsm{onChange: onChange, requests: newRequestMemory()}
 	f.state.Store(newState())
 	return f
 }
@@ -92,7 +98,7 @@ func (f *fsm) apply(index uint64, data []byte) (*applyResponse, bool) {
 	newBody, known := commands[typ&^IgnoreUnknownTypeFlag]
 	if !known {
 		if typ&IgnoreUnknownTypeFlag != 0 {
-			f.log.Warn("skipping unknown optional command; upgrade this node", "type", uint8(typ), "index", index)
+			f.skipped.Add(1)
 			return &applyResponse{Result: Result{Index: index}}, false
 		}
 		panic(fmt.Sprintf("raftmeta: unknown command type %d at index %d: the log was written by a newer version; upgrade this node", uint8(typ), index))
@@ -160,7 +166,8 @@ func (f *fsm) run(index uint64, typ MessageType, cmd Command, body commandBody) 
 	next := t.next
 	next.Index = index
 	next.Audit = f.appendAudit(AuditEntry{
-		Index: index, Time: t.now, Actor: cmd.Actor, Op: typ.String(), Target: t.target, RequestID: cmd.RequestID,
+		Index: index, Time: t.now, Actor: cmd.Actor, Op: typ.String(), Target: t.target,
+		Summary: clipSummary(body.summary()), RequestID: cmd.RequestID,
 	})
 	f.state.Store(next)
 	return nil
@@ -404,6 +411,105 @@ func (b *tokenIDBody) apply(t *txn) error {
 	t.target = b.ID
 	return nil
 }
+
+// Audit summaries: what a command set, in "key=value" words, computed
+// from the body alone (deterministic on every node) and clipped to
+// maxSummaryLen. They never hold a secret, an API key or a token hash:
+// ids and roles only.
+
+// maxSummaryLen bounds AuditEntry.Summary in bytes.
+const maxSummaryLen = 256
+
+// clipSummary cuts s to maxSummaryLen bytes at a character boundary,
+// marking the cut with "...".
+func clipSummary(s string) string {
+	if len(s) <= maxSummaryLen {
+		return s
+	}
+	cut := maxSummaryLen - len("...")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
+// words joins "key=value" pairs, leaving out pairs with an empty value.
+func words(kv ...string) string {
+	var b strings.Builder
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(kv[i])
+		b.WriteByte('=')
+		b.WriteString(kv[i+1])
+	}
+	return b.String()
+}
+
+// list renders names as [a,b]; [] is "none listed".
+func list(names []string) string { return "[" + strings.Join(names, ",") + "]" }
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func (b *memberUpsertBody) summary() string {
+	m := b.Member
+	return words("raft_addr", m.RaftAddr, "admin_addr", m.AdminAddr, "voter", strconv.FormatBool(m.Voter),
+		"weight", itoa(m.Weight), "draining", strconv.FormatBool(m.Draining),
+		"device_addr", m.DeviceAddr, "tcp_addr", m.TCPAddr, "push_addr", m.PushAddr)
+}
+
+func (b *memberIDBody) summary() string { return "" }
+
+func (b *memberDrainBody) summary() string { return words("draining", strconv.FormatBool(b.Draining)) }
+
+func (b *memberWeightBody) summary() string { return words("weight", itoa(b.Weight)) }
+
+func (b *appCreateBody) summary() string {
+	a := b.App
+	keys := make([]string, len(a.APIKeys))
+	for i, k := range a.APIKeys {
+		keys[i] = k.ID
+	}
+	secret := ""
+	if len(a.Secrets) > 0 {
+		secret = a.Secrets[0].KeyID
+	}
+	return words("secret_key_id", secret, "api_keys", list(keys)) + " " + limitsSummary(AppLimits{
+		MaxPayload: a.MaxPayload, RatePerSec: a.RatePerSec, Burst: a.Burst, Businesses: a.Businesses})
+}
+
+func (b *appIDBody) summary() string { return "" }
+
+func (b *appSecretBody) summary() string { return words("secret_key_id", b.Secret.KeyID) }
+
+func (b *appKeyBody) summary() string { return words("api_key", b.Key.ID) }
+
+func (b *appKeyIDBody) summary() string { return "" }
+
+func (b *appLimitsBody) summary() string { return limitsSummary(b.Limits) }
+
+func limitsSummary(l AppLimits) string {
+	return words("max_payload", itoa(l.MaxPayload), "rate_per_sec", itoa(l.RatePerSec), "burst", itoa(l.Burst),
+		"businesses", list(l.Businesses))
+}
+
+func (b *degradeSetBody) summary() string {
+	return words("priority", b.Priority.String(), "businesses", list(b.Businesses), "reason", strconv.Quote(b.Reason))
+}
+
+func (b *degradeOffBody) summary() string { return words("reason", strconv.Quote(b.Reason)) }
+
+// summary prints every tunable by its field name; fmt formats the
+// durations, so this follows the Tunables type as it changes.
+func (b *tunablesBody) summary() string { return fmt.Sprintf("%+v", b.Tunables) }
+
+func (b *tokenCreateBody) summary() string { return words("role", string(b.Token.Role)) }
+
+func (b *tokenIDBody) summary() string { return "" }
 
 // requestRecord is the remembered outcome of one request id.
 type requestRecord struct {

@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/raft"
 )
@@ -26,7 +26,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, clock: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
-	h.f = newFSM(slog.New(slog.DiscardHandler), func() { h.changes++ })
+	h.f = newFSM(func() { h.changes++ })
 	return h
 }
 
@@ -291,6 +291,10 @@ func TestFSM_UnknownTypeWithIgnoreFlagIsSkipped(t *testing.T) {
 	if h.state() != before || h.changes != 0 {
 		t.Fatal("skipped command changed the state")
 	}
+	// Counted for Stats, not logged: the FSM does no I/O.
+	if n := h.f.skipped.Load(); n != 1 {
+		t.Fatalf("skipped = %d, want 1", n)
+	}
 	// A known type with the flag is applied normally.
 	h.mustApply(Command{Type: TunablesSetType | IgnoreUnknownTypeFlag, Body: SetTunables(Tunables{QueueFrames: 9}).Body})
 	if h.state().Tunables.QueueFrames != 9 {
@@ -404,9 +408,9 @@ func TestFSM_RequestMemoryIsBounded(t *testing.T) {
 
 func TestFSM_AuditIsAppendedAndBounded(t *testing.T) {
 	h := newHarness(t)
-	h.mustApply(Command{Type: TunablesSetType, RequestID: "rq", Actor: "alice", Body: SetTunables(Tunables{}).Body})
+	h.mustApply(Command{Type: DegradeOffType, RequestID: "rq", Actor: "alice", Body: DegradeOff("calm").Body})
 	e := h.state().Audit[0]
-	want := AuditEntry{Index: 1, Time: h.clock, Actor: "alice", Op: "tunables.set", Target: "tunables", RequestID: "rq"}
+	want := AuditEntry{Index: 1, Time: h.clock, Actor: "alice", Op: "degrade.off", Target: "degrade", Summary: `reason="calm"`, RequestID: "rq"}
 	if e != want {
 		t.Fatalf("audit = %+v, want %+v", e, want)
 	}
@@ -431,6 +435,99 @@ func TestFSM_AuditIsAppendedAndBounded(t *testing.T) {
 	// write into the buffer the FSM appends to.
 	if cap(audit) != len(audit) {
 		t.Fatalf("published audit has spare capacity %d", cap(audit)-len(audit))
+	}
+}
+
+// TestFSM_AuditSummaries: each audit entry says what its command set, the
+// same on every node, bounded, and without secrets, API keys or token
+// hashes.
+func TestFSM_AuditSummaries(t *testing.T) {
+	h := newHarness(t)
+	// A second FSM applying the same entries: the summaries come from the
+	// log alone.
+	other := newFSM(nil)
+	apply := func(cmd Command) AuditEntry {
+		t.Helper()
+		data := h.entry(cmd)
+		if resp := h.applyRaw(data); resp.Err != nil {
+			t.Fatalf("apply %s: %v", cmd.Type, resp.Err)
+		}
+		other.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: data})
+		audit := h.state().Audit
+		return audit[len(audit)-1]
+	}
+
+	app, apiKey := testApp("chat")
+	e := apply(CreateApp(app))
+	if want := "secret_key_id=s1 api_keys=[k1] max_payload=8192 rate_per_sec=100 burst=200 businesses=[chat]"; e.Summary != want {
+		t.Errorf("app.create summary %q, want %q", e.Summary, want)
+	}
+	e = apply(SetDegrade(Degrade{Priority: PriorityLow, Businesses: []string{"chat", "news"}, Reason: `surge "eu"`}))
+	if want := `priority=low businesses=[chat,news] reason="surge \"eu\""`; e.Summary != want {
+		t.Errorf("degrade.set summary %q, want %q", e.Summary, want)
+	}
+	e = apply(SetAppLimits("chat", AppLimits{MaxPayload: 1024, RatePerSec: 50, Burst: 60}))
+	if want := "max_payload=1024 rate_per_sec=50 burst=60 businesses=[]"; e.Summary != want {
+		t.Errorf("app.set-limits summary %q, want %q", e.Summary, want)
+	}
+	e = apply(UpsertMember(Member{ID: "n1", RaftAddr: "10.0.0.1:7000", AdminAddr: "10.0.0.1:9090", Weight: 100, Voter: true}))
+	if want := "raft_addr=10.0.0.1:7000 admin_addr=10.0.0.1:9090 voter=true weight=100 draining=false"; e.Summary != want {
+		t.Errorf("member.upsert summary %q, want %q", e.Summary, want)
+	}
+	if e := apply(SetMemberDrain("n1", true)); e.Summary != "draining=true" {
+		t.Errorf("member.drain summary %q", e.Summary)
+	}
+	if e := apply(SetMemberWeight("n1", 0)); e.Summary != "weight=0" {
+		t.Errorf("member.weight summary %q", e.Summary)
+	}
+
+	secret := NewSecret("s2")
+	e = apply(RotateAppSecret("chat", secret))
+	if e.Summary != "secret_key_id=s2" {
+		t.Errorf("app.rotate-secret summary %q", e.Summary)
+	}
+	newKey, k := NewAPIKey("k2")
+	apply(AddAPIKey("chat", k))
+	tok, at := NewAdminToken("ops", RoleOperator)
+	if e := apply(CreateAdminToken(at)); e.Summary != "role=operator" {
+		t.Errorf("admin-token.create summary %q", e.Summary)
+	}
+	// No credential in any form reaches the audit.
+	raw, err := json.Marshal(h.state().Audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := HashKey(newKey)
+	for what, v := range map[string][]byte{
+		"secret": secret.Secret, "first secret": app.Secrets[0].Secret,
+		"API key hash": hash[:], "admin token hash": at.Hash[:],
+	} {
+		enc, _ := json.Marshal(v) // []byte marshals as base64
+		if bytes.Contains(raw, bytes.Trim(enc, `"`)) || bytes.Contains(raw, []byte(fmt.Sprintf("%x", v))) {
+			t.Errorf("the audit holds the %s", what)
+		}
+	}
+	for what, v := range map[string]string{"API key": newKey, "first API key": apiKey, "admin token": tok} {
+		if bytes.Contains(raw, []byte(v)) {
+			t.Errorf("the audit holds the %s", what)
+		}
+	}
+
+	// Bounded: 256 businesses of 64 bytes are cut at 256 bytes.
+	long := make([]string, maxListLen)
+	for i := range long {
+		long[i] = fmt.Sprintf("%064d", i)
+	}
+	e = apply(SetDegrade(Degrade{Priority: PriorityHigh, Businesses: long, Reason: strings.Repeat("é", 128)}))
+	if len(e.Summary) != maxSummaryLen || !strings.HasSuffix(e.Summary, "...") || !utf8.ValidString(e.Summary) {
+		t.Errorf("long summary: %d bytes, %q", len(e.Summary), e.Summary[len(e.Summary)-8:])
+	}
+	if s := clipSummary(strings.Repeat("é", 200)); len(s) > maxSummaryLen || !utf8.ValidString(s) {
+		t.Errorf("clip cut a character: %d bytes", len(s))
+	}
+
+	if !reflect.DeepEqual(other.State().Audit, h.state().Audit) {
+		t.Error("two FSMs applying the same log recorded different audits")
 	}
 }
 

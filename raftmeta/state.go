@@ -170,12 +170,16 @@ type AdminToken struct {
 
 // AuditEntry records one successful write.
 type AuditEntry struct {
-	Index     uint64    `json:"index"`
-	Time      time.Time `json:"time"`
-	Actor     string    `json:"actor"`
-	Op        string    `json:"op"`
-	Target    string    `json:"target"`
-	RequestID string    `json:"request_id"`
+	Index  uint64    `json:"index"`
+	Time   time.Time `json:"time"`
+	Actor  string    `json:"actor"`
+	Op     string    `json:"op"`
+	Target string    `json:"target"`
+	// Summary is what the command set, as "key=value" words (for example
+	// `priority=low businesses=[] reason="surge"`), at most 256 bytes.
+	// It never holds a secret, an API key or a token hash.
+	Summary   string `json:"summary,omitempty"`
+	RequestID string `json:"request_id"`
 }
 
 // State is the replicated region metadata at one log index. A *State

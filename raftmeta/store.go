@@ -8,7 +8,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,9 +20,13 @@ import (
 )
 
 const (
-	// maxVoters is the largest voter set Join builds; later nodes join as
-	// non-voters, which replicate but do not slow commits or elections.
+	// maxVoters is the largest voter set Join and Remove build; further
+	// nodes are non-voters, which replicate but do not slow commits or
+	// elections. See voterTarget.
 	maxVoters = 5
+	// maxConfigRetries bounds how often a promotion is decided again
+	// after another membership change came first.
+	maxConfigRetries = 5
 	// defaultEnqueueTimeout bounds how long a command waits to be accepted
 	// by raft when the caller's context has no deadline.
 	defaultEnqueueTimeout = 10 * time.Second
@@ -134,8 +140,15 @@ type Store struct {
 	changes *notifier // state changes and leader changes
 	leaders *notifier // leader changes only (WaitForLeader)
 
+	// mu guards closed and failing.
 	mu     sync.Mutex
 	closed bool
+	// failing holds, on the leader, the time of the last failed heartbeat
+	// to each peer that has not answered one since (see unreachable).
+	failing map[raft.ServerID]time.Time
+	// failureMemory is how long a failed heartbeat keeps a peer
+	// unreachable without a newer failure.
+	failureMemory time.Duration
 
 	stop chan struct{}  // closed by Close to end observe
 	wg   sync.WaitGroup // observe
@@ -168,9 +181,10 @@ func Open(cfg Config) (*Store, error) {
 		changes: newNotifier(),
 		leaders: newNotifier(),
 		obsCh:   make(chan raft.Observation, 64),
+		failing: map[raft.ServerID]time.Time{},
 		stop:    make(chan struct{}),
 	}
-	s.fsm = newFSM(logger, s.changes.notify)
+	s.fsm = newFSM(s.changes.notify)
 
 	segmentSize := cfg.SegmentSize
 	if segmentSize == 0 {
@@ -218,6 +232,12 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open: raft config: %v: %w", err, ErrInvalid)
 	}
 
+	// Raft retries a peer that fails heartbeats at most HeartbeatTimeout/2
+	// apart, and one attempt to a silent host takes up to the transport
+	// timeout: a peer that fails keeps producing failures well within
+	// twice their sum.
+	s.failureMemory = 2 * (rc.HeartbeatTimeout + transportTimeout)
+
 	s.raft, err = raft.NewRaft(rc, s.fsm, s.wal, s.wal, snaps, s.trans)
 	if err != nil {
 		_ = s.trans.Close()
@@ -225,10 +245,14 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open raft: %w", err)
 	}
 	// LeaderCh is lossy and single-consumer; an observer filtered to
-	// leader changes feeds WaitForLeader and Changes instead.
+	// leader changes feeds WaitForLeader and Changes instead. The same
+	// observer follows the leader's heartbeats, for unreachable.
 	s.observer = raft.NewObserver(s.obsCh, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.LeaderObservation)
-		return ok
+		switch o.Data.(type) {
+		case raft.LeaderObservation, raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+			return true
+		}
+		return false
 	})
 	s.raft.RegisterObserver(s.observer)
 	s.wg.Add(1)
@@ -243,7 +267,8 @@ func setDuration(dst *time.Duration, v time.Duration) {
 	}
 }
 
-// observe relays leader changes until Close.
+// observe relays leader changes and the leader's heartbeat failures
+// until Close.
 func (s *Store) observe() {
 	defer s.wg.Done()
 	for {
@@ -251,13 +276,42 @@ func (s *Store) observe() {
 		case <-s.stop:
 			return
 		case o := <-s.obsCh:
-			if lo, ok := o.Data.(raft.LeaderObservation); ok {
-				s.log.Info("leader changed", "leader", string(lo.LeaderID), "leader_addr", string(lo.LeaderAddr))
+			switch d := o.Data.(type) {
+			case raft.LeaderObservation:
+				s.log.Info("leader changed", "leader", string(d.LeaderID), "leader_addr", string(d.LeaderAddr))
+				// A new leader starts its own heartbeats.
+				s.mu.Lock()
+				clear(s.failing)
+				s.mu.Unlock()
+				s.leaders.notify()
+				s.changes.notify()
+			case raft.FailedHeartbeatObservation:
+				s.mu.Lock()
+				s.failing[d.PeerID] = time.Now()
+				s.mu.Unlock()
+			case raft.ResumedHeartbeatObservation:
+				s.forget(d.PeerID)
 			}
-			s.leaders.notify()
-			s.changes.notify()
 		}
 	}
+}
+
+// unreachable reports whether the leader's heartbeats to the peer are
+// failing: one failed and none succeeded since, within failureMemory (an
+// observation raft dropped on a full channel then ages out instead of
+// marking the peer for good). A peer this node has not heartbeated yet,
+// as right after it became leader, counts as reachable.
+func (s *Store) unreachable(id raft.ServerID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.failing[id]
+	return ok && time.Since(t) < s.failureMemory
+}
+
+func (s *Store) forget(id raft.ServerID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.failing, id)
 }
 
 // Close stops raft, closes the transport and the log, and ends the
@@ -419,15 +473,60 @@ func (s *Store) leaderOnly() error {
 	return nil
 }
 
-// Join adds a node to the cluster: as a voter while there are fewer than
-// five, else as a non-voter; then it records m (with Voter set to match)
-// in the state. It is idempotent for the same ID and RaftAddr, and a
-// repeat join promotes a non-voter when a voter slot is free. A node that
-// comes back with a new address, or a new ID at an old address, replaces
-// the old entry. The leader registers itself the same way after
+// Caller says who asks for a membership change and under which request
+// id. Join, Remove and Leave apply their commands with them, so the audit
+// names the asker and a retry is recognized. The zero value stands for
+// this node ("node/<ID>", as Apply fills in) with fresh request ids.
+type Caller struct {
+	// RequestID goes on the command that records the change: the member
+	// upsert of Join, the member removal of Remove and Leave. A retry with
+	// the same id is answered like the first attempt, where a fresh id
+	// would find the member already gone (ErrNotFound). The other commands
+	// a change may need (records of promoted or replaced members) get
+	// fresh ids.
+	RequestID string
+	// Actor is recorded in the audit entry of every command the change
+	// applies: the admin token id for a change made through the admin API.
+	Actor string
+}
+
+// recording returns cmd as the command that records the change.
+func (c Caller) recording(cmd Command) Command {
+	cmd.RequestID, cmd.Actor = c.RequestID, c.Actor
+	return cmd
+}
+
+// aside returns cmd as a secondary command of the change.
+func (c Caller) aside(cmd Command) Command {
+	cmd.Actor = c.Actor
+	return cmd
+}
+
+// voterTarget is how many voters a configuration of n reachable servers
+// should have: the largest odd number not above n and maxVoters, so 1, 3
+// or 5. An even count adds no fault tolerance over the odd number below it
+// (4 voters survive one loss, as 3 do) while every commit waits for one
+// more node, so the second, fourth and sixth nodes are non-voters.
+func voterTarget(n int) int {
+	n = min(n, maxVoters)
+	if n%2 == 0 {
+		n--
+	}
+	return max(n, 1)
+}
+
+// Join adds a node to the cluster and records m in the state. A new node
+// joins as a non-voter; then reachable non-voters are promoted until the
+// voters reach the odd target of voterTarget (fillVoters), so the voter
+// set grows 1, 3, 5 and later nodes stay non-voters. m.Voter is set to the
+// node's resulting suffrage. Join is idempotent for the same ID and
+// RaftAddr, and a repeat join also promotes a non-voter that is due. A
+// node that comes back with a new address, or a new ID at an old address,
+// replaces the old entry. The leader registers itself the same way after
 // Bootstrap. m.Draining is kept from an existing record: draining is
-// operator state, not the joining node's.
-func (s *Store) Join(ctx context.Context, m Member) error {
+// operator state, not the joining node's. by names the caller (see
+// Caller).
+func (s *Store) Join(ctx context.Context, m Member, by Caller) error {
 	op := "join " + m.ID
 	if err := s.leaderOnly(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -439,22 +538,18 @@ func (s *Store) Join(ctx context.Context, m Member) error {
 	if err := cf.Error(); err != nil {
 		return fmt.Errorf("%s: %w", op, s.translate(err))
 	}
-	voters := 0
-	var existing *raft.Server
+	existing := false
 	var stale []raft.Server
 	for _, srv := range cf.Configuration().Servers {
 		sameID, sameAddr := string(srv.ID) == m.ID, string(srv.Address) == m.RaftAddr
 		switch {
 		case sameID && sameAddr:
-			existing = &srv
+			existing = true
 		case sameID || sameAddr:
 			if string(srv.ID) == s.id {
 				return fmt.Errorf("%s at %s: would replace the leader %s at %s: %w", op, m.RaftAddr, srv.ID, srv.Address, ErrConflict)
 			}
 			stale = append(stale, srv)
-		}
-		if srv.Suffrage == raft.Voter {
-			voters++
 		}
 	}
 	for _, srv := range stale {
@@ -464,45 +559,133 @@ func (s *Store) Join(ctx context.Context, m Member) error {
 		}); err != nil {
 			return fmt.Errorf("%s: remove stale server %s: %w", op, srv.ID, err)
 		}
-		if srv.Suffrage == raft.Voter {
-			voters--
-		}
+		s.forget(srv.ID)
 	}
 	// A member record of another id at this raft address is a previous
 	// incarnation of the joining host; it would make the upsert conflict.
 	for id, o := range s.State().Members {
 		if id != m.ID && o.RaftAddr == m.RaftAddr {
-			if _, err := s.Apply(ctx, RemoveMember(id)); err != nil && !errors.Is(err, ErrNotFound) {
+			if _, err := s.Apply(ctx, by.aside(RemoveMember(id))); err != nil && !errors.Is(err, ErrNotFound) {
 				return fmt.Errorf("%s: %w", op, err)
 			}
 		}
 	}
 
-	id, addr := raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr)
-	var add func(time.Duration) raft.IndexFuture
-	switch {
-	case voters < maxVoters && (existing == nil || existing.Suffrage != raft.Voter):
-		add = func(t time.Duration) raft.IndexFuture { return s.raft.AddVoter(id, addr, 0, t) }
-		m.Voter = true
-	case existing == nil:
-		add = func(t time.Duration) raft.IndexFuture { return s.raft.AddNonvoter(id, addr, 0, t) }
-		m.Voter = false
-	default:
-		m.Voter = existing.Suffrage == raft.Voter
-	}
-	if add != nil {
-		if err := s.configChange(ctx, add); err != nil {
+	if !existing {
+		id, addr := raft.ServerID(m.ID), raft.ServerAddress(m.RaftAddr)
+		if err := s.configChange(ctx, func(t time.Duration) raft.IndexFuture {
+			return s.raft.AddNonvoter(id, addr, 0, t)
+		}); err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
-		s.log.Info("server added", "id", m.ID, "addr", m.RaftAddr, "voter", m.Voter)
+		s.log.Info("server added", "id", m.ID, "addr", m.RaftAddr)
 	}
+	if err := s.fillVoters(ctx, by, "", m.ID); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	voter, err := s.isVoter(m.ID)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	m.Voter = voter
 	if old, ok := s.State().Members[m.ID]; ok {
 		m.Draining = old.Draining
 	}
-	if _, err := s.Apply(ctx, UpsertMember(m)); err != nil {
+	if _, err := s.Apply(ctx, by.recording(UpsertMember(m))); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return nil
+}
+
+// isVoter reports whether id is a voter in the latest configuration.
+func (s *Store) isVoter(id string) (bool, error) {
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return false, s.translate(err)
+	}
+	for _, srv := range cf.Configuration().Servers {
+		if string(srv.ID) == id {
+			return srv.Suffrage == raft.Voter, nil
+		}
+	}
+	return false, nil
+}
+
+// fillVoters promotes reachable non-voters, one configuration change at a
+// time, until the voters reach voterTarget of the reachable servers (the
+// leader and every peer unreachable does not report). leaving, unless
+// empty, is counted as gone already: the leader promotes before removing
+// itself, since it cannot once its removal commits. last is promoted
+// after the other candidates: a node added a moment ago has the least of
+// the log. fillVoters never demotes: a voter dropped to make the count
+// odd would be one replica fewer acknowledging writes, so an even count
+// left by a removal stays until the next join fills it up.
+//
+// Each promotion is decided on one configuration and applied only while
+// that configuration is still the latest (raft's prevIndex), so
+// concurrent joins and removes cannot promote past the target; a
+// promotion that lost such a race is decided again. A promoted member's
+// record is upserted with Voter set.
+func (s *Store) fillVoters(ctx context.Context, by Caller, leaving, last string) error {
+	for retries := 0; ; {
+		cf := s.raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			return s.translate(err)
+		}
+		voters, reachable := 0, 0
+		var candidates []raft.Server
+		for _, srv := range cf.Configuration().Servers {
+			if string(srv.ID) == leaving {
+				continue
+			}
+			up := string(srv.ID) == s.id || !s.unreachable(srv.ID)
+			if up {
+				reachable++
+			}
+			switch {
+			case srv.Suffrage == raft.Voter:
+				voters++
+			case up:
+				candidates = append(candidates, srv)
+			}
+		}
+		if voters >= voterTarget(reachable) || len(candidates) == 0 {
+			return nil
+		}
+		slices.SortFunc(candidates, func(a, b raft.Server) int {
+			if al, bl := string(a.ID) == last, string(b.ID) == last; al != bl {
+				if al {
+					return 1
+				}
+				return -1
+			}
+			return strings.Compare(string(a.ID), string(b.ID))
+		})
+		c := candidates[0]
+		if err := s.configChange(ctx, func(t time.Duration) raft.IndexFuture {
+			return s.raft.AddVoter(c.ID, c.Address, cf.Index(), t)
+		}); err != nil {
+			if retries < maxConfigRetries && s.configMoved(cf.Index()) {
+				retries++
+				continue
+			}
+			return fmt.Errorf("promote %s: %w", c.ID, err)
+		}
+		s.log.Info("server promoted to voter", "id", string(c.ID), "voters", voters+1)
+		if rec, ok := s.State().Members[string(c.ID)]; ok && !rec.Voter {
+			rec.Voter = true
+			if _, err := s.Apply(ctx, by.aside(UpsertMember(rec))); err != nil {
+				return fmt.Errorf("record %s as a voter: %w", c.ID, err)
+			}
+		}
+	}
+}
+
+// configMoved reports whether the latest configuration is no longer the
+// one at index.
+func (s *Store) configMoved(index uint64) bool {
+	cf := s.raft.GetConfiguration()
+	return cf.Error() == nil && cf.Index() != index
 }
 
 // configChange runs one raft membership change and waits for it.
@@ -518,10 +701,16 @@ func (s *Store) configChange(ctx context.Context, change func(time.Duration) raf
 }
 
 // Remove takes a node out of the cluster for good (typically a dead one):
-// it deletes the Member record, then the raft server. Leader only. It
-// returns ErrNotFound when the id is in neither, so a retry after success
-// can be recognized.
-func (s *Store) Remove(ctx context.Context, id string) error {
+// it deletes the Member record, then the raft server, then promotes
+// reachable non-voters while the voters are below target (fillVoters).
+// Removing the leader itself, which is what Leave does, promotes first:
+// the leader stops being leader as soon as its removal commits. Leader
+// only. by.RequestID goes on the record's removal, so a retry with the
+// same id (after a lost answer, ErrLeadershipLost, or on the next leader
+// after this one left) finishes whatever is left and returns nil.
+// Otherwise a remove of an id in neither the state nor raft returns
+// ErrNotFound.
+func (s *Store) Remove(ctx context.Context, id string, by Caller) error {
 	op := "remove " + id
 	if err := s.leaderOnly(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
@@ -532,7 +721,7 @@ func (s *Store) Remove(ctx context.Context, id string) error {
 	// The record goes first: when the leader removes itself it stops
 	// being leader as soon as the raft change commits, and could no longer
 	// write the record.
-	_, err := s.Apply(ctx, RemoveMember(id))
+	_, err := s.Apply(ctx, by.recording(RemoveMember(id)))
 	hadMember := err == nil
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("%s: %w", op, err)
@@ -541,35 +730,50 @@ func (s *Store) Remove(ctx context.Context, id string) error {
 	if err := cf.Error(); err != nil {
 		return fmt.Errorf("%s: %w", op, s.translate(err))
 	}
-	inRaft := false
-	for _, srv := range cf.Configuration().Servers {
-		inRaft = inRaft || string(srv.ID) == id
-	}
+	inRaft := slices.ContainsFunc(cf.Configuration().Servers, func(srv raft.Server) bool { return string(srv.ID) == id })
 	if !inRaft {
 		if !hadMember {
 			return fmt.Errorf("%s: %w", op, ErrNotFound)
 		}
+		// The server may have gone in an earlier attempt that stopped
+		// before promoting.
+		if err := s.fillVoters(ctx, by, "", ""); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
 		return nil
+	}
+	self := id == s.id
+	if self {
+		if err := s.fillVoters(ctx, by, id, ""); err != nil {
+			return fmt.Errorf("%s: before leaving: %w", op, err)
+		}
 	}
 	if err := s.configChange(ctx, func(t time.Duration) raft.IndexFuture {
 		return s.raft.RemoveServer(raft.ServerID(id), 0, t)
 	}); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	s.forget(raft.ServerID(id))
 	s.log.Info("server removed", "id", id)
+	if !self {
+		if err := s.fillVoters(ctx, by, "", ""); err != nil {
+			return fmt.Errorf("%s: removed; then: %w", op, err)
+		}
+	}
 	return nil
 }
 
 // Leave removes this node from the cluster. Only the leader can change the
 // configuration: on a follower Leave returns a *NotLeaderError and the
 // appliance forwards "remove <this id>" to the leader, which calls Remove.
-// On the leader the node removes itself and steps down; raft then shuts
-// down on this node, and the caller closes the Store.
-func (s *Store) Leave(ctx context.Context) error {
+// On the leader the node promotes a non-voter if one is due, removes
+// itself and steps down; raft then shuts down on this node, and the
+// caller closes the Store. by is as for Remove.
+func (s *Store) Leave(ctx context.Context, by Caller) error {
 	if err := s.leaderOnly(); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
-	if err := s.Remove(ctx, s.id); err != nil {
+	if err := s.Remove(ctx, s.id, by); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	return nil
@@ -682,6 +886,15 @@ type Stats struct {
 	// counts voters, this node included.
 	Peers  int
 	Voters int
+	// Unreachable lists, on the leader, the peers whose heartbeats are
+	// failing, sorted; none elsewhere. Join and Remove promote no
+	// unreachable non-voter.
+	Unreachable []string
+	// SkippedCommands counts the log entries of unknown optional types
+	// (IgnoreUnknownTypeFlag) this node skipped since Open: a newer
+	// leader wrote them, and this node should be upgraded. It is this
+	// node's count, not replicated state.
+	SkippedCommands uint64
 }
 
 // Stats returns a snapshot of this node's raft figures.
@@ -693,6 +906,8 @@ func (s *Store) Stats() Stats {
 		CommitIndex:  s.raft.CommitIndex(),
 		AppliedIndex: s.raft.AppliedIndex(),
 		StateIndex:   s.State().Index,
+		// The FSM counts skipped entries instead of logging from Apply.
+		SkippedCommands: s.fsm.skipped.Load(),
 	}
 	st.LeaderID, st.LeaderAddr = s.Leader()
 	if first, err := s.wal.FirstIndex(); err == nil {
@@ -705,12 +920,16 @@ func (s *Store) Stats() Stats {
 		for _, srv := range servers {
 			if srv.ID != s.id {
 				st.Peers++
+				if s.unreachable(raft.ServerID(srv.ID)) {
+					st.Unreachable = append(st.Unreachable, srv.ID)
+				}
 			}
 			if srv.Voter {
 				st.Voters++
 			}
 		}
 	}
+	slices.Sort(st.Unreachable)
 	return st
 }
 

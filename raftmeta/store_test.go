@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -60,7 +61,7 @@ func TestCluster_JoinReplicateForwardDegradeRemove(t *testing.T) {
 		}
 	}
 	// Joining again with the same id and address changes nothing in raft.
-	if err := leader.Join(ctx, c.Member((li+1)%3)); err != nil {
+	if err := leader.Join(ctx, c.Member((li+1)%3), raftmeta.Caller{}); err != nil {
 		t.Fatalf("rejoin: %v", err)
 	}
 	if again, _ := leader.Servers(); !reflect.DeepEqual(again, servers) {
@@ -100,10 +101,10 @@ func TestCluster_JoinReplicateForwardDegradeRemove(t *testing.T) {
 	if lm, ok := follower.LeaderMember(); !ok || lm.ID != c.Member(li).ID {
 		t.Fatalf("LeaderMember = %+v %v", lm, ok)
 	}
-	if err := follower.Join(ctx, c.Member(fi)); !errors.Is(err, raftmeta.ErrNotLeader) {
+	if err := follower.Join(ctx, c.Member(fi), raftmeta.Caller{}); !errors.Is(err, raftmeta.ErrNotLeader) {
 		t.Fatalf("follower join: %v", err)
 	}
-	if err := follower.Remove(ctx, c.Member(li).ID); !errors.Is(err, raftmeta.ErrNotLeader) {
+	if err := follower.Remove(ctx, c.Member(li).ID, raftmeta.Caller{}); !errors.Is(err, raftmeta.ErrNotLeader) {
 		t.Fatalf("follower remove: %v", err)
 	}
 
@@ -133,7 +134,7 @@ func TestCluster_JoinReplicateForwardDegradeRemove(t *testing.T) {
 
 	// Remove a follower: gone from raft and from every remaining state.
 	gone := c.Member(fi).ID
-	if err := leader.Remove(ctx, gone); err != nil {
+	if err := leader.Remove(ctx, gone, raftmeta.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	c.Kill(fi)
@@ -148,7 +149,7 @@ func TestCluster_JoinReplicateForwardDegradeRemove(t *testing.T) {
 			}
 		}
 	}
-	if err := leader.Remove(ctx, gone); !errors.Is(err, raftmeta.ErrNotFound) {
+	if err := leader.Remove(ctx, gone, raftmeta.Caller{}); !errors.Is(err, raftmeta.ErrNotFound) {
 		t.Fatalf("second remove: %v", err)
 	}
 	// Two voters still commit.
@@ -157,40 +158,247 @@ func TestCluster_JoinReplicateForwardDegradeRemove(t *testing.T) {
 	}
 }
 
-func TestCluster_SixthNodeJoinsAsNonvoterAndIsPromotedWhenASlotFrees(t *testing.T) {
-	c := raftmetatest.NewCluster(t, 6)
-	ctx := ctxT(t, 30*time.Second)
+// checkVoters checks the leader's raft configuration (servers in all,
+// voters among them) and that every running node's member records agree
+// with it on who votes.
+func checkVoters(t *testing.T, c *raftmetatest.Cluster, servers, voters int) {
+	t.Helper()
+	c.WaitConverged(t)
 	_, leader := c.WaitForLeader(t)
-	servers, _ := leader.Servers()
-	if len(servers) != 6 || voters(servers) != 5 {
-		t.Fatalf("servers = %+v", servers)
+	cf, err := leader.Servers()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if m := leader.State().Members["node5"]; m.Voter {
-		t.Fatalf("node5 recorded as voter: %+v", m)
-	}
-
-	// Remove a voter that is not the leader, then node5 joins again.
-	victim := -1
-	for i := 1; i < 5; i++ {
-		if !c.Store(i).IsLeader() {
-			victim = i
-			break
+	n := 0
+	suffrage := map[string]bool{}
+	for _, s := range cf {
+		suffrage[s.ID] = s.Voter
+		if s.Voter {
+			n++
 		}
 	}
-	if err := leader.Remove(ctx, c.Member(victim).ID); err != nil {
+	if len(cf) != servers || n != voters {
+		t.Fatalf("%d servers with %d voters, want %d with %d: %+v", len(cf), n, servers, voters, cf)
+	}
+	for i := range c.Len() {
+		s := c.Store(i)
+		if s == nil {
+			continue
+		}
+		members := s.State().Members
+		if len(members) != servers {
+			t.Fatalf("node %d lists %d members, raft has %d servers", i, len(members), servers)
+		}
+		for id, m := range members {
+			if v, ok := suffrage[id]; !ok || m.Voter != v {
+				t.Fatalf("node %d records %s voter=%v; in raft: present %v, voter %v", i, id, m.Voter, ok, v)
+			}
+		}
+	}
+}
+
+// follower returns the index of a running node other than the leader
+// with the given suffrage.
+func follower(t *testing.T, c *raftmetatest.Cluster, voter bool) int {
+	t.Helper()
+	_, leader := c.WaitForLeader(t)
+	servers, err := leader.Servers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.Len() {
+		s := c.Store(i)
+		if s == nil || s == leader {
+			continue
+		}
+		for _, srv := range servers {
+			if srv.ID == c.Member(i).ID && srv.Voter == voter {
+				return i
+			}
+		}
+	}
+	t.Fatalf("no running follower with voter=%v in %+v", voter, servers)
+	return -1
+}
+
+// TestCluster_VoterCountStaysOdd adds nodes one at a time: the voters go
+// 1, 3, 5, the second, fourth and sixth node wait as non-voters, and each
+// join that makes a third or fifth voter possible promotes the waiting one.
+func TestCluster_VoterCountStaysOdd(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 1)
+	checkVoters(t, c, 1, 1)
+	for _, step := range []struct{ servers, voters int }{{2, 1}, {3, 3}, {4, 3}, {5, 5}, {6, 5}} {
+		c.Add(t)
+		checkVoters(t, c, step.servers, step.voters)
+	}
+}
+
+// TestCluster_RemovingAVoterPromotesANonvoter: 5 voters and a non-voter;
+// removing a voter makes the non-voter one, with no join needed.
+func TestCluster_RemovingAVoterPromotesANonvoter(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 6)
+	ctx := ctxT(t, 30*time.Second)
+	checkVoters(t, c, 6, 5)
+	waiting := follower(t, c, false)
+	victim := follower(t, c, true)
+
+	_, leader := c.WaitForLeader(t)
+	if err := leader.Remove(ctx, c.Member(victim).ID, raftmeta.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	c.Kill(victim)
-	if err := leader.Join(ctx, c.Member(5)); err != nil {
+	checkVoters(t, c, 5, 5)
+	if m := c.Store(waiting).State().Members[c.Member(waiting).ID]; !m.Voter {
+		t.Fatalf("the waiting node is not recorded as a voter: %+v", m)
+	}
+	// Five voters with none dead commit a write.
+	if _, err := c.Apply(ctx, raftmeta.SetMemberWeight(c.Member(waiting).ID, 7)); err != nil {
 		t.Fatal(err)
 	}
-	servers, _ = leader.Servers()
-	if len(servers) != 5 || voters(servers) != 5 {
-		t.Fatalf("servers after promotion = %+v", servers)
+}
+
+// TestCluster_LeaderLeavingPromotesANonvoter: the leader promotes the
+// waiting non-voter before it removes itself, since it cannot after.
+func TestCluster_LeaderLeavingPromotesANonvoter(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 4)
+	ctx := ctxT(t, 30*time.Second)
+	checkVoters(t, c, 4, 3)
+	li, leader := c.WaitForLeader(t)
+	if err := leader.Leave(ctx, raftmeta.Caller{}); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(li)
+	checkVoters(t, c, 3, 3)
+}
+
+// TestCluster_UnreachableNonvoterIsNotPromoted: a non-voter the leader
+// cannot heartbeat stays one when a voter goes; once it answers again, a
+// repeat join promotes it.
+func TestCluster_UnreachableNonvoterIsNotPromoted(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 4)
+	ctx := ctxT(t, 30*time.Second)
+	checkVoters(t, c, 4, 3)
+	waiting := follower(t, c, false)
+	id := c.Member(waiting).ID
+	c.Kill(waiting)
+	// unreachableIs waits until the leader, whichever node it is, sees
+	// the unreachable peers want and returns it.
+	unreachableIs := func(want ...string) *raftmeta.Store {
+		t.Helper()
+		var leader *raftmeta.Store
+		raftmetatest.WaitFor(t, 10*time.Second, func() error {
+			if _, leader = c.Leader(); leader == nil {
+				return errors.New("no leader")
+			}
+			if u := leader.Stats().Unreachable; !slices.Equal(u, want) {
+				return fmt.Errorf("leader sees %v unreachable, want %v", u, want)
+			}
+			return nil
+		})
+		return leader
+	}
+	leader := unreachableIs(id)
+	victim := follower(t, c, true)
+	if err := leader.Remove(ctx, c.Member(victim).ID, raftmeta.Caller{}); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(victim)
+	checkVoters(t, c, 3, 2)
+
+	c.Restart(t, waiting)
+	leader = unreachableIs()
+	if err := leader.Join(ctx, c.Member(waiting), raftmeta.Caller{}); err != nil {
+		t.Fatal(err)
+	}
+	checkVoters(t, c, 3, 3)
+}
+
+// TestCluster_RemoveDeadFollower removes a follower that was killed
+// without leaving, as an operator does after a host dies.
+func TestCluster_RemoveDeadFollower(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 3)
+	ctx := ctxT(t, 30*time.Second)
+	li, leader := c.WaitForLeader(t)
+	dead := (li + 1) % 3
+	id := c.Member(dead).ID
+	c.Kill(dead)
+	if _, err := c.Apply(ctx, raftmeta.SetMemberWeight(c.Member(li).ID, 1)); err != nil {
+		t.Fatalf("two of three voters: %v", err)
+	}
+
+	if err := leader.Remove(ctx, id, raftmeta.Caller{}); err != nil {
+		t.Fatal(err)
+	}
+	checkVoters(t, c, 2, 2)
+	for i := range 5 {
+		if _, err := c.Apply(ctx, raftmeta.SetMemberWeight(c.Member(li).ID, 10+i)); err != nil {
+			t.Fatalf("write %d after the remove: %v", i, err)
+		}
 	}
 	c.WaitConverged(t)
-	if m := c.Store(5).State().Members["node5"]; !m.Voter {
-		t.Fatalf("node5 not recorded as voter: %+v", m)
+	for _, i := range []int{li, 3 - li - dead} {
+		st := c.Store(i).State()
+		if _, ok := st.Members[id]; ok {
+			t.Fatalf("node %d still has the dead node's record", i)
+		}
+		if w := st.Members[c.Member(li).ID].Weight; w != 14 {
+			t.Fatalf("node %d: weight %d after the writes, want 14", i, w)
+		}
+	}
+}
+
+// TestCluster_MembershipChangesRecordTheCaller: Join and Remove write the
+// caller's actor and request id into the audit, and a remove retried with
+// its request id is answered like the first.
+func TestCluster_MembershipChangesRecordTheCaller(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 3)
+	ctx := ctxT(t, 30*time.Second)
+	li, leader := c.WaitForLeader(t)
+	fi := (li + 1) % 3
+	m := c.Member(fi)
+
+	audited := func(op, requestID string) raftmeta.AuditEntry {
+		t.Helper()
+		for _, e := range leader.State().Audit {
+			if e.Op == op && e.RequestID == requestID {
+				return e
+			}
+		}
+		t.Fatalf("no %s audit entry with request id %s: %+v", op, requestID, leader.State().Audit)
+		return raftmeta.AuditEntry{}
+	}
+
+	join := raftmeta.Caller{RequestID: "join-1", Actor: "ops-alice"}
+	if err := leader.Join(ctx, m, join); err != nil {
+		t.Fatal(err)
+	}
+	if e := audited("member.upsert", "join-1"); e.Actor != "ops-alice" || e.Target != m.ID || !strings.Contains(e.Summary, "raft_addr="+m.RaftAddr) {
+		t.Fatalf("join audit entry %+v", e)
+	}
+
+	remove := raftmeta.Caller{RequestID: "remove-1", Actor: "ops-bob"}
+	if err := leader.Remove(ctx, m.ID, remove); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(fi)
+	if e := audited("member.remove", "remove-1"); e.Actor != "ops-bob" || e.Target != m.ID {
+		t.Fatalf("remove audit entry %+v", e)
+	}
+	// The answer was lost; the client retries with its request id.
+	if err := leader.Remove(ctx, m.ID, remove); err != nil {
+		t.Fatalf("retried remove: %v", err)
+	}
+	if err := leader.Remove(ctx, m.ID, raftmeta.Caller{RequestID: "remove-2"}); !errors.Is(err, raftmeta.ErrNotFound) {
+		t.Fatalf("a new remove of the removed node: %v", err)
+	}
+	n := 0
+	for _, e := range leader.State().Audit {
+		if e.Op == "member.remove" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d member.remove audit entries, want 1", n)
 	}
 }
 
@@ -212,7 +420,7 @@ func TestCluster_RejoinAtNewAddressReplacesTheOldEntry(t *testing.T) {
 	defer s.Close()
 	m := c.Member(fi)
 	m.RaftAddr = s.RaftAddr()
-	if err := leader.Join(ctx, m); err != nil {
+	if err := leader.Join(ctx, m, raftmeta.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	servers, _ := leader.Servers()
@@ -229,7 +437,7 @@ func TestCluster_RejoinAtNewAddressReplacesTheOldEntry(t *testing.T) {
 	})
 	// Another id at the leader's own address is refused.
 	imposter := raftmeta.Member{ID: "imposter", RaftAddr: leader.RaftAddr()}
-	if err := leader.Join(ctx, imposter); !errors.Is(err, raftmeta.ErrConflict) {
+	if err := leader.Join(ctx, imposter, raftmeta.Caller{}); !errors.Is(err, raftmeta.ErrConflict) {
 		t.Fatalf("imposter join: %v", err)
 	}
 }
@@ -240,11 +448,11 @@ func TestCluster_Leave(t *testing.T) {
 	li, leader := c.WaitForLeader(t)
 	follower := c.Store((li + 1) % 3)
 	var nle *raftmeta.NotLeaderError
-	if err := follower.Leave(ctx); !errors.As(err, &nle) || nle.LeaderID != c.Member(li).ID {
+	if err := follower.Leave(ctx, raftmeta.Caller{}); !errors.As(err, &nle) || nle.LeaderID != c.Member(li).ID {
 		t.Fatalf("follower leave: %v", err)
 	}
 
-	if err := leader.Leave(ctx); err != nil {
+	if err := leader.Leave(ctx, raftmeta.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	c.Kill(li)
@@ -471,7 +679,7 @@ func TestStore_SingleNodeRestartReplaysItsLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	self := raftmeta.Member{ID: "solo", RaftAddr: s.RaftAddr(), AdminAddr: "127.0.0.1:9090"}
-	if err := s.Join(ctx, self); err != nil {
+	if err := s.Join(ctx, self, raftmeta.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	if lm, ok := s.LeaderMember(); !ok || lm.AdminAddr != self.AdminAddr || !lm.Voter {

@@ -7,8 +7,8 @@
 //	leader.Apply(ctx, raftmeta.SetDegrade(...))
 //	c.WaitConverged(t)
 //
-// Nodes can be killed (closed without leaving) and restarted on the same
-// data directory and address. Everything is closed by t.Cleanup. A Cluster
+// Nodes can be added, killed (closed without leaving) and restarted on
+// the same data directory and address. Everything is closed by t.Cleanup. A Cluster
 // is safe for concurrent use, but tests normally drive it from one
 // goroutine.
 package raftmetatest
@@ -63,9 +63,11 @@ func WithConfig(f func(i int, cfg *raftmeta.Config)) Option {
 
 // Cluster is a set of in-process nodes.
 type Cluster struct {
-	mu    sync.Mutex
-	nodes []*node
-	log   *testLog
+	mu     sync.Mutex
+	nodes  []*node
+	log    *testLog
+	logger *slog.Logger
+	opts   options
 }
 
 type node struct {
@@ -84,7 +86,8 @@ func NewCluster(t testing.TB, n int, opts ...Option) *Cluster {
 		opt(&o)
 	}
 	tl := &testLog{t: t}
-	c := &Cluster{log: tl}
+	c := &Cluster{log: tl, opts: o}
+	c.logger = slog.New(slog.NewTextHandler(tl, &slog.HandlerOptions{Level: o.logLevel}))
 	dirs := make([]string, n)
 	for i := range dirs {
 		dirs[i] = t.TempDir()
@@ -92,43 +95,8 @@ func NewCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	// Cleanups run last-registered first: the nodes must stop before
 	// their directories are removed.
 	t.Cleanup(c.closeAll)
-
-	logger := slog.New(slog.NewTextHandler(tl, &slog.HandlerOptions{Level: o.logLevel}))
 	for i := range n {
-		cfg := raftmeta.Config{
-			ID:           fmt.Sprintf("node%d", i),
-			DataDir:      dirs[i],
-			RaftBind:     "127.0.0.1:0",
-			Logger:       logger,
-			RaftLogLevel: o.logLevel,
-		}
-		if !o.defaultTimings {
-			cfg.HeartbeatTimeout = fastHeartbeat
-			cfg.ElectionTimeout = fastElection
-			cfg.LeaderLeaseTimeout = fastLease
-			cfg.CommitTimeout = fastCommit
-		}
-		if o.configure != nil {
-			o.configure(i, &cfg)
-		}
-		s, err := raftmeta.Open(cfg)
-		if err != nil {
-			t.Fatalf("open node %d: %v", i, err)
-		}
-		// Restart reuses the port the first open was given.
-		cfg.RaftBind = s.RaftAddr()
-		m := raftmeta.Member{
-			ID:         cfg.ID,
-			RaftAddr:   s.RaftAddr(),
-			AdminAddr:  fmt.Sprintf("%s.admin.invalid:9090", cfg.ID),
-			DeviceAddr: fmt.Sprintf("%s.device.invalid:8080", cfg.ID),
-			TCPAddr:    fmt.Sprintf("%s.tcp.invalid:7070", cfg.ID),
-			PushAddr:   fmt.Sprintf("%s.push.invalid:8443", cfg.ID),
-			Weight:     100,
-		}
-		c.mu.Lock()
-		c.nodes = append(c.nodes, &node{cfg: cfg, member: m, store: s})
-		c.mu.Unlock()
+		c.open(t, dirs[i])
 	}
 
 	first := c.Store(0)
@@ -141,17 +109,81 @@ func NewCluster(t testing.TB, n int, opts ...Option) *Cluster {
 		t.Fatalf("node 0: %v", err)
 	}
 	for i := range n {
-		m := c.Member(i)
-		WaitFor(t, 30*time.Second, func() error {
-			_, leader := c.Leader()
-			if leader == nil {
-				return errors.New("no leader")
-			}
-			return leader.Join(ctx, m)
-		})
+		c.join(t, i)
 	}
 	c.WaitConverged(t)
 	return c
+}
+
+// Add starts one more node and joins it through the leader, as pushd
+// --join does; it returns the node's index without waiting for the others
+// to apply the join.
+func (c *Cluster) Add(t testing.TB) int {
+	t.Helper()
+	dir := t.TempDir()
+	i := c.open(t, dir)
+	// Registered after TempDir's cleanup, so it runs first.
+	t.Cleanup(func() { c.Kill(i) })
+	c.join(t, i)
+	return i
+}
+
+// open opens the next node on dir and returns its index.
+func (c *Cluster) open(t testing.TB, dir string) int {
+	t.Helper()
+	c.mu.Lock()
+	i := len(c.nodes)
+	c.mu.Unlock()
+	cfg := raftmeta.Config{
+		ID:           fmt.Sprintf("node%d", i),
+		DataDir:      dir,
+		RaftBind:     "127.0.0.1:0",
+		Logger:       c.logger,
+		RaftLogLevel: c.opts.logLevel,
+	}
+	if !c.opts.defaultTimings {
+		cfg.HeartbeatTimeout = fastHeartbeat
+		cfg.ElectionTimeout = fastElection
+		cfg.LeaderLeaseTimeout = fastLease
+		cfg.CommitTimeout = fastCommit
+	}
+	if c.opts.configure != nil {
+		c.opts.configure(i, &cfg)
+	}
+	s, err := raftmeta.Open(cfg)
+	if err != nil {
+		t.Fatalf("open node %d: %v", i, err)
+	}
+	// Restart reuses the port the first open was given.
+	cfg.RaftBind = s.RaftAddr()
+	m := raftmeta.Member{
+		ID:         cfg.ID,
+		RaftAddr:   s.RaftAddr(),
+		AdminAddr:  fmt.Sprintf("%s.admin.invalid:9090", cfg.ID),
+		DeviceAddr: fmt.Sprintf("%s.device.invalid:8080", cfg.ID),
+		TCPAddr:    fmt.Sprintf("%s.tcp.invalid:7070", cfg.ID),
+		PushAddr:   fmt.Sprintf("%s.push.invalid:8443", cfg.ID),
+		Weight:     100,
+	}
+	c.mu.Lock()
+	c.nodes = append(c.nodes, &node{cfg: cfg, member: m, store: s})
+	c.mu.Unlock()
+	return i
+}
+
+// join joins node i through whichever node leads.
+func (c *Cluster) join(t testing.TB, i int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m := c.Member(i)
+	WaitFor(t, 30*time.Second, func() error {
+		_, leader := c.Leader()
+		if leader == nil {
+			return errors.New("no leader")
+		}
+		return leader.Join(ctx, m, raftmeta.Caller{})
+	})
 }
 
 // Len returns the number of nodes, killed ones included.

@@ -77,7 +77,7 @@ func register(ctx context.Context, o *options, meta *raftmeta.Store, node *appli
 			// already replicated; nothing to do here.
 			return nil
 		}
-		return meta.Join(ctx, m)
+		return meta.Join(ctx, m, raftmeta.Caller{})
 	}
 	body, _ := json.Marshal(map[string]any{"id": m.ID, "raft_addr": m.RaftAddr, "admin_addr": m.AdminAddr,
 		"device_addr": m.DeviceAddr, "tcp_addr": m.TCPAddr, "push_addr": m.PushAddr, "weight": m.Weight})
