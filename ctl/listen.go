@@ -21,9 +21,10 @@ import (
 func listenCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "listen",
-		Usage: "connect as a device and print every message it receives",
+		Usage: "connect as a device and print every frame it receives",
 		Description: "Connects with the Go device SDK, so acks, dedupe by message id and reconnects are the\n" +
-			"product's own. Prints one line per WELCOME, PUSH, CONTROL and sequence gap; acks every push.\n" +
+			"product's own. Prints one line per frame received (WELCOME, PUSH, PONG, UP_REPLY, CONTROL,\n" +
+			"ERROR; a PUSH the SDK drops says duplicate=true or out_of_order=true) and per sequence gap.\n" +
 			"Stops on SIGINT/SIGTERM (exit 0), when kicked by another connection of the device (exit 1),\n" +
 			"or when the server refuses the session for good (exit 1).",
 		Flags: append(append([]cli.Flag{
@@ -73,11 +74,12 @@ func runListen(c *cli.Context, e *env) error {
 		Businesses: c.StringSlice("business"),
 		LZ4:        c.Bool("lz4"),
 		Cursor:     client.Cursor{Epoch: c.String("epoch"), Seq: c.Uint64("seq")},
-		OnWelcome:  p.welcome,
-		OnMessage:  p.push,
-		OnControl:  p.control,
+		OnFrame:    p.frame,
+		OnMessage:  func(m client.Message) { p.push(m, 0) },
+		OnDrop:     p.push,
 		OnGap:      p.gap,
 		OnDisconnect: func(err error) {
+			p.welcomed = false
 			if ctx.Err() != nil || errors.Is(err, client.ErrKicked) {
 				return
 			}
@@ -116,11 +118,20 @@ func runListen(c *cli.Context, e *env) error {
 	}
 }
 
-// framePrinter prints what the SDK hands over, one line per event. The
-// SDK calls it from one goroutine at a time, so it needs no lock.
+// framePrinter prints every frame the SDK receives, one line each, and
+// the gaps it finds. The SDK calls it from one goroutine at a time, so it
+// needs no lock.
+//
+// PUSH lines come from OnMessage and OnDrop, which say whether the SDK
+// handed the message over, rather than from OnFrame, which sees it first;
+// every other frame is printed from OnFrame.
 type framePrinter struct {
 	w    io.Writer
 	json bool
+	// welcomed is set from WELCOME to the end of the connection: a PUSH
+	// before it reaches neither OnMessage nor OnDrop (the SDK rejects
+	// it), so OnFrame prints it.
+	welcomed bool
 }
 
 // listenEvent is one JSON line of listen -o json. Fields not meaningful
@@ -144,7 +155,9 @@ type listenEvent struct {
 	Created       string  `json:"created,omitempty"`
 	Group         string  `json:"group,omitempty"`
 	Redelivered   bool    `json:"redelivered,omitempty"`
-	Payload       *string `json:"payload,omitempty"`
+	Duplicate     bool    `json:"duplicate,omitempty"`    // dropped by the SDK as a repeat
+	OutOfOrder    bool    `json:"out_of_order,omitempty"` // dropped by the SDK: an unflagged seq jump
+	Payload       *string `json:"payload,omitempty"`      // also UP_REPLY
 	PayloadBase64 *string `json:"payload_base64,omitempty"`
 
 	// CONTROL (and Priority: for degraded, the highest priority shed)
@@ -156,6 +169,18 @@ type listenEvent struct {
 	// GAP
 	From *uint64 `json:"from,omitempty"`
 	To   *uint64 `json:"to,omitempty"`
+
+	// PONG: the echoed PING time (unix ms) and the round trip it implies
+	PingTime *uint64 `json:"ping_time,omitempty"`
+	RTTMS    *int64  `json:"rtt_ms,omitempty"`
+
+	// UP_REPLY and ERROR (and Payload for UP_REPLY)
+	Request *uint64 `json:"request,omitempty"`
+	Code    string  `json:"code,omitempty"`
+	Message *string `json:"message,omitempty"`
+
+	// any other frame type, as Go prints it
+	Frame string `json:"frame,omitempty"`
 }
 
 func (p *framePrinter) emit(ev listenEvent, fields ...string) {
@@ -168,16 +193,48 @@ func (p *framePrinter) emit(ev listenEvent, fields ...string) {
 	fmt.Fprintf(p.w, "%s  %-8s %s\n", now.Format("15:04:05.000"), ev.Type, strings.Join(fields, " "))
 }
 
-func (p *framePrinter) welcome(w client.Welcome) {
-	hb := w.Heartbeat.Milliseconds()
-	p.emit(listenEvent{Type: "WELCOME", Session: w.Session, Node: w.Node, HeartbeatMS: &hb, Recovered: &w.Recovered, Epoch: w.Epoch},
-		"session="+orDash(w.Session), "node="+orDash(w.Node), "heartbeat="+w.Heartbeat.String(),
+// frame prints f, unless it is a PUSH that OnMessage or OnDrop will print.
+func (p *framePrinter) frame(f wire.Frame) {
+	switch f := f.(type) {
+	case *wire.Welcome:
+		p.welcomed = true
+		p.welcome(f)
+	case *wire.Push:
+		if !p.welcomed {
+			p.push(client.Message{ID: f.ID, Seq: f.Seq, Business: f.Business, Priority: f.Priority,
+				Created: time.UnixMilli(int64(f.Created)), Group: f.Group, Payload: f.Payload, Redelivered: f.Redelivery}, 0)
+		}
+	case *wire.Control:
+		p.control(f)
+	case *wire.Pong:
+		rtt := time.Now().UnixMilli() - int64(f.Time)
+		p.emit(listenEvent{Type: "PONG", PingTime: &f.Time, RTTMS: &rtt},
+			"ping_time="+strconv.FormatUint(f.Time, 10), "rtt="+(time.Duration(rtt)*time.Millisecond).String())
+	case *wire.UpReply:
+		ev := listenEvent{Type: "UP_REPLY", Request: &f.Request, Code: f.Code.String()}
+		fields := []string{"request=" + strconv.FormatUint(f.Request, 10), "code=" + ev.Code}
+		p.emit(ev, append(fields, payloadField(&ev, f.Payload))...)
+	case *wire.Error:
+		p.emit(listenEvent{Type: "ERROR", Code: f.Code.String(), Request: &f.Request, Message: &f.Message},
+			"code="+f.Code.String(), "request="+strconv.FormatUint(f.Request, 10), "message="+strconv.Quote(f.Message))
+	default:
+		s := strings.TrimPrefix(fmt.Sprintf("%+v", f), "&")
+		p.emit(listenEvent{Type: f.Type().String(), Frame: s}, s)
+	}
+}
+
+func (p *framePrinter) welcome(w *wire.Welcome) {
+	hb := time.Duration(w.Heartbeat) * time.Millisecond
+	hbMS := hb.Milliseconds()
+	p.emit(listenEvent{Type: "WELCOME", Session: w.Session, Node: w.Node, HeartbeatMS: &hbMS, Recovered: &w.Recovered, Epoch: w.Epoch},
+		"session="+orDash(w.Session), "node="+orDash(w.Node), "heartbeat="+hb.String(),
 		"recovered="+strconv.FormatBool(w.Recovered), "epoch="+orDash(w.Epoch))
 }
 
-func (p *framePrinter) push(m client.Message) {
+// push prints a PUSH: handed over when why is 0, else dropped by the SDK.
+func (p *framePrinter) push(m client.Message, why client.DropReason) {
 	ev := listenEvent{Type: "PUSH", Seq: &m.Seq, ID: m.ID, Business: m.Business, Priority: m.Priority.String(),
-		Group: m.Group, Redelivered: m.Redelivered}
+		Group: m.Group, Redelivered: m.Redelivered, Duplicate: why == client.DropRepeat, OutOfOrder: why == client.DropOutOfOrder}
 	if !m.Created.IsZero() && m.Created.Unix() > 0 {
 		ev.Created = m.Created.UTC().Format(time.RFC3339Nano)
 	}
@@ -189,19 +246,29 @@ func (p *framePrinter) push(m client.Message) {
 	if m.Redelivered {
 		fields = append(fields, "redelivered=true")
 	}
-	if printable(m.Payload) {
-		s := string(m.Payload)
-		ev.Payload = &s
-		fields = append(fields, "payload="+strconv.Quote(s))
-	} else {
-		s := base64.StdEncoding.EncodeToString(m.Payload)
-		ev.PayloadBase64 = &s
-		fields = append(fields, "payload_base64="+s)
+	if ev.Duplicate {
+		fields = append(fields, "duplicate=true")
 	}
-	p.emit(ev, fields...)
+	if ev.OutOfOrder {
+		fields = append(fields, "out_of_order=true")
+	}
+	p.emit(ev, append(fields, payloadField(&ev, m.Payload))...)
 }
 
-func (p *framePrinter) control(c wire.Control) {
+// payloadField sets ev's payload, as text when printable, else as base64,
+// and returns its field for the text line.
+func payloadField(ev *listenEvent, b []byte) string {
+	if printable(b) {
+		s := string(b)
+		ev.Payload = &s
+		return "payload=" + strconv.Quote(s)
+	}
+	s := base64.StdEncoding.EncodeToString(b)
+	ev.PayloadBase64 = &s
+	return "payload_base64=" + s
+}
+
+func (p *framePrinter) control(c *wire.Control) {
 	ev := listenEvent{Type: "CONTROL", Kind: c.Kind.String(), Reason: c.Reason, Addr: c.Addr}
 	fields := []string{"kind=" + c.Kind.String()}
 	if c.Kind == wire.ControlDegraded {

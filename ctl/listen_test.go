@@ -181,3 +181,121 @@ func TestListen_PrintsControlAndGap(t *testing.T) {
 		}
 	}
 }
+
+// listenEveryFrame sends device d on srv one frame of each kind listen
+// prints (repeats and an out-of-order PUSH, which the SDK drops,
+// included), waits until out shows each of them with done, then ends the
+// session with an ERROR and waits for the reconnect.
+func listenEveryFrame(t *testing.T, srv *fakeDeviceServer, out *syncBuffer, done func(s, typ string) int) {
+	t.Helper()
+	waitFor(t, 5*time.Second, func() error {
+		if !srv.connected("d") {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+	srv.send("d", &wire.Push{Seq: 1, ID: "m1", Priority: wire.PriorityNormal, Payload: []byte("a")})
+	waitFor(t, 5*time.Second, func() error {
+		if a := srv.ackedOf("d"); a != 1 {
+			return fmt.Errorf("acked %d, want 1", a)
+		}
+		return nil
+	})
+	srv.send("d", &wire.Push{Seq: 1, ID: "m1", Priority: wire.PriorityNormal, Payload: []byte("a"), Redelivery: true})
+	srv.send("d", &wire.Push{ID: "g1", Group: "room", Priority: wire.PriorityNormal, Payload: []byte("g")})
+	srv.send("d", &wire.Push{ID: "g1", Group: "room", Priority: wire.PriorityNormal, Payload: []byte("g")})
+	srv.send("d", &wire.Push{Seq: 3, ID: "m3", Priority: wire.PriorityNormal, Payload: []byte("c")})
+	srv.send("d", &wire.UpReply{Request: 7, Code: wire.CodeOK, Payload: []byte("pong")})
+	waitFor(t, 5*time.Second, func() error {
+		if n := done(out.String(), "PUSH"); n != 5 {
+			return fmt.Errorf("%d PUSH lines, want 5:\n%s", n, out.String())
+		}
+		if done(out.String(), "UP_REPLY") != 1 || done(out.String(), "PONG") == 0 {
+			return fmt.Errorf("no UP_REPLY or PONG yet:\n%s", out.String())
+		}
+		return nil
+	})
+	srv.send("d", &wire.Error{Code: wire.CodeHeartbeatMissed, Message: "idle"})
+	waitFor(t, 5*time.Second, func() error {
+		if n := done(out.String(), "WELCOME"); n != 2 {
+			return fmt.Errorf("%d WELCOME lines, want 2 (a reconnect after the ERROR):\n%s", n, out.String())
+		}
+		return nil
+	})
+}
+
+// TestListen_PrintsEveryFrame: PONG, UP_REPLY and ERROR get lines too,
+// and so do the repeats the SDK drops.
+func TestListen_PrintsEveryFrame(t *testing.T) {
+	t.Parallel()
+	srv := newFakeDeviceServer(t, 200*time.Millisecond)
+	env := testEnv("")
+	env["PUSHD_URL"] = srv.url()
+	out, errOut, stop, _ := harness{env: env}.start(t, "listen", "--device", "d")
+	lines := func(s, typ string) int {
+		return len(regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d\.\d{3}  `+typ+` `).FindAllString(s, -1))
+	}
+	listenEveryFrame(t, srv, out, lines)
+	res := stop().expect(t, exitOK)
+	for _, want := range []string{
+		`PUSH     seq=1 id=m1 business=- priority=normal payload="a"`,
+		`PUSH     seq=1 id=m1 business=- priority=normal redelivered=true duplicate=true payload="a"`,
+		`PUSH     seq=0 id=g1 business=- priority=normal group=room payload="g"`,
+		`PUSH     seq=0 id=g1 business=- priority=normal group=room duplicate=true payload="g"`,
+		`PUSH     seq=3 id=m3 business=- priority=normal out_of_order=true payload="c"`,
+		`UP_REPLY request=7 code=ok payload="pong"`,
+		`ERROR    code=heartbeat_missed request=0 message="idle"`,
+	} {
+		if err := contains(res.stdout, want); err != nil {
+			t.Error(err)
+		}
+	}
+	if !regexp.MustCompile(`(?m)  PONG     ping_time=\d+ rtt=\d+m?s$`).MatchString(res.stdout) {
+		t.Errorf("no PONG line in:\n%s", res.stdout)
+	}
+	if err := contains(errOut.String(), "heartbeat_missed"); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestListen_JSONEveryFrame: with -o json, one object per frame.
+func TestListen_JSONEveryFrame(t *testing.T) {
+	t.Parallel()
+	srv := newFakeDeviceServer(t, 200*time.Millisecond)
+	env := testEnv("")
+	env["PUSHD_URL"] = srv.url()
+	out, _, stop, _ := harness{env: env}.start(t, "listen", "--device", "d", "--json")
+	lines := func(s, typ string) int { return strings.Count(s, `"type":"`+typ+`"`) }
+	listenEveryFrame(t, srv, out, lines)
+	res := stop().expect(t, exitOK)
+
+	dec := json.NewDecoder(strings.NewReader(res.stdout))
+	dec.DisallowUnknownFields()
+	byType := map[string][]listenEvent{}
+	for dec.More() {
+		var ev listenEvent
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("%v in:\n%s", err, res.stdout)
+		}
+		byType[ev.Type] = append(byType[ev.Type], ev)
+	}
+	pushes := byType["PUSH"]
+	if len(pushes) != 5 || pushes[0].Duplicate || !pushes[1].Duplicate || !pushes[1].Redelivered ||
+		pushes[2].Duplicate || !pushes[3].Duplicate || pushes[3].Group != "room" || !pushes[4].OutOfOrder {
+		t.Errorf("PUSH events %+v in:\n%s", pushes, res.stdout)
+	}
+	if r := byType["UP_REPLY"]; len(r) != 1 || r[0].Request == nil || *r[0].Request != 7 || r[0].Code != "ok" ||
+		r[0].Payload == nil || *r[0].Payload != "pong" {
+		t.Errorf("UP_REPLY events %+v", r)
+	}
+	if e := byType["ERROR"]; len(e) != 1 || e[0].Code != "heartbeat_missed" || e[0].Message == nil || *e[0].Message != "idle" ||
+		e[0].Request == nil || *e[0].Request != 0 {
+		t.Errorf("ERROR events %+v", e)
+	}
+	if p := byType["PONG"]; len(p) == 0 || p[0].PingTime == nil || p[0].RTTMS == nil {
+		t.Errorf("PONG events %+v", p)
+	}
+	if len(byType["WELCOME"]) != 2 {
+		t.Errorf("WELCOME events %+v", byType["WELCOME"])
+	}
+}

@@ -62,6 +62,29 @@ type Message struct {
 	Redelivered bool
 }
 
+// DropReason says why a received PUSH was not handed to OnMessage.
+type DropReason uint8
+
+const (
+	// DropRepeat is a message already handled: its seq is at or below
+	// the cursor, or its id was seen within the dedupe window.
+	DropRepeat DropReason = iota + 1
+	// DropOutOfOrder is an inbox message whose seq skips past the next
+	// expected one without FlagGap: a frame was lost on the way, so the
+	// client re-acks its cursor and the server resends in order.
+	DropOutOfOrder
+)
+
+func (r DropReason) String() string {
+	switch r {
+	case DropRepeat:
+		return "repeat"
+	case DropOutOfOrder:
+		return "out_of_order"
+	}
+	return fmt.Sprintf("DropReason(%d)", uint8(r))
+}
+
 // Welcome describes an accepted session.
 type Welcome struct {
 	Session   string
@@ -166,6 +189,18 @@ type Config struct {
 	OnGap func(from, to uint64)
 	// OnDisconnect is called after a connection ends, with why.
 	OnDisconnect func(error)
+	// OnFrame is called with every frame received, before the client acts
+	// on it: the WELCOME or ERROR answering HELLO, every PUSH (repeats
+	// the client then drops included), PONG, UP_REPLY, CONTROL, ERROR,
+	// and frames the client rejects as unexpected. A BATCH is unwrapped:
+	// OnFrame gets its inner frames, in order, never the BATCH. It runs
+	// on the read goroutine like the other callbacks and must not block,
+	// modify the frame, or keep its byte slices after it returns (copy
+	// what it needs). Zero: not called.
+	OnFrame func(wire.Frame)
+	// OnDrop is called, instead of OnMessage, for a received PUSH the
+	// client does not hand over, with why. Zero: not called.
+	OnDrop func(m Message, why DropReason)
 
 	// DedupeWindow is how many recent message ids are remembered to drop
 	// repeats that the cursor cannot catch. Zero: 4096.
@@ -440,6 +475,7 @@ func (c *Client) session(ctx context.Context) error {
 		}
 		f, rest = inner[0], inner[1:]
 	}
+	c.seen(f)
 	var w *wire.Welcome
 	switch f := f.(type) {
 	case *wire.Welcome:
@@ -550,7 +586,17 @@ func (c *Client) onWelcome(w *wire.Welcome) {
 	}
 }
 
+// seen hands a received frame to OnFrame.
+func (c *Client) seen(f wire.Frame) {
+	if c.cfg.OnFrame != nil {
+		c.cfg.OnFrame(f)
+	}
+}
+
 func (c *Client) onFrame(conn frameConn, f wire.Frame) error {
+	if _, ok := f.(*wire.Batch); !ok {
+		c.seen(f)
+	}
 	switch f := f.(type) {
 	case *wire.Batch:
 		// One ack for the whole batch: the highest cursor it reached. If
@@ -560,6 +606,7 @@ func (c *Client) onFrame(conn frameConn, f wire.Frame) error {
 		var ackAny, jumped bool
 		err := f.Each(maxInbound, func(inner wire.Frame) error {
 			if p, ok := inner.(*wire.Push); ok {
+				c.seen(p)
 				seq, ok := c.onPush(p)
 				if ok {
 					ackTo, ackAny = max(ackTo, seq), true
@@ -644,6 +691,9 @@ func (c *Client) onPush(p *wire.Push) (uint64, bool) {
 		case p.Seq > c.cursor.Seq+1 && !p.Gap:
 			seq := c.cursor.Seq
 			c.mu.Unlock()
+			if c.cfg.OnDrop != nil {
+				c.cfg.OnDrop(message(p), DropOutOfOrder)
+			}
 			return seq, true // a repeat of the last ack
 		case p.Seq > c.cursor.Seq+1:
 			gapFrom, gapTo = c.cursor.Seq+1, p.Seq-1
@@ -661,9 +711,11 @@ func (c *Client) onPush(p *wire.Push) (uint64, bool) {
 	if gapTo != 0 && c.cfg.OnGap != nil {
 		c.cfg.OnGap(gapFrom, gapTo)
 	}
-	if deliver && c.cfg.OnMessage != nil {
-		c.cfg.OnMessage(Message{ID: p.ID, Seq: p.Seq, Business: p.Business, Priority: p.Priority,
-			Created: time.UnixMilli(int64(p.Created)), Group: p.Group, Payload: p.Payload, Redelivered: p.Redelivery})
+	switch {
+	case deliver && c.cfg.OnMessage != nil:
+		c.cfg.OnMessage(message(p))
+	case !deliver && c.cfg.OnDrop != nil:
+		c.cfg.OnDrop(message(p), DropRepeat)
 	}
 	if p.Seq == 0 {
 		return 0, false
@@ -672,6 +724,11 @@ func (c *Client) onPush(p *wire.Push) (uint64, bool) {
 		c.cfg.OnCursor(cur)
 	}
 	return cur.Seq, true
+}
+
+func message(p *wire.Push) Message {
+	return Message{ID: p.ID, Seq: p.Seq, Business: p.Business, Priority: p.Priority,
+		Created: time.UnixMilli(int64(p.Created)), Group: p.Group, Payload: p.Payload, Redelivered: p.Redelivery}
 }
 
 func (c *Client) ack(conn frameConn, seq uint64) {

@@ -332,3 +332,55 @@ func TestClient_ErrorAfterWelcomeReconnects(t *testing.T) {
 	sc = srv.next(t)
 	expect[*wire.Hello](t, sc)
 }
+
+// TestClient_OnFrameSeesEveryFrameFirst: OnFrame gets every frame, BATCH
+// unwrapped, before the client acts on it; dropped PUSHes go to OnDrop.
+func TestClient_OnFrameSeesEveryFrameFirst(t *testing.T) {
+	srv := newFakeServer(t)
+	var rec recorder
+	cfg := testConfig(srv)
+	cfg.OnFrame = func(f wire.Frame) { rec.add("frame %s", f.Type()) }
+	cfg.OnWelcome = func(w Welcome) { rec.add("welcome %s", w.Session) }
+	cfg.OnMessage = func(m Message) { rec.add("msg %d", m.Seq) }
+	cfg.OnDrop = func(m Message, why DropReason) { rec.add("drop %d %s", m.Seq, why) }
+	cfg.OnControl = func(c wire.Control) { rec.add("control %s", c.Kind) }
+	cfg.OnDisconnect = func(err error) { rec.add("disconnect") }
+	c := newClient(t, cfg)
+	errc, _ := run(t, c)
+
+	sc := srv.next(t)
+	expect[*wire.Hello](t, sc)
+	sc.mustSend(t, &wire.Welcome{Session: "s1", Heartbeat: 10_000, Recovered: true, Epoch: "e1"}, &wire.Push{Seq: 1, ID: "m1"})
+	expect[*wire.Ack](t, sc)
+	sc.mustSend(t,
+		&wire.Pong{Time: 5},
+		&wire.UpReply{Request: 99, Code: wire.CodeOK},
+		&wire.Control{Kind: wire.ControlDegraded, Priority: wire.PriorityLow},
+		&wire.Push{Seq: 1, ID: "m1", Redelivery: true},
+	)
+	if a := expect[*wire.Ack](t, sc); a.Seq != 1 {
+		t.Fatalf("ack of the repeat %d, want 1", a.Seq)
+	}
+	sc.mustSend(t, &wire.Push{Seq: 3, ID: "m3"}) // seq 2 lost on the way
+	if a := expect[*wire.Ack](t, sc); a.Seq != 1 {
+		t.Fatalf("ack after an unflagged jump %d, want the cursor 1", a.Seq)
+	}
+	sc.mustSend(t, &wire.Error{Code: wire.CodeHeartbeatMissed, Message: "idle"})
+	sc = srv.next(t)
+	expect[*wire.Hello](t, sc)
+	sc.mustSend(t, &wire.Error{Code: wire.CodeUnknownApp, Message: "no such app"})
+	var refused *RefusedError
+	if err := runResult(t, errc); !errors.As(err, &refused) {
+		t.Fatalf("Run returned %v, want a refusal", err)
+	}
+	want := []string{
+		"frame WELCOME", "welcome s1", "frame PUSH", "msg 1",
+		"frame PONG", "frame UP_REPLY", "frame CONTROL", "control degraded", "frame PUSH", "drop 1 repeat",
+		"frame PUSH", "drop 3 out_of_order",
+		"frame ERROR", "disconnect",
+		"frame ERROR", "disconnect",
+	}
+	if got := rec.events(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("events\n%q\nwant\n%q", got, want)
+	}
+}

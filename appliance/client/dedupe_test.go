@@ -43,6 +43,7 @@ func TestClient_DedupesRedeliveredID(t *testing.T) {
 	var rec recorder
 	cfg := testConfig(srv)
 	cfg.OnMessage = func(m Message) { rec.add("msg %d %s %s", m.Seq, m.ID, m.Payload) }
+	cfg.OnDrop = func(m Message, why DropReason) { rec.add("drop %d %s %s", m.Seq, m.ID, why) }
 	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +69,7 @@ func TestClient_DedupesRedeliveredID(t *testing.T) {
 	if a := expect[*wire.Ack](t, sc); a.Seq != 2 {
 		t.Fatalf("ack of the repeated id %d, want 2", a.Seq)
 	}
-	want := []string{"msg 0 g1 a", "msg 0  anon1", "msg 0  anon2", "msg 1 m1 b"}
+	want := []string{"msg 0 g1 a", "drop 0 g1 repeat", "msg 0  anon1", "msg 0  anon2", "msg 1 m1 b", "drop 1 m1 repeat", "drop 2 m1 repeat"}
 	waitFor(t, 5*time.Second, func() error {
 		if got := rec.events(); fmt.Sprint(got) != fmt.Sprint(want) {
 			return fmt.Errorf("events %q, want %q", got, want)
