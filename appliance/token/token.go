@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 )
@@ -166,15 +167,65 @@ func parse(tok string) (c Claims, signed string, sig []byte, err error) {
 	if err != nil || len(sig) != sha256.Size {
 		return c, "", nil, ErrMalformed
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil || dec.More() {
+	if err := c.decode(body); err != nil {
 		return Claims{}, "", nil, ErrMalformed
 	}
 	if err := c.validate(); err != nil {
 		return Claims{}, "", nil, ErrMalformed
 	}
 	return c, signed, sig, nil
+}
+
+// decode reads the claims JSON strictly: one object whose keys are claim
+// names spelled exactly, each at most once, and nothing after it.
+// encoding/json alone would match keys case-insensitively and let a
+// repeated key overwrite the first, so two parsers could read the same
+// signed token differently.
+func (c *Claims) decode(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("claims are not a JSON object")
+	}
+	var seen uint8
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := t.(string)
+		var field any
+		var bit uint8
+		switch key {
+		case "app":
+			field, bit = &c.App, 1<<0
+		case "dev":
+			field, bit = &c.Device, 1<<1
+		case "usr":
+			field, bit = &c.User, 1<<2
+		case "exp":
+			field, bit = &c.Expires, 1<<3
+		case "nbf":
+			field, bit = &c.NotBefore, 1<<4
+		case "kid":
+			field, bit = &c.KeyID, 1<<5
+		default:
+			return fmt.Errorf("unknown claim %q", key)
+		}
+		if seen&bit != 0 {
+			return fmt.Errorf("claim %q repeated", key)
+		}
+		seen |= bit
+		if err := dec.Decode(field); err != nil {
+			return fmt.Errorf("claim %q: %w", key, err)
+		}
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return errors.New("claims object not closed")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the claims object")
+	}
+	return nil
 }
 
 func (c *Claims) validate() error {

@@ -3,6 +3,7 @@ package token
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -149,6 +150,54 @@ func TestValidID(t *testing.T) {
 	}
 }
 
+// signClaims signs raw claims JSON with secret1, so that a token it makes
+// is refused, if at all, for its claims alone.
+func signClaims(claimsJSON string) string {
+	signed := prefix + base64.RawURLEncoding.EncodeToString([]byte(claimsJSON))
+	return signed + "." + base64.RawURLEncoding.EncodeToString(sign(secret1, signed))
+}
+
+// strictClaims are claim sets encoding/json alone would accept, each signed
+// validly for app1/dev-1: keys in another case, repeated keys, and JSON
+// after the object.
+var strictClaims = []struct{ name, json string }{
+	{"key in upper case", `{"APP":"app1","dev":"dev-1","kid":"k1","exp":1800003600}`},
+	{"key in mixed case", `{"app":"app1","Dev":"dev-1","kid":"k1","exp":1800003600}`},
+	{"optional key in upper case", `{"app":"app1","dev":"dev-1","USR":"u1","kid":"k1","exp":1800003600}`},
+	{"repeated key, same value", `{"app":"app1","app":"app1","dev":"dev-1","kid":"k1","exp":1800003600}`},
+	{"repeated key, the last would win", `{"app":"app1","dev":"dev-2","dev":"dev-1","kid":"k1","exp":1800003600}`},
+	{"repeated key in another case", `{"app":"app1","dev":"dev-1","Dev":"dev-1","kid":"k1","exp":1800003600}`},
+	{"repeated expiry", `{"app":"app1","dev":"dev-1","kid":"k1","exp":1800003600,"exp":1800000600}`},
+	{"repeated optional key", `{"app":"app1","dev":"dev-1","usr":"u1","usr":"u2","kid":"k1","exp":1800003600}`},
+	{"closing bracket after the object", `{"app":"app1","dev":"dev-1","kid":"k1","exp":1800003600}]`},
+	{"closing brace after the object", `{"app":"app1","dev":"dev-1","kid":"k1","exp":1800003600}}`},
+	{"array", `[{"app":"app1","dev":"dev-1","kid":"k1","exp":1800003600}]`},
+	{"null", `null`},
+	{"string claim as number", `{"app":"app1","dev":"dev-1","kid":1,"exp":1800003600}`},
+}
+
+func TestVerify_RejectsLooseClaimsJSON(t *testing.T) {
+	for _, c := range strictClaims {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := Verify(signClaims(c.json), keys, "app1", "dev-1", now); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("err = %v, want ErrMalformed", err)
+			}
+		})
+	}
+}
+
+func TestVerify_AcceptsAnyKeyOrderAndSpacing(t *testing.T) {
+	tok := signClaims(" {\n\t\"exp\" : 1800003600, \"kid\":\"k1\",\"usr\":\"u1\", \"dev\":\"dev-1\",\"nbf\":1799999000,\"app\":\"app1\"}\n")
+	got, err := Verify(tok, keys, "app1", "dev-1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Claims{App: "app1", Device: "dev-1", User: "u1", Expires: 1800003600, NotBefore: 1799999000, KeyID: "k1"}
+	if got != want {
+		t.Fatalf("claims = %+v, want %+v", got, want)
+	}
+}
+
 // alterClaims swaps the claims part of tok for one naming another device
 // while keeping the original signature.
 func alterClaims(t *testing.T, tok string) string {
@@ -171,6 +220,9 @@ func FuzzParse(f *testing.F) {
 	if tok, err := Issue(claims(), secret1); err == nil {
 		f.Add(tok)
 	}
+	for _, c := range strictClaims {
+		f.Add(signClaims(c.json))
+	}
 	f.Fuzz(func(t *testing.T, tok string) {
 		c, err := Parse(tok)
 		if err != nil {
@@ -181,6 +233,21 @@ func FuzzParse(f *testing.F) {
 		}
 		if !ValidID(c.App) || !ValidID(c.Device) || !ValidID(c.KeyID) || c.Expires <= 0 {
 			t.Fatalf("accepted invalid claims %+v", c)
+		}
+		body, err := base64.RawURLEncoding.DecodeString(tok[len(prefix):strings.LastIndexByte(tok, '.')])
+		if err != nil {
+			t.Fatalf("accepted claims that are not base64url: %v", err)
+		}
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(body, &fields); err != nil {
+			t.Fatalf("accepted claims that are not a JSON object: %v", err)
+		}
+		for k := range fields {
+			switch k {
+			case "app", "dev", "usr", "exp", "nbf", "kid":
+			default:
+				t.Fatalf("accepted claim key %q", k)
+			}
 		}
 		if _, err := Verify(tok, keys, c.App, c.Device, now); err == nil && !strings.HasPrefix(tok, "v1.") {
 			t.Fatalf("verified a token without the v1 prefix")

@@ -53,9 +53,16 @@ func PutBatchHeader(b []byte) {
 	binary.BigEndian.PutUint32(b[3:HeaderLen], uint32(len(b)-HeaderLen))
 }
 
+// lz4MaxRatio bounds how many bytes one byte of an lz4 block can
+// decompress to. A sequence costs at least three bytes (token and match
+// offset) for at most 19 bytes of match, each match-length byte after them
+// adds at most 255, and literals decompress to themselves.
+const lz4MaxRatio = 255
+
 // decodeBatchBody returns the concatenated frames a BATCH body holds,
 // decompressing it when the header says lz4. The declared uncompressed
-// length is checked against max before anything is allocated.
+// length is checked against max, and against what the block could
+// decompress to at most, before anything is allocated.
 func decodeBatchBody(flags uint8, body []byte, max int) ([]byte, error) {
 	if flags&FlagLZ4 == 0 {
 		return append([]byte(nil), body...), nil
@@ -66,6 +73,9 @@ func decodeBatchBody(flags uint8, body []byte, max int) ([]byte, error) {
 	}
 	if raw > uint64(max) {
 		return nil, fmt.Errorf("%w: BATCH decompresses to %d bytes, limit %d", ErrTooLarge, raw, max)
+	}
+	if block := len(body) - n; raw > lz4MaxRatio*uint64(block) {
+		return nil, fmt.Errorf("%w: BATCH: a %d-byte lz4 block cannot decompress to %d bytes", ErrMalformed, block, raw)
 	}
 	out := make([]byte, raw)
 	got, err := lz4.UncompressBlock(body[n:], out)

@@ -34,10 +34,9 @@ func CodeOf(err error) Code {
 }
 
 // maxListLen bounds the element count of a list field (HELLO and CONTROL
-// businesses)
-// independently of the frame size, so a small frame cannot declare a huge
-// list. A list element takes at least one byte, so the frame size bounds
-// the real count too; this limit keeps the allocation small.
+// businesses) independently of the frame size. A list element takes at
+// least one byte, so a count over the bytes left is refused too: a small
+// frame cannot make the decoder allocate for a list it does not hold.
 const maxListLen = 64
 
 // Header is a decoded frame header.
@@ -310,6 +309,10 @@ func (r *FieldReader) Strs() []string {
 	}
 	if n > maxListLen {
 		r.err = errListLen
+		return nil
+	}
+	if n > uint64(len(r.b)) {
+		r.err = errShortField
 		return nil
 	}
 	list := make([]string, 0, n)

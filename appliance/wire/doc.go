@@ -14,22 +14,23 @@
 //	f, n, err := wire.Decode(buf, wire.DefaultMaxFrame)
 //
 // A byte stream (raw TCP) is cut into frames by a [Decoder], which accepts
-// input in chunks of any size:
+// input in chunks of any size and keeps only the incomplete frame at the
+// end of each, at most Max+HeaderLen bytes:
 //
-//	var d wire.Decoder
-//	d.Max = 16 << 10
-//	d.Write(chunk)
-//	for {
-//		f, err := d.Next()
-//		if f == nil || err != nil { break }
+//	d := wire.Decoder{Max: 16 << 10}
+//	err := d.Feed(chunk, func(f wire.Frame) error {
 //		...
-//	}
+//		return nil
+//	})
 //
-// Decoding never panics and never allocates more than the declared body
-// length, which is checked against the caller's limit before anything is
-// read. Encoding is allocation-free when the destination buffer has room, so
-// a message can be framed once and the same bytes written to many
-// connections.
+// Decoding never panics. The declared body length is checked against the
+// caller's limit before anything is read, and decoding allocates no more
+// than the limit: a string, byte slice or list is allocated only when the
+// bytes left could hold it, and a compressed BATCH's declared size is
+// checked against the limit and against what its block could decompress
+// to before its buffer is allocated. Encoding is allocation-free when the
+// destination buffer has room, so a message can be framed once and the
+// same bytes written to many connections.
 //
 // The package is pure: no I/O, no goroutines, no global state besides
 // constants. Functions are safe for concurrent use; a Decoder is not.

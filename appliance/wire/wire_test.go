@@ -193,26 +193,30 @@ func TestDecoder_SplitChunks(t *testing.T) {
 		stream = Append(stream, f)
 	}
 	for chunk := 1; chunk <= 17; chunk++ {
-		var d Decoder
-		var got []Frame
+		var pulled, fed Decoder
+		var gotPulled, gotFed []Frame
 		for i := 0; i < len(stream); i += chunk {
-			d.Write(stream[i:min(i+chunk, len(stream))])
+			c := stream[i:min(i+chunk, len(stream))]
+			pulled.Write(c)
 			for {
-				f, err := d.Next()
+				f, err := pulled.Next()
 				if err != nil {
-					t.Fatalf("chunk %d: %v", chunk, err)
+					t.Fatalf("chunk %d: Next: %v", chunk, err)
 				}
 				if f == nil {
 					break
 				}
-				got = append(got, f)
+				gotPulled = append(gotPulled, f)
+			}
+			if err := fed.Feed(c, func(f Frame) error { gotFed = append(gotFed, f); return nil }); err != nil {
+				t.Fatalf("chunk %d: Feed: %v", chunk, err)
 			}
 		}
-		if !reflect.DeepEqual(got, frames) {
-			t.Fatalf("chunk %d: got %d frames, want %d", chunk, len(got), len(frames))
+		if !reflect.DeepEqual(gotPulled, frames) || !reflect.DeepEqual(gotFed, frames) {
+			t.Fatalf("chunk %d: got %d frames by Next and %d by Feed, want %d", chunk, len(gotPulled), len(gotFed), len(frames))
 		}
-		if d.Buffered() != 0 {
-			t.Fatalf("chunk %d: %d bytes left buffered", chunk, d.Buffered())
+		if pulled.Buffered() != 0 || fed.Buffered() != 0 {
+			t.Fatalf("chunk %d: %d and %d bytes left buffered", chunk, pulled.Buffered(), fed.Buffered())
 		}
 	}
 }
@@ -227,6 +231,127 @@ func TestDecoder_OversizeFailsOnHeader(t *testing.T) {
 	d.Write(big[HeaderLen:])
 	if d.Buffered() > HeaderLen {
 		t.Fatalf("a failed decoder buffered %d bytes", d.Buffered())
+	}
+}
+
+func TestDecoder_OversizeHeaderAndBodyInOneWrite(t *testing.T) {
+	ack := Append(nil, &Ack{Seq: 1})
+	chunk := Append(append([]byte(nil), ack...), &Up{Business: "b", Payload: make([]byte, 4096)})
+
+	d := Decoder{Max: 1024}
+	var got []Frame
+	err := d.Feed(chunk, func(f Frame) error { got = append(got, f); return nil })
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Feed: err = %v, want ErrTooLarge", err)
+	}
+	if len(got) != 1 || got[0].(*Ack).Seq != 1 {
+		t.Fatalf("Feed passed %v, want the ACK before the oversize frame", got)
+	}
+	if cap(d.buf) != 0 {
+		t.Fatalf("Feed: the failed decoder keeps a buffer of %d bytes", cap(d.buf))
+	}
+	if err := d.Feed(ack, func(Frame) error { t.Fatal("a failed decoder passed a frame"); return nil }); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Feed after the failure: err = %v, want ErrTooLarge", err)
+	}
+
+	d = Decoder{Max: 1024}
+	d.Write(chunk)
+	if cap(d.buf) != 0 {
+		t.Fatalf("Write: the failed decoder keeps a buffer of %d bytes", cap(d.buf))
+	}
+	if f, err := d.Next(); err != nil || f.(*Ack).Seq != 1 {
+		t.Fatalf("Next = %v, %v, want the ACK before the oversize frame", f, err)
+	}
+	if _, err := d.Next(); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Next: err = %v, want ErrTooLarge", err)
+	}
+}
+
+func TestDecoder_ManyFramesInOneWriteRetainOnePartialFrame(t *testing.T) {
+	var chunk []byte
+	for i := range 1000 {
+		chunk = Append(chunk, &Push{Seq: uint64(i + 1), ID: "m", Business: "chat", Payload: []byte("hi")})
+	}
+	last := Append(nil, &Up{Business: "chat", Payload: make([]byte, 200)})
+	cut := 100
+	chunk = append(chunk, last[:cut]...)
+
+	var fed Decoder
+	n := 0
+	if err := fed.Feed(chunk, func(Frame) error { n++; return nil }); err != nil || n != 1000 {
+		t.Fatalf("Feed: %d frames, %v", n, err)
+	}
+	var pulled Decoder
+	pulled.Write(chunk)
+	for d, name := range map[*Decoder]string{&fed: "Feed", &pulled: "Write"} {
+		if d.Buffered() != cut || cap(d.buf) > len(last) {
+			t.Fatalf("%s: holds %d bytes in a buffer of %d, want the %d-byte tail of one %d-byte frame", name, d.Buffered(), cap(d.buf), cut, len(last))
+		}
+	}
+	for n = 0; ; n++ {
+		f, err := pulled.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f == nil {
+			break
+		}
+	}
+	if n != 1000 {
+		t.Fatalf("Next returned %d frames, want 1000", n)
+	}
+
+	var rest Frame
+	if err := fed.Feed(last[cut:], func(f Frame) error { rest = f; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if up, ok := rest.(*Up); !ok || len(up.Payload) != 200 || fed.Buffered() != 0 {
+		t.Fatalf("the partial frame completed as %#v, %d bytes left", rest, fed.Buffered())
+	}
+}
+
+func TestDecoder_FramesDoNotAliasTheChunk(t *testing.T) {
+	want := []Frame{
+		&Push{Seq: 1, ID: "m1", Business: "chat", Payload: []byte("payload")},
+		&Batch{Frames: Append(nil, &Up{Business: "b", Payload: []byte("up")})},
+	}
+	var stream []byte
+	for _, f := range want {
+		stream = Append(stream, f)
+	}
+	for cut := 0; cut <= len(stream); cut++ {
+		var d Decoder
+		var got []Frame
+		for _, part := range [][]byte{stream[:cut], stream[cut:]} {
+			chunk := append([]byte(nil), part...)
+			if err := d.Feed(chunk, func(f Frame) error { got = append(got, f); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			scribble(chunk)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("cut at %d: the frames changed with the chunk they came in: %#v", cut, got)
+		}
+	}
+}
+
+func TestDecoder_FeedStopsAtTheCallbacksError(t *testing.T) {
+	stop := errors.New("stop")
+	stream := Append(Append(Append(nil, &Ping{Time: 1}), &Ping{Time: 2}), &Ping{Time: 3})
+	var d Decoder
+	n := 0
+	err := d.Feed(stream, func(Frame) error {
+		n++
+		if n == 2 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || n != 2 {
+		t.Fatalf("Feed = %v after %d frames, want %v after 2", err, n, stop)
+	}
+	if err := d.Feed(stream, func(Frame) error { n++; return nil }); !errors.Is(err, stop) || n != 2 {
+		t.Fatalf("Feed after the callback failed = %v, %d frames", err, n)
 	}
 }
 
