@@ -75,6 +75,7 @@ const (
 	DropOutOfOrder
 )
 
+// String returns the reason's name: "repeat" or "out_of_order".
 func (r DropReason) String() string {
 	switch r {
 	case DropRepeat:

@@ -384,3 +384,36 @@ func TestClient_OnFrameSeesEveryFrameFirst(t *testing.T) {
 		t.Errorf("events\n%q\nwant\n%q", got, want)
 	}
 }
+
+// TestClient_UnflaggedJumpInBatchAcksTwice: the first ACK moves the
+// server's cursor past the in-order part of the BATCH, the second, equal
+// to it, asks for a fast retransmit of what was lost.
+func TestClient_UnflaggedJumpInBatchAcksTwice(t *testing.T) {
+	srv := newFakeServer(t)
+	var rec recorder
+	cfg := testConfig(srv)
+	cfg.OnMessage = func(m Message) { rec.add("msg %d", m.Seq) }
+	cfg.OnGap = func(from, to uint64) { rec.add("gap %d-%d", from, to) }
+	c := newClient(t, cfg)
+	run(t, c)
+	sc := srv.next(t)
+	sc.welcome(t, &wire.Welcome{Session: "s1", Heartbeat: 10_000, Recovered: true, Epoch: "e1"})
+	sc.mustSend(t, &wire.Push{Seq: 1, ID: "m1"}, &wire.Push{Seq: 3, ID: "m3"})
+	for i := range 2 {
+		if a := expect[*wire.Ack](t, sc); a.Seq != 1 {
+			t.Fatalf("ack %d: %d, want 1", i+1, a.Seq)
+		}
+	}
+	// The retransmit is taken in order; a flagged jump is a gap, acked once.
+	sc.mustSend(t, &wire.Push{Seq: 2, ID: "m2"}, &wire.Push{Seq: 3, ID: "m3", Redelivery: true}, &wire.Push{Seq: 5, ID: "m5", Gap: true})
+	if a := expect[*wire.Ack](t, sc); a.Seq != 5 {
+		t.Fatalf("ack after the retransmit %d, want 5", a.Seq)
+	}
+	sc.mustSend(t, &wire.Push{Seq: 6, ID: "m6"})
+	if a := expect[*wire.Ack](t, sc); a.Seq != 6 {
+		t.Fatalf("ack %d, want 6 (a single ack for the previous BATCH)", a.Seq)
+	}
+	if got, want := fmt.Sprint(rec.events()), "[msg 1 msg 2 msg 3 gap 4-4 msg 5 msg 6]"; got != want {
+		t.Errorf("events %s, want %s", got, want)
+	}
+}
