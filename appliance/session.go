@@ -121,17 +121,12 @@ func (s *session) onStreamData(data []byte) {
 	if s.dec == nil {
 		s.dec = &wire.Decoder{Max: s.node.cfg.MaxFrame}
 	}
-	s.dec.Write(data)
-	for {
-		f, err := s.dec.Next()
-		if err != nil {
-			s.frameError(err)
-			return
-		}
-		if f == nil {
-			return
-		}
+	err := s.dec.Feed(data, func(f wire.Frame) error {
 		s.onFrame(f)
+		return nil
+	})
+	if err != nil {
+		s.frameError(err)
 	}
 }
 
