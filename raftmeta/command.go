@@ -83,8 +83,8 @@ const (
 // Command is one replicated write: a typed body in an envelope. Build one
 // with the constructor for its type (SetDegrade, CreateApp, ...), then set
 // RequestID and Actor; Store.Apply fills whichever of RequestID, Actor and
-// Time is empty. Commands marshal to JSON, which is how the appliance
-// forwards them to the leader.
+// Time is empty. Commands marshal to JSON as they are; the appliance
+// forwards admin HTTP requests to the leader, not commands.
 type Command struct {
 	Type MessageType `json:"type"`
 	// RequestID makes the command idempotent: the FSM applies an id once

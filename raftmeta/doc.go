@@ -23,10 +23,12 @@ region bootstraps, then registers itself:
 	if err := s.WaitForLeader(ctx); err != nil {
 		return err
 	}
-	err = s.Join(ctx, raftmeta.Member{ID: "bj-1", RaftAddr: s.RaftAddr(), AdminAddr: "10.0.0.1:9090"})
+	err = s.Join(ctx, raftmeta.Member{ID: "bj-1", RaftAddr: s.RaftAddr(), AdminAddr: "10.0.0.1:9090"}, raftmeta.Caller{})
 
 Every other node opens its Store the same way without bootstrapping, and
-asks the leader to Join it. Reads are local and lock-free:
+asks the leader to Join it. The leader keeps an odd number of voters, up
+to five, and makes the other nodes non-voters. Reads are local and
+lock-free:
 
 	st := s.State()
 	if st.Degrade.Active && prio <= st.Degrade.Priority {
@@ -40,8 +42,8 @@ applied on the leader:
 
 On a follower Apply returns a *NotLeaderError (errors.Is(err,
 ErrNotLeader)) naming the leader's Member record; the caller forwards the
-command to its AdminAddr once, and the receiving node never forwards
-again. Every command carries a request id, and the FSM answers a repeated
+request to its AdminAddr once (pushd forwards the admin HTTP request), and
+the receiving node never forwards again. Every command carries a request id, and the FSM answers a repeated
 id with the first result without applying it again, so retrying after
 ErrLeadershipLost or a lost answer is safe. Changes delivers a signal
 after every applied change, so a node can act on a new degrade policy as
