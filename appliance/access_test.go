@@ -443,6 +443,11 @@ func TestConfig_RejectsBadValues(t *testing.T) {
 		func(c *Config) { c.Upstreams = map[string]string{"chat": "ftp://x"} },
 		func(c *Config) { c.AckBackoffMax = time.Millisecond },
 		func(c *Config) { c.Window = -1 },
+		func(c *Config) { c.HandshakeTimeout = -time.Second },
+		func(c *Config) { c.TimerTick = c.HeartbeatInterval },
+		func(c *Config) { c.MaxTargets = 10001 },
+		func(c *Config) { c.MaxTTL = time.Millisecond },
+		func(c *Config) { c.Apps[0].MaxPayload = CeilingMaxPayload + 1 },
 	}
 	for i, mut := range bad {
 		cfg := testConfig()

@@ -103,7 +103,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			Help: "Sessions told to resync because their route was gone from Redis or named another connection when renewed.",
 		}),
 		degradeShed: f.NewCounter(prometheus.CounterOpts{
-			Name: "pushd_degrade_shed_total", Help: "Queued messages not sent live because the region degrades their priority or business.",
+			Name: "pushd_degrade_shed_total", Help: "Stored messages queued for a device and dropped, not sent, because the region degrades their priority or business.",
 		}),
 		retransmits: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_retransmits_total", Help: "PUSH frames resent because their ack was overdue.",
