@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -235,4 +236,49 @@ func BenchmarkStore_Open(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkStore_Heartbeat measures what a node's heartbeat costs Redis: one
+// op is one Heartbeat, called back to back from one goroutine as a node
+// does (once a second). shape=set is the plain SET PX + SADD pipeline that
+// heartbeat.lua replaced, for comparison.
+func BenchmarkStore_Heartbeat(b *testing.B) {
+	for _, fsync := range []string{"always", "everysec"} {
+		for _, shape := range []string{"script", "set"} {
+			b.Run(fmt.Sprintf("fsync=%s/shape=%s", fsync, shape), func(b *testing.B) {
+				benchHeartbeat(b, fsync, shape)
+			})
+		}
+	}
+}
+
+func benchHeartbeat(b *testing.B, fsync, shape string) {
+	rdb := benchRedis(b, fsync).Client(b)
+	s := New(rdb, Config{})
+	ctx := context.Background()
+	info := NodeInfo{ID: "bench-node", DeviceAddr: "10.0.0.1:8080", TCPAddr: "10.0.0.1:8081",
+		PushAddr: "10.0.0.1:8082", AdminAddr: "10.0.0.1:8083", Conns: 123456}
+	if _, err := s.Heartbeat(ctx, info); err != nil {
+		b.Fatal(err)
+	}
+	cpu := redisCPU(b, rdb)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if shape == "script" {
+			if _, err := s.Heartbeat(ctx, info); err != nil {
+				b.Fatal(err)
+			}
+			continue
+		}
+		info.Updated = time.Now()
+		v, _ := json.Marshal(info)
+		pipe := rdb.Pipeline()
+		pipe.Set(ctx, heartbeatKey(info.ID), v, s.cfg.NodeTTL)
+		pipe.SAdd(ctx, nodesKey, info.ID)
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "latency-µs")
+	b.ReportMetric((redisCPU(b, rdb)-cpu)*1e6/float64(b.N), "redis-µs/heartbeat")
 }

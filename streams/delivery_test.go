@@ -125,7 +125,7 @@ func TestStore_DeliveryStreamIsCapped(t *testing.T) {
 func TestStore_TakeOverDrainsDeadNode(t *testing.T) {
 	env := newEnv(t, Config{ClaimMinIdle: 50 * time.Millisecond, NodeTTL: time.Hour})
 	ctx := testCtx(t)
-	if err := env.store.Heartbeat(ctx, NodeInfo{ID: "dead"}); err != nil {
+	if err := errOf(env.store.Heartbeat(ctx, NodeInfo{ID: "dead"})); err != nil {
 		t.Fatal(err)
 	}
 	if err := env.store.EnsureGroup(ctx, "dead"); err != nil {
@@ -232,10 +232,10 @@ func TestStore_NodesLiveAndDead(t *testing.T) {
 	short := New(env.rdb, Config{NodeTTL: 50 * time.Millisecond})
 	ctx := testCtx(t)
 	n1 := NodeInfo{ID: "n1", DeviceAddr: ":8080", TCPAddr: ":8081", PushAddr: ":8082", AdminAddr: ":8083", Conns: 42}
-	if err := env.store.Heartbeat(ctx, n1); err != nil {
+	if err := errOf(env.store.Heartbeat(ctx, n1)); err != nil {
 		t.Fatal(err)
 	}
-	if err := short.Heartbeat(ctx, NodeInfo{ID: "n2"}); err != nil {
+	if err := errOf(short.Heartbeat(ctx, NodeInfo{ID: "n2"})); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, func() error {
@@ -260,7 +260,7 @@ func TestStore_NodesLiveAndDead(t *testing.T) {
 		t.Fatalf("heartbeat ttl %v, want (0, NodeTTL]", ttl)
 	}
 	// A dead node that comes back is live again.
-	if err := env.store.Heartbeat(ctx, NodeInfo{ID: "n2"}); err != nil {
+	if err := errOf(env.store.Heartbeat(ctx, NodeInfo{ID: "n2"})); err != nil {
 		t.Fatal(err)
 	}
 	if live, dead, _ := env.store.Nodes(ctx); len(live) != 2 || len(dead) != 0 {

@@ -28,6 +28,16 @@ A node that accepts a device's connection claims the device's route and
 resumes its inbox in one round trip with Open, renews the routes of its
 connected devices with RefreshRoutes (a false result means a connection
 lost its route) and releases closed sessions' routes with ReleaseRoutes.
+It calls Heartbeat every second; a false result after the first means
+Redis may have lost the node's routes (a flush, a restart, a failover),
+so the node re-checks them at once:
+
+	continued, err := store.Heartbeat(ctx, streams.NodeInfo{ID: node})
+	if err == nil && !continued && beatBefore {
+		// Not this Store's first heartbeat for the node: RefreshRoutes
+		// for every connected device now.
+	}
+	beatBefore = beatBefore || err == nil
 
 Every call that takes many devices does its Redis work in one pipeline, and
 every multi-step change runs as one Lua script, so it is atomic. Scripts
@@ -39,8 +49,9 @@ bound and each script.
 Errors that mean Redis could not be reached or did not answer in time wrap
 ErrUnavailable; such a call may or may not have been applied.
 
-A Store holds no state beyond its configuration and is safe for concurrent
-use by multiple goroutines. Package streamstest runs a real redis-server for
+A Store holds no state beyond its configuration and, per node id, the
+token of its last heartbeat; it is safe for concurrent use by multiple
+goroutines. Package streamstest runs a real redis-server for
 tests.
 */
 package streams

@@ -50,6 +50,10 @@ func TestStore_FailsFastWhileRedisIsDown(t *testing.T) {
 			_, err := env.store.Routes(ctx, []string{"a"})
 			return err
 		},
+		"heartbeat": func(ctx context.Context) error {
+			_, err := env.store.Heartbeat(ctx, NodeInfo{ID: "n1"})
+			return err
+		},
 		"read deliveries": func(ctx context.Context) error {
 			_, err := env.store.ReadDeliveries(ctx, "n1", 10, 50*time.Millisecond)
 			return err

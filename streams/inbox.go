@@ -28,6 +28,17 @@ type Message struct {
 	Created  time.Time     // zero means now
 	TTL      time.Duration // 0 means InboxTTL; capped at InboxTTL
 	Payload  []byte
+
+	// MaxLen caps each target device's unacked entries for this append, in
+	// place of Config.InboxMaxLen, so a cap changed at run time applies from
+	// the next append on. The cap is exact: after the append an inbox holds
+	// at most MaxLen unacked entries, the oldest trimmed, and a Resume from
+	// before them reports Recovered=false. A lowered cap trims at the next
+	// append, not before; a raised one brings nothing back. It does not
+	// change DedupeWindow or the InboxMaxLen that Resume and ReadMany read
+	// by default. 0 means Config.InboxMaxLen; negative is
+	// ErrInvalidArgument. There is no ceiling beyond int64.
+	MaxLen int64
 }
 
 // Entry is one inbox entry as read back.
@@ -55,8 +66,9 @@ type Appended struct {
 // per call on a standalone Redis. For each device the script assigns the
 // next contiguous seq, deduplicates by msg.ID (a repeated id returns the
 // original seq with Duplicate set, so a retry after a timeout is safe), trims
-// the oldest unacked entries past InboxMaxLen (raising the device's lost
-// seq, which makes a Resume from before them report Recovered=false),
+// the oldest unacked entries past msg.MaxLen or else InboxMaxLen (raising
+// the device's lost seq, which makes a Resume from before them report
+// Recovered=false),
 // renews the keys' TTL when due and reads the device's route. Results are in
 // the order of devices; a device listed twice gets Duplicate the second time.
 //
@@ -69,6 +81,9 @@ func (s *Store) Append(ctx context.Context, msg Message, devices []string) ([]Ap
 	}
 	if msg.TTL < 0 {
 		return nil, fmt.Errorf("append %s: ttl %v: %w", msg.ID, msg.TTL, ErrInvalidArgument)
+	}
+	if msg.MaxLen < 0 {
+		return nil, fmt.Errorf("append %s: max len %d: %w", msg.ID, msg.MaxLen, ErrInvalidArgument)
 	}
 	if err := checkIDs("append: device", devices); err != nil {
 		return nil, err
@@ -97,6 +112,10 @@ func (s *Store) Append(ctx context.Context, msg Message, devices []string) ([]Ap
 		return nil, fmt.Errorf("append %s: created %v with ttl %v: %w", msg.ID, created, ttl, ErrExpired)
 	}
 
+	maxLen := msg.MaxLen
+	if maxLen == 0 {
+		maxLen = s.cfg.InboxMaxLen
+	}
 	// One argument list shared by every call.
 	args := []any{
 		msg.ID,
@@ -106,7 +125,7 @@ func (s *Store) Append(ctx context.Context, msg Message, devices []string) ([]Ap
 		expires.UnixMilli(),
 		msg.Payload,
 		newToken(),
-		s.cfg.InboxMaxLen,
+		maxLen,
 		s.cfg.DedupeWindow,
 		s.cfg.InboxTTL.Milliseconds(),
 		now.UnixMilli(),

@@ -320,6 +320,115 @@ func TestStore_ResumeAfterOverflow(t *testing.T) {
 	}
 }
 
+// appendCapped appends n messages with ids prefix-1..prefix-n to device,
+// each with MaxLen maxLen, and returns the last result.
+func appendCapped(t *testing.T, s *Store, device, prefix string, n int, maxLen int64) Appended {
+	t.Helper()
+	var last Appended
+	for i := 1; i <= n; i++ {
+		m := msg(fmt.Sprintf("%s-%d", prefix, i))
+		m.MaxLen = maxLen
+		res, err := s.Append(testCtx(t), m, []string{device})
+		if err != nil {
+			t.Fatalf("append %s-%d with max len %d: %v", prefix, i, maxLen, err)
+		}
+		last = res[0]
+	}
+	return last
+}
+
+func TestStore_AppendMaxLenCapsTheInbox(t *testing.T) {
+	env := newEnv(t, Config{}) // InboxMaxLen 1000
+	ctx := testCtx(t)
+	last := appendCapped(t, env.store, "a", "m", 5, 3)
+	// The cap is exact (XTRIM MINID from the counters), not MAXLEN ~.
+	if n := env.rdb.XLen(ctx, inboxKey("a")).Val(); n != 3 {
+		t.Fatalf("inbox holds %d entries, want the per-append cap 3", n)
+	}
+	if info, _ := env.store.Device(ctx, "a"); info.Lost != 2 || info.Last != 5 {
+		t.Fatalf("device %+v; want last 5, lost 2", info)
+	}
+	for _, tc := range []struct {
+		pos       Position
+		recovered bool
+		seqs      []uint64
+	}{
+		{Position{}, false, []uint64{3, 4, 5}},
+		{Position{Epoch: last.Epoch}, false, []uint64{3, 4, 5}},
+		{Position{Epoch: last.Epoch, Seq: 1}, false, []uint64{3, 4, 5}},
+		{Position{Epoch: last.Epoch, Seq: 2}, true, []uint64{3, 4, 5}},
+	} {
+		r := mustResume(t, env.store, "a", tc.pos, 0)
+		if r.Recovered != tc.recovered || !equalSeqs(seqs(r.Entries), tc.seqs...) {
+			t.Fatalf("resume from %+v: recovered %v seqs %v; want %v %v", tc.pos, r.Recovered, seqs(r.Entries), tc.recovered, tc.seqs)
+		}
+	}
+
+	// MaxLen 0 is Config.InboxMaxLen.
+	small := newEnv(t, Config{InboxMaxLen: 4})
+	appendCapped(t, small.store, "b", "m", 6, 0)
+	if n := small.rdb.XLen(ctx, inboxKey("b")).Val(); n != 4 {
+		t.Fatalf("MaxLen 0: inbox holds %d entries, want InboxMaxLen 4", n)
+	}
+	// A per-append cap above InboxMaxLen overrides it too.
+	appendCapped(t, small.store, "c", "m", 6, 10)
+	if n := small.rdb.XLen(ctx, inboxKey("c")).Val(); n != 6 {
+		t.Fatalf("MaxLen 10: inbox holds %d entries, want all 6", n)
+	}
+	if r := mustResume(t, small.store, "c", Position{}, 10); !r.Recovered || len(r.Entries) != 6 {
+		t.Fatalf("resume under a raised cap: %+v", r)
+	}
+
+	m := msg("neg")
+	m.MaxLen = -1
+	if _, err := env.store.Append(ctx, m, []string{"a"}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("MaxLen -1: %v, want ErrInvalidArgument", err)
+	}
+}
+
+func TestStore_AppendMaxLenChangedBetweenAppends(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	last := appendCapped(t, env.store, "a", "m", 10, 0)
+	if info, _ := env.store.Device(ctx, "a"); info.Lost != 0 || info.InboxLen != 10 {
+		t.Fatalf("under the default cap: %+v", info)
+	}
+	// Lowered: the next append trims down to the new cap at once.
+	appendCapped(t, env.store, "a", "low", 1, 3)
+	if info, _ := env.store.Device(ctx, "a"); info.Lost != 8 || info.InboxLen != 3 {
+		t.Fatalf("after lowering the cap to 3: %+v; want lost 8, 3 entries", info)
+	}
+	if r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch}, 0); r.Recovered || !equalSeqs(seqs(r.Entries), 9, 10, 11) {
+		t.Fatalf("resume from 0 after the lowered cap trimmed: %+v", r)
+	}
+	if r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 8}, 0); !r.Recovered {
+		t.Fatalf("resume from 8: %+v; want recovered", r)
+	}
+	// Raised again: nothing comes back, nothing more is trimmed, and the
+	// trim stays visible.
+	appendCapped(t, env.store, "a", "high", 2, 100)
+	if info, _ := env.store.Device(ctx, "a"); info.Lost != 8 || info.InboxLen != 5 {
+		t.Fatalf("after raising the cap: %+v; want lost 8, 5 entries", info)
+	}
+	if r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 5}, 0); r.Recovered {
+		t.Fatalf("resume from 5 after raising the cap: %+v; want not recovered", r)
+	}
+
+	// Acked entries do not count against a lowered cap, and a cursor at
+	// the ack cursor still learns of the trim after it.
+	mustAck(t, env.store, "a", last.Epoch, 10)
+	appendCapped(t, env.store, "a", "acked", 1, 2) // seq 14: 11..14 unacked
+	if info, _ := env.store.Device(ctx, "a"); info.Lost != 12 || info.InboxLen != 2 {
+		t.Fatalf("after acking 10 and capping at 2: %+v; want lost 12, 2 entries", info)
+	}
+	if r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 10}, 0); r.Recovered || !equalSeqs(seqs(r.Entries), 13, 14) {
+		t.Fatalf("resume from the ack cursor: %+v; want not recovered, 13 14", r)
+	}
+	if r := mustResume(t, env.store, "a", Position{Epoch: last.Epoch, Seq: 12}, 0); !r.Recovered {
+		t.Fatalf("resume from 12: %+v; want recovered", r)
+	}
+}
+
 func TestStore_ResumeAfterMessageTTLExpiry(t *testing.T) {
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
@@ -544,11 +653,14 @@ func TestStore_RejectsInvalidArguments(t *testing.T) {
 	ctx := testCtx(t)
 	neg := msg("m")
 	neg.TTL = -time.Second
+	negLen := msg("m")
+	negLen.MaxLen = -5
 	for name, err := range map[string]error{
 		"empty message id": func() error { _, err := env.store.Append(ctx, msg(""), []string{"a"}); return err }(),
 		"braced device":    func() error { _, err := env.store.Append(ctx, msg("m"), []string{"a}b"}); return err }(),
 		"empty device":     func() error { _, err := env.store.Append(ctx, msg("m"), []string{"a", ""}); return err }(),
 		"negative ttl":     func() error { _, err := env.store.Append(ctx, neg, []string{"a"}); return err }(),
+		"negative max len": func() error { _, err := env.store.Append(ctx, negLen, []string{"a"}); return err }(),
 		"resume":           func() error { _, err := env.store.Resume(ctx, "{x", Position{}, 1); return err }(),
 		"read":             func() error { _, err := env.store.ReadMany(ctx, []ReadRequest{{Device: ""}}); return err }(),
 		"ack":              func() error { _, err := env.store.AckMany(ctx, []AckRequest{{Device: "}"}}); return err }(),
@@ -562,7 +674,7 @@ func TestStore_RejectsInvalidArguments(t *testing.T) {
 		"open device":      func() error { _, _, _, err := env.store.Open(ctx, "", "n1", Position{}, 1); return err }(),
 		"open node":        func() error { _, _, _, err := env.store.Open(ctx, "a", "{n", Position{}, 1); return err }(),
 		"deliver":          env.store.Deliver(ctx, map[string][][]byte{"": {[]byte("x")}}),
-		"heartbeat":        env.store.Heartbeat(ctx, NodeInfo{ID: "n{1}"}),
+		"heartbeat":        errOf(env.store.Heartbeat(ctx, NodeInfo{ID: "n{1}"})),
 	} {
 		if !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("%s: %v, want ErrInvalidArgument", name, err)

@@ -23,23 +23,82 @@ type NodeInfo struct {
 }
 
 // Heartbeat stores info under the node's heartbeat key with a TTL of NodeTTL
-// and adds the node to the node set, in one pipeline.
-func (s *Store) Heartbeat(ctx context.Context, info NodeInfo) error {
+// and adds the node to the node set, in one pipeline (one script call and
+// one SADD). A node calls it every second or so, from one goroutine.
+//
+// continued reports whether Redis kept this node's heartbeats since this
+// Store's previous successful Heartbeat for info.ID, on the same Redis
+// process. It is true only when all of these hold:
+//
+//   - this Store already returned a result for info.ID (the first call for a
+//     node id on a Store, that is the first after the process started,
+//     always reports false);
+//   - the heartbeat key still holds the value that call wrote, or one
+//     written after it by calls that failed here but were applied in Redis
+//     (those carry the check forward, so a loss is reported even when the
+//     reply of the call that found it was lost);
+//   - that value was written by the redis-server process serving the key
+//     now: same INFO run_id, so Redis was neither restarted nor failed over
+//     in between (skipped where INFO is refused to scripts).
+//
+// So continued is false after: the node stalled or its heartbeats failed
+// for longer than NodeTTL (the key expired); FLUSHALL, FLUSHDB, a DEL or an
+// eviction removed the key; Redis restarted, whether or not it lost writes
+// (a crash under appendfsync everysec, a server without persistence); a
+// failover promoted a replica, however far it lagged; the key was rolled
+// back to an older heartbeat or overwritten by another process using the
+// same node id. On a cluster this speaks for the shard of the heartbeat key
+// only.
+//
+// A false from any call but the first for a node id means Redis may have
+// lost this node's routes and inbox state: the caller should re-check them
+// at once (the appliance runs its route refresh) rather than wait for the
+// periodic refresh. What it cannot see is a loss of other keys while the
+// heartbeat key survives on the same process: route or inbox keys evicted
+// under maxmemory, or deleted by hand.
+//
+// On error continued is false and says nothing; the next successful call
+// reports what happened meanwhile. Calls for one node id are meant to come
+// one at a time: concurrent ones are safe but may report false.
+func (s *Store) Heartbeat(ctx context.Context, info NodeInfo) (continued bool, err error) {
 	if !validID(info.ID) {
-		return fmt.Errorf("heartbeat: node id %q: %w", info.ID, ErrInvalidArgument)
+		return false, fmt.Errorf("heartbeat: node id %q: %w", info.ID, ErrInvalidArgument)
 	}
 	if info.Updated.IsZero() {
 		info.Updated = time.Now()
 	}
 	b, err := json.Marshal(info)
 	if err != nil {
-		return fmt.Errorf("heartbeat %s: %w", info.ID, err)
+		return false, fmt.Errorf("heartbeat %s: %w", info.ID, err)
 	}
+	token := newToken()
+	s.hbMu.Lock()
+	after := s.hbLast[info.ID]
+	s.hbMu.Unlock()
+
+	// As runScripts, with the SADD in the same pipeline: the node set has no
+	// hash tag, so it cannot be one of the script's keys on a cluster.
+	keys := []string{heartbeatKey(info.ID)}
+	args := []any{b, token, after, max(s.cfg.NodeTTL.Milliseconds(), 1)}
 	pipe := s.rdb.Pipeline()
-	pipe.Set(ctx, heartbeatKey(info.ID), b, s.cfg.NodeTTL)
-	pipe.SAdd(ctx, nodesKey, info.ID)
-	_, err = pipe.Exec(ctx)
-	return wrap("heartbeat", info.ID, err)
+	hb := heartbeatScript.EvalSha(ctx, pipe, keys, args...)
+	add := pipe.SAdd(ctx, nodesKey, info.ID)
+	_, _ = pipe.Exec(ctx)
+	if redis.HasErrorPrefix(hb.Err(), "NOSCRIPT") {
+		// Refused, so not run: sending it again cannot apply it twice.
+		hb = heartbeatScript.Eval(ctx, s.rdb, keys, args...)
+	}
+	err = hb.Err()
+	if err == nil {
+		err = add.Err()
+	}
+	if err != nil {
+		return false, wrap("heartbeat", info.ID, err)
+	}
+	s.hbMu.Lock()
+	s.hbLast[info.ID] = token
+	s.hbMu.Unlock()
+	return hb.Val() == int64(1), nil
 }
 
 // Nodes returns the live nodes (heartbeat key present) and the dead ones (in

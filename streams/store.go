@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,8 +26,8 @@ var (
 	ErrUnavailable = errors.New("redis unavailable")
 
 	// ErrInvalidArgument means a device, node or message id is empty or
-	// holds '{' or '}' (which would move the keys' hash tag), or a TTL is
-	// negative. Nothing was sent to Redis.
+	// holds '{' or '}' (which would move the keys' hash tag), or a TTL or a
+	// Message.MaxLen is negative. Nothing was sent to Redis.
 	ErrInvalidArgument = errors.New("invalid argument")
 
 	// ErrExpired is returned by Append for a message whose Created+TTL has
@@ -47,7 +48,9 @@ var (
 type Config struct {
 	// InboxMaxLen caps a device's unacked entries; when an append goes past
 	// it, the oldest unacked entries are trimmed and the device's next
-	// Resume from before them reports Recovered=false. 0 means 1000.
+	// Resume from before them reports Recovered=false. An append whose
+	// Message.MaxLen is set uses that cap instead. It is also the default
+	// limit of Resume and ReadMany. 0 means 1000.
 	InboxMaxLen int64
 
 	// InboxTTL is how long a device's inbox, meta and dedupe keys outlive
@@ -71,7 +74,8 @@ type Config struct {
 	RouteTTL time.Duration
 
 	// NodeTTL is the TTL of a node's heartbeat key: a node that has not
-	// called Heartbeat for this long is dead to Nodes. 0 means 10s.
+	// called Heartbeat for this long is dead to Nodes, and its next
+	// Heartbeat reports continued=false. 0 means 10s.
 	NodeTTL time.Duration
 
 	// ScriptBatch is how many devices one Append or AckMany script call
@@ -118,8 +122,9 @@ func (c Config) withDefaults() Config {
 }
 
 // Store keeps device inboxes, routes, node delivery streams and node
-// heartbeats in Redis. It holds no state of its own beyond its
-// configuration, so it is safe for concurrent use.
+// heartbeats in Redis. Beyond its configuration it holds only, per node
+// id, the token of its last heartbeat (see Heartbeat). It is safe for
+// concurrent use.
 type Store struct {
 	rdb redis.UniversalClient
 	cfg Config
@@ -128,13 +133,18 @@ type Store struct {
 	// on a standalone client, 1 where keys of different devices may live in
 	// different slots.
 	batch int
+
+	// hbMu guards hbLast, per node id the token of the last heartbeat whose
+	// result Heartbeat returned. It is never held across a Redis call.
+	hbMu   sync.Mutex
+	hbLast map[string]string
 }
 
 // New returns a Store using rdb, which the caller creates with
 // ContextTimeoutEnabled set (otherwise context deadlines do not bound socket
 // I/O) and closes after the Store is no longer used.
 func New(rdb redis.UniversalClient, cfg Config) *Store {
-	s := &Store{rdb: rdb, cfg: cfg.withDefaults(), batch: 1}
+	s := &Store{rdb: rdb, cfg: cfg.withDefaults(), batch: 1, hbLast: make(map[string]string)}
 	if _, standalone := rdb.(*redis.Client); standalone {
 		s.batch = s.cfg.ScriptBatch
 	}
@@ -163,15 +173,16 @@ func loadScript(name string) *redis.Script {
 }
 
 var (
-	appendScript   = loadScript("append.lua")
-	resumeScript   = loadScript("resume.lua")
-	readScript     = loadScript("read.lua")
-	ackScript      = loadScript("ack.lua")
-	claimScript    = loadScript("claim.lua")
-	releaseScript  = loadScript("release.lua")
-	refreshScript  = loadScript("refresh.lua")
-	takeoverScript = loadScript("takeover.lua")
-	retireScript   = loadScript("retire.lua")
+	appendScript    = loadScript("append.lua")
+	resumeScript    = loadScript("resume.lua")
+	readScript      = loadScript("read.lua")
+	ackScript       = loadScript("ack.lua")
+	claimScript     = loadScript("claim.lua")
+	releaseScript   = loadScript("release.lua")
+	refreshScript   = loadScript("refresh.lua")
+	takeoverScript  = loadScript("takeover.lua")
+	retireScript    = loadScript("retire.lua")
+	heartbeatScript = loadScript("heartbeat.lua")
 )
 
 // scriptCall is one script invocation queued for runScripts.

@@ -8,7 +8,8 @@
 --         dedupe zset  (member message id, score seq)
 --         route hash   {n node, e connection epoch}
 -- ARGV    id, business, priority, created ms, expires ms, payload,
---         epoch for a new inbox, max unacked, dedupe window, ttl ms, now ms
+--         epoch for a new inbox, max unacked (this append's cap:
+--         Message.MaxLen or InboxMaxLen), dedupe window, ttl ms, now ms
 --
 -- Returns five values per device, flat:
 --         epoch, seq, duplicate 0|1, route node|nil, route epoch|nil.
@@ -76,7 +77,9 @@ for k = 1, #KEYS, 4 do
       expiry = string.format('%d', now + keyttl)
     end
     -- Seqs are contiguous and the inbox holds exactly
-    -- (max(acked, trimmed), seq], so the unacked count needs no XLEN.
+    -- (max(acked, trimmed), seq], so the unacked count needs no XLEN. The
+    -- cap is this call's: one lowered since the last append trims down to
+    -- it now (raising the lost seq the same way), one raised trims nothing.
     if seq - math.max(acked, trimmed) > maxlen then
       trimmed = seq - maxlen
       redis.call('XTRIM', inbox, 'MINID', '0-' .. (trimmed + 1))
