@@ -594,18 +594,25 @@ func (s *session) skipTo(seq uint64) {
 func (n *Node) livenessLoop() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var lastRefresh time.Time
+	lastRefresh := time.Now()
 	for {
 		select {
 		case <-n.stop:
 			return
 		case now := <-tick.C:
-			dead, err := n.heartbeat()
+			continued, dead, err := n.heartbeat()
 			if err != nil {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 			n.takeOverDead(ctx, dead)
+			// Start published the first heartbeat, so one that does not
+			// continue the previous means Redis may have lost this node's
+			// routes: check them now rather than at the periodic refresh.
+			if !continued {
+				n.log.Warn("redis lost this node's heartbeat (data loss, restart, failover or a stall): checking every route")
+				lastRefresh = time.Time{}
+			}
 			if now.Sub(lastRefresh) >= n.cfg.RouteRefresh {
 				n.refreshRoutes(ctx)
 				lastRefresh = now
@@ -616,17 +623,17 @@ func (n *Node) livenessLoop() {
 }
 
 // heartbeat publishes this node's liveness, addresses and load, refreshes
-// its view of the region's live nodes, and returns the dead ones.
-func (n *Node) heartbeat() ([]string, error) {
+// its view of the region's live nodes, and returns the dead ones, and
+// whether Redis still held this node's previous heartbeat.
+func (n *Node) heartbeat() (continued bool, dead []string, err error) {
 	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	defer cancel()
-	err := n.durable.store.Heartbeat(ctx, n.nodeInfo())
-	var dead []string
+	continued, err = n.durable.store.Heartbeat(ctx, n.nodeInfo())
 	if err == nil {
 		dead, err = n.refreshLiveNodes(ctx)
 	}
 	n.redisResult(err)
-	return dead, err
+	return continued, dead, err
 }
 
 func (n *Node) nodeInfo() streams.NodeInfo {

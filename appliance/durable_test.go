@@ -344,6 +344,33 @@ func TestDurable_GapsAreReported(t *testing.T) {
 			t.Fatalf("after FLUSHALL: welcome %+v (old epoch %s)", w, cur.Epoch)
 		}
 	})
+	t.Run("flushall while connected", func(t *testing.T) {
+		// The node sees its heartbeat gone, finds the session's route
+		// gone too and tells the device to resync; pushes then reach it
+		// live again.
+		srv := streamstest.StartRedis(t)
+		n := startDurable(t, srv, "n1", streams.Config{})
+		d := runDevice(t, n.wsURL(), "phone", client.Cursor{})
+		mustPush(t, n, []string{"phone"}, "seen")
+		d.waitCount(t, 1)
+		before := d.lastWelcome()
+		if err := srv.Client(t).FlushAll(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, func() error {
+			if w := d.lastWelcome(); w.Session == before.Session || !d.c.Connected() {
+				return errors.New("the device has not reconnected since FLUSHALL")
+			}
+			return nil
+		})
+		if w := d.lastWelcome(); w.Recovered || w.Epoch == before.Epoch {
+			t.Fatalf("welcome after FLUSHALL %+v (old epoch %s)", w, before.Epoch)
+		}
+		if st := mustPush(t, n, []string{"phone"}, "after").Results[0].Status; st != statusDelivered {
+			t.Fatalf("push after the resync: %s, want delivered", st)
+		}
+		d.waitCount(t, 2)
+	})
 }
 
 // TestDurable_DroppedAcksRetransmitExactlyOnceToApp drops every ACK the
@@ -439,7 +466,7 @@ func TestDurable_DeadNodeDeliveriesClaimed(t *testing.T) {
 	if err := store.EnsureGroup(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.Heartbeat(ctx, streams.NodeInfo{ID: "a"}); err != nil {
+	if _, err := store.Heartbeat(ctx, streams.NodeInfo{ID: "a"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := store.ClaimRoute(ctx, inboxKey(testApp, "phone"), "a"); err != nil {

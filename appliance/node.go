@@ -247,7 +247,7 @@ func (n *Node) Start() error {
 	if n.durable != nil {
 		// Other nodes learn this one's addresses from its heartbeat:
 		// publish them as soon as they are bound.
-		if _, err := n.heartbeat(); err != nil {
+		if _, _, err := n.heartbeat(); err != nil {
 			n.stopListeners()
 			n.stopGoroutines()
 			return fmt.Errorf("publish heartbeat: %w", err)

@@ -27,7 +27,7 @@ type Store interface {
 	TakeOver(ctx context.Context, deadNode, consumer string, count int) ([]streams.Delivery, error)
 	RetireNode(ctx context.Context, node string) error
 
-	Heartbeat(ctx context.Context, info streams.NodeInfo) error
+	Heartbeat(ctx context.Context, info streams.NodeInfo) (continued bool, err error)
 	Nodes(ctx context.Context) (live []streams.NodeInfo, dead []string, err error)
 }
 
