@@ -172,8 +172,9 @@ func TestBenchPush_UnackedAreCounted(t *testing.T) {
 	}
 }
 
-// TestBenchPush_StoredAccounting: rejected results are errors, and an inbox
-// holding less than was accepted counts as lost.
+// TestBenchPush_StoredAccounting: rejected results are errors, an inbox
+// holding less than was accepted counts as lost, and what the inbox cap
+// trimmed (recorded, so the device is told) counts as trimmed, not lost.
 func TestBenchPush_StoredAccounting(t *testing.T) {
 	t.Parallel()
 	api := newFakePushAPI(t)
@@ -185,10 +186,11 @@ func TestBenchPush_StoredAccounting(t *testing.T) {
 		return ""
 	}
 	api.loseIf = func(d string, seq uint64) bool { return strings.HasSuffix(d, "-7") && seq == 2 }
+	api.trimIf = func(d string, seq uint64) bool { return strings.HasSuffix(d, "-8") && seq <= 2 }
 	r := harness{env: testEnv(api.url())}.run(t, "bench", "push", "--mode", "stored", "--devices", "10", "--batch", "5",
 		"--pushes", "50", "--json").expect(t, exitFailure)
 	rep := decodeJSON[pushReport](t, r)
-	if rep.Requested != 50 || rep.Pushes != 45 || rep.Errors != 5 || rep.Lost != 1 || rep.FailedRequests != 0 {
+	if rep.Requested != 50 || rep.Pushes != 45 || rep.Errors != 5 || rep.Lost != 1 || rep.Trimmed != 2 || rep.FailedRequests != 0 {
 		t.Fatalf("report %+v", rep)
 	}
 	if rep.ErrorReasons["rejected: degraded"] != 5 || rep.PushesPerS <= 0 || rep.LatencyMS.Max <= 0 {

@@ -64,8 +64,11 @@ type fakePushAPI struct {
 	// accepted; negative: never.
 	ackAfter time.Duration
 	// loseIf drops a message from the device's inbox after answering
-	// that it was stored, as a store that lost a write would.
+	// that it was stored, as a store that lost a write would: silently.
 	loseIf func(device string, seq uint64) bool
+	// trimIf drops a message the way the inbox cap does: recorded in
+	// the device's lost seq, so its next resume reports the gap.
+	trimIf func(device string, seq uint64) bool
 	// fail makes POST /v1/push answer with this status and code.
 	failStatus int
 	failCode   string
@@ -191,9 +194,11 @@ func (f *fakePushAPI) servePush(w http.ResponseWriter, r *http.Request) {
 		st := f.device(d)
 		st.last++
 		seq := st.last
-		if f.loseIf != nil && f.loseIf(d, seq) {
-			st.lost++
-		} else {
+		switch {
+		case f.loseIf != nil && f.loseIf(d, seq):
+		case f.trimIf != nil && f.trimIf(d, seq):
+			st.lost = seq
+		default:
 			st.inbox++
 		}
 		if f.ackAfter >= 0 {

@@ -1,0 +1,69 @@
+package tests
+
+import (
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// TestBench_LocalRunsReportEveryField runs the load tool's one-command
+// forms, small: each starts a throwaway pushd --dev, measures, stops it,
+// and prints one JSON object with the documented fields and no loss.
+func TestBench_LocalRunsReportEveryField(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three dev regions")
+	}
+	cases := []struct {
+		name   string
+		args   []string
+		fields []string
+	}{
+		{"connect", []string{"bench", "connect", "--local", "--conns", "300", "--hold", "1s", "--heartbeat", "1s", "--json"},
+			[]string{"scenario", "conns", "connect_per_s", "errors", "server_rss_bytes", "rss_bytes_per_conn", "duration_s"}},
+		{"push stored", []string{"bench", "push", "--local", "--mode", "stored", "--devices", "50", "--batch", "10", "--pushes", "2000", "--json"},
+			[]string{"scenario", "mode", "devices", "pushes", "pushes_per_s", "latency_ms", "lost", "duplicates", "errors"}},
+		{"push online", []string{"bench", "push", "--local", "--devices", "50", "--batch", "10", "--rate", "500", "--duration", "2s", "--json"},
+			[]string{"scenario", "mode", "devices", "pushes", "pushes_per_s", "latency_ms", "lost", "duplicates", "errors"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command(filepath.Join(bin, "pushctl"), c.args...)
+			cmd.Dir = t.TempDir()
+			out, err := cmd.Output()
+			if err != nil {
+				var stderr []byte
+				if ee, ok := err.(*exec.ExitError); ok {
+					stderr = ee.Stderr
+				}
+				t.Fatalf("pushctl %v: %v\n%s\n%s", c.args, err, out, stderr)
+			}
+			var got map[string]any
+			if err := json.Unmarshal(out, &got); err != nil {
+				t.Fatalf("not one JSON object: %v\n%s", err, out)
+			}
+			for _, f := range c.fields {
+				if _, ok := got[f]; !ok {
+					t.Errorf("field %q missing from %s", f, out)
+				}
+			}
+			for _, f := range []string{"errors", "lost", "duplicates"} {
+				if v, ok := got[f]; ok && v != 0.0 {
+					t.Errorf("%s = %v: %s", f, v, out)
+				}
+			}
+			if lat, ok := got["latency_ms"].(map[string]any); ok {
+				for _, q := range []string{"p50", "p99", "max"} {
+					if _, ok := lat[q]; !ok {
+						t.Errorf("latency_ms.%s missing: %s", q, out)
+					}
+				}
+			}
+			if c.name == "connect" {
+				if per, _ := got["rss_bytes_per_conn"].(float64); per <= 0 {
+					t.Errorf("rss_bytes_per_conn %v: %s", got["rss_bytes_per_conn"], out)
+				}
+			}
+		})
+	}
+}
