@@ -27,17 +27,54 @@ import (
 // devRegion is what --dev adds around a node: a supervised redis-server
 // with its data under the data dir (appendfsync always, so nothing acked
 // is lost), and an app with generated credentials that survive restarts.
+//
+// One goroutine, supervise, owns the redis-server process: it starts it
+// again whenever it exits and ends it on stop. stop waits for it.
 type devRegion struct {
 	log   *slog.Logger
+	bin   string // the redis-server executable
 	dir   string
 	port  int
 	creds devCredentials
 
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	exited   chan struct{}
-	stopping bool
-	done     chan struct{} // closed when the supervisor returns
+	// The supervisor's timing; newDevRegion sets the devRestart* and
+	// devStopGrace defaults, and tests change them before run.
+	restartMin   time.Duration
+	restartMax   time.Duration
+	restartReset time.Duration
+	stopGrace    time.Duration
+
+	quit     chan struct{} // closed by stop
+	stopOnce sync.Once
+	done     chan struct{} // closed when supervise has returned, its child reaped
+
+	mu  sync.Mutex
+	pid int // the running redis-server's pid, 0 while none runs; guarded by mu
+}
+
+// The dev redis-server's supervision.
+const (
+	// devRestartMin is how long the supervisor waits before it starts
+	// redis-server again after it exited. Every restart that does not
+	// last doubles the wait, up to devRestartMax; it keeps trying until
+	// stop.
+	devRestartMin = 100 * time.Millisecond
+	devRestartMax = 5 * time.Second
+	// devRestartReset is how long a redis-server must have run for the
+	// next restart to wait devRestartMin again.
+	devRestartReset = 30 * time.Second
+	// devStopGrace is how long stop lets redis-server shut down after
+	// SIGTERM before it sends SIGKILL. stop returns once the process is
+	// reaped, so within devStopGrace plus the kernel's time to reap a
+	// killed process.
+	devStopGrace = 5 * time.Second
+)
+
+// devChild is one run of redis-server.
+type devChild struct {
+	cmd     *exec.Cmd
+	started time.Time
+	exited  chan struct{} // closed once cmd.Wait has returned
 }
 
 // devCredentials are generated on the first --dev start and reused.
@@ -60,15 +97,34 @@ type devInfo struct {
 	KeyID        string `json:"key_id"`
 	SecretBase64 string `json:"secret_base64"`
 	APIKey       string `json:"api_key"`
+	RedisURL     string `json:"redis_url"`
 	PID          int    `json:"pid"`
 }
 
 func startDevRegion(ctx context.Context, o *options, log *slog.Logger) (*devRegion, error) {
+	d, err := newDevRegion(o.DataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.run(ctx); err != nil {
+		return nil, err
+	}
+	o.Redis = d.redisURL()
+	return d, nil
+}
+
+// newDevRegion prepares a dev region in dir: the redis data dir, the
+// credentials and a free port. Nothing runs until run.
+func newDevRegion(dir string, log *slog.Logger) (*devRegion, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, errors.New("--dev needs redis-server on PATH: run ./install.sh (Debian package redis-server)")
 	}
-	d := &devRegion{log: log.With("component", "dev-redis"), dir: o.DataDir, done: make(chan struct{})}
+	d := &devRegion{
+		log: log.With("component", "dev-redis"), bin: bin, dir: dir,
+		restartMin: devRestartMin, restartMax: devRestartMax, restartReset: devRestartReset, stopGrace: devStopGrace,
+		quit: make(chan struct{}), done: make(chan struct{}),
+	}
 	if err := os.MkdirAll(filepath.Join(d.dir, "redis"), 0o700); err != nil {
 		return nil, fmt.Errorf("dev data dir: %w", err)
 	}
@@ -78,17 +134,38 @@ func startDevRegion(ctx context.Context, o *options, log *slog.Logger) (*devRegi
 	if d.port, err = freePort(); err != nil {
 		return nil, err
 	}
-	if err := d.start(bin); err != nil {
-		return nil, err
+	return d, nil
+}
+
+// run starts redis-server and its supervisor, and waits until it answers.
+// After run returns nil, stop must be called.
+func (d *devRegion) run(ctx context.Context) error {
+	c, err := d.start()
+	if err != nil {
+		return err
 	}
+	go d.supervise(c)
 	if err := d.waitReady(ctx); err != nil {
 		d.stop()
-		return nil, err
+		return err
 	}
-	go d.supervise(bin)
+	return nil
+}
 
-	o.Redis = fmt.Sprintf("redis://127.0.0.1:%d/0", d.port)
-	return d, nil
+// redisURL is the dev redis-server's address as --redis takes it.
+func (d *devRegion) redisURL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", d.port) }
+
+// redisPID is the running redis-server's pid, or 0 while none runs.
+func (d *devRegion) redisPID() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pid
+}
+
+func (d *devRegion) setPID(pid int) {
+	d.mu.Lock()
+	d.pid = pid
+	d.mu.Unlock()
 }
 
 // seedApp creates the dev app in the region's metadata, with the
@@ -130,8 +207,8 @@ func loadDevCredentials(path string) (devCredentials, error) {
 	return c, writeFileAtomic(path, b, 0o600)
 }
 
-func (d *devRegion) start(bin string) error {
-	cmd := exec.Command(bin,
+func (d *devRegion) start() (*devChild, error) {
+	cmd := exec.Command(d.bin,
 		"--port", fmt.Sprint(d.port), "--bind", "127.0.0.1", "--dir", filepath.Join(d.dir, "redis"),
 		"--appendonly", "yes", "--appendfsync", "always", "--save", "",
 		// Redis 7.0 reserves a whole stream node per inbox; small nodes
@@ -140,22 +217,26 @@ func (d *devRegion) start(bin string) error {
 		"--auto-aof-rewrite-min-size", "256mb",
 		"--daemonize", "no", "--logfile", "redis.log")
 	cmd.SysProcAttr = childProcAttr()
+	// Its own process group: a Ctrl-C in pushd's terminal reaches pushd
+	// alone, which drains and then stops redis-server itself, instead of
+	// also ending redis-server under the draining node.
+	cmd.SysProcAttr.Setpgid = true
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start redis-server: %w", err)
+		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	d.mu.Lock()
-	d.cmd, d.exited = cmd, exited
-	d.mu.Unlock()
+	c := &devChild{cmd: cmd, started: time.Now(), exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(c.exited) }()
+	d.setPID(cmd.Process.Pid)
 	d.log.Info("redis-server started", "pid", cmd.Process.Pid, "port", d.port, "dir", filepath.Join(d.dir, "redis"))
-	return nil
+	return c, nil
 }
 
 func (d *devRegion) waitReady(ctx context.Context) error {
 	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", d.port), MaxRetries: -1})
 	defer rdb.Close()
 	deadline := time.Now().Add(15 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		err := rdb.Ping(pctx).Err()
@@ -166,55 +247,82 @@ func (d *devRegion) waitReady(ctx context.Context) error {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("redis-server did not answer: %w (see %s)", err, filepath.Join(d.dir, "redis", "redis.log"))
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+		}
 	}
 }
 
-// supervise restarts redis-server when it dies, on the same port and data
-// dir, until stop.
-func (d *devRegion) supervise(bin string) {
+// supervise owns redis-server from c on: whenever it exits it is started
+// again, on the same port and data dir, after a wait that doubles from
+// restartMin to restartMax while restarts keep failing; it keeps trying
+// until stop. Each exit and each failed start is logged. On stop it ends
+// the running redis-server and returns once it is reaped.
+func (d *devRegion) supervise(c *devChild) {
 	defer close(d.done)
+	delay := d.restartMin
 	for {
-		d.mu.Lock()
-		exited := d.exited
-		d.mu.Unlock()
-		<-exited
-		d.mu.Lock()
-		stopping := d.stopping
-		d.mu.Unlock()
-		if stopping {
+		if c != nil {
+			select {
+			case <-c.exited:
+			case <-d.quit:
+				d.terminate(c)
+				return
+			}
+			d.setPID(0)
+			ran := time.Since(c.started)
+			if ran >= d.restartReset {
+				delay = d.restartMin
+			}
+			d.log.Error("redis-server exited; restarting it", "pid", c.cmd.Process.Pid, "status", c.cmd.ProcessState.String(),
+				"ran", ran.Round(time.Millisecond), "restart_in", delay)
+		}
+		wait := time.NewTimer(delay)
+		select {
+		case <-wait.C:
+		case <-d.quit:
+			wait.Stop()
 			return
 		}
-		d.log.Error("redis-server exited; restarting in 1s")
-		time.Sleep(time.Second)
-		if err := d.start(bin); err != nil {
-			d.log.Error("restart redis-server", "err", err)
+		select {
+		case <-d.quit:
 			return
+		default:
+		}
+		delay = min(2*delay, d.restartMax)
+		var err error
+		// A start that races stop is ended by the next turn of the loop.
+		if c, err = d.start(); err != nil {
+			d.log.Error("restart redis-server", "err", err, "retry_in", delay)
 		}
 	}
 }
 
-// stop ends redis-server (SIGTERM, then SIGKILL after 5 s) and the
-// supervisor.
+// terminate ends c with SIGTERM, or SIGKILL once stopGrace has passed,
+// and returns when it is reaped.
+func (d *devRegion) terminate(c *devChild) {
+	pid := c.cmd.Process.Pid
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	grace := time.NewTimer(d.stopGrace)
+	defer grace.Stop()
+	select {
+	case <-c.exited:
+	case <-grace.C:
+		d.log.Warn("redis-server did not stop after SIGTERM; killing it", "pid", pid, "grace", d.stopGrace)
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+	d.setPID(0)
+	d.log.Info("redis-server stopped", "pid", pid)
+}
+
+// stop ends the supervisor and redis-server and returns once both are
+// gone: redis-server gets SIGTERM, and SIGKILL after stopGrace
+// (devStopGrace, 5 s). It may be called more than once.
 func (d *devRegion) stop() {
-	d.mu.Lock()
-	d.stopping = true
-	cmd, exited := d.cmd, d.exited
-	d.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-	}
-	select {
-	case <-d.done:
-	case <-time.After(time.Second):
-	}
+	d.stopOnce.Do(func() { close(d.quit) })
+	<-d.done
 }
 
 // announce writes pushctl.json and prints how to use the region.
@@ -224,7 +332,7 @@ func (d *devRegion) announce(node *appliance.Node, adminToken string) error {
 		PushURL: "http://" + a.Push, WSURL: "ws://" + a.WS + "/v1/ws",
 		AdminURL: "http://" + a.Admin, AdminToken: adminToken,
 		App: d.creds.App, KeyID: d.creds.KeyID, SecretBase64: d.creds.SecretBase64, APIKey: d.creds.APIKey,
-		PID: os.Getpid(),
+		RedisURL: d.redisURL(), PID: os.Getpid(),
 	}
 	if a.TCP != "" {
 		info.TCPURL = "tcp://" + a.TCP
@@ -245,6 +353,7 @@ func (d *devRegion) announce(node *appliance.Node, adminToken string) error {
 	fmt.Fprintf(&sb, "  app               %s\n", info.App)
 	fmt.Fprintf(&sb, "  token secret      key id %s, %s (base64)\n", info.KeyID, info.SecretBase64)
 	fmt.Fprintf(&sb, "  API key           %s\n", info.APIKey)
+	fmt.Fprintf(&sb, "  dev redis         %s (appendfsync always, restarted if it exits)\n", info.RedisURL)
 	fmt.Fprintf(&sb, "  pushctl settings  %s (read automatically from this directory)\n", path)
 	if adminToken != "" {
 		fmt.Fprintf(&sb, "  admin token       %s (role admin; also in %s)\n", adminToken, filepath.Join(d.dir, "admin-token"))
