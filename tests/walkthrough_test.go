@@ -7,17 +7,23 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // bin holds the binaries built once for the package's tests.
@@ -46,11 +52,22 @@ func TestMain(m *testing.M) {
 type devRegion struct {
 	dir  string
 	cmd  *exec.Cmd
-	logs *logBuffer
-	info map[string]any
+	out  *logBuffer // stdout: the banner with the dev credentials
+	logs *logBuffer // stderr: the log
+	info devInfo    // pushd-dev/pushctl.json
 }
 
-// logBuffer collects a process's stderr; exec copies into it from its
+// devInfo is the part of pushd-dev/pushctl.json the tests read.
+type devInfo struct {
+	PushURL      string `json:"push_url"`
+	App          string `json:"app"`
+	KeyID        string `json:"key_id"`
+	SecretBase64 string `json:"secret_base64"`
+	APIKey       string `json:"api_key"`
+	RedisURL     string `json:"redis_url"`
+}
+
+// logBuffer collects a process's output; exec copies into it from its
 // own goroutine while the test reads it.
 type logBuffer struct {
 	mu  sync.Mutex
@@ -76,15 +93,15 @@ func (b *logBuffer) Reset() {
 }
 
 // startDev runs pushd --dev in a fresh directory on free loopback ports and
-// waits until it has written pushd-dev/pushctl.json.
+// waits until it has written pushd-dev/pushctl.json and printed its banner.
 func startDev(t *testing.T) *devRegion {
 	t.Helper()
-	r := &devRegion{dir: t.TempDir(), logs: &logBuffer{}}
+	r := &devRegion{dir: t.TempDir(), out: &logBuffer{}, logs: &logBuffer{}}
 	r.cmd = exec.Command(filepath.Join(bin, "pushd"), "--dev",
 		"--ws-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--push-addr", "127.0.0.1:0",
 		"--admin-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0")
 	r.cmd.Dir = r.dir
-	r.cmd.Stdout, r.cmd.Stderr = io.Discard, r.logs
+	r.cmd.Stdout, r.cmd.Stderr = r.out, r.logs
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +119,42 @@ func startDev(t *testing.T) *devRegion {
 		}
 		return json.Unmarshal(b, &r.info)
 	})
+	// The banner follows the file.
+	waitFor(t, 10*time.Second, func() error {
+		if !strings.Contains(r.out.String(), "pushctl settings") {
+			return fmt.Errorf("no banner on stdout yet: %q", r.out)
+		}
+		return nil
+	})
 	return r
+}
+
+// banner returns the value printed after label in pushd --dev's banner
+// ("  API key           dev-…").
+func (r *devRegion) banner(t *testing.T, label string) string {
+	t.Helper()
+	for _, line := range strings.Split(r.out.String(), "\n") {
+		if rest, ok := strings.CutPrefix(line, "  "+label+" "); ok {
+			return strings.TrimSpace(rest)
+		}
+	}
+	t.Fatalf("pushd --dev printed no %q line:\n%s", label, r.out)
+	return ""
+}
+
+// redisClient connects to the dev redis-server at url, the one pushd
+// --dev printed.
+func redisClient(t *testing.T, url string) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatalf("dev redis URL %q: %v", url, err)
+	}
+	opts.MaxRetries = -1
+	opts.DialTimeout, opts.ReadTimeout = time.Second, time.Second
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
 }
 
 // pushctl runs one pushctl command in the region's directory (so it finds
@@ -189,12 +241,41 @@ func (l *listener) stop() {
 	}
 }
 
-// TestWalkthrough_DevRegion is the README's five minutes: a dev region, a
-// device listening, pushes delivered live and replayed after a reconnect,
-// the device's state, and a clean stop that takes the dev redis-server
-// down with it.
+// TestWalkthrough_DevRegion is the README's five minutes: a dev region that
+// prints its credentials and runs its redis-server with appendfsync
+// always, a device listening, pushes (pushctl's and the README's curl)
+// delivered live, a push stored while the device is away that survives a
+// kill -9 of the supervised redis-server and is replayed after a reconnect
+// whose WELCOME says recovered: true, the device's state, and a clean stop
+// that takes the dev redis-server down with it.
 func TestWalkthrough_DevRegion(t *testing.T) {
 	r := startDev(t)
+
+	// The banner prints the dev app's credentials, as pushctl.json holds
+	// them.
+	if got := r.banner(t, "app"); got != "dev" || r.info.App != "dev" {
+		t.Fatalf("app %q printed, %q in pushctl.json", got, r.info.App)
+	}
+	if secret, err := base64.StdEncoding.DecodeString(r.info.SecretBase64); err != nil || len(secret) < 32 {
+		t.Fatalf("token secret in pushctl.json %q: %d bytes, %v", r.info.SecretBase64, len(secret), err)
+	}
+	if got, want := r.banner(t, "token secret"), fmt.Sprintf("key id %s, %s (base64)", r.info.KeyID, r.info.SecretBase64); r.info.KeyID == "" || got != want {
+		t.Fatalf("token secret printed %q, want %q", got, want)
+	}
+	apiKey := r.banner(t, "API key")
+	if apiKey == "" || apiKey != r.info.APIKey {
+		t.Fatalf("API key printed %q, %q in pushctl.json", apiKey, r.info.APIKey)
+	}
+	redisURL, _, _ := strings.Cut(r.banner(t, "dev redis"), " ")
+	if redisURL != r.info.RedisURL {
+		t.Fatalf("dev redis printed %q, %q in pushctl.json", redisURL, r.info.RedisURL)
+	}
+	// The dev redis-server loses nothing it acked.
+	rdb := redisClient(t, redisURL)
+	ctx := context.Background()
+	if got, err := rdb.ConfigGet(ctx, "appendfsync").Result(); err != nil || got["appendfsync"] != "always" {
+		t.Fatalf("dev redis CONFIG GET appendfsync: %v, %v", got, err)
+	}
 
 	l := r.listen(t, "phone-1")
 	if w := l.next(t, "WELCOME"); w["recovered"] != true {
@@ -226,6 +307,12 @@ func TestWalkthrough_DevRegion(t *testing.T) {
 		t.Fatalf("listen printed %v", p)
 	}
 
+	// The README's curl, with the printed API key.
+	id := curlPush(t, r.info.PushURL, apiKey, `{"app":"dev","devices":["phone-1"],"data":"hello","priority":"high"}`)
+	if p := l.next(t, "PUSH"); p["payload"] != "hello" || p["id"] != id {
+		t.Fatalf("listen printed %v after the curl push %s", p, id)
+	}
+
 	// Offline: the push is stored, and replayed when the device is back.
 	l.stop()
 	waitFor(t, 10*time.Second, func() error {
@@ -242,8 +329,46 @@ func TestWalkthrough_DevRegion(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"stored"`) {
 		t.Fatalf("offline push: %q, %v", out, err)
 	}
+
+	// pushd --dev supervises its redis-server: killed, it is started
+	// again, and with appendfsync always the stored push survives.
+	killed := devRedisPids(r)
+	if len(killed) != 1 {
+		t.Fatalf("redis-server pids in the log: %v\n%s", killed, r.logs)
+	}
+	if err := syscall.Kill(killed[0], syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 the dev redis-server (pid %d): %v", killed[0], err)
+	}
+	waitFor(t, 20*time.Second, func() error {
+		if pids := devRedisPids(r); len(pids) < 2 {
+			return fmt.Errorf("redis-server not restarted: pids %v", pids)
+		}
+		return rdb.Ping(ctx).Err()
+	})
+	if got, err := rdb.ConfigGet(ctx, "appendfsync").Result(); err != nil || got["appendfsync"] != "always" {
+		t.Fatalf("restarted dev redis CONFIG GET appendfsync: %v, %v", got, err)
+	}
+	waitFor(t, 20*time.Second, func() error {
+		out, err := r.pushctl(t, "device", "show", "phone-1", "-o", "json")
+		if err != nil {
+			return err
+		}
+		var st struct {
+			InboxLen int64 `json:"inbox_len"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			return fmt.Errorf("device show %q: %w", out, err)
+		}
+		if st.InboxLen != 1 {
+			return fmt.Errorf("after the redis-server restart: %s", out)
+		}
+		return nil
+	})
+
 	l2 := r.listen(t, "phone-1")
-	l2.next(t, "WELCOME")
+	if w := l2.next(t, "WELCOME"); w["recovered"] != true {
+		t.Fatalf("WELCOME after the reconnect %v, want recovered: true", w)
+	}
 	if p := l2.next(t, "PUSH"); p["payload"] != "while you were away" {
 		t.Fatalf("replayed %v", p)
 	}
@@ -259,14 +384,14 @@ func TestWalkthrough_DevRegion(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &st); err != nil {
 			return fmt.Errorf("device show %q: %w", out, err)
 		}
-		if st.Acked != 2 || st.InboxLen != 0 {
+		if st.Acked != 3 || st.InboxLen != 0 {
 			return fmt.Errorf("device state %s", out)
 		}
 		return nil
 	})
 	l2.stop()
 
-	redisPid := devRedisPid(t, r)
+	redisPids := devRedisPids(r)
 	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -280,25 +405,57 @@ func TestWalkthrough_DevRegion(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("pushd did not stop within 20 s of SIGTERM")
 	}
-	if redisPid != 0 && syscall.Kill(redisPid, 0) == nil {
-		t.Fatalf("the dev redis-server (pid %d) outlived pushd", redisPid)
+	for _, pid := range redisPids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Fatalf("the dev redis-server (pid %d) outlived pushd (kill -0: %v)", pid, err)
+		}
 	}
 }
 
-// devRedisPid reads the dev redis-server's pid from pushd's log.
-func devRedisPid(t *testing.T, r *devRegion) int {
+// curlPush is the README's curl: POST /v1/push with the API key; it
+// returns the message id.
+func curlPush(t *testing.T, pushURL, apiKey, body string) string {
 	t.Helper()
-	for _, line := range strings.Split(r.logs.String(), "\n") {
-		if !strings.Contains(line, "redis-server started") {
-			continue
-		}
+	req, err := http.NewRequest(http.MethodPost, pushURL+"/v1/push", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var ans struct {
+		ID      string `json:"id"`
+		Stored  bool   `json:"stored"`
+		Results []struct {
+			Status string `json:"status"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(b, &ans); err != nil || resp.StatusCode != http.StatusOK || !ans.Stored ||
+		len(ans.Results) != 1 || ans.Results[0].Status != "delivered" {
+		t.Fatalf("curl push: %s %s (%v)", resp.Status, b, err)
+	}
+	return ans.ID
+}
+
+// redisStarted matches the log line of each dev redis-server start.
+var redisStarted = regexp.MustCompile(`msg="redis-server started".* pid=(\d+)`)
+
+// devRedisPids reads the pids of the dev redis-servers pushd started, in
+// order, from its log.
+func devRedisPids(r *devRegion) []int {
+	var pids []int
+	for _, m := range redisStarted.FindAllStringSubmatch(r.logs.String(), -1) {
 		var pid int
-		if j := strings.Index(line, "pid="); j >= 0 {
-			fmt.Sscanf(line[j+4:], "%d", &pid)
-			return pid
+		if _, err := fmt.Sscan(m[1], &pid); err == nil {
+			pids = append(pids, pid)
 		}
 	}
-	return 0
+	return pids
 }
 
 func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
@@ -313,5 +470,106 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
 			t.Fatalf("condition not met after %s: %v", timeout, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestWalkthrough_InstallOnABareHost runs the README's first command,
+// ./install.sh, on hosts that lack what it installs, with PATH reduced to
+// a few stand-ins: it installs the Debian packages through apt-get, and
+// without apt-get it stops and says what to install.
+func TestWalkthrough_InstallOnABareHost(t *testing.T) {
+	script, err := os.ReadFile("../install.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// stand-ins: a fake apt-get logs how it was called; id says root, so
+	// no sudo is needed; redis-server only has to exist.
+	const fakeAptGet = "#!/bin/sh\necho \"DEBIAN_FRONTEND=$DEBIAN_FRONTEND $*\" >>\"$APT_LOG\"\n"
+	cases := []struct {
+		name    string
+		args    []string
+		have    []string // commands on PATH besides dirname and id
+		wantErr string
+		wantApt string
+	}{
+		{name: "no apt-get, no redis-server",
+			wantErr: "install.sh: redis-server is missing and this host has no apt-get: install.sh supports Debian and Ubuntu"},
+		{name: "dev tools, no apt-get, no gcc", args: []string{"--dev-tools"}, have: []string{"redis-server"},
+			wantErr: "install.sh: gcc is missing and this host has no apt-get"},
+		{name: "apt-get installs what is missing", args: []string{"--dev-tools"}, have: []string{"apt-get", "env"},
+			wantApt: "DEBIAN_FRONTEND= update -qq\n" +
+				"DEBIAN_FRONTEND=noninteractive install -y -qq redis-server\n" +
+				"DEBIAN_FRONTEND=noninteractive install -y -qq gcc\n",
+			wantErr: "install.sh: Go 1.26 or newer is required"},
+		{name: "no go", have: []string{"redis-server"}, wantErr: "install.sh: Go 1.26 or newer is required"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			pathDir := filepath.Join(dir, "path")
+			if err := os.MkdirAll(pathDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			link := func(name string) {
+				real, err := exec.LookPath(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(real, filepath.Join(pathDir, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write := func(name, body string) {
+				if err := os.WriteFile(filepath.Join(pathDir, name), []byte(body), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			link("dirname")
+			write("id", "#!/bin/sh\necho 0\n")
+			for _, c := range tc.have {
+				switch c {
+				case "apt-get":
+					write(c, fakeAptGet)
+				case "redis-server":
+					write(c, "#!/bin/sh\nexit 0\n")
+				default:
+					link(c)
+				}
+			}
+			// A copy, so that nothing it does can touch the repository.
+			repo := filepath.Join(dir, "repo")
+			if err := os.MkdirAll(repo, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(repo, "install.sh"), script, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			aptLog := filepath.Join(dir, "apt.log")
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bash, append([]string{filepath.Join(repo, "install.sh")}, tc.args...)...)
+			cmd.Env = []string{"PATH=" + pathDir, "HOME=" + dir, "APT_LOG=" + aptLog}
+			var out, errOut bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errOut
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("install.sh: %v, want exit status 1; stdout %q, stderr %q", err, out.String(), errOut.String())
+			}
+			if !strings.HasPrefix(errOut.String(), tc.wantErr) {
+				t.Fatalf("stderr %q, want it to start with %q", errOut.String(), tc.wantErr)
+			}
+			apt, _ := os.ReadFile(aptLog)
+			if string(apt) != tc.wantApt {
+				t.Fatalf("apt-get calls %q, want %q", apt, tc.wantApt)
+			}
+			if strings.Contains(out.String(), "building") {
+				t.Fatalf("install.sh went on to build: %q", out.String())
+			}
+		})
 	}
 }
