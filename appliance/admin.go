@@ -615,6 +615,8 @@ func (n *Node) adminDegradeOff(ctx context.Context, c *adminCall) (any, error) {
 // --- tunables, tokens, audit, devices ---
 
 type tunablesJSON struct {
+	InboxMaxLen    int64  `json:"inbox_max_len,omitempty"`
+	InboxTTL       string `json:"inbox_ttl,omitempty"`
 	AckTimeout     string `json:"ack_timeout,omitempty"`
 	AckBackoffMax  string `json:"ack_backoff_max,omitempty"`
 	InFlightWindow int    `json:"in_flight_window,omitempty"`
@@ -624,21 +626,25 @@ type tunablesJSON struct {
 
 func (n *Node) adminTunables(context.Context, *adminCall) (any, error) {
 	t := n.tun.Load()
-	return tunablesJSON{AckTimeout: t.ackTimeout.String(), AckBackoffMax: t.ackBackoffMax.String(),
+	return tunablesJSON{InboxMaxLen: t.inboxMaxLen, InboxTTL: t.maxTTL.String(),
+		AckTimeout: t.ackTimeout.String(), AckBackoffMax: t.ackBackoffMax.String(),
 		InFlightWindow: t.window, QueueFrames: t.queueFrames, QueueBytes: t.queueBytes}, nil
 }
 
+// adminSetTunables sets the tunables the body names; the region keeps the
+// others (the FSM merges), so concurrent changes of different settings
+// both stand.
 func (n *Node) adminSetTunables(ctx context.Context, c *adminCall) (any, error) {
 	var b tunablesJSON
 	if err := c.decode(&b); err != nil {
 		return nil, err
 	}
-	t := n.meta.State().Tunables
+	var t raftmeta.Tunables
 	for _, d := range []struct {
 		s   string
 		dst *time.Duration
 		key string
-	}{{b.AckTimeout, &t.AckTimeout, "ack_timeout"}, {b.AckBackoffMax, &t.AckBackoffMax, "ack_backoff_max"}} {
+	}{{b.InboxTTL, &t.InboxTTL, "inbox_ttl"}, {b.AckTimeout, &t.AckTimeout, "ack_timeout"}, {b.AckBackoffMax, &t.AckBackoffMax, "ack_backoff_max"}} {
 		if d.s == "" {
 			continue
 		}
@@ -649,21 +655,22 @@ func (n *Node) adminSetTunables(ctx context.Context, c *adminCall) (any, error) 
 		*d.dst = v
 	}
 	switch {
-	case b.InFlightWindow < 0 || b.InFlightWindow > 1024:
-		return nil, badRequest("invalid", "in_flight_window must be 1..1024")
-	case b.QueueFrames < 0, b.QueueBytes < 0:
-		return nil, badRequest("invalid", "queue caps must be positive")
+	case b.InboxMaxLen < 0 || b.InboxMaxLen > raftmeta.MaxInboxMaxLen:
+		return nil, badRequest("invalid", "inbox_max_len must be 1..%d", raftmeta.MaxInboxMaxLen)
+	case t.InboxTTL > 0 && (t.InboxTTL < time.Second || t.InboxTTL > n.cfg.MaxTTL):
+		return nil, badRequest("invalid", "inbox_ttl must be 1s..%s, the nodes' own inbox TTL", n.cfg.MaxTTL)
+	case b.InFlightWindow < 0 || b.InFlightWindow > raftmeta.MaxInFlightWindow:
+		return nil, badRequest("invalid", "in_flight_window must be 1..%d", raftmeta.MaxInFlightWindow)
+	case b.QueueFrames < 0 || b.QueueFrames > raftmeta.MaxQueueFrames:
+		return nil, badRequest("invalid", "queue_frames must be 1..%d", raftmeta.MaxQueueFrames)
+	case b.QueueBytes < 0 || b.QueueBytes > raftmeta.MaxQueueBytes:
+		return nil, badRequest("invalid", "queue_bytes must be 1..%d", raftmeta.MaxQueueBytes)
 	case b.QueueBytes > 0 && b.QueueBytes < n.cfg.MaxFrame:
 		return nil, badRequest("invalid", "queue_bytes must hold at least one frame (%d bytes)", n.cfg.MaxFrame)
 	}
-	if b.InFlightWindow > 0 {
-		t.InFlightWindow = b.InFlightWindow
-	}
-	if b.QueueFrames > 0 {
-		t.QueueFrames = b.QueueFrames
-	}
-	if b.QueueBytes > 0 {
-		t.QueueBytes = b.QueueBytes
+	t.InboxMaxLen, t.InFlightWindow, t.QueueFrames, t.QueueBytes = b.InboxMaxLen, b.InFlightWindow, b.QueueFrames, b.QueueBytes
+	if t == (raftmeta.Tunables{}) {
+		return nil, badRequest("invalid", "give at least one tunable to set")
 	}
 	return n.applyAnswer(ctx, c, raftmeta.SetTunables(t))
 }

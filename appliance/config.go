@@ -48,9 +48,15 @@ type Config struct {
 	// MaxTargets caps the devices of one push request. Zero: 1,000.
 	MaxTargets int
 	// MaxTTL is the longest a pushed message may wait in an inbox, and
-	// the TTL of a push that names none. Keep it at most the store's
-	// inbox TTL, which bounds it anyway. Zero: 72 h.
+	// the TTL of a push that names none, unless the region's tunables set
+	// a shorter one. Keep it at most the store's inbox TTL, which bounds
+	// it anyway. Zero: the store's inbox TTL; 72 h without a store.
 	MaxTTL time.Duration
+	// InboxMaxLen caps the unacked messages each device's inbox keeps
+	// (older ones are trimmed and the device told of the gap), unless the
+	// region's tunables set a cap. Zero: the store's InboxMaxLen; 1,000
+	// without a store.
+	InboxMaxLen int64
 	// RouteRefresh is how often the routes of local sessions get their
 	// TTL renewed; keep it well under the store's route TTL (24 h by
 	// default). Zero: 1 h.
@@ -169,6 +175,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxTTL == 0 {
 		c.MaxTTL = 72 * time.Hour
 	}
+	if c.InboxMaxLen == 0 {
+		c.InboxMaxLen = 1000
+	}
 	if c.MaxTargets == 0 {
 		c.MaxTargets = 1000
 	}
@@ -259,6 +268,8 @@ func (c Config) validate() error {
 		return bad("max targets %d: must be 1..10000", c.MaxTargets)
 	case c.MaxTTL < time.Second:
 		return bad("max ttl %s: must be at least a second", c.MaxTTL)
+	case c.InboxMaxLen < 0:
+		return bad("inbox max len %d: must be positive", c.InboxMaxLen)
 	case c.Window < 1 || c.Window > 1024:
 		return bad("window %d: must be 1..1024", c.Window)
 	case c.AckTimeout < 0 || c.AckBackoffMax < c.AckTimeout:

@@ -95,6 +95,8 @@ func (d *degradePolicy) control() *wire.Control {
 // tunables are the delivery settings an operator may change at run time;
 // sessions read them through Node.tun on every use.
 type tunables struct {
+	inboxMaxLen   int64
+	maxTTL        time.Duration // also the TTL of a push that names none
 	window        int
 	ackTimeout    time.Duration
 	ackBackoffMax time.Duration
@@ -102,10 +104,20 @@ type tunables struct {
 	queueBytes    int
 }
 
+// tunablesFrom overlays the region's tunables on the node's
+// configuration. A region-wide inbox TTL never goes past the node's own,
+// which its store's keys live for.
 func (n *Node) tunablesFrom(t raftmeta.Tunables) *tunables {
 	out := &tunables{
+		inboxMaxLen: n.cfg.InboxMaxLen, maxTTL: n.cfg.MaxTTL,
 		window: n.cfg.Window, ackTimeout: n.cfg.AckTimeout, ackBackoffMax: n.cfg.AckBackoffMax,
 		queueFrames: n.cfg.QueueFrames, queueBytes: n.cfg.QueueBytes,
+	}
+	if t.InboxMaxLen > 0 {
+		out.inboxMaxLen = t.InboxMaxLen
+	}
+	if t.InboxTTL > 0 {
+		out.maxTTL = min(t.InboxTTL, n.cfg.MaxTTL)
 	}
 	if t.InFlightWindow > 0 {
 		out.window = t.InFlightWindow

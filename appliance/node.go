@@ -92,6 +92,16 @@ var ErrStarted = errors.New("node already started")
 
 // New validates cfg and builds a node. It opens no socket; Start does.
 func New(cfg Config, deps Deps) (*Node, error) {
+	if deps.Store != nil {
+		// Inbox bounds follow the store's unless the node sets its own.
+		sc := deps.Store.Config()
+		if cfg.InboxMaxLen == 0 {
+			cfg.InboxMaxLen = sc.InboxMaxLen
+		}
+		if cfg.MaxTTL == 0 {
+			cfg.MaxTTL = sc.InboxTTL
+		}
+	}
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err

@@ -241,10 +241,12 @@ func (n *Node) message(app *appEntry, req *pushRequest) (streams.Message, error)
 	if err != nil {
 		return m, badRequest("invalid_field", "%v", err)
 	}
-	maxTTL := int64(n.cfg.MaxTTL / time.Second)
+	tun := n.tun.Load()
+	m.MaxLen = tun.inboxMaxLen
+	maxTTL := int64(tun.maxTTL / time.Second)
 	switch {
 	case req.TTL == nil:
-		m.TTL = n.cfg.MaxTTL
+		m.TTL = tun.maxTTL
 	case *req.TTL <= 0:
 		return m, badRequest("invalid_field", "ttl must be a positive number of seconds")
 	case *req.TTL > maxTTL:

@@ -556,3 +556,70 @@ func TestRegion_LeaderLossAndCatchUp(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRegion_TunablesApplyOnEveryNode sets the region's delivery settings
+// through one node: every node then caps inboxes, bounds message TTLs and
+// sizes the in-flight window by them, and a later set of one setting
+// keeps the others.
+func TestRegion_TunablesApplyOnEveryNode(t *testing.T) {
+	r := startRegion(t)
+	set := func(body map[string]any) {
+		t.Helper()
+		if code, raw := adminDo(t, r.nodes[r.follower()], http.MethodPost, "/v1/admin/tunables", r.admin, body); code != http.StatusOK {
+			t.Fatalf("set tunables %v: HTTP %d %s", body, code, raw)
+		}
+	}
+	set(map[string]any{"inbox_max_len": 3, "inbox_ttl": "1m"})
+	set(map[string]any{"in_flight_window": 2})
+	for _, n := range r.nodes {
+		waitFor(t, 2*time.Second, func() error {
+			if tun := n.tun.Load(); tun.inboxMaxLen != 3 || tun.maxTTL != time.Minute || tun.window != 2 {
+				return fmt.Errorf("node %s applies %+v", n.ID(), *tun)
+			}
+			return nil
+		})
+	}
+	n := r.nodes[2]
+	for i := range 5 {
+		mustPush(t, n, []string{"offline"}, fmt.Sprint(i))
+	}
+	if st := deviceState(t, n, "offline"); st.InboxLen != 3 || st.Lost != 2 {
+		t.Fatalf("inbox after 5 pushes under a cap of 3: %+v", st)
+	}
+	if code, _, raw := pushJSON(t, n, map[string]any{"devices": []string{"offline"}, "data": "x", "ttl": 61}); code != http.StatusBadRequest {
+		t.Fatalf("a ttl over the region's 1m: HTTP %d %s", code, raw)
+	}
+	if code, raw := adminDo(t, n, http.MethodPost, "/v1/admin/tunables", r.admin, map[string]any{"inbox_ttl": "1000h"}); code != http.StatusBadRequest {
+		t.Fatalf("an inbox ttl past the nodes' own: HTTP %d %s", code, raw)
+	}
+
+	// The window of 2: a device that does not ack has two messages in
+	// flight and the rest wait in its inbox until it acks.
+	c := openRaw(t, r.nodes[0].wsURL(), "slow-acker")
+	for i := range 4 {
+		mustPush(t, r.nodes[0], []string{"slow-acker"}, fmt.Sprint(i))
+		_ = c.Send(&wire.Ping{}) // the test's heartbeat interval is 400 ms
+	}
+	s := r.nodes[0].hub.lookup(inboxKey(testApp, "slow-acker"))
+	waitFor(t, 2*time.Second, func() error {
+		_ = c.Send(&wire.Ping{})
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.window) != 2 || s.sent != 2 {
+			return fmt.Errorf("in flight %d, sent up to seq %d", len(s.window), s.sent)
+		}
+		return nil
+	})
+	if err := c.Send(&wire.Ack{Seq: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, func() error {
+		_ = c.Send(&wire.Ping{})
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.sent != 4 {
+			return fmt.Errorf("sent up to seq %d after the ack of 2", s.sent)
+		}
+		return nil
+	})
+}

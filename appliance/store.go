@@ -11,6 +11,9 @@ import (
 // implements it. A node without a Store holds sessions and fan-out only:
 // nothing is stored, acked or routed between nodes.
 type Store interface {
+	// Config is the store's configuration, defaults applied.
+	Config() streams.Config
+
 	Append(ctx context.Context, msg streams.Message, devices []string) ([]streams.Appended, error)
 	ReadMany(ctx context.Context, reqs []streams.ReadRequest) ([]streams.ReadResult, error)
 	AckMany(ctx context.Context, reqs []streams.AckRequest) ([]bool, error)

@@ -141,6 +141,8 @@ type NodeRemoved struct {
 // Tunables are the region-wide delivery settings. In a POST, empty and
 // zero fields keep their current value.
 type Tunables struct {
+	InboxMaxLen    int64  `json:"inbox_max_len,omitempty"`
+	InboxTTL       string `json:"inbox_ttl,omitempty"`
 	AckTimeout     string `json:"ack_timeout,omitempty"`
 	AckBackoffMax  string `json:"ack_backoff_max,omitempty"`
 	InFlightWindow int    `json:"in_flight_window,omitempty"`

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -13,6 +14,8 @@ func tunablesSetCommand(e *env) *cli.Command {
 		Description: "Every node applies them within a second, to new and existing sessions. A setting once\n" +
 			"set region-wide stays so until set again.",
 		Flags: adminFlags(
+			&cli.Int64Flag{Name: "inbox-max-len", Usage: "unacked messages each device's inbox keeps; older ones are trimmed, and the device told", DefaultText: "unchanged"},
+			&cli.DurationFlag{Name: "inbox-ttl", Usage: "the longest a message waits for its device, and the TTL of a push that names none (at most the nodes' own inbox TTL)", DefaultText: "unchanged"},
 			&cli.DurationFlag{Name: "ack-timeout", Usage: "how long a sent message waits for its ack before it is resent", DefaultText: "unchanged"},
 			&cli.DurationFlag{Name: "ack-backoff-max", Usage: "the longest wait between resends", DefaultText: "unchanged"},
 			&cli.IntFlag{Name: "window", Usage: "unacked messages in flight per session, 1-1024", DefaultText: "unchanged"},
@@ -32,7 +35,7 @@ func runTunablesSet(c *cli.Context, e *env) error {
 	for _, d := range []struct {
 		flag string
 		dst  *string
-	}{{"ack-timeout", &req.AckTimeout}, {"ack-backoff-max", &req.AckBackoffMax}} {
+	}{{"inbox-ttl", &req.InboxTTL}, {"ack-timeout", &req.AckTimeout}, {"ack-backoff-max", &req.AckBackoffMax}} {
 		if !c.IsSet(d.flag) {
 			continue
 		}
@@ -61,8 +64,16 @@ func runTunablesSet(c *cli.Context, e *env) error {
 		*n.dst = v
 		changed = append(changed, n.flag+" "+itoa(v))
 	}
+	if c.IsSet("inbox-max-len") {
+		v := c.Int64("inbox-max-len")
+		if v < 1 {
+			return usagef("--inbox-max-len %d: must be 1 or more", v)
+		}
+		req.InboxMaxLen = v
+		changed = append(changed, "inbox-max-len "+strconv.FormatInt(v, 10))
+	}
 	if len(changed) == 0 {
-		return usagef("nothing to change: give --ack-timeout, --ack-backoff-max, --window, --queue-frames or --queue-bytes")
+		return usagef("nothing to change: give --inbox-max-len, --inbox-ttl, --ack-timeout, --ack-backoff-max, --window, --queue-frames or --queue-bytes")
 	}
 	cl, f, err := adminSetup(c, e)
 	if err != nil {

@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"strconv"
+
 	"github.com/urfave/cli/v2"
 )
 
@@ -31,6 +33,8 @@ func runTunablesShow(c *cli.Context, e *env) error {
 		return writeJSON(e.stdout, tun)
 	}
 	t := newTable(e.stdout)
+	t.row("INBOX_MAX_LEN", strconv.FormatInt(tun.InboxMaxLen, 10))
+	t.row("INBOX_TTL", tun.InboxTTL)
 	t.row("ACK_TIMEOUT", tun.AckTimeout)
 	t.row("ACK_BACKOFF_MAX", tun.AckBackoffMax)
 	t.row("WINDOW", itoa(tun.InFlightWindow))

@@ -31,6 +31,17 @@ func TestTunables_SetThenShow(t *testing.T) {
 		}
 		return nil
 	})
+	res = h.run(t, "tunables", "set", "--inbox-max-len", "50", "--inbox-ttl", "1h").expect(t, exitOK)
+	if res.stdout != "tunables set: inbox-ttl 1h0m0s, inbox-max-len 50\n" {
+		t.Fatalf("stdout %q", res.stdout)
+	}
+	waitFor(t, 2*time.Second, func() error {
+		kv := kvRows(h.run(t, "tunables", "show").expect(t, exitOK).stdout)
+		if kv["INBOX_MAX_LEN"] != "50" || kv["INBOX_TTL"] != "1h0m0s" || kv["WINDOW"] != "32" {
+			return fmt.Errorf("after the second set: %v", kv)
+		}
+		return nil
+	})
 	res = h.run(t, "tunables", "set", "--queue-bytes", "10").expect(t, exitFailure)
 	if err := contains(res.stderr, "pushctl: tunables set: queue_bytes must hold at least one frame"); err != nil {
 		t.Error(err)

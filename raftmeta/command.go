@@ -291,7 +291,9 @@ func DegradeOff(reason string) Command {
 	return makeCommand(DegradeOffType, &degradeOffBody{Reason: reason})
 }
 
-// SetTunables replaces the region's tunables.
+// SetTunables sets the non-zero fields of t as the region's tunables and
+// keeps the others, so two operators changing different settings at once
+// do not undo each other.
 func SetTunables(t Tunables) Command {
 	return makeCommand(TunablesSetType, &tunablesBody{Tunables: t})
 }
@@ -502,9 +504,22 @@ func (b *degradeOffBody) validate() error {
 
 func (b *tunablesBody) validate() error {
 	t := b.Tunables
-	if t.InboxMaxLen < 0 || t.InboxTTL < 0 || t.AckTimeout < 0 || t.AckBackoffMax < 0 ||
-		t.HeartbeatInterval < 0 || t.InFlightWindow < 0 || t.QueueFrames < 0 || t.QueueBytes < 0 {
+	switch {
+	case t.InboxMaxLen < 0 || t.InboxTTL < 0 || t.AckTimeout < 0 || t.AckBackoffMax < 0 ||
+		t.InFlightWindow < 0 || t.QueueFrames < 0 || t.QueueBytes < 0:
 		return failf(ErrInvalid, "negative tunable in %+v", t)
+	case t == Tunables{}:
+		return failf(ErrInvalid, "no tunable to set")
+	case t.InboxMaxLen > MaxInboxMaxLen:
+		return failf(ErrInvalid, "inbox max len %d over %d", t.InboxMaxLen, MaxInboxMaxLen)
+	case t.InboxTTL > 0 && t.InboxTTL < time.Second:
+		return failf(ErrInvalid, "inbox ttl %s under a second", t.InboxTTL)
+	case t.InFlightWindow > MaxInFlightWindow:
+		return failf(ErrInvalid, "in-flight window %d over %d", t.InFlightWindow, MaxInFlightWindow)
+	case t.QueueFrames > MaxQueueFrames:
+		return failf(ErrInvalid, "queue frames %d over %d", t.QueueFrames, MaxQueueFrames)
+	case t.QueueBytes > MaxQueueBytes:
+		return failf(ErrInvalid, "queue bytes %d over %d", t.QueueBytes, MaxQueueBytes)
 	}
 	return nil
 }

@@ -382,7 +382,28 @@ func (b *degradeOffBody) apply(t *txn) error {
 }
 
 func (b *tunablesBody) apply(t *txn) error {
-	t.next.Tunables = b.Tunables
+	cur, set := &t.next.Tunables, b.Tunables
+	if set.InboxMaxLen != 0 {
+		cur.InboxMaxLen = set.InboxMaxLen
+	}
+	if set.InboxTTL != 0 {
+		cur.InboxTTL = set.InboxTTL
+	}
+	if set.AckTimeout != 0 {
+		cur.AckTimeout = set.AckTimeout
+	}
+	if set.AckBackoffMax != 0 {
+		cur.AckBackoffMax = set.AckBackoffMax
+	}
+	if set.InFlightWindow != 0 {
+		cur.InFlightWindow = set.InFlightWindow
+	}
+	if set.QueueFrames != 0 {
+		cur.QueueFrames = set.QueueFrames
+	}
+	if set.QueueBytes != 0 {
+		cur.QueueBytes = set.QueueBytes
+	}
 	t.target = "tunables"
 	return nil
 }

@@ -197,6 +197,12 @@ func TestFSM_DegradeTunablesTokens(t *testing.T) {
 	if h.state().Tunables != tun {
 		t.Fatalf("tunables = %+v", h.state().Tunables)
 	}
+	// A later set changes only the fields it names.
+	h.mustApply(SetTunables(Tunables{InFlightWindow: 4, QueueBytes: 1 << 20}))
+	tun.InFlightWindow, tun.QueueBytes = 4, 1<<20
+	if h.state().Tunables != tun {
+		t.Fatalf("tunables after a partial set = %+v, want %+v", h.state().Tunables, tun)
+	}
 
 	tok, at := NewAdminToken("t1", RoleOperator)
 	h.mustApply(CreateAdminToken(at))
@@ -252,6 +258,11 @@ func TestFSM_BadCommandsChangeNothing(t *testing.T) {
 		{"degrade priority 0", SetDegrade(Degrade{}), ErrInvalid},
 		{"degrade priority 4", SetDegrade(Degrade{Priority: 4}), ErrInvalid},
 		{"negative tunable", SetTunables(Tunables{AckTimeout: -time.Second}), ErrInvalid},
+		{"no tunable", SetTunables(Tunables{}), ErrInvalid},
+		{"window over the bound", SetTunables(Tunables{InFlightWindow: MaxInFlightWindow + 1}), ErrInvalid},
+		{"inbox cap over the bound", SetTunables(Tunables{InboxMaxLen: MaxInboxMaxLen + 1}), ErrInvalid},
+		{"inbox ttl under a second", SetTunables(Tunables{InboxTTL: time.Millisecond}), ErrInvalid},
+		{"queue bytes over the bound", SetTunables(Tunables{QueueBytes: MaxQueueBytes + 1}), ErrInvalid},
 		{"duplicate token id", CreateAdminToken(AdminToken{ID: "t1", Role: RoleViewer, Hash: HashKey("other")}), ErrConflict},
 		{"duplicate token hash", CreateAdminToken(AdminToken{ID: "t2", Role: RoleViewer, Hash: tok.Hash}), ErrConflict},
 		{"token without role", CreateAdminToken(AdminToken{ID: "t3", Hash: HashKey("x")}), ErrInvalid},
@@ -419,7 +430,7 @@ func TestFSM_AuditIsAppendedAndBounded(t *testing.T) {
 
 	const n = 2*AuditLen + 7 // cross the buffer's reallocation more than once
 	for i := range n {
-		h.mustApply(SetTunables(Tunables{QueueFrames: i}))
+		h.mustApply(SetTunables(Tunables{QueueFrames: i + 1}))
 	}
 	audit := h.state().Audit
 	if len(audit) != AuditLen {

@@ -146,18 +146,33 @@ type Degrade struct {
 	Since time.Time `json:"since"`
 }
 
-// Tunables override node defaults region-wide; a zero field means the
-// node's compiled default.
+// Tunables override node settings region-wide; a zero field means the
+// node's own configuration.
 type Tunables struct {
-	InboxMaxLen       int64         `json:"inbox_max_len"`
-	InboxTTL          time.Duration `json:"inbox_ttl"`
-	AckTimeout        time.Duration `json:"ack_timeout"`
-	AckBackoffMax     time.Duration `json:"ack_backoff_max"`
-	HeartbeatInterval time.Duration `json:"heartbeat_interval"`
-	InFlightWindow    int           `json:"in_flight_window"`
-	QueueFrames       int           `json:"queue_frames"`
-	QueueBytes        int           `json:"queue_bytes"`
+	// InboxMaxLen caps the unacked messages a device's inbox keeps; older
+	// ones are trimmed (and the device told of the gap).
+	InboxMaxLen int64 `json:"inbox_max_len"`
+	// InboxTTL is the longest a message may wait for its device, and the
+	// TTL of a push that names none. A node never goes beyond its own
+	// inbox TTL.
+	InboxTTL time.Duration `json:"inbox_ttl"`
+	// AckTimeout and AckBackoffMax time retransmits.
+	AckTimeout    time.Duration `json:"ack_timeout"`
+	AckBackoffMax time.Duration `json:"ack_backoff_max"`
+	// InFlightWindow is how many unacked messages a session may have.
+	InFlightWindow int `json:"in_flight_window"`
+	// QueueFrames and QueueBytes cap a connection's pending output.
+	QueueFrames int `json:"queue_frames"`
+	QueueBytes  int `json:"queue_bytes"`
 }
+
+// Bounds of the tunables, checked when they are set.
+const (
+	MaxInboxMaxLen    = 1_000_000
+	MaxInFlightWindow = 1024
+	MaxQueueFrames    = 1 << 20
+	MaxQueueBytes     = 64 << 20
+)
 
 // AdminToken is an admin API bearer token, stored as the SHA-256 of the
 // token.

@@ -243,7 +243,6 @@ func (o *options) nodeConfig() (appliance.Config, error) {
 		AdvertiseTCP:      o.AdvertiseTCP,
 		AllowedOrigins:    o.AllowedOrigins,
 		HeartbeatInterval: o.Heartbeat,
-		MaxTTL:            o.InboxTTL,
 		MaxFrame:          o.MaxFrame,
 		MaxConns:          o.MaxConns,
 		ConnectRate:       o.ConnectRate,
