@@ -598,8 +598,8 @@ func (n *Node) adminSetDegrade(ctx context.Context, c *adminCall) (any, error) {
 	if b.Reason == "" {
 		return nil, badRequest("invalid", "reason is required: it is shown to operators and devices")
 	}
-	return n.applyAnswer(ctx, c, raftmeta.SetDegrade(raftmeta.Degrade{Active: true, Priority: raftmeta.Priority(p),
-		Businesses: b.Businesses, Reason: b.Reason, By: c.actor}))
+	return n.applyAnswer(ctx, c, raftmeta.SetDegrade(raftmeta.Degrade{Priority: raftmeta.Priority(p),
+		Businesses: b.Businesses, Reason: b.Reason}))
 }
 
 func (n *Node) adminDegradeOff(ctx context.Context, c *adminCall) (any, error) {

@@ -44,7 +44,7 @@ func (n *Node) pickNode(st *raftmeta.State, device, exclude string) (streams.Nod
 	found := 0
 	for _, info := range *live {
 		m, ok := st.Members[info.ID]
-		if m.DeviceAddr != "" {
+		if ok && m.DeviceAddr != "" {
 			info.DeviceAddr, info.TCPAddr = m.DeviceAddr, m.TCPAddr
 		}
 		if !ok || m.Draining || m.Weight <= 0 || info.ID == exclude || info.DeviceAddr == "" {

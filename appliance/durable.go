@@ -491,9 +491,11 @@ func (n *Node) sessionClosed(s *session) {
 }
 
 // relayLoop reads this node's delivery stream and hands each entry to the
-// local sessions.
+// local sessions, starting with what it read before it last stopped and
+// never acked.
 func (n *Node) relayLoop() {
 	d := n.durable
+	n.relayPending()
 	backoff := 50 * time.Millisecond
 	for {
 		select {
@@ -515,6 +517,29 @@ func (n *Node) relayLoop() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
+		n.applyRelay(ds, n.cfg.NodeID)
+	}
+}
+
+// relayPending applies, and so acks, the entries of this node's delivery
+// stream that a previous run read and never acked (it was killed between
+// the two): left pending they would stay in the stream's consumer group
+// for good. Their messages are in the inboxes too, so a Redis error only
+// leaves them for the next start.
+func (n *Node) relayPending() {
+	var first string
+	for {
+		ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
+		ds, err := n.durable.store.PendingDeliveries(ctx, n.cfg.NodeID, relayBatch)
+		cancel()
+		n.redisResult(err)
+		if err != nil || len(ds) == 0 || ds[0].ID == first {
+			// Done, or the last batch's ack failed: leave the rest.
+			return
+		}
+		first = ds[0].ID
+		n.log.Info("applying deliveries read before the last stop and never acked", "entries", len(ds))
+		n.metrics.relayRecovered.Add(float64(len(ds)))
 		n.applyRelay(ds, n.cfg.NodeID)
 	}
 }

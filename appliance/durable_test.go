@@ -754,3 +754,33 @@ func TestDurable_ShutdownIsPrompt(t *testing.T) {
 		t.Fatalf("shutdown took %s", d)
 	}
 }
+
+// TestDurable_RestartedNodeAcksWhatItLeftPending: entries a node read from
+// its delivery stream and never acked before it was killed are applied
+// and acked when it starts again, not left pending for good.
+func TestDurable_RestartedNodeAcksWhatItLeftPending(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	store := streams.New(srv.Client(t), streams.Config{})
+	ctx := context.Background()
+	if err := store.EnsureGroup(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	entry := appendRelayPush(nil, &relayMessage{id: "m1", payload: []byte("x")},
+		[]relayTarget{{device: inboxKey(testApp, "gone"), connEpoch: 1, inboxEpoch: "e", seq: 1}})
+	if err := store.Deliver(ctx, map[string][][]byte{"n1": {entry, entry}}); err != nil {
+		t.Fatal(err)
+	}
+	if ds, err := store.ReadDeliveries(ctx, "n1", 10, 0); err != nil || len(ds) != 2 {
+		t.Fatalf("the previous run's read: %d entries, %v", len(ds), err)
+	}
+	n := startDurable(t, srv, "n1", streams.Config{})
+	waitFor(t, 5*time.Second, func() error {
+		if p := srv.Client(t).XPending(ctx, "pushd:node:{n1}:deliveries", "pushd").Val(); p == nil || p.Count != 0 {
+			return fmt.Errorf("pending entries: %+v", p)
+		}
+		return nil
+	})
+	if v, err := metricValue(scrape(t, n), "pushd_relay_recovered_total"); err != nil || v != "2" {
+		t.Fatalf("pushd_relay_recovered_total %q %v", v, err)
+	}
+}

@@ -36,6 +36,7 @@ type metrics struct {
 	degradeShed          prometheus.Counter
 	redisErrors          *prometheus.CounterVec
 	routesLost           prometheus.Counter
+	relayRecovered       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -98,6 +99,10 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			Name: "pushd_redis_errors_total",
 			Help: "Failed Redis calls by kind: timeout, connection, not_serving (loading, read-only, busy: these mark Redis down) or refused (a command Redis refused).",
 		}, []string{"kind"}),
+		relayRecovered: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_relay_recovered_total",
+			Help: "Delivery entries this node read before its last stop and never acked, applied at start.",
+		}),
 		routesLost: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_routes_lost_total",
 			Help: "Sessions told to resync because their route was gone from Redis or named another connection when renewed.",

@@ -26,6 +26,7 @@ type Store interface {
 	Deliver(ctx context.Context, byNode map[string][][]byte) error
 	EnsureGroup(ctx context.Context, node string) error
 	ReadDeliveries(ctx context.Context, node string, count int, block time.Duration) ([]streams.Delivery, error)
+	PendingDeliveries(ctx context.Context, node string, count int) ([]streams.Delivery, error)
 	AckDeliveries(ctx context.Context, node string, ids []string) error
 	TakeOver(ctx context.Context, deadNode, consumer string, count int) ([]streams.Delivery, error)
 	RetireNode(ctx context.Context, node string) error

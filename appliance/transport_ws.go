@@ -114,6 +114,10 @@ func closeReasonOf(err error) closeReason {
 		return closeSlow
 	case errors.Is(err, websocket.ErrMessageTooLarge):
 		return closeTooLarge
+	case errors.Is(err, nbio.ErrReadTimeout):
+		// The only read deadline is the HTTP one of a connection that
+		// never completed its upgrade.
+		return closeHandshakeTimeout
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {

@@ -29,8 +29,8 @@ func limitFlags(keep bool) []cli.Flag {
 	}
 	return []cli.Flag{
 		&cli.IntFlag{Name: "max-payload", Usage: "push payload limit in bytes (0: the server's default)", DefaultText: unset},
-		&cli.IntFlag{Name: "rate", Usage: "pushes per second (0: unlimited)", DefaultText: unset},
-		&cli.IntFlag{Name: "burst", Usage: "pushes allowed at once above the rate (0: unlimited)", DefaultText: unset},
+		&cli.IntFlag{Name: "rate", Usage: "device-messages per second, per node (a push to 10 devices counts 10; 0: unlimited)", DefaultText: unset},
+		&cli.IntFlag{Name: "burst", Usage: "device-messages allowed in one burst, and the most one push request may target (0: one second of --rate)", DefaultText: unset},
 		&cli.StringSliceFlag{Name: "business", Usage: "business the app may push for (repeatable; none: any)", DefaultText: unset},
 	}
 }

@@ -106,6 +106,41 @@ func (s *Store) ReadDeliveries(ctx context.Context, node string, count int, bloc
 	return out, nil
 }
 
+// PendingDeliveries returns up to count (<= 0 means 100) entries of node's
+// own delivery stream that consumer node read and never acked, oldest
+// first: what a node stopped between reading and acking left behind. They
+// stay pending until acked with AckDeliveries, so a caller draining them
+// calls again after each ack until it gets none. An entry the stream's cap
+// has since trimmed comes back with a nil Blob.
+func (s *Store) PendingDeliveries(ctx context.Context, node string, count int) ([]Delivery, error) {
+	if !validID(node) {
+		return nil, fmt.Errorf("pending deliveries: node id %q: %w", node, ErrInvalidArgument)
+	}
+	if count <= 0 {
+		count = 100
+	}
+	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group:    group,
+		Consumer: node,
+		Streams:  []string{deliveryKey(node), "0"},
+		Count:    int64(count),
+		Block:    -1,
+	}).Result()
+	switch {
+	case errors.Is(err, redis.Nil), redis.HasErrorPrefix(err, "NOGROUP"):
+		return nil, nil
+	case err != nil:
+		return nil, wrap("read pending deliveries from", deliveryKey(node), err)
+	}
+	var out []Delivery
+	for _, st := range res {
+		for _, m := range st.Messages {
+			out = append(out, Delivery{ID: m.ID, Blob: blob(m.Values["d"])})
+		}
+	}
+	return out, nil
+}
+
 // AckDeliveries acknowledges entries of node's delivery stream (XACK), also
 // entries that TakeOver handed to another consumer. The stream is capped, so
 // acked entries are not deleted.
@@ -124,8 +159,8 @@ func (s *Store) AckDeliveries(ctx context.Context, node string, ids []string) er
 // (XAUTOCLAIM; the dead node read them but never acked), then ones never
 // delivered (XREADGROUP >). The caller acks them with
 // AckDeliveries(deadNode, ids) and calls TakeOver until it returns nothing,
-// then RetireNode. With deadNode == consumer, a restarted node recovers what
-// it had read before it died.
+// then RetireNode. A restarted node recovers what it had read before it
+// died with PendingDeliveries instead, which ignores ClaimMinIdle.
 func (s *Store) TakeOver(ctx context.Context, deadNode, consumer string, count int) ([]Delivery, error) {
 	if !validID(deadNode) || !validID(consumer) {
 		return nil, fmt.Errorf("take over %q as %q: %w", deadNode, consumer, ErrInvalidArgument)

@@ -267,3 +267,40 @@ func TestStore_NodesLiveAndDead(t *testing.T) {
 		t.Fatalf("after n2's heartbeat: live %d dead %v", len(live), dead)
 	}
 }
+
+// TestStore_PendingDeliveriesAfterARestart: entries a node read and never
+// acked come back, oldest first, from PendingDeliveries until acked; new
+// entries do not.
+func TestStore_PendingDeliveriesAfterARestart(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	if got, err := env.store.PendingDeliveries(ctx, "n1", 10); err != nil || len(got) != 0 {
+		t.Fatalf("before the group exists: %q %v", blobs(got), err)
+	}
+	if err := env.store.EnsureGroup(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.store.Deliver(ctx, map[string][][]byte{"n1": {[]byte("a"), []byte("b"), []byte("c")}}); err != nil {
+		t.Fatal(err)
+	}
+	read, err := env.store.ReadDeliveries(ctx, "n1", 2, 0)
+	if err != nil || len(read) != 2 {
+		t.Fatalf("read: %q %v", blobs(read), err)
+	}
+	// The node "dies" here: a and b were read, never acked; c never read.
+	for round := 0; round < 2; round++ {
+		got, err := env.store.PendingDeliveries(ctx, "n1", 10)
+		if err != nil || fmt.Sprint(blobs(got)) != "[a b]" {
+			t.Fatalf("pending, call %d: %q %v", round+1, blobs(got), err)
+		}
+	}
+	if err := env.store.AckDeliveries(ctx, "n1", ids(read)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := env.store.PendingDeliveries(ctx, "n1", 10); err != nil || len(got) != 0 {
+		t.Fatalf("pending after the ack: %q %v", blobs(got), err)
+	}
+	if got, err := env.store.ReadDeliveries(ctx, "n1", 10, 0); err != nil || fmt.Sprint(blobs(got)) != "[c]" {
+		t.Fatalf("new entries: %q %v", blobs(got), err)
+	}
+}
