@@ -415,14 +415,20 @@ func (n *Node) pushGroup(ctx context.Context, msg streams.Message, group, key st
 	if n.durable != nil {
 		sctx, cancel := context.WithTimeout(ctx, redisTimeout)
 		defer cancel()
-		live, _, err := n.durable.store.Nodes(sctx)
+		// The live nodes as of the last heartbeat (a second ago at most):
+		// one that joined since misses this message, which only ever
+		// reaches the members connected at the moment.
 		blobs := map[string][][]byte{}
-		for _, node := range live {
-			if node.ID != n.cfg.NodeID {
-				blobs[node.ID] = [][]byte{appendRelayFanout(nil, key, frame)}
+		if live := n.liveNodes.Load(); live != nil {
+			entry := appendRelayFanout(nil, key, frame)
+			for _, node := range *live {
+				if node.ID != n.cfg.NodeID {
+					blobs[node.ID] = [][]byte{entry}
+				}
 			}
 		}
-		if err == nil && len(blobs) > 0 {
+		var err error
+		if len(blobs) > 0 {
 			err = n.durable.store.Deliver(sctx, blobs)
 		}
 		n.redisResult(err)
