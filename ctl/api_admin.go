@@ -173,6 +173,8 @@ type AuditEntry struct {
 	Op        string    `json:"op"`
 	Target    string    `json:"target"`
 	RequestID string    `json:"request_id"`
+	// Summary says what the write set (never a secret), when known.
+	Summary string `json:"summary,omitempty"`
 }
 
 // Status returns the region at a glance.

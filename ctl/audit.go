@@ -39,9 +39,9 @@ func runAudit(c *cli.Context, e *env) error {
 		}
 		return writeJSON(e.stdout, map[string][]AuditEntry{"entries": entries})
 	}
-	t := newTable(e.stdout, "TIME", "ACTOR", "OP", "TARGET", "REQUEST")
+	t := newTable(e.stdout, "TIME", "ACTOR", "OP", "TARGET", "REQUEST", "WHAT")
 	for _, en := range entries {
-		t.row(timeCell(en.Time), en.Actor, en.Op, en.Target, en.RequestID)
+		t.row(timeCell(en.Time), en.Actor, en.Op, en.Target, en.RequestID, orDash(en.Summary))
 	}
 	return t.flush()
 }

@@ -86,13 +86,13 @@ func TestTokenAdmin_RolesAndAudit(t *testing.T) {
 	// the request id pushctl sent.
 	out = r.as(0, operator).run(t, "audit", "--limit", "5").expect(t, exitOK).stdout
 	rows := tableRows(out)
-	if want := "TIME ACTOR OP TARGET REQUEST"; strings.Join(rows[0], " ") != want {
+	if want := "TIME ACTOR OP TARGET REQUEST WHAT"; strings.Join(rows[0], " ") != want {
 		t.Fatalf("header %q", rows[0])
 	}
 	var got []string
 	for _, row := range rows[1:] {
-		if _, err := time.Parse(time.RFC3339, row[0]); err != nil || len(row[4]) < 16 {
-			t.Errorf("row %q: want an RFC 3339 time and a request id", row)
+		if _, err := time.Parse(time.RFC3339, row[0]); err != nil || len(row[4]) < 16 || len(row) < 6 {
+			t.Errorf("row %q: want an RFC 3339 time, a request id and what was set", row)
 		}
 		got = append(got, strings.Join(row[1:4], " "))
 	}
