@@ -63,7 +63,7 @@ type options struct {
 func flags() []cli.Flag {
 	env := func(name string) []string { return []string{"PUSHD_" + name} }
 	return []cli.Flag{
-		&cli.StringFlag{Name: "config", Usage: "JSON file with any of these settings, and the apps", EnvVars: env("CONFIG")},
+		&cli.StringFlag{Name: "config", Usage: "JSON file with any of these settings (apps and keys live in the region's metadata: pushctl app)", EnvVars: env("CONFIG")},
 		&cli.BoolFlag{Name: "check-config", Usage: "check the configuration and exit"},
 		&cli.BoolFlag{Name: "dev", Usage: "run a one-node dev region on localhost with its own redis-server", EnvVars: env("DEV")},
 		&cli.StringFlag{Name: "node-id", Usage: "this node's id in the region (default: host name)", EnvVars: env("NODE_ID")},

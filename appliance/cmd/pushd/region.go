@@ -63,7 +63,10 @@ func selfMember(o *options, meta *raftmeta.Store, node *appliance.Node) raftmeta
 
 // register records this node in the region: directly when it leads (a
 // bootstrapped region), through the admin API of --join otherwise. Both
-// are idempotent, so every start re-registers and refreshes addresses.
+// are idempotent, so a start with --join, or as the leader, refreshes the
+// node's addresses. A restarted member started without --join that is not
+// the leader keeps its replicated record, and is warned if its addresses
+// changed.
 func register(ctx context.Context, o *options, meta *raftmeta.Store, node *appliance.Node, log *slog.Logger) error {
 	m := selfMember(o, meta, node)
 	if o.Join == "" {
@@ -74,7 +77,12 @@ func register(ctx context.Context, o *options, meta *raftmeta.Store, node *appli
 		}
 		if !meta.IsLeader() {
 			// A restarted member of a larger region: its record is
-			// already replicated; nothing to do here.
+			// already replicated.
+			if cur, ok := meta.State().Members[m.ID]; ok && (cur.AdminAddr != m.AdminAddr || cur.DeviceAddr != m.DeviceAddr ||
+				cur.TCPAddr != m.TCPAddr || cur.PushAddr != m.PushAddr || cur.RaftAddr != m.RaftAddr) {
+				log.Warn("this node's addresses differ from its region record; restart with --join <any member's admin address> to update them",
+					"recorded_device_addr", cur.DeviceAddr, "device_addr", m.DeviceAddr)
+			}
 			return nil
 		}
 		return meta.Join(ctx, m, raftmeta.Caller{})
