@@ -103,6 +103,23 @@ func admin(t *testing.T, n *node, method, path, token string, body any) (int, []
 	return resp.StatusCode, raw
 }
 
+// pushAs posts a push request to n's push API with an app's API key.
+func pushAs(t *testing.T, n *node, apiKey string, body map[string]any) (int, []byte) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+n.addr("push")+"/v1/push", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw
+}
+
 type regionStatus struct {
 	Leader string
 	Nodes  []struct {
@@ -173,22 +190,50 @@ func TestRegion_ThreeProcesses(t *testing.T) {
 			follower = n
 		}
 	}
-	code, raw := admin(t, follower, http.MethodPost, "/v1/admin/degrade", token, map[string]any{"priority": "normal", "reason": "drill"})
+	code, raw := admin(t, follower, http.MethodPost, "/v1/admin/apps", token, map[string]any{"id": "drill"})
+	if code != http.StatusOK {
+		t.Fatalf("create app: HTTP %d %s", code, raw)
+	}
+	var app struct {
+		APIKey string `json:"api_key"`
+	}
+	_ = json.Unmarshal(raw, &app)
+	push := func(n *node, priority string) (int, []byte) {
+		return pushAs(t, n, app.APIKey, map[string]any{"app": "drill", "devices": []string{"d1"}, "data": "x", "priority": priority})
+	}
+	waitFor(t, 5*time.Second, func() error { // the app reaches every node
+		for _, n := range nodes {
+			if code, raw := push(n, "low"); code != http.StatusOK {
+				return fmt.Errorf("%s: HTTP %d %s", n.id, code, raw)
+			}
+		}
+		return nil
+	})
+
+	start := time.Now()
+	code, raw = admin(t, follower, http.MethodPost, "/v1/admin/degrade", token, map[string]any{"priority": "low", "reason": "drill"})
 	if code != http.StatusOK {
 		t.Fatalf("degrade through follower %s: HTTP %d %s", follower.id, code, raw)
 	}
-	for _, n := range nodes {
-		waitFor(t, time.Second, func() error {
-			code, raw := admin(t, n, http.MethodGet, "/v1/admin/degrade", token, nil)
-			if code != http.StatusOK || !strings.Contains(string(raw), `"active":true`) {
-				return fmt.Errorf("%s: HTTP %d %s", n.id, code, raw)
+	// Every node is asked in each round, so the second is counted from the
+	// call for all three.
+	waitFor(t, time.Second-time.Since(start), func() error {
+		for _, n := range nodes {
+			if code, raw := push(n, "low"); code != http.StatusServiceUnavailable || !strings.Contains(string(raw), `"degraded"`) {
+				return fmt.Errorf("%s still takes low-priority pushes: HTTP %d %s", n.id, code, raw)
 			}
-			return nil
-		})
+		}
+		return nil
+	})
+	t.Logf("degrade enforced by all three push APIs %s after the admin call", time.Since(start).Round(time.Millisecond))
+	for _, n := range nodes {
+		if code, raw := push(n, "normal"); code != http.StatusOK {
+			t.Fatalf("%s refused a normal-priority push while only low is shed: HTTP %d %s", n.id, code, raw)
+		}
 	}
 
 	leader.kill()
-	start := time.Now()
+	start = time.Now()
 	for {
 		code, raw := admin(t, follower, http.MethodPost, "/v1/admin/degrade/off", token, map[string]any{"reason": "failover drill"})
 		if code == http.StatusOK {
