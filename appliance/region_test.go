@@ -623,3 +623,36 @@ func TestRegion_TunablesApplyOnEveryNode(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRegion_AppLimitsApplyOnEveryNode: an app's limits set through one
+// node's admin API are enforced by every node's push API and handshake:
+// the businesses it may use, its payload limit and its rate.
+func TestRegion_AppLimitsApplyOnEveryNode(t *testing.T) {
+	r := startRegion(t)
+	code, raw := adminDo(t, r.nodes[r.follower()], http.MethodPost, "/v1/admin/apps/"+testApp+"/limits", r.admin,
+		map[string]any{"max_payload": 8 << 10, "rate_per_sec": 1000, "burst": 5, "businesses": []string{"chat"}})
+	if code != http.StatusOK {
+		t.Fatalf("set limits: HTTP %d %s", code, raw)
+	}
+	for _, n := range r.nodes {
+		waitFor(t, 2*time.Second, func() error {
+			code, _, raw := pushJSON(t, n, map[string]any{"devices": []string{"d"}, "data": "x", "business": "ads"})
+			if code != http.StatusBadRequest {
+				return fmt.Errorf("node %s: a push for a business not enabled: HTTP %d %s", n.ID(), code, raw)
+			}
+			return nil
+		})
+		big := strings.Repeat("x", 6<<10) // over the default 4 KiB, within the app's 8 KiB
+		if code, _, raw := pushJSON(t, n, map[string]any{"devices": []string{"d"}, "data": big, "business": "chat"}); code != http.StatusOK {
+			t.Fatalf("node %s: a 6 KiB push under an 8 KiB limit: HTTP %d %s", n.ID(), code, raw)
+		}
+		if code, _, raw := pushJSON(t, n, map[string]any{"devices": []string{"1", "2", "3", "4", "5", "6"}, "data": "x"}); code != http.StatusBadRequest {
+			t.Fatalf("node %s: 6 devices against a burst of 5: HTTP %d %s", n.ID(), code, raw)
+		}
+	}
+	c := dialRaw(t, r.nodes[0].wsURL())
+	f := hello(t, c, &wire.Hello{Device: "d", Token: issue(t, "d"), Businesses: []string{"ads"}})
+	if e, ok := f.(*wire.Error); !ok || e.Code != wire.CodeUnknownBusiness {
+		t.Fatalf("HELLO naming a business not enabled: %#v", f)
+	}
+}
