@@ -138,7 +138,11 @@ func TestHandshake_RefusesEveryBadToken(t *testing.T) {
 				if !ok || e.Code != tc.want {
 					t.Fatalf("answer %#v, want ERROR %s", f, tc.want)
 				}
-				expectClosed(t, c, 2*time.Second)
+				_, err := expectClosed(t, c, 2*time.Second)
+				var ce *client.CloseError
+				if strings.HasPrefix(url, "ws") && (!errors.As(err, &ce) || ce.Code != 1008) {
+					t.Fatalf("close %v, want WebSocket 1008 (policy violation)", err)
+				}
 			})
 		}
 	}
@@ -181,6 +185,22 @@ func TestFrame_OversizeIsRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := expectClosed(t, c, 2*time.Second)
+		var ce *client.CloseError
+		if !errors.As(err, &ce) || ce.Code != 1009 {
+			t.Fatalf("close = %v, want 1009", err)
+		}
+	})
+	t.Run("ws: a header declaring too much inside a small message", func(t *testing.T) {
+		// Within nbio's message limit, but the frame header inside it
+		// declares more than MaxFrame: ERROR frame_too_large, then 1009.
+		c := openRaw(t, n.wsURL(), "lying-ws")
+		if err := c.WriteRaw(big[:wire.HeaderLen+16]); err != nil {
+			t.Fatal(err)
+		}
+		last, err := expectClosed(t, c, 2*time.Second)
+		if e, ok := last.(*wire.Error); !ok || e.Code != wire.CodeFrameTooLarge {
+			t.Fatalf("last frame %#v, want ERROR frame_too_large", last)
+		}
 		var ce *client.CloseError
 		if !errors.As(err, &ce) || ce.Code != 1009 {
 			t.Fatalf("close = %v, want 1009", err)
@@ -238,6 +258,40 @@ func TestHandshake_Slowloris(t *testing.T) {
 		}
 		defer nc.Close()
 		fmt.Fprintf(nc, "GET /v1/ws HTTP/1.1\r\nHost: x\r\n")
+		if d := closedWithin(t, nc); d > limit {
+			t.Fatalf("closed after %s, limit %s", d, limit)
+		}
+	})
+	t.Run("dripping http upgrade", func(t *testing.T) {
+		nc, err := net.Dial("tcp", n.Addrs().WS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		start := time.Now()
+		req := "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Pad: " + strings.Repeat("a", 200)
+		for i := 0; i < len(req); i++ {
+			if _, err := nc.Write([]byte{req[i]}); err != nil {
+				break // closed: what is wanted
+			}
+			if time.Since(start) > limit+time.Second {
+				t.Fatalf("still accepting bytes after %s", time.Since(start))
+			}
+			time.Sleep(50 * time.Millisecond) // the drip is the attack
+		}
+		if d := time.Since(start) + closedWithin(t, nc); d > limit+100*time.Millisecond {
+			t.Fatalf("closed after %s, limit %s", d, limit)
+		}
+	})
+	t.Run("partial frame header", func(t *testing.T) {
+		nc, err := net.Dial("tcp", n.Addrs().TCP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		if _, err := nc.Write(wire.Append(nil, &wire.Ping{})[:3]); err != nil {
+			t.Fatal(err)
+		}
 		if d := closedWithin(t, nc); d > limit {
 			t.Fatalf("closed after %s, limit %s", d, limit)
 		}

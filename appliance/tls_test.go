@@ -93,3 +93,42 @@ func TestTLS_BothTransports(t *testing.T) {
 		}
 	}
 }
+
+// TestTLS_StalledHandshakeIsClosed: a client that starts a TLS handshake
+// and never finishes it is closed within the handshake timeout plus a
+// second, on both listeners.
+func TestTLS_StalledHandshakeIsClosed(t *testing.T) {
+	cert, _ := selfSigned(t)
+	cfg := testConfig()
+	cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	n := startNode(t, cfg, Deps{})
+	limit := cfg.HandshakeTimeout + time.Second
+	for name, addr := range map[string]string{"ws": n.Addrs().WS, "tcp": n.Addrs().TCP} {
+		t.Run(name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			// The first bytes of a ClientHello record, then nothing.
+			if _, err := nc.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_ = nc.SetReadDeadline(start.Add(limit + time.Second))
+			buf := make([]byte, 512)
+			for {
+				if _, err = nc.Read(buf); err != nil {
+					break
+				}
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("still open after %s", time.Since(start))
+			}
+			if d := time.Since(start); d > limit {
+				t.Fatalf("closed after %s, limit %s", d, limit)
+			}
+		})
+	}
+}
