@@ -17,6 +17,7 @@ import (
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // TestSDK_BothTransportsEndToEnd connects one device per transport through
@@ -58,7 +59,7 @@ func TestSDK_BothTransportsEndToEnd(t *testing.T) {
 			if err := c.Join(ctx, "room-1"); err != nil {
 				t.Fatalf("join: %v", err)
 			}
-			waitFor(t, 2*time.Second, func() error {
+			poll.Until(t, 2*time.Second, func() error {
 				if n.hub.lookup(inboxKey(testApp, device)) == nil {
 					return errors.New("session not registered")
 				}
@@ -146,7 +147,7 @@ func TestHandshake_RefusesEveryBadToken(t *testing.T) {
 			})
 		}
 	}
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if got := n.hub.count.Load(); got != 0 {
 			return fmt.Errorf("%d sessions registered after refusals", got)
 		}
@@ -349,7 +350,7 @@ func TestHeartbeat_SilentConnectionIsReaped(t *testing.T) {
 	if n.hub.lookup(inboxKey(testApp, "talker")) == nil {
 		t.Fatal("a connection that pings was reaped too")
 	}
-	waitFor(t, time.Second, func() error {
+	poll.Until(t, time.Second, func() error {
 		_, err := metricValue(scrape(t, n), `pushd_connection_closes_total{reason="heartbeat_missed"}`)
 		return err
 	})
@@ -365,7 +366,7 @@ func TestTakeover_NewerConnectionWins(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { kicked <- first.Run(context.Background()) }()
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if !first.Connected() {
 			return errors.New("first not connected")
 		}
@@ -420,13 +421,13 @@ func TestSlowConsumer_CutWhileOthersKeepReceiving(t *testing.T) {
 		n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i), Payload: payload}), "")
 		time.Sleep(time.Millisecond)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if n.hub.lookup(inboxKey(testApp, "slow")) != nil {
 			return errors.New("slow consumer still registered")
 		}
 		return nil
 	})
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		for i := range received {
 			if got := received[i].Load(); got != messages {
 				return fmt.Errorf("fast-%d received %d of %d", i, got, messages)

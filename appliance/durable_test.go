@@ -16,6 +16,7 @@ import (
 
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/streams"
 	"github.com/pushd/pushd/streams/streamstest"
 	"github.com/pushd/pushd/tests/faultproxy"
@@ -128,7 +129,7 @@ func runDevice(t testing.TB, url, id string, cursor client.Cursor, mut ...func(*
 		_ = c.Run(ctx)
 	}()
 	t.Cleanup(d.stop)
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if !c.Connected() {
 			d.mu.Lock()
 			defer d.mu.Unlock()
@@ -161,7 +162,7 @@ func (d *device) lastWelcome() client.Welcome {
 
 func (d *device) waitCount(t testing.TB, n int) []client.Message {
 	t.Helper()
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if got := len(d.received()); got < n {
 			return fmt.Errorf("received %d of %d", got, n)
 		}
@@ -196,7 +197,7 @@ func TestDurable_OnlineDeliveryAndAckTrims(t *testing.T) {
 	if string(msgs[0].Payload) != "hello" || msgs[0].ID != resp.ID || msgs[0].Seq != 1 {
 		t.Fatalf("received %+v", msgs[0])
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		st := deviceState(t, n, "phone")
 		if st.Acked != 1 || st.InboxLen != 0 || !st.Online {
 			return fmt.Errorf("device state %+v: want acked 1, empty inbox, online", st)
@@ -267,7 +268,7 @@ func TestDurable_PushRightAfterWelcomeIsLive(t *testing.T) {
 		k := int(pushed.Load())
 		// Well within an ack timeout: no retransmit, reconnect or later
 		// push may be needed to find a stranded one.
-		waitFor(t, time.Second, func() error {
+		poll.Until(t, time.Second, func() error {
 			if got := len(d.received()); got != k {
 				return fmt.Errorf("device %s got %d of %d", id, got, k)
 			}
@@ -357,7 +358,7 @@ func TestDurable_GapsAreReported(t *testing.T) {
 		if err := srv.Client(t).FlushAll(context.Background()).Err(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, func() error {
+		poll.Until(t, 5*time.Second, func() error {
 			if w := d.lastWelcome(); w.Session == before.Session || !d.c.Connected() {
 				return errors.New("the device has not reconnected since FLUSHALL")
 			}
@@ -394,14 +395,14 @@ func TestDurable_DroppedAcksRetransmitExactlyOnceToApp(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		mustPush(t, n, []string{"phone"}, fmt.Sprint(i))
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if redeliveries.Load() < 5 {
 			return fmt.Errorf("%d redelivered pushes seen", redeliveries.Load())
 		}
 		return nil
 	})
 	dropAcks.Store(false)
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if st := deviceState(t, n, "phone"); st.Acked != 5 {
 			return fmt.Errorf("acked %d of 5", st.Acked)
 		}
@@ -426,7 +427,7 @@ func TestDurable_TwoNodesDeviceMoves(t *testing.T) {
 
 	stale := a.hub.lookup(inboxKey(testApp, "phone"))
 	onB := runDevice(t, b.tcpURL(), "phone", onA.c.Cursor())
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if a.hub.lookup(inboxKey(testApp, "phone")) != nil {
 			return errors.New("node a still holds the session after the takeover")
 		}
@@ -479,14 +480,14 @@ func TestDurable_DeadNodeDeliveriesClaimed(t *testing.T) {
 	if _, err := store.ReadDeliveries(ctx, "a", 10, 10*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if v, _ := metricValue(scrape(t, b), "pushd_takeover_entries_total"); v == "1" {
 			return nil
 		}
 		live, dead, err := store.Nodes(ctx)
 		return fmt.Errorf("no takeover yet (live %d, dead %v, err %v)", len(live), dead, err)
 	})
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		_, dead, _ := store.Nodes(ctx)
 		if len(dead) != 0 {
 			return fmt.Errorf("dead node not retired: %v", dead)
@@ -532,7 +533,7 @@ func TestDurable_RedisDown(t *testing.T) {
 	}
 
 	srv.Restart()
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if h := health(); h != http.StatusOK {
 			return fmt.Errorf("healthz %d", h)
 		}
@@ -542,7 +543,7 @@ func TestDurable_RedisDown(t *testing.T) {
 	if !r.Stored {
 		t.Fatalf("after recovery: %+v", r)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		got := payloads(d.received())
 		if len(got) < 2 || got[len(got)-1] != "stored again" {
 			return fmt.Errorf("device got %v", got)
@@ -587,14 +588,14 @@ func TestDurable_AcksSurviveARedisStall(t *testing.T) {
 
 	srv.Pause()
 	dropAcks.Store(false) // the next retransmit is acked, into a stalled Redis
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if v, _ := metricValue(scrape(t, n), "pushd_ack_retries_total"); v == "" || v == "0" {
 			return errors.New("no ack has failed against the stalled Redis yet")
 		}
 		return nil
 	})
 	srv.Resume()
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if st := deviceState(t, n, "phone"); st.Acked != 1 || st.InboxLen != 0 {
 			return fmt.Errorf("device state %+v: want the ack written after the stall", st)
 		}
@@ -621,7 +622,7 @@ func TestDurable_GroupAndBroadcastAcrossNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if live := a.liveNodes.Load(); live == nil || len(*live) != 2 {
 			return errors.New("node a has not seen node b's heartbeat yet")
 		}
@@ -641,7 +642,7 @@ func TestDurable_GroupAndBroadcastAcrossNodes(t *testing.T) {
 		t.Fatalf("broadcast: HTTP %d %s", status, raw)
 	}
 	for _, d := range []*device{onA, onB, outsider} {
-		waitFor(t, 5*time.Second, func() error {
+		poll.Until(t, 5*time.Second, func() error {
 			got := payloads(d.received())
 			if len(got) == 0 || got[len(got)-1] != "to everyone" {
 				return fmt.Errorf("device got %v", got)
@@ -699,7 +700,7 @@ func TestDurable_LossyLinkExactlyOnceInOrder(t *testing.T) {
 		mustPush(t, n, ids, want[k])
 	}
 	for i, d := range ds {
-		waitFor(t, 20*time.Second, func() error {
+		poll.Until(t, 20*time.Second, func() error {
 			got := payloads(d.received())
 			if len(got) > messages || (len(got) == messages && fmt.Sprint(got) != fmt.Sprint(want)) {
 				t.Fatalf("%s saw %v", ids[i], got)
@@ -717,7 +718,7 @@ func TestDurable_LossyLinkExactlyOnceInOrder(t *testing.T) {
 	}
 	mu.Unlock()
 	for _, id := range ids {
-		waitFor(t, 20*time.Second, func() error {
+		poll.Until(t, 20*time.Second, func() error {
 			if st := deviceState(t, n, id); st.Acked != messages || st.InboxLen != 0 {
 				return fmt.Errorf("%s: %+v", id, st)
 			}
@@ -774,7 +775,7 @@ func TestDurable_RestartedNodeAcksWhatItLeftPending(t *testing.T) {
 		t.Fatalf("the previous run's read: %d entries, %v", len(ds), err)
 	}
 	n := startDurable(t, srv, "n1", streams.Config{})
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if p := srv.Client(t).XPending(ctx, "pushd:node:{n1}:deliveries", "pushd").Val(); p == nil || p.Count != 0 {
 			return fmt.Errorf("pending entries: %+v", p)
 		}

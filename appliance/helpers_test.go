@@ -161,22 +161,6 @@ func expectClosed(t testing.TB, c *client.Conn, timeout time.Duration) (last wir
 	}
 }
 
-// waitFor polls cond until it returns nil or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // plainHTTP makes one request per connection: the device port closes idle
 // HTTP connections after the handshake timeout, and a pooled connection
 // reused at that moment would fail the test for nothing.

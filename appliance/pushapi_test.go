@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/streams"
 	"github.com/pushd/pushd/streams/streamstest"
 )
@@ -178,7 +179,7 @@ func TestPushAPI_RateLimit(t *testing.T) {
 	if a := postPush(t, n, "POST", `{"app":"app2","devices":["d"],"data":"x"}`, map[string]string{"Authorization": "Bearer " + otherAPIKey}); a.status != http.StatusOK {
 		t.Fatalf("another app was limited too: HTTP %d %s", a.status, a.body)
 	}
-	waitFor(t, 2*time.Duration(wait)*time.Second, func() error {
+	poll.Until(t, 2*time.Duration(wait)*time.Second, func() error {
 		if a := postPush(t, n, "POST", one, nil); a.status != http.StatusOK {
 			return &apiError{status: a.status, code: a.code, msg: "still limited after Retry-After"}
 		}

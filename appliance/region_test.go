@@ -16,6 +16,7 @@ import (
 
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/raftmeta"
 	"github.com/pushd/pushd/raftmeta/raftmetatest"
 	"github.com/pushd/pushd/streams"
@@ -72,7 +73,7 @@ func (r *region) startNode(i int) *Node {
 	cfg.DrainSpread = 200 * time.Millisecond
 	n := startNode(r.t, cfg, Deps{Store: streams.New(r.srv.Client(r.t), streams.Config{NodeTTL: 2 * time.Second}), Meta: r.raft.Store(i)})
 	var m raftmeta.Member
-	waitFor(r.t, 10*time.Second, func() error {
+	poll.Until(r.t, 10*time.Second, func() error {
 		var ok bool
 		if m, ok = r.raft.Store(i).State().Members[cfg.NodeID]; !ok {
 			return fmt.Errorf("node %s has not caught up with its own member record", cfg.NodeID)
@@ -177,7 +178,7 @@ func TestRegion_DegradeReachesEveryNodeWithinASecond(t *testing.T) {
 	r.setDegrade(t, f, map[string]any{"priority": "low", "reason": "surge drill"})
 	// All three are polled together, so the wait is measured from the call
 	// for every node, not from when the previous node converged.
-	waitFor(t, time.Second-time.Since(start), func() error {
+	poll.Until(t, time.Second-time.Since(start), func() error {
 		for _, n := range r.nodes {
 			if n.degrade.Load() == nil {
 				return fmt.Errorf("node %s not degraded", n.ID())
@@ -210,7 +211,7 @@ func TestRegion_DegradeReachesEveryNodeWithinASecond(t *testing.T) {
 		}
 	}
 	for _, n := range r.nodes {
-		waitFor(t, time.Second, func() error {
+		poll.Until(t, time.Second, func() error {
 			if code, _, raw := pushJSON(t, n, map[string]any{"devices": []string{"phone"}, "data": "low again", "priority": "low"}); code != http.StatusOK {
 				return fmt.Errorf("node %s: HTTP %d %s", n.ID(), code, raw)
 			}
@@ -240,7 +241,7 @@ func TestRegion_DegradeByBusiness(t *testing.T) {
 	}
 
 	r.setDegrade(t, n, map[string]any{"priority": "normal", "businesses": []string{"ads"}, "reason": "ads storm"})
-	waitFor(t, time.Second, func() error {
+	poll.Until(t, time.Second, func() error {
 		if n.degrade.Load() == nil {
 			return errors.New("not degraded yet")
 		}
@@ -302,7 +303,7 @@ func TestRegion_DegradeDropsQueuedMessages(t *testing.T) {
 		}
 	}
 	r.setDegrade(t, n, map[string]any{"priority": "low", "reason": "surge"})
-	waitFor(t, time.Second, func() error {
+	poll.Until(t, time.Second, func() error {
 		if n.degrade.Load() == nil {
 			return errors.New("not degraded yet")
 		}
@@ -315,7 +316,7 @@ func TestRegion_DegradeDropsQueuedMessages(t *testing.T) {
 		c.OnGap = func(from, to uint64) { mu.Lock(); gaps = append(gaps, from, to); mu.Unlock() }
 	})
 	d.waitCount(t, 1)
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if v, err := metricValue(scrape(t, n), "pushd_degrade_shed_total"); err != nil || v != "2" {
 			return fmt.Errorf("pushd_degrade_shed_total %q (%v), want 2", v, err)
 		}
@@ -332,7 +333,7 @@ func TestRegion_DegradeDropsQueuedMessages(t *testing.T) {
 		t.Errorf("gaps reported %v, want seq 1 then seq 3", gaps)
 	}
 	mu.Unlock()
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if st := deviceState(t, n, "late"); st.Acked != 4 || st.InboxLen != 0 {
 			return fmt.Errorf("device state %+v, want acked 4 and an empty inbox", st)
 		}
@@ -413,7 +414,7 @@ func TestRegion_DispatchAndDrain(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&a)
 		return a, resp.StatusCode
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		for _, n := range r.nodes {
 			if live := n.liveNodes.Load(); live == nil || len(*live) != 3 {
 				return fmt.Errorf("node %s has not seen every node's heartbeat yet", n.ID())
@@ -456,7 +457,7 @@ func TestRegion_DispatchAndDrain(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("device on the draining node got no CONTROL drain")
 	}
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if last := nodesSeen[len(nodesSeen)-1]; last == drained.ID() {
@@ -515,7 +516,7 @@ func TestRegion_LeaderLossAndCatchUp(t *testing.T) {
 	r.raft.Restart(t, li)
 	r.nodes[li] = r.startNode(li)
 	r.raft.WaitConverged(t)
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if r.nodes[li].degrade.Load() == nil {
 			return errors.New("restarted node does not enforce the degrade set while it was down")
 		}
@@ -545,7 +546,7 @@ func TestRegion_LeaderLossAndCatchUp(t *testing.T) {
 	if code, raw := adminDo(t, via, http.MethodPost, "/v1/admin/nodes/"+leaving+"/remove", r.admin, nil); code != http.StatusOK {
 		t.Fatalf("remove the leader: HTTP %d %s", code, raw)
 	}
-	waitFor(t, 15*time.Second, func() error {
+	poll.Until(t, 15*time.Second, func() error {
 		st := via.meta.State()
 		if _, ok := st.Members[leaving]; ok {
 			return fmt.Errorf("%s is still a member", leaving)
@@ -572,7 +573,7 @@ func TestRegion_TunablesApplyOnEveryNode(t *testing.T) {
 	set(map[string]any{"inbox_max_len": 3, "inbox_ttl": "1m"})
 	set(map[string]any{"in_flight_window": 2})
 	for _, n := range r.nodes {
-		waitFor(t, 2*time.Second, func() error {
+		poll.Until(t, 2*time.Second, func() error {
 			if tun := n.tun.Load(); tun.inboxMaxLen != 3 || tun.maxTTL != time.Minute || tun.window != 2 {
 				return fmt.Errorf("node %s applies %+v", n.ID(), *tun)
 			}
@@ -601,7 +602,7 @@ func TestRegion_TunablesApplyOnEveryNode(t *testing.T) {
 		_ = c.Send(&wire.Ping{}) // the test's heartbeat interval is 400 ms
 	}
 	s := r.nodes[0].hub.lookup(inboxKey(testApp, "slow-acker"))
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		_ = c.Send(&wire.Ping{})
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -613,7 +614,7 @@ func TestRegion_TunablesApplyOnEveryNode(t *testing.T) {
 	if err := c.Send(&wire.Ack{Seq: 2}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		_ = c.Send(&wire.Ping{})
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -635,7 +636,7 @@ func TestRegion_AppLimitsApplyOnEveryNode(t *testing.T) {
 		t.Fatalf("set limits: HTTP %d %s", code, raw)
 	}
 	for _, n := range r.nodes {
-		waitFor(t, 2*time.Second, func() error {
+		poll.Until(t, 2*time.Second, func() error {
 			code, _, raw := pushJSON(t, n, map[string]any{"devices": []string{"d"}, "data": "x", "business": "ads"})
 			if code != http.StatusBadRequest {
 				return fmt.Errorf("node %s: a push for a business not enabled: HTTP %d %s", n.ID(), code, raw)

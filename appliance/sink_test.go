@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // sinkTransport is an in-process transport: it records what the session
@@ -200,7 +201,7 @@ func TestSink_RetransmitsUntilAcked(t *testing.T) {
 		}
 		return k
 	}
-	waitFor(t, 3*cfg.AckTimeout, func() error {
+	poll.Until(t, 3*cfg.AckTimeout, func() error {
 		if countPush(1, true) == 0 {
 			return errors.New("seq 1 not retransmitted")
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // selfSigned returns a certificate for 127.0.0.1 in the server's (llib)
@@ -74,7 +75,7 @@ func TestTLS_BothTransports(t *testing.T) {
 				done := make(chan error, 1)
 				go func() { done <- c.Run(ctx) }()
 				defer func() { cancel(); <-done }()
-				waitFor(t, 5*time.Second, func() error {
+				poll.Until(t, 5*time.Second, func() error {
 					if !c.Connected() {
 						return errors.New("not connected over TLS")
 					}

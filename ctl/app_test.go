@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // TestApp_Lifecycle drives one app through every app subcommand on a real
@@ -28,7 +30,7 @@ func TestApp_Lifecycle(t *testing.T) {
 	push := harness{env: map[string]string{"PUSHD_PUSH_URL": "http://" + r.nodes[0].Addrs().Push, "PUSHD_APP": "shop", "PUSHD_API_KEY": created["API_KEY"]}}
 	pushExits := func(code int) {
 		t.Helper()
-		waitFor(t, 2*time.Second, func() error {
+		poll.Until(t, 2*time.Second, func() error {
 			if res := push.run(t, "push", "--device", "phone-1", "--business", "orders", "--data", "hi"); res.code != code {
 				return fmt.Errorf("push with key %.6s…: exit %d, want %d: %s", push.env["PUSHD_API_KEY"], res.code, code, res.stderr)
 			}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // TestBenchConnect_InProcessWorkers opens 200 real sessions from two
@@ -68,7 +69,7 @@ func TestBenchConnect_DropsAreErrors(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, false)
 	_, errOut, _, done := harness{env: node.env()}.start(t, "bench", "connect", "--conns", "20", "--hold", "2s")
-	waitFor(t, 10*time.Second, func() error { return contains(errOut.String(), "20/20 connected") })
+	poll.Until(t, 10*time.Second, func() error { return contains(errOut.String(), "20/20 connected") })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := node.n.Shutdown(ctx); err != nil {
@@ -263,7 +264,7 @@ func TestBenchConnect_InterruptStopsWorkers(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, false)
 	_, errOut, stop, _ := harness{env: node.env()}.start(t, "bench", "connect", "--conns", "30", "--hold", "1m")
-	waitFor(t, 10*time.Second, func() error { return contains(errOut.String(), "30/30 connected") })
+	poll.Until(t, 10*time.Second, func() error { return contains(errOut.String(), "30/30 connected") })
 	start := time.Now()
 	r := stop().expect(t, exitFailure)
 	if el := time.Since(start); el > 5*time.Second {

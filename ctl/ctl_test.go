@@ -121,22 +121,6 @@ func decodeJSON[T any](t *testing.T, r result) T {
 	return v
 }
 
-// waitFor polls cond until it returns nil or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func contains(s, sub string) error {
 	if strings.Contains(s, sub) {
 		return nil

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // TestDegrade_ThroughAFollowerThenOff sets degrade through a follower's
@@ -21,7 +23,7 @@ func TestDegrade_ThroughAFollowerThenOff(t *testing.T) {
 		t.Fatalf("stdout %q, want %q", res.stdout, want)
 	}
 	for i := range r.nodes {
-		waitFor(t, 2*time.Second, func() error {
+		poll.Until(t, 2*time.Second, func() error {
 			kv := kvRows(r.as(i, r.root).run(t, "degrade", "status").expect(t, exitOK).stdout)
 			if kv["DEGRADE"] != "on" {
 				return fmt.Errorf("node %d: %v", i, kv)
@@ -45,7 +47,7 @@ func TestDegrade_ThroughAFollowerThenOff(t *testing.T) {
 	if res.stdout != "degrade off\n" {
 		t.Fatalf("stdout %q", res.stdout)
 	}
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		kv := kvRows(r.as(follower, r.root).run(t, "degrade", "status").expect(t, exitOK).stdout)
 		if kv["DEGRADE"] != "off" || kv["REASON"] != "drill over" || kv["PRIORITY"] != "-" {
 			return fmt.Errorf("after off: %v", kv)

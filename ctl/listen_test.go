@@ -14,6 +14,7 @@ import (
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // TestListen_PrintsPushesAndAcks runs listen against a durable node and
@@ -24,7 +25,7 @@ func TestListen_PrintsPushesAndAcks(t *testing.T) {
 	node := startTestNode(t, true)
 	h := harness{env: node.env()}
 	out, _, stop, _ := h.start(t, "listen", "--device", "phone-1")
-	waitFor(t, 5*time.Second, func() error { return contains(out.String(), "WELCOME") })
+	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "WELCOME") })
 
 	r := h.run(t, "push", "--device", "phone-1", "--data", "hello world", "--wait-ack", "--timeout", "5s").expect(t, exitOK)
 	// "stored" is possible too: a push racing the session's replay goes
@@ -36,8 +37,8 @@ func TestListen_PrintsPushesAndAcks(t *testing.T) {
 	id := strings.TrimPrefix(strings.SplitN(r.stdout, "\n", 2)[0], "ID: ")
 	h.run(t, "push", "--device", "phone-1", "--data-base64", "AP8=", "--priority", "high", "--business", "chat").expect(t, exitOK)
 
-	waitFor(t, 5*time.Second, func() error { return contains(out.String(), "payload_base64=AP8=") })
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "payload_base64=AP8=") })
+	poll.Until(t, 5*time.Second, func() error {
 		st := decodeJSON[DeviceState](t, h.run(t, "device", "show", "--json", "phone-1").expect(t, exitOK))
 		if st.Last != 2 || st.Acked != 2 || st.InboxLen != 0 {
 			return fmt.Errorf("device state %+v: want both acked", st)
@@ -69,7 +70,7 @@ func TestListen_JSONOverTCP(t *testing.T) {
 	// Stored while offline, replayed after WELCOME.
 	h.run(t, "push", "--device", "dev-9", "--data", "while you were out").expect(t, exitOK)
 	out, _, stop, _ := h.start(t, "listen", "--device", "dev-9", "--url", node.tcpURL(), "--lz4", "-o", "json")
-	waitFor(t, 5*time.Second, func() error { return contains(out.String(), `"PUSH"`) })
+	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), `"PUSH"`) })
 	res := stop().expect(t, exitOK)
 	dec := json.NewDecoder(strings.NewReader(res.stdout))
 	dec.DisallowUnknownFields()
@@ -102,7 +103,7 @@ func TestListen_KickedExits1(t *testing.T) {
 	node := startTestNode(t, false)
 	h := harness{env: node.env()}
 	out, errOut, _, done := h.start(t, "listen", "--device", "phone")
-	waitFor(t, 5*time.Second, func() error { return contains(out.String(), "WELCOME") })
+	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "WELCOME") })
 
 	c, err := client.DialConn(context.Background(), node.tcpURL(), client.DialOptions{})
 	if err != nil {
@@ -153,7 +154,7 @@ func TestListen_PrintsControlAndGap(t *testing.T) {
 	env := testEnv("")
 	env["PUSHD_URL"] = srv.url()
 	out, _, stop, _ := harness{env: env}.start(t, "listen", "--device", "d")
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if !srv.connected("d") {
 			return errors.New("not connected")
 		}
@@ -162,8 +163,8 @@ func TestListen_PrintsControlAndGap(t *testing.T) {
 	srv.send("d", &wire.Push{Seq: 1, ID: "m1", Priority: wire.PriorityLow, Group: "", Payload: []byte("a"), Created: uint64(time.Now().UnixMilli())})
 	srv.send("d", &wire.Push{Seq: 4, ID: "m4", Priority: wire.PriorityNormal, Payload: []byte("b"), Gap: true})
 	srv.send("d", &wire.Control{Kind: wire.ControlDegraded, Priority: wire.PriorityHigh, Businesses: []string{"ads", "promo"}, Reason: "shedding"})
-	waitFor(t, 5*time.Second, func() error { return contains(out.String(), "CONTROL") })
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "CONTROL") })
+	poll.Until(t, 5*time.Second, func() error {
 		if a := srv.ackedOf("d"); a != 4 {
 			return fmt.Errorf("acked %d, want 4", a)
 		}
@@ -188,14 +189,14 @@ func TestListen_PrintsControlAndGap(t *testing.T) {
 // session with an ERROR and waits for the reconnect.
 func listenEveryFrame(t *testing.T, srv *fakeDeviceServer, out *syncBuffer, done func(s, typ string) int) {
 	t.Helper()
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if !srv.connected("d") {
 			return errors.New("not connected")
 		}
 		return nil
 	})
 	srv.send("d", &wire.Push{Seq: 1, ID: "m1", Priority: wire.PriorityNormal, Payload: []byte("a")})
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if a := srv.ackedOf("d"); a != 1 {
 			return fmt.Errorf("acked %d, want 1", a)
 		}
@@ -206,7 +207,7 @@ func listenEveryFrame(t *testing.T, srv *fakeDeviceServer, out *syncBuffer, done
 	srv.send("d", &wire.Push{ID: "g1", Group: "room", Priority: wire.PriorityNormal, Payload: []byte("g")})
 	srv.send("d", &wire.Push{Seq: 3, ID: "m3", Priority: wire.PriorityNormal, Payload: []byte("c")})
 	srv.send("d", &wire.UpReply{Request: 7, Code: wire.CodeOK, Payload: []byte("pong")})
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if n := done(out.String(), "PUSH"); n != 5 {
 			return fmt.Errorf("%d PUSH lines, want 5:\n%s", n, out.String())
 		}
@@ -216,7 +217,7 @@ func listenEveryFrame(t *testing.T, srv *fakeDeviceServer, out *syncBuffer, done
 		return nil
 	})
 	srv.send("d", &wire.Error{Code: wire.CodeHeartbeatMissed, Message: "idle"})
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if n := done(out.String(), "WELCOME"); n != 2 {
 			return fmt.Errorf("%d WELCOME lines, want 2 (a reconnect after the ERROR):\n%s", n, out.String())
 		}

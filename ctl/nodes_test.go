@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/raftmeta"
 )
 
@@ -41,7 +42,7 @@ func TestNodes_DrainAndWeight(t *testing.T) {
 	if want := "node " + target + " draining: dispatch sends it no new devices and its connected devices are moving to other nodes\n"; res.stdout != want {
 		t.Fatalf("stdout %q", res.stdout)
 	}
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if row := nodeRow(t, h, target); row["DRAINING"] != "true" {
 			return fmt.Errorf("after drain: %v", row)
 		}
@@ -52,7 +53,7 @@ func TestNodes_DrainAndWeight(t *testing.T) {
 	if res.stdout != "node "+target+" weight 200\n" {
 		t.Fatalf("stdout %q", res.stdout)
 	}
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if row := nodeRow(t, h, target); row["DRAINING"] != "false" || row["WEIGHT"] != "200" {
 			return fmt.Errorf("after drain --off and weight: %v", row)
 		}

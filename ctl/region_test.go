@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/raftmeta"
 	"github.com/pushd/pushd/raftmeta/raftmetatest"
 	"github.com/pushd/pushd/streams"
@@ -90,7 +91,7 @@ func (r *testRegion) startNode(t *testing.T, i int, srv *streamstest.Server) {
 	// Writes on a follower are forwarded to the leader's admin address,
 	// and status asks every member's: register them as pushd does.
 	var m raftmeta.Member
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		var ok bool
 		if m, ok = r.raft.Store(i).State().Members[id]; !ok {
 			return fmt.Errorf("node %s has not caught up with its own member record", id)

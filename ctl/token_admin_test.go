@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // TestTokenAdmin_RolesAndAudit creates admin tokens with pushctl, uses
@@ -31,7 +33,7 @@ func TestTokenAdmin_RolesAndAudit(t *testing.T) {
 
 	// Nodes follow the region's metadata asynchronously: wait until the
 	// node knows the new tokens.
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if res := r.as(0, viewer).run(t, "status"); res.code != exitOK {
 			return fmt.Errorf("viewer status: exit %d: %s", res.code, res.stderr)
 		}
@@ -51,7 +53,7 @@ func TestTokenAdmin_RolesAndAudit(t *testing.T) {
 			t.Errorf("token %q: stderr %q, want %q", tok, res.stderr, want)
 		}
 	}
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if res := r.as(0, operator).run(t, "nodes", "drain", "node0"); res.code != exitOK {
 			return fmt.Errorf("operator drain: exit %d: %s", res.code, res.stderr)
 		}
@@ -71,7 +73,7 @@ func TestTokenAdmin_RolesAndAudit(t *testing.T) {
 	if res.stdout != "admin token watcher revoked\n" {
 		t.Fatalf("stdout %q", res.stdout)
 	}
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		if res := r.as(0, viewer).run(t, "status"); res.code != exitFailure || !strings.Contains(res.stderr, "admin token missing or unknown") {
 			return fmt.Errorf("revoked token: exit %d: %s", res.code, res.stderr)
 		}

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/pushd/pushd/internal/poll"
 )
 
 func TestTunables_SetThenShow(t *testing.T) {
@@ -21,7 +23,7 @@ func TestTunables_SetThenShow(t *testing.T) {
 	if res.stdout != "tunables set: ack-timeout 5s, window 32\n" {
 		t.Fatalf("stdout %q", res.stdout)
 	}
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		now := decodeJSON[Tunables](t, h.run(t, "tunables", "show", "-o", "json").expect(t, exitOK))
 		if now.InFlightWindow != 32 || now.AckTimeout != "5s" {
 			return fmt.Errorf("after set: %+v", now)
@@ -35,7 +37,7 @@ func TestTunables_SetThenShow(t *testing.T) {
 	if res.stdout != "tunables set: inbox-ttl 1h0m0s, inbox-max-len 50\n" {
 		t.Fatalf("stdout %q", res.stdout)
 	}
-	waitFor(t, 2*time.Second, func() error {
+	poll.Until(t, 2*time.Second, func() error {
 		kv := kvRows(h.run(t, "tunables", "show").expect(t, exitOK).stdout)
 		if kv["INBOX_MAX_LEN"] != "50" || kv["INBOX_TTL"] != "1h0m0s" || kv["WINDOW"] != "32" {
 			return fmt.Errorf("after the second set: %v", kv)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pushd/pushd/internal/poll"
 )
 
 func blobs(ds []Delivery) []string {
@@ -70,7 +72,7 @@ func TestStore_DeliverReadAck(t *testing.T) {
 		}
 		done <- got
 	}()
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if n := env.rdb.ClientList(ctx).Val(); !strings.Contains(n, "cmd=xreadgroup") {
 			return errors.New("reader not blocked yet")
 		}
@@ -166,7 +168,7 @@ func TestStore_TakeOverDrainsDeadNode(t *testing.T) {
 	}
 
 	var pending []Delivery
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		got, err := env.store.TakeOver(ctx, "dead", "live", 2)
 		if err != nil {
 			return err
@@ -238,7 +240,7 @@ func TestStore_NodesLiveAndDead(t *testing.T) {
 	if err := errOf(short.Heartbeat(ctx, NodeInfo{ID: "n2"})); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		live, dead, err := env.store.Nodes(ctx)
 		if err != nil {
 			return err

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // Every operation against a dead or hung Redis must come back with
@@ -97,7 +99,7 @@ func TestStore_FailsFastWhileRedisIsDown(t *testing.T) {
 	env.srv.Pause()
 	checkAll("paused")
 	env.srv.Resume()
-	waitFor(t, 5*time.Second, func() error { return env.store.Ping(ctx) })
+	poll.Until(t, 5*time.Second, func() error { return env.store.Ping(ctx) })
 	// The append sent while Redis hung may have been applied once it woke
 	// up: the caller cannot know, so it retries, and the retry must land
 	// exactly once either way.

@@ -33,23 +33,6 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// waitFor polls cond until it returns nil or timeout passes, then fails
-// with cond's last error.
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // mustDo fails the test if a direct Redis command that sets up a scenario
 // failed, so a broken setup cannot pass for the behaviour under test.
 func mustDo(t *testing.T, cmd interface{ Err() error }) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/streams/streamstest"
 )
 
@@ -469,7 +470,7 @@ func TestStore_ResumeAfterInboxKeyExpiry(t *testing.T) {
 			t.Fatalf("%s ttl %v, want (0, 150ms+150ms/16]", k, ttl)
 		}
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if n := env.rdb.Exists(ctx, metaKey("a"), inboxKey("a"), dedupeKey("a")).Val(); n != 0 {
 			return fmt.Errorf("%d keys still exist", n)
 		}
@@ -904,7 +905,7 @@ func waitExpired(t *testing.T, s *Store, device string, msgs ...Message) {
 	if latest.IsZero() {
 		t.Fatalf("no entries for %v in %s", msgs, device)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if !time.Now().After(latest) {
 			return fmt.Errorf("entries expire at %v", latest)
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // mustHeartbeat sends one heartbeat for node and fails the test unless its
@@ -77,7 +79,7 @@ func TestStore_HeartbeatAfterKeyExpired(t *testing.T) {
 	ctx := testCtx(t)
 	mustHeartbeat(t, env.store, "n1", false, "first")
 	mustHeartbeat(t, env.store, "n1", true, "second")
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if env.rdb.Exists(ctx, heartbeatKey("n1")).Val() != 0 {
 			return errors.New("heartbeat key not expired yet")
 		}
@@ -192,7 +194,7 @@ func TestStore_HeartbeatFailureKeepsTheLastToken(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("heartbeat to a paused Redis: %v, want ErrUnavailable", err)
 	}
-	waitFor(t, 5*time.Second, func() error { return env.store.Ping(ctx) })
+	poll.Until(t, 5*time.Second, func() error { return env.store.Ping(ctx) })
 	// The paused call may have run once Redis woke: either way the chain
 	// from the last answered call is unbroken.
 	mustHeartbeat(t, env.store, "n1", true, "after a failed call")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/token"
+	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/streams/streamstest"
 )
 
@@ -28,7 +29,7 @@ func startRegion(t *testing.T) ([]*node, string) {
 	nodes := []*node{newNode(t, "n1"), newNode(t, "n2"), newNode(t, "n3")}
 	nodes[0].start(t, redisURL, "--bootstrap")
 	var tok string
-	waitFor(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, func() error {
 		b, err := os.ReadFile(filepath.Join(nodes[0].dir, "admin-token"))
 		tok = strings.TrimSpace(string(b))
 		return err
@@ -36,7 +37,7 @@ func startRegion(t *testing.T) ([]*node, string) {
 	for _, n := range nodes[1:] {
 		n.start(t, redisURL, "--join", nodes[0].addr("admin"), "--join-token", tok)
 	}
-	waitFor(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, func() error {
 		st, err := status(t, nodes[0], tok)
 		if err != nil {
 			return err
@@ -104,7 +105,7 @@ func TestChaos_NodeKilledDuringPushes(t *testing.T) {
 	}
 
 	// Every node's dispatch must know the other two before devices come.
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		for _, n := range nodes {
 			seen := map[string]bool{}
 			for i := 0; i < 60; i++ {
@@ -182,7 +183,7 @@ func TestChaos_NodeKilledDuringPushes(t *testing.T) {
 	}
 
 	perNode := map[string]int{}
-	waitFor(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, func() error {
 		code, raw := admin(t, nodes[0], http.MethodGet, "/v1/admin/status", adminTok, nil)
 		var s struct {
 			Nodes []struct {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/streams/streamstest"
 )
 
@@ -153,7 +154,7 @@ func TestRegion_ThreeProcesses(t *testing.T) {
 	nodes := []*node{newNode(t, "bj-1"), newNode(t, "bj-2"), newNode(t, "bj-3")}
 	nodes[0].start(t, redisURL, "--bootstrap")
 	var token string
-	waitFor(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, func() error {
 		b, err := os.ReadFile(filepath.Join(nodes[0].dir, "admin-token"))
 		token = strings.TrimSpace(string(b))
 		return err
@@ -161,7 +162,7 @@ func TestRegion_ThreeProcesses(t *testing.T) {
 	for _, n := range nodes[1:] {
 		n.start(t, redisURL, "--join", nodes[0].addr("admin"), "--join-token", token)
 	}
-	waitFor(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, func() error {
 		st, err := status(t, nodes[0], token)
 		if err != nil {
 			return err
@@ -201,7 +202,7 @@ func TestRegion_ThreeProcesses(t *testing.T) {
 	push := func(n *node, priority string) (int, []byte) {
 		return pushAs(t, n, app.APIKey, map[string]any{"app": "drill", "devices": []string{"d1"}, "data": "x", "priority": priority})
 	}
-	waitFor(t, 5*time.Second, func() error { // the app reaches every node
+	poll.Until(t, 5*time.Second, func() error { // the app reaches every node
 		for _, n := range nodes {
 			if code, raw := push(n, "low"); code != http.StatusOK {
 				return fmt.Errorf("%s: HTTP %d %s", n.id, code, raw)
@@ -217,7 +218,7 @@ func TestRegion_ThreeProcesses(t *testing.T) {
 	}
 	// Every node is asked in each round, so the second is counted from the
 	// call for all three.
-	waitFor(t, time.Second-time.Since(start), func() error {
+	poll.Until(t, time.Second-time.Since(start), func() error {
 		for _, n := range nodes {
 			if code, raw := push(n, "low"); code != http.StatusServiceUnavailable || !strings.Contains(string(raw), `"degraded"`) {
 				return fmt.Errorf("%s still takes low-priority pushes: HTTP %d %s", n.id, code, raw)
@@ -248,7 +249,7 @@ func TestRegion_ThreeProcesses(t *testing.T) {
 		time.Since(start).Round(time.Millisecond), leader.id)
 
 	leader.start(t, redisURL)
-	waitFor(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, func() error {
 		code, raw := admin(t, leader, http.MethodGet, "/v1/admin/degrade", token, nil)
 		if code != http.StatusOK || !strings.Contains(string(raw), `"active":false`) {
 			return fmt.Errorf("restarted %s: HTTP %d %s", leader.id, code, raw)

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // bin holds the binaries built once for the package's tests.
@@ -112,7 +114,7 @@ func startDev(t *testing.T) *devRegion {
 		}
 	})
 	path := filepath.Join(r.dir, "pushd-dev", "pushctl.json")
-	waitFor(t, 30*time.Second, func() error {
+	poll.Until(t, 30*time.Second, func() error {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return err
@@ -120,7 +122,7 @@ func startDev(t *testing.T) *devRegion {
 		return json.Unmarshal(b, &r.info)
 	})
 	// The banner follows the file.
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if !strings.Contains(r.out.String(), "pushctl settings") {
 			return fmt.Errorf("no banner on stdout yet: %q", r.out)
 		}
@@ -315,7 +317,7 @@ func TestWalkthrough_DevRegion(t *testing.T) {
 
 	// Offline: the push is stored, and replayed when the device is back.
 	l.stop()
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		out, err := r.pushctl(t, "device", "show", "phone-1", "-o", "json")
 		if err != nil {
 			return err
@@ -339,7 +341,7 @@ func TestWalkthrough_DevRegion(t *testing.T) {
 	if err := syscall.Kill(killed[0], syscall.SIGKILL); err != nil {
 		t.Fatalf("kill -9 the dev redis-server (pid %d): %v", killed[0], err)
 	}
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		if pids := devRedisPids(r); len(pids) < 2 {
 			return fmt.Errorf("redis-server not restarted: pids %v", pids)
 		}
@@ -348,7 +350,7 @@ func TestWalkthrough_DevRegion(t *testing.T) {
 	if got, err := rdb.ConfigGet(ctx, "appendfsync").Result(); err != nil || got["appendfsync"] != "always" {
 		t.Fatalf("restarted dev redis CONFIG GET appendfsync: %v, %v", got, err)
 	}
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		out, err := r.pushctl(t, "device", "show", "phone-1", "-o", "json")
 		if err != nil {
 			return err
@@ -372,7 +374,7 @@ func TestWalkthrough_DevRegion(t *testing.T) {
 	if p := l2.next(t, "PUSH"); p["payload"] != "while you were away" {
 		t.Fatalf("replayed %v", p)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		out, err := r.pushctl(t, "device", "show", "phone-1", "-o", "json")
 		if err != nil {
 			return err
@@ -456,21 +458,6 @@ func devRedisPids(r *devRegion) []int {
 		}
 	}
 	return pids
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestWalkthrough_InstallOnABareHost runs the README's first command,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // fullJitter makes the client wait the whole backoff bound every time.
@@ -40,8 +41,8 @@ func TestClient_HandshakeAndWelcome(t *testing.T) {
 		fmt.Sprint(h.Businesses) != "[chat]" || h.Epoch != "old" || h.Seq != 7 || h.Caps&wire.CapLZ4 == 0 {
 		t.Errorf("HELLO %+v", h)
 	}
-	waitFor(t, 5*time.Second, rec.has("welcome s1 n1 false e2 10s"))
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, rec.has("welcome s1 n1 false e2 10s"))
+	poll.Until(t, 5*time.Second, func() error {
 		if !c.Connected() {
 			return errors.New("not connected after WELCOME")
 		}
@@ -175,7 +176,7 @@ func TestClient_ReconnectsAfterServerDrops(t *testing.T) {
 	if h.Epoch != "e1" || h.Seq != 1 {
 		t.Errorf("second HELLO resumes from %s/%d, want e1/1", h.Epoch, h.Seq)
 	}
-	waitFor(t, 5*time.Second, rec.has("welcome s2"))
+	poll.Until(t, 5*time.Second, rec.has("welcome s2"))
 	if got, want := fmt.Sprint(rec.events()), "[welcome s1 disconnect welcome s2]"; got != want {
 		t.Errorf("events %s, want %s", got, want)
 	}

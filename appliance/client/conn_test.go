@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // bigUp is an UP payload far larger than what the socket buffers of a
@@ -27,7 +28,7 @@ func stopReading(t *testing.T, sc *serverConn) {
 
 func waitConnected(t *testing.T, c *Client) {
 	t.Helper()
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if !c.Connected() {
 			return errors.New("not connected")
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/internal/poll"
 )
 
 func TestIDWindow_EvictsOldest(t *testing.T) {
@@ -70,7 +71,7 @@ func TestClient_DedupesRedeliveredID(t *testing.T) {
 		t.Fatalf("ack of the repeated id %d, want 2", a.Seq)
 	}
 	want := []string{"msg 0 g1 a", "drop 0 g1 repeat", "msg 0  anon1", "msg 0  anon2", "msg 1 m1 b", "drop 1 m1 repeat", "drop 2 m1 repeat"}
-	waitFor(t, 5*time.Second, func() error {
+	poll.Until(t, 5*time.Second, func() error {
 		if got := rec.events(); fmt.Sprint(got) != fmt.Sprint(want) {
 			return fmt.Errorf("events %q, want %q", got, want)
 		}

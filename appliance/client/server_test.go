@@ -349,23 +349,6 @@ func runResult(t *testing.T, errc <-chan error) error {
 	}
 }
 
-// waitFor polls cond until it returns nil, failing the test with its last
-// error after timeout.
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // recorder collects callback events in order, safe for concurrent use.
 type recorder struct {
 	mu  sync.Mutex

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // The dev redis-server's supervisor, against real redis-server processes
@@ -38,7 +40,7 @@ func TestDevRedis_RestartsAfterKill(t *testing.T) {
 		old := d.redisPID()
 		pids = append(pids, old)
 		killPID(t, old)
-		waitFor(t, 10*time.Second, func() error {
+		poll.Until(t, 10*time.Second, func() error {
 			if pid := d.redisPID(); pid == 0 || pid == old {
 				return fmt.Errorf("redis-server not restarted yet (pid %d, killed %d)", pid, old)
 			}
@@ -78,7 +80,7 @@ func TestDevRedis_KeepsTryingWithCappedBackoff(t *testing.T) {
 	first := d.redisPID()
 	killPID(t, first)
 	const failures = 6
-	waitFor(t, 20*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		if n := len(logs.find("redis-server exited; restarting it")); n < 1+failures {
 			return fmt.Errorf("%d exits logged, want %d", n, 1+failures)
 		}
@@ -87,7 +89,7 @@ func TestDevRedis_KeepsTryingWithCappedBackoff(t *testing.T) {
 	if err := os.Rename(dataDir+".away", dataDir); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() error { return rdb.Ping(ctx).Err() })
+	poll.Until(t, 10*time.Second, func() error { return rdb.Ping(ctx).Err() })
 	if got, err := rdb.Get(ctx, "k").Result(); err != nil || got != "v" {
 		t.Fatalf("after the restarts GET k = %q, %v", got, err)
 	}
@@ -110,7 +112,7 @@ func TestDevRedis_StopDuringRestartWait(t *testing.T) {
 	d, logs := runDevRedis(t, func(d *devRegion) { d.restartMin = time.Hour })
 	pid := d.redisPID()
 	killPID(t, pid)
-	waitFor(t, 10*time.Second, func() error {
+	poll.Until(t, 10*time.Second, func() error {
 		if len(logs.find("redis-server exited; restarting it")) == 0 {
 			return errors.New("the supervisor has not seen the exit")
 		}
@@ -276,21 +278,6 @@ func childRedisServers(t *testing.T) []int {
 		}
 	}
 	return pids
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // logRecorder is a slog.Handler that keeps every record.
