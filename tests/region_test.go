@@ -86,30 +86,26 @@ func (n *node) kill() {
 // admin calls a node's admin API.
 func admin(t *testing.T, n *node, method, path, token string, body any) (int, []byte) {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, "http://"+n.addr("admin")+path, rd)
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, []byte(err.Error())
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, raw
+	return call(t, method, "http://"+n.addr("admin")+path, token, body)
 }
 
 // pushAs posts a push request to n's push API with an app's API key.
 func pushAs(t *testing.T, n *node, apiKey string, body map[string]any) (int, []byte) {
 	t.Helper()
-	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+n.addr("push")+"/v1/push", bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+apiKey)
+	return call(t, http.MethodPost, "http://"+n.addr("push")+"/v1/push", apiKey, body)
+}
+
+// call sends body as JSON with a bearer token and returns the answer's
+// status and body; a request that fails has status 0 and the error as body.
+func call(t *testing.T, method, url, token string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	c := &http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Do(req)
