@@ -49,8 +49,8 @@ type Config struct {
 	MaxTargets int
 	// MaxTTL is the longest a pushed message may wait in an inbox, and
 	// the TTL of a push that names none, unless the region's tunables set
-	// a shorter one. Keep it at most the store's inbox TTL, which bounds
-	// it anyway. Zero: the store's inbox TTL; 72 h without a store.
+	// a shorter one. At most the store's inbox TTL (New refuses more).
+	// Zero: the store's inbox TTL; 72 h without a store.
 	MaxTTL time.Duration
 	// InboxMaxLen caps the unacked messages each device's inbox keeps
 	// (older ones are trimmed and the device told of the gap), unless the

@@ -1,11 +1,15 @@
 package appliance
 
 import (
+	"errors"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/streams"
 )
 
 // TestConfig_DefaultsAreTheDocumentedOnes pins the starting defaults of
@@ -130,5 +134,24 @@ func TestMetrics_AccessLayerSeries(t *testing.T) {
 		if err != nil || !check(v) {
 			t.Errorf("%s = %s", series, raw)
 		}
+	}
+}
+
+// TestConfig_MaxTTLWithinTheStores: a node may not promise messages a
+// longer life than its store keeps inboxes; by default it takes the
+// store's inbox bounds.
+func TestConfig_MaxTTLWithinTheStores(t *testing.T) {
+	store := streams.New(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), streams.Config{InboxTTL: time.Hour, InboxMaxLen: 50})
+	cfg := testConfig()
+	cfg.MaxTTL = 2 * time.Hour
+	if _, err := New(cfg, Deps{Store: store}); !errors.Is(err, ErrConfig) {
+		t.Fatalf("MaxTTL over the store's inbox TTL: %v, want ErrConfig", err)
+	}
+	n, err := New(testConfig(), Deps{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tun := n.tun.Load(); tun.maxTTL != time.Hour || tun.inboxMaxLen != 50 {
+		t.Fatalf("defaults from the store: max ttl %s, inbox cap %d", tun.maxTTL, tun.inboxMaxLen)
 	}
 }

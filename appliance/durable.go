@@ -37,7 +37,11 @@ type durable struct {
 	fetchList []*session
 	fetchWake chan struct{}
 
-	releases chan routeRelease
+	releases   chan routeRelease
+	releaseMu  sync.Mutex
+	unreleased []routeRelease // a batch shutdown cut short, for flushDurable
+
+	refreshWake chan struct{} // check every route now
 }
 
 // routeRelease is the route of a closed session, to compare and delete.
@@ -68,12 +72,13 @@ const (
 
 func newDurable(st Store) *durable {
 	d := &durable{
-		store:     st,
-		opens:     make(chan openJob, openQueueLen),
-		acks:      map[string]streams.AckRequest{},
-		ackWake:   make(chan struct{}, 1),
-		fetchWake: make(chan struct{}, 1),
-		releases:  make(chan routeRelease, releaseQueue),
+		store:       st,
+		opens:       make(chan openJob, openQueueLen),
+		acks:        map[string]streams.AckRequest{},
+		ackWake:     make(chan struct{}, 1),
+		fetchWake:   make(chan struct{}, 1),
+		releases:    make(chan routeRelease, releaseQueue),
+		refreshWake: make(chan struct{}, 1),
 	}
 	d.up.Store(true)
 	return d
@@ -96,6 +101,7 @@ func (n *Node) startDurable() error {
 	n.goOwned(n.releaseLoop)
 	n.goOwned(n.relayLoop)
 	n.goOwned(n.livenessLoop)
+	n.goOwned(n.refreshLoop)
 	return nil
 }
 
@@ -253,27 +259,8 @@ func (n *Node) ackLoop() {
 			return
 		case <-d.ackWake:
 		}
-		d.ackMu.Lock()
-		pending := d.acks
-		d.acks = make(map[string]streams.AckRequest, len(pending))
-		d.ackMu.Unlock()
-		batch = batch[:0]
-		for _, a := range pending {
-			batch = append(batch, a)
-		}
-		var failed []streams.AckRequest
-		for len(batch) > 0 {
-			k := min(len(batch), ackBatch)
-			ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
-			_, err := d.store.AckMany(ctx, batch[:k])
-			cancel()
-			n.redisResult(err)
-			if err != nil {
-				failed = append(failed, batch[:k]...)
-			}
-			batch = batch[k:]
-		}
-		if len(failed) > 0 {
+		batch = d.takeAcks(batch[:0])
+		if failed := n.writeAcks(n.ctx, batch); len(failed) > 0 {
 			n.requeueAcks(failed)
 			select {
 			case <-n.stop:
@@ -282,6 +269,34 @@ func (n *Node) ackLoop() {
 			}
 		}
 	}
+}
+
+// takeAcks moves the pending acks into batch.
+func (d *durable) takeAcks(batch []streams.AckRequest) []streams.AckRequest {
+	d.ackMu.Lock()
+	defer d.ackMu.Unlock()
+	for _, a := range d.acks {
+		batch = append(batch, a)
+	}
+	clear(d.acks)
+	return batch
+}
+
+// writeAcks writes acks in pipelines of ackBatch and returns the ones
+// whose pipeline failed.
+func (n *Node) writeAcks(ctx context.Context, acks []streams.AckRequest) (failed []streams.AckRequest) {
+	for len(acks) > 0 {
+		k := min(len(acks), ackBatch)
+		actx, cancel := context.WithTimeout(ctx, redisTimeout)
+		_, err := n.durable.store.AckMany(actx, acks[:k])
+		cancel()
+		n.redisResult(err)
+		if err != nil {
+			failed = append(failed, acks[:k]...)
+		}
+		acks = acks[k:]
+	}
+	return failed
 }
 
 // requeueAcks puts failed acks back unless a newer ack replaced them.
@@ -412,7 +427,13 @@ func (n *Node) releaseLoop() {
 			batch = append(batch[:0], r)
 		}
 		batch = d.takeReleases(batch)
-		n.releaseRoutes(n.ctx, batch)
+		if err := n.releaseRoutes(n.ctx, batch); err != nil && n.ctx.Err() != nil {
+			// Shutdown cut the call short: leave the batch to flushDurable.
+			d.releaseMu.Lock()
+			d.unreleased = append(d.unreleased, batch...)
+			d.releaseMu.Unlock()
+			return
+		}
 	}
 }
 
@@ -432,9 +453,9 @@ func (d *durable) takeReleases(batch []routeRelease) []routeRelease {
 
 // releaseRoutes compares and deletes the routes in one call. A route
 // that fails to go stays until its TTL or the device's next connect.
-func (n *Node) releaseRoutes(ctx context.Context, batch []routeRelease) {
+func (n *Node) releaseRoutes(ctx context.Context, batch []routeRelease) error {
 	if len(batch) == 0 {
-		return
+		return nil
 	}
 	devices := make([]string, len(batch))
 	routes := make([]streams.Route, len(batch))
@@ -445,6 +466,7 @@ func (n *Node) releaseRoutes(ctx context.Context, batch []routeRelease) {
 	defer cancel()
 	_, err := n.durable.store.ReleaseRoutes(ctx, devices, routes)
 	n.redisResult(err)
+	return err
 }
 
 // flushDurable writes, once the loops have stopped, what they left
@@ -453,27 +475,21 @@ func (n *Node) releaseRoutes(ctx context.Context, batch []routeRelease) {
 // route, so pushes are not relayed to a node that is gone.
 func (n *Node) flushDurable(ctx context.Context) {
 	d := n.durable
-	d.ackMu.Lock()
-	acks := make([]streams.AckRequest, 0, len(d.acks))
-	for _, a := range d.acks {
-		acks = append(acks, a)
-	}
-	clear(d.acks)
-	d.ackMu.Unlock()
-	for len(acks) > 0 && ctx.Err() == nil {
-		k := min(len(acks), ackBatch)
-		actx, cancel := context.WithTimeout(ctx, redisTimeout)
-		_, err := d.store.AckMany(actx, acks[:k])
-		cancel()
-		n.redisResult(err)
-		acks = acks[k:]
-	}
+	n.writeAcks(ctx, d.takeAcks(nil))
+	d.releaseMu.Lock()
+	batch := d.unreleased
+	d.unreleased = nil
+	d.releaseMu.Unlock()
 	for ctx.Err() == nil {
-		batch := d.takeReleases(nil)
-		if len(batch) == 0 {
+		for len(batch) > releaseBatch {
+			_ = n.releaseRoutes(ctx, batch[:releaseBatch])
+			batch = batch[releaseBatch:]
+		}
+		if batch = d.takeReleases(batch); len(batch) == 0 {
 			return
 		}
-		n.releaseRoutes(ctx, batch)
+		_ = n.releaseRoutes(ctx, batch)
+		batch = batch[:0]
 	}
 }
 
@@ -553,6 +569,9 @@ func (n *Node) applyRelay(ds []streams.Delivery, node string) {
 	ids := make([]string, 0, len(ds))
 	for _, dl := range ds {
 		ids = append(ids, dl.ID)
+		if dl.Blob == nil {
+			continue // trimmed by the stream's cap since it was read: just ack it
+		}
 		e, err := decodeRelay(dl.Blob)
 		if err != nil {
 			n.metrics.relayErrors.Inc()
@@ -614,36 +633,53 @@ func (s *session) skipTo(seq uint64) {
 	s.mu.Unlock()
 }
 
-// livenessLoop publishes this node's heartbeat, watches Redis, refreshes
-// the routes of local sessions and takes over the streams of dead nodes.
+// livenessLoop publishes this node's heartbeat, watches Redis, takes over
+// the streams of dead nodes, and has the routes checked when Redis may
+// have lost them.
 func (n *Node) livenessLoop() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	lastRefresh := time.Now()
 	for {
 		select {
 		case <-n.stop:
 			return
-		case now := <-tick.C:
+		case <-tick.C:
 			continued, dead, err := n.heartbeat()
 			if err != nil {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 			n.takeOverDead(ctx, dead)
+			cancel()
 			// Start published the first heartbeat, so one that does not
 			// continue the previous means Redis may have lost this node's
 			// routes: check them now rather than at the periodic refresh.
 			if !continued {
 				n.log.Warn("redis lost this node's heartbeat (data loss, restart, failover or a stall): checking every route")
-				lastRefresh = time.Time{}
+				select {
+				case n.durable.refreshWake <- struct{}{}:
+				default:
+				}
 			}
-			if now.Sub(lastRefresh) >= n.cfg.RouteRefresh {
-				n.refreshRoutes(ctx)
-				lastRefresh = now
-			}
-			cancel()
 		}
+	}
+}
+
+// refreshLoop renews the routes of the local sessions every RouteRefresh,
+// and at once when the liveness loop asks. It has its own goroutine: at a
+// million sessions a pass is a thousand pipelines, which must not hold up
+// heartbeats.
+func (n *Node) refreshLoop() {
+	tick := time.NewTicker(n.cfg.RouteRefresh)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		case <-n.durable.refreshWake:
+		}
+		n.refreshRoutes()
 	}
 }
 
@@ -714,7 +750,7 @@ func (n *Node) refreshLiveNodes(ctx context.Context) ([]string, error) {
 // A session whose route is gone (Redis lost it) or names another
 // connection can no longer be reached by pushes: it is told to resync, and
 // its device reconnects, claims a route and learns what its inbox lost.
-func (n *Node) refreshRoutes(ctx context.Context) {
+func (n *Node) refreshRoutes() {
 	var keys []string
 	var routes []streams.Route
 	var sessions []*session
@@ -722,7 +758,9 @@ func (n *Node) refreshRoutes(ctx context.Context) {
 		if len(keys) == 0 {
 			return
 		}
+		ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 		kept, err := n.durable.store.RefreshRoutes(ctx, keys, routes)
+		cancel()
 		n.redisResult(err)
 		for i, ok := range kept {
 			if !ok {

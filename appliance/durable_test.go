@@ -531,6 +531,21 @@ func TestDurable_RedisDown(t *testing.T) {
 	if h := health(); h != http.StatusServiceUnavailable {
 		t.Fatalf("healthz with Redis down: %d", h)
 	}
+	// A broadcast on a node with no peer to relay to makes no Redis call:
+	// it must not be taken for Redis answering again.
+	if status, _, raw := pushJSON(t, n, map[string]any{"broadcast": true, "data": "to all"}); status != http.StatusOK {
+		t.Fatalf("broadcast with Redis down: HTTP %d %s", status, raw)
+	}
+	if h := health(); h != http.StatusServiceUnavailable {
+		t.Fatalf("healthz after a broadcast with Redis down: %d", h)
+	}
+	body := scrape(t, n)
+	if v, err := metricValue(body, "pushd_redis_up"); err != nil || v != "0" {
+		t.Fatalf("pushd_redis_up %q %v", v, err)
+	}
+	if _, err := metricValue(body, `pushd_redis_errors_total{kind="connection"}`); err != nil {
+		t.Fatalf("the metrics do not say why Redis is down: %v", err)
+	}
 
 	srv.Restart()
 	poll.Until(t, 10*time.Second, func() error {

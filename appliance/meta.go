@@ -30,7 +30,11 @@ type degradePolicy struct {
 	priority   wire.Priority // the highest priority shed
 	businesses []string      // the businesses shed; empty: every business
 	reason     string
+	frame      []byte // the CONTROL degraded announcing it, encoded once
 }
+
+// restoredFrame is the CONTROL restored every session gets the same of.
+var restoredFrame = wire.Append(nil, &wire.Control{Kind: wire.ControlRestored, Reason: "degradation over"})
 
 // sheds reports whether a message of priority p for business b is shed:
 // its priority is at or below the policy's, and its business is listed
@@ -163,6 +167,7 @@ func (n *Node) applyMeta(st *raftmeta.State) {
 	var next *degradePolicy
 	if st.Degrade.Active {
 		next = &degradePolicy{priority: wire.Priority(st.Degrade.Priority), businesses: st.Degrade.Businesses, reason: st.Degrade.Reason}
+		next.frame = wire.Append(nil, next.control())
 	}
 	if prev := n.degrade.Swap(next); !prev.equal(next) {
 		if next != nil {
@@ -185,26 +190,25 @@ func (n *Node) applyMeta(st *raftmeta.State) {
 
 // announceDegrade tells the connected devices a policy change affects:
 // CONTROL degraded (the new policy) to those it affects, CONTROL restored
-// to those only the previous one affected. Each frame is encoded once.
+// to those only the previous one affected.
 func (n *Node) announceDegrade(prev, next *degradePolicy) {
-	var degraded, restored []byte
-	if next != nil {
-		degraded = wire.Append(nil, next.control())
-	}
 	n.hub.each(func(s *session) {
 		s.mu.Lock()
 		businesses := s.businesses
 		s.mu.Unlock()
-		switch {
-		case next.affects(businesses):
-			s.send(degraded)
-		case prev.affects(businesses):
-			if restored == nil {
-				restored = wire.Append(nil, &wire.Control{Kind: wire.ControlRestored, Reason: "degradation over"})
-			}
-			s.send(restored)
-		}
+		s.announceDegrade(prev, next, businesses)
 	})
+}
+
+// announceDegrade sends the session what a change from policy prev to
+// next means for a connection carrying businesses, if anything.
+func (s *session) announceDegrade(prev, next *degradePolicy, businesses []string) {
+	switch {
+	case next.affects(businesses):
+		s.send(next.frame)
+	case prev.affects(businesses):
+		s.send(restoredFrame)
+	}
 }
 
 // appTableFromState builds the app table from Raft state, keeping the

@@ -101,6 +101,10 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		if cfg.MaxTTL == 0 {
 			cfg.MaxTTL = sc.InboxTTL
 		}
+		if cfg.MaxTTL > sc.InboxTTL {
+			// The store would cap such a message silently.
+			return nil, fmt.Errorf("%w: max ttl %s is over the store's inbox ttl %s", ErrConfig, cfg.MaxTTL, sc.InboxTTL)
+		}
 	}
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {

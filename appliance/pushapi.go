@@ -427,13 +427,12 @@ func (n *Node) pushGroup(ctx context.Context, msg streams.Message, group, key st
 				}
 			}
 		}
-		var err error
 		if len(blobs) > 0 {
-			err = n.durable.store.Deliver(sctx, blobs)
-		}
-		n.redisResult(err)
-		if err == nil {
-			relayed = len(blobs)
+			err := n.durable.store.Deliver(sctx, blobs)
+			n.redisResult(err)
+			if err == nil {
+				relayed = len(blobs)
+			}
 		}
 	}
 	return &pushResponse{ID: msg.ID, Recipients: &recipients, RelayedNodes: &relayed}

@@ -123,11 +123,23 @@ func (s *session) onStreamData(data []byte) {
 	}
 	err := s.dec.Feed(data, func(f wire.Frame) error {
 		s.onFrame(f)
+		if s.isClosing() {
+			return errSessionClosing // the frames after it are not for a session
+		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && err != errSessionClosing {
 		s.frameError(err)
 	}
+}
+
+// errSessionClosing stops decoding a stream whose session is closing.
+var errSessionClosing = errors.New("session closing")
+
+func (s *session) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing || s.state == stateClosed
 }
 
 func (s *session) onFrame(f wire.Frame) {
@@ -302,9 +314,11 @@ func (s *session) welcome(w *wire.Welcome) bool {
 	// offered to an open session can be queued ahead of it.
 	s.state = stateOpen
 	s.recheckDeadline = time.Now().Add(n.cfg.HandshakeTimeout / 2)
+	businesses := s.businesses
 	ok := s.enqueueLocked(wire.Append(nil, w))
-	if d := n.degrade.Load(); d.affects(s.businesses) && ok {
-		ok = s.enqueueLocked(wire.Append(nil, d.control()))
+	degrade := n.degrade.Load()
+	if degrade.affects(businesses) && ok {
+		ok = s.enqueueLocked(degrade.frame)
 	}
 	s.mu.Unlock()
 	if !ok {
@@ -314,6 +328,11 @@ func (s *session) welcome(w *wire.Welcome) bool {
 	s.t.clearReadDeadline()
 	if prev := n.hub.register(s); prev != nil {
 		prev.kick("another connection of this device took over")
+	}
+	// A policy change announced between the load above and the register
+	// did not reach this session: catch up.
+	if cur := n.degrade.Load(); cur != degrade {
+		s.announceDegrade(degrade, cur, businesses)
 	}
 	n.metrics.handshakes.WithLabelValues(wire.CodeOK.String()).Inc()
 	s.wheel.schedule(s, s.recheckDeadline)
