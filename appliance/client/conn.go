@@ -292,20 +292,9 @@ func (c *wsConn) readMessage() ([]byte, error) {
 		if h[1]&0x80 != 0 {
 			return nil, errors.New("websocket: server sent a masked frame")
 		}
-		n := uint64(h[1] & 0x7F)
-		switch n {
-		case 126:
-			var b [2]byte
-			if _, err := io.ReadFull(c.br, b[:]); err != nil {
-				return nil, err
-			}
-			n = uint64(binary.BigEndian.Uint16(b[:]))
-		case 127:
-			var b [8]byte
-			if _, err := io.ReadFull(c.br, b[:]); err != nil {
-				return nil, err
-			}
-			n = binary.BigEndian.Uint64(b[:])
+		n, err := readWSLength(c.br, h[1])
+		if err != nil {
+			return nil, err
 		}
 		if n > maxInbound || uint64(len(c.msg))+n > maxInbound {
 			return nil, fmt.Errorf("websocket message over %d bytes", maxInbound)
@@ -424,3 +413,25 @@ func (c *Conn) Read(timeout time.Duration) (wire.Frame, error) {
 
 // Close closes the connection.
 func (c *Conn) Close() error { return c.fc.close() }
+
+// readWSLength reads a WebSocket frame's payload length, given the second
+// header byte: its 7-bit length, or 126 and 127 for the 16- and 64-bit
+// lengths that follow it (RFC 6455 §5.2).
+func readWSLength(r io.Reader, b1 byte) (uint64, error) {
+	switch n := uint64(b1 & 0x7F); n {
+	case 126:
+		var b [2]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return 0, err
+		}
+		return uint64(binary.BigEndian.Uint16(b[:])), nil
+	case 127:
+		var b [8]byte
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return 0, err
+		}
+		return binary.BigEndian.Uint64(b[:]), nil
+	default:
+		return n, nil
+	}
+}

@@ -186,20 +186,10 @@ func (c *serverConn) readWS() (wire.Frame, error) {
 		if _, err := io.ReadFull(c.br, h[:]); err != nil {
 			return nil, err
 		}
-		op, n := h[0]&0x0F, uint64(h[1]&0x7F)
-		switch n {
-		case 126:
-			var b [2]byte
-			if _, err := io.ReadFull(c.br, b[:]); err != nil {
-				return nil, err
-			}
-			n = uint64(binary.BigEndian.Uint16(b[:]))
-		case 127:
-			var b [8]byte
-			if _, err := io.ReadFull(c.br, b[:]); err != nil {
-				return nil, err
-			}
-			n = binary.BigEndian.Uint64(b[:])
+		op := h[0] & 0x0F
+		n, err := readWSLength(c.br, h[1])
+		if err != nil {
+			return nil, err
 		}
 		var mask [4]byte
 		if _, err := io.ReadFull(c.br, mask[:]); err != nil {
