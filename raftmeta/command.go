@@ -39,6 +39,7 @@ const (
 	TunablesSetType      MessageType = 13
 	AdminTokenCreateType MessageType = 14
 	AdminTokenRevokeType MessageType = 15
+	MemberVoterType      MessageType = 16
 )
 
 // typeNames are the audit op names; they are stored in audit entries, so
@@ -59,6 +60,7 @@ var typeNames = map[MessageType]string{
 	TunablesSetType:      "tunables.set",
 	AdminTokenCreateType: "admin-token.create",
 	AdminTokenRevokeType: "admin-token.revoke",
+	MemberVoterType:      "member.voter",
 }
 
 // String returns the op name, e.g. "app.create", or "type(N)" when unknown.
@@ -243,6 +245,13 @@ func SetMemberWeight(id string, weight int) Command {
 	return makeCommand(MemberWeightType, &memberWeightBody{ID: id, Weight: weight})
 }
 
+// SetMemberVoter records a member's raft suffrage, which only the
+// leader's membership changes decide; an upsert of the whole record
+// would overwrite a drain or weight set since it was read.
+func SetMemberVoter(id string, voter bool) Command {
+	return makeCommand(MemberVoterType, &memberVoterBody{ID: id, Voter: voter})
+}
+
 // CreateApp creates an app with exactly one secret and one or more API
 // keys (hashes; see NewSecret and NewAPIKey) and its limits.
 func CreateApp(app App) Command {
@@ -343,6 +352,11 @@ type memberDrainBody struct {
 	Draining bool   `json:"draining"`
 }
 
+type memberVoterBody struct {
+	ID    string `json:"id"`
+	Voter bool   `json:"voter"`
+}
+
 type memberWeightBody struct {
 	ID     string `json:"id"`
 	Weight int    `json:"weight"`
@@ -420,6 +434,8 @@ func (b *memberUpsertBody) validate() error {
 func (b *memberIDBody) validate() error { return checkName("member id", b.ID) }
 
 func (b *memberDrainBody) validate() error { return checkName("member id", b.ID) }
+
+func (b *memberVoterBody) validate() error { return checkName("member id", b.ID) }
 
 func (b *memberWeightBody) validate() error {
 	if b.Weight < 0 {

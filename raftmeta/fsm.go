@@ -31,6 +31,7 @@ var commands = map[MessageType]func() commandBody{
 	TunablesSetType:      func() commandBody { return new(tunablesBody) },
 	AdminTokenCreateType: func() commandBody { return new(tokenCreateBody) },
 	AdminTokenRevokeType: func() commandBody { return new(tokenIDBody) },
+	MemberVoterType:      func() commandBody { return new(memberVoterBody) },
 }
 
 // applyResponse is what fsm.Apply returns to raft, which hands it to the
@@ -243,6 +244,17 @@ func (b *memberDrainBody) apply(t *txn) error {
 		return failf(ErrNotFound, "member %q", b.ID)
 	}
 	m.Draining = b.Draining
+	t.members()[b.ID] = m
+	t.target = b.ID
+	return nil
+}
+
+func (b *memberVoterBody) apply(t *txn) error {
+	m, ok := t.next.Members[b.ID]
+	if !ok {
+		return failf(ErrNotFound, "member %q", b.ID)
+	}
+	m.Voter = b.Voter
 	t.members()[b.ID] = m
 	t.target = b.ID
 	return nil
@@ -488,6 +500,8 @@ func (b *memberIDBody) summary() string { return "" }
 func (b *memberDrainBody) summary() string { return words("draining", strconv.FormatBool(b.Draining)) }
 
 func (b *memberWeightBody) summary() string { return words("weight", itoa(b.Weight)) }
+
+func (b *memberVoterBody) summary() string { return words("voter", strconv.FormatBool(b.Voter)) }
 
 func (b *appCreateBody) summary() string {
 	a := b.App

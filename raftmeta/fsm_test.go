@@ -117,6 +117,11 @@ func TestFSM_MemberCommands(t *testing.T) {
 	if w := h.state().Members["n1"].Weight; w != 7 {
 		t.Fatalf("weight = %d", w)
 	}
+	h.mustApply(SetMemberVoter("n1", false))
+	if got := h.state().Members["n1"]; got.Voter || !got.Draining || got.Weight != 7 {
+		t.Fatalf("after member.voter false: %+v", got)
+	}
+	h.mustApply(SetMemberVoter("n1", true))
 	h.mustApply(UpsertMember(Member{ID: "n2", RaftAddr: "10.0.0.2:7000"}))
 	if v := h.state().Voters(); len(v) != 1 || v[0].ID != "n1" {
 		t.Fatalf("voters = %+v", v)
@@ -252,6 +257,8 @@ func TestFSM_BadCommandsChangeNothing(t *testing.T) {
 		{"bad app id", DeleteApp("a b"), ErrInvalid},
 		{"remove unknown member", RemoveMember("n9"), ErrNotFound},
 		{"drain unknown member", SetMemberDrain("n9", true), ErrNotFound},
+		{"suffrage of unknown member", SetMemberVoter("n9", true), ErrNotFound},
+		{"suffrage of bad member id", SetMemberVoter("a b", true), ErrInvalid},
 		{"negative weight", SetMemberWeight("n1", -1), ErrInvalid},
 		{"member without raft addr", UpsertMember(Member{ID: "n2"}), ErrInvalid},
 		{"member at another's address", UpsertMember(Member{ID: "n2", RaftAddr: "10.0.0.1:7000"}), ErrConflict},
@@ -490,6 +497,9 @@ func TestFSM_AuditSummaries(t *testing.T) {
 	}
 	if e := apply(SetMemberWeight("n1", 0)); e.Summary != "weight=0" {
 		t.Errorf("member.weight summary %q", e.Summary)
+	}
+	if e := apply(SetMemberVoter("n1", false)); e.Summary != "voter=false" {
+		t.Errorf("member.voter summary %q", e.Summary)
 	}
 
 	secret := NewSecret("s2")

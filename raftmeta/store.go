@@ -24,9 +24,8 @@ const (
 	// nodes are non-voters, which replicate but do not slow commits or
 	// elections. See voterTarget.
 	maxVoters = 5
-	// maxConfigRetries bounds how often a promotion is decided again
-	// after another membership change came first.
-	maxConfigRetries = 5
+	// reconcileTimeout bounds one background pass of reconcile.
+	reconcileTimeout = 30 * time.Second
 	// defaultEnqueueTimeout bounds how long a command waits to be accepted
 	// by raft when the caller's context has no deadline.
 	defaultEnqueueTimeout = 10 * time.Second
@@ -140,18 +139,29 @@ type Store struct {
 	changes *notifier // state changes and leader changes
 	leaders *notifier // leader changes only (WaitForLeader)
 
-	// mu guards closed and failing.
+	// mu guards closed, failing and resumed.
 	mu     sync.Mutex
 	closed bool
 	// failing holds, on the leader, the time of the last failed heartbeat
 	// to each peer that has not answered one since (see unreachable).
 	failing map[raft.ServerID]time.Time
+	// resumed holds, on the leader, the peers whose heartbeats came back
+	// since reconcileLoop last looked: the ones it may promote.
+	resumed map[raft.ServerID]struct{}
 	// failureMemory is how long a failed heartbeat keeps a peer
 	// unreachable without a newer failure.
 	failureMemory time.Duration
 
-	stop chan struct{}  // closed by Close to end observe
-	wg   sync.WaitGroup // observe
+	// memberMu serializes the leader's membership changes (Join, Remove,
+	// reconcile). Each decides on the latest configuration and then
+	// records every member's suffrage; interleaved, one could record a
+	// suffrage the other had just changed.
+	memberMu sync.Mutex
+	// reconcileKick wakes reconcileLoop (capacity 1: kicks coalesce).
+	reconcileKick chan struct{}
+
+	stop chan struct{}  // closed by Close to end observe and reconcileLoop
+	wg   sync.WaitGroup // observe, reconcileLoop
 }
 
 // Open starts a node from cfg.DataDir: it restores the latest snapshot,
@@ -182,7 +192,10 @@ func Open(cfg Config) (*Store, error) {
 		leaders: newNotifier(),
 		obsCh:   make(chan raft.Observation, 64),
 		failing: map[raft.ServerID]time.Time{},
+		resumed: map[raft.ServerID]struct{}{},
 		stop:    make(chan struct{}),
+
+		reconcileKick: make(chan struct{}, 1),
 	}
 	s.fsm = newFSM(s.changes.notify)
 
@@ -255,8 +268,9 @@ func Open(cfg Config) (*Store, error) {
 		return false
 	})
 	s.raft.RegisterObserver(s.observer)
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.observe()
+	go s.reconcileLoop()
 	logger.Info("raft store open", "raft_addr", s.RaftAddr(), "data_dir", cfg.DataDir)
 	return s, nil
 }
@@ -282,15 +296,23 @@ func (s *Store) observe() {
 				// A new leader starts its own heartbeats.
 				s.mu.Lock()
 				clear(s.failing)
+				clear(s.resumed)
 				s.mu.Unlock()
 				s.leaders.notify()
 				s.changes.notify()
+				if string(d.LeaderID) == s.id {
+					s.kickReconcile()
+				}
 			case raft.FailedHeartbeatObservation:
 				s.mu.Lock()
 				s.failing[d.PeerID] = time.Now()
 				s.mu.Unlock()
 			case raft.ResumedHeartbeatObservation:
-				s.forget(d.PeerID)
+				s.mu.Lock()
+				delete(s.failing, d.PeerID)
+				s.resumed[d.PeerID] = struct{}{}
+				s.mu.Unlock()
+				s.kickReconcile()
 			}
 		}
 	}
@@ -307,6 +329,10 @@ func (s *Store) unreachable(id raft.ServerID) bool {
 	t, ok := s.failing[id]
 	return ok && time.Since(t) < s.failureMemory
 }
+
+// reachable reports whether a peer may be counted on: its heartbeats are
+// not failing (see unreachable).
+func (s *Store) reachable(id raft.ServerID) bool { return !s.unreachable(id) }
 
 func (s *Store) forget(id raft.ServerID) {
 	s.mu.Lock()
@@ -534,6 +560,11 @@ func (s *Store) Join(ctx context.Context, m Member, by Caller) error {
 	if err := (&memberUpsertBody{Member: m}).validate(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	s.memberMu.Lock()
+	defer s.memberMu.Unlock()
+	if err := s.caughtUp(ctx); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
 	cf := s.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return fmt.Errorf("%s: %w", op, s.translate(err))
@@ -580,7 +611,7 @@ func (s *Store) Join(ctx context.Context, m Member, by Caller) error {
 		}
 		s.log.Info("server added", "id", m.ID, "addr", m.RaftAddr)
 	}
-	if err := s.fillVoters(ctx, by, "", m.ID); err != nil {
+	if err := s.fillVoters(ctx, by, "", m.ID, s.reachable); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	voter, err := s.isVoter(m.ID)
@@ -611,9 +642,10 @@ func (s *Store) isVoter(id string) (bool, error) {
 	return false, nil
 }
 
-// fillVoters promotes reachable non-voters, one configuration change at a
-// time, until the voters reach voterTarget of the reachable servers (the
-// leader and every peer unreachable does not report). leaving, unless
+// fillVoters promotes non-voters for which may holds, one configuration
+// change at a time, until the voters reach voterTarget of the reachable
+// servers (the leader and every peer unreachable does not report), and
+// then records every member's suffrage (recordSuffrage). leaving, unless
 // empty, is counted as gone already: the leader promotes before removing
 // itself, since it cannot once its removal commits. last is promoted
 // after the other candidates: a node added a moment ago has the least of
@@ -621,13 +653,11 @@ func (s *Store) isVoter(id string) (bool, error) {
 // odd would be one replica fewer acknowledging writes, so an even count
 // left by a removal stays until the next join fills it up.
 //
-// Each promotion is decided on one configuration and applied only while
-// that configuration is still the latest (raft's prevIndex), so
-// concurrent joins and removes cannot promote past the target; a
-// promotion that lost such a race is decided again. A promoted member's
-// record is upserted with Voter set.
-func (s *Store) fillVoters(ctx context.Context, by Caller, leaving, last string) error {
-	for retries := 0; ; {
+// The caller holds memberMu, so the configuration a promotion is decided
+// on is the latest; raft's prevIndex refuses the change should a new
+// leader's have come first.
+func (s *Store) fillVoters(ctx context.Context, by Caller, leaving, last string, may func(raft.ServerID) bool) error {
+	for {
 		cf := s.raft.GetConfiguration()
 		if err := cf.Error(); err != nil {
 			return s.translate(err)
@@ -638,19 +668,18 @@ func (s *Store) fillVoters(ctx context.Context, by Caller, leaving, last string)
 			if string(srv.ID) == leaving {
 				continue
 			}
-			up := string(srv.ID) == s.id || !s.unreachable(srv.ID)
-			if up {
+			if string(srv.ID) == s.id || s.reachable(srv.ID) {
 				reachable++
 			}
 			switch {
 			case srv.Suffrage == raft.Voter:
 				voters++
-			case up:
+			case may(srv.ID):
 				candidates = append(candidates, srv)
 			}
 		}
 		if voters >= voterTarget(reachable) || len(candidates) == 0 {
-			return nil
+			return s.recordSuffrage(ctx, by)
 		}
 		slices.SortFunc(candidates, func(a, b raft.Server) int {
 			if al, bl := string(a.ID) == last, string(b.ID) == last; al != bl {
@@ -665,27 +694,101 @@ func (s *Store) fillVoters(ctx context.Context, by Caller, leaving, last string)
 		if err := s.configChange(ctx, func(t time.Duration) raft.IndexFuture {
 			return s.raft.AddVoter(c.ID, c.Address, cf.Index(), t)
 		}); err != nil {
-			if retries < maxConfigRetries && s.configMoved(cf.Index()) {
-				retries++
-				continue
-			}
 			return fmt.Errorf("promote %s: %w", c.ID, err)
 		}
 		s.log.Info("server promoted to voter", "id", string(c.ID), "voters", voters+1)
-		if rec, ok := s.State().Members[string(c.ID)]; ok && !rec.Voter {
-			rec.Voter = true
-			if _, err := s.Apply(ctx, by.aside(UpsertMember(rec))); err != nil {
-				return fmt.Errorf("record %s as a voter: %w", c.ID, err)
+	}
+}
+
+// recordSuffrage rewrites the member records whose Voter differs from
+// the latest raft configuration: the members fillVoters promoted, and
+// any a leader that died in the middle of a change left behind. The
+// caller holds memberMu.
+func (s *Store) recordSuffrage(ctx context.Context, by Caller) error {
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return s.translate(err)
+	}
+	members := s.State().Members
+	for _, srv := range cf.Configuration().Servers {
+		rec, ok := members[string(srv.ID)]
+		if voter := srv.Suffrage == raft.Voter; ok && rec.Voter != voter {
+			if _, err := s.Apply(ctx, by.aside(SetMemberVoter(rec.ID, voter))); err != nil {
+				return fmt.Errorf("record %s as voter=%v: %w", srv.ID, voter, err)
 			}
+		}
+	}
+	return nil
+}
+
+// caughtUp waits until this leader has applied every entry committed
+// before the call. A new leader may not have applied its predecessors'
+// last entries yet, and a membership change decided on the records
+// before them would write stale ones.
+func (s *Store) caughtUp(ctx context.Context) error {
+	timeout, err := enqueueTimeout(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.raft.Barrier(timeout).Error(); err != nil {
+		return s.translate(err)
+	}
+	return nil
+}
+
+// kickReconcile asks reconcileLoop for a pass without waiting for it.
+func (s *Store) kickReconcile() {
+	select {
+	case s.reconcileKick <- struct{}{}:
+	default:
+	}
+}
+
+// reconcileLoop runs reconcile when this node becomes the leader and when
+// a peer's heartbeats resume, until Close. Join and Remove promote only
+// the peers reachable at that moment: a node whose heartbeats failed
+// during its join (a host still booting, a short partition) is promoted
+// here once it answers, with no second join.
+func (s *Store) reconcileLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.reconcileKick:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), reconcileTimeout)
+		err := s.reconcile(ctx)
+		cancel()
+		var nl *NotLeaderError
+		if err != nil && !errors.As(err, &nl) && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrLeadershipLost) {
+			s.log.Warn("membership reconcile failed; the next join, remove or resumed peer retries it", "err", err)
 		}
 	}
 }
 
-// configMoved reports whether the latest configuration is no longer the
-// one at index.
-func (s *Store) configMoved(index uint64) bool {
-	cf := s.raft.GetConfiguration()
-	return cf.Error() == nil && cf.Index() != index
+// reconcile, on the leader, promotes the peers whose heartbeats resumed
+// while the voters are below target, and corrects member records a
+// previous leader left out of step with raft. It promotes no other peer:
+// a new leader has not yet seen which peers fail, and a dead node made a
+// voter could cost the quorum, where a live one never does.
+func (s *Store) reconcile(ctx context.Context) error {
+	if err := s.leaderOnly(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	resumed := s.resumed
+	s.resumed = map[raft.ServerID]struct{}{}
+	s.mu.Unlock()
+	s.memberMu.Lock()
+	defer s.memberMu.Unlock()
+	if err := s.caughtUp(ctx); err != nil {
+		return err
+	}
+	return s.fillVoters(ctx, Caller{}, "", "", func(id raft.ServerID) bool {
+		_, ok := resumed[id]
+		return ok && s.reachable(id)
+	})
 }
 
 // configChange runs one raft membership change and waits for it.
@@ -718,6 +821,11 @@ func (s *Store) Remove(ctx context.Context, id string, by Caller) error {
 	if err := checkName("member id", id); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	s.memberMu.Lock()
+	defer s.memberMu.Unlock()
+	if err := s.caughtUp(ctx); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
 	// The record goes first: when the leader removes itself it stops
 	// being leader as soon as the raft change commits, and could no longer
 	// write the record.
@@ -737,14 +845,14 @@ func (s *Store) Remove(ctx context.Context, id string, by Caller) error {
 		}
 		// The server may have gone in an earlier attempt that stopped
 		// before promoting.
-		if err := s.fillVoters(ctx, by, "", ""); err != nil {
+		if err := s.fillVoters(ctx, by, "", "", s.reachable); err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
 		return nil
 	}
 	self := id == s.id
 	if self {
-		if err := s.fillVoters(ctx, by, id, ""); err != nil {
+		if err := s.fillVoters(ctx, by, id, "", s.reachable); err != nil {
 			return fmt.Errorf("%s: before leaving: %w", op, err)
 		}
 	}
@@ -756,7 +864,7 @@ func (s *Store) Remove(ctx context.Context, id string, by Caller) error {
 	s.forget(raft.ServerID(id))
 	s.log.Info("server removed", "id", id)
 	if !self {
-		if err := s.fillVoters(ctx, by, "", ""); err != nil {
+		if err := s.fillVoters(ctx, by, "", "", s.reachable); err != nil {
 			return fmt.Errorf("%s: removed; then: %w", op, err)
 		}
 	}

@@ -72,7 +72,12 @@ func (n *node) start(t *testing.T, redisURL string, extra ...string) {
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { n.kill() })
+	t.Cleanup(func() {
+		n.kill()
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", n.id, n.logs.String())
+		}
+	})
 }
 
 func (n *node) kill() {

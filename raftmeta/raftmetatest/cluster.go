@@ -120,11 +120,19 @@ func NewCluster(t testing.TB, n int, opts ...Option) *Cluster {
 // to apply the join.
 func (c *Cluster) Add(t testing.TB) int {
 	t.Helper()
+	i := c.Open(t)
+	c.join(t, i)
+	return i
+}
+
+// Open starts one more node without joining it, for a test that calls
+// Join itself, and returns the node's index.
+func (c *Cluster) Open(t testing.TB) int {
+	t.Helper()
 	dir := t.TempDir()
 	i := c.open(t, dir)
 	// Registered after TempDir's cleanup, so it runs first.
 	t.Cleanup(func() { c.Kill(i) })
-	c.join(t, i)
 	return i
 }
 
