@@ -71,7 +71,7 @@ func startLocal(ctx context.Context, e *env, pushdFlag string, extra []string) (
 	}
 	args := append([]string{"--dev", "--data-dir", dir,
 		"--ws-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0",
-		"--push-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+		"--push-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0",
 		"--connect-rate", "-1"}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"encoding/json"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -10,9 +11,17 @@ import (
 // TestBench_LocalRunsReportEveryField runs the load tool's one-command
 // forms, small: each starts a throwaway pushd --dev, measures, stops it,
 // and prints one JSON object with the documented fields and no loss.
+// The default ports are held meanwhile, as a dev region running on the
+// same host holds them: the throwaway server must not need any.
 func TestBench_LocalRunsReportEveryField(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three dev regions")
+	}
+	for _, addr := range []string{":8080", ":8081", ":8090", ":8091", ":8092"} {
+		// A port something else holds already is held all the same.
+		if l, err := net.Listen("tcp", addr); err == nil {
+			t.Cleanup(func() { l.Close() })
+		}
 	}
 	cases := []struct {
 		name   string
