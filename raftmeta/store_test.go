@@ -275,7 +275,8 @@ func TestCluster_NewLeaderCorrectsSuffrageRecords(t *testing.T) {
 	v := follower(t, c, true)
 	rec := leader.State().Members[c.Member(v).ID]
 	rec.Voter = false
-	if _, err := leader.Apply(ctx, raftmeta.UpsertMember(rec)); err != nil {
+	res, err := leader.Apply(ctx, raftmeta.UpsertMember(rec))
+	if err != nil {
 		t.Fatal(err)
 	}
 	c.Kill(li)
@@ -283,6 +284,11 @@ func TestCluster_NewLeaderCorrectsSuffrageRecords(t *testing.T) {
 		_, leader := c.Leader()
 		if leader == nil {
 			return errors.New("no leader")
+		}
+		// Until the new leader applies the wrong record, it still
+		// holds the right one from before.
+		if st := leader.State(); st.Index <= res.Index {
+			return fmt.Errorf("the leader applied up to %d, the wrong record is %d", st.Index, res.Index)
 		}
 		if m := leader.State().Members[rec.ID]; !m.Voter {
 			return fmt.Errorf("%s is still recorded as a non-voter", rec.ID)
