@@ -1,7 +1,10 @@
 package appliance
 
 import (
+	"syscall"
 	"time"
+
+	"github.com/lesismal/nbio"
 
 	"github.com/pushd/pushd/appliance/wire"
 )
@@ -107,4 +110,19 @@ func (r closeReason) wsCloseCode() int {
 		return 4000 + int(wire.CodeHeartbeatMissed)
 	}
 	return 1000
+}
+
+// closeOnExec marks a connection's descriptor close-on-exec, before nbio
+// adds it to epoll. nbio duplicates every accepted socket with dup(2),
+// which drops the flag, so a child started later (pushd --dev restarting
+// its redis-server) would inherit every connection open at that moment:
+// the socket would outlive its close here, and epoll, which follows the
+// open socket rather than its number, would go on reporting its hang-up
+// under a number this process has since given to a new connection, which
+// nbio then closes. Only a child forked between the dup and this call
+// still inherits the socket.
+func closeOnExec(c *nbio.Conn) {
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { syscall.CloseOnExec(int(fd)) })
+	}
 }

@@ -47,6 +47,7 @@ func (n *Node) newTCPEngine() *nbio.Engine {
 		MaxWriteBufferSize: n.cfg.QueueBytes,
 	})
 	g.OnOpen(func(c *nbio.Conn) {
+		closeOnExec(c)
 		if reason, _ := n.admit(c.RemoteAddr().String()); reason != "" {
 			_ = c.Close()
 			return

@@ -100,7 +100,9 @@ func (n *Node) newWSEngine(mux *http.ServeMux) *nbhttp.Engine {
 	} else {
 		conf.Addrs = []string{n.cfg.WSAddr}
 	}
-	return nbhttp.NewEngine(conf)
+	e := nbhttp.NewEngine(conf)
+	e.Engine.OnOpen(closeOnExec)
+	return e
 }
 
 // httpDeadlineSlack is how long after the handshake timeout nbio's HTTP
