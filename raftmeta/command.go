@@ -223,7 +223,9 @@ func makeCommand(t MessageType, body commandBody) Command {
 }
 
 // UpsertMember adds or replaces a member record. The FSM keeps Joined from
-// the first upsert of the ID. Store.Join is the usual caller.
+// the first upsert of the ID, and Draining from the record it replaces:
+// only member.drain changes that, so a drain set while a node rejoins is
+// not undone by the rejoin. Store.Join is the usual caller.
 func UpsertMember(m Member) Command {
 	m.Joined = time.Time{}
 	return makeCommand(MemberUpsertType, &memberUpsertBody{Member: m})

@@ -220,7 +220,7 @@ func (b *memberUpsertBody) apply(t *txn) error {
 	}
 	members := t.members()
 	if old, ok := members[m.ID]; ok {
-		m.Joined = old.Joined
+		m.Joined, m.Draining = old.Joined, old.Draining
 	} else {
 		m.Joined = t.now
 	}

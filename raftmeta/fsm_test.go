@@ -113,6 +113,11 @@ func TestFSM_MemberCommands(t *testing.T) {
 	if !h.state().Members["n1"].Draining {
 		t.Fatal("drain not set")
 	}
+	// Only member.drain changes the flag: a rejoin's upsert keeps it.
+	h.mustApply(UpsertMember(m2))
+	if !h.state().Members["n1"].Draining {
+		t.Fatal("an upsert cleared the drain flag")
+	}
 	h.mustApply(SetMemberWeight("n1", 7))
 	if w := h.state().Members["n1"].Weight; w != 7 {
 		t.Fatalf("weight = %d", w)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,8 +25,10 @@ const (
 	// nodes are non-voters, which replicate but do not slow commits or
 	// elections. See voterTarget.
 	maxVoters = 5
-	// reconcileTimeout bounds one background pass of reconcile.
+	// reconcileTimeout bounds one background pass of reconcile, and
+	// reconcileRetry is how long after a failed pass the next one starts.
 	reconcileTimeout = 30 * time.Second
+	reconcileRetry   = 5 * time.Second
 	// defaultEnqueueTimeout bounds how long a command waits to be accepted
 	// by raft when the caller's context has no deadline.
 	defaultEnqueueTimeout = 10 * time.Second
@@ -139,24 +142,30 @@ type Store struct {
 	changes *notifier // state changes and leader changes
 	leaders *notifier // leader changes only (WaitForLeader)
 
-	// mu guards closed, failing and resumed.
+	// mu guards closed, failing, resumed and recheck.
 	mu     sync.Mutex
 	closed bool
 	// failing holds, on the leader, the time of the last failed heartbeat
 	// to each peer that has not answered one since (see unreachable).
 	failing map[raft.ServerID]time.Time
 	// resumed holds, on the leader, the peers whose heartbeats came back
-	// since reconcileLoop last looked: the ones it may promote.
+	// and that reconcile has not yet dealt with: the only peers it may
+	// promote. A leader change clears it.
 	resumed map[raft.ServerID]struct{}
+	// recheck is set when this node becomes the leader: the next
+	// reconcile checks the member records even if no peer resumed.
+	recheck bool
 	// failureMemory is how long a failed heartbeat keeps a peer
 	// unreachable without a newer failure.
 	failureMemory time.Duration
 
-	// memberMu serializes the leader's membership changes (Join, Remove,
-	// reconcile). Each decides on the latest configuration and then
-	// records every member's suffrage; interleaved, one could record a
-	// suffrage the other had just changed.
-	memberMu sync.Mutex
+	// members is a one-slot lock that serializes the leader's membership
+	// changes (Join, Remove, reconcile; see beginChange). Each decides on
+	// the latest configuration and then records every member's suffrage;
+	// interleaved, one could record a suffrage the other had just
+	// changed. A channel rather than a mutex, so that a caller queued
+	// behind a slow change gives up when its context ends.
+	members chan struct{}
 	// reconcileKick wakes reconcileLoop (capacity 1: kicks coalesce).
 	reconcileKick chan struct{}
 
@@ -195,6 +204,7 @@ func Open(cfg Config) (*Store, error) {
 		resumed: map[raft.ServerID]struct{}{},
 		stop:    make(chan struct{}),
 
+		members:       make(chan struct{}, 1),
 		reconcileKick: make(chan struct{}, 1),
 	}
 	s.fsm = newFSM(s.changes.notify)
@@ -297,6 +307,7 @@ func (s *Store) observe() {
 				s.mu.Lock()
 				clear(s.failing)
 				clear(s.resumed)
+				s.recheck = string(d.LeaderID) == s.id
 				s.mu.Unlock()
 				s.leaders.notify()
 				s.changes.notify()
@@ -549,9 +560,9 @@ func voterTarget(n int) int {
 // RaftAddr, and a repeat join also promotes a non-voter that is due. A
 // node that comes back with a new address, or a new ID at an old address,
 // replaces the old entry. The leader registers itself the same way after
-// Bootstrap. m.Draining is kept from an existing record: draining is
-// operator state, not the joining node's. by names the caller (see
-// Caller).
+// Bootstrap. An existing record's Draining is kept (the FSM's upsert
+// does that): draining is operator state, not the joining node's. by
+// names the caller (see Caller).
 func (s *Store) Join(ctx context.Context, m Member, by Caller) error {
 	op := "join " + m.ID
 	if err := s.leaderOnly(); err != nil {
@@ -560,11 +571,11 @@ func (s *Store) Join(ctx context.Context, m Member, by Caller) error {
 	if err := (&memberUpsertBody{Member: m}).validate(); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	s.memberMu.Lock()
-	defer s.memberMu.Unlock()
-	if err := s.caughtUp(ctx); err != nil {
+	done, err := s.beginChange(ctx)
+	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	defer done()
 	cf := s.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return fmt.Errorf("%s: %w", op, s.translate(err))
@@ -619,9 +630,6 @@ func (s *Store) Join(ctx context.Context, m Member, by Caller) error {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	m.Voter = voter
-	if old, ok := s.State().Members[m.ID]; ok {
-		m.Draining = old.Draining
-	}
 	if _, err := s.Apply(ctx, by.recording(UpsertMember(m))); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -649,13 +657,14 @@ func (s *Store) isVoter(id string) (bool, error) {
 // empty, is counted as gone already: the leader promotes before removing
 // itself, since it cannot once its removal commits. last is promoted
 // after the other candidates: a node added a moment ago has the least of
-// the log. fillVoters never demotes: a voter dropped to make the count
+// the log. Its record is left to the caller, Join, which writes it next. fillVoters never demotes: a voter dropped to make the count
 // odd would be one replica fewer acknowledging writes, so an even count
 // left by a removal stays until the next join fills it up.
 //
-// The caller holds memberMu, so the configuration a promotion is decided
-// on is the latest; raft's prevIndex refuses the change should a new
-// leader's have come first.
+// The caller is inside beginChange, so the configuration a promotion is
+// decided on is the latest; should leadership change before the
+// promotion commits, raft's prevIndex makes the new leader's
+// configuration refuse it rather than take it on top.
 func (s *Store) fillVoters(ctx context.Context, by Caller, leaving, last string, may func(raft.ServerID) bool) error {
 	for {
 		cf := s.raft.GetConfiguration()
@@ -679,7 +688,7 @@ func (s *Store) fillVoters(ctx context.Context, by Caller, leaving, last string,
 			}
 		}
 		if voters >= voterTarget(reachable) || len(candidates) == 0 {
-			return s.recordSuffrage(ctx, by)
+			return s.recordSuffrage(ctx, by, last)
 		}
 		slices.SortFunc(candidates, func(a, b raft.Server) int {
 			if al, bl := string(a.ID) == last, string(b.ID) == last; al != bl {
@@ -700,11 +709,11 @@ func (s *Store) fillVoters(ctx context.Context, by Caller, leaving, last string,
 	}
 }
 
-// recordSuffrage rewrites the member records whose Voter differs from
-// the latest raft configuration: the members fillVoters promoted, and
-// any a leader that died in the middle of a change left behind. The
-// caller holds memberMu.
-func (s *Store) recordSuffrage(ctx context.Context, by Caller) error {
+// recordSuffrage corrects, with member.voter, the records whose Voter
+// differs from the latest raft configuration: the members fillVoters
+// promoted, and any a leader that died in the middle of a change left
+// behind. skip's record is left alone. The caller is inside beginChange.
+func (s *Store) recordSuffrage(ctx context.Context, by Caller, skip string) error {
 	cf := s.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return s.translate(err)
@@ -712,7 +721,7 @@ func (s *Store) recordSuffrage(ctx context.Context, by Caller) error {
 	members := s.State().Members
 	for _, srv := range cf.Configuration().Servers {
 		rec, ok := members[string(srv.ID)]
-		if voter := srv.Suffrage == raft.Voter; ok && rec.Voter != voter {
+		if voter := srv.Suffrage == raft.Voter; ok && rec.ID != skip && rec.Voter != voter {
 			if _, err := s.Apply(ctx, by.aside(SetMemberVoter(rec.ID, voter))); err != nil {
 				return fmt.Errorf("record %s as voter=%v: %w", srv.ID, voter, err)
 			}
@@ -721,19 +730,27 @@ func (s *Store) recordSuffrage(ctx context.Context, by Caller) error {
 	return nil
 }
 
-// caughtUp waits until this leader has applied every entry committed
-// before the call. A new leader may not have applied its predecessors'
-// last entries yet, and a membership change decided on the records
-// before them would write stale ones.
-func (s *Store) caughtUp(ctx context.Context) error {
+// beginChange takes the membership lock (see members), then waits until
+// this leader has applied every entry committed before: a new leader may
+// not have applied its predecessors' last entries yet, and a change
+// decided on the records before them would write stale ones. The caller
+// runs done when the change is over.
+func (s *Store) beginChange(ctx context.Context) (done func(), err error) {
+	select {
+	case s.members <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	done = func() { <-s.members }
 	timeout, err := enqueueTimeout(ctx)
+	if err == nil {
+		err = s.raft.Barrier(timeout).Error()
+	}
 	if err != nil {
-		return err
+		done()
+		return nil, s.translate(err)
 	}
-	if err := s.raft.Barrier(timeout).Error(); err != nil {
-		return s.translate(err)
-	}
-	return nil
+	return done, nil
 }
 
 // kickReconcile asks reconcileLoop for a pass without waiting for it.
@@ -748,7 +765,8 @@ func (s *Store) kickReconcile() {
 // a peer's heartbeats resume, until Close. Join and Remove promote only
 // the peers reachable at that moment: a node whose heartbeats failed
 // during its join (a host still booting, a short partition) is promoted
-// here once it answers, with no second join.
+// here once it answers, with no second join. A pass that fails for any
+// reason but a lost leadership is tried again after reconcileRetry.
 func (s *Store) reconcileLoop() {
 	defer s.wg.Done()
 	for {
@@ -762,31 +780,65 @@ func (s *Store) reconcileLoop() {
 		cancel()
 		var nl *NotLeaderError
 		if err != nil && !errors.As(err, &nl) && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrLeadershipLost) {
-			s.log.Warn("membership reconcile failed; the next join, remove or resumed peer retries it", "err", err)
+			s.log.Warn("membership reconcile failed; retrying", "err", err, "in", reconcileRetry)
+			time.AfterFunc(reconcileRetry, s.kickReconcile)
 		}
 	}
 }
 
 // reconcile, on the leader, promotes the peers whose heartbeats resumed
-// while the voters are below target, and corrects member records a
-// previous leader left out of step with raft. It promotes no other peer:
-// a new leader has not yet seen which peers fail, and a dead node made a
-// voter could cost the quorum, where a live one never does.
+// while the voters are below target, and corrects the Voter field of
+// member records a previous leader left out of step with raft. It
+// promotes no other peer: a new leader has not yet seen which peers
+// fail, and a dead node made a voter can cost the quorum, where a live
+// one never does. A pass that fails keeps what it had to do for the
+// next one.
 func (s *Store) reconcile(ctx context.Context) error {
 	if err := s.leaderOnly(); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	resumed := s.resumed
-	s.resumed = map[raft.ServerID]struct{}{}
+	recheck, handled := s.recheck, slices.Collect(maps.Keys(s.resumed))
+	s.recheck = false
 	s.mu.Unlock()
-	s.memberMu.Lock()
-	defer s.memberMu.Unlock()
-	if err := s.caughtUp(ctx); err != nil {
+	err := s.reconcileWith(ctx, recheck, handled)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.recheck = s.recheck || recheck
 		return err
 	}
+	for _, id := range handled {
+		delete(s.resumed, id)
+	}
+	return nil
+}
+
+func (s *Store) reconcileWith(ctx context.Context, recheck bool, resumed []raft.ServerID) error {
+	if !recheck {
+		// Only a non-voter can be promoted. Heartbeats resuming to a
+		// voter need no pass, which would cost a Barrier in the log.
+		cf := s.raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			return s.translate(err)
+		}
+		if !slices.ContainsFunc(cf.Configuration().Servers, func(srv raft.Server) bool {
+			return srv.Suffrage != raft.Voter && slices.Contains(resumed, srv.ID)
+		}) {
+			return nil
+		}
+	}
+	done, err := s.beginChange(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	// The set is read live: a leader change in the meantime emptied it,
+	// and a peer the new term has not heartbeated is not promoted.
 	return s.fillVoters(ctx, Caller{}, "", "", func(id raft.ServerID) bool {
-		_, ok := resumed[id]
+		s.mu.Lock()
+		_, ok := s.resumed[id]
+		s.mu.Unlock()
 		return ok && s.reachable(id)
 	})
 }
@@ -821,15 +873,15 @@ func (s *Store) Remove(ctx context.Context, id string, by Caller) error {
 	if err := checkName("member id", id); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	s.memberMu.Lock()
-	defer s.memberMu.Unlock()
-	if err := s.caughtUp(ctx); err != nil {
+	done, err := s.beginChange(ctx)
+	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	defer done()
 	// The record goes first: when the leader removes itself it stops
 	// being leader as soon as the raft change commits, and could no longer
 	// write the record.
-	_, err := s.Apply(ctx, by.recording(RemoveMember(id)))
+	_, err = s.Apply(ctx, by.recording(RemoveMember(id)))
 	hadMember := err == nil
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("%s: %w", op, err)
