@@ -657,9 +657,10 @@ func (s *Store) isVoter(id string) (bool, error) {
 // empty, is counted as gone already: the leader promotes before removing
 // itself, since it cannot once its removal commits. last is promoted
 // after the other candidates: a node added a moment ago has the least of
-// the log. Its record is left to the caller, Join, which writes it next. fillVoters never demotes: a voter dropped to make the count
-// odd would be one replica fewer acknowledging writes, so an even count
-// left by a removal stays until the next join fills it up.
+// the log; its record is left to the caller, Join, which writes it next.
+// fillVoters never demotes: a voter dropped to make the count odd would
+// be one replica fewer acknowledging writes, so an even count left by a
+// removal stays until the next join fills it up.
 //
 // The caller is inside beginChange, so the configuration a promotion is
 // decided on is the latest; should leadership change before the
@@ -814,6 +815,9 @@ func (s *Store) reconcile(ctx context.Context) error {
 	return nil
 }
 
+// reconcileWith is one reconcile pass: promotion among the resumed peers,
+// then the records; with neither a resumed non-voter nor recheck there is
+// nothing to do.
 func (s *Store) reconcileWith(ctx context.Context, recheck bool, resumed []raft.ServerID) error {
 	if !recheck {
 		// Only a non-voter can be promoted. Heartbeats resuming to a
