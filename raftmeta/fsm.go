@@ -239,35 +239,26 @@ func (b *memberIDBody) apply(t *txn) error {
 }
 
 func (b *memberDrainBody) apply(t *txn) error {
-	m, ok := t.next.Members[b.ID]
-	if !ok {
-		return failf(ErrNotFound, "member %q", b.ID)
-	}
-	m.Draining = b.Draining
-	t.members()[b.ID] = m
-	t.target = b.ID
-	return nil
+	return t.updateMember(b.ID, func(m *Member) { m.Draining = b.Draining })
 }
 
 func (b *memberVoterBody) apply(t *txn) error {
-	m, ok := t.next.Members[b.ID]
-	if !ok {
-		return failf(ErrNotFound, "member %q", b.ID)
-	}
-	m.Voter = b.Voter
-	t.members()[b.ID] = m
-	t.target = b.ID
-	return nil
+	return t.updateMember(b.ID, func(m *Member) { m.Voter = b.Voter })
 }
 
 func (b *memberWeightBody) apply(t *txn) error {
-	m, ok := t.next.Members[b.ID]
+	return t.updateMember(b.ID, func(m *Member) { m.Weight = b.Weight })
+}
+
+// updateMember changes one field of an existing member record.
+func (t *txn) updateMember(id string, set func(*Member)) error {
+	m, ok := t.next.Members[id]
 	if !ok {
-		return failf(ErrNotFound, "member %q", b.ID)
+		return failf(ErrNotFound, "member %q", id)
 	}
-	m.Weight = b.Weight
-	t.members()[b.ID] = m
-	t.target = b.ID
+	set(&m)
+	t.members()[id] = m
+	t.target = id
 	return nil
 }
 
