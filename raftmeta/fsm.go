@@ -386,29 +386,24 @@ func (b *degradeOffBody) apply(t *txn) error {
 
 func (b *tunablesBody) apply(t *txn) error {
 	cur, set := &t.next.Tunables, b.Tunables
-	if set.InboxMaxLen != 0 {
-		cur.InboxMaxLen = set.InboxMaxLen
-	}
-	if set.InboxTTL != 0 {
-		cur.InboxTTL = set.InboxTTL
-	}
-	if set.AckTimeout != 0 {
-		cur.AckTimeout = set.AckTimeout
-	}
-	if set.AckBackoffMax != 0 {
-		cur.AckBackoffMax = set.AckBackoffMax
-	}
-	if set.InFlightWindow != 0 {
-		cur.InFlightWindow = set.InFlightWindow
-	}
-	if set.QueueFrames != 0 {
-		cur.QueueFrames = set.QueueFrames
-	}
-	if set.QueueBytes != 0 {
-		cur.QueueBytes = set.QueueBytes
-	}
+	setIfGiven(&cur.InboxMaxLen, set.InboxMaxLen)
+	setIfGiven(&cur.InboxTTL, set.InboxTTL)
+	setIfGiven(&cur.AckTimeout, set.AckTimeout)
+	setIfGiven(&cur.AckBackoffMax, set.AckBackoffMax)
+	setIfGiven(&cur.InFlightWindow, set.InFlightWindow)
+	setIfGiven(&cur.QueueFrames, set.QueueFrames)
+	setIfGiven(&cur.QueueBytes, set.QueueBytes)
 	t.target = "tunables"
 	return nil
+}
+
+// setIfGiven sets *dst to v unless v is zero: tunables.set merges only
+// the fields a command gives.
+func setIfGiven[T comparable](dst *T, v T) {
+	var zero T
+	if v != zero {
+		*dst = v
+	}
 }
 
 func (b *tokenCreateBody) apply(t *txn) error {
