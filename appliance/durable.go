@@ -42,6 +42,11 @@ type durable struct {
 	unreleased []routeRelease // a batch shutdown cut short, for flushDurable
 
 	refreshWake chan struct{} // check every route now
+	// resyncWake asks the refresh loop to check every route and then
+	// bring every local session in step with its inbox: Redis lost this
+	// node's heartbeat, so other nodes may have taken over its delivery
+	// stream and dropped entries meant for its sessions.
+	resyncWake chan struct{}
 }
 
 // routeRelease is the route of a closed session, to compare and delete.
@@ -79,6 +84,7 @@ func newDurable(st Store) *durable {
 		fetchWake:   make(chan struct{}, 1),
 		releases:    make(chan routeRelease, releaseQueue),
 		refreshWake: make(chan struct{}, 1),
+		resyncWake:  make(chan struct{}, 1),
 	}
 	d.up.Store(true)
 	return d
@@ -561,11 +567,18 @@ func (n *Node) relayPending() {
 }
 
 // applyRelay applies delivery entries read from node's stream (this node's
-// own, or a dead node's being taken over) and acks them there.
+// own, or a dead node's being taken over) and acks them there. Push
+// targets of a taken-over entry that no session here takes are passed on
+// first (reroute): their device may still be connected to that node,
+// paused rather than dead, which would otherwise never see them. When
+// passing them on fails the entries stay pending, and the next takeover
+// pass claims them again.
 func (n *Node) applyRelay(ds []streams.Delivery, node string) {
 	if len(ds) == 0 {
 		return
 	}
+	takeover := node != n.cfg.NodeID
+	var stranded []strandedTarget
 	ids := make([]string, 0, len(ds))
 	for _, dl := range ds {
 		ids = append(ids, dl.ID)
@@ -580,7 +593,14 @@ func (n *Node) applyRelay(ds []streams.Delivery, node string) {
 		}
 		switch e.kind {
 		case relayPush:
-			n.deliverTargets(&e.msg, e.targets)
+			took := n.deliverTargets(&e.msg, e.targets)
+			if takeover {
+				for i, ok := range took {
+					if !ok {
+						stranded = append(stranded, strandedTarget{msg: &e.msg, target: e.targets[i]})
+					}
+				}
+			}
 		case relayKick:
 			if s := n.hub.lookup(e.device); s != nil && s.olderThan(e.connEpoch) {
 				s.kick("another connection of this device took over")
@@ -590,9 +610,80 @@ func (n *Node) applyRelay(ds []streams.Delivery, node string) {
 		}
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
+	defer cancel()
+	if len(stranded) > 0 {
+		if err := n.reroute(ctx, stranded); err != nil {
+			n.log.Warn("could not pass on taken-over deliveries; claiming them again later", "stream", node, "err", err)
+			return
+		}
+	}
 	err := n.durable.store.AckDeliveries(ctx, node, ids)
-	cancel()
 	n.redisResult(err)
+}
+
+// strandedTarget is a target of a taken-over push entry that no session
+// of this node took.
+type strandedTarget struct {
+	msg    *relayMessage
+	target relayTarget
+}
+
+// reroute passes stranded targets on to the node their route names, when
+// the route still names the connection the entry was meant for and that
+// node is alive now: the "dead" node came back (it was paused or stalled,
+// not dead), and its session waits for them. Every other target is left
+// to its inbox, which has held the message since before the entry was
+// written: a device that reconnected elsewhere replayed it, and a node
+// still dead re-reads every local session's inbox once it finds its
+// heartbeat lost (resyncSessions).
+func (n *Node) reroute(ctx context.Context, stranded []strandedTarget) error {
+	devices := make([]string, len(stranded))
+	for i, st := range stranded {
+		devices[i] = st.target.device
+	}
+	routes, err := n.durable.store.Routes(ctx, devices)
+	n.redisResult(err)
+	if err != nil {
+		return err
+	}
+	live, _, err := n.durable.store.Nodes(ctx)
+	n.redisResult(err)
+	if err != nil {
+		return err
+	}
+	alive := make(map[string]bool, len(live))
+	for _, info := range live {
+		alive[info.ID] = true
+	}
+	// One entry per node and message, as pushDevices writes them.
+	byNode := map[string]map[*relayMessage][]relayTarget{}
+	forwarded := 0
+	for i, st := range stranded {
+		r := routes[i]
+		if r.Node == "" || r.Epoch != st.target.connEpoch || !alive[r.Node] {
+			continue
+		}
+		if byNode[r.Node] == nil {
+			byNode[r.Node] = map[*relayMessage][]relayTarget{}
+		}
+		byNode[r.Node][st.msg] = append(byNode[r.Node][st.msg], st.target)
+		forwarded++
+	}
+	if forwarded == 0 {
+		return nil
+	}
+	blobs := make(map[string][][]byte, len(byNode))
+	for node, msgs := range byNode {
+		for m, ts := range msgs {
+			blobs[node] = append(blobs[node], appendRelayPush(nil, m, ts))
+		}
+	}
+	err = n.durable.store.Deliver(ctx, blobs)
+	n.redisResult(err)
+	if err == nil {
+		n.metrics.takeoverForwarded.Add(float64(forwarded))
+	}
+	return err
 }
 
 // deliverTargets offers a stored message to the local sessions it was
@@ -655,9 +746,9 @@ func (n *Node) livenessLoop() {
 			// continue the previous means Redis may have lost this node's
 			// routes: check them now rather than at the periodic refresh.
 			if !continued {
-				n.log.Warn("redis lost this node's heartbeat (data loss, restart, failover or a stall): checking every route")
+				n.log.Warn("redis lost this node's heartbeat (data loss, restart, failover or a stall): checking every route and re-reading every inbox")
 				select {
-				case n.durable.refreshWake <- struct{}{}:
+				case n.durable.resyncWake <- struct{}{}:
 				default:
 				}
 			}
@@ -666,21 +757,47 @@ func (n *Node) livenessLoop() {
 }
 
 // refreshLoop renews the routes of the local sessions every RouteRefresh,
-// and at once when the liveness loop asks. It has its own goroutine: at a
+// and at once when the liveness loop asks; after a lost heartbeat it also
+// resyncs every session with its inbox. It has its own goroutine: at a
 // million sessions a pass is a thousand pipelines, which must not hold up
 // heartbeats.
 func (n *Node) refreshLoop() {
 	tick := time.NewTicker(n.cfg.RouteRefresh)
 	defer tick.Stop()
 	for {
+		resync := false
 		select {
 		case <-n.stop:
 			return
 		case <-tick.C:
 		case <-n.durable.refreshWake:
+		case <-n.durable.resyncWake:
+			resync = true
 		}
+		// Routes first: a session whose device moved meanwhile is closed
+		// rather than resynced.
 		n.refreshRoutes()
+		if resync {
+			n.resyncSessions()
+		}
 	}
+}
+
+// resyncSessions has every open session read its inbox after what it has
+// sent, as a delivery showing it behind would. While this node's
+// heartbeat was lost, other nodes took it for dead and took over its
+// delivery stream: they pass on what they can route to a node alive at
+// that moment, and leave the rest to the inboxes, which this reads.
+func (n *Node) resyncSessions() {
+	resynced := 0
+	n.hub.each(func(s *session) {
+		if s.markBehind() {
+			n.requestFetch(s)
+		}
+		resynced++
+	})
+	n.metrics.resyncs.Add(float64(resynced))
+	n.log.Info("re-reading the inboxes of every local session", "sessions", resynced)
 }
 
 // heartbeat publishes this node's liveness, addresses and load, refreshes

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/internal/poll"
@@ -803,5 +805,163 @@ func TestDurable_RestartedNodeAcksWhatItLeftPending(t *testing.T) {
 	})
 	if v, err := metricValue(scrape(t, n), "pushd_relay_recovered_total"); err != nil || v != "2" {
 		t.Fatalf("pushd_relay_recovered_total %q %v", v, err)
+	}
+}
+
+// redisGate is a go-redis hook that holds every command of a client while
+// closed, as a paused process would: the node's loops stop talking to
+// Redis while its sockets stay up.
+type redisGate struct {
+	mu     sync.Mutex
+	closed chan struct{} // nil while open; closed by open
+}
+
+func (g *redisGate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed == nil {
+		g.closed = make(chan struct{})
+	}
+}
+
+func (g *redisGate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed != nil {
+		close(g.closed)
+		g.closed = nil
+	}
+}
+
+func (g *redisGate) wait(ctx context.Context) error {
+	g.mu.Lock()
+	ch := g.closed
+	g.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (g *redisGate) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (g *redisGate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if err := g.wait(ctx); err != nil {
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (g *redisGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if err := g.wait(ctx); err != nil {
+			for _, c := range cmds {
+				c.SetErr(err)
+			}
+			return err
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestDurable_PausedNodeCatchesUpWithoutAnotherPush: a node that stops
+// talking to Redis for longer than its heartbeat TTL is taken for dead;
+// another node takes over its delivery stream, where pushes for the
+// paused node's (still connected) device wait, and cannot deliver them.
+// When the node resumes, it finds its heartbeat lost and re-reads every
+// session's inbox: the device gets every stored push with no further push
+// to expose the gap.
+func TestDurable_PausedNodeCatchesUpWithoutAnotherPush(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	sc := streams.Config{NodeTTL: time.Second, ClaimMinIdle: 100 * time.Millisecond}
+	gate := &redisGate{}
+	rdb := srv.Client(t)
+	rdb.AddHook(gate)
+	cfg := testConfig()
+	cfg.NodeID, cfg.PushAddr = "a", "127.0.0.1:0"
+	a := startNode(t, cfg, Deps{Store: streams.New(rdb, sc)})
+	b := startDurable(t, srv, "b", sc)
+	d := runDevice(t, a.wsURL(), "phone", client.Cursor{})
+
+	gate.close()
+	const pushes = 5
+	for i := 0; i < pushes; i++ {
+		resp := mustPush(t, b, []string{"phone"}, fmt.Sprint("while paused ", i))
+		if !resp.Stored {
+			t.Fatalf("push %d not stored: %+v", i, resp)
+		}
+	}
+	poll.Until(t, 10*time.Second, func() error {
+		if v, _ := metricValue(scrape(t, b), "pushd_takeover_entries_total"); v != fmt.Sprint(pushes) {
+			return fmt.Errorf("b took over %q of %d entries", v, pushes)
+		}
+		return nil
+	})
+	// A read of a's stream already on its way when the gate closed may
+	// have reached the device; the rest waited in entries b took over.
+	resumed := time.Now()
+	gate.open()
+	got := d.waitCount(t, pushes)
+	t.Logf("all %d pushes delivered %s after the node resumed", pushes, time.Since(resumed).Round(time.Millisecond))
+	for i, m := range got {
+		if want := fmt.Sprint("while paused ", i); string(m.Payload) != want {
+			t.Fatalf("message %d is %q, want %q", i, m.Payload, want)
+		}
+	}
+	if time.Since(resumed) > 5*time.Second {
+		t.Fatalf("delivered %s after the resume, want within 5 s", time.Since(resumed))
+	}
+}
+
+// TestDurable_TakenOverEntriesPassOnToALiveNode: a node taking over a
+// "dead" node's entries passes the targets it cannot deliver on to the
+// node their route names when that node is alive (it had stalled, not
+// died) and the route is still the connection the entry was for; a
+// target whose device has since reconnected is left to its inbox.
+func TestDurable_TakenOverEntriesPassOnToALiveNode(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	sc := streams.Config{}
+	a := startDurable(t, srv, "a", sc)
+	b := startDurable(t, srv, "b", sc)
+	d := runDevice(t, a.wsURL(), "phone", client.Cursor{})
+	store := streams.New(srv.Client(t), sc)
+	ctx := context.Background()
+
+	key := inboxKey(testApp, "phone")
+	msg := streams.Message{ID: "m-1", Payload: []byte("stranded"), Created: time.Now(), TTL: time.Hour, MaxLen: 100}
+	appended, err := store.Append(ctx, msg, []string{key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := appended[0]
+	if ap.Route.Node != "a" {
+		t.Fatalf("route %+v: want node a", ap.Route)
+	}
+	rm := &relayMessage{id: msg.ID, payload: msg.Payload, created: uint64(msg.Created.UnixMilli())}
+	stale := strandedTarget{msg: rm, target: relayTarget{device: key, connEpoch: ap.Route.Epoch - 1, inboxEpoch: ap.Epoch, seq: ap.Seq}}
+	if err := b.reroute(ctx, []strandedTarget{stale}); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := metricValue(scrape(t, b), "pushd_takeover_forwarded_total"); v != "0" {
+		t.Fatalf("a target for an older connection was passed on (forwarded %s)", v)
+	}
+	current := stale
+	current.target.connEpoch = ap.Route.Epoch
+	if err := b.reroute(ctx, []strandedTarget{current}); err != nil {
+		t.Fatal(err)
+	}
+	if got := payloads(d.waitCount(t, 1)); got[0] != "stranded" {
+		t.Fatalf("device got %v", got)
+	}
+	if v, _ := metricValue(scrape(t, b), "pushd_takeover_forwarded_total"); v != "1" {
+		t.Fatalf("pushd_takeover_forwarded_total %q, want 1", v)
 	}
 }

@@ -143,6 +143,19 @@ func (s *session) needsFetchLocked() bool {
 	return true
 }
 
+// markBehind marks an open session as possibly behind its inbox and
+// reports whether the caller should queue its fetch now; with a full
+// window or a fetch running, the next ack or fetch reads it.
+func (s *session) markBehind() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != stateOpen || s.closing {
+		return false
+	}
+	s.behind = true
+	return s.needsFetchLocked()
+}
+
 // fetchWant returns what the fetcher should read for s: entries after
 // sent, as many as the window has room for.
 func (s *session) fetchWant() (device, epoch string, after uint64, limit int, ok bool) {

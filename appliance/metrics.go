@@ -32,6 +32,8 @@ type metrics struct {
 	routeReleasesDropped prometheus.Counter
 	relayErrors          prometheus.Counter
 	takenOver            prometheus.Counter
+	takeoverForwarded    prometheus.Counter
+	resyncs              prometheus.Counter
 	degradeRefused       prometheus.Counter
 	degradeShed          prometheus.Counter
 	redisErrors          *prometheus.CounterVec
@@ -91,6 +93,14 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		}),
 		takenOver: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_takeover_entries_total", Help: "Delivery entries claimed from dead nodes.",
+		}),
+		takeoverForwarded: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_takeover_forwarded_total",
+			Help: "Targets of delivery entries taken over from a node presumed dead, passed on to the live node holding their connection (the node had stalled, not died).",
+		}),
+		resyncs: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_session_resyncs_total",
+			Help: "Sessions made to re-read their inbox because Redis lost this node's heartbeat (a stall, a pause, or Redis data loss).",
 		}),
 		degradeRefused: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_degrade_refused_total", Help: "Push requests refused because the region degrades their priority or business.",

@@ -22,6 +22,7 @@ type Store interface {
 	Open(ctx context.Context, device, node string, pos streams.Position, limit int) (uint64, streams.Route, streams.Resumed, error)
 	ReleaseRoutes(ctx context.Context, devices []string, routes []streams.Route) ([]bool, error)
 	RefreshRoutes(ctx context.Context, devices []string, routes []streams.Route) ([]bool, error)
+	Routes(ctx context.Context, devices []string) ([]streams.Route, error)
 
 	Deliver(ctx context.Context, byNode map[string][][]byte) error
 	EnsureGroup(ctx context.Context, node string) error
