@@ -1,7 +1,8 @@
 package appliance
 
 import (
-	"hash/maphash"
+	"encoding/binary"
+	"hash/fnv"
 	"math"
 	"net/http"
 
@@ -29,7 +30,10 @@ type dispatchAnswer struct {
 // when every node reports the same load (a connect storm outruns the
 // one-second heartbeats); the second choice steers away from a node that
 // is fuller than its share. exclude names a node to skip (a draining node
-// choosing where to send its devices).
+// choosing where to send its devices, or the node a device just failed to
+// reach). Nodes that refuse devices (starting, draining, stopping, full,
+// as their heartbeats say) are skipped. The hash is the same in every
+// process, so every node gives one device the same answer.
 func (n *Node) pickNode(st *raftmeta.State, device, exclude string) (streams.NodeInfo, bool) {
 	live := n.liveNodes.Load()
 	if live == nil {
@@ -47,12 +51,12 @@ func (n *Node) pickNode(st *raftmeta.State, device, exclude string) (streams.Nod
 		if ok && m.DeviceAddr != "" {
 			info.DeviceAddr, info.TCPAddr = m.DeviceAddr, m.TCPAddr
 		}
-		if !ok || m.Draining || m.Weight <= 0 || info.ID == exclude || info.DeviceAddr == "" {
+		if !ok || m.Draining || m.Weight <= 0 || info.ID == exclude || info.DeviceAddr == "" || info.Refusing != "" {
 			continue
 		}
 		// Weighted rendezvous: -w / ln(u) for u uniform in (0,1) from the
 		// hash orders nodes in proportion to their weight.
-		u := (float64(maphash.String(n.hub.seed, device+"\x00"+info.ID)>>11) + 0.5) / (1 << 53)
+		u := (float64(rendezvousHash(device, info.ID)>>11) + 0.5) / (1 << 53)
 		c := choice{info: info, rank: -float64(m.Weight) / math.Log(u), shard: float64(info.Conns) / float64(m.Weight)}
 		switch {
 		case found == 0 || c.rank > first.rank:
@@ -71,6 +75,48 @@ func (n *Node) pickNode(st *raftmeta.State, device, exclude string) (streams.Nod
 	return first.info, true
 }
 
+// rendezvousHash scores a device on a node: FNV-1a over both ids, then
+// the splitmix64 finalizer so that ids differing in one character still
+// get independent scores. It must not depend on the process (no random
+// seed): nodes answer dispatch alike only if they score alike.
+func rendezvousHash(device, node string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(device))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(node))
+	var b [8]byte
+	x := binary.LittleEndian.Uint64(h.Sum(b[:0]))
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// avoidedNode maps a dispatch request's avoid parameter, a node id or one
+// of its device URLs, to the node id ("" for none).
+func (n *Node) avoidedNode(st *raftmeta.State, avoid string) string {
+	if avoid == "" {
+		return ""
+	}
+	if _, ok := st.Members[avoid]; ok {
+		return avoid
+	}
+	if live := n.liveNodes.Load(); live != nil {
+		for _, info := range *live {
+			if info.DeviceAddr == avoid || info.TCPAddr == avoid {
+				return info.ID
+			}
+		}
+	}
+	for id, m := range st.Members {
+		if m.DeviceAddr == avoid || m.TCPAddr == avoid {
+			return id
+		}
+	}
+	return ""
+}
+
 // dispatchTarget is the WebSocket URL a draining node sends device to, or
 // "" to let the device use its own dispatch.
 func (n *Node) dispatchTarget(st *raftmeta.State, device string) string {
@@ -80,8 +126,10 @@ func (n *Node) dispatchTarget(st *raftmeta.State, device string) string {
 	return ""
 }
 
-// serveDispatch answers GET /v1/dispatch?app=A&device=D on the device
-// port.
+// serveDispatch answers GET /v1/dispatch?app=A&device=D[&avoid=URL] on
+// the device port. avoid is the URL (or node id) the device failed to
+// reach or lost last: another node is named if there is one, so a device
+// of a killed node does not wait for its heartbeat to expire.
 func (n *Node) serveDispatch(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		writeError(w, &apiError{status: http.StatusMethodNotAllowed, code: "method_not_allowed", msg: "use GET"})
@@ -97,7 +145,12 @@ func (n *Node) serveDispatch(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, dispatchAnswer{Node: n.cfg.NodeID, WSURL: n.advertisedWS(a), TCPURL: n.advertisedTCP(a)})
 		return
 	}
-	info, ok := n.pickNode(n.meta.State(), inboxKey(app, device), "")
+	st := n.meta.State()
+	key := inboxKey(app, device)
+	info, ok := n.pickNode(st, key, n.avoidedNode(st, r.URL.Query().Get("avoid")))
+	if !ok {
+		info, ok = n.pickNode(st, key, "")
+	}
 	if !ok {
 		writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "unavailable", msg: "no live node takes devices right now", retryAfter: 5e9})
 		return

@@ -56,6 +56,11 @@ type fsm struct {
 	// Store reports it in Stats. It is not part of the state: a node that
 	// knows the type applies the entry instead.
 	skipped atomic.Uint64
+	// applied is the index of the last log entry the FSM applied: a
+	// command, whether it changed the state, was refused or skipped.
+	// Raft's own entries (barriers, no-ops, configuration) never reach
+	// the FSM, so this can trail raft's applied index; Sync waits on it.
+	applied atomic.Uint64
 
 	// mu guards requests and auditBuf, and makes (state, requests) change
 	// together, for digest and Snapshot, which read them from other
@@ -85,6 +90,7 @@ func (f *fsm) State() *State { return f.state.Load() }
 // skipping it would make this node's state silently differ from the rest.
 func (f *fsm) Apply(l *raft.Log) any {
 	resp, changed := f.apply(l.Index, l.Data)
+	f.applied.Store(l.Index)
 	if changed {
 		f.onChange()
 	}

@@ -22,6 +22,10 @@ type snapshotDoc struct {
 	Format   int             `json:"format"`
 	State    *State          `json:"state"`
 	Requests []requestRecord `json:"requests"`
+	// Applied is the fsm's applied index (the last command it applied);
+	// zero in snapshots written before it was recorded, where
+	// State.Index, the last command that changed the state, stands in.
+	Applied uint64 `json:"applied,omitempty"`
 }
 
 // fsmSnapshot is a point-in-time view taken on raft's apply goroutine and
@@ -39,7 +43,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 func (f *fsm) snapshotDoc() snapshotDoc {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return snapshotDoc{Format: snapshotFormat, State: f.state.Load(), Requests: f.requests.records()}
+	return snapshotDoc{Format: snapshotFormat, State: f.state.Load(), Requests: f.requests.records(), Applied: f.applied.Load()}
 }
 
 // Persist implements raft.FSMSnapshot.
@@ -73,6 +77,10 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	f.install(doc.State, doc.Requests)
 	f.mu.Unlock()
+	if doc.Applied == 0 {
+		doc.Applied = doc.State.Index
+	}
+	f.applied.Store(doc.Applied)
 	f.onChange()
 	return nil
 }

@@ -135,6 +135,9 @@ type Store struct {
 	fsm   *fsm
 	wal   *wal.WAL
 	trans *raft.NetworkTransport
+	mux   *muxLayer // the transport's stream layer, shared with the read index
+
+	syncs *syncRounds // read indexes for Sync
 
 	observer *raft.Observer
 	obsCh    chan raft.Observation
@@ -155,6 +158,10 @@ type Store struct {
 	// recheck is set when this node becomes the leader: the next
 	// reconcile checks the member records even if no peer resumed.
 	recheck bool
+	// barrierTerm is the term in which this node, as leader, last had a
+	// barrier applied: from then on its applied index covers every entry
+	// committed before its term (leaderReadIndex).
+	barrierTerm uint64
 	// failureMemory is how long a failed heartbeat keeps a peer
 	// unreachable without a newer failure.
 	failureMemory time.Duration
@@ -223,15 +230,19 @@ func Open(cfg Config) (*Store, error) {
 		_ = s.wal.Close()
 		return nil, fmt.Errorf("open snapshots: %w", err)
 	}
-	s.trans, err = raft.NewTCPTransportWithConfig(cfg.RaftBind, advertise, &raft.NetworkTransportConfig{
-		MaxPool: transportPool,
-		Timeout: transportTimeout,
-		Logger:  newHCLogger(logger, "transport", floor),
-	})
+	s.mux, err = newMuxLayer(cfg.RaftBind, advertise)
 	if err != nil {
 		_ = s.wal.Close()
 		return nil, fmt.Errorf("listen raft %s: %w", cfg.RaftBind, err)
 	}
+	s.mux.start(s.serveReadIndex)
+	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  s.mux,
+		MaxPool: transportPool,
+		Timeout: transportTimeout,
+		Logger:  newHCLogger(logger, "transport", floor),
+	})
+	s.syncs = &syncRounds{ask: s.askReadIndex}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
@@ -363,10 +374,16 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 
-	// Shutdown waits for raft's goroutines and closes the transport.
+	// Shutdown waits for raft's goroutines and closes the transport,
+	// unless raft shut itself down before (ShutdownOnRemove), which left
+	// the transport open: close it here, closing is idempotent. Its
+	// stream layer then finishes the connections it was sorting.
 	err := s.raft.Shutdown().Error()
+	_ = s.trans.Close()
+	s.mux.wait()
 	s.raft.DeregisterObserver(s.observer)
 	close(s.stop)
+	s.syncs.close()
 	s.wg.Wait()
 	if werr := s.wal.Close(); werr != nil && err == nil {
 		err = werr

@@ -19,7 +19,11 @@ type NodeInfo struct {
 	PushAddr   string
 	AdminAddr  string
 	Conns      int64
-	Updated    time.Time // zero means the time of the Heartbeat call
+	// Refusing says why the node takes no new devices right now
+	// ("starting", "draining", "stopping", "full"); empty while it does.
+	// Dispatch names no node that refuses.
+	Refusing string `json:",omitempty"`
+	Updated  time.Time // zero means the time of the Heartbeat call
 }
 
 // Heartbeat stores info under the node's heartbeat key with a TTL of NodeTTL
