@@ -823,6 +823,7 @@ func (n *Node) nodeInfo() streams.NodeInfo {
 		PushAddr:   a.Push,
 		AdminAddr:  a.Admin,
 		Conns:      n.hub.count.Load(),
+		Refusing:   n.refusal(),
 	}
 }
 

@@ -23,6 +23,9 @@ type Meta interface {
 	Remove(ctx context.Context, id string, by raftmeta.Caller) error
 	Leave(ctx context.Context, by raftmeta.Caller) error
 	Stats() raftmeta.Stats
+	// Sync waits until State holds everything the region had committed
+	// when Sync was called.
+	Sync(ctx context.Context) error
 }
 
 // degradePolicy is the degrade state a node enforces; nil when off.

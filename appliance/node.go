@@ -68,6 +68,18 @@ type Node struct {
 	draining  atomic.Bool
 	liveNodes atomic.Pointer[[]streams.NodeInfo]
 
+	// ready is set, and readyCh closed, once the node's metadata holds
+	// everything the region had committed when it started (at once
+	// without a Meta): until then it takes no device and no push, and
+	// /healthz and its heartbeat say it is starting.
+	ready   atomic.Bool
+	readyCh chan struct{}
+	// stopping is set when Shutdown begins.
+	stopping atomic.Bool
+	// rechecks are handshakes that named an app, token key or business
+	// this node did not know, waiting for the metadata to be synced.
+	rechecks chan openJob
+
 	adminSrv    *http.Server
 	adminLis    net.Listener
 	adminClient *http.Client
@@ -110,7 +122,8 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: deps.Logger, reg: deps.Registry, stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: deps.Logger, reg: deps.Registry, stop: make(chan struct{}), readyCh: make(chan struct{}),
+		rechecks: make(chan openJob, recheckQueueLen)}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if n.log == nil {
 		n.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -143,6 +156,8 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		n.adminClient = &http.Client{Timeout: 20 * time.Second}
 	} else if cfg.AdminAddr != "" {
 		return nil, fmt.Errorf("%w: an admin API needs region metadata (Deps.Meta)", ErrConfig)
+	} else {
+		n.markReady() // nothing to catch up with
 	}
 	return n, nil
 }
@@ -212,7 +227,8 @@ func (n *Node) advertisedTCP(a Addrs) string {
 }
 
 // Start opens the listeners and starts the node's goroutines. It returns
-// once the node accepts connections.
+// once the node accepts connections; with region metadata it takes
+// devices and pushes only once Ready is closed.
 func (n *Node) Start() error {
 	if !n.started.CompareAndSwap(false, true) {
 		return ErrStarted
@@ -269,7 +285,74 @@ func (n *Node) Start() error {
 	}
 	a := n.Addrs()
 	n.log.Info("listening", "ws", a.WS, "tcp", a.TCP, "push", a.Push, "tls", n.cfg.TLS != nil, "store", n.durable != nil)
+	if n.meta != nil {
+		n.goOwned(n.awaitReady)
+	}
 	return nil
+}
+
+// Ready is closed once the node takes devices and pushes: at once without
+// region metadata, otherwise once its metadata caught up (awaitReady).
+func (n *Node) Ready() <-chan struct{} { return n.readyCh }
+
+// awaitReady syncs the node's metadata with the region's (raftmeta's read
+// index: everything committed when it began) and then marks the node
+// ready. A restarted node's Raft state is empty or old until the leader
+// has told it what is committed; serving meanwhile would refuse valid API
+// keys, admin tokens and devices of apps it has not replayed yet.
+func (n *Node) awaitReady() {
+	start := time.Now()
+	for {
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		err := n.meta.Sync(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-n.stop:
+			return
+		default:
+		}
+		n.log.Info("waiting for the region's metadata before taking devices and pushes", "err", err)
+	}
+	n.markReady()
+	n.log.Info("ready: region metadata caught up", "after", time.Since(start).Round(time.Millisecond))
+	if n.durable != nil {
+		// Dispatch learns from the heartbeat that this node takes devices.
+		_, _, _ = n.heartbeat()
+	}
+}
+
+func (n *Node) markReady() {
+	if !n.ready.Swap(true) {
+		close(n.readyCh)
+	}
+}
+
+// refusal says why the node takes no new devices right now, for its
+// heartbeat (dispatch skips such nodes); "" while it takes them.
+func (n *Node) refusal() string {
+	switch {
+	case n.stopping.Load():
+		return "stopping"
+	case !n.ready.Load():
+		return "starting"
+	case n.draining.Load():
+		return "draining"
+	case n.connCount() >= int64(n.cfg.MaxConns):
+		return "full"
+	}
+	return ""
+}
+
+// connCount is the number of open device connections, sessions or not.
+func (n *Node) connCount() int64 {
+	total := int64(0)
+	for i := range n.conns {
+		total += n.conns[i].Load()
+	}
+	return total
 }
 
 // serveHTTP serves h on a std net/http server (the push and admin APIs:
@@ -322,6 +405,9 @@ func (n *Node) startLoops() {
 	n.upstream.start(n, n.cfg.Upstreams)
 	if n.meta != nil {
 		n.goOwned(n.watchMeta)
+		for i := 0; i < recheckWorkers; i++ {
+			n.goOwned(n.recheckLoop)
+		}
 	}
 }
 
@@ -343,6 +429,12 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.stopOnce.Do(func() {
+		n.stopping.Store(true)
+		if n.durable != nil && n.started.Load() {
+			// Tell dispatch at once that this node takes no more devices,
+			// rather than when its heartbeat expires.
+			_, _, _ = n.heartbeat()
+		}
 		for _, srv := range []*http.Server{n.pushSrv, n.adminSrv} {
 			if srv != nil {
 				_ = srv.Shutdown(ctx)
@@ -431,11 +523,7 @@ func (n *Node) admit(addr string) (string, int) {
 		n.metrics.refused.WithLabelValues(wire.CodeRateLimited.String()).Inc()
 		return "too many connections from this address", http.StatusTooManyRequests
 	}
-	total := int64(0)
-	for i := range n.conns {
-		total += n.conns[i].Load()
-	}
-	if total >= int64(n.cfg.MaxConns) {
+	if n.connCount() >= int64(n.cfg.MaxConns) {
 		n.metrics.refused.WithLabelValues("capacity").Inc()
 		return "node at connection capacity", http.StatusServiceUnavailable
 	}
@@ -462,9 +550,14 @@ func (n *Node) originAllowed(r *http.Request) bool {
 // without a Store).
 func (n *Node) redisHealthy() bool { return n.durable == nil || n.durable.up.Load() }
 
-// serveHealth answers 200 while the node can store pushes and 503 while
-// Redis is unreachable, saying since when.
+// serveHealth answers 200 while the node can store pushes, and 503 while
+// it is starting (its metadata not caught up yet) or Redis is
+// unreachable, saying since when.
 func (n *Node) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	if !n.ready.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "reason": "region metadata not caught up yet"})
+		return
+	}
 	if n.redisHealthy() {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		return

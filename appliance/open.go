@@ -1,10 +1,43 @@
 package appliance
 
 import (
+	"context"
 	"strconv"
+	"time"
 
 	"github.com/pushd/pushd/appliance/wire"
 )
+
+// Handshake rechecks: workers and queue length. A recheck waits for one
+// read index of the region's metadata (one round trip to the leader,
+// shared by every recheck waiting), so a few workers keep up with a burst.
+const (
+	recheckWorkers  = 4
+	recheckQueueLen = 1024
+	recheckTimeout  = 2 * time.Second
+)
+
+// recheckLoop admits HELLOs again after syncing the metadata (see
+// session.admitHello). A node that cannot sync refuses them as
+// unavailable, which devices retry, rather than with a code they take as
+// final.
+func (n *Node) recheckLoop() {
+	for {
+		select {
+		case <-n.stop:
+			return
+		case j := <-n.rechecks:
+			ctx, cancel := context.WithTimeout(n.ctx, recheckTimeout)
+			err := n.meta.Sync(ctx)
+			cancel()
+			if err != nil {
+				j.s.refuse(wire.CodeUnavailable, "cannot reach the region's metadata to check this app; retry with backoff")
+				continue
+			}
+			j.s.admitHello(j.h, true)
+		}
+	}
+}
 
 // open finishes an accepted HELLO: the session becomes the device's live
 // connection and WELCOME goes out. With a Store, the route and inbox work

@@ -93,6 +93,10 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	writeJSON(w, e.status, map[string]any{"error": map[string]string{"code": e.code, "message": e.msg}})
 }
 
+// notReady answers every push API request while the node is starting.
+var notReady = &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
+	msg: "node starting: its region metadata is not caught up yet; retry", retryAfter: time.Second}
+
 // pushMux serves the push API listener.
 func (n *Node) pushMux() *http.ServeMux {
 	mux := http.NewServeMux()
@@ -125,6 +129,9 @@ func (n *Node) servePush(w http.ResponseWriter, r *http.Request) {
 
 // push validates and executes one push request.
 func (n *Node) push(r *http.Request) (*pushResponse, error) {
+	if !n.ready.Load() {
+		return nil, notReady
+	}
 	if r.Method != http.MethodPost {
 		return nil, &apiError{status: http.StatusMethodNotAllowed, code: "method_not_allowed", msg: "use POST"}
 	}
@@ -220,6 +227,22 @@ func (n *Node) authenticate(r *http.Request, appID string) (*appEntry, error) {
 		return nil, badRequest("missing_field", "app is required")
 	}
 	app := n.apps.Load().apps[appID]
+	if app != nil && app.verifyAPIKey(key) {
+		return app, nil
+	}
+	if n.meta == nil {
+		return nil, unauthorized
+	}
+	// The app or key may have been created a moment ago on another node
+	// and not be applied here yet: refuse only once this node holds
+	// everything the region had committed when the request came.
+	ctx, cancel := context.WithTimeout(r.Context(), recheckTimeout)
+	defer cancel()
+	if err := n.meta.Sync(ctx); err != nil {
+		return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
+			msg: "cannot reach the region's metadata to check this API key; retry", retryAfter: time.Second}
+	}
+	app = n.apps.Load().apps[appID]
 	if app == nil || !app.verifyAPIKey(key) {
 		return nil, unauthorized
 	}

@@ -212,13 +212,40 @@ func (s *session) onHello(h *wire.Hello) {
 		s.refuse(code, msg)
 		return
 	}
-	apps := n.apps.Load()
-	if _, err := token.Verify(h.Token, apps, h.App, h.Device, time.Now()); err != nil {
-		s.refuse(tokenCode(err), err.Error())
+	if !n.ready.Load() {
+		s.refuse(wire.CodeUnavailable, "node starting: its region metadata is not caught up yet; retry with backoff")
 		return
 	}
-	if b, ok := apps.businessAllowed(h.App, h.Businesses); !ok {
-		s.refuse(wire.CodeUnknownBusiness, "business "+b+" is not enabled for app "+h.App)
+	s.admitHello(h, false)
+}
+
+// admitHello checks the HELLO's token and businesses against the apps
+// this node knows and opens the session. A HELLO naming an app, token key
+// or business the node does not know may come right after an admin
+// changed it, before this node applied the change: unless synced, it is
+// handed to a recheck worker, which syncs the metadata with the region's
+// and admits it again (never on an nbio callback, which must not block).
+func (s *session) admitHello(h *wire.Hello, synced bool) {
+	n := s.node
+	apps := n.apps.Load()
+	_, err := token.Verify(h.Token, apps, h.App, h.Device, time.Now())
+	code, msg := wire.CodeOK, ""
+	if err != nil {
+		code, msg = tokenCode(err), err.Error()
+	} else if b, ok := apps.businessAllowed(h.App, h.Businesses); !ok {
+		code, msg = wire.CodeUnknownBusiness, "business "+b+" is not enabled for app "+h.App
+	}
+	switch {
+	case code == wire.CodeOK:
+	case !synced && n.meta != nil && mayBeUnsynced(code):
+		select {
+		case n.rechecks <- openJob{s: s, h: h}:
+		default:
+			s.refuse(wire.CodeUnavailable, "node busy checking sessions; retry with backoff")
+		}
+		return
+	default:
+		s.refuse(code, msg)
 		return
 	}
 	s.mu.Lock()
@@ -234,6 +261,12 @@ func (s *session) onHello(h *wire.Hello) {
 	s.shard = n.hub.shardFor(s.key)
 	s.mu.Unlock()
 	n.open(s, h)
+}
+
+// mayBeUnsynced reports whether a handshake refusal could come from
+// metadata this node has not applied yet, rather than from the device.
+func mayBeUnsynced(code wire.Code) bool {
+	return code == wire.CodeUnknownApp || code == wire.CodeTokenUnknownKey || code == wire.CodeUnknownBusiness
 }
 
 // validateHello checks the HELLO fields a token does not cover.
