@@ -447,3 +447,49 @@ func TestHello_Businesses(t *testing.T) {
 		}
 	}
 }
+
+// TestRequests_ReplyPayloads pins §4.7 and §10: JOIN and LEAVE replies
+// carry no payload whatever their code; UP refusals the node decides carry
+// a message.
+func TestRequests_ReplyPayloads(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxGroups = 1
+	n := newSinkNode(t, cfg)
+	s, st := openSink(t, n, "asker", true)
+	for _, f := range []wire.Frame{
+		&wire.Join{Request: 1, Group: "news"},
+		&wire.Join{Request: 2, Group: "sport"},  // too_many_groups
+		&wire.Join{Request: 3, Group: "no way"}, // bad_group
+		&wire.Leave{Request: 4, Group: "no way"},
+		&wire.Leave{Request: 5, Group: "news"},
+		&wire.Up{Request: 6, Business: "nowhere", Payload: []byte("x")},
+	} {
+		s.onMessage(wire.Append(nil, f))
+	}
+	want := map[uint64]wire.Code{1: wire.CodeOK, 2: wire.CodeTooManyGroups, 3: wire.CodeBadGroup, 4: wire.CodeBadGroup,
+		5: wire.CodeOK, 6: wire.CodeUnknownBusiness}
+	replies := map[uint64]*wire.UpReply{}
+	poll.Until(t, 2*time.Second, func() error {
+		for _, f := range st.frames() {
+			if r, ok := f.(*wire.UpReply); ok {
+				replies[r.Request] = r
+			}
+		}
+		if len(replies) < len(want) {
+			return fmt.Errorf("%d replies of %d", len(replies), len(want))
+		}
+		return nil
+	})
+	for req, code := range want {
+		r := replies[req]
+		if r.Code != code {
+			t.Errorf("request %d: %s, want %s", req, r.Code, code)
+		}
+		if req <= 5 && len(r.Payload) != 0 {
+			t.Errorf("JOIN/LEAVE request %d (%s) has payload %q", req, r.Code, r.Payload)
+		}
+		if req == 6 && len(r.Payload) == 0 {
+			t.Errorf("UP refused with %s carries no message", r.Code)
+		}
+	}
+}
