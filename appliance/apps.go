@@ -31,6 +31,9 @@ func newAppTable(apps []AppConfig) *appTable {
 			businesses: a.Businesses,
 			maxPayload: a.MaxPayload,
 		}
+		if len(e.businesses) == 0 {
+			e.businesses = nil // none listed: any, as in appTableFromState
+		}
 		if e.maxPayload == 0 {
 			e.maxPayload = DefaultMaxPayload
 		}

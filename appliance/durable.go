@@ -185,6 +185,9 @@ func (n *Node) openDurable(s *session, h *wire.Hello) {
 		s.refuse(wire.CodeUnavailable, "the region's store is unreachable; retry with backoff")
 		return
 	}
+	if !res.Recovered {
+		n.logResumeLoss(s, h, res)
+	}
 	if prev.Node != "" && prev.Node != n.cfg.NodeID {
 		// The device's previous connection is on another node: tell it.
 		_ = d.store.Deliver(ctx, map[string][][]byte{prev.Node: {appendRelayKick(nil, key, epoch)}})
@@ -225,6 +228,8 @@ func (n *Node) openDurable(s *session, h *wire.Hello) {
 	s.behind = true
 	s.mu.Unlock()
 	s.deliver(offers)
+	// Requests the device sent after HELLO waited for WELCOME.
+	s.handleEarly()
 }
 
 // entryOffer encodes an inbox entry as the PUSH a session sends.

@@ -60,6 +60,9 @@ type Node struct {
 	conns      [transportKindCount]atomic.Int64
 	now        atomic.Int64 // coarse clock, unix nanos, advanced by the wheels
 
+	deviceErrors logLimiter // the log of devices' ERROR frames
+	cursorAhead  logLimiter // the log of resume cursors ahead of their inbox
+
 	durable *durable // nil without a Store
 	meta    Meta     // nil without Raft metadata
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/streams"
 )
 
 // Handshake rechecks: workers and queue length. A recheck waits for one
@@ -55,7 +56,7 @@ func (n *Node) open(s *session, h *wire.Hello) {
 		}
 		return
 	}
-	s.welcome(&wire.Welcome{
+	if s.welcome(&wire.Welcome{
 		Session:   s.id,
 		Node:      n.cfg.NodeID,
 		Heartbeat: uint64(n.cfg.HeartbeatInterval.Milliseconds()),
@@ -64,5 +65,32 @@ func (n *Node) open(s *session, h *wire.Hello) {
 		Recovered: h.Epoch == "",
 		MaxFrame:  uint64(n.cfg.MaxFrame),
 		Caps:      s.caps,
-	})
+	}) {
+		s.handleEarly()
+	}
+}
+
+// logResumeLoss logs why a device's resume cursor could not be continued
+// (WELCOME recovered = false). A cursor ahead of its inbox is logged at
+// warn, rate-limited: Redis lost acknowledged writes (a crash under
+// appendfsync everysec, a failover to a lagging replica), or a client
+// keeps a cursor it never received; either way the inbox's epoch was
+// replaced and the device must resync. The other causes (another epoch, an
+// inbox gone, entries trimmed or expired) are the protocol working as
+// designed and are logged at debug.
+func (n *Node) logResumeLoss(s *session, h *wire.Hello, res streams.Resumed) {
+	s.mu.Lock()
+	key := s.key
+	s.mu.Unlock()
+	if res.Lost != streams.LostAhead {
+		n.log.Debug("resume not recovered", "device", key, "lost", res.Lost, "cursor_epoch", h.Epoch, "cursor_seq", h.Seq, "epoch", res.Epoch)
+		return
+	}
+	ok, suppressed := n.cursorAhead.allow(time.Now())
+	if !ok {
+		return
+	}
+	n.log.Warn("resume cursor beyond the last seq its inbox assigned: redis lost acknowledged writes or the client kept a wrong cursor; inbox epoch replaced, the device resyncs",
+		"device", key, "lost", res.Lost, "cursor_epoch", h.Epoch, "cursor_seq", h.Seq, "last", res.Last, "acked", res.Acked,
+		"epoch", res.Epoch, "suppressed_before", suppressed)
 }

@@ -104,3 +104,37 @@ func (l *ipLimiter) sweep(now time.Time) {
 		sh.mu.Unlock()
 	}
 }
+
+// Bounds of a logLimiter: lines a second per node and the burst; and how
+// much of a device's ERROR message a line carries.
+const (
+	logLimitRate           = 10
+	logLimitBurst          = 20
+	maxLoggedDeviceMessage = 256
+)
+
+// logLimiter rate-limits one kind of warn line that devices can cause (an
+// ERROR frame a device sends, a resume cursor ahead of its inbox), and
+// counts the lines it holds back so that the next one logged says how
+// many were. Each is worth an operator's eye, but comes from untrusted
+// input or from a region-wide event: a fleet on one buggy SDK release, one
+// hostile client, or every device reconnecting after Redis lost writes
+// must not flood the log. The zero value is ready to use.
+type logLimiter struct {
+	mu         sync.Mutex
+	b          bucket
+	suppressed int
+}
+
+// allow reports whether a line may be logged now, and how many were held
+// back since the last one.
+func (l *logLimiter) allow(now time.Time) (ok bool, suppressed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ok, _ := l.b.take(1, logLimitRate, logLimitBurst, now); !ok {
+		l.suppressed++
+		return false, 0
+	}
+	suppressed, l.suppressed = l.suppressed, 0
+	return true, suppressed
+}

@@ -72,6 +72,14 @@ type session struct {
 	outFrames  int
 	dirty      bool // queued on shard's dirty list for the flusher
 
+	// early holds, in order, the requests (PING, ACK, JOIN, LEAVE, UP) the
+	// device sent after HELLO while the session was opening, and those
+	// that arrive while they are handled after WELCOME (draining);
+	// earlyBytes is the size of their variable fields. See holdEarly.
+	early      []wire.Frame
+	earlyBytes int
+	draining   bool
+
 	// recheckDeadline is when the read deadline is cleared once more
 	// after opening: nbio's listener may arm its HTTP deadline after the
 	// upgrade completed (see wsTransport.clearReadDeadline). Zero once done.
@@ -155,17 +163,33 @@ func (s *session) onFrame(f wire.Frame) {
 		}
 	case *wire.Hello:
 		s.onHello(f)
+	case *wire.Ping, *wire.Ack, *wire.Join, *wire.Leave, *wire.Up:
+		if !s.holdEarly(f) {
+			s.onRequest(f)
+		}
+	case *wire.Error:
+		s.onDeviceError(f)
+	default:
+		s.protocolError(f.Type().String() + " is a server-to-device frame")
+	}
+}
+
+// onRequest handles a frame that needs an open session. Before HELLO it is
+// a protocol error; after HELLO and before WELCOME, holdEarly keeps it for
+// handleEarly.
+func (s *session) onRequest(f wire.Frame) {
+	switch f := f.(type) {
 	case *wire.Ping:
 		if s.isOpen() {
 			s.send(wire.Append(nil, &wire.Pong{Time: f.Time}))
 		} else {
-			s.protocolError("PING before WELCOME")
+			s.protocolError("PING before HELLO")
 		}
 	case *wire.Ack:
 		if s.isOpen() {
 			s.onAck(f.Seq)
 		} else {
-			s.protocolError("ACK before WELCOME")
+			s.protocolError("ACK before HELLO")
 		}
 	case *wire.Join:
 		s.onGroup(f.Request, f.Group, true)
@@ -173,11 +197,97 @@ func (s *session) onFrame(f wire.Frame) {
 		s.onGroup(f.Request, f.Group, false)
 	case *wire.Up:
 		s.onUp(f)
-	case *wire.Error:
-		s.node.log.Debug("device reported an error", "device", s.deviceID(), "code", f.Code, "message", f.Message)
-	default:
-		s.protocolError(f.Type().String() + " is a server-to-device frame")
 	}
+}
+
+// Bounds of what holdEarly keeps for one session: frames, and bytes of
+// their variable fields (the device's MaxFrame, whichever is larger).
+const (
+	maxEarlyFrames = 64
+	minEarlyBytes  = 4 << 10
+)
+
+// holdEarly keeps a request that arrives after HELLO while the session is
+// opening (its route and inbox are set up by an open worker), or while the
+// requests kept that way are being handled, and reports whether it did.
+// A device may send requests right after HELLO: they are handled after
+// WELCOME, in the order sent, however long the open takes, so the outcome
+// does not depend on Redis's latency. Past maxEarlyFrames frames or
+// MaxFrame bytes held, the device is cut with protocol_violation.
+func (s *session) holdEarly(f wire.Frame) bool {
+	s.mu.Lock()
+	if s.state != stateOpening && !s.draining {
+		s.mu.Unlock()
+		return false
+	}
+	if s.closing || s.state == stateClosed {
+		s.mu.Unlock()
+		return true
+	}
+	s.earlyBytes += earlyCost(f)
+	over := len(s.early) >= maxEarlyFrames || s.earlyBytes > max(s.node.cfg.MaxFrame, minEarlyBytes)
+	if !over {
+		s.early = append(s.early, f)
+	}
+	s.mu.Unlock()
+	if over {
+		s.protocolError("too many frames sent before WELCOME; wait for it")
+	}
+	return true
+}
+
+// earlyCost is the size of a held frame's variable fields.
+func earlyCost(f wire.Frame) int {
+	switch f := f.(type) {
+	case *wire.Up:
+		return len(f.Business) + len(f.Payload)
+	case *wire.Join:
+		return len(f.Group)
+	case *wire.Leave:
+		return len(f.Group)
+	}
+	return 0
+}
+
+// handleEarly handles the requests holdEarly kept, in order, with those
+// that arrive meanwhile, then lets requests through again. The opener
+// calls it once WELCOME (and the replay) is queued.
+func (s *session) handleEarly() {
+	for {
+		s.mu.Lock()
+		if len(s.early) == 0 || s.closing || s.state != stateOpen {
+			s.early, s.earlyBytes, s.draining = nil, 0, false
+			s.mu.Unlock()
+			return
+		}
+		f := s.early[0]
+		s.early[0] = nil
+		s.early = s.early[1:]
+		s.earlyBytes -= earlyCost(f)
+		s.mu.Unlock()
+		s.onRequest(f)
+	}
+}
+
+// onDeviceError logs an ERROR frame from the device at warn, through the
+// node's rate limit (a fleet running a buggy SDK must not flood the log),
+// and otherwise ignores it: no answer, the connection stays as it is.
+func (s *session) onDeviceError(e *wire.Error) {
+	n := s.node
+	ok, suppressed := n.deviceErrors.allow(time.Now())
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	app, device := s.app, s.device
+	s.mu.Unlock()
+	msg := e.Message
+	if len(msg) > maxLoggedDeviceMessage {
+		msg = msg[:maxLoggedDeviceMessage] + "…"
+	}
+	n.log.Warn("device reported an error", "app", app, "device", device, "remote", s.t.remoteAddr(),
+		"code", uint16(e.Code), "code_name", e.Code.String(), "request", e.Request, "message", msg,
+		"suppressed_before", suppressed)
 }
 
 func (s *session) isOpen() bool {
@@ -344,8 +454,10 @@ func (s *session) welcome(w *wire.Welcome) bool {
 		return false
 	}
 	// WELCOME is queued in the step that opens the session, so nothing
-	// offered to an open session can be queued ahead of it.
+	// offered to an open session can be queued ahead of it. Requests held
+	// while opening stay held, with any that follow, until handleEarly.
 	s.state = stateOpen
+	s.draining = len(s.early) > 0
 	s.recheckDeadline = time.Now().Add(n.cfg.HandshakeTimeout / 2)
 	businesses := s.businesses
 	ok := s.enqueueLocked(wire.Append(nil, w))
@@ -465,6 +577,7 @@ func (s *session) onTransportClosed(err error) {
 		putOutBuf(s.out)
 		s.out, s.outFrames = nil, 0
 	}
+	s.early, s.earlyBytes = nil, 0
 	device := s.device
 	s.mu.Unlock()
 

@@ -110,7 +110,7 @@ func (s *session) onUp(f *wire.Up) {
 	open, app, device := s.state == stateOpen, s.app, s.device
 	s.mu.Unlock()
 	if !open {
-		s.protocolError("UP before WELCOME")
+		s.protocolError("UP before HELLO")
 		return
 	}
 	reply := func(code wire.Code, msg string) {
@@ -136,7 +136,7 @@ func (s *session) onUp(f *wire.Up) {
 func (s *session) onGroup(request uint64, group string, join bool) {
 	n := s.node
 	if !s.isOpen() {
-		s.protocolError("JOIN or LEAVE before WELCOME")
+		s.protocolError("JOIN or LEAVE before HELLO")
 		return
 	}
 	code := wire.CodeOK

@@ -182,7 +182,25 @@ type Resumed struct {
 	Acked     uint64  // server-side ack cursor
 	Last      uint64  // last assigned seq
 	Entries   []Entry // unacked entries after max(pos.Seq, Acked), in order, expired ones skipped
+	// Lost says why Recovered is false (the first cause found): one of
+	// the Lost* values; "" when Recovered is true.
+	Lost string
 }
+
+// Why a Resume could not prove continuity (Resumed.Lost).
+const (
+	// LostInbox: the position names an epoch, but the device has no inbox
+	// (it expired, was flushed or lost); a new one was created.
+	LostInbox = "inbox_missing"
+	// LostEpoch: the position is from another epoch of the inbox.
+	LostEpoch = "other_epoch"
+	// LostAhead: the position's seq is beyond the last seq the inbox
+	// assigned; the epoch was replaced.
+	LostAhead = "cursor_ahead"
+	// LostEntries: entries after the position were trimmed by the cap,
+	// expired, or are missing.
+	LostEntries = "entries_lost"
+)
 
 // Resume is called when a device connects. It returns the device's first
 // limit unacked entries after its position (limit <= 0 means InboxMaxLen)
@@ -194,14 +212,17 @@ type Resumed struct {
 //   - pos.Epoch is another epoch: Recovered is false and the entries start
 //     after the server's ack cursor.
 //   - pos.Seq beyond the last assigned seq: Redis lost writes and the seq
-//     counter went back. The epoch is replaced (those seqs will name other
-//     messages), Recovered is false, entries start after the ack cursor.
+//     counter went back (or the client kept a cursor it never received).
+//     The epoch is replaced (those seqs will name other messages),
+//     Recovered is false, entries start after the ack cursor.
 //   - The lost seq is beyond pos.Seq (the cap trimmed entries after it, or
 //     a gap was found before): Recovered is false.
 //   - Among the entries read, an expired one, or a seq that is neither
 //     acked nor present (whatever removed it), is a gap: Recovered is false
 //     and the lost seq is raised past it, so later resumes say so too.
 //   - Otherwise Recovered is true.
+//
+// When Recovered is false, Lost names the first of these causes found.
 //
 // Entries beyond the first limit are not inspected here; the caller sees a
 // later gap as a jump in seqs when it reads them with ReadMany.
@@ -244,11 +265,12 @@ func (s *Store) resumeCall(device string, pos Position, limit int) scriptCall {
 	}
 }
 
-// parseResume decodes resume.lua's {epoch, recovered, acked, last, entries}.
+// parseResume decodes resume.lua's {epoch, recovered, acked, last,
+// entries, lost}.
 func parseResume(cmd *redis.Cmd) (Resumed, error) {
 	v, err := cmd.Slice()
-	if err == nil && len(v) != 5 {
-		err = fmt.Errorf("reply has %d elements, want 5", len(v))
+	if err == nil && len(v) != 6 {
+		err = fmt.Errorf("reply has %d elements, want 6", len(v))
 	}
 	var entries []Entry
 	if err == nil {
@@ -263,6 +285,7 @@ func parseResume(cmd *redis.Cmd) (Resumed, error) {
 		Acked:     uint64(num(v[2])),
 		Last:      uint64(num(v[3])),
 		Entries:   entries,
+		Lost:      str(v[5]),
 	}, nil
 }
 

@@ -559,6 +559,42 @@ func TestStore_ResumeDetectsMissingEntries(t *testing.T) {
 	}
 }
 
+// TestStore_ResumeSaysWhatWasLost: every verdict that is not recovered
+// names its cause, so the node can log it and docs/protocol.md §8.3 can
+// say what each means; a cursor ahead of the inbox replaces the epoch and
+// starts after the ack cursor.
+func TestStore_ResumeSaysWhatWasLost(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	a := appendN(t, env.store, "a", "m", 4)
+	mustAck(t, env.store, "a", a.Epoch, 1)
+	if r := mustResume(t, env.store, "a", Position{Epoch: a.Epoch, Seq: 2}, 0); !r.Recovered || r.Lost != "" {
+		t.Fatalf("continuous resume: recovered %v lost %q", r.Recovered, r.Lost)
+	}
+	if r := mustResume(t, env.store, "fresh", Position{}, 0); !r.Recovered || r.Lost != "" {
+		t.Fatalf("fresh device: recovered %v lost %q", r.Recovered, r.Lost)
+	}
+	if r := mustResume(t, env.store, "gone", Position{Epoch: "feedfacefeedface", Seq: 3}, 0); r.Recovered || r.Lost != LostInbox {
+		t.Fatalf("cursor for a device without inbox: recovered %v lost %q, want %q", r.Recovered, r.Lost, LostInbox)
+	}
+	if r := mustResume(t, env.store, "a", Position{Epoch: "0000000000000000", Seq: 3}, 0); r.Recovered || r.Lost != LostEpoch || r.Epoch != a.Epoch {
+		t.Fatalf("cursor from another epoch: %+v, want lost %q and the epoch kept", r, LostEpoch)
+	}
+
+	r := mustResume(t, env.store, "a", Position{Epoch: a.Epoch, Seq: a.Seq + 3}, 0)
+	if r.Recovered || r.Lost != LostAhead || r.Epoch == a.Epoch || r.Acked != 1 || !equalSeqs(seqs(r.Entries), 2, 3, 4) {
+		t.Fatalf("cursor ahead of the inbox: %+v; want lost %q, a new epoch, acked 1, entries 2-4", r, LostAhead)
+	}
+	if r2 := mustResume(t, env.store, "a", Position{Epoch: r.Epoch, Seq: 1}, 0); !r2.Recovered {
+		t.Fatalf("resume in the replaced epoch: %+v", r2)
+	}
+
+	mustDo(t, env.rdb.XDel(ctx, inboxKey("a"), "0-3"))
+	if r := mustResume(t, env.store, "a", Position{Epoch: r.Epoch, Seq: 1}, 0); r.Recovered || r.Lost != LostEntries {
+		t.Fatalf("resume over a deleted entry: recovered %v lost %q, want %q", r.Recovered, r.Lost, LostEntries)
+	}
+}
+
 func TestStore_ResumeLimitSkipsExpired(t *testing.T) {
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)

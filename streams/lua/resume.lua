@@ -5,7 +5,8 @@
 -- ARGV    cursor epoch ('' for a fresh client), cursor seq, limit, now ms,
 --         epoch for a new inbox, key ttl ms
 --
--- Returns {epoch, recovered 0|1, acked, last, {{id, fields}, ...}}.
+-- Returns {epoch, recovered 0|1, acked, last, {{id, fields}, ...}, lost}:
+-- lost says why recovered is 0 (the first cause found), '' when it is 1.
 --
 -- One script because the verdict and the lost seq it raises must be decided
 -- on the same state the entries are read from: an append or an ack between
@@ -26,24 +27,28 @@ if not epoch then
   redis.call('DEL', inbox, dedupe)
   redis.call('HSET', meta, 'e', epoch, 'l', 0, 'a', 0, 't', 0, 'x', 0, 'k', now + keyttl)
   redis.call('PEXPIRE', meta, keyttl)
-  return {epoch, pepoch == '' and 1 or 0, 0, 0, {}}
+  if pepoch == '' then
+    return {epoch, 1, 0, 0, {}, ''}
+  end
+  return {epoch, 0, 0, 0, {}, 'inbox_missing'}
 end
 local last, acked, lost = tonumber(m[2]), tonumber(m[3]), tonumber(m[4])
 
-local recovered = true
+local recovered, why = true, ''
 if pepoch ~= '' and pepoch ~= epoch then
   -- A cursor from another epoch says nothing about this one.
-  recovered, pseq = false, 0
+  recovered, why, pseq = false, 'other_epoch', 0
 elseif pseq > last then
   -- The client saw seqs this inbox never assigned: Redis lost acknowledged
-  -- writes (a crash under appendfsync everysec) and the counter went back.
-  -- Those seqs will be reused for other messages, so the epoch must change.
-  recovered, pseq = false, 0
+  -- writes (a crash under appendfsync everysec) and the counter went back,
+  -- or the client kept a cursor it never received. Those seqs will be
+  -- reused for other messages, so the epoch must change.
+  recovered, why, pseq = false, 'cursor_ahead', 0
   epoch = ARGV[5]
   redis.call('HSET', meta, 'e', epoch)
 elseif lost > pseq then
   -- Entries after the cursor were trimmed by the cap or found missing.
-  recovered = false
+  recovered, why = false, 'entries_lost'
 end
 
 -- Walk the inbox from the cursor. Seqs are contiguous, so any seq that is
@@ -57,12 +62,14 @@ while n < limit do
     local seq = tonumber(string.sub(row[1], 3))
     if seq ~= expect then
       recovered = false
+      if why == '' then why = 'entries_lost' end
       if seq - 1 > newlost then newlost = seq - 1 end
     end
     expect = seq + 1
     -- fields: i id b business p priority c created x expires d payload
     if tonumber(row[2][10]) <= now then
       recovered = false
+      if why == '' then why = 'entries_lost' end
       if seq > newlost then newlost = seq end
     else
       n = n + 1
@@ -75,6 +82,7 @@ while n < limit do
     -- End of the inbox: every seq up to last must have been seen.
     if expect <= last then
       recovered = false
+      if why == '' then why = 'entries_lost' end
       if last > newlost then newlost = last end
     end
     break
@@ -89,4 +97,4 @@ end
 redis.call('PEXPIRE', meta, keyttl)
 redis.call('PEXPIRE', inbox, keyttl)
 redis.call('PEXPIRE', dedupe, keyttl)
-return {epoch, recovered and 1 or 0, acked, last, out}
+return {epoch, recovered and 1 or 0, acked, last, out, why}
