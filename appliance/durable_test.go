@@ -44,23 +44,30 @@ func pushJSON(t testing.TB, n *Node, body map[string]any) (int, pushResponse, st
 	if _, ok := body["app"]; !ok {
 		body["app"] = testApp
 	}
+	status, raw := pushWithKey(t, n, testAPIKey, body)
+	var out pushResponse
+	if status == http.StatusOK {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatalf("decode %s: %v", raw, err)
+		}
+	}
+	return status, out, string(raw)
+}
+
+// pushWithKey posts body to the node's push API with an API key.
+func pushWithKey(t testing.TB, n *Node, key string, body map[string]any) (int, []byte) {
+	t.Helper()
 	b, _ := json.Marshal(body)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+n.Addrs().Push+"/v1/push", bytes.NewReader(b))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	var out pushResponse
-	if resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(raw, &out); err != nil {
-			t.Fatalf("decode %s: %v", raw, err)
-		}
-	}
-	return resp.StatusCode, out, string(raw)
+	return resp.StatusCode, raw
 }
 
 func mustPush(t testing.TB, n *Node, devices []string, data string, extra ...map[string]any) pushResponse {

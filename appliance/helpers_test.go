@@ -66,6 +66,11 @@ func startNode(t testing.TB, cfg Config, deps Deps) *Node {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
+	select {
+	case <-n.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("node not ready 30 s after its start")
+	}
 	return n
 }
 

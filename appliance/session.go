@@ -16,6 +16,7 @@ type sessionState uint8
 
 const (
 	stateHandshake sessionState = iota // waiting for HELLO
+	stateChecking                      // HELLO received, its token and app being checked
 	stateOpening                       // HELLO accepted, route and inbox being set up
 	stateOpen                          // WELCOME sent; frames flow both ways
 	stateClosed
@@ -216,7 +217,7 @@ const (
 // MaxFrame bytes held, the device is cut with protocol_violation.
 func (s *session) holdEarly(f wire.Frame) bool {
 	s.mu.Lock()
-	if s.state != stateOpening && !s.draining {
+	if s.state != stateChecking && s.state != stateOpening && !s.draining {
 		s.mu.Unlock()
 		return false
 	}
@@ -326,6 +327,13 @@ func (s *session) onHello(h *wire.Hello) {
 		s.refuse(wire.CodeUnavailable, "node starting: its region metadata is not caught up yet; retry with backoff")
 		return
 	}
+	s.mu.Lock()
+	if s.state != stateHandshake || s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.state = stateChecking
+	s.mu.Unlock()
 	s.admitHello(h, false)
 }
 
@@ -359,7 +367,7 @@ func (s *session) admitHello(h *wire.Hello, synced bool) {
 		return
 	}
 	s.mu.Lock()
-	if s.state != stateHandshake || s.closing {
+	if s.state != stateChecking || s.closing {
 		s.mu.Unlock()
 		return
 	}
