@@ -69,3 +69,49 @@ func TestPickNode_SpreadsByWeightAndAvoidsLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestPickNode_SameAnswerOnEveryNode: two nodes (two processes' worth of
+// state, as far as hashing goes) name the same node for every device.
+func TestPickNode_SameAnswerOnEveryNode(t *testing.T) {
+	live := []streams.NodeInfo{{ID: "a", DeviceAddr: "ws://a"}, {ID: "b", DeviceAddr: "ws://b"}, {ID: "c", DeviceAddr: "ws://c"}}
+	members := map[string]raftmeta.Member{"a": {ID: "a", Weight: 100}, "b": {ID: "b", Weight: 100}, "c": {ID: "c", Weight: 100}}
+	one, st := dispatchNode(t, live, members)
+	other, _ := dispatchNode(t, live, members)
+	for i := 0; i < 1000; i++ {
+		device := fmt.Sprint("app/dev-", i)
+		x, _ := one.pickNode(st, device, "")
+		y, _ := other.pickNode(st, device, "")
+		if x.ID != y.ID {
+			t.Fatalf("%s: one node says %s, another %s", device, x.ID, y.ID)
+		}
+	}
+	// The score is a fixed function: pin one value so that a change of
+	// hash (which would move every device on upgrade) is deliberate.
+	if got := rendezvousHash("app/dev-0", "a"); got != 0x6561cafa06045e55 {
+		t.Fatalf("rendezvousHash(app/dev-0, a) = %#x: the dispatch hash changed", got)
+	}
+}
+
+// TestPickNode_SkipsRefusingAndAvoidedNodes: a node whose heartbeat says
+// it refuses devices is never named, and a node a device asks to avoid is
+// named only when it is the last one left.
+func TestPickNode_SkipsRefusingAndAvoidedNodes(t *testing.T) {
+	live := []streams.NodeInfo{{ID: "a", DeviceAddr: "ws://a"}, {ID: "b", DeviceAddr: "ws://b", Refusing: "starting"}, {ID: "c", DeviceAddr: "ws://c"}}
+	members := map[string]raftmeta.Member{"a": {ID: "a", Weight: 100}, "b": {ID: "b", Weight: 100}, "c": {ID: "c", Weight: 100}}
+	n, st := dispatchNode(t, live, members)
+	for i := 0; i < 200; i++ {
+		info, ok := n.pickNode(st, fmt.Sprint("app/dev-", i), "")
+		if !ok || info.ID == "b" {
+			t.Fatalf("picked %q (%v): a starting node must not be named", info.ID, ok)
+		}
+	}
+	if got := n.avoidedNode(st, "ws://c"); got != "c" {
+		t.Fatalf("avoid=ws://c names node %q", got)
+	}
+	if got := n.avoidedNode(st, "a"); got != "a" {
+		t.Fatalf("avoid=a names node %q", got)
+	}
+	if got := n.avoidedNode(st, "ws://elsewhere"); got != "" {
+		t.Fatalf("an unknown URL names node %q", got)
+	}
+}

@@ -472,7 +472,7 @@ func TestRegion_DispatchAndDrain(t *testing.T) {
 	}
 	// The SDK can start from the dispatch endpoint.
 	d := runDevice(t, "", "newcomer", client.Cursor{}, func(c *client.Config) {
-		c.Dispatch = client.DispatchFrom("http://"+drained.Addrs().WS, testApp, "newcomer", true)
+		c.Dispatch = client.DispatchFrom([]string{"http://" + drained.Addrs().WS}, testApp, "newcomer", true)
 	})
 	if w := d.lastWelcome(); w.Node == drained.ID() {
 		t.Fatalf("a dispatched device landed on the draining node")

@@ -22,7 +22,7 @@ type NodeInfo struct {
 	// Refusing says why the node takes no new devices right now
 	// ("starting", "draining", "stopping", "full"); empty while it does.
 	// Dispatch names no node that refuses.
-	Refusing string `json:",omitempty"`
+	Refusing string    `json:",omitempty"`
 	Updated  time.Time // zero means the time of the Heartbeat call
 }
 

@@ -89,19 +89,14 @@ func TestChaos_NodeKilledDuringPushes(t *testing.T) {
 		}
 		return out
 	}
-	// Devices ask any live node's dispatch endpoint where to connect.
-	dispatch := func(device string) func(context.Context) (string, error) {
-		return func(ctx context.Context) (string, error) {
-			var last error
-			for _, n := range alive() {
-				url, err := client.DispatchFrom("http://"+n.addr("ws"), "chaos", device, false)(ctx)
-				if err == nil {
-					return url, nil
-				}
-				last = err
-			}
-			return "", last
-		}
+	// Devices ask the nodes' dispatch endpoints, any that answers, where
+	// to connect, as the SDK does with a list of nodes.
+	var bases []string
+	for _, n := range nodes {
+		bases = append(bases, "http://"+n.addr("ws"))
+	}
+	dispatch := func(device string) func(context.Context, string) (string, error) {
+		return client.DispatchFrom(bases, "chaos", device, false)
 	}
 
 	// Every node's dispatch must know the other two before devices come.

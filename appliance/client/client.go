@@ -98,12 +98,20 @@ type Welcome struct {
 // DispatchFrom returns a Config.Dispatch function that asks a region's
 // dispatch endpoint (GET /v1/dispatch on any node's device port, e.g.
 // "http://push.example.com:8080") which node app's device should use,
-// before every connect. With tcp set it returns the node's raw TCP URL
-// when it has one.
-func DispatchFrom(base, app, device string, tcp bool) func(ctx context.Context) (string, error) {
+// before every connect. Several bases (one per node, or a load balancer
+// and a node) are tried in turn, starting after the last one that
+// answered, until one answers. The URL to avoid is passed on, so the
+// region names another node than the one the device just lost. With tcp
+// set it returns the node's raw TCP URL when it has one.
+func DispatchFrom(bases []string, app, device string, tcp bool) func(ctx context.Context, avoid string) (string, error) {
 	hc := &http.Client{Timeout: 10 * time.Second}
-	q := url.Values{"app": {app}, "device": {device}}
-	return func(ctx context.Context) (string, error) {
+	var mu sync.Mutex
+	next := 0 // the base to try first
+	ask := func(ctx context.Context, base, avoid string) (string, error) {
+		q := url.Values{"app": {app}, "device": {device}}
+		if avoid != "" {
+			q.Set("avoid", avoid)
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/dispatch?"+q.Encode(), nil)
 		if err != nil {
 			return "", err
@@ -114,22 +122,46 @@ func DispatchFrom(base, app, device string, tcp bool) func(ctx context.Context) 
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return "", fmt.Errorf("dispatch answered %s", resp.Status)
+			return "", fmt.Errorf("dispatch at %s answered %s", base, resp.Status)
 		}
 		var a struct {
 			WSURL  string `json:"ws_url"`
 			TCPURL string `json:"tcp_url"`
 		}
 		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil {
-			return "", fmt.Errorf("dispatch answer: %w", err)
+			return "", fmt.Errorf("dispatch answer from %s: %w", base, err)
 		}
 		if tcp && a.TCPURL != "" {
 			return a.TCPURL, nil
 		}
 		if a.WSURL == "" {
-			return "", errors.New("dispatch answer names no URL")
+			return "", fmt.Errorf("dispatch answer from %s names no URL", base)
 		}
 		return a.WSURL, nil
+	}
+	return func(ctx context.Context, avoid string) (string, error) {
+		if len(bases) == 0 {
+			return "", errors.New("dispatch: no endpoint configured")
+		}
+		mu.Lock()
+		first := next
+		mu.Unlock()
+		var errs []error
+		for i := range bases {
+			k := (first + i) % len(bases)
+			u, err := ask(ctx, bases[k], avoid)
+			if err == nil {
+				mu.Lock()
+				next = k
+				mu.Unlock()
+				return u, nil
+			}
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return "", errors.Join(errs...)
 	}
 }
 
@@ -158,8 +190,12 @@ type Config struct {
 	// tls://host:port. Required unless Dispatch is set.
 	URL string
 	// Dispatch, when set, is called before every connect to choose the
-	// URL (for example from a region's /v1/dispatch answer).
-	Dispatch func(ctx context.Context) (string, error)
+	// URL (for example from a region's /v1/dispatch answer: see
+	// DispatchFrom). avoid is the URL the previous attempt failed to
+	// reach or lost its connection to, "" otherwise: a dispatcher names
+	// another node when there is one, so a device of a node that died
+	// comes back at once instead of retrying it until the region notices.
+	Dispatch func(ctx context.Context, avoid string) (string, error)
 
 	App, Device string
 	// Token authenticates the device. TokenFunc, when set, is called for
@@ -306,11 +342,15 @@ func (c *Client) Run(ctx context.Context) error {
 	c.mu.Unlock()
 	bo := backoff{min: c.cfg.BackoffMin, max: c.cfg.BackoffMax, cur: c.cfg.BackoffMin, rand: c.jitter}
 	redirects := 0 // sessions in a row that ended with CONTROL redirect
+	avoid := ""    // the URL to ask dispatch for an alternative to
 	for {
 		if err := c.stopped(ctx); err != nil {
 			return err
 		}
-		err := c.session(sctx)
+		url, err := c.target(sctx, avoid, &bo)
+		if err == nil {
+			err = c.session(sctx, url)
+		}
 		if c.cfg.OnDisconnect != nil {
 			c.cfg.OnDisconnect(err)
 		}
@@ -344,17 +384,72 @@ func (c *Client) Run(ctx context.Context) error {
 			redirects = 0
 			bo.next()
 			delay = time.Duration(c.jitter(int64(drainJitter)))
+		case url != "" && c.cfg.Dispatch != nil && nodeFailed(err):
+			// The node is unreachable, lost, or not taking devices: ask
+			// dispatch for another one after a short jitter, which
+			// spreads a dead node's devices over BackoffMin. The backoff
+			// still grows, for when dispatch has no other node to name.
+			redirects = 0
+			avoid = url
+			bo.next()
+			delay = time.Duration(c.jitter(int64(c.cfg.BackoffMin) + 1))
 		default:
 			redirects = 0
 			delay = bo.next()
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-sctx.Done():
-			t.Stop()
-		case <-t.C:
+		if !c.wait(sctx, delay) {
+			continue // stopped: the loop's first check returns
 		}
 	}
+}
+
+// target returns the URL to connect to: the configured one, or
+// dispatch's answer. When dispatch names the very node to avoid (the
+// region has no other for this device right now), the backoff is waited
+// first: that node just failed.
+func (c *Client) target(ctx context.Context, avoid string, bo *backoff) (string, error) {
+	if c.cfg.Dispatch == nil {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.cfg.URL, nil
+	}
+	u, err := c.cfg.Dispatch(ctx, avoid)
+	if err != nil {
+		return "", fmt.Errorf("%w: dispatch: %w", errNoAttempt, err)
+	}
+	if avoid != "" && u == avoid && !c.wait(ctx, bo.next()) {
+		return "", ctx.Err()
+	}
+	return u, nil
+}
+
+// wait sleeps for d and reports false if ctx ended first.
+func (c *Client) wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// nodeFailed reports whether a session ended because its node failed the
+// device, rather than because of the device or the server's deliberate
+// choice: the dial or handshake failed, the connection was lost, or the
+// node refused for now (starting, busy, draining).
+func nodeFailed(err error) bool {
+	var refused *RefusedError
+	switch {
+	case errors.As(err, &refused):
+		return refused.Code == wire.CodeUnavailable || refused.Code == wire.CodeDraining
+	case errors.Is(err, errWelcomed):
+		return errors.Is(err, errConnLost)
+	case errors.Is(err, errNoAttempt):
+		return false
+	}
+	return true
 }
 
 // stopped returns why Run must not make another attempt: ctx's error or
@@ -406,6 +501,14 @@ const drainJitter = 3 * time.Second
 // Run resets its backoff.
 var errWelcomed = errors.New("session ended")
 
+// errConnLost wraps, with errWelcomed, the end of a session whose
+// connection failed (as opposed to one the server ended).
+var errConnLost = errors.New("connection lost")
+
+// errNoAttempt wraps a failure before any node was tried (dispatch, or
+// the token function), which says nothing about a node.
+var errNoAttempt = errors.New("no node tried")
+
 // redirectError asks Run to reconnect to addr (drain and redirect).
 type redirectError struct {
 	addr string
@@ -414,23 +517,13 @@ type redirectError struct {
 
 func (e *redirectError) Error() string { return "server asked to reconnect to " + e.addr }
 
-// session runs one connection from dial to its end.
-func (c *Client) session(ctx context.Context) error {
-	c.mu.Lock()
-	url := c.cfg.URL
-	c.mu.Unlock()
-	if c.cfg.Dispatch != nil {
-		u, err := c.cfg.Dispatch(ctx)
-		if err != nil {
-			return fmt.Errorf("dispatch: %w", err)
-		}
-		url = u
-	}
+// session runs one connection to url from dial to its end.
+func (c *Client) session(ctx context.Context, url string) error {
 	tok := c.cfg.Token
 	if c.cfg.TokenFunc != nil {
 		t, err := c.cfg.TokenFunc(ctx)
 		if err != nil {
-			return fmt.Errorf("token: %w", err)
+			return fmt.Errorf("%w: token: %w", errNoAttempt, err)
 		}
 		tok = t
 	}
@@ -549,7 +642,7 @@ func (c *Client) session(ctx context.Context) error {
 		_ = conn.setReadDeadline(time.Now().Add(2*hb + hb/2))
 		f, err := conn.readFrame()
 		if err != nil {
-			return fmt.Errorf("%w: %w", errWelcomed, err)
+			return fmt.Errorf("%w: %w: %w", errWelcomed, errConnLost, err)
 		}
 		if err := c.onFrame(conn, f); err != nil {
 			return err

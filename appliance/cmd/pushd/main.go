@@ -85,7 +85,8 @@ func run(c *cli.Context) error {
 	// The narrative of a start: dev mode brings its own Redis; the Raft
 	// metadata store opens (and bootstraps a new region); the node starts
 	// listening; it registers itself as a member; dev mode seeds its app;
-	// systemd hears READY once all of that holds.
+	// the node's metadata catches up with the region's; systemd hears
+	// READY once all of that holds.
 	var dev *devRegion
 	if opts.Dev {
 		if dev, err = startDevRegion(ctx, &opts, log); err != nil {
@@ -143,6 +144,13 @@ func run(c *cli.Context) error {
 		if err := dev.announce(node, adminToken); err != nil {
 			log.Error("write dev region info", "err", err)
 		}
+	}
+	// Ready only once the node's metadata holds what the region had
+	// committed: a node serving before that refuses valid keys and apps.
+	select {
+	case <-node.Ready():
+	case <-ctx.Done():
+		return nil
 	}
 	notifyReady(log)
 	<-ctx.Done()
