@@ -49,6 +49,7 @@ type options struct {
 	InboxTTL    time.Duration `json:"inbox-ttl"`
 
 	Heartbeat    time.Duration `json:"heartbeat"`
+	NodeTTL      time.Duration `json:"node-ttl"`
 	MaxFrame     int           `json:"max-frame"`
 	MaxConns     int           `json:"max-conns"`
 	ConnectRate  float64       `json:"connect-rate"`
@@ -91,6 +92,7 @@ func flags() []cli.Flag {
 		&cli.Int64Flag{Name: "inbox-max-len", Value: 1000, Usage: "unacked messages kept per device", EnvVars: env("INBOX_MAX_LEN")},
 		&cli.DurationFlag{Name: "inbox-ttl", Value: 72 * time.Hour, Usage: "how long an idle inbox (and any message) is kept", EnvVars: env("INBOX_TTL")},
 		&cli.DurationFlag{Name: "heartbeat", Value: 30 * time.Second, Usage: "device PING interval; two missed close the connection", EnvVars: env("HEARTBEAT")},
+		&cli.DurationFlag{Name: "node-ttl", Value: 10 * time.Second, Usage: "how long a node may miss its heartbeats (one a second) before the others take it for dead and take over its deliveries; the same on every node", EnvVars: env("NODE_TTL")},
 		&cli.IntFlag{Name: "max-frame", Value: 16 << 10, Usage: "largest frame a device may send (bytes, ≤ 65536)", EnvVars: env("MAX_FRAME")},
 		&cli.IntFlag{Name: "max-conns", Value: 1_000_000, Usage: "device connections this node accepts", EnvVars: env("MAX_CONNS")},
 		&cli.Float64Flag{Name: "connect-rate", Value: 20, Usage: "new connections per second per source IP (negative: no limit)", EnvVars: env("CONNECT_RATE")},
@@ -130,7 +132,7 @@ func loadOptions(c *cli.Context) (options, error) {
 		str(dst, name)
 	}
 	for name, dst := range map[string]*time.Duration{
-		"inbox-ttl": &o.InboxTTL, "heartbeat": &o.Heartbeat, "ack-timeout": &o.AckTimeout, "drain-timeout": &o.DrainTimeout,
+		"inbox-ttl": &o.InboxTTL, "heartbeat": &o.Heartbeat, "node-ttl": &o.NodeTTL, "ack-timeout": &o.AckTimeout, "drain-timeout": &o.DrainTimeout,
 	} {
 		if c.IsSet(name) || *dst == 0 {
 			*dst = c.Duration(name)
@@ -188,6 +190,8 @@ func loadOptions(c *cli.Context) (options, error) {
 		return o, fmt.Errorf("--join adds this node to an existing region; it goes with neither --bootstrap nor --dev")
 	case o.Join != "" && o.JoinToken == "":
 		return o, fmt.Errorf("--join needs --join-token (an admin-role token of the region)")
+	case o.NodeTTL < 3*time.Second:
+		return o, fmt.Errorf("--node-ttl %s: must be at least 3s (a node heartbeats every second)", o.NodeTTL)
 	case o.GCPercent < 10 || o.GCPercent > 1000:
 		return o, fmt.Errorf("--gc-percent %d: must be 10..1000", o.GCPercent)
 	case o.Weight < 0 || o.Weight > 1000:
@@ -205,6 +209,7 @@ func decodeStrict(b []byte, o *options) error {
 		*fileOptions
 		InboxTTL     string `json:"inbox-ttl"`
 		Heartbeat    string `json:"heartbeat"`
+		NodeTTL      string `json:"node-ttl"`
 		AckTimeout   string `json:"ack-timeout"`
 		DrainTimeout string `json:"drain-timeout"`
 	}{fileOptions: (*fileOptions)(o)}
@@ -217,7 +222,7 @@ func decodeStrict(b []byte, o *options) error {
 		s   string
 		dst *time.Duration
 		key string
-	}{{aux.InboxTTL, &o.InboxTTL, "inbox-ttl"}, {aux.Heartbeat, &o.Heartbeat, "heartbeat"},
+	}{{aux.InboxTTL, &o.InboxTTL, "inbox-ttl"}, {aux.Heartbeat, &o.Heartbeat, "heartbeat"}, {aux.NodeTTL, &o.NodeTTL, "node-ttl"},
 		{aux.AckTimeout, &o.AckTimeout, "ack-timeout"}, {aux.DrainTimeout, &o.DrainTimeout, "drain-timeout"}} {
 		if d.s == "" {
 			continue
@@ -261,5 +266,5 @@ func (o *options) nodeConfig() (appliance.Config, error) {
 }
 
 func (o *options) streamsConfig() streams.Config {
-	return streams.Config{InboxMaxLen: o.InboxMaxLen, InboxTTL: o.InboxTTL}
+	return streams.Config{InboxMaxLen: o.InboxMaxLen, InboxTTL: o.InboxTTL, NodeTTL: o.NodeTTL}
 }
