@@ -20,13 +20,17 @@ import (
 	"github.com/pushd/pushd/streams/streamstest"
 )
 
-// startRegion runs three pushd processes around one redis-server and
-// returns them with the region's admin token.
-func startRegion(t *testing.T) ([]*node, string) {
+// startRegion runs three pushd processes around one redis-server, each
+// with flags on every start, and returns them with the region's admin
+// token and Redis URL.
+func startRegion(t *testing.T, flags ...string) ([]*node, string, string) {
 	t.Helper()
 	srv := streamstest.StartRedis(t)
 	redisURL := "redis://" + srv.Addr() + "/0"
 	nodes := []*node{newNode(t, "n1"), newNode(t, "n2"), newNode(t, "n3")}
+	for _, n := range nodes {
+		n.flags = flags
+	}
 	nodes[0].start(t, redisURL, "--bootstrap")
 	var tok string
 	poll.Until(t, 30*time.Second, func() error {
@@ -53,7 +57,28 @@ func startRegion(t *testing.T) ([]*node, string) {
 		}
 		return nil
 	})
-	return nodes, tok
+	// Every node's dispatch must know all three (ready, taking devices)
+	// before devices come.
+	poll.Until(t, 30*time.Second, func() error {
+		for _, n := range nodes {
+			seen := map[string]bool{}
+			for i := 0; i < 60; i++ {
+				resp, err := http.Get(fmt.Sprintf("http://%s/v1/dispatch?app=probe&device=probe-%d", n.addr("ws"), i))
+				if err != nil {
+					return err
+				}
+				var a struct{ Node string }
+				_ = json.NewDecoder(resp.Body).Decode(&a)
+				resp.Body.Close()
+				seen[a.Node] = true
+			}
+			if len(seen) != 3 {
+				return fmt.Errorf("dispatch on %s knows %d nodes", n.id, len(seen))
+			}
+		}
+		return nil
+	})
+	return nodes, tok, redisURL
 }
 
 // TestChaos_NodeKilledDuringPushes is T2 at the scale of this machine:
@@ -66,7 +91,7 @@ func TestChaos_NodeKilledDuringPushes(t *testing.T) {
 		t.Skip("kills a pushd process in the middle of a push run")
 	}
 	const devices, messages = 150, 40
-	nodes, adminTok := startRegion(t)
+	nodes, adminTok, _ := startRegion(t)
 
 	code, raw := admin(t, nodes[0], http.MethodPost, "/v1/admin/apps", adminTok, map[string]any{"id": "chaos"})
 	if code != http.StatusOK {
@@ -98,27 +123,6 @@ func TestChaos_NodeKilledDuringPushes(t *testing.T) {
 	dispatch := func(device string) func(context.Context, string) (string, error) {
 		return client.DispatchFrom(bases, "chaos", device, false)
 	}
-
-	// Every node's dispatch must know the other two before devices come.
-	poll.Until(t, 10*time.Second, func() error {
-		for _, n := range nodes {
-			seen := map[string]bool{}
-			for i := 0; i < 60; i++ {
-				resp, err := http.Get(fmt.Sprintf("http://%s/v1/dispatch?app=chaos&device=probe-%d", n.addr("ws"), i))
-				if err != nil {
-					return err
-				}
-				var a struct{ Node string }
-				_ = json.NewDecoder(resp.Body).Decode(&a)
-				resp.Body.Close()
-				seen[a.Node] = true
-			}
-			if len(seen) != 3 {
-				return fmt.Errorf("dispatch on %s knows %d nodes", n.id, len(seen))
-			}
-		}
-		return nil
-	})
 
 	type inbox struct {
 		mu  sync.Mutex

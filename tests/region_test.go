@@ -24,8 +24,10 @@ import (
 type node struct {
 	id, dir string
 	ports   map[string]int
-	cmd     *exec.Cmd
-	logs    *logBuffer
+	// flags are passed on every start, restarts included.
+	flags []string
+	cmd   *exec.Cmd
+	logs  *logBuffer
 	// down is set before the process is killed, for goroutines that pick
 	// a live node while the test kills one.
 	down atomic.Bool
@@ -64,7 +66,8 @@ func (n *node) start(t *testing.T, redisURL string, extra ...string) {
 	t.Helper()
 	args := append([]string{"--node-id", n.id, "--data-dir", n.dir, "--redis", redisURL,
 		"--ws-addr", n.addr("ws"), "--tcp-addr", n.addr("tcp"), "--push-addr", n.addr("push"),
-		"--admin-addr", n.addr("admin"), "--raft-addr", n.addr("raft"), "--connect-rate", "-1"}, extra...)
+		"--admin-addr", n.addr("admin"), "--raft-addr", n.addr("raft"), "--connect-rate", "-1"}, n.flags...)
+	args = append(args, extra...)
 	n.logs.Reset()
 	n.down.Store(false)
 	n.cmd = exec.Command(filepath.Join(bin, "pushd"), args...)
@@ -80,11 +83,23 @@ func (n *node) start(t *testing.T, redisURL string, extra ...string) {
 	})
 }
 
-func (n *node) kill() {
+func (n *node) kill() { n.stop(syscall.SIGKILL) }
+
+// stop ends the process with sig (SIGKILL, or SIGTERM for a graceful
+// shutdown) and waits for it to exit.
+func (n *node) stop(sig syscall.Signal) {
 	n.down.Store(true)
 	if n.cmd != nil && n.cmd.ProcessState == nil {
-		_ = n.cmd.Process.Signal(syscall.SIGKILL)
+		_ = n.cmd.Process.Signal(sig)
 		_ = n.cmd.Wait()
+	}
+}
+
+// signal sends sig (SIGSTOP, SIGCONT) to the running process.
+func (n *node) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("%v to %s: %v", sig, n.id, err)
 	}
 }
 
