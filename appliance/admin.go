@@ -226,9 +226,14 @@ func (n *Node) serveWrite(ctx context.Context, w http.ResponseWriter, c *adminCa
 				return
 			}
 		}
-		if !waitRetry(ctx, changes, pause) {
+		switch waitRetry(ctx, changes, pause) {
+		case waitDeadline:
 			last.msg = fmt.Sprintf("no leader took the write within %s: %s", writeTimeout(c.r), last.msg)
 			writeError(w, last)
+			return
+		case waitClosed:
+			writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "unavailable", retryAfter: time.Second,
+				msg: "this node's region metadata is closed (shutting down): " + last.msg})
 			return
 		}
 		pause = min(2*pause, writeRetryMax)
@@ -244,18 +249,33 @@ func leadershipMoved(err error) bool {
 
 // waitRetry pauses before the next attempt of a write: for pause, or
 // until the metadata changes (a leader change among them), whichever
-// comes first. False when ctx ends first.
-func waitRetry(ctx context.Context, changes <-chan struct{}, pause time.Duration) bool {
+// comes first. It says why it stopped waiting: time to try again, the
+// write's deadline, or the metadata store closing.
+func waitRetry(ctx context.Context, changes <-chan struct{}, pause time.Duration) waitResult {
 	t := time.NewTimer(pause)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false
-	case <-changes:
+		return waitDeadline
+	case _, ok := <-changes:
+		if !ok {
+			return waitClosed
+		}
 	case <-t.C:
 	}
-	return ctx.Err() == nil
+	if ctx.Err() != nil {
+		return waitDeadline
+	}
+	return waitAgain
 }
+
+type waitResult int
+
+const (
+	waitAgain waitResult = iota
+	waitDeadline
+	waitClosed
+)
 
 // forwarded is the leader's answer to a forwarded write.
 type forwarded struct {
