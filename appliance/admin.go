@@ -23,12 +23,43 @@ import (
 
 // The admin API: docs/admin-api.md. Reads are answered locally from the
 // replicated state. Writes become Raft commands carrying the caller's
-// token id (the audit actor) and request id; on a follower they are
-// forwarded to the leader by forwardToLeader, the one forwarding idiom of
-// the node, and a forwarded request is never forwarded again.
+// token id (the audit actor) and request id, and run where the leader is
+// (serveWrite): here when this node leads, else forwarded to the leader
+// by forward, the one forwarding idiom of the node. Through an election
+// a write waits for the next leader, up to its deadline; the request id
+// makes sending it again safe, and a bound on hops keeps a request from
+// chasing a moving leader for ever.
 
-// forwardedHeader marks a request a node forwarded to the leader.
-const forwardedHeader = "X-Pushd-Forwarded-By"
+const (
+	// forwardedHeader lists the nodes that forwarded a request, comma
+	// separated, oldest first: its length is the request's hop count.
+	forwardedHeader = "X-Pushd-Forwarded-By"
+	// timeLeftHeader carries, on a forwarded request, the milliseconds
+	// left of the write's deadline (less forwardSlack): the next node
+	// waits no longer than that.
+	timeLeftHeader = "X-Pushd-Time-Left-Ms"
+
+	// adminWriteTimeout bounds an admin write from the moment a node
+	// takes it: waiting for a leader, forwarding, and the Raft commit.
+	adminWriteTimeout = 10 * time.Second
+	// adminReadTimeout bounds a read.
+	adminReadTimeout = 10 * time.Second
+	// maxForwardHops is how many times a write may be forwarded: once
+	// normally, again by a node that was no longer the leader when it
+	// arrived, and so on up to this many.
+	maxForwardHops = 3
+	// forwardSlack is kept back from the deadline a forwarded request
+	// carries, so the next node's answer gets back before this one's
+	// deadline passes.
+	forwardSlack = 250 * time.Millisecond
+	// writeRetryMin and writeRetryMax bound the pause between two
+	// attempts of a write waiting for a leader; a leader change ends the
+	// pause early.
+	writeRetryMin = 20 * time.Millisecond
+	writeRetryMax = 500 * time.Millisecond
+	// maxForwardAnswer bounds a forwarded answer held in memory.
+	maxForwardAnswer = 1 << 20
+)
 
 const maxAdminBody = 64 << 10
 
@@ -51,17 +82,17 @@ func (n *Node) adminMux() http.Handler {
 	read("GET /v1/admin/status", n.adminStatus)
 	read("GET /v1/admin/local", n.adminLocal)
 	write("POST /v1/admin/nodes/join", raftmeta.RoleAdmin, n.adminJoin)
-	write("POST /v1/admin/nodes/{id}/remove", raftmeta.RoleAdmin, n.adminRemove)
+	write("POST /v1/admin/nodes/{id}/remove", raftmeta.RoleAdmin, noBody(n.adminRemove))
 	write("POST /v1/admin/nodes/{id}/drain", raftmeta.RoleOperator, n.adminDrain)
 	write("POST /v1/admin/nodes/{id}/weight", raftmeta.RoleOperator, n.adminWeight)
 
 	read("GET /v1/admin/apps", n.adminApps)
 	write("POST /v1/admin/apps", raftmeta.RoleAdmin, n.adminCreateApp)
-	write("POST /v1/admin/apps/{id}/rotate-secret", raftmeta.RoleAdmin, n.adminRotateSecret)
-	write("POST /v1/admin/apps/{id}/api-keys", raftmeta.RoleAdmin, n.adminAddAPIKey)
-	write("DELETE /v1/admin/apps/{id}/api-keys/{key}", raftmeta.RoleAdmin, n.adminRevokeAPIKey)
+	write("POST /v1/admin/apps/{id}/rotate-secret", raftmeta.RoleAdmin, noBody(n.adminRotateSecret))
+	write("POST /v1/admin/apps/{id}/api-keys", raftmeta.RoleAdmin, noBody(n.adminAddAPIKey))
+	write("DELETE /v1/admin/apps/{id}/api-keys/{key}", raftmeta.RoleAdmin, noBody(n.adminRevokeAPIKey))
 	write("POST /v1/admin/apps/{id}/limits", raftmeta.RoleAdmin, n.adminSetLimits)
-	write("DELETE /v1/admin/apps/{id}", raftmeta.RoleAdmin, n.adminDeleteApp)
+	write("DELETE /v1/admin/apps/{id}", raftmeta.RoleAdmin, noBody(n.adminDeleteApp))
 
 	read("GET /v1/admin/degrade", n.adminDegrade)
 	write("POST /v1/admin/degrade", raftmeta.RoleOperator, n.adminSetDegrade)
@@ -72,7 +103,7 @@ func (n *Node) adminMux() http.Handler {
 
 	mux.Handle("GET /v1/admin/tokens", n.admin(raftmeta.RoleAdmin, false, n.adminTokens))
 	write("POST /v1/admin/tokens", raftmeta.RoleAdmin, n.adminCreateToken)
-	write("DELETE /v1/admin/tokens/{id}", raftmeta.RoleAdmin, n.adminRevokeToken)
+	write("DELETE /v1/admin/tokens/{id}", raftmeta.RoleAdmin, noBody(n.adminRevokeToken))
 
 	read("GET /v1/admin/audit", n.adminAudit)
 	// Profiles of this node, for admins only: they expose memory contents.
@@ -88,7 +119,7 @@ func (n *Node) adminMux() http.Handler {
 }
 
 // admin wraps a handler with authentication, the role check, body
-// reading, leader forwarding for writes, and error mapping.
+// reading, and error mapping; writes go through serveWrite.
 func (n *Node) admin(role raftmeta.Role, write bool, h adminHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -101,9 +132,9 @@ func (n *Node) admin(role raftmeta.Role, write bool, h adminHandler) http.Handle
 			writeError(w, &apiError{status: http.StatusForbidden, code: "forbidden", msg: fmt.Sprintf("this call needs the %s role; the token has %s", role, have)})
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+		body, err := readBody(r, maxAdminBody)
 		if err != nil {
-			writeError(w, badRequest("bad_json", "read body: %v", err))
+			writeError(w, err.(*apiError))
 			return
 		}
 		c := &adminCall{r: r, body: body, actor: id, requestID: r.Header.Get("X-Request-ID")}
@@ -111,26 +142,232 @@ func (n *Node) admin(role raftmeta.Role, write bool, h adminHandler) http.Handle
 			if c.requestID == "" {
 				c.requestID = raftmeta.NewRequestID()
 			}
-			if !n.meta.IsLeader() {
-				n.forwardToLeader(w, c)
-				return
-			}
+			ctx, cancel := context.WithTimeout(r.Context(), writeTimeout(r))
+			defer cancel()
+			n.serveWrite(ctx, w, c, h)
+			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), adminReadTimeout)
 		defer cancel()
 		out, err := h(ctx, c)
 		if err != nil {
-			if write && errors.Is(err, raftmeta.ErrNotLeader) && r.Header.Get(forwardedHeader) == "" {
-				// Leadership moved while we handled it: the request id
-				// makes sending it on safe.
-				n.forwardToLeader(w, c)
-				return
-			}
 			writeError(w, adminError(err))
 			return
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
+}
+
+// writeTimeout is how long a write taken by this node may take: the
+// node's own bound, or less when the node that forwarded it said so.
+func writeTimeout(r *http.Request) time.Duration {
+	d := adminWriteTimeout
+	if ms, err := strconv.ParseInt(r.Header.Get(timeLeftHeader), 10, 64); err == nil && ms >= 0 {
+		d = min(d, time.Duration(ms)*time.Millisecond)
+	}
+	return d
+}
+
+// hops is how many times the call was forwarded before it reached this
+// node.
+func (c *adminCall) hops() int {
+	chain := c.r.Header.Get(forwardedHeader)
+	if chain == "" {
+		return 0
+	}
+	return strings.Count(chain, ",") + 1
+}
+
+// serveWrite runs a write on the leader: here when this node leads,
+// forwarded otherwise. While no leader is known or reachable (an
+// election), and when leadership moves away from this node in the middle
+// of the write, it waits for the next leader and tries again with the
+// same request id, which the FSM applies at most once, until ctx's
+// deadline. Only then does it answer 503: not_leader when no leader
+// could be reached, unavailable when one took the write but could not
+// commit it in time.
+func (n *Node) serveWrite(ctx context.Context, w http.ResponseWriter, c *adminCall, h adminHandler) {
+	changes, unsubscribe := n.meta.Changes()
+	defer unsubscribe()
+	var last *apiError // the answer if the deadline passes
+	pause := writeRetryMin
+	for {
+		if n.meta.IsLeader() {
+			out, err := h(ctx, c)
+			if err == nil {
+				writeJSON(w, http.StatusOK, out)
+				return
+			}
+			if !leadershipMoved(err) || ctx.Err() != nil {
+				writeError(w, adminError(err))
+				return
+			}
+			last = adminError(err)
+			n.log.Info("admin write: leadership moved while it was applied; sending it to the next leader", "request_id", c.requestID, "err", err)
+		} else if leader, ok := n.meta.LeaderMember(); !ok || leader.ID == n.cfg.NodeID || leader.AdminAddr == "" {
+			last = &apiError{status: http.StatusServiceUnavailable, code: "not_leader", msg: "no leader known right now; retry", retryAfter: time.Second}
+		} else if c.hops() >= maxForwardHops {
+			writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "not_leader", retryAfter: time.Second,
+				msg: fmt.Sprintf("forwarded %d times and this node (%s) does not lead either: leadership keeps moving; retry", c.hops(), n.cfg.NodeID)})
+			return
+		} else {
+			ans, err := n.forward(ctx, c, leader)
+			switch {
+			case err != nil:
+				last = &apiError{status: http.StatusServiceUnavailable, code: "not_leader", msg: "leader " + leader.ID + " unreachable: " + err.Error(), retryAfter: time.Second}
+			case ans.status == http.StatusServiceUnavailable && ans.code == "not_leader" && c.hops() == 0:
+				// It lost leadership and found no leader to send it on
+				// to within its hops: this node's view may be better by
+				// now. Only the node the caller asked tries again, so a
+				// chain of forwards does not multiply attempts.
+				last = &apiError{status: ans.status, code: ans.code, msg: "forwarded to " + leader.ID + ": " + ans.msg, retryAfter: time.Second}
+			default:
+				ans.write(w)
+				return
+			}
+		}
+		switch waitRetry(ctx, changes, pause) {
+		case waitDeadline:
+			last.msg = fmt.Sprintf("no leader took the write within %s: %s", writeTimeout(c.r), last.msg)
+			writeError(w, last)
+			return
+		case waitClosed:
+			writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "unavailable", retryAfter: time.Second,
+				msg: "this node's region metadata is closed (shutting down): " + last.msg})
+			return
+		}
+		pause = min(2*pause, writeRetryMax)
+	}
+}
+
+// leadershipMoved reports whether a write failed because this node
+// stopped leading while it ran: tried again on the next leader with the
+// same request id, it is applied once.
+func leadershipMoved(err error) bool {
+	return errors.Is(err, raftmeta.ErrNotLeader) || errors.Is(err, raftmeta.ErrLeadershipLost)
+}
+
+// waitRetry pauses before the next attempt of a write: for pause, or
+// until the metadata changes (a leader change among them), whichever
+// comes first. It says why it stopped waiting: time to try again, the
+// write's deadline, or the metadata store closing.
+func waitRetry(ctx context.Context, changes <-chan struct{}, pause time.Duration) waitResult {
+	t := time.NewTimer(pause)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return waitDeadline
+	case _, ok := <-changes:
+		if !ok {
+			return waitClosed
+		}
+	case <-t.C:
+	}
+	if ctx.Err() != nil {
+		return waitDeadline
+	}
+	return waitAgain
+}
+
+type waitResult int
+
+const (
+	waitAgain waitResult = iota
+	waitDeadline
+	waitClosed
+)
+
+// forwarded is the leader's answer to a forwarded write.
+type forwarded struct {
+	status    int
+	header    http.Header
+	body      []byte
+	code, msg string // of an error answer
+}
+
+func (a *forwarded) write(w http.ResponseWriter) {
+	for _, h := range []string{"Content-Type", "Retry-After"} {
+		if v := a.header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	w.WriteHeader(a.status)
+	_, _ = w.Write(a.body)
+}
+
+// forward sends the call to the leader's admin API with its request id,
+// this node added to its forwarded-by chain and what is left of its
+// deadline, and returns the answer. It gives up on the leader, with an
+// error, if the region's leader changes while it waits: the write is
+// then sent to the next one, and its request id makes that safe whether
+// or not the first got it.
+func (n *Node) forward(ctx context.Context, c *adminCall, leader raftmeta.Member) (*forwarded, error) {
+	dl, _ := ctx.Deadline()
+	left := time.Until(dl) - forwardSlack
+	if left <= 0 {
+		return nil, context.DeadlineExceeded
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// Watch for the leader changing under the request.
+	changes, unsubscribe := n.meta.Changes()
+	defer unsubscribe()
+	watched := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-done:
+				return
+			case _, ok := <-changes:
+				if !ok {
+					return
+				}
+				if now, ok := n.meta.LeaderMember(); !ok || now.ID != leader.ID {
+					cancel(fmt.Errorf("leadership moved from %s while the request was on its way", leader.ID))
+					return
+				}
+			}
+		}
+	}()
+	defer func() { close(done); <-watched }()
+
+	req, err := http.NewRequestWithContext(ctx, c.r.Method, "http://"+leader.AdminAddr+c.r.URL.RequestURI(), bytes.NewReader(c.body))
+	if err != nil {
+		return nil, err
+	}
+	chain := n.cfg.NodeID
+	if prev := c.r.Header.Get(forwardedHeader); prev != "" {
+		chain = prev + "," + chain
+	}
+	req.Header.Set("Authorization", c.r.Header.Get("Authorization"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Request-ID", c.requestID)
+	req.Header.Set(forwardedHeader, chain)
+	req.Header.Set(timeLeftHeader, strconv.FormatInt(left.Milliseconds(), 10))
+	resp, err := n.adminClient.Do(req)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			return nil, cause
+		}
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxForwardAnswer))
+	if err != nil {
+		return nil, fmt.Errorf("read %s's answer: %w", leader.ID, err)
+	}
+	a := &forwarded{status: resp.StatusCode, header: resp.Header, body: body}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil {
+			a.code, a.msg = e.Error.Code, e.Error.Message
+		}
+	}
+	return a, nil
 }
 
 // adminOnly guards a plain handler with the admin role.
@@ -147,41 +384,6 @@ func (n *Node) adminOnly(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 		}
 	})
-}
-
-// forwardToLeader relays a write to the leader's admin API and copies its
-// answer back. A request that was itself forwarded is not sent on: the
-// caller retries once a leader is known.
-func (n *Node) forwardToLeader(w http.ResponseWriter, c *adminCall) {
-	leader, ok := n.meta.LeaderMember()
-	if c.r.Header.Get(forwardedHeader) != "" || !ok || leader.AdminAddr == "" || leader.ID == n.cfg.NodeID {
-		writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "not_leader", msg: "no leader known right now; retry", retryAfter: time.Second})
-		return
-	}
-	ctx, cancel := context.WithTimeout(c.r.Context(), 15*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, c.r.Method, "http://"+leader.AdminAddr+c.r.URL.RequestURI(), bytes.NewReader(c.body))
-	if err != nil {
-		writeError(w, adminError(err))
-		return
-	}
-	req.Header.Set("Authorization", c.r.Header.Get("Authorization"))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Request-ID", c.requestID)
-	req.Header.Set(forwardedHeader, n.cfg.NodeID)
-	resp, err := n.adminClient.Do(req)
-	if err != nil {
-		writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "not_leader", msg: "leader " + leader.ID + " unreachable: " + err.Error(), retryAfter: time.Second})
-		return
-	}
-	defer resp.Body.Close()
-	for _, h := range []string{"Content-Type", "Retry-After"} {
-		if v := resp.Header.Get(h); v != "" {
-			w.Header().Set(h, v)
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, resp.Body)
 }
 
 // adminError maps an error to its HTTP answer.
@@ -204,20 +406,29 @@ func adminError(err error) *apiError {
 	return &apiError{status: http.StatusInternalServerError, code: "internal", msg: err.Error()}
 }
 
-// decode parses the call's JSON body strictly into v.
+// decode parses the call's JSON body strictly into v (decodeStrict: no
+// key twice, no unknown or miscased field, one value). An empty body is
+// an empty object.
 func (c *adminCall) decode(v any) error {
-	if len(bytes.TrimSpace(c.body)) == 0 {
-		c.body = []byte("{}")
+	body := c.body
+	if len(bytes.TrimSpace(body)) == 0 {
+		body = []byte("{}")
 	}
-	dec := json.NewDecoder(bytes.NewReader(c.body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := decodeStrict(body, v); err != nil {
 		return badRequest("bad_json", "body: %v", err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return badRequest("bad_json", "trailing data after the JSON object")
-	}
 	return nil
+}
+
+// noBody wraps a write that takes no body: it may send none or an empty
+// object, and any field in it is refused like an unknown field.
+func noBody(h adminHandler) adminHandler {
+	return func(ctx context.Context, c *adminCall) (any, error) {
+		if err := c.decode(&struct{}{}); err != nil {
+			return nil, err
+		}
+		return h(ctx, c)
+	}
 }
 
 // apply proposes cmd as the caller.

@@ -49,6 +49,8 @@ func FuzzPushRequest(f *testing.F) {
 	f.Add([]byte(`{"app":"app1","broadcast":true,"data":"x","idempotency_key":"k-1"}`))
 	f.Add([]byte(`{"app":"app1","devices":[],"data":null}`))
 	f.Add([]byte(`[1,2,3]`))
+	f.Add([]byte(`{"app":"noapp","app":"app1","devices":["d"],"data":"x"}`))
+	f.Add([]byte(`{"app":"app1","devices":["d"],"data":"x","priority":""}`))
 	n, err := New(testConfig(), Deps{})
 	if err != nil {
 		f.Fatal(err)

@@ -28,17 +28,20 @@ import (
 
 const maxPushBody = 256 << 10
 
+// pushRequest is the body of POST /v1/push. A pointer field is nil when
+// the field is absent or null; an optional string given as "" is refused,
+// never read as its default (see push).
 type pushRequest struct {
-	App            string   `json:"app"`
+	App            *string  `json:"app"`
 	Devices        []string `json:"devices"`
-	Group          string   `json:"group"`
+	Group          *string  `json:"group"`
 	Broadcast      bool     `json:"broadcast"`
-	Business       string   `json:"business"`
-	Priority       string   `json:"priority"`
+	Business       *string  `json:"business"`
+	Priority       *string  `json:"priority"`
 	TTL            *int64   `json:"ttl"`
 	Data           *string  `json:"data"`
 	DataBase64     *string  `json:"data_base64"`
-	IdempotencyKey string   `json:"idempotency_key"`
+	IdempotencyKey *string  `json:"idempotency_key"`
 }
 
 type pushResult struct {
@@ -127,7 +130,11 @@ func (n *Node) servePush(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// push validates and executes one push request.
+// push validates and executes one push request. The checks run in the
+// order docs/push-api.md gives ("Order of checks"), and the first that
+// fails answers: the node ready, method, content type, body size, JSON,
+// authentication, fields, targets, degrade, rate limit; only then is
+// anything stored.
 func (n *Node) push(r *http.Request) (*pushResponse, error) {
 	if !n.ready.Load() {
 		return nil, notReady
@@ -138,9 +145,13 @@ func (n *Node) push(r *http.Request) (*pushResponse, error) {
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		return nil, &apiError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", msg: "Content-Type must be application/json"}
 	}
-	var req pushRequest
-	if err := decodeJSON(r, &req); err != nil {
+	body, err := readBody(r, maxPushBody)
+	if err != nil {
 		return nil, err
+	}
+	var req pushRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return nil, badRequest("bad_json", "body is not a valid push request: %v", err)
 	}
 	app, err := n.authenticate(r, req.App)
 	if err != nil {
@@ -150,27 +161,8 @@ func (n *Node) push(r *http.Request) (*pushResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	targets := 0
-	switch {
-	case len(req.Devices) > 0:
-		targets++
-		if len(req.Devices) > n.cfg.MaxTargets {
-			return nil, badRequest("too_many_targets", "%d devices, at most %d per request", len(req.Devices), n.cfg.MaxTargets)
-		}
-	case req.Devices != nil:
-		return nil, badRequest("invalid_field", "devices is empty")
-	}
-	if req.Group != "" {
-		targets++
-		if !token.ValidID(req.Group) {
-			return nil, badRequest("invalid_field", "group must be 1-128 letters, digits or ._:-")
-		}
-	}
-	if req.Broadcast {
-		targets++
-	}
-	if targets != 1 {
-		return nil, badRequest("missing_field", "give exactly one of devices, group and broadcast")
+	if err := n.checkTargets(&req); err != nil {
+		return nil, err
 	}
 	if d := n.degrade.Load(); d.sheds(wire.Priority(msg.Priority), msg.Business) {
 		n.metrics.degradeRefused.Inc()
@@ -190,43 +182,90 @@ func (n *Node) push(r *http.Request) (*pushResponse, error) {
 		}
 	}
 	if len(req.Devices) == 0 {
-		group := broadcastGroup(app.id)
-		if req.Group != "" {
-			group = groupKey(app.id, req.Group)
+		group, name := broadcastGroup(app.id), ""
+		if req.Group != nil {
+			name = *req.Group
+			group = groupKey(app.id, name)
 		}
-		return n.pushGroup(r.Context(), msg, req.Group, group), nil
+		return n.pushGroup(r.Context(), msg, name, group), nil
 	}
 	return n.pushDevices(r.Context(), app.id, msg, req.Devices)
 }
 
-func decodeJSON(r *http.Request, v any) error {
-	body := http.MaxBytesReader(nil, r.Body, maxPushBody)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return &apiError{status: http.StatusRequestEntityTooLarge, code: "payload_too_large", msg: fmt.Sprintf("body over %d bytes", maxPushBody)}
-		}
-		return badRequest("bad_json", "body is not a valid push request: %v", err)
+// readBody reads the whole request body, refusing one over limit bytes
+// with 413 before anything looks at its content.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return nil, &apiError{status: http.StatusRequestEntityTooLarge, code: "payload_too_large", msg: fmt.Sprintf("body over %d bytes", limit)}
+	case err != nil:
+		return nil, badRequest("bad_json", "read body: %v", err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return badRequest("bad_json", "trailing data after the JSON object")
+	return body, nil
+}
+
+// checkTargets checks the request's targets: each one given must be
+// usable, and exactly one must be given. Device ids that are not valid
+// are answered one by one (rejected, invalid_device) as long as one valid
+// id is left to push to.
+func (n *Node) checkTargets(req *pushRequest) error {
+	targets := 0
+	if req.Devices != nil {
+		targets++
+		if len(req.Devices) == 0 {
+			return badRequest("invalid_field", "devices is empty")
+		}
+		if len(req.Devices) > n.cfg.MaxTargets {
+			return badRequest("too_many_targets", "%d devices, at most %d per request", len(req.Devices), n.cfg.MaxTargets)
+		}
+		seen := make(map[string]struct{}, len(req.Devices))
+		valid := 0
+		for _, d := range req.Devices {
+			if _, dup := seen[d]; dup {
+				return badRequest("invalid_field", "devices lists %q more than once", d)
+			}
+			seen[d] = struct{}{}
+			if token.ValidID(d) {
+				valid++
+			}
+		}
+		if valid == 0 {
+			return badRequest("invalid_field", "no device id in devices is valid: ids are 1-128 letters, digits or ._:-")
+		}
+	}
+	if req.Group != nil {
+		targets++
+		if !token.ValidID(*req.Group) {
+			return badRequest("invalid_field", "group must be 1-128 letters, digits or ._:-")
+		}
+	}
+	if req.Broadcast {
+		targets++
+	}
+	if targets != 1 {
+		return badRequest("missing_field", "give exactly one of devices, group and broadcast")
 	}
 	return nil
 }
 
-// authenticate checks the bearer API key against the named app.
-func (n *Node) authenticate(r *http.Request, appID string) (*appEntry, error) {
+// authenticate checks the bearer API key against the named app: a
+// missing key first (401), then the app (400 when absent or empty), then
+// whether the key is one of that app's (401 when not, or no such app).
+func (n *Node) authenticate(r *http.Request, appID *string) (*appEntry, error) {
 	unauthorized := &apiError{status: http.StatusUnauthorized, code: "unauthorized", msg: "missing or invalid API key for this app"}
 	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || key == "" {
 		return nil, unauthorized
 	}
-	if appID == "" {
+	switch {
+	case appID == nil:
 		return nil, badRequest("missing_field", "app is required")
+	case *appID == "":
+		return nil, badRequest("invalid_field", "app is empty")
 	}
-	app := n.apps.Load().apps[appID]
+	app := n.apps.Load().apps[*appID]
 	if app != nil && app.verifyAPIKey(key) {
 		return app, nil
 	}
@@ -242,27 +281,50 @@ func (n *Node) authenticate(r *http.Request, appID string) (*appEntry, error) {
 		return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
 			msg: "cannot reach the region's metadata to check this API key; retry", retryAfter: time.Second}
 	}
-	app = n.apps.Load().apps[appID]
+	app = n.apps.Load().apps[*appID]
 	if app == nil || !app.verifyAPIKey(key) {
 		return nil, unauthorized
 	}
 	return app, nil
 }
 
-// message builds the stored message from a validated request.
+// optionalID checks an optional identifier field: absent is fine, given
+// it must be 1-128 letters, digits or ._:- ("" included: it is refused,
+// not read as absent).
+func optionalID(name string, v *string) error {
+	switch {
+	case v == nil:
+		return nil
+	case *v == "":
+		return badRequest("invalid_field", "%s is empty: leave it out instead", name)
+	case !token.ValidID(*v):
+		return badRequest("invalid_field", "%s must be 1-128 letters, digits or ._:-", name)
+	}
+	return nil
+}
+
+// message builds the stored message from the request's fields, checked
+// in the order of their columns in docs/push-api.md.
 func (n *Node) message(app *appEntry, req *pushRequest) (streams.Message, error) {
 	var m streams.Message
-	if req.Business != "" {
-		if !token.ValidID(req.Business) {
-			return m, badRequest("invalid_field", "business must be 1-128 letters, digits or ._:-")
-		}
-		if _, ok := n.apps.Load().businessAllowed(app.id, []string{req.Business}); !ok {
-			return m, badRequest("invalid_field", "business %s is not enabled for app %s", req.Business, app.id)
-		}
+	if err := optionalID("business", req.Business); err != nil {
+		return m, err
 	}
-	prio, err := wire.ParsePriority(req.Priority)
-	if err != nil {
-		return m, badRequest("invalid_field", "%v", err)
+	if req.Business != nil {
+		if _, ok := n.apps.Load().businessAllowed(app.id, []string{*req.Business}); !ok {
+			return m, badRequest("invalid_field", "business %s is not enabled for app %s", *req.Business, app.id)
+		}
+		m.Business = *req.Business
+	}
+	prio := wire.PriorityNormal
+	if req.Priority != nil {
+		if *req.Priority == "" {
+			return m, badRequest("invalid_field", `priority is empty: give "low", "normal" or "high", or leave it out for normal`)
+		}
+		var err error
+		if prio, err = wire.ParsePriority(*req.Priority); err != nil {
+			return m, badRequest("invalid_field", "%v", err)
+		}
 	}
 	tun := n.tun.Load()
 	m.MaxLen = tun.inboxMaxLen
@@ -283,6 +345,7 @@ func (n *Node) message(app *appEntry, req *pushRequest) (streams.Message, error)
 	case req.Data != nil:
 		m.Payload = []byte(*req.Data)
 	case req.DataBase64 != nil:
+		var err error
 		if m.Payload, err = base64.StdEncoding.DecodeString(*req.DataBase64); err != nil {
 			return m, badRequest("invalid_field", "data_base64 is not base64: %v", err)
 		}
@@ -293,15 +356,15 @@ func (n *Node) message(app *appEntry, req *pushRequest) (streams.Message, error)
 		return m, &apiError{status: http.StatusRequestEntityTooLarge, code: "payload_too_large",
 			msg: fmt.Sprintf("payload is %d bytes, app %s allows %d", len(m.Payload), app.id, app.maxPayload)}
 	}
-	if req.IdempotencyKey != "" {
-		if !token.ValidID(req.IdempotencyKey) {
-			return m, badRequest("invalid_field", "idempotency_key must be 1-128 letters, digits or ._:-")
-		}
-		m.ID = idempotentMessageID(app.id, req.IdempotencyKey)
+	if err := optionalID("idempotency_key", req.IdempotencyKey); err != nil {
+		return m, err
+	}
+	if req.IdempotencyKey != nil {
+		m.ID = idempotentMessageID(app.id, *req.IdempotencyKey)
 	} else {
 		m.ID = newMessageID()
 	}
-	m.Business, m.Priority, m.Created = req.Business, streams.Priority(prio), time.Now()
+	m.Priority, m.Created = streams.Priority(prio), time.Now()
 	return m, nil
 }
 
@@ -494,7 +557,11 @@ func (n *Node) serveDevice(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{status: http.StatusMethodNotAllowed, code: "method_not_allowed", msg: "use GET"})
 		return
 	}
-	app, err := n.authenticate(r, r.URL.Query().Get("app"))
+	var appID *string
+	if q := r.URL.Query(); q.Has("app") {
+		appID = new(q.Get("app"))
+	}
+	app, err := n.authenticate(r, appID)
 	if err != nil {
 		writeError(w, err.(*apiError))
 		return

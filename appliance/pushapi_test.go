@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/streams"
 	"github.com/pushd/pushd/streams/streamstest"
@@ -107,6 +109,29 @@ func TestPushAPI_RejectsBadRequests(t *testing.T) {
 		{"bad idempotency key", "POST", `{"app":"app1","devices":["d"],"data":"x","idempotency_key":"a b"}`, nil, 400, "invalid_field"},
 		{"payload", "POST", `{"app":"app1","devices":["d"],"data":"` + big + `"}`, nil, 413, "payload_too_large"},
 		{"payload over the app's own limit", "POST", `{"app":"app2","devices":["d"],"data":"` + strings.Repeat("x", 8<<10+1) + `"}`, app2, 413, "payload_too_large"},
+
+		// Duplicate keys: the last one used to win, so a key check could
+		// be passed with one value and the push made with another.
+		{"app twice", "POST", `{"app":"app9","app":"app1","devices":["d"],"data":"x"}`, nil, 400, "bad_json"},
+		{"app twice, the same value", "POST", `{"app":"app1","app":"app1","devices":["d"],"data":"x"}`, nil, 400, "bad_json"},
+		{"app twice, one escaped", "POST", `{"app":"app9","\u0061pp":"app1","devices":["d"],"data":"x"}`, nil, 400, "bad_json"},
+		{"app twice, one miscased", "POST", `{"app":"app9","App":"app1","devices":["d"],"data":"x"}`, nil, 400, "bad_json"},
+		{"a miscased field", "POST", `{"APP":"app1","devices":["d"],"data":"x"}`, nil, 400, "bad_json"},
+		{"priority twice", "POST", `{"app":"app1","devices":["d"],"data":"x","priority":"low","priority":"high"}`, nil, 400, "bad_json"},
+		{"a duplicate key in a nested object", "POST", `{"app":"app1","devices":[{"a":1,"a":2}],"data":"x"}`, nil, 400, "bad_json"},
+		{"not UTF-8", "POST", "{\"app\":\"app1\",\"devices\":[\"d\"],\"data\":\"\xff\"}", nil, 400, "bad_json"},
+		{"nested too deeply", "POST", `{"app":"app1","devices":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `,"data":"x"}`, nil, 400, "bad_json"},
+
+		// "" is refused, never read as the default.
+		{"empty app", "POST", `{"app":"","devices":["d"],"data":"x"}`, nil, 400, "invalid_field"},
+		{"empty priority", "POST", `{"app":"app1","devices":["d"],"data":"x","priority":""}`, nil, 400, "invalid_field"},
+		{"empty business", "POST", `{"app":"app1","devices":["d"],"data":"x","business":""}`, nil, 400, "invalid_field"},
+		{"empty idempotency key", "POST", `{"app":"app1","devices":["d"],"data":"x","idempotency_key":""}`, nil, 400, "invalid_field"},
+		{"empty group", "POST", `{"app":"app1","group":"","data":"x"}`, nil, 400, "invalid_field"},
+		{"empty group beside devices", "POST", `{"app":"app1","devices":["d"],"group":"","data":"x"}`, nil, 400, "invalid_field"},
+		{"only an empty device id", "POST", `{"app":"app1","devices":[""],"data":"x"}`, nil, 400, "invalid_field"},
+		{"no valid device id", "POST", `{"app":"app1","devices":["a b","","x/y"],"data":"x"}`, nil, 400, "invalid_field"},
+		{"a device listed twice", "POST", `{"app":"app1","devices":["d","e","d"],"data":"x"}`, nil, 400, "invalid_field"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -134,6 +159,10 @@ func TestPushAPI_RejectsBadRequests(t *testing.T) {
 		{"ttl at the maximum", `{"app":"app1","devices":["d"],"data":"x","ttl":3600}`, nil},
 		{"an enabled business", `{"app":"app2","devices":["d"],"data":"x","business":"chat"}`, app2},
 		{"payload within the app's own limit", `{"app":"app2","devices":["d"],"data":"` + big + `"}`, app2},
+		// null is the field left out; an empty payload is a message.
+		{"nulls for absent fields", `{"app":"app1","devices":["d"],"data":"x","priority":null,"business":null,"group":null,"ttl":null,"data_base64":null,"idempotency_key":null}`, nil},
+		{"an empty payload", `{"app":"app1","devices":["d"],"data":""}`, nil},
+		{"an empty base64 payload", `{"app":"app1","devices":["d"],"data_base64":""}`, nil},
 	} {
 		if a := postPush(t, n, "POST", c.body, c.hdr); a.status != http.StatusOK {
 			t.Errorf("%s: HTTP %d %s", c.name, a.status, a.body)
@@ -141,9 +170,10 @@ func TestPushAPI_RejectsBadRequests(t *testing.T) {
 	}
 
 	// A bad device id among good ones is rejected alone.
-	status, resp, raw := pushJSON(t, n, map[string]any{"devices": []string{"ok", "not ok"}, "data": "x"})
-	if status != http.StatusOK || len(resp.Results) != 2 || resp.Results[0].Status != statusStored ||
-		resp.Results[1].Status != statusRejected || resp.Results[1].Reason != "invalid_device" {
+	status, resp, raw := pushJSON(t, n, map[string]any{"devices": []string{"ok", "not ok", ""}, "data": "x"})
+	if status != http.StatusOK || !resp.Stored || len(resp.Results) != 3 || resp.Results[0].Status != statusStored ||
+		resp.Results[1].Status != statusRejected || resp.Results[1].Reason != "invalid_device" ||
+		resp.Results[2].Status != statusRejected || resp.Results[2].Reason != "invalid_device" {
 		t.Fatalf("mixed devices: HTTP %d %s", status, raw)
 	}
 }
@@ -185,4 +215,63 @@ func TestPushAPI_RateLimit(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestPushAPI_ChecksRunInOrder: a request that fails two checks gets the
+// earlier one's answer, in the order docs/push-api.md gives: method,
+// content type, body size, JSON, authentication, fields, targets,
+// degrade, rate limit, store.
+func TestPushAPI_ChecksRunInOrder(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxTargets = 2
+	cfg.Apps[0].RatePerSec, cfg.Apps[0].Burst = 0.001, 1 // one push, then none for a long while
+	n, err := New(cfg, Deps{})                           // no store: a stored push answers 503 unavailable
+	if err != nil {
+		t.Fatal(err)
+	}
+	push := func(method, contentType, auth, body string) apiAnswer {
+		t.Helper()
+		req := httptest.NewRequest(method, "/v1/push", strings.NewReader(body))
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		w := httptest.NewRecorder()
+		n.servePush(w, req)
+		var e struct {
+			Error struct{ Code string } `json:"error"`
+		}
+		_ = json.Unmarshal(w.Body.Bytes(), &e)
+		return apiAnswer{status: w.Code, code: e.Error.Code, body: w.Body.String()}
+	}
+	const (
+		ctJSON = "application/json"
+		valid  = `{"app":"app1","devices":["d"],"data":"x"}`
+	)
+	huge := strings.Repeat("{", maxPushBody+1) // over the size limit and not JSON
+	step := func(name, method, contentType, auth, body string, status int, code string) {
+		t.Helper()
+		if a := push(method, contentType, auth, body); a.status != status || a.code != code {
+			t.Errorf("%s: HTTP %d %s, want %d %s: %s", name, a.status, a.code, status, code, a.body)
+		}
+	}
+	step("method, then content type", "GET", "text/plain", testAPIKey, valid, 405, "method_not_allowed")
+	step("content type, then body size", "POST", "text/plain", testAPIKey, huge, 415, "unsupported_media_type")
+	step("body size, then JSON", "POST", ctJSON, testAPIKey, huge, 413, "payload_too_large")
+	step("JSON, then authentication", "POST", ctJSON, "", `{"app":"app1","app":"app1","devices":["d"],"data":"x"}`, 400, "bad_json")
+	step("unknown field, then authentication", "POST", ctJSON, "", `{"app":"app1","devices":["d"],"data":"x","urgent":true}`, 400, "bad_json")
+	step("authentication, then fields", "POST", ctJSON, "wrong-key-0123456789", `{"app":"app1","devices":["d"],"data":"x","priority":""}`, 401, "unauthorized")
+	step("the app, then fields", "POST", ctJSON, testAPIKey, `{"devices":["d"],"data":"x","priority":""}`, 400, "missing_field")
+	step("fields, then targets", "POST", ctJSON, testAPIKey, `{"app":"app1","data":"x","priority":""}`, 400, "invalid_field")
+	step("payload size, then targets", "POST", ctJSON, testAPIKey, `{"app":"app1","devices":["a","b","c"],"data":"`+strings.Repeat("x", DefaultMaxPayload+1)+`"}`, 413, "payload_too_large")
+	// The store: no Redis and the device not connected here. This push
+	// takes the app's one token.
+	step("the store", "POST", ctJSON, testAPIKey, valid, 503, "unavailable")
+	step("rate limit, then store", "POST", ctJSON, testAPIKey, valid, 429, "rate_limited")
+	n.degrade.Store(&degradePolicy{priority: wire.PriorityHigh, reason: "drill"})
+	step("degrade, then rate limit", "POST", ctJSON, testAPIKey, valid, 503, "degraded")
+	step("targets, then degrade", "POST", ctJSON, testAPIKey, `{"app":"app1","devices":["a","a"],"data":"x"}`, 400, "invalid_field")
+	step("too many targets, then degrade", "POST", ctJSON, testAPIKey, `{"app":"app1","devices":["a","b","c"],"data":"x"}`, 400, "too_many_targets")
 }

@@ -43,10 +43,14 @@ func adminSetup(c *cli.Context, e *env) (*Client, format, error) {
 	if err != nil {
 		return nil, 0, usagef("--%s: %v", setAdminURL.flag(), err)
 	}
-	// A write waits up to writeRetryBudget through an election; say so
-	// rather than hang silently.
-	cl.onRetry = func(ae *APIError, wait time.Duration) {
-		fmt.Fprintf(e.stderr, "pushctl: %s %s: %s: %s; sending it again in %s (same request id)\n", ae.Method, ae.Path, ae.Code, ae.Message, wait)
+	// A request may be sent again for up to retryBudget; say so rather
+	// than hang silently.
+	cl.onRetry = func(r Retry) {
+		same := ""
+		if r.SameRequestID {
+			same = " (same request id)"
+		}
+		fmt.Fprintf(e.stderr, "pushctl: %s %s: %s; sending it again in %s%s\n", r.Method, r.Path, r.Reason, r.Wait, same)
 	}
 	return cl, f, nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -45,6 +46,12 @@ func newFakeAdmin(t *testing.T, answer func(n int, r adminRequest) (int, http.He
 		f.reqs = append(f.reqs, req)
 		f.mu.Unlock()
 		status, h, body := f.answer(n, req)
+		if status == dropConnection {
+			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				_ = conn.Close()
+			}
+			return
+		}
 		for k, v := range h {
 			w.Header()[k] = v
 		}
@@ -55,6 +62,10 @@ func newFakeAdmin(t *testing.T, answer func(n int, r adminRequest) (int, http.He
 	t.Cleanup(f.srv.Close)
 	return f
 }
+
+// dropConnection, as a fakeAdmin answer's status, closes the connection
+// without answering.
+const dropConnection = -1
 
 // refusingAdmin is an admin API that fails the test when called at all.
 func refusingAdmin(t *testing.T) *fakeAdmin {
@@ -241,7 +252,7 @@ func TestAdmin_WritesRetryWithTheSameRequestID(t *testing.T) {
 		t.Errorf("stdout %q", r.stdout)
 	}
 	want := "pushctl: POST /v1/admin/nodes/n2/drain: not_leader: no leader known right now; retry; sending it again in 100ms (same request id)\n" +
-		"pushctl: POST /v1/admin/nodes/n2/drain: unavailable: leadership lost while committing; sending it again in 100ms (same request id)\n"
+		"pushctl: POST /v1/admin/nodes/n2/drain: unavailable: leadership lost while committing; sending it again in 200ms (same request id)\n"
 	if r.stderr != want {
 		t.Errorf("stderr\n%s\nwant\n%s", r.stderr, want)
 	}
@@ -258,6 +269,63 @@ func TestAdmin_WritesRetryWithTheSameRequestID(t *testing.T) {
 	f.harness().run(t, "nodes", "drain", "n2", "--off").expect(t, exitOK)
 	if last := f.requests()[3]; last.requestID == reqs[0].requestID || last.body["draining"] != false {
 		t.Fatalf("second invocation sent %+v", last)
+	}
+}
+
+// TestAdmin_WritesRetryAfterAConnectionFails: a write whose connection
+// drops before an answer (it may or may not have arrived) is sent again
+// with the same request id, after a pause that doubles each time, and so
+// is one the region answers 503 not_leader; a read is sent again after a
+// dropped connection too, without a request id.
+func TestAdmin_WritesRetryAfterAConnectionFails(t *testing.T) {
+	t.Parallel()
+	f := newFakeAdmin(t, func(n int, r adminRequest) (int, http.Header, string) {
+		switch {
+		case r.method == http.MethodGet && n < 5:
+			// Two drops: Go's transport itself sends a GET again once
+			// when a pooled connection fails, so at least one reaches
+			// pushctl.
+			return dropConnection, nil, ""
+		case r.method == http.MethodGet:
+			return 200, nil, `{"active":false}`
+		case n == 0:
+			return dropConnection, nil, ""
+		case n == 1:
+			s, _, b := adminAnswer(503, "not_leader", "no leader took the write within 10s: no leader known right now; retry")
+			return s, http.Header{"Retry-After": {"0"}}, b
+		}
+		return 200, nil, `{"index":7}`
+	})
+	r := f.harness().run(t, "degrade", "--priority", "low", "--reason", "drill").expect(t, exitOK)
+	want := []string{
+		"pushctl: POST /v1/admin/degrade: connection closed before an answer; sending it again in 100ms (same request id)",
+		"pushctl: POST /v1/admin/degrade: not_leader: no leader took the write within 10s: no leader known right now; retry; sending it again in 200ms (same request id)",
+	}
+	if got := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n"); !slices.Equal(got, want) {
+		t.Errorf("stderr\n%s\nwant\n%s", r.stderr, strings.Join(want, "\n"))
+	}
+	reqs := f.requests()
+	if len(reqs) != 3 {
+		t.Fatalf("%d attempts, want 3", len(reqs))
+	}
+	for _, req := range reqs {
+		if req.requestID == "" || req.requestID != reqs[0].requestID || req.body["priority"] != "low" {
+			t.Fatalf("attempt %+v differs from the first %+v", req, reqs[0])
+		}
+	}
+
+	r = f.harness().run(t, "degrade", "status").expect(t, exitOK)
+	if err := contains(r.stderr, "pushctl: GET /v1/admin/degrade: connection closed before an answer; sending it again in 100ms\n"); err != nil {
+		t.Error(err)
+	}
+	reqs = f.requests()
+	if len(reqs) != 6 {
+		t.Fatalf("the read's attempts: %+v, want 3", reqs[3:])
+	}
+	for _, req := range reqs[3:] {
+		if req.requestID != "" || req.method != http.MethodGet || req.path != "/v1/admin/degrade" {
+			t.Fatalf("a read's attempt %+v", req)
+		}
 	}
 }
 

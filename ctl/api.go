@@ -26,9 +26,9 @@ type Client struct {
 	base  *url.URL
 	token string
 	hc    *http.Client
-	// onRetry, when set, hears about each admin write about to be sent
+	// onRetry, when set, hears about each admin request about to be sent
 	// again (api_admin.go), so a command can say why it is waiting.
-	onRetry func(err *APIError, wait time.Duration)
+	onRetry func(Retry)
 }
 
 // NewClient returns a client for the API at baseURL (scheme and host, and

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -180,7 +182,7 @@ type AuditEntry struct {
 // Status returns the region at a glance.
 func (c *Client) Status(ctx context.Context) (*RegionStatus, error) {
 	var st RegionStatus
-	if err := c.Do(ctx, http.MethodGet, "/v1/admin/status", nil, nil, &st); err != nil {
+	if err := c.read(ctx, "/v1/admin/status", &st); err != nil {
 		return nil, err
 	}
 	return &st, nil
@@ -219,7 +221,7 @@ func (c *Client) Apps(ctx context.Context) ([]App, error) {
 	var out struct {
 		Apps []App `json:"apps"`
 	}
-	if err := c.Do(ctx, http.MethodGet, "/v1/admin/apps", nil, nil, &out); err != nil {
+	if err := c.read(ctx, "/v1/admin/apps", &out); err != nil {
 		return nil, err
 	}
 	return out.Apps, nil
@@ -274,7 +276,7 @@ func (c *Client) DeleteApp(ctx context.Context, app string) (*Applied, error) {
 // Degrade returns the region's degrade policy.
 func (c *Client) Degrade(ctx context.Context) (*DegradeState, error) {
 	var out DegradeState
-	if err := c.Do(ctx, http.MethodGet, "/v1/admin/degrade", nil, nil, &out); err != nil {
+	if err := c.read(ctx, "/v1/admin/degrade", &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -293,7 +295,7 @@ func (c *Client) DegradeOff(ctx context.Context, reason string) (*Applied, error
 // Tunables returns the delivery settings in force on the node asked.
 func (c *Client) Tunables(ctx context.Context) (*Tunables, error) {
 	var out Tunables
-	if err := c.Do(ctx, http.MethodGet, "/v1/admin/tunables", nil, nil, &out); err != nil {
+	if err := c.read(ctx, "/v1/admin/tunables", &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -309,7 +311,7 @@ func (c *Client) AdminTokens(ctx context.Context) ([]AdminToken, error) {
 	var out struct {
 		Tokens []AdminToken `json:"tokens"`
 	}
-	if err := c.Do(ctx, http.MethodGet, "/v1/admin/tokens", nil, nil, &out); err != nil {
+	if err := c.read(ctx, "/v1/admin/tokens", &out); err != nil {
 		return nil, err
 	}
 	return out.Tokens, nil
@@ -334,7 +336,7 @@ func (c *Client) Audit(ctx context.Context) ([]AuditEntry, error) {
 	var out struct {
 		Entries []AuditEntry `json:"entries"`
 	}
-	if err := c.Do(ctx, http.MethodGet, "/v1/admin/audit", nil, nil, &out); err != nil {
+	if err := c.read(ctx, "/v1/admin/audit", &out); err != nil {
 		return nil, err
 	}
 	return out.Entries, nil
@@ -348,31 +350,62 @@ func (c *Client) applied(ctx context.Context, method, path string, in any) (*App
 	return &out, nil
 }
 
-// Write retries. A write carries one X-Request-ID for all its attempts, so
-// the region applies it at most once however often it is sent; that makes
-// retrying through an election (503 not_leader or unavailable) safe.
+// Retries. A write carries one X-Request-ID for all its attempts, so the
+// region applies it at most once however often it is sent; that makes
+// sending it again safe when the region said it could not take it for
+// now (503 not_leader or unavailable) and when the connection failed
+// before an answer came back (the write may or may not have arrived).
+// Reads are sent again after a failed connection only. The node asked
+// already waits up to 10 s for a leader before it answers 503, so these
+// retries are for what that wait cannot cover: the node itself
+// restarting, a leader still missing after it.
 const (
-	// writeRetryBudget bounds the time spent waiting between attempts: an
-	// election takes about a second with the default Raft timings.
-	writeRetryBudget = 10 * time.Second
-	// minRetryWait spaces attempts when the server asks for no wait at all.
+	// retryBudget bounds the time from the first attempt to the start of
+	// the last one.
+	retryBudget = 20 * time.Second
+	// minRetryWait is the first pause between attempts; each further
+	// pause doubles it, up to maxRetryWait, and a Retry-After longer than
+	// the pause is waited instead.
 	minRetryWait = 100 * time.Millisecond
+	maxRetryWait = 2 * time.Second
 )
 
 // write sends an admin write with a fresh request id, retrying it with the
-// same id while the region has no leader.
+// same id while the region cannot take it (see retryBudget).
 func (c *Client) write(ctx context.Context, method, path string, in, out any) error {
 	header := http.Header{}
 	header.Set("X-Request-ID", rand.Text())
+	return c.retry(ctx, method, path, true, func() error {
+		return c.do(ctx, method, path, nil, header, in, out)
+	})
+}
+
+// read sends an admin read, retrying it after a failed connection.
+func (c *Client) read(ctx context.Context, path string, out any) error {
+	return c.retry(ctx, http.MethodGet, path, false, func() error {
+		return c.Do(ctx, http.MethodGet, path, nil, nil, out)
+	})
+}
+
+// retry runs send until it succeeds, fails for good, or retryBudget is
+// spent, pausing between attempts with a doubling backoff. write says
+// whether a 503 not_leader or unavailable may be retried too (the request
+// carries a request id).
+func (c *Client) retry(ctx context.Context, method, path string, write bool, send func() error) error {
 	start := time.Now()
+	pause := minRetryWait
 	for attempt := 1; ; attempt++ {
-		err := c.do(ctx, method, path, nil, header, in, out)
-		var ae *APIError
-		if !errors.As(err, &ae) || !ae.retryable() {
+		err := send()
+		reason, ok := retryable(ctx, err, write)
+		if !ok {
 			return err
 		}
-		wait := max(ae.RetryAfter, minRetryWait)
-		if time.Since(start)+wait > writeRetryBudget {
+		wait := pause
+		var ae *APIError
+		if errors.As(err, &ae) {
+			wait = max(wait, ae.RetryAfter)
+		}
+		if time.Since(start)+wait > retryBudget {
 			tries := "1 attempt"
 			if attempt > 1 {
 				tries = fmt.Sprintf("%d attempts over %s", attempt, time.Since(start).Round(100*time.Millisecond))
@@ -380,7 +413,7 @@ func (c *Client) write(ctx context.Context, method, path string, in, out any) er
 			return fmt.Errorf("%w; gave up after %s", err, tries)
 		}
 		if c.onRetry != nil {
-			c.onRetry(ae, wait)
+			c.onRetry(Retry{Method: method, Path: path, Reason: reason, Wait: wait, SameRequestID: write})
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -389,12 +422,46 @@ func (c *Client) write(ctx context.Context, method, path string, in, out any) er
 			return fmt.Errorf("%w; stopped retrying: %w", err, ctx.Err())
 		case <-t.C:
 		}
+		pause = min(2*pause, maxRetryWait)
 	}
 }
 
-// retryable reports whether the region could not take the write for now
+// Retry describes an attempt about to be sent again, for Client's onRetry.
+type Retry struct {
+	Method, Path string
+	// Reason says why: the API's code and message, or the connection
+	// error.
+	Reason string
+	Wait   time.Duration
+	// SameRequestID is true for writes: the attempt carries the request
+	// id of the first.
+	SameRequestID bool
+}
+
+// retryable reports whether err is worth another attempt and why: the
+// connection failed before an answer (any request), or the region could
+// not take a write for now. Never when ctx ended.
+func retryable(ctx context.Context, err error, write bool) (string, bool) {
+	if err == nil || ctx.Err() != nil {
+		return "", false
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Code + ": " + ae.Message, write && ae.regionBusy()
+	}
+	var op *net.OpError
+	switch {
+	case errors.As(err, &op):
+		return "connection failed: " + op.Error(), true
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed before an answer", true
+	}
+	return "", false
+}
+
+// regionBusy reports whether the region could not take the write for now
 // and said so: no leader known, or Raft or Redis did not finish in time.
-func (e *APIError) retryable() bool {
+func (e *APIError) regionBusy() bool {
 	return e.Status == http.StatusServiceUnavailable && (e.Code == "not_leader" || e.Code == "unavailable")
 }
 

@@ -42,8 +42,9 @@ applied on the leader:
 
 On a follower Apply returns a *NotLeaderError (errors.Is(err,
 ErrNotLeader)) naming the leader's Member record; the caller forwards the
-request to its AdminAddr once (pushd forwards the admin HTTP request), and
-the receiving node never forwards again. Every command carries a request id, and the FSM answers a repeated
+request to its AdminAddr (pushd forwards the admin HTTP request, waiting
+through an election and bounding the hops; see DESIGN.md). Every command
+carries a request id, and the FSM answers a repeated
 id with the first result without applying it again, so retrying after
 ErrLeadershipLost or a lost answer is safe. Changes delivers a signal
 after every applied change, so a node can act on a new degrade policy as

@@ -42,8 +42,8 @@ var (
 )
 
 // NotLeaderError is the ErrNotLeader returned by a node that is not the
-// leader. It says where the leader is so the caller can forward the request
-// once; the receiver of a forwarded request never forwards again.
+// leader. It says where the leader is so the caller can forward the
+// request there (the appliance bounds how often a request is forwarded on).
 type NotLeaderError struct {
 	// LeaderID and LeaderRaftAddr come from raft; both are empty while no
 	// leader is known (an election is running).
