@@ -274,7 +274,9 @@ func testKilledNodeDevicesReconnect(t *testing.T) {
 	if len(took) == 0 {
 		t.Fatalf("no device was on %s (%v)", victim.id, perNode)
 	}
-	q := func(p float64) time.Duration { return took[min(len(took)-1, int(p*float64(len(took))))].Round(time.Millisecond) }
+	q := func(p float64) time.Duration {
+		return took[min(len(took)-1, int(p*float64(len(took))))].Round(time.Millisecond)
+	}
 	t.Logf("SIGKILL of %s holding %d of %d devices: reconnected p50 %s, p90 %s, p99 %s, max %s",
 		victim.id, len(took), devices, q(0.5), q(0.9), q(0.99), took[len(took)-1].Round(time.Millisecond))
 	if q(0.99) > 12*time.Second || took[len(took)-1] > 15*time.Second {
