@@ -122,10 +122,9 @@ func (n *Node) adminMux() http.Handler {
 // reading, and error mapping; writes go through serveWrite.
 func (n *Node) admin(role raftmeta.Role, write bool, h adminHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		have, id, ok := n.meta.State().AdminRole(tok)
-		if tok == "" || !ok {
-			writeError(w, &apiError{status: http.StatusUnauthorized, code: "unauthorized", msg: "missing or unknown admin token"})
+		have, id, aerr := n.adminToken(r)
+		if aerr != nil {
+			writeError(w, aerr)
 			return
 		}
 		if !have.Allows(role) {
@@ -373,17 +372,43 @@ func (n *Node) forward(ctx context.Context, c *adminCall, leader raftmeta.Member
 // adminOnly guards a plain handler with the admin role.
 func (n *Node) adminOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		role, _, ok := n.meta.State().AdminRole(tok)
+		role, _, aerr := n.adminToken(r)
 		switch {
-		case tok == "" || !ok:
-			writeError(w, &apiError{status: http.StatusUnauthorized, code: "unauthorized", msg: "missing or unknown admin token"})
+		case aerr != nil:
+			writeError(w, aerr)
 		case !role.Allows(raftmeta.RoleAdmin):
 			writeError(w, &apiError{status: http.StatusForbidden, code: "forbidden", msg: "profiles need the admin role; the token has " + string(role)})
 		default:
 			h.ServeHTTP(w, r)
 		}
 	})
+}
+
+// adminToken returns the role and id of the request's admin token. A
+// token this node does not know may have been created a moment ago on
+// another node, or this node may still be catching up after a start: it
+// is refused only once the node holds everything the region had
+// committed when the request came, and answered with a retryable 503
+// when that cannot be established.
+func (n *Node) adminToken(r *http.Request) (raftmeta.Role, string, *apiError) {
+	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	unauthorized := &apiError{status: http.StatusUnauthorized, code: "unauthorized", msg: "missing or unknown admin token"}
+	if tok == "" {
+		return "", "", unauthorized
+	}
+	if role, id, ok := n.meta.State().AdminRole(tok); ok {
+		return role, id, nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), recheckTimeout)
+	defer cancel()
+	if err := n.meta.Sync(ctx); err != nil {
+		return "", "", &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
+			msg: "cannot reach the region's metadata to check this admin token; retry", retryAfter: time.Second}
+	}
+	if role, id, ok := n.meta.State().AdminRole(tok); ok {
+		return role, id, nil
+	}
+	return "", "", unauthorized
 }
 
 // adminError maps an error to its HTTP answer.

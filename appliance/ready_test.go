@@ -144,3 +144,28 @@ func isWelcome(f wire.Frame) bool {
 	_, ok := f.(*wire.Welcome)
 	return ok
 }
+
+// TestRegion_NewAdminTokenAcceptedAtOnceOnEveryNode: an admin token
+// created through the leader is accepted by the other nodes the moment
+// the create answered, and an unknown one is still refused 401.
+func TestRegion_NewAdminTokenAcceptedAtOnceOnEveryNode(t *testing.T) {
+	r := startRegion(t)
+	li := r.leaderIndex()
+	other := r.nodes[(li+1)%3]
+	for i := range 10 {
+		code, raw := adminDo(t, r.nodes[li], http.MethodPost, "/v1/admin/tokens", r.admin, map[string]any{"id": fmt.Sprint("ops-", i), "role": "viewer"})
+		if code != http.StatusOK {
+			t.Fatalf("create token: HTTP %d %s", code, raw)
+		}
+		var created struct{ Token string }
+		if err := json.Unmarshal(raw, &created); err != nil {
+			t.Fatal(err)
+		}
+		if code, raw := adminDo(t, other, http.MethodGet, "/v1/admin/degrade", created.Token, nil); code != http.StatusOK {
+			t.Fatalf("token %d on a follower right after its create: HTTP %d %s", i, code, raw)
+		}
+	}
+	if code, _ := adminDo(t, other, http.MethodGet, "/v1/admin/degrade", "no-such-token", nil); code != http.StatusUnauthorized {
+		t.Fatalf("an unknown token: HTTP %d, want 401", code)
+	}
+}
