@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"errors"
 	"fmt"
 	"net/http"
@@ -24,7 +26,7 @@ func adminFlags(own ...cli.Flag) []cli.Flag {
 }
 
 // adminSetup resolves the output format and builds the admin API client.
-func adminSetup(c *cli.Context, e *env) (*Client, format, error) {
+func adminSetup(c *cli.Context, e *env) (*api.Client, format, error) {
 	f, err := outputFormat(c)
 	if err != nil {
 		return nil, 0, err
@@ -39,19 +41,19 @@ func adminSetup(c *cli.Context, e *env) (*Client, format, error) {
 	}
 	// A missing token is left for the region to refuse: it answers 401
 	// as for an unknown token, and adminFailed says where to set one.
-	cl, err := NewClient(base, k.get(setAdminToken), nil)
+	cl, err := api.NewClient(base, k.get(setAdminToken), nil)
 	if err != nil {
 		return nil, 0, usagef("--%s: %v", setAdminURL.flag(), err)
 	}
-	// A request may be sent again for up to retryBudget; say so rather
+	// A request may be sent again for up to api's retry budget (20 s); say so rather
 	// than hang silently.
-	cl.onRetry = func(r Retry) {
+	cl.OnRetry(func(r api.Retry) {
 		same := ""
 		if r.SameRequestID {
 			same = " (same request id)"
 		}
 		fmt.Fprintf(e.stderr, "pushctl: %s %s: %s; sending it again in %s%s\n", r.Method, r.Path, r.Reason, r.Wait, same)
-	}
+	})
 	return cl, f, nil
 }
 
@@ -70,7 +72,7 @@ func (e *adminError) Unwrap() error { return e.err }
 // words (the API's message carries the detail); anything else keeps the
 // request, status and code.
 func adminFailed(op string, err error) error {
-	var ae *APIError
+	var ae *api.APIError
 	if !errors.As(err, &ae) {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -80,7 +82,7 @@ func adminFailed(op string, err error) error {
 		msg = "admin token missing or unknown (set --admin-token or PUSHD_ADMIN_TOKEN)"
 	case ae.Status == http.StatusForbidden:
 		msg = "forbidden: " + ae.Message
-	case ae.alreadyApplied():
+	case ae.AlreadyApplied():
 		msg = "an earlier attempt of this request was applied, but its answer was lost on the way; " +
 			"what it generated is not shown again: " + ae.Message
 	case (ae.Status == http.StatusBadRequest || ae.Status == http.StatusNotFound || ae.Status == http.StatusConflict) && ae.Message != "":

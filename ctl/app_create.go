@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"github.com/urfave/cli/v2"
 )
 
@@ -28,7 +30,7 @@ func runAppCreate(c *cli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	limits := AppLimits{MaxPayload: c.Int("max-payload"), RatePerSec: c.Int("rate"), Burst: c.Int("burst"), Businesses: c.StringSlice("business")}
+	limits := api.AppLimits{MaxPayload: c.Int("max-payload"), RatePerSec: c.Int("rate"), Burst: c.Int("burst"), Businesses: c.StringSlice("business")}
 	res, err := cl.CreateApp(c.Context, a[0], limits)
 	if err != nil {
 		return adminFailed("app create "+a[0], err)

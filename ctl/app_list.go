@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"github.com/urfave/cli/v2"
 )
 
@@ -27,9 +29,9 @@ func runAppList(c *cli.Context, e *env) error {
 	}
 	if f == formatJSON {
 		if apps == nil {
-			apps = []App{}
+			apps = []api.App{}
 		}
-		return writeJSON(e.stdout, map[string][]App{"apps": apps})
+		return writeJSON(e.stdout, map[string][]api.App{"apps": apps})
 	}
 	t := newTable(e.stdout, "APP", "KEY_IDS", "API_KEYS", "MAX_PAYLOAD", "RATE", "BURST", "BUSINESSES", "CREATED")
 	for _, a := range apps {

@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"fmt"
 
 	"github.com/urfave/cli/v2"
@@ -42,7 +44,7 @@ func runAppSetLimits(c *cli.Context, e *env) error {
 	if err != nil {
 		return adminFailed(op, err)
 	}
-	var limits *AppLimits
+	var limits *api.AppLimits
 	for _, app := range apps {
 		if app.ID == a[0] {
 			limits = &app.AppLimits

@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"fmt"
 	"strings"
 	"testing"
@@ -55,7 +57,7 @@ func TestApp_Lifecycle(t *testing.T) {
 	if got := strings.Join(list(), " "); got != "shop k1 key-1 8192 5000 10000 orders" {
 		t.Fatalf("app list row %q", got)
 	}
-	apps := decodeJSON[map[string][]App](t, h.run(t, "app", "list", "-o", "json").expect(t, exitOK))["apps"]
+	apps := decodeJSON[map[string][]api.App](t, h.run(t, "app", "list", "-o", "json").expect(t, exitOK))["apps"]
 	if len(apps) != 1 || apps[0].ID != "shop" || apps[0].Created.IsZero() || apps[0].MaxPayload != 8192 {
 		t.Fatalf("app list JSON %+v", apps)
 	}

@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"github.com/urfave/cli/v2"
 )
 
@@ -35,9 +37,9 @@ func runAudit(c *cli.Context, e *env) error {
 	}
 	if f == formatJSON {
 		if entries == nil {
-			entries = []AuditEntry{}
+			entries = []api.AuditEntry{}
 		}
-		return writeJSON(e.stdout, map[string][]AuditEntry{"entries": entries})
+		return writeJSON(e.stdout, map[string][]api.AuditEntry{"entries": entries})
 	}
 	t := newTable(e.stdout, "TIME", "ACTOR", "OP", "TARGET", "REQUEST", "WHAT")
 	for _, en := range entries {

@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"context"
 	"errors"
 	"fmt"
@@ -304,7 +306,7 @@ func startPushDevices(c *cli.Context, e *env, spec loadSpec, t *benchTarget) (*p
 // finish waits for the acks, stops the workers and accounts for every
 // accepted message. It returns a worker failure, after which the counts
 // may be short.
-func (d *pushDevices) finish(ctx context.Context, cl *Client, spec loadSpec, load *loadResult, rep *pushReport, why reasons) error {
+func (d *pushDevices) finish(ctx context.Context, cl *api.Client, spec loadSpec, load *loadResult, rep *pushReport, why reasons) error {
 	acked, pollErrs := pollAcked(ctx, cl, spec, load)
 	why.merge(pollErrs)
 	for k, seq := range load.accepted {
@@ -362,7 +364,7 @@ func resolvePushOnlyTarget(c *cli.Context, e *env) (*benchTarget, error) {
 // runLoad sends the pushes: request k is one message to batch devices
 // starting at device k*batch (modulo the device count), paced to the rate,
 // with concurrency requests in flight.
-func runLoad(ctx context.Context, cl *Client, s loadSpec) *loadResult {
+func runLoad(ctx context.Context, cl *api.Client, s loadSpec) *loadResult {
 	r := &loadResult{accepted: map[msgKey]uint64{}, perDevice: make([]deviceLoad, s.devices), why: reasons{}}
 	reqs := make(chan int)
 	start := time.Now()
@@ -403,7 +405,7 @@ func runLoad(ctx context.Context, cl *Client, s loadSpec) *loadResult {
 }
 
 // send makes request k and records its outcome.
-func (r *loadResult) send(ctx context.Context, cl *Client, s loadSpec, k int) {
+func (r *loadResult) send(ctx context.Context, cl *api.Client, s loadSpec, k int) {
 	n := s.batch
 	if s.pushes > 0 {
 		n = min(n, s.pushes-k*s.batch)
@@ -418,7 +420,7 @@ func (r *loadResult) send(ctx context.Context, cl *Client, s loadSpec, k int) {
 	sent := time.Now()
 	payload := strconv.FormatInt(sent.UnixNano(), 10) + "|"
 	payload += strings.Repeat("x", max(0, s.payloadSize-len(payload)))
-	resp, err := cl.Push(ctx, &PushRequest{App: s.app, Devices: devices, Data: &payload})
+	resp, err := cl.Push(ctx, &api.PushRequest{App: &s.app, Devices: devices, Data: &payload})
 	answered := time.Now()
 
 	r.mu.Lock()
@@ -465,7 +467,7 @@ func (r *loadResult) send(ctx context.Context, cl *Client, s loadSpec, k int) {
 // requestFailure is a short reason for a failed request: the API's code,
 // or the transport error.
 func requestFailure(err error) string {
-	var ae *APIError
+	var ae *api.APIError
 	if errors.As(err, &ae) {
 		return fmt.Sprintf("HTTP %d %s", ae.Status, ae.Code)
 	}
@@ -475,7 +477,7 @@ func requestFailure(err error) string {
 // pollAcked asks every device that was sent stored messages for its ack
 // cursor until each covers the newest one or wait passes, and returns the
 // cursors by device index.
-func pollAcked(ctx context.Context, cl *Client, s loadSpec, r *loadResult) ([]uint64, reasons) {
+func pollAcked(ctx context.Context, cl *api.Client, s loadSpec, r *loadResult) ([]uint64, reasons) {
 	acked := make([]uint64, s.devices)
 	why := reasons{}
 	var pending []int
@@ -522,7 +524,7 @@ func pollAcked(ctx context.Context, cl *Client, s loadSpec, r *loadResult) ([]ui
 // fresh, so each accepted push is either in the inbox or was trimmed by
 // the inbox cap, which the inbox records (its lost seq) and the device's
 // next resume reports as a gap. Only what is in neither is lost.
-func verifyStored(ctx context.Context, cl *Client, s loadSpec, r *loadResult) (lost, trimmed int, why reasons) {
+func verifyStored(ctx context.Context, cl *api.Client, s loadSpec, r *loadResult) (lost, trimmed int, why reasons) {
 	ctx, cancel := context.WithTimeout(ctx, s.wait)
 	defer cancel()
 	var targets []int
@@ -543,7 +545,7 @@ func verifyStored(ctx context.Context, cl *Client, s loadSpec, r *loadResult) (l
 		}
 		want := uint64(r.perDevice[d].count)
 		trimmed += int(min(st.Lost, want))
-		if covered := st.InboxLen + st.Lost; covered < want {
+		if covered := uint64(st.InboxLen) + st.Lost; covered < want {
 			lost += int(want - covered)
 		}
 	})

@@ -120,13 +120,13 @@ func scriptedWorker(deliveries <-chan scriptedDelivery, lose, dup int) workerFun
 // never received, the 50th received twice.
 func TestBenchPush_OnlineAccounting(t *testing.T) {
 	t.Parallel()
-	api := newFakePushAPI(t)
+	fake := newFakePushAPI(t)
 	deliveries := make(chan scriptedDelivery, 200)
-	api.deliver = func(device, id string, _ uint64, payload []byte) bool {
+	fake.deliver = func(device, id string, _ uint64, payload []byte) bool {
 		deliveries <- scriptedDelivery{device, id, payload}
 		return true
 	}
-	env := testEnv(api.url())
+	env := testEnv(fake.url())
 	env["PUSHD_URL"] = "ws://127.0.0.1:1/v1/ws"
 	h := harness{env: env, worker: scriptedWorker(deliveries, 37, 50)}
 	r := h.run(t, "bench", "push", "--devices", "10", "--batch", "10", "--pushes", "100", "--concurrency", "1", "--json").expect(t, exitFailure)
@@ -141,10 +141,10 @@ func TestBenchPush_OnlineAccounting(t *testing.T) {
 	if err := contains(r.stderr, "1 lost, 1 duplicates, 0 errors, 0 unacked"); err != nil {
 		t.Error(err)
 	}
-	if n := len(api.recorded()); n != 10 {
+	if n := len(fake.recorded()); n != 10 {
 		t.Errorf("%d requests, want 10 of 10 devices", n)
 	}
-	for _, req := range api.recorded() {
+	for _, req := range fake.recorded() {
 		if len(req.Devices) != 10 || len(*req.Data) != 64 {
 			t.Fatalf("request %d devices, payload %d bytes", len(req.Devices), len(*req.Data))
 		}
@@ -155,14 +155,14 @@ func TestBenchPush_OnlineAccounting(t *testing.T) {
 // acks, so after --wait every accepted push counts as unacked.
 func TestBenchPush_UnackedAreCounted(t *testing.T) {
 	t.Parallel()
-	api := newFakePushAPI(t)
-	api.ackAfter = -1
+	fake := newFakePushAPI(t)
+	fake.ackAfter = -1
 	deliveries := make(chan scriptedDelivery, 100)
-	api.deliver = func(device, id string, _ uint64, payload []byte) bool {
+	fake.deliver = func(device, id string, _ uint64, payload []byte) bool {
 		deliveries <- scriptedDelivery{device, id, payload}
 		return true
 	}
-	env := testEnv(api.url())
+	env := testEnv(fake.url())
 	env["PUSHD_URL"] = "ws://127.0.0.1:1/v1/ws"
 	r := harness{env: env, worker: scriptedWorker(deliveries, 0, 0)}.run(t, "bench", "push", "--devices", "5", "--batch", "5",
 		"--pushes", "20", "--wait", "100ms", "--json").expect(t, exitFailure)
@@ -177,17 +177,17 @@ func TestBenchPush_UnackedAreCounted(t *testing.T) {
 // trimmed (recorded, so the device is told) counts as trimmed, not lost.
 func TestBenchPush_StoredAccounting(t *testing.T) {
 	t.Parallel()
-	api := newFakePushAPI(t)
-	api.ackAfter = -1 // offline devices ack nothing
-	api.rejectIf = func(d string) string {
+	fake := newFakePushAPI(t)
+	fake.ackAfter = -1 // offline devices ack nothing
+	fake.rejectIf = func(d string) string {
 		if strings.HasSuffix(d, "-3") {
 			return "degraded"
 		}
 		return ""
 	}
-	api.loseIf = func(d string, seq uint64) bool { return strings.HasSuffix(d, "-7") && seq == 2 }
-	api.trimIf = func(d string, seq uint64) bool { return strings.HasSuffix(d, "-8") && seq <= 2 }
-	r := harness{env: testEnv(api.url())}.run(t, "bench", "push", "--mode", "stored", "--devices", "10", "--batch", "5",
+	fake.loseIf = func(d string, seq uint64) bool { return strings.HasSuffix(d, "-7") && seq == 2 }
+	fake.trimIf = func(d string, seq uint64) bool { return strings.HasSuffix(d, "-8") && seq <= 2 }
+	r := harness{env: testEnv(fake.url())}.run(t, "bench", "push", "--mode", "stored", "--devices", "10", "--batch", "5",
 		"--pushes", "50", "--json").expect(t, exitFailure)
 	rep := decodeJSON[pushReport](t, r)
 	if rep.Requested != 50 || rep.Pushes != 45 || rep.Errors != 5 || rep.Lost != 1 || rep.Trimmed != 2 || rep.FailedRequests != 0 {
@@ -200,9 +200,9 @@ func TestBenchPush_StoredAccounting(t *testing.T) {
 
 func TestBenchPush_FailedRequests(t *testing.T) {
 	t.Parallel()
-	api := newFakePushAPI(t)
-	api.failStatus, api.failCode = 429, "rate_limited"
-	rep := decodeJSON[pushReport](t, harness{env: testEnv(api.url())}.run(t, "bench", "push", "--mode", "stored",
+	fake := newFakePushAPI(t)
+	fake.failStatus, fake.failCode = 429, "rate_limited"
+	rep := decodeJSON[pushReport](t, harness{env: testEnv(fake.url())}.run(t, "bench", "push", "--mode", "stored",
 		"--devices", "10", "--batch", "10", "--pushes", "30", "--json").expect(t, exitFailure))
 	if rep.Errors != 30 || rep.FailedRequests != 3 || rep.Pushes != 0 || rep.ErrorReasons["HTTP 429 rate_limited"] != 30 {
 		t.Fatalf("report %+v", rep)
@@ -213,10 +213,10 @@ func TestBenchPush_FailedRequests(t *testing.T) {
 // out, in requests of 10.
 func TestBenchPush_RateAndDuration(t *testing.T) {
 	t.Parallel()
-	api := newFakePushAPI(t)
-	api.ackAfter = -1 // offline devices ack nothing
+	fake := newFakePushAPI(t)
+	fake.ackAfter = -1 // offline devices ack nothing
 	start := time.Now()
-	rep := decodeJSON[pushReport](t, harness{env: testEnv(api.url())}.run(t, "bench", "push", "--mode", "stored",
+	rep := decodeJSON[pushReport](t, harness{env: testEnv(fake.url())}.run(t, "bench", "push", "--mode", "stored",
 		"--devices", "100", "--batch", "10", "--rate", "1000", "--duration", "300ms", "--json").expect(t, exitOK))
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("took %s", el)
@@ -234,9 +234,9 @@ func TestBenchPush_RateAndDuration(t *testing.T) {
 func TestBenchPush_UsageErrors(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int64
-	api := newFakePushAPI(t)
-	api.deliver = func(string, string, uint64, []byte) bool { calls.Add(1); return true }
-	h := harness{env: testEnv(api.url())}
+	fake := newFakePushAPI(t)
+	fake.deliver = func(string, string, uint64, []byte) bool { calls.Add(1); return true }
+	h := harness{env: testEnv(fake.url())}
 	cases := []struct {
 		args []string
 		want string
@@ -255,7 +255,7 @@ func TestBenchPush_UsageErrors(t *testing.T) {
 			t.Errorf("%v: %v", tc.args, err)
 		}
 	}
-	if len(api.recorded()) != 0 {
+	if len(fake.recorded()) != 0 {
 		t.Fatal("usage errors sent pushes")
 	}
 }

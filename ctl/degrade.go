@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -55,7 +57,7 @@ func runDegrade(c *cli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	res, err := cl.SetDegrade(c.Context, &DegradeRequest{Priority: p, Businesses: businesses, Reason: c.String("reason")})
+	res, err := cl.SetDegrade(c.Context, &api.DegradeRequest{Priority: p, Businesses: businesses, Reason: c.String("reason")})
 	if err != nil {
 		return adminFailed("degrade", err)
 	}
@@ -93,7 +95,7 @@ func shedText(priority string, businesses []string) string {
 // degradeRows adds the degrade policy to a key-value table. The rows are
 // the same whether degrade is on or off, so scripts find them in place;
 // after degrade off, REASON, BY and SINCE describe the off command.
-func degradeRows(t *table, d DegradeState) {
+func degradeRows(t *table, d api.DegradeState) {
 	state := "off"
 	if d.Active {
 		state = "on"

@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"fmt"
 	"testing"
 	"time"
@@ -38,7 +40,7 @@ func TestDegrade_ThroughAFollowerThenOff(t *testing.T) {
 	if kv["DEGRADE"] != "on" || kv["PRIORITY"] != "normal" || kv["REASON"] != "surge drill" {
 		t.Fatalf("status degrade block %v", kv)
 	}
-	d := decodeJSON[DegradeState](t, r.as(other, r.root).run(t, "degrade", "status", "-o", "json").expect(t, exitOK))
+	d := decodeJSON[api.DegradeState](t, r.as(other, r.root).run(t, "degrade", "status", "-o", "json").expect(t, exitOK))
 	if !d.Active || d.Priority != "normal" || len(d.Businesses) != 1 || d.By != "root" || d.Since.IsZero() {
 		t.Fatalf("degrade status JSON %+v", d)
 	}

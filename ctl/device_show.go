@@ -71,7 +71,7 @@ func runDeviceShow(c *cli.Context, e *env) error {
 	t.row("INBOX_EPOCH", st.Epoch)
 	t.row("LAST", strconv.FormatUint(st.Last, 10))
 	t.row("ACKED", strconv.FormatUint(st.Acked, 10))
-	t.row("INBOX_LEN", strconv.FormatUint(st.InboxLen, 10))
+	t.row("INBOX_LEN", strconv.FormatInt(st.InboxLen, 10))
 	t.row("LOST", strconv.FormatUint(st.Lost, 10))
 	return t.flush()
 }

@@ -2,14 +2,16 @@ package ctl
 
 import (
 	"testing"
+
+	"github.com/pushd/pushd/appliance/api"
 )
 
 func TestDeviceShow_TableAndJSON(t *testing.T) {
 	t.Parallel()
-	api := newFakePushAPI(t)
-	api.deliver = func(string, string, uint64, []byte) bool { return true }
-	api.ackAfter = -1
-	h := harness{env: testEnv(api.url())}
+	fake := newFakePushAPI(t)
+	fake.deliver = func(string, string, uint64, []byte) bool { return true }
+	fake.ackAfter = -1
+	h := harness{env: testEnv(fake.url())}
 	h.run(t, "push", "--device", "phone-1", "--data", "x").expect(t, exitOK)
 	h.run(t, "push", "--device", "phone-1", "--data", "y").expect(t, exitOK)
 
@@ -29,7 +31,7 @@ func TestDeviceShow_TableAndJSON(t *testing.T) {
 	}
 	// Flags after the device id work too, kubectl style.
 	for _, args := range [][]string{{"-o", "json", "phone-1"}, {"phone-1", "-o", "json"}, {"phone-1", "--json"}, {"--json", "--", "phone-1"}} {
-		st := decodeJSON[DeviceState](t, h.run(t, append([]string{"device", "show"}, args...)...).expect(t, exitOK))
+		st := decodeJSON[api.DeviceState](t, h.run(t, append([]string{"device", "show"}, args...)...).expect(t, exitOK))
 		if st.Device != "phone-1" || st.Last != 2 || st.InboxLen != 2 || st.Route == nil || st.Route.Node != "n1" {
 			t.Fatalf("%v: %+v", args, st)
 		}
@@ -38,8 +40,8 @@ func TestDeviceShow_TableAndJSON(t *testing.T) {
 
 func TestDeviceShow_Errors(t *testing.T) {
 	t.Parallel()
-	api := newFakePushAPI(t)
-	h := harness{env: testEnv(api.url())}
+	fake := newFakePushAPI(t)
+	h := harness{env: testEnv(fake.url())}
 	r := h.run(t, "device", "show").expect(t, exitUsage)
 	if err := contains(r.stderr, "missing DEVICE"); err != nil {
 		t.Error(err)
@@ -48,7 +50,7 @@ func TestDeviceShow_Errors(t *testing.T) {
 	if err := contains(r.stderr, `want one DEVICE, got ["d" "e"]`); err != nil {
 		t.Error(err)
 	}
-	env := testEnv(api.url() + "/prefix")
+	env := testEnv(fake.url() + "/prefix")
 	r = harness{env: env}.run(t, "device", "show", "d").expect(t, exitFailure)
 	if err := contains(r.stderr, "device show d: GET /v1/devices/d: HTTP 404 not_found"); err != nil {
 		t.Error(err)

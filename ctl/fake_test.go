@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
@@ -49,7 +51,7 @@ type fakePushAPI struct {
 	mu       sync.Mutex
 	nextID   int
 	devices  map[string]*fakeDeviceState
-	requests []PushRequest
+	requests []api.PushRequest
 	// reject makes a device's results rejected with this reason; rejectIf
 	// decides for any device ("" accepts).
 	reject   map[string]string
@@ -126,7 +128,7 @@ func (f *fakePushAPI) servePush(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "want application/json")
 		return
 	}
-	var req PushRequest
+	var req api.PushRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 256<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -134,16 +136,16 @@ func (f *fakePushAPI) servePush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	targets := 0
-	for _, set := range []bool{len(req.Devices) > 0, req.Group != "", req.Broadcast} {
+	for _, set := range []bool{len(req.Devices) > 0, req.Group != nil, req.Broadcast} {
 		if set {
 			targets++
 		}
 	}
-	if req.App != testApp {
+	if req.App == nil || *req.App != testApp {
 		apiError(w, http.StatusUnauthorized, "unauthorized", "key of another app")
 		return
 	}
-	if targets != 1 || (req.Data == nil) == (req.DataBase64 == "") {
+	if targets != 1 || (req.Data == nil) == (req.DataBase64 == nil) {
 		apiError(w, http.StatusBadRequest, "missing_field", "exactly one target and one payload")
 		return
 	}
@@ -151,7 +153,7 @@ func (f *fakePushAPI) servePush(w http.ResponseWriter, r *http.Request) {
 	if req.Data != nil {
 		payload = []byte(*req.Data)
 	} else {
-		b, err := base64.StdEncoding.DecodeString(req.DataBase64)
+		b, err := base64.StdEncoding.DecodeString(*req.DataBase64)
 		if err != nil {
 			apiError(w, http.StatusBadRequest, "invalid_field", "data_base64")
 			return
@@ -174,7 +176,7 @@ func (f *fakePushAPI) servePush(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"id": id, "stored": false, "recipients": 3})
 		return
 	}
-	resp := PushResponse{ID: id, Stored: true}
+	resp := api.PushResponse{ID: id, Stored: true}
 	for _, d := range req.Devices {
 		f.mu.Lock()
 		reason, rejected := f.reject[d]
@@ -188,7 +190,7 @@ func (f *fakePushAPI) servePush(w http.ResponseWriter, r *http.Request) {
 		}
 		if rejected {
 			f.mu.Unlock()
-			resp.Results = append(resp.Results, PushResult{Device: d, Status: StatusRejected, Reason: reason})
+			resp.Results = append(resp.Results, api.PushResult{Device: d, Status: api.StatusRejected, Reason: reason})
 			continue
 		}
 		st := f.device(d)
@@ -206,11 +208,11 @@ func (f *fakePushAPI) servePush(w http.ResponseWriter, r *http.Request) {
 		}
 		deliver := f.deliver
 		f.mu.Unlock()
-		status := StatusStored
+		status := api.StatusStored
 		if deliver != nil && deliver(d, id, seq, payload) {
-			status = StatusDelivered
+			status = api.StatusDelivered
 		}
-		resp.Results = append(resp.Results, PushResult{Device: d, Status: status, Seq: seq})
+		resp.Results = append(resp.Results, api.PushResult{Device: d, Status: status, Seq: seq})
 	}
 	_ = json.NewEncoder(w).Encode(resp)
 }
@@ -245,20 +247,20 @@ func (f *fakePushAPI) serveDevice(w http.ResponseWriter, r *http.Request, device
 			}
 		}
 	}
-	out := DeviceState{App: testApp, Device: device, Online: f.deliver != nil, Epoch: "e1",
-		Last: st.last, Acked: acked, Lost: st.lost, InboxLen: st.inbox - min(st.inbox, acked)}
+	out := api.DeviceState{App: testApp, Device: device, Online: f.deliver != nil, Epoch: "e1",
+		Last: st.last, Acked: acked, Lost: st.lost, InboxLen: int64(st.inbox - min(st.inbox, acked))}
 	if out.Online {
-		out.Route = &DeviceRoute{Node: "n1", Epoch: 3}
+		out.Route = &api.DeviceRoute{Node: "n1", Epoch: 3}
 	}
 	f.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)
 }
 
-func (f *fakePushAPI) recorded() []PushRequest {
+func (f *fakePushAPI) recorded() []api.PushRequest {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]PushRequest(nil), f.requests...)
+	return append([]api.PushRequest(nil), f.requests...)
 }
 
 // fakeDeviceServer speaks the device side of the wire protocol on raw

@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -39,7 +41,7 @@ func TestListen_PrintsPushesAndAcks(t *testing.T) {
 
 	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "payload_base64=AP8=") })
 	poll.Until(t, 5*time.Second, func() error {
-		st := decodeJSON[DeviceState](t, h.run(t, "device", "show", "--json", "phone-1").expect(t, exitOK))
+		st := decodeJSON[api.DeviceState](t, h.run(t, "device", "show", "--json", "phone-1").expect(t, exitOK))
 		if st.Last != 2 || st.Acked != 2 || st.InboxLen != 0 {
 			return fmt.Errorf("device state %+v: want both acked", st)
 		}

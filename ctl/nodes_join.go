@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"net/url"
 
 	"github.com/urfave/cli/v2"
@@ -30,7 +32,7 @@ func runNodesJoin(c *cli.Context, e *env) error {
 	if _, err := exactArgs(c); err != nil {
 		return err
 	}
-	req := &JoinRequest{ID: c.String("id"), RaftAddr: c.String("raft-addr"), AdminAddr: c.String("admin-addr"),
+	req := &api.JoinRequest{ID: c.String("id"), RaftAddr: c.String("raft-addr"), AdminAddr: c.String("admin-addr"),
 		DeviceAddr: c.String("device-addr"), TCPAddr: c.String("tcp-addr"), PushAddr: c.String("push-addr")}
 	for _, r := range []struct{ flag, v string }{{"id", req.ID}, {"raft-addr", req.RaftAddr}, {"admin-addr", req.AdminAddr}} {
 		if r.v == "" {

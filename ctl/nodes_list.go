@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"github.com/urfave/cli/v2"
 )
 
@@ -16,8 +18,8 @@ func nodesListCommand(e *env) *cli.Command {
 // nodesListed is the JSON output of nodes list: the member records of the
 // status answer, without what each node reported.
 type nodesListed struct {
-	Leader string   `json:"leader"`
-	Nodes  []Member `json:"nodes"`
+	Leader string       `json:"leader"`
+	Nodes  []api.Member `json:"nodes"`
 }
 
 func runNodesList(c *cli.Context, e *env) error {
@@ -33,7 +35,7 @@ func runNodesList(c *cli.Context, e *env) error {
 	if err != nil {
 		return adminFailed("nodes list", err)
 	}
-	out := nodesListed{Leader: st.Leader, Nodes: make([]Member, 0, len(st.Nodes))}
+	out := nodesListed{Leader: st.Leader, Nodes: make([]api.Member, 0, len(st.Nodes))}
 	for _, n := range st.Nodes {
 		out.Nodes = append(out.Nodes, n.Member)
 	}

@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"context"
 	"fmt"
 	"io"
@@ -59,7 +61,7 @@ func TestNodes_DrainAndWeight(t *testing.T) {
 		}
 		return nil
 	})
-	applied := decodeJSON[Applied](t, h.run(t, "nodes", "weight", target, "100", "-o", "json").expect(t, exitOK))
+	applied := decodeJSON[api.Applied](t, h.run(t, "nodes", "weight", target, "100", "-o", "json").expect(t, exitOK))
 	if applied.Index == 0 {
 		t.Fatalf("weight JSON %+v", applied)
 	}

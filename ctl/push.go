@@ -1,6 +1,10 @@
 package ctl
 
 import (
+	"net/http"
+
+	"github.com/pushd/pushd/appliance/api"
+
 	"context"
 	"encoding/base64"
 	"errors"
@@ -64,7 +68,7 @@ type pushOutput struct {
 }
 
 type pushResultOutput struct {
-	PushResult
+	api.PushResult
 	Acked        *bool    `json:"acked,omitempty"`
 	AckLatencyMS *float64 `json:"ack_latency_ms,omitempty"`
 }
@@ -93,9 +97,11 @@ func runPush(c *cli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	if req.App, err = k.require(setApp); err != nil {
+	app, err := k.require(setApp)
+	if err != nil {
 		return err
 	}
+	req.App = &app
 	cl, err := pushClient(k, ackPollers)
 	if err != nil {
 		return err
@@ -111,14 +117,14 @@ func runPush(c *cli.Context, e *env) error {
 	var rejected []string
 	for _, r := range resp.Results {
 		out.Results = append(out.Results, pushResultOutput{PushResult: r})
-		if r.Status == StatusRejected {
+		if r.Status == api.StatusRejected {
 			rejected = append(rejected, r.Device+" ("+r.Reason+")")
 		}
 	}
 	var unacked []string
 	var ackErr error
 	if waitAck {
-		unacked, ackErr = waitAcks(ctx, cl, req.App, out.Results, start, timeout)
+		unacked, ackErr = waitAcks(ctx, cl, app, out.Results, start, timeout)
 	}
 	if err := printPush(e.stdout, format, &out, waitAck); err != nil {
 		return err
@@ -142,7 +148,7 @@ func runPush(c *cli.Context, e *env) error {
 
 // pushClient builds the push API client from the resolved settings.
 // conns sizes the idle connection pool for concurrent callers (0: one).
-func pushClient(k *config, conns int) (*Client, error) {
+func pushClient(k *config, conns int) (*api.Client, error) {
 	base, err := k.require(setPushURL)
 	if err != nil {
 		return nil, err
@@ -151,23 +157,23 @@ func pushClient(k *config, conns int) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := NewClient(base, key, httpClient(conns))
+	cl, err := api.NewClient(base, key, httpClient(conns))
 	if err != nil {
 		return nil, usagef("--%s: %v", setPushURL.flag(), err)
 	}
 	return cl, nil
 }
 
-func pushRequestFromFlags(c *cli.Context, e *env) (*PushRequest, error) {
-	req := &PushRequest{
+func pushRequestFromFlags(c *cli.Context, e *env) (*api.PushRequest, error) {
+	req := &api.PushRequest{
 		Devices:        c.StringSlice("device"),
-		Group:          c.String("group"),
+		Group:          optional(c.String("group")),
 		Broadcast:      c.Bool("broadcast"),
-		Business:       c.String("business"),
-		IdempotencyKey: c.String("idempotency-key"),
+		Business:       optional(c.String("business")),
+		IdempotencyKey: optional(c.String("idempotency-key")),
 	}
 	targets := 0
-	for _, set := range []bool{len(req.Devices) > 0, req.Group != "", req.Broadcast} {
+	for _, set := range []bool{len(req.Devices) > 0, req.Group != nil, req.Broadcast} {
 		if set {
 			targets++
 		}
@@ -189,10 +195,11 @@ func pushRequestFromFlags(c *cli.Context, e *env) (*PushRequest, error) {
 		s := c.String("data")
 		req.Data = &s
 	case c.IsSet("data-base64"):
-		req.DataBase64 = c.String("data-base64")
-		if _, err := base64.StdEncoding.DecodeString(req.DataBase64); err != nil {
+		b64 := c.String("data-base64")
+		if _, err := base64.StdEncoding.DecodeString(b64); err != nil {
 			return nil, usagef("--data-base64: %v", err)
 		}
+		req.DataBase64 = &b64
 	default:
 		b, err := readDataFile(c.String("data-file"), e.stdin)
 		if err != nil {
@@ -202,12 +209,12 @@ func pushRequestFromFlags(c *cli.Context, e *env) (*PushRequest, error) {
 			s := string(b)
 			req.Data = &s
 		} else {
-			req.DataBase64 = base64.StdEncoding.EncodeToString(b)
+			req.DataBase64 = api.Ptr(base64.StdEncoding.EncodeToString(b))
 		}
 	}
 	switch p := c.String("priority"); p {
 	case "", "high", "normal", "low":
-		req.Priority = p
+		req.Priority = optional(p)
 	default:
 		return nil, usagef("--priority %q: want high, normal or low", p)
 	}
@@ -216,9 +223,28 @@ func pushRequestFromFlags(c *cli.Context, e *env) (*PushRequest, error) {
 		if ttl < time.Second || ttl%time.Second != 0 {
 			return nil, usagef("--ttl %s: want whole seconds, at least 1s", ttl)
 		}
-		req.TTL = int64(ttl / time.Second)
+		req.TTL = api.Ptr(int64(ttl / time.Second))
 	}
 	return req, nil
+}
+
+// optional turns a flag's value into an optional request field: nil when
+// the flag was not given (or given empty), which leaves the field out.
+func optional(v string) *string {
+	if v == "" {
+		return nil
+	}
+	return &v
+}
+
+// httpClient returns a client whose pool keeps conns idle connections per
+// host, so concurrent callers (bench, ack polls) reuse connections instead
+// of opening one per request.
+func httpClient(conns int) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = max(conns, 2)
+	tr.MaxIdleConns = max(conns, 2) * 2
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
 func readDataFile(path string, stdin io.Reader) ([]byte, error) {
@@ -245,7 +271,7 @@ func readDataFile(path string, stdin io.Reader) ([]byte, error) {
 // waitAcks polls each accepted device until its ack cursor reaches the
 // message's sequence number, filling Acked and AckLatencyMS, and returns
 // the devices not acked before timeout with the last poll error seen.
-func waitAcks(ctx context.Context, cl *Client, app string, results []pushResultOutput, start time.Time, timeout time.Duration) ([]string, error) {
+func waitAcks(ctx context.Context, cl *api.Client, app string, results []pushResultOutput, start time.Time, timeout time.Duration) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var (
@@ -292,7 +318,7 @@ func waitAcks(ctx context.Context, cl *Client, app string, results []pushResultO
 // from start to the answer that showed it; ok is false when ctx ended
 // first. err is the last poll failure, if any. Client errors other than
 // rate limiting end the wait at once: polling again cannot fix them.
-func pollAck(ctx context.Context, cl *Client, app, device string, seq uint64, start time.Time, sem chan struct{}) (lat time.Duration, ok bool, err error) {
+func pollAck(ctx context.Context, cl *api.Client, app, device string, seq uint64, start time.Time, sem chan struct{}) (lat time.Duration, ok bool, err error) {
 	t := time.NewTicker(ackPollInterval)
 	defer t.Stop()
 	var lastErr error
@@ -308,7 +334,7 @@ func pollAck(ctx context.Context, cl *Client, app, device string, seq uint64, st
 		case err == nil && st.Acked >= seq:
 			return time.Since(start), true, nil
 		case err != nil && ctx.Err() == nil:
-			var ae *APIError
+			var ae *api.APIError
 			if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 && ae.Status != 429 {
 				return 0, false, err
 			}

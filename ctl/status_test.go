@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"fmt"
 	"strings"
 	"testing"
@@ -48,7 +50,7 @@ func TestStatus_ThreeNodesOneLeader(t *testing.T) {
 		t.Errorf("degrade and redis block %v:\n%s", kv, out)
 	}
 
-	st := decodeJSON[RegionStatus](t, r.as(via, r.root).run(t, "status", "-o", "json").expect(t, exitOK))
+	st := decodeJSON[api.RegionStatus](t, r.as(via, r.root).run(t, "status", "-o", "json").expect(t, exitOK))
 	if st.Leader != leaderID || len(st.Nodes) != 3 || st.Redis != "up" || st.Degrade.Active {
 		t.Fatalf("status JSON %+v", st)
 	}

@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"fmt"
 	"strings"
 	"testing"
@@ -25,7 +27,7 @@ func TestTokenAdmin_RolesAndAudit(t *testing.T) {
 	if err := contains(res.stderr, "the viewer token watcher is shown this once and never again"); err != nil {
 		t.Error(err)
 	}
-	created := decodeJSON[AdminTokenCreated](t, root.run(t, "token", "create-admin", "ops", "--role", "operator", "-o", "json").expect(t, exitOK))
+	created := decodeJSON[api.AdminTokenCreated](t, root.run(t, "token", "create-admin", "ops", "--role", "operator", "-o", "json").expect(t, exitOK))
 	if created.ID != "ops" || created.Role != "operator" || created.Token == "" {
 		t.Fatalf("create-admin JSON %+v", created)
 	}
@@ -108,7 +110,7 @@ func TestTokenAdmin_RolesAndAudit(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("audit rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	entries := decodeJSON[map[string][]AuditEntry](t, root.run(t, "audit", "--limit", "0", "-o", "json").expect(t, exitOK))["entries"]
+	entries := decodeJSON[map[string][]api.AuditEntry](t, root.run(t, "audit", "--limit", "0", "-o", "json").expect(t, exitOK))["entries"]
 	if len(entries) < 6 || entries[len(entries)-1].Op != "admin-token.revoke" || entries[len(entries)-1].Index <= entries[0].Index {
 		t.Fatalf("audit JSON: %+v", entries)
 	}

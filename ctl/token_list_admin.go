@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"github.com/urfave/cli/v2"
 )
 
@@ -27,9 +29,9 @@ func runTokenListAdmin(c *cli.Context, e *env) error {
 	}
 	if f == formatJSON {
 		if toks == nil {
-			toks = []AdminToken{}
+			toks = []api.AdminToken{}
 		}
-		return writeJSON(e.stdout, map[string][]AdminToken{"tokens": toks})
+		return writeJSON(e.stdout, map[string][]api.AdminToken{"tokens": toks})
 	}
 	t := newTable(e.stdout, "ID", "ROLE", "CREATED")
 	for _, tok := range toks {

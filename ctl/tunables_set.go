@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"strconv"
 	"strings"
 
@@ -30,7 +32,7 @@ func runTunablesSet(c *cli.Context, e *env) error {
 	if _, err := exactArgs(c); err != nil {
 		return err
 	}
-	var req Tunables
+	var req api.Tunables
 	var changed []string
 	for _, d := range []struct {
 		flag string

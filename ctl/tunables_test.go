@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"fmt"
 	"strconv"
 	"testing"
@@ -24,7 +26,7 @@ func TestTunables_SetThenShow(t *testing.T) {
 		t.Fatalf("stdout %q", res.stdout)
 	}
 	poll.Until(t, 2*time.Second, func() error {
-		now := decodeJSON[Tunables](t, h.run(t, "tunables", "show", "-o", "json").expect(t, exitOK))
+		now := decodeJSON[api.Tunables](t, h.run(t, "tunables", "show", "-o", "json").expect(t, exitOK))
 		if now.InFlightWindow != 32 || now.AckTimeout != "5s" {
 			return fmt.Errorf("after set: %+v", now)
 		}

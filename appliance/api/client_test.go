@@ -1,7 +1,8 @@
-package ctl
+package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -28,7 +29,7 @@ func TestClient_DecodesTypedErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	_, err = cl.Push(ctx, &PushRequest{App: "a"})
+	_, err = cl.Push(ctx, &PushRequest{App: Ptr("a")})
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.Status != 429 || ae.Code != "rate_limited" || ae.RetryAfter != 2*time.Second {
 		t.Fatalf("push error = %#v", err)
@@ -59,7 +60,7 @@ func TestClient_SendsBearerAndJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.Push(context.Background(), &PushRequest{App: "a"}); err != nil {
+	if _, err := cl.Push(context.Background(), &PushRequest{App: Ptr("a")}); err != nil {
 		t.Fatal(err)
 	}
 	if got.Get("Authorization") != "Bearer secret-key" || got.Get("Content-Type") != "application/json" {
@@ -70,4 +71,14 @@ func TestClient_SendsBearerAndJSON(t *testing.T) {
 			t.Errorf("NewClient(%q) accepted", bad)
 		}
 	}
+}
+
+// apiError writes an error answer the way pushd's APIs do.
+func apiError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "2")
+	}
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }

@@ -1,4 +1,4 @@
-package ctl
+package api
 
 import (
 	"context"
@@ -9,21 +9,26 @@ import (
 // Push API types, as documented in docs/push-api.md.
 
 // PushRequest is the body of POST /v1/push. Exactly one of Devices, Group
-// and Broadcast, and exactly one of Data and DataBase64, must be set.
+// and Broadcast, and exactly one of Data and DataBase64, must be set. The
+// optional fields are pointers so that absent and empty differ: the
+// server refuses an empty string rather than read it as the default, and
+// a nil pointer is left out of the JSON. Ptr makes one from a value.
 type PushRequest struct {
-	App       string   `json:"app"`
+	App       *string  `json:"app,omitempty"`
 	Devices   []string `json:"devices,omitempty"`
-	Group     string   `json:"group,omitempty"`
+	Group     *string  `json:"group,omitempty"`
 	Broadcast bool     `json:"broadcast,omitempty"`
-	Business  string   `json:"business,omitempty"`
-	Priority  string   `json:"priority,omitempty"`
-	// TTL is in seconds; zero means the server's default.
-	TTL int64 `json:"ttl,omitempty"`
-	// Data is a pointer so an empty text payload is still sent.
+	Business  *string  `json:"business,omitempty"`
+	Priority  *string  `json:"priority,omitempty"`
+	// TTL is in seconds; nil means the server's default.
+	TTL            *int64  `json:"ttl,omitempty"`
 	Data           *string `json:"data,omitempty"`
-	DataBase64     string  `json:"data_base64,omitempty"`
-	IdempotencyKey string  `json:"idempotency_key,omitempty"`
+	DataBase64     *string `json:"data_base64,omitempty"`
+	IdempotencyKey *string `json:"idempotency_key,omitempty"`
 }
+
+// Ptr returns a pointer to v, for the optional fields of requests.
+func Ptr[T any](v T) *T { return &v }
 
 // Per-device push statuses.
 const (
@@ -49,7 +54,7 @@ func (r PushResult) Accepted() bool {
 
 // PushResponse answers POST /v1/push. Results is set for device pushes;
 // Recipients (sessions on the node asked) and RelayedNodes (other nodes
-// the message was relayed to) for group and broadcast pushes.
+// the message was passed to) for group and broadcast pushes.
 type PushResponse struct {
 	ID           string       `json:"id"`
 	Stored       bool         `json:"stored"`
@@ -85,7 +90,7 @@ type DeviceState struct {
 	Last     uint64 `json:"last"`
 	Acked    uint64 `json:"acked"`
 	Lost     uint64 `json:"lost"`
-	InboxLen uint64 `json:"inbox_len"`
+	InboxLen int64  `json:"inbox_len"`
 }
 
 // Device returns the state of one device of app.

@@ -1,4 +1,4 @@
-package ctl
+package api
 
 import (
 	"bytes"
@@ -18,16 +18,17 @@ const maxResponseBytes = 8 << 20
 
 // Client calls one of pushd's HTTP APIs: a base URL and a bearer token
 // (the push API with an app's API key; the admin API with an admin token).
-// Each API's endpoints are methods in their own file (api_push.go); they
-// all go through Do, so every failure is an *APIError with the server's
-// stable code, or a transport error naming the request. A Client is safe
-// for concurrent use.
+// Each API's endpoints are methods in their own file (push.go, admin.go);
+// they all go through Do, so every failure is an *APIError with the
+// server's stable code, or a transport error naming the request. A Client
+// is safe for concurrent use once built; OnRetry must be called before
+// the first request.
 type Client struct {
 	base  *url.URL
 	token string
 	hc    *http.Client
 	// onRetry, when set, hears about each admin request about to be sent
-	// again (api_admin.go), so a command can say why it is waiting.
+	// again (admin.go), so a command can say why it is waiting.
 	onRetry func(Retry)
 }
 
@@ -47,6 +48,10 @@ func NewClient(baseURL, token string, hc *http.Client) (*Client, error) {
 	}
 	return &Client{base: u, token: token, hc: hc}, nil
 }
+
+// OnRetry has f hear about each admin request about to be sent again,
+// before the pause, so a caller can say why it is waiting.
+func (c *Client) OnRetry(f func(Retry)) { c.onRetry = f }
 
 // APIError is an error answer from the API: `{"error":{"code","message"}}`.
 // Code is stable and safe to compare; Message is for people.
@@ -158,14 +163,4 @@ func decodeAPIError(method, path string, resp *http.Response, body []byte) error
 		}
 	}
 	return e
-}
-
-// httpClient returns a client whose pool keeps conns idle connections per
-// host, so concurrent callers (bench, ack polls) reuse connections instead
-// of opening one per request.
-func httpClient(conns int) *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = max(conns, 2)
-	tr.MaxIdleConns = max(conns, 2) * 2
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }

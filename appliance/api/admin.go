@@ -1,4 +1,4 @@
-package ctl
+package api
 
 import (
 	"context"
@@ -13,8 +13,7 @@ import (
 	"time"
 )
 
-// Admin API types and endpoints, as documented in docs/admin-api.md (where
-// the document and appliance/admin.go differ, these follow admin.go).
+// Admin API types and endpoints, as documented in docs/admin-api.md.
 
 // Member is one node of the region, as the region's metadata records it.
 type Member struct {
@@ -465,9 +464,9 @@ func (e *APIError) regionBusy() bool {
 	return e.Status == http.StatusServiceUnavailable && (e.Code == "not_leader" || e.Code == "unavailable")
 }
 
-// alreadyApplied reports the region's answer to a retried write whose
+// AlreadyApplied reports the region's answer to a retried write whose
 // first attempt was applied but whose answer held a generated secret: the
 // secret was lost with that answer and is not generated twice.
-func (e *APIError) alreadyApplied() bool {
+func (e *APIError) AlreadyApplied() bool {
 	return e.Status == http.StatusConflict && strings.Contains(e.Message, "already applied")
 }
