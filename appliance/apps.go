@@ -11,6 +11,9 @@ import (
 // handshakes and pushes read it without locks.
 type appTable struct {
 	apps map[string]*appEntry
+	// index is the region state's Index the table was built from (0 for
+	// Config.Apps): tables only ever replace older ones.
+	index uint64
 }
 
 type appEntry struct {

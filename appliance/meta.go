@@ -164,7 +164,7 @@ func (n *Node) watchMeta() {
 }
 
 func (n *Node) applyMeta(st *raftmeta.State) {
-	n.apps.Store(appTableFromState(st, n.apps.Load()))
+	n.storeApps(st)
 	n.tun.Store(n.tunablesFrom(st.Tunables))
 
 	var next *degradePolicy
@@ -214,11 +214,38 @@ func (s *session) announceDegrade(prev, next *degradePolicy, businesses []string
 	}
 }
 
+// currentApps returns the app table of the region's metadata as this node
+// holds it now. watchMeta rebuilds the table after each change, a moment
+// after the change is applied; a caller that has just synced the
+// metadata (a recheck) must see what it waited for, so a table older
+// than the state is rebuilt here.
+func (n *Node) currentApps() *appTable {
+	if n.meta == nil {
+		return n.apps.Load()
+	}
+	return n.storeApps(n.meta.State())
+}
+
+// storeApps installs the app table of st unless a table as new is
+// installed already, and returns the table installed.
+func (n *Node) storeApps(st *raftmeta.State) *appTable {
+	for {
+		cur := n.apps.Load()
+		if cur.index >= st.Index && cur.index != 0 {
+			return cur
+		}
+		next := appTableFromState(st, cur)
+		if n.apps.CompareAndSwap(cur, next) {
+			return next
+		}
+	}
+}
+
 // appTableFromState builds the app table from Raft state, keeping the
 // rate limiters of apps whose limits did not change so a metadata change
 // does not refill every bucket.
 func appTableFromState(st *raftmeta.State, prev *appTable) *appTable {
-	t := &appTable{apps: make(map[string]*appEntry, len(st.Apps))}
+	t := &appTable{apps: make(map[string]*appEntry, len(st.Apps)), index: st.Index}
 	for id, a := range st.Apps {
 		e := &appEntry{id: id, secrets: make(map[string][]byte, len(a.Secrets)), businesses: a.Businesses, maxPayload: a.MaxPayload}
 		if len(e.businesses) == 0 {

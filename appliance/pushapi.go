@@ -281,7 +281,7 @@ func (n *Node) authenticate(r *http.Request, appID *string) (*appEntry, error) {
 		return nil, &apiError{status: http.StatusServiceUnavailable, code: "unavailable",
 			msg: "cannot reach the region's metadata to check this API key; retry", retryAfter: time.Second}
 	}
-	app = n.apps.Load().apps[*appID]
+	app = n.currentApps().apps[*appID]
 	if app == nil || !app.verifyAPIKey(key) {
 		return nil, unauthorized
 	}

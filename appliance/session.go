@@ -346,6 +346,9 @@ func (s *session) onHello(h *wire.Hello) {
 func (s *session) admitHello(h *wire.Hello, synced bool) {
 	n := s.node
 	apps := n.apps.Load()
+	if synced {
+		apps = n.currentApps()
+	}
 	_, err := token.Verify(h.Token, apps, h.App, h.Device, time.Now())
 	code, msg := wire.CodeOK, ""
 	if err != nil {
