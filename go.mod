@@ -53,3 +53,9 @@ require (
 	github.com/twmb/franz-go v1.22.2
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
 )
+
+// nbio v1.6.12 with one fix to its epoll poller (a stale event for a
+// closed connection closed the new connection given its descriptor
+// number): see third_party/nbio/PUSHD.md. Drop this line once upstream
+// has the fix.
+replace github.com/lesismal/nbio => ./third_party/nbio

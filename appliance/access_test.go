@@ -503,6 +503,7 @@ func TestConfig_RejectsBadValues(t *testing.T) {
 		func(c *Config) { c.MaxTargets = 10001 },
 		func(c *Config) { c.MaxTTL = time.Millisecond },
 		func(c *Config) { c.Apps[0].MaxPayload = CeilingMaxPayload + 1 },
+		func(c *Config) { c.HTTPSlack = -1 },
 	}
 	for i, mut := range bad {
 		cfg := testConfig()

@@ -111,8 +111,20 @@ type Config struct {
 
 	// Shards is the number of session registry shards. Zero: 64.
 	Shards int
-	// MaxConns caps open device connections on this node. Zero: 1,000,000.
+	// MaxConns caps open device connections (WebSocket and TCP together)
+	// on this node; a connection past it is refused: 503 at_capacity to a
+	// WebSocket upgrade, a close right after accept on TCP.
+	// Zero: 1,000,000.
 	MaxConns int
+	// HTTPSlack is how many connections the WebSocket listener takes
+	// beyond MaxConns, so that a full node still answers health checks,
+	// /metrics, /v1/dispatch and, with 503, the upgrades it refuses. The
+	// listener holds at most MaxConns + HTTPSlack connections and closes
+	// any further one as it accepts it; a connection that has not
+	// upgraded may stay idle HandshakeTimeout + 0.5 s after accept or
+	// after an answer, then it is closed. Size the open-file limit for
+	// MaxConns + HTTPSlack plus the rest of the process. Zero: 1,024.
+	HTTPSlack int
 	// ConnectRate and ConnectBurst limit new connections per source IP
 	// (token bucket, per second). Zero: 20/s with a burst of 40.
 	// Negative ConnectRate: no limit (load tests from one address).
@@ -229,6 +241,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxConns == 0 {
 		c.MaxConns = 1_000_000
 	}
+	if c.HTTPSlack == 0 {
+		c.HTTPSlack = 1024
+	}
 	if c.ConnectRate == 0 {
 		c.ConnectRate = 20
 	}
@@ -278,6 +293,8 @@ func (c Config) validate() error {
 		return bad("shards %d: must be 1..4096", c.Shards)
 	case c.MaxConns < 1, c.MaxGroups < 0:
 		return bad("connection and group caps must be positive")
+	case c.HTTPSlack < 0:
+		return bad("http slack %d: must not be negative", c.HTTPSlack)
 	}
 	for b, u := range c.Upstreams {
 		if !token.ValidID(b) {

@@ -519,19 +519,29 @@ func (n *Node) sweepLimiter() {
 // frame.
 func (n *Node) coarseNow() int64 { return n.now.Load() }
 
-// admit decides whether a new connection from addr may proceed, and if
-// not, the reason and HTTP status to refuse it with.
-func (n *Node) admit(addr string) (string, int) {
+// admit decides whether a new device connection from addr may proceed. A
+// refusal is counted in pushd_connects_refused_total and returned as the
+// answer a WebSocket upgrade gets; TCP closes the connection instead.
+func (n *Node) admit(addr string) *apiError {
 	if n.limiter != nil && !n.limiter.allow(addr, time.Now()) {
 		n.metrics.refused.WithLabelValues(wire.CodeRateLimited.String()).Inc()
-		return "too many connections from this address", http.StatusTooManyRequests
+		return &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited.String(),
+			msg: "too many connections from this address", retryAfter: time.Second}
 	}
-	if n.connCount() >= int64(n.cfg.MaxConns) {
+	if n.atCapacity() {
 		n.metrics.refused.WithLabelValues("capacity").Inc()
-		return "node at connection capacity", http.StatusServiceUnavailable
+		return &apiError{status: http.StatusServiceUnavailable, code: "at_capacity",
+			msg: "node at connection capacity", retryAfter: capacityRetryAfter}
 	}
-	return "", 0
+	return nil
 }
+
+// capacityRetryAfter is the Retry-After of an upgrade refused at
+// capacity.
+const capacityRetryAfter = 5 * time.Second
+
+// atCapacity reports whether the node holds MaxConns device connections.
+func (n *Node) atCapacity() bool { return n.connCount() >= int64(n.cfg.MaxConns) }
 
 // originAllowed implements the browser Origin allowlist for WebSocket
 // upgrades. Native clients send no Origin and pass.
@@ -555,16 +565,24 @@ func (n *Node) redisHealthy() bool { return n.durable == nil || n.durable.up.Loa
 
 // serveHealth answers 200 while the node can store pushes, and 503 while
 // it is starting (its metadata not caught up yet) or Redis is
-// unreachable, saying since when.
+// unreachable, saying since when. A node at capacity is healthy:
+// at_capacity says it takes no new device now.
 func (n *Node) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	type health struct {
+		Status     string `json:"status"`
+		Reason     string `json:"reason,omitempty"`
+		Redis      string `json:"redis,omitempty"`
+		Since      string `json:"since,omitempty"`
+		AtCapacity bool   `json:"at_capacity"`
+	}
 	if !n.ready.Load() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "reason": "region metadata not caught up yet"})
+		writeJSON(w, http.StatusServiceUnavailable, health{Status: "starting", Reason: "region metadata not caught up yet", AtCapacity: n.atCapacity()})
 		return
 	}
 	if n.redisHealthy() {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		writeJSON(w, http.StatusOK, health{Status: "ok", AtCapacity: n.atCapacity()})
 		return
 	}
 	since := time.Unix(0, n.durable.since.Load()).UTC().Format(time.RFC3339)
-	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "degraded", "redis": "unreachable", "since": since})
+	writeJSON(w, http.StatusServiceUnavailable, health{Status: "degraded", Redis: "unreachable", Since: since, AtCapacity: n.atCapacity()})
 }

@@ -45,13 +45,16 @@ func (n *Node) newTCPEngine() *nbio.Engine {
 		Network:            "tcp",
 		Addrs:              []string{n.cfg.TCPAddr},
 		MaxWriteBufferSize: n.cfg.QueueBytes,
+		Listen: func(network, addr string) (net.Listener, error) {
+			l, err := net.Listen(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return admittingListener{l, n}, nil
+		},
 	})
 	g.OnOpen(func(c *nbio.Conn) {
 		closeOnExec(c)
-		if reason, _ := n.admit(c.RemoteAddr().String()); reason != "" {
-			_ = c.Close()
-			return
-		}
 		var under net.Conn = c
 		if n.cfg.TLS != nil {
 			under = tls.NewConn(c, n.cfg.TLS, false, true, mempool.DefaultMemPool)
@@ -92,4 +95,27 @@ func (n *Node) newTCPEngine() *nbio.Engine {
 		}
 	})
 	return g
+}
+
+// admittingListener applies admit to the raw TCP listener as it accepts:
+// a connection refused (per-IP rate, capacity) is closed at once, without
+// a byte, and never reaches nbio. Closing it in nbio's OnOpen instead
+// would free its descriptor number while nbio goes on to register that
+// number with epoll, by then perhaps another connection's.
+type admittingListener struct {
+	net.Listener
+	n *Node
+}
+
+func (l admittingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.n.admit(c.RemoteAddr().String()) == nil {
+			return c, nil
+		}
+		_ = c.Close()
+	}
 }

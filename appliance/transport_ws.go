@@ -40,8 +40,9 @@ func (t wsTransport) remoteAddr() string { return t.c.RemoteAddr().String() }
 
 func (wsTransport) kind() transportKind { return kindWS }
 
-// newWSEngine builds the nbio HTTP engine that serves /v1/ws, /healthz and
-// /metrics on one port, in non-blocking mode: no goroutine per connection.
+// newWSEngine builds the nbio HTTP engine that serves /v1/ws, /healthz,
+// /metrics and /v1/dispatch on one port, in non-blocking mode: no
+// goroutine per connection.
 func (n *Node) newWSEngine(mux *http.ServeMux) *nbhttp.Engine {
 	u := websocket.NewUpgrader()
 	// The timing wheel reaps idle connections; nbio's keepalive would
@@ -68,8 +69,13 @@ func (n *Node) newWSEngine(mux *http.ServeMux) *nbhttp.Engine {
 		}
 	})
 	mux.HandleFunc("/v1/ws", func(w http.ResponseWriter, r *http.Request) {
-		if reason, status := n.admit(r.RemoteAddr); reason != "" {
-			http.Error(w, reason, status)
+		if e := n.admit(r.RemoteAddr); e != nil {
+			refuseUpgrade(w, r, e)
+			return
+		}
+		if !n.originAllowed(r) {
+			refuseUpgrade(w, r, &apiError{status: http.StatusForbidden, code: wire.CodeOriginForbidden.String(),
+				msg: "Origin not in the allowlist"})
 			return
 		}
 		c, err := u.Upgrade(w, r, nil)
@@ -92,7 +98,11 @@ func (n *Node) newWSEngine(mux *http.ServeMux) *nbhttp.Engine {
 		// ERROR handshake_timeout, rather than silently by nbio.
 		KeepaliveTime:      n.cfg.HandshakeTimeout + httpDeadlineSlack,
 		MaxWriteBufferSize: n.cfg.QueueBytes,
-		MaxLoad:            n.cfg.MaxConns,
+		// Device connections are capped by admit at MaxConns, with a
+		// 503; the slack above it keeps the port answering HTTP when the
+		// node is full. nbio closes a connection past MaxLoad as it
+		// accepts it.
+		MaxLoad: n.cfg.MaxConns + n.cfg.HTTPSlack,
 	}
 	if n.cfg.TLS != nil {
 		conf.AddrsTLS = []string{n.cfg.WSAddr}
@@ -103,6 +113,15 @@ func (n *Node) newWSEngine(mux *http.ServeMux) *nbhttp.Engine {
 	e := nbhttp.NewEngine(conf)
 	e.Engine.OnOpen(closeOnExec)
 	return e
+}
+
+// refuseUpgrade answers a WebSocket upgrade the node does not take with
+// e, in the push API's error shape, and closes the connection after the
+// answer (Connection: close): the device will try again later, and
+// meanwhile the slot goes back to the listener's slack.
+func refuseUpgrade(w http.ResponseWriter, r *http.Request, e *apiError) {
+	r.Close = true // nbhttp says Connection: close and closes after the answer
+	writeError(w, e)
 }
 
 // httpDeadlineSlack is how long after the handshake timeout nbio's HTTP
