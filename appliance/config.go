@@ -23,10 +23,12 @@ type Config struct {
 	NodeID string
 
 	// WSAddr is the device WebSocket listener (/v1/ws), which also serves
-	// /healthz and /metrics. Zero: ":8080". Use "127.0.0.1:0" in tests;
-	// the bound address is reported by Node.Addrs.
+	// /healthz, /v1/dispatch and /metrics ("127.0.0.1:0" picks a free
+	// port; Node.Addrs reports it). Zero: no WebSocket listener.
 	WSAddr string
 	// TCPAddr is the raw TCP device listener. Zero: no TCP listener.
+	// With neither, the node opens no listener and serves only the
+	// connections handed to ServeConn.
 	TCPAddr string
 	// TLS, when set, serves both device listeners over TLS.
 	// Zero: plain TCP.
@@ -35,12 +37,6 @@ type Config struct {
 	// use for this node (dispatch, redirects). Zero: the bound addresses.
 	AdvertiseWS, AdvertiseTCP string
 
-	// PushAddr is the push API listener (POST /v1/push). Zero: no push
-	// API on this node.
-	PushAddr string
-	// AdminAddr is the admin API listener (private: pushctl and other
-	// nodes). Zero: no admin API. Needs a Meta.
-	AdminAddr string
 	// DrainSpread is how long a draining node takes to send its devices
 	// elsewhere, evenly. Zero: 10 s.
 	DrainSpread time.Duration
@@ -177,9 +173,6 @@ const (
 func (c Config) withDefaults() Config {
 	if c.NodeID == "" {
 		c.NodeID, _ = os.Hostname()
-	}
-	if c.WSAddr == "" {
-		c.WSAddr = ":8080"
 	}
 	if c.DrainSpread == 0 {
 		c.DrainSpread = 10 * time.Second

@@ -5,7 +5,9 @@ import (
 	"hash/fnv"
 	"math"
 	"net/http"
+	"time"
 
+	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/raftmeta"
 	"github.com/pushd/pushd/streams"
@@ -15,12 +17,6 @@ import (
 // layer of the seed designs. Membership, weights and drain flags come from
 // Raft; liveness and load (connections) from the nodes' Redis heartbeats,
 // which the liveness loop caches every second.
-
-type dispatchAnswer struct {
-	Node   string `json:"node"`
-	WSURL  string `json:"ws_url"`
-	TCPURL string `json:"tcp_url,omitempty"`
-}
 
 // pickNode chooses where device should connect, among live members that
 // are not draining and have weight > 0: weighted rendezvous hashing names
@@ -132,17 +128,17 @@ func (n *Node) dispatchTarget(st *raftmeta.State, device string) string {
 // of a killed node does not wait for its heartbeat to expire.
 func (n *Node) serveDispatch(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
-		writeError(w, &apiError{status: http.StatusMethodNotAllowed, code: "method_not_allowed", msg: "use GET"})
+		api.WriteError(w, &api.APIError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "use GET"})
 		return
 	}
 	app, device := r.URL.Query().Get("app"), r.URL.Query().Get("device")
 	if !token.ValidID(app) || !token.ValidID(device) {
-		writeError(w, badRequest("invalid_field", "app and device must be 1-128 letters, digits or ._:-"))
+		api.WriteError(w, api.BadRequest("invalid_field", "app and device must be 1-128 letters, digits or ._:-"))
 		return
 	}
 	if n.meta == nil {
 		a := n.Addrs()
-		writeJSON(w, http.StatusOK, dispatchAnswer{Node: n.cfg.NodeID, WSURL: n.advertisedWS(a), TCPURL: n.advertisedTCP(a)})
+		api.WriteJSON(w, http.StatusOK, api.Dispatch{Node: n.cfg.NodeID, WSURL: n.advertisedWS(a), TCPURL: n.advertisedTCP(a)})
 		return
 	}
 	st := n.meta.State()
@@ -152,8 +148,8 @@ func (n *Node) serveDispatch(w http.ResponseWriter, r *http.Request) {
 		info, ok = n.pickNode(st, key, "")
 	}
 	if !ok {
-		writeError(w, &apiError{status: http.StatusServiceUnavailable, code: "unavailable", msg: "no live node takes devices right now", retryAfter: 5e9})
+		api.WriteError(w, &api.APIError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "no live node takes devices right now", RetryAfter: 5 * time.Second})
 		return
 	}
-	writeJSON(w, http.StatusOK, dispatchAnswer{Node: info.ID, WSURL: info.DeviceAddr, TCPURL: info.TCPAddr})
+	api.WriteJSON(w, http.StatusOK, api.Dispatch{Node: info.ID, WSURL: info.DeviceAddr, TCPURL: info.TCPAddr})
 }

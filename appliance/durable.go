@@ -20,6 +20,7 @@ import (
 // Each loop is a goroutine owned by the node; none runs on an nbio
 // callback, and callbacks hand work to them without blocking.
 type durable struct {
+	node  *Node
 	store Store
 	up    atomic.Bool // the last Redis call succeeded
 	since atomic.Int64
@@ -61,22 +62,23 @@ type openJob struct {
 }
 
 const (
-	openWorkers  = 32
-	openQueueLen = 4096
-	releaseQueue = 1 << 16
-	releaseBatch = 512
-	ackBatch     = 512
-	fetchBatch   = 256
-	relayBatch   = 256
-	// relayBlock is how long one read of the delivery stream waits for
+	openWorkers   = 32
+	openQueueLen  = 4096
+	releaseQueue  = 1 << 16
+	releaseBatch  = 512
+	ackBatch      = 512
+	fetchBatch    = 256
+	deliveryBatch = 256
+	// deliveryBlock is how long one read of the delivery stream waits for
 	// entries. go-redis does not interrupt a blocked read when its context
 	// is cancelled, so this also bounds how long shutdown waits for it.
-	relayBlock   = 250 * time.Millisecond
-	redisTimeout = 2 * time.Second
+	deliveryBlock = 250 * time.Millisecond
+	redisTimeout  = 2 * time.Second
 )
 
-func newDurable(st Store) *durable {
+func newDurable(n *Node, st Store) *durable {
 	d := &durable{
+		node:        n,
 		store:       st,
 		opens:       make(chan openJob, openQueueLen),
 		acks:        map[string]streams.AckRequest{},
@@ -90,34 +92,34 @@ func newDurable(st Store) *durable {
 	return d
 }
 
-// startDurable starts the loops behind the Store. It fails when the
+// start starts the loops behind the Store. It fails when the
 // node's delivery stream cannot be set up.
-func (n *Node) startDurable() error {
-	d := n.durable
+func (d *durable) start() error {
+	n := d.node
 	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	defer cancel()
 	if err := d.store.EnsureGroup(ctx, n.cfg.NodeID); err != nil {
 		return err
 	}
 	for i := 0; i < openWorkers; i++ {
-		n.goOwned(n.openLoop)
+		n.goOwned(d.openLoop)
 	}
-	n.goOwned(n.ackLoop)
-	n.goOwned(n.fetchLoop)
-	n.goOwned(n.releaseLoop)
-	n.goOwned(n.relayLoop)
-	n.goOwned(n.livenessLoop)
-	n.goOwned(n.refreshLoop)
+	n.goOwned(d.ackLoop)
+	n.goOwned(d.fetchLoop)
+	n.goOwned(d.releaseLoop)
+	n.goOwned(d.deliveryLoop)
+	n.goOwned(d.livenessLoop)
+	n.goOwned(d.refreshLoop)
 	return nil
 }
 
-// redisResult records the outcome of a Redis call for /healthz and the
+// result records the outcome of a Redis call for /healthz and the
 // pushd_redis_up gauge, logging each transition once. Only a failure to
 // reach Redis (streams.ErrUnavailable) marks it down; a refused command
 // is counted in pushd_redis_errors_total{kind="refused"} and says nothing
 // about Redis's health.
-func (n *Node) redisResult(err error) {
-	d := n.durable
+func (d *durable) result(err error) {
+	n := d.node
 	if err == nil {
 		if !d.up.Swap(true) {
 			n.log.Info("redis reachable again")
@@ -150,21 +152,22 @@ func unavailableKind(err error) string {
 	return "not_serving"
 }
 
-func (n *Node) openLoop() {
+func (d *durable) openLoop() {
+	n := d.node
 	for {
 		select {
 		case <-n.stop:
 			return
-		case j := <-n.durable.opens:
-			n.openDurable(j.s, j.h)
+		case j := <-d.opens:
+			n.durable.open(j.s, j.h)
 		}
 	}
 }
 
 // openDurable claims the device's route, resumes its inbox from the HELLO
 // cursor, sends WELCOME and replays what the device has not acked.
-func (n *Node) openDurable(s *session, h *wire.Hello) {
-	d := n.durable
+func (d *durable) open(s *session, h *wire.Hello) {
+	n := d.node
 	s.mu.Lock()
 	key, closing := s.key, s.closing
 	s.mu.Unlock()
@@ -175,12 +178,12 @@ func (n *Node) openDurable(s *session, h *wire.Hello) {
 	defer cancel()
 	window := n.tun.Load().window
 	epoch, prev, res, err := d.store.Open(ctx, key, n.cfg.NodeID, streams.Position{Epoch: h.Epoch, Seq: h.Seq}, window)
-	n.redisResult(err)
+	n.durable.result(err)
 	if err != nil {
 		if epoch != 0 {
 			// The route was claimed but the inbox could not be read: a
 			// refused session must not keep it.
-			n.releaseRoute(key, epoch)
+			n.durable.releaseRoute(key, epoch)
 		}
 		s.refuse(wire.CodeUnavailable, "the region's store is unreachable; retry with backoff")
 		return
@@ -190,14 +193,14 @@ func (n *Node) openDurable(s *session, h *wire.Hello) {
 	}
 	if prev.Node != "" && prev.Node != n.cfg.NodeID {
 		// The device's previous connection is on another node: tell it.
-		_ = d.store.Deliver(ctx, map[string][][]byte{prev.Node: {appendRelayKick(nil, key, epoch)}})
+		_ = d.store.Deliver(ctx, map[string][][]byte{prev.Node: {appendKickEntry(nil, key, epoch)}})
 	}
 	start := res.Acked
 	if h.Epoch == res.Epoch && h.Seq > start && h.Seq <= res.Last {
 		// The device handled more than the server saw acked: its cursor
 		// is an ack.
 		start = h.Seq
-		n.queueAck(key, res.Epoch, start)
+		n.durable.queueAck(key, res.Epoch, start)
 	}
 	s.mu.Lock()
 	s.connEpoch = epoch
@@ -213,7 +216,7 @@ func (n *Node) openDurable(s *session, h *wire.Hello) {
 		MaxFrame:  uint64(n.cfg.MaxFrame),
 		Caps:      s.caps,
 	}) {
-		n.releaseRoute(key, epoch)
+		n.durable.releaseRoute(key, epoch)
 		return
 	}
 	offers := make([]offer, 0, len(res.Entries))
@@ -221,7 +224,7 @@ func (n *Node) openDurable(s *session, h *wire.Hello) {
 		offers = append(offers, entryOffer(res.Epoch, &res.Entries[i]))
 	}
 	// Read the inbox once more after registering: a push stored after the
-	// resume read but relayed before the session was in the registry
+	// resume read but passed on before the session was in the registry
 	// found no session here and waits in the inbox. The read is batched
 	// with other sessions' and costs one pipeline slot per connect.
 	s.mu.Lock()
@@ -242,8 +245,7 @@ func entryOffer(epoch string, e *streams.Entry) offer {
 
 // queueAck records a device's cumulative ack for the ack loop. A newer
 // ack for the same device replaces an older one still waiting.
-func (n *Node) queueAck(key, epoch string, seq uint64) {
-	d := n.durable
+func (d *durable) queueAck(key, epoch string, seq uint64) {
 	if d == nil {
 		return
 	}
@@ -261,8 +263,8 @@ func (n *Node) queueAck(key, epoch string, seq uint64) {
 // ackLoop writes pending acks to Redis in pipelines. Acks that fail are
 // put back (unless a newer one arrived meanwhile) and retried after a
 // pause, so Redis ends up with every device's latest ack.
-func (n *Node) ackLoop() {
-	d := n.durable
+func (d *durable) ackLoop() {
+	n := d.node
 	var batch []streams.AckRequest
 	for {
 		select {
@@ -271,8 +273,8 @@ func (n *Node) ackLoop() {
 		case <-d.ackWake:
 		}
 		batch = d.takeAcks(batch[:0])
-		if failed := n.writeAcks(n.ctx, batch); len(failed) > 0 {
-			n.requeueAcks(failed)
+		if failed := n.durable.writeAcks(n.ctx, batch); len(failed) > 0 {
+			n.durable.requeueAcks(failed)
 			select {
 			case <-n.stop:
 				return
@@ -295,13 +297,14 @@ func (d *durable) takeAcks(batch []streams.AckRequest) []streams.AckRequest {
 
 // writeAcks writes acks in pipelines of ackBatch and returns the ones
 // whose pipeline failed.
-func (n *Node) writeAcks(ctx context.Context, acks []streams.AckRequest) (failed []streams.AckRequest) {
+func (d *durable) writeAcks(ctx context.Context, acks []streams.AckRequest) (failed []streams.AckRequest) {
+	n := d.node
 	for len(acks) > 0 {
 		k := min(len(acks), ackBatch)
 		actx, cancel := context.WithTimeout(ctx, redisTimeout)
-		_, err := n.durable.store.AckMany(actx, acks[:k])
+		_, err := d.store.AckMany(actx, acks[:k])
 		cancel()
-		n.redisResult(err)
+		n.durable.result(err)
 		if err != nil {
 			failed = append(failed, acks[:k]...)
 		}
@@ -311,8 +314,8 @@ func (n *Node) writeAcks(ctx context.Context, acks []streams.AckRequest) (failed
 }
 
 // requeueAcks puts failed acks back unless a newer ack replaced them.
-func (n *Node) requeueAcks(failed []streams.AckRequest) {
-	d := n.durable
+func (d *durable) requeueAcks(failed []streams.AckRequest) {
+	n := d.node
 	d.ackMu.Lock()
 	for _, a := range failed {
 		if cur, ok := d.acks[a.Device]; !ok || (cur.Epoch == a.Epoch && cur.Seq < a.Seq) {
@@ -329,8 +332,7 @@ func (n *Node) requeueAcks(failed []streams.AckRequest) {
 
 // requestFetch queues s for a read of its inbox after what it has sent.
 // The session's fetching flag keeps it on the list at most once.
-func (n *Node) requestFetch(s *session) {
-	d := n.durable
+func (d *durable) requestFetch(s *session) {
 	if d == nil {
 		s.mu.Lock()
 		s.fetching = false
@@ -347,8 +349,8 @@ func (n *Node) requestFetch(s *session) {
 }
 
 // fetchLoop reads inboxes for sessions that are behind, many per pipeline.
-func (n *Node) fetchLoop() {
-	d := n.durable
+func (d *durable) fetchLoop() {
+	n := d.node
 	var list []*session
 	for {
 		select {
@@ -361,14 +363,14 @@ func (n *Node) fetchLoop() {
 		d.fetchMu.Unlock()
 		for len(list) > 0 {
 			k := min(len(list), fetchBatch)
-			n.fetch(list[:k])
+			n.durable.fetch(list[:k])
 			list = list[k:]
 		}
 	}
 }
 
-func (n *Node) fetch(sessions []*session) {
-	d := n.durable
+func (d *durable) fetch(sessions []*session) {
+	n := d.node
 	reqs := make([]streams.ReadRequest, 0, len(sessions))
 	asked := make([]*session, 0, len(sessions))
 	for _, s := range sessions {
@@ -385,7 +387,7 @@ func (n *Node) fetch(sessions []*session) {
 	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	res, err := d.store.ReadMany(ctx, reqs)
 	cancel()
-	n.redisResult(err)
+	n.durable.result(err)
 	if err != nil {
 		// Try again later: the sessions stay behind, and their next ack or
 		// delivery asks again.
@@ -414,12 +416,13 @@ func (n *Node) fetch(sessions []*session) {
 }
 
 // releaseRoute queues the compare-and-delete of a closed session's route.
-func (n *Node) releaseRoute(key string, epoch uint64) {
+func (d *durable) releaseRoute(key string, epoch uint64) {
+	n := d.node
 	select {
-	case n.durable.releases <- routeRelease{device: key, epoch: epoch}:
+	case d.releases <- routeRelease{device: key, epoch: epoch}:
 	default:
 		// The route stays until its TTL or the device's next connect
-		// replaces it; pushes meanwhile are stored and relayed here, where
+		// replaces it; pushes meanwhile are stored and passed on here, where
 		// no session takes them.
 		n.metrics.routeReleasesDropped.Inc()
 	}
@@ -427,8 +430,8 @@ func (n *Node) releaseRoute(key string, epoch uint64) {
 
 // releaseLoop releases closed sessions' routes, as many as are queued
 // (up to releaseBatch) in one round trip.
-func (n *Node) releaseLoop() {
-	d := n.durable
+func (d *durable) releaseLoop() {
+	n := d.node
 	batch := make([]routeRelease, 0, releaseBatch)
 	for {
 		select {
@@ -438,7 +441,7 @@ func (n *Node) releaseLoop() {
 			batch = append(batch[:0], r)
 		}
 		batch = d.takeReleases(batch)
-		if err := n.releaseRoutes(n.ctx, batch); err != nil && n.ctx.Err() != nil {
+		if err := n.durable.releaseRoutes(n.ctx, batch); err != nil && n.ctx.Err() != nil {
 			// Shutdown cut the call short: leave the batch to flushDurable.
 			d.releaseMu.Lock()
 			d.unreleased = append(d.unreleased, batch...)
@@ -464,7 +467,8 @@ func (d *durable) takeReleases(batch []routeRelease) []routeRelease {
 
 // releaseRoutes compares and deletes the routes in one call. A route
 // that fails to go stays until its TTL or the device's next connect.
-func (n *Node) releaseRoutes(ctx context.Context, batch []routeRelease) error {
+func (d *durable) releaseRoutes(ctx context.Context, batch []routeRelease) error {
+	n := d.node
 	if len(batch) == 0 {
 		return nil
 	}
@@ -475,31 +479,31 @@ func (n *Node) releaseRoutes(ctx context.Context, batch []routeRelease) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
 	defer cancel()
-	_, err := n.durable.store.ReleaseRoutes(ctx, devices, routes)
-	n.redisResult(err)
+	_, err := d.store.ReleaseRoutes(ctx, devices, routes)
+	n.durable.result(err)
 	return err
 }
 
 // flushDurable writes, once the loops have stopped, what they left
 // queued: every device's latest ack, so its next session does not get
 // those messages again, and the release of every closed session's
-// route, so pushes are not relayed to a node that is gone.
-func (n *Node) flushDurable(ctx context.Context) {
-	d := n.durable
-	n.writeAcks(ctx, d.takeAcks(nil))
+// route, so pushes are not passed on to a node that is gone.
+func (d *durable) flush(ctx context.Context) {
+	n := d.node
+	n.durable.writeAcks(ctx, d.takeAcks(nil))
 	d.releaseMu.Lock()
 	batch := d.unreleased
 	d.unreleased = nil
 	d.releaseMu.Unlock()
 	for ctx.Err() == nil {
 		for len(batch) > releaseBatch {
-			_ = n.releaseRoutes(ctx, batch[:releaseBatch])
+			_ = n.durable.releaseRoutes(ctx, batch[:releaseBatch])
 			batch = batch[releaseBatch:]
 		}
 		if batch = d.takeReleases(batch); len(batch) == 0 {
 			return
 		}
-		_ = n.releaseRoutes(ctx, batch)
+		_ = n.durable.releaseRoutes(ctx, batch)
 		batch = batch[:0]
 	}
 }
@@ -513,16 +517,16 @@ func (n *Node) sessionClosed(s *session) {
 	key, epoch := s.key, s.connEpoch
 	s.mu.Unlock()
 	if epoch != 0 {
-		n.releaseRoute(key, epoch)
+		n.durable.releaseRoute(key, epoch)
 	}
 }
 
-// relayLoop reads this node's delivery stream and hands each entry to the
+// deliveryLoop reads this node's delivery stream and hands each entry to the
 // local sessions, starting with what it read before it last stopped and
 // never acked.
-func (n *Node) relayLoop() {
-	d := n.durable
-	n.relayPending()
+func (d *durable) deliveryLoop() {
+	n := d.node
+	n.durable.deliveriesPending()
 	backoff := 50 * time.Millisecond
 	for {
 		select {
@@ -530,10 +534,10 @@ func (n *Node) relayLoop() {
 			return
 		default:
 		}
-		ctx, cancel := context.WithTimeout(n.ctx, redisTimeout+relayBlock)
-		ds, err := d.store.ReadDeliveries(ctx, n.cfg.NodeID, relayBatch, relayBlock)
+		ctx, cancel := context.WithTimeout(n.ctx, redisTimeout+deliveryBlock)
+		ds, err := d.store.ReadDeliveries(ctx, n.cfg.NodeID, deliveryBatch, deliveryBlock)
 		cancel()
-		n.redisResult(err)
+		n.durable.result(err)
 		if err != nil {
 			select {
 			case <-n.stop:
@@ -544,41 +548,43 @@ func (n *Node) relayLoop() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		n.applyRelay(ds, n.cfg.NodeID)
+		n.durable.applyDeliveries(ds, n.cfg.NodeID)
 	}
 }
 
-// relayPending applies, and so acks, the entries of this node's delivery
+// deliveriesPending applies, and so acks, the entries of this node's delivery
 // stream that a previous run read and never acked (it was killed between
 // the two): left pending they would stay in the stream's consumer group
 // for good. Their messages are in the inboxes too, so a Redis error only
 // leaves them for the next start.
-func (n *Node) relayPending() {
+func (d *durable) deliveriesPending() {
+	n := d.node
 	var first string
 	for {
 		ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
-		ds, err := n.durable.store.PendingDeliveries(ctx, n.cfg.NodeID, relayBatch)
+		ds, err := d.store.PendingDeliveries(ctx, n.cfg.NodeID, deliveryBatch)
 		cancel()
-		n.redisResult(err)
+		n.durable.result(err)
 		if err != nil || len(ds) == 0 || ds[0].ID == first {
 			// Done, or the last batch's ack failed: leave the rest.
 			return
 		}
 		first = ds[0].ID
 		n.log.Info("applying deliveries read before the last stop and never acked", "entries", len(ds))
-		n.metrics.relayRecovered.Add(float64(len(ds)))
-		n.applyRelay(ds, n.cfg.NodeID)
+		n.metrics.entriesRecovered.Add(float64(len(ds)))
+		n.durable.applyDeliveries(ds, n.cfg.NodeID)
 	}
 }
 
-// applyRelay applies delivery entries read from node's stream (this node's
+// applyDeliveries applies delivery entries read from node's stream (this node's
 // own, or a dead node's being taken over) and acks them there. Push
 // targets of a taken-over entry that no session here takes are passed on
 // first (reroute): their device may still be connected to that node,
 // paused rather than dead, which would otherwise never see them. When
 // passing them on fails the entries stay pending, and the next takeover
 // pass claims them again.
-func (n *Node) applyRelay(ds []streams.Delivery, node string) {
+func (d *durable) applyDeliveries(ds []streams.Delivery, node string) {
+	n := d.node
 	if len(ds) == 0 {
 		return
 	}
@@ -590,14 +596,14 @@ func (n *Node) applyRelay(ds []streams.Delivery, node string) {
 		if dl.Blob == nil {
 			continue // trimmed by the stream's cap since it was read: just ack it
 		}
-		e, err := decodeRelay(dl.Blob)
+		e, err := decodeEntry(dl.Blob)
 		if err != nil {
-			n.metrics.relayErrors.Inc()
-			n.log.Warn("dropping an undecodable relay entry", "stream", node, "id", dl.ID, "err", err)
+			n.metrics.entryErrors.Inc()
+			n.log.Warn("dropping an undecodable delivery entry", "stream", node, "id", dl.ID, "err", err)
 			continue
 		}
 		switch e.kind {
-		case relayPush:
+		case entryPush:
 			took := n.deliverTargets(&e.msg, e.targets)
 			if takeover {
 				for i, ok := range took {
@@ -606,31 +612,31 @@ func (n *Node) applyRelay(ds []streams.Delivery, node string) {
 					}
 				}
 			}
-		case relayKick:
+		case entryKick:
 			if s := n.hub.lookup(e.device); s != nil && s.olderThan(e.connEpoch) {
 				s.kick("another connection of this device took over")
 			}
-		case relayFanout:
+		case entryFanout:
 			n.fanoutLocal(e.frame, e.group)
 		}
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	defer cancel()
 	if len(stranded) > 0 {
-		if err := n.reroute(ctx, stranded); err != nil {
+		if err := n.durable.reroute(ctx, stranded); err != nil {
 			n.log.Warn("could not pass on taken-over deliveries; claiming them again later", "stream", node, "err", err)
 			return
 		}
 	}
-	err := n.durable.store.AckDeliveries(ctx, node, ids)
-	n.redisResult(err)
+	err := d.store.AckDeliveries(ctx, node, ids)
+	n.durable.result(err)
 }
 
 // strandedTarget is a target of a taken-over push entry that no session
 // of this node took.
 type strandedTarget struct {
-	msg    *relayMessage
-	target relayTarget
+	msg    *entryMessage
+	target entryTarget
 }
 
 // reroute passes stranded targets on to the node their route names, when
@@ -641,18 +647,19 @@ type strandedTarget struct {
 // written: a device that reconnected elsewhere replayed it, and a node
 // still dead re-reads every local session's inbox once it finds its
 // heartbeat lost (resyncSessions).
-func (n *Node) reroute(ctx context.Context, stranded []strandedTarget) error {
+func (d *durable) reroute(ctx context.Context, stranded []strandedTarget) error {
+	n := d.node
 	devices := make([]string, len(stranded))
 	for i, st := range stranded {
 		devices[i] = st.target.device
 	}
-	routes, err := n.durable.store.Routes(ctx, devices)
-	n.redisResult(err)
+	routes, err := d.store.Routes(ctx, devices)
+	n.durable.result(err)
 	if err != nil {
 		return err
 	}
-	live, _, err := n.durable.store.Nodes(ctx)
-	n.redisResult(err)
+	live, _, err := d.store.Nodes(ctx)
+	n.durable.result(err)
 	if err != nil {
 		return err
 	}
@@ -661,7 +668,7 @@ func (n *Node) reroute(ctx context.Context, stranded []strandedTarget) error {
 		alive[info.ID] = true
 	}
 	// One entry per node and message, as pushDevices writes them.
-	byNode := map[string]map[*relayMessage][]relayTarget{}
+	byNode := map[string]map[*entryMessage][]entryTarget{}
 	forwarded := 0
 	for i, st := range stranded {
 		r := routes[i]
@@ -669,7 +676,7 @@ func (n *Node) reroute(ctx context.Context, stranded []strandedTarget) error {
 			continue
 		}
 		if byNode[r.Node] == nil {
-			byNode[r.Node] = map[*relayMessage][]relayTarget{}
+			byNode[r.Node] = map[*entryMessage][]entryTarget{}
 		}
 		byNode[r.Node][st.msg] = append(byNode[r.Node][st.msg], st.target)
 		forwarded++
@@ -680,11 +687,11 @@ func (n *Node) reroute(ctx context.Context, stranded []strandedTarget) error {
 	blobs := make(map[string][][]byte, len(byNode))
 	for node, msgs := range byNode {
 		for m, ts := range msgs {
-			blobs[node] = append(blobs[node], appendRelayPush(nil, m, ts))
+			blobs[node] = append(blobs[node], appendPushEntry(nil, m, ts))
 		}
 	}
-	err = n.durable.store.Deliver(ctx, blobs)
-	n.redisResult(err)
+	err = d.store.Deliver(ctx, blobs)
+	n.durable.result(err)
 	if err == nil {
 		n.metrics.takeoverForwarded.Add(float64(forwarded))
 	}
@@ -693,7 +700,7 @@ func (n *Node) reroute(ctx context.Context, stranded []strandedTarget) error {
 
 // deliverTargets offers a stored message to the local sessions it was
 // routed to and reports, per target, whether a session took it.
-func (n *Node) deliverTargets(m *relayMessage, targets []relayTarget) []bool {
+func (n *Node) deliverTargets(m *entryMessage, targets []entryTarget) []bool {
 	took := make([]bool, len(targets))
 	p := wire.Push{ID: m.id, Business: m.business, Priority: m.priority, Created: m.created, Payload: m.payload}
 	buf := make([]byte, 0, wire.PushLen(&p)+8)
@@ -732,7 +739,8 @@ func (s *session) skipTo(seq uint64) {
 // livenessLoop publishes this node's heartbeat, watches Redis, takes over
 // the streams of dead nodes, and has the routes checked when Redis may
 // have lost them.
-func (n *Node) livenessLoop() {
+func (d *durable) livenessLoop() {
+	n := d.node
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -740,12 +748,12 @@ func (n *Node) livenessLoop() {
 		case <-n.stop:
 			return
 		case <-tick.C:
-			continued, dead, err := n.heartbeat()
+			continued, dead, err := n.durable.heartbeat()
 			if err != nil {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
-			n.takeOverDead(ctx, dead)
+			n.durable.takeOverDead(ctx, dead)
 			cancel()
 			// Start published the first heartbeat, so one that does not
 			// continue the previous means Redis may have lost this node's
@@ -753,7 +761,7 @@ func (n *Node) livenessLoop() {
 			if !continued {
 				n.log.Warn("redis lost this node's heartbeat (data loss, restart, failover or a stall): checking every route and re-reading every inbox")
 				select {
-				case n.durable.resyncWake <- struct{}{}:
+				case d.resyncWake <- struct{}{}:
 				default:
 				}
 			}
@@ -766,7 +774,8 @@ func (n *Node) livenessLoop() {
 // resyncs every session with its inbox. It has its own goroutine: at a
 // million sessions a pass is a thousand pipelines, which must not hold up
 // heartbeats.
-func (n *Node) refreshLoop() {
+func (d *durable) refreshLoop() {
+	n := d.node
 	tick := time.NewTicker(n.cfg.RouteRefresh)
 	defer tick.Stop()
 	for {
@@ -775,15 +784,15 @@ func (n *Node) refreshLoop() {
 		case <-n.stop:
 			return
 		case <-tick.C:
-		case <-n.durable.refreshWake:
-		case <-n.durable.resyncWake:
+		case <-d.refreshWake:
+		case <-d.resyncWake:
 			resync = true
 		}
 		// Routes first: a session whose device moved meanwhile is closed
 		// rather than resynced.
-		n.refreshRoutes()
+		n.durable.refreshRoutes()
 		if resync {
-			n.resyncSessions()
+			n.durable.resyncSessions()
 		}
 	}
 }
@@ -793,11 +802,12 @@ func (n *Node) refreshLoop() {
 // heartbeat was lost, other nodes took it for dead and took over its
 // delivery stream: they pass on what they can route to a node alive at
 // that moment, and leave the rest to the inboxes, which this reads.
-func (n *Node) resyncSessions() {
+func (d *durable) resyncSessions() {
+	n := d.node
 	resynced := 0
 	n.hub.each(func(s *session) {
 		if s.markBehind() {
-			n.requestFetch(s)
+			n.durable.requestFetch(s)
 		}
 		resynced++
 	})
@@ -808,14 +818,15 @@ func (n *Node) resyncSessions() {
 // heartbeat publishes this node's liveness, addresses and load, refreshes
 // its view of the region's live nodes, and returns the dead ones, and
 // whether Redis still held this node's previous heartbeat.
-func (n *Node) heartbeat() (continued bool, dead []string, err error) {
+func (d *durable) heartbeat() (continued bool, dead []string, err error) {
+	n := d.node
 	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	defer cancel()
-	continued, err = n.durable.store.Heartbeat(ctx, n.nodeInfo())
+	continued, err = d.store.Heartbeat(ctx, n.nodeInfo())
 	if err == nil {
-		dead, err = n.refreshLiveNodes(ctx)
+		dead, err = n.durable.refreshLiveNodes(ctx)
 	}
-	n.redisResult(err)
+	n.durable.result(err)
 	return continued, dead, err
 }
 
@@ -825,8 +836,6 @@ func (n *Node) nodeInfo() streams.NodeInfo {
 		ID:         n.cfg.NodeID,
 		DeviceAddr: n.advertisedWS(a),
 		TCPAddr:    n.advertisedTCP(a),
-		PushAddr:   a.Push,
-		AdminAddr:  a.Admin,
 		Conns:      n.hub.count.Load(),
 		Refusing:   n.refusal(),
 	}
@@ -836,20 +845,20 @@ func (n *Node) nodeInfo() streams.NodeInfo {
 // expired: it claims their entries, applies them here (a push whose device
 // has reconnected to this node reaches it; the others stay in their
 // inboxes) and retires the node once its stream is empty.
-func (n *Node) takeOverDead(ctx context.Context, dead []string) {
-	d := n.durable
+func (d *durable) takeOverDead(ctx context.Context, dead []string) {
+	n := d.node
 	for _, node := range dead {
 		if node == n.cfg.NodeID {
 			continue
 		}
-		ds, err := d.store.TakeOver(ctx, node, n.cfg.NodeID, relayBatch)
+		ds, err := d.store.TakeOver(ctx, node, n.cfg.NodeID, deliveryBatch)
 		if err != nil {
 			continue
 		}
 		if len(ds) > 0 {
 			n.log.Info("took over a dead node's deliveries", "dead", node, "entries", len(ds))
 			n.metrics.takenOver.Add(float64(len(ds)))
-			n.applyRelay(ds, node)
+			n.durable.applyDeliveries(ds, node)
 			continue
 		}
 		if err := d.store.RetireNode(ctx, node); err == nil {
@@ -859,9 +868,10 @@ func (n *Node) takeOverDead(ctx context.Context, dead []string) {
 }
 
 // refreshLiveNodes caches the region's live nodes (for dispatch and
-// group relay) and returns the dead ones.
-func (n *Node) refreshLiveNodes(ctx context.Context) ([]string, error) {
-	live, dead, err := n.durable.store.Nodes(ctx)
+// group pushes) and returns the dead ones.
+func (d *durable) refreshLiveNodes(ctx context.Context) ([]string, error) {
+	n := d.node
+	live, dead, err := d.store.Nodes(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -873,7 +883,8 @@ func (n *Node) refreshLiveNodes(ctx context.Context) ([]string, error) {
 // A session whose route is gone (Redis lost it) or names another
 // connection can no longer be reached by pushes: it is told to resync, and
 // its device reconnects, claims a route and learns what its inbox lost.
-func (n *Node) refreshRoutes() {
+func (d *durable) refreshRoutes() {
+	n := d.node
 	var keys []string
 	var routes []streams.Route
 	var sessions []*session
@@ -882,9 +893,9 @@ func (n *Node) refreshRoutes() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
-		kept, err := n.durable.store.RefreshRoutes(ctx, keys, routes)
+		kept, err := d.store.RefreshRoutes(ctx, keys, routes)
 		cancel()
-		n.redisResult(err)
+		n.durable.result(err)
 		for i, ok := range kept {
 			if !ok {
 				n.metrics.routesLost.Inc()

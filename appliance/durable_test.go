@@ -452,8 +452,8 @@ func TestDurable_TwoNodesDeviceMoves(t *testing.T) {
 	if stale == nil {
 		t.Fatal("no session on a before the move")
 	}
-	took := a.deliverTargets(&relayMessage{id: "late", payload: []byte("x")},
-		[]relayTarget{{device: inboxKey(testApp, "phone"), connEpoch: stale.connEpoch, inboxEpoch: "e", seq: 99}})
+	took := a.deliverTargets(&entryMessage{id: "late", payload: []byte("x")},
+		[]entryTarget{{device: inboxKey(testApp, "phone"), connEpoch: stale.connEpoch, inboxEpoch: "e", seq: 99}})
 	if took[0] {
 		t.Fatal("node a delivered for a device whose route it lost")
 	}
@@ -581,20 +581,20 @@ func TestDurable_RedisDown(t *testing.T) {
 	})
 }
 
-func TestRelay_DecodeNeverPanics(t *testing.T) {
-	good := appendRelayPush(nil, &relayMessage{id: "m", payload: []byte("p")},
-		[]relayTarget{{device: "a/d", connEpoch: 3, inboxEpoch: "e", seq: 9}})
-	e, err := decodeRelay(good)
+func TestEntry_DecodeNeverPanics(t *testing.T) {
+	good := appendPushEntry(nil, &entryMessage{id: "m", payload: []byte("p")},
+		[]entryTarget{{device: "a/d", connEpoch: 3, inboxEpoch: "e", seq: 9}})
+	e, err := decodeEntry(good)
 	if err != nil || len(e.targets) != 1 || e.targets[0].seq != 9 {
 		t.Fatalf("decode %+v, %v", e, err)
 	}
 	for i := 0; i < len(good); i++ {
-		if _, err := decodeRelay(good[:i]); err == nil {
+		if _, err := decodeEntry(good[:i]); err == nil {
 			t.Fatalf("prefix %d decoded", i)
 		}
 	}
-	huge := append([]byte{relayVersion, byte(relayPush), 0, 0, 0, 0, 0}, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F)
-	if _, err := decodeRelay(huge); err == nil {
+	huge := append([]byte{entryVersion, byte(entryPush), 0, 0, 0, 0, 0}, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F)
+	if _, err := decodeEntry(huge); err == nil {
 		t.Fatal("a huge target count decoded")
 	}
 }
@@ -795,8 +795,8 @@ func TestDurable_RestartedNodeAcksWhatItLeftPending(t *testing.T) {
 	if err := store.EnsureGroup(ctx, "n1"); err != nil {
 		t.Fatal(err)
 	}
-	entry := appendRelayPush(nil, &relayMessage{id: "m1", payload: []byte("x")},
-		[]relayTarget{{device: inboxKey(testApp, "gone"), connEpoch: 1, inboxEpoch: "e", seq: 1}})
+	entry := appendPushEntry(nil, &entryMessage{id: "m1", payload: []byte("x")},
+		[]entryTarget{{device: inboxKey(testApp, "gone"), connEpoch: 1, inboxEpoch: "e", seq: 1}})
 	if err := store.Deliver(ctx, map[string][][]byte{"n1": {entry, entry}}); err != nil {
 		t.Fatal(err)
 	}
@@ -952,8 +952,8 @@ func TestDurable_TakenOverEntriesPassOnToALiveNode(t *testing.T) {
 	if ap.Route.Node != "a" {
 		t.Fatalf("route %+v: want node a", ap.Route)
 	}
-	rm := &relayMessage{id: msg.ID, payload: msg.Payload, created: uint64(msg.Created.UnixMilli())}
-	stale := strandedTarget{msg: rm, target: relayTarget{device: key, connEpoch: ap.Route.Epoch - 1, inboxEpoch: ap.Epoch, seq: ap.Seq}}
+	rm := &entryMessage{id: msg.ID, payload: msg.Payload, created: uint64(msg.Created.UnixMilli())}
+	stale := strandedTarget{msg: rm, target: entryTarget{device: key, connEpoch: ap.Route.Epoch - 1, inboxEpoch: ap.Epoch, seq: ap.Seq}}
 	if err := b.reroute(ctx, []strandedTarget{stale}); err != nil {
 		t.Fatal(err)
 	}

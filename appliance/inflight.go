@@ -88,7 +88,7 @@ func (s *session) deliver(offers []offer) offerResult {
 	case slow:
 		s.closeSlow()
 	case fetch:
-		s.node.requestFetch(s)
+		s.node.durable.requestFetch(s)
 	}
 	return res
 }
@@ -239,9 +239,9 @@ func (s *session) onAck(seq uint64) {
 	key, epoch := s.key, s.epoch
 	fetch := s.needsFetchLocked()
 	s.mu.Unlock()
-	n.queueAck(key, epoch, seq)
+	n.durable.queueAck(key, epoch, seq)
 	if fetch {
-		n.requestFetch(s)
+		n.durable.requestFetch(s)
 	}
 }
 

@@ -25,20 +25,17 @@ type metrics struct {
 
 	upstreamFailures *prometheus.CounterVec
 
-	pushRequests         *prometheus.CounterVec
 	pushes               *prometheus.CounterVec
-	pushDuration         prometheus.Histogram
 	ackRetries           prometheus.Counter
 	routeReleasesDropped prometheus.Counter
-	relayErrors          prometheus.Counter
+	entryErrors          prometheus.Counter
 	takenOver            prometheus.Counter
 	takeoverForwarded    prometheus.Counter
 	resyncs              prometheus.Counter
-	degradeRefused       prometheus.Counter
 	degradeShed          prometheus.Counter
 	redisErrors          *prometheus.CounterVec
 	routesLost           prometheus.Counter
-	relayRecovered       prometheus.Counter
+	entriesRecovered     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -70,26 +67,17 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		upstreamFailures: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushd_upstream_failures_total", Help: "UP frames whose webhook call failed, by business.",
 		}, []string{"business"}),
-		pushRequests: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "pushd_push_requests_total", Help: "Push API requests by outcome: ok or the error code.",
-		}, []string{"outcome"}),
 		pushes: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushd_pushes_total", Help: "Per-device push results: delivered, stored or rejected.",
 		}, []string{"status"}),
-		pushDuration: f.NewHistogram(prometheus.HistogramOpts{
-			Name:                        "pushd_push_duration_seconds",
-			Help:                        "Push API request handling time.",
-			Buckets:                     []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-			NativeHistogramBucketFactor: 1.1,
-		}),
 		ackRetries: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_ack_retries_total", Help: "Device acks whose write to Redis failed and was retried.",
 		}),
 		routeReleasesDropped: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_route_releases_dropped_total", Help: "Closed sessions whose route was left to expire.",
 		}),
-		relayErrors: f.NewCounter(prometheus.CounterOpts{
-			Name: "pushd_relay_errors_total", Help: "Node-to-node relay entries that failed to be written or decoded.",
+		entryErrors: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_delivery_entry_errors_total", Help: "Delivery entries (node to node) that failed to be written to another node's delivery stream or to be decoded from this node's.",
 		}),
 		takenOver: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_takeover_entries_total", Help: "Delivery entries claimed from dead nodes.",
@@ -102,15 +90,12 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			Name: "pushd_session_resyncs_total",
 			Help: "Sessions made to re-read their inbox because Redis lost this node's heartbeat (a stall, a pause, or Redis data loss).",
 		}),
-		degradeRefused: f.NewCounter(prometheus.CounterOpts{
-			Name: "pushd_degrade_refused_total", Help: "Push requests refused because the region degrades their priority or business.",
-		}),
 		redisErrors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushd_redis_errors_total",
 			Help: "Failed Redis calls by kind: timeout, connection, not_serving (loading, read-only, busy: these mark Redis down) or refused (a command Redis refused).",
 		}, []string{"kind"}),
-		relayRecovered: f.NewCounter(prometheus.CounterOpts{
-			Name: "pushd_relay_recovered_total",
+		entriesRecovered: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_delivery_entries_recovered_total",
 			Help: "Delivery entries this node read before its last stop and never acked, applied at start.",
 		}),
 		routesLost: f.NewCounter(prometheus.CounterOpts{
@@ -145,7 +130,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 	for r := closeReason(0); r < closeReasonCount; r++ {
 		m.closes[r] = closes.WithLabelValues(r.String())
 	}
-	for _, k := range []transportKind{kindWS, kindTCP} {
+	for _, k := range []transportKind{kindWS, kindTCP, kindConn} {
 		f.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "pushd_connections",
 			Help:        "Open device connections by transport.",
@@ -155,7 +140,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pushd_redis_up", Help: "1 while Redis is reachable; 0 since a call failed to reach it (pushd_redis_errors_total says why) and until one succeeds: the node serves live traffic only.",
 	}, func() float64 {
-		if n.redisHealthy() {
+		if n.RedisUp() {
 			return 1
 		}
 		return 0

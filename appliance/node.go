@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/raftmeta"
 	"github.com/pushd/pushd/streams"
@@ -83,14 +83,8 @@ type Node struct {
 	// this node did not know, waiting for the metadata to be synced.
 	rechecks chan openJob
 
-	adminSrv    *http.Server
-	adminLis    net.Listener
-	adminClient *http.Client
-
-	ws      *nbhttp.Engine
-	tcp     *nbio.Engine
-	pushSrv *http.Server
-	pushLis net.Listener
+	ws  *nbhttp.Engine // nil without WSAddr
+	tcp *nbio.Engine   // nil without TCPAddr
 
 	// ctx is cancelled when the node shuts down: the loops' Redis calls
 	// and webhook calls use it, so none holds shutdown up.
@@ -148,7 +142,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	}
 	n.upstream = newUpstream(cfg.Upstreams, cfg.UpstreamTimeout)
 	if deps.Store != nil {
-		n.durable = newDurable(deps.Store)
+		n.durable = newDurable(n, deps.Store)
 	}
 
 	n.metrics = newMetrics(n.reg, n)
@@ -156,9 +150,6 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	if deps.Meta != nil {
 		n.meta = deps.Meta
 		n.applyMeta(n.meta.State())
-		n.adminClient = &http.Client{Timeout: 20 * time.Second}
-	} else if cfg.AdminAddr != "" {
-		return nil, fmt.Errorf("%w: an admin API needs region metadata (Deps.Meta)", ErrConfig)
 	} else {
 		n.markReady() // nothing to catch up with
 	}
@@ -168,12 +159,11 @@ func New(cfg Config, deps Deps) (*Node, error) {
 // ID is the node's id in the region.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
-// Addrs are the bound listener addresses; empty when not listening.
+// Addrs are the bound device listener addresses; empty when not
+// listening.
 type Addrs struct {
-	WS    string // host:port serving /v1/ws, /v1/dispatch, /healthz and /metrics
-	TCP   string
-	Push  string
-	Admin string
+	WS  string // host:port serving /v1/ws, /v1/dispatch, /healthz and /metrics
+	TCP string
 }
 
 // Addrs returns where the node listens. Valid after Start.
@@ -188,12 +178,6 @@ func (n *Node) Addrs() Addrs {
 	}
 	if n.tcp != nil {
 		a.TCP = n.tcp.Addrs[0]
-	}
-	if n.pushLis != nil {
-		a.Push = n.pushLis.Addr().String()
-	}
-	if n.adminLis != nil {
-		a.Admin = n.adminLis.Addr().String()
 	}
 	return a
 }
@@ -229,65 +213,50 @@ func (n *Node) advertisedTCP(a Addrs) string {
 	return "tcp://" + host
 }
 
-// Start opens the listeners and starts the node's goroutines. It returns
-// once the node accepts connections; with region metadata it takes
-// devices and pushes only once Ready is closed.
+// Start opens the device listeners and starts the node's goroutines. It
+// returns once the node accepts connections; with region metadata it
+// takes devices and pushes only once Ready is closed. The push and admin
+// APIs are served by their own packages (appliance/pushapi,
+// appliance/adminapi) over the node's core, on listeners the caller owns.
 func (n *Node) Start() error {
 	if !n.started.CompareAndSwap(false, true) {
 		return ErrStarted
 	}
 	n.startLoops()
 	if n.durable != nil {
-		if err := n.startDurable(); err != nil {
+		if err := n.durable.start(); err != nil {
 			n.stopGoroutines()
 			return fmt.Errorf("set up delivery stream: %w", err)
 		}
 	}
-
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", n.serveHealth)
-	mux.HandleFunc("/v1/dispatch", n.serveDispatch)
-	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
-	n.ws = n.newWSEngine(mux)
-	if err := n.ws.Start(); err != nil {
-		n.stopGoroutines()
-		return fmt.Errorf("listen ws %s: %w", n.cfg.WSAddr, err)
+	if n.cfg.WSAddr != "" {
+		n.ws = n.newWSEngine(n.devicePortMux())
+		if err := n.ws.Start(); err != nil {
+			n.ws = nil
+			n.stopGoroutines()
+			return fmt.Errorf("listen ws %s: %w", n.cfg.WSAddr, err)
+		}
 	}
 	if n.cfg.TCPAddr != "" {
 		n.tcp = n.newTCPEngine()
 		if err := n.tcp.Start(); err != nil {
-			n.ws.Stop()
 			n.tcp = nil
+			n.stopListeners()
 			n.stopGoroutines()
 			return fmt.Errorf("listen tcp %s: %w", n.cfg.TCPAddr, err)
-		}
-	}
-	var err error
-	if n.cfg.PushAddr != "" {
-		if n.pushSrv, n.pushLis, err = n.serveHTTP(n.cfg.PushAddr, n.pushMux()); err != nil {
-			n.stopListeners()
-			n.stopGoroutines()
-			return fmt.Errorf("listen push %s: %w", n.cfg.PushAddr, err)
-		}
-	}
-	if n.cfg.AdminAddr != "" {
-		if n.adminSrv, n.adminLis, err = n.serveHTTP(n.cfg.AdminAddr, n.adminMux()); err != nil {
-			n.stopListeners()
-			n.stopGoroutines()
-			return fmt.Errorf("listen admin %s: %w", n.cfg.AdminAddr, err)
 		}
 	}
 	if n.durable != nil {
 		// Other nodes learn this one's addresses from its heartbeat:
 		// publish them as soon as they are bound.
-		if _, _, err := n.heartbeat(); err != nil {
+		if _, _, err := n.durable.heartbeat(); err != nil {
 			n.stopListeners()
 			n.stopGoroutines()
 			return fmt.Errorf("publish heartbeat: %w", err)
 		}
 	}
 	a := n.Addrs()
-	n.log.Info("listening", "ws", a.WS, "tcp", a.TCP, "push", a.Push, "tls", n.cfg.TLS != nil, "store", n.durable != nil)
+	n.log.Info("listening", "ws", a.WS, "tcp", a.TCP, "tls", n.cfg.TLS != nil, "store", n.durable != nil)
 	if n.meta != nil {
 		n.goOwned(n.awaitReady)
 	}
@@ -323,7 +292,7 @@ func (n *Node) awaitReady() {
 	n.log.Info("ready: region metadata caught up", "after", time.Since(start).Round(time.Millisecond))
 	if n.durable != nil {
 		// Dispatch learns from the heartbeat that this node takes devices.
-		_, _, _ = n.heartbeat()
+		_, _, _ = n.durable.heartbeat()
 	}
 }
 
@@ -358,33 +327,23 @@ func (n *Node) connCount() int64 {
 	return total
 }
 
-// serveHTTP serves h on a std net/http server (the push and admin APIs:
-// few, busy connections, unlike the device listeners) owned by the node.
-func (n *Node) serveHTTP(addr string, h http.Handler) (*http.Server, net.Listener, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, nil, err
-	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: n.cfg.HandshakeTimeout,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
-	}
-	n.goOwned(func() { _ = srv.Serve(lis) })
-	return srv, lis, nil
+// HTTPHandler serves the device port's plain HTTP: /healthz,
+// /v1/dispatch and /metrics, which the WebSocket listener serves beside
+// /v1/ws. It is exported for a node without its own listeners (see
+// ServeConn).
+func (n *Node) HTTPHandler() http.Handler { return n.devicePortMux() }
+
+// devicePortMux routes the device port's plain HTTP.
+func (n *Node) devicePortMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", n.ServeHealth)
+	mux.HandleFunc("/v1/dispatch", n.serveDispatch)
+	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
+	return mux
 }
 
 // stopListeners closes the device listeners and their connections.
 func (n *Node) stopListeners() {
-	for _, srv := range []*http.Server{n.pushSrv, n.adminSrv} {
-		if srv != nil {
-			_ = srv.Close()
-		}
-	}
 	if n.tcp != nil {
 		n.tcp.Stop()
 	}
@@ -436,12 +395,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if n.durable != nil && n.started.Load() {
 			// Tell dispatch at once that this node takes no more devices,
 			// rather than when its heartbeat expires.
-			_, _, _ = n.heartbeat()
-		}
-		for _, srv := range []*http.Server{n.pushSrv, n.adminSrv} {
-			if srv != nil {
-				_ = srv.Shutdown(ctx)
-			}
+			_, _, _ = n.durable.heartbeat()
 		}
 		n.hub.each(func(s *session) {
 			s.closeWith(closeShutdown, &drainControl)
@@ -451,7 +405,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		go func() {
 			n.stopGoroutines()
 			if n.durable != nil {
-				n.flushDurable(ctx)
+				n.durable.flush(ctx)
 			}
 			close(done)
 		}()
@@ -522,16 +476,16 @@ func (n *Node) coarseNow() int64 { return n.now.Load() }
 // admit decides whether a new device connection from addr may proceed. A
 // refusal is counted in pushd_connects_refused_total and returned as the
 // answer a WebSocket upgrade gets; TCP closes the connection instead.
-func (n *Node) admit(addr string) *apiError {
+func (n *Node) admit(addr string) *api.APIError {
 	if n.limiter != nil && !n.limiter.allow(addr, time.Now()) {
 		n.metrics.refused.WithLabelValues(wire.CodeRateLimited.String()).Inc()
-		return &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited.String(),
-			msg: "too many connections from this address", retryAfter: time.Second}
+		return &api.APIError{Status: http.StatusTooManyRequests, Code: wire.CodeRateLimited.String(),
+			Message: "too many connections from this address", RetryAfter: time.Second}
 	}
 	if n.atCapacity() {
 		n.metrics.refused.WithLabelValues("capacity").Inc()
-		return &apiError{status: http.StatusServiceUnavailable, code: "at_capacity",
-			msg: "node at connection capacity", retryAfter: capacityRetryAfter}
+		return &api.APIError{Status: http.StatusServiceUnavailable, Code: "at_capacity",
+			Message: "node at connection capacity", RetryAfter: capacityRetryAfter}
 	}
 	return nil
 }
@@ -559,30 +513,20 @@ func (n *Node) originAllowed(r *http.Request) bool {
 	return false
 }
 
-// redisHealthy reports whether the node's last Redis call succeeded (true
-// without a Store).
-func (n *Node) redisHealthy() bool { return n.durable == nil || n.durable.up.Load() }
-
-// serveHealth answers 200 while the node can store pushes, and 503 while
+// ServeHealth answers 200 while the node can store pushes, and 503 while
 // it is starting (its metadata not caught up yet) or Redis is
 // unreachable, saying since when. A node at capacity is healthy:
 // at_capacity says it takes no new device now.
-func (n *Node) serveHealth(w http.ResponseWriter, _ *http.Request) {
-	type health struct {
-		Status     string `json:"status"`
-		Reason     string `json:"reason,omitempty"`
-		Redis      string `json:"redis,omitempty"`
-		Since      string `json:"since,omitempty"`
-		AtCapacity bool   `json:"at_capacity"`
-	}
+// It is served on the device port and on both APIs' listeners.
+func (n *Node) ServeHealth(w http.ResponseWriter, _ *http.Request) {
 	if !n.ready.Load() {
-		writeJSON(w, http.StatusServiceUnavailable, health{Status: "starting", Reason: "region metadata not caught up yet", AtCapacity: n.atCapacity()})
+		api.WriteJSON(w, http.StatusServiceUnavailable, api.Health{Status: "starting", Reason: "region metadata not caught up yet", AtCapacity: n.atCapacity()})
 		return
 	}
-	if n.redisHealthy() {
-		writeJSON(w, http.StatusOK, health{Status: "ok", AtCapacity: n.atCapacity()})
+	if n.RedisUp() {
+		api.WriteJSON(w, http.StatusOK, api.Health{Status: "ok", AtCapacity: n.atCapacity()})
 		return
 	}
 	since := time.Unix(0, n.durable.since.Load()).UTC().Format(time.RFC3339)
-	writeJSON(w, http.StatusServiceUnavailable, health{Status: "degraded", Redis: "unreachable", Since: since, AtCapacity: n.atCapacity()})
+	api.WriteJSON(w, http.StatusServiceUnavailable, api.Health{Status: "degraded", Redis: "unreachable", Since: since, AtCapacity: n.atCapacity()})
 }

@@ -44,6 +44,7 @@ type transportKind uint8
 const (
 	kindWS transportKind = iota
 	kindTCP
+	kindConn // a connection handed to ServeConn
 	kindSink // in-process, for tests and benchmarks
 	transportKindCount
 )
@@ -54,6 +55,8 @@ func (k transportKind) String() string {
 		return "ws"
 	case kindTCP:
 		return "tcp"
+	case kindConn:
+		return "conn"
 	}
 	return "sink"
 }

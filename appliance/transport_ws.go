@@ -10,6 +10,7 @@ import (
 	"github.com/lesismal/nbio/nbhttp"
 	"github.com/lesismal/nbio/nbhttp/websocket"
 
+	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/wire"
 )
 
@@ -74,8 +75,8 @@ func (n *Node) newWSEngine(mux *http.ServeMux) *nbhttp.Engine {
 			return
 		}
 		if !n.originAllowed(r) {
-			refuseUpgrade(w, r, &apiError{status: http.StatusForbidden, code: wire.CodeOriginForbidden.String(),
-				msg: "Origin not in the allowlist"})
+			refuseUpgrade(w, r, &api.APIError{Status: http.StatusForbidden, Code: wire.CodeOriginForbidden.String(),
+				Message: "Origin not in the allowlist"})
 			return
 		}
 		c, err := u.Upgrade(w, r, nil)
@@ -119,9 +120,9 @@ func (n *Node) newWSEngine(mux *http.ServeMux) *nbhttp.Engine {
 // e, in the push API's error shape, and closes the connection after the
 // answer (Connection: close): the device will try again later, and
 // meanwhile the slot goes back to the listener's slack.
-func refuseUpgrade(w http.ResponseWriter, r *http.Request, e *apiError) {
+func refuseUpgrade(w http.ResponseWriter, r *http.Request, e *api.APIError) {
 	r.Close = true // nbhttp says Connection: close and closes after the answer
-	writeError(w, e)
+	api.WriteError(w, e)
 }
 
 // httpDeadlineSlack is how long after the handshake timeout nbio's HTTP

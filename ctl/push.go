@@ -64,7 +64,7 @@ type pushOutput struct {
 	Stored       bool               `json:"stored"`
 	Results      []pushResultOutput `json:"results,omitempty"`
 	Recipients   *int               `json:"recipients,omitempty"`
-	RelayedNodes *int               `json:"relayed_nodes,omitempty"`
+	OtherNodes   *int               `json:"other_nodes,omitempty"`
 }
 
 type pushResultOutput struct {
@@ -113,7 +113,7 @@ func runPush(c *cli.Context, e *env) error {
 	if err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
-	out := pushOutput{ID: resp.ID, Stored: resp.Stored, Recipients: resp.Recipients, RelayedNodes: resp.RelayedNodes}
+	out := pushOutput{ID: resp.ID, Stored: resp.Stored, Recipients: resp.Recipients, OtherNodes: resp.OtherNodes}
 	var rejected []string
 	for _, r := range resp.Results {
 		out.Results = append(out.Results, pushResultOutput{PushResult: r})
@@ -355,8 +355,8 @@ func printPush(w io.Writer, format format, out *pushOutput, waitAck bool) error 
 	fmt.Fprintf(w, "ID: %s\n", out.ID)
 	if out.Recipients != nil {
 		fmt.Fprintf(w, "RECIPIENTS: %d\n", *out.Recipients)
-		if out.RelayedNodes != nil {
-			fmt.Fprintf(w, "RELAYED_NODES: %d\n", *out.RelayedNodes)
+		if out.OtherNodes != nil {
+			fmt.Fprintf(w, "OTHER_NODES: %d\n", *out.OtherNodes)
 		}
 		return nil
 	}

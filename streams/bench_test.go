@@ -257,7 +257,7 @@ func benchHeartbeat(b *testing.B, fsync, shape string) {
 	s := New(rdb, Config{})
 	ctx := context.Background()
 	info := NodeInfo{ID: "bench-node", DeviceAddr: "10.0.0.1:8080", TCPAddr: "10.0.0.1:8081",
-		PushAddr: "10.0.0.1:8082", AdminAddr: "10.0.0.1:8083", Conns: 123456}
+		Conns: 123456}
 	if _, err := s.Heartbeat(ctx, info); err != nil {
 		b.Fatal(err)
 	}

@@ -233,7 +233,7 @@ func TestStore_NodesLiveAndDead(t *testing.T) {
 	env := newEnv(t, Config{})
 	short := New(env.rdb, Config{NodeTTL: 50 * time.Millisecond})
 	ctx := testCtx(t)
-	n1 := NodeInfo{ID: "n1", DeviceAddr: ":8080", TCPAddr: ":8081", PushAddr: ":8082", AdminAddr: ":8083", Conns: 42}
+	n1 := NodeInfo{ID: "n1", DeviceAddr: ":8080", TCPAddr: ":8081", Conns: 42}
 	if err := errOf(env.store.Heartbeat(ctx, n1)); err != nil {
 		t.Fatal(err)
 	}

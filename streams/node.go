@@ -16,8 +16,6 @@ type NodeInfo struct {
 	ID         string
 	DeviceAddr string
 	TCPAddr    string
-	PushAddr   string
-	AdminAddr  string
 	Conns      int64
 	// Refusing says why the node takes no new devices right now
 	// ("starting", "draining", "stopping", "full"); empty while it does.

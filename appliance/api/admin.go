@@ -470,3 +470,17 @@ func (e *APIError) regionBusy() bool {
 func (e *APIError) AlreadyApplied() bool {
 	return e.Status == http.StatusConflict && strings.Contains(e.Message, "already applied")
 }
+
+// LocalStatus answers GET /v1/admin/local: one node's own view, which
+// status gathers from every member.
+type LocalStatus struct {
+	ID           string `json:"id"`
+	RaftState    string `json:"raft_state"`
+	Term         uint64 `json:"term"`
+	LastIndex    uint64 `json:"last_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	Leader       string `json:"leader"`
+	Connections  int64  `json:"connections"`
+	Redis        string `json:"redis"`
+}

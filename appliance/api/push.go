@@ -53,14 +53,15 @@ func (r PushResult) Accepted() bool {
 }
 
 // PushResponse answers POST /v1/push. Results is set for device pushes;
-// Recipients (sessions on the node asked) and RelayedNodes (other nodes
-// the message was passed to) for group and broadcast pushes.
+// Recipients (sessions on the node asked) and OtherNodes (the other live
+// nodes whose delivery streams the message was written to) for group and
+// broadcast pushes.
 type PushResponse struct {
-	ID           string       `json:"id"`
-	Stored       bool         `json:"stored"`
-	Results      []PushResult `json:"results,omitempty"`
-	Recipients   *int         `json:"recipients,omitempty"`
-	RelayedNodes *int         `json:"relayed_nodes,omitempty"`
+	ID         string       `json:"id"`
+	Stored     bool         `json:"stored"`
+	Results    []PushResult `json:"results,omitempty"`
+	Recipients *int         `json:"recipients,omitempty"`
+	OtherNodes *int         `json:"other_nodes,omitempty"`
 }
 
 // Push sends one message.
@@ -101,4 +102,25 @@ func (c *Client) Device(ctx context.Context, app, device string) (*DeviceState, 
 		return nil, err
 	}
 	return &st, nil
+}
+
+// Health answers GET /healthz on every listener of a node: 200 with
+// status "ok", or 503 with "starting" (its region metadata not caught up
+// yet) or "degraded" (Redis unreachable since Since). AtCapacity says the
+// node takes no new device right now, which is no reason to take it out
+// of service.
+type Health struct {
+	Status     string `json:"status"`
+	Reason     string `json:"reason,omitempty"`
+	Redis      string `json:"redis,omitempty"`
+	Since      string `json:"since,omitempty"`
+	AtCapacity bool   `json:"at_capacity"`
+}
+
+// Dispatch answers GET /v1/dispatch?app=A&device=D on a node's device
+// port: the node the device should connect to, and its URLs.
+type Dispatch struct {
+	Node   string `json:"node"`
+	WSURL  string `json:"ws_url"`
+	TCPURL string `json:"tcp_url,omitempty"`
 }

@@ -326,11 +326,11 @@ func (d *devRegion) stop() {
 }
 
 // announce writes pushctl.json and prints how to use the region.
-func (d *devRegion) announce(node *appliance.Node, adminToken string) error {
+func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken string) error {
 	a := node.Addrs()
 	info := devInfo{
-		PushURL: "http://" + a.Push, WSURL: "ws://" + a.WS + "/v1/ws",
-		AdminURL: "http://" + a.Admin, AdminToken: adminToken,
+		PushURL: "http://" + apis.pushAddr(), WSURL: "ws://" + a.WS + "/v1/ws",
+		AdminURL: "http://" + apis.adminAddr(), AdminToken: adminToken,
 		App: d.creds.App, KeyID: d.creds.KeyID, SecretBase64: d.creds.SecretBase64, APIKey: d.creds.APIKey,
 		RedisURL: d.redisURL(), PID: os.Getpid(),
 	}

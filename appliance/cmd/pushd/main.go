@@ -120,15 +120,23 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if err := node.Start(); err != nil {
+	apis, err := listenAPIs(&opts)
+	if err != nil {
 		return err
 	}
+	if err := node.Start(); err != nil {
+		apis.shutdown(context.Background())
+		return err
+	}
+	apis.serve(node, meta, log)
 	defer func() {
+		// The APIs stop taking calls first, then the node drains.
 		sctx, cancel := context.WithTimeout(context.Background(), opts.DrainTimeout)
 		defer cancel()
+		apis.shutdown(sctx)
 		_ = node.Shutdown(sctx)
 	}()
-	if err := register(ctx, &opts, meta, node, log); err != nil {
+	if err := register(ctx, &opts, meta, node, apis, log); err != nil {
 		return err
 	}
 	adminToken := ""
@@ -141,7 +149,7 @@ func run(c *cli.Context) error {
 		if err := dev.seedApp(ctx, meta); err != nil {
 			return err
 		}
-		if err := dev.announce(node, adminToken); err != nil {
+		if err := dev.announce(node, apis, adminToken); err != nil {
 			log.Error("write dev region info", "err", err)
 		}
 	}

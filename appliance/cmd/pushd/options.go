@@ -242,8 +242,6 @@ func (o *options) nodeConfig() (appliance.Config, error) {
 		NodeID:            o.NodeID,
 		WSAddr:            o.WSAddr,
 		TCPAddr:           o.TCPAddr,
-		PushAddr:          o.PushAddr,
-		AdminAddr:         o.AdminAddr,
 		AdvertiseWS:       o.AdvertiseWS,
 		AdvertiseTCP:      o.AdvertiseTCP,
 		AllowedOrigins:    o.AllowedOrigins,

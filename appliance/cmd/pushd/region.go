@@ -39,7 +39,7 @@ func openMeta(ctx context.Context, o *options, log *slog.Logger) (*raftmeta.Stor
 }
 
 // selfMember is this node's member record, with the addresses it bound.
-func selfMember(o *options, meta *raftmeta.Store, node *appliance.Node) raftmeta.Member {
+func selfMember(o *options, meta *raftmeta.Store, node *appliance.Node, apis *apiServers) raftmeta.Member {
 	a := node.Addrs()
 	adv := func(flagged, bound string) string {
 		if flagged != "" {
@@ -57,8 +57,8 @@ func selfMember(o *options, meta *raftmeta.Store, node *appliance.Node) raftmeta
 			tcp = "tls://" + adv(o.AdvertiseTCP, a.TCP)
 		}
 	}
-	return raftmeta.Member{ID: node.ID(), RaftAddr: meta.RaftAddr(), AdminAddr: adv(o.AdvertiseAdmin, a.Admin),
-		DeviceAddr: ws, TCPAddr: tcp, PushAddr: adv(o.AdvertisePush, a.Push), Weight: o.Weight}
+	return raftmeta.Member{ID: node.ID(), RaftAddr: meta.RaftAddr(), AdminAddr: adv(o.AdvertiseAdmin, apis.adminAddr()),
+		DeviceAddr: ws, TCPAddr: tcp, PushAddr: adv(o.AdvertisePush, apis.pushAddr()), Weight: o.Weight}
 }
 
 // register records this node in the region: directly when it leads (a
@@ -67,8 +67,8 @@ func selfMember(o *options, meta *raftmeta.Store, node *appliance.Node) raftmeta
 // node's addresses. A restarted member started without --join that is not
 // the leader keeps its replicated record, and is warned if its addresses
 // changed.
-func register(ctx context.Context, o *options, meta *raftmeta.Store, node *appliance.Node, log *slog.Logger) error {
-	m := selfMember(o, meta, node)
+func register(ctx context.Context, o *options, meta *raftmeta.Store, node *appliance.Node, apis *apiServers, log *slog.Logger) error {
+	m := selfMember(o, meta, node, apis)
 	if o.Join == "" {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()

@@ -8,8 +8,8 @@ import (
 	"github.com/pushd/pushd/appliance/wire"
 )
 
-// A relay entry is what one node appends to another node's delivery
-// stream. It is encoded with the wire package's field encoding:
+// A delivery entry is what one node appends to another node's delivery
+// stream (streams.Store.Deliver), for that node to apply to its sessions. It is encoded with the wire package's field encoding:
 //
 //	version:u8 (1) kind:u8 body
 //
@@ -26,23 +26,23 @@ import (
 //
 // Device strings are inbox keys (app/device). Decoding checks every length
 // against the entry, so a corrupt entry is an error, never a panic.
-const relayVersion = 1
+const entryVersion = 1
 
-type relayKind uint8
+type entryKind uint8
 
 const (
-	relayPush   relayKind = 1
-	relayKick   relayKind = 2
-	relayFanout relayKind = 3
+	entryPush   entryKind = 1
+	entryKick   entryKind = 2
+	entryFanout entryKind = 3
 )
 
-// relayEntry is a decoded relay entry; which fields are set depends on kind.
-type relayEntry struct {
-	kind relayKind
+// deliveryEntry is a decoded delivery entry; which fields are set depends on kind.
+type deliveryEntry struct {
+	kind entryKind
 
 	// push
-	msg     relayMessage
-	targets []relayTarget
+	msg     entryMessage
+	targets []entryTarget
 
 	// kick
 	device    string
@@ -53,7 +53,7 @@ type relayEntry struct {
 	frame []byte
 }
 
-type relayMessage struct {
+type entryMessage struct {
 	id       string
 	business string
 	priority wire.Priority
@@ -61,18 +61,18 @@ type relayMessage struct {
 	payload  []byte
 }
 
-type relayTarget struct {
+type entryTarget struct {
 	device     string // inbox key
 	connEpoch  uint64
 	inboxEpoch string
 	seq        uint64
 }
 
-// errRelay marks an undecodable relay entry.
-var errRelay = errors.New("bad relay entry")
+// errEntry marks an undecodable delivery entry.
+var errEntry = errors.New("bad delivery entry")
 
-func appendRelayPush(dst []byte, m *relayMessage, targets []relayTarget) []byte {
-	dst = append(dst, relayVersion, byte(relayPush))
+func appendPushEntry(dst []byte, m *entryMessage, targets []entryTarget) []byte {
+	dst = append(dst, entryVersion, byte(entryPush))
 	dst = wire.AppendString(dst, m.id)
 	dst = wire.AppendString(dst, m.business)
 	dst = append(dst, byte(m.priority))
@@ -88,27 +88,27 @@ func appendRelayPush(dst []byte, m *relayMessage, targets []relayTarget) []byte 
 	return dst
 }
 
-func appendRelayKick(dst []byte, device string, connEpoch uint64) []byte {
-	dst = append(dst, relayVersion, byte(relayKick))
+func appendKickEntry(dst []byte, device string, connEpoch uint64) []byte {
+	dst = append(dst, entryVersion, byte(entryKick))
 	dst = wire.AppendString(dst, device)
 	return binary.AppendUvarint(dst, connEpoch)
 }
 
-func appendRelayFanout(dst []byte, group string, frame []byte) []byte {
-	dst = append(dst, relayVersion, byte(relayFanout))
+func appendFanoutEntry(dst []byte, group string, frame []byte) []byte {
+	dst = append(dst, entryVersion, byte(entryFanout))
 	dst = wire.AppendString(dst, group)
 	return wire.AppendBytes(dst, frame)
 }
 
-func decodeRelay(b []byte) (relayEntry, error) {
-	var e relayEntry
-	if len(b) < 2 || b[0] != relayVersion {
-		return e, fmt.Errorf("%w: version", errRelay)
+func decodeEntry(b []byte) (deliveryEntry, error) {
+	var e deliveryEntry
+	if len(b) < 2 || b[0] != entryVersion {
+		return e, fmt.Errorf("%w: version", errEntry)
 	}
-	e.kind = relayKind(b[1])
+	e.kind = entryKind(b[1])
 	r := wire.NewFieldReader(b[2:])
 	switch e.kind {
-	case relayPush:
+	case entryPush:
 		e.msg.id = r.Str()
 		e.msg.business = r.Str()
 		e.msg.priority = wire.Priority(r.Uint8())
@@ -118,24 +118,24 @@ func decodeRelay(b []byte) (relayEntry, error) {
 		// A target takes at least four bytes, which bounds the count
 		// before anything is allocated for it.
 		if n > uint64(len(b))/4 {
-			return e, fmt.Errorf("%w: %d targets in %d bytes", errRelay, n, len(b))
+			return e, fmt.Errorf("%w: %d targets in %d bytes", errEntry, n, len(b))
 		}
-		e.targets = make([]relayTarget, 0, n)
+		e.targets = make([]entryTarget, 0, n)
 		for i := uint64(0); i < n && r.Err() == nil; i++ {
-			t := relayTarget{device: r.Str(), connEpoch: r.Uvarint(), inboxEpoch: r.Str(), seq: r.Uvarint()}
+			t := entryTarget{device: r.Str(), connEpoch: r.Uvarint(), inboxEpoch: r.Str(), seq: r.Uvarint()}
 			e.targets = append(e.targets, t)
 		}
-	case relayKick:
+	case entryKick:
 		e.device = r.Str()
 		e.connEpoch = r.Uvarint()
-	case relayFanout:
+	case entryFanout:
 		e.group = r.Str()
 		e.frame = r.Bytes()
 	default:
-		return e, fmt.Errorf("%w: kind %d", errRelay, e.kind)
+		return e, fmt.Errorf("%w: kind %d", errEntry, e.kind)
 	}
 	if err := r.Err(); err != nil {
-		return e, fmt.Errorf("%w: %v", errRelay, err)
+		return e, fmt.Errorf("%w: %v", errEntry, err)
 	}
 	return e, nil
 }

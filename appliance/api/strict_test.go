@@ -1,4 +1,4 @@
-package appliance
+package api
 
 import (
 	"strings"
@@ -46,7 +46,7 @@ func TestDecodeStrict_RefusesDuplicateKeysAtAnyDepth(t *testing.T) {
 		{"a wrong type", `{"id":1}`, "cannot unmarshal number"},
 	} {
 		var b body
-		err := decodeStrict([]byte(c.in), &b)
+		err := DecodeStrict([]byte(c.in), &b)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %s: error %v, want one containing %q", c.name, c.in, err, c.want)
 		}
@@ -55,7 +55,7 @@ func TestDecodeStrict_RefusesDuplicateKeysAtAnyDepth(t *testing.T) {
 	var b body
 	in := `{"id":"a","inner":{"name":"n"},"list":[{"name":"x"},{"name":"y"}],"tags":{"k":"v","K":"w"},` +
 		`"any":{"x":[{"y":1},{"y":2}]},"limit":3}`
-	if err := decodeStrict([]byte(in), &b); err != nil {
+	if err := DecodeStrict([]byte(in), &b); err != nil {
 		t.Fatal(err)
 	}
 	if b.ID != "a" || b.Inner.Name != "n" || len(b.List) != 2 || b.List[1].Name != "y" || b.Tags["K"] != "w" || b.Limit != 3 || b.Any == nil {

@@ -1,4 +1,4 @@
-package appliance
+package api
 
 import (
 	"bytes"
@@ -17,14 +17,15 @@ import (
 // encoding/json on its own takes a key given twice (the last one wins)
 // and matches field names regardless of case, so {"app":"noapp",
 // "APP":"dev"} would push as app dev; it also turns invalid UTF-8 into
-// U+FFFD without a word. decodeStrict refuses all three before it
-// decodes.
+// U+FFFD without a word. DecodeStrict refuses all three before it
+// decodes. Both APIs' handlers read every body with ReadBody and
+// DecodeStrict.
 
 // maxJSONDepth bounds how deeply a body may nest objects and arrays; the
 // bodies the APIs take nest two levels at most.
 const maxJSONDepth = 32
 
-// decodeStrict parses body, which must be exactly one JSON value, into v
+// DecodeStrict parses body, which must be exactly one JSON value, into v
 // (a pointer). It refuses, with an error saying where:
 //   - bytes that are not UTF-8, a syntax error, or anything after the value;
 //   - a key given twice in one object, at any depth (compared after
@@ -32,7 +33,7 @@ const maxJSONDepth = 32
 //   - a key that names no field of the struct it is decoded into, with
 //     names compared exactly: "App" is not "app";
 //   - a value of the wrong type (encoding/json's own message).
-func decodeStrict(body []byte, v any) error {
+func DecodeStrict(body []byte, v any) error {
 	if !utf8.Valid(body) {
 		return errors.New("not UTF-8")
 	}

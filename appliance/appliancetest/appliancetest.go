@@ -1,0 +1,273 @@
+// Package appliancetest runs pushd nodes inside a test process: an
+// appliance.Node with its push API and, with region metadata, its admin
+// API on loopback listeners, and whole regions of them around a real
+// redis-server and real Raft (streamstest, raftmetatest). The API
+// packages, pushctl and the end-to-end tests use it, so a node is wired
+// for tests the way appliance/cmd/pushd wires it, in one place.
+//
+//	r := appliancetest.StartRegion(t, 3, appliancetest.RegionOptions{})
+//	cl, _ := api.NewClient(r.Nodes[0].AdminURL, r.Admin, nil)
+//
+// Under -race (RaceEnabled) a node opens no nbio listener: devices reach
+// it through ServeConn on a std listener (TCPURL), and its device port's
+// HTTP endpoints through a std server (HTTPURL); WSURL is empty. Tests
+// that need nbio's listeners themselves skip under -race.
+package appliancetest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/appliance/adminapi"
+	"github.com/pushd/pushd/appliance/pushapi"
+	"github.com/pushd/pushd/internal/poll"
+	"github.com/pushd/pushd/raftmeta"
+	"github.com/pushd/pushd/raftmeta/raftmetatest"
+	"github.com/pushd/pushd/streams"
+	"github.com/pushd/pushd/streams/streamstest"
+)
+
+// Node is a node running in the test process.
+type Node struct {
+	*appliance.Node
+	// PushURL is the push API (http://host:port).
+	PushURL string
+	// AdminURL is the admin API; "" without region metadata.
+	AdminURL string
+	// WSURL is the WebSocket device URL (ws://…/v1/ws); "" under -race.
+	WSURL string
+	// TCPURL is the raw TCP device URL (tcp://host:port): nbio's TCP
+	// listener, or under -race a std listener serving ServeConn.
+	TCPURL string
+	// HTTPURL is the device port's plain HTTP (/healthz, /v1/dispatch,
+	// /metrics), as http://host:port.
+	HTTPURL string
+}
+
+// DeviceURL is where a device connects: WSURL, or TCPURL under -race.
+func (n *Node) DeviceURL() string {
+	if n.WSURL != "" {
+		return n.WSURL
+	}
+	return n.TCPURL
+}
+
+// Options configure one node.
+type Options struct {
+	// Config is the node's configuration. WSAddr and TCPAddr are set to
+	// loopback ports (or left empty under -race). Zero: TestConfig().
+	Config appliance.Config
+	// Store is the region's Redis. Zero: the node stores nothing.
+	Store appliance.Store
+	// Meta is the region's metadata. Zero: apps come from Config.Apps and
+	// there is no admin API.
+	Meta *raftmeta.Store
+	// Logger receives the node's logs. Zero: discarded.
+	Logger *slog.Logger
+}
+
+// TestConfig is a node configuration with timings short enough for tests
+// and no per-IP connect limit.
+func TestConfig() appliance.Config {
+	return appliance.Config{
+		NodeID:            "n1",
+		HandshakeTimeout:  2 * time.Second,
+		HeartbeatInterval: 400 * time.Millisecond,
+		TimerTick:         20 * time.Millisecond,
+		AckTimeout:        300 * time.Millisecond,
+		AckBackoffMax:     time.Second,
+		ConnectRate:       -1,
+		DrainSpread:       200 * time.Millisecond,
+	}
+}
+
+// Start starts a node and its APIs, waits until it is ready, and stops
+// them all when the test ends.
+func Start(t testing.TB, opts Options) *Node {
+	t.Helper()
+	cfg := opts.Config
+	if cfg.NodeID == "" {
+		base := TestConfig()
+		base.Apps = cfg.Apps
+		cfg = base
+	}
+	var connLis net.Listener
+	if !RaceEnabled {
+		cfg.WSAddr, cfg.TCPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	} else {
+		cfg.WSAddr, cfg.TCPAddr = "", ""
+		var err error
+		if connLis, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = connLis.Close() })
+		// Dispatch and drains name this listener.
+		cfg.AdvertiseTCP = connLis.Addr().String()
+	}
+	deps := appliance.Deps{Logger: opts.Logger, Store: opts.Store}
+	if opts.Meta != nil {
+		deps.Meta = opts.Meta
+	}
+	node, err := appliance.New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{Node: node}
+	var servers []*http.Server
+	var listeners []net.Listener
+	serve := func(h http.Handler) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, srv)
+		go func() { _ = srv.Serve(ln) }()
+		return "http://" + ln.Addr().String()
+	}
+	if err := node.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.PushURL = serve(pushapi.New(node, pushapi.Options{Logger: opts.Logger, Registry: node.Registry()}))
+	if opts.Meta != nil {
+		n.AdminURL = serve(adminapi.New(node, opts.Meta, adminapi.Options{Logger: opts.Logger}))
+	}
+	var conns sync.WaitGroup
+	if RaceEnabled {
+		ln := connLis
+		listeners = append(listeners, ln)
+		n.TCPURL = "tcp://" + ln.Addr().String()
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conns.Add(1)
+				go func() {
+					defer conns.Done()
+					_ = node.ServeConn(c)
+				}()
+			}
+		}()
+		n.HTTPURL = serve(node.HTTPHandler())
+	} else {
+		a := node.Addrs()
+		n.WSURL, n.TCPURL, n.HTTPURL = "ws://"+a.WS+"/v1/ws", "tcp://"+a.TCP, "http://"+a.WS
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, srv := range servers {
+			_ = srv.Shutdown(ctx)
+		}
+		for _, ln := range listeners {
+			_ = ln.Close()
+		}
+		if err := node.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown %s: %v", node.ID(), err)
+		}
+		conns.Wait()
+	})
+	select {
+	case <-node.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("node %s not ready 30 s after its start", node.ID())
+	}
+	return n
+}
+
+// Region is a region in the test process: real Raft over loopback TCP
+// (raftmetatest's fast timings), one real redis-server, and a node with
+// both APIs on each Raft node, registered in the member list as pushd
+// registers itself.
+type Region struct {
+	Redis *streamstest.Server
+	Raft  *raftmetatest.Cluster
+	Nodes []*Node
+	// Admin is an admin-role token with the id "root"; Viewer a
+	// viewer-role token with the id "watcher".
+	Admin, Viewer string
+}
+
+// RegionOptions configure a region.
+type RegionOptions struct {
+	// Config changes node i's configuration (its NodeID is set already).
+	Config func(i int, cfg *appliance.Config)
+	// Streams configures every node's store. Zero: streams' defaults.
+	Streams streams.Config
+	// Raft changes how the Raft cluster is built.
+	Raft []raftmetatest.Option
+	// Commands are applied before the nodes start (apps, say).
+	Commands []raftmeta.Command
+}
+
+// StartRegion starts a region of size nodes and stops it with the test.
+func StartRegion(t testing.TB, size int, opts RegionOptions) *Region {
+	t.Helper()
+	r := &Region{Redis: streamstest.StartRedis(t), Raft: raftmetatest.NewCluster(t, size, opts.Raft...)}
+	var at, vt raftmeta.AdminToken
+	r.Admin, at = raftmeta.NewAdminToken("root", raftmeta.RoleAdmin)
+	r.Viewer, vt = raftmeta.NewAdminToken("watcher", raftmeta.RoleViewer)
+	for _, cmd := range append([]raftmeta.Command{raftmeta.CreateAdminToken(at), raftmeta.CreateAdminToken(vt)}, opts.Commands...) {
+		if _, err := r.Raft.Apply(context.Background(), cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range size {
+		r.Nodes = append(r.Nodes, r.startNode(t, i, opts))
+	}
+	// Every node must know every member's addresses before a test asks
+	// it for status or writes through it.
+	r.Raft.WaitConverged(t)
+	return r
+}
+
+// startNode starts the node on Raft node i and records its addresses in
+// its member record.
+func (r *Region) startNode(t testing.TB, i int, opts RegionOptions) *Node {
+	t.Helper()
+	cfg := TestConfig()
+	cfg.NodeID = r.Raft.Member(i).ID
+	if opts.Config != nil {
+		opts.Config(i, &cfg)
+	}
+	n := Start(t, Options{Config: cfg, Store: streams.New(r.Redis.Client(t), opts.Streams), Meta: r.Raft.Store(i)})
+	var m raftmeta.Member
+	poll.Until(t, 10*time.Second, func() error {
+		var ok bool
+		if m, ok = r.Raft.Store(i).State().Members[cfg.NodeID]; !ok {
+			return fmt.Errorf("node %s has not caught up with its own member record", cfg.NodeID)
+		}
+		return nil
+	})
+	m.AdminAddr, m.PushAddr = hostPort(n.AdminURL), hostPort(n.PushURL)
+	m.DeviceAddr, m.TCPAddr, m.Weight = n.WSURL, n.TCPURL, 100
+	if m.DeviceAddr == "" {
+		m.DeviceAddr = n.TCPURL
+	}
+	if _, err := r.Raft.Apply(context.Background(), raftmeta.UpsertMember(m)); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// LeaderIndex waits for a Raft leader and returns its index.
+func (r *Region) LeaderIndex(t testing.TB) int {
+	t.Helper()
+	i, _ := r.Raft.WaitForLeader(t)
+	return i
+}
+
+// hostPort strips the scheme from an http://host:port URL.
+func hostPort(url string) string { return strings.TrimPrefix(url, "http://") }

@@ -1,0 +1,323 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pushd/pushd/appliance/api"
+	"github.com/pushd/pushd/appliance/token"
+	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/streams"
+)
+
+// The node's exported core: what the HTTP front-ends (appliance/pushapi,
+// appliance/adminapi) and embedders call. They decode, authenticate and
+// check requests and answer them; the core stores, routes and delivers.
+// Nothing here knows about HTTP. Every method is safe for concurrent use.
+
+// Errors of the core. Each says what a front-end should tell its caller.
+var (
+	// ErrNotReady means the node is starting: its region metadata has not
+	// caught up yet (Ready is not closed). Retry shortly.
+	ErrNotReady = errors.New("node starting: its region metadata is not caught up yet")
+	// ErrUnauthorized means an API key is not one of the named app's, or
+	// the app does not exist, as of the region's metadata when the call
+	// was made.
+	ErrUnauthorized = errors.New("unknown app or API key")
+	// ErrUnavailable means the region's store or metadata could not be
+	// reached for what the call needs. Retry with backoff.
+	ErrUnavailable = errors.New("unavailable")
+)
+
+// App is one app of the region as the push API checks a request against
+// it: a view of the node's app table when AuthorizeAPIKey returned it.
+type App struct{ e *appEntry }
+
+// ID is the app's id.
+func (a App) ID() string { return a.e.id }
+
+// BusinessAllowed reports whether a message may carry business b.
+func (a App) BusinessAllowed(b string) bool {
+	return a.e.businesses == nil || slices.Contains(a.e.businesses, b)
+}
+
+// MaxPayload is the largest payload the app may push, in bytes.
+func (a App) MaxPayload() int { return a.e.maxPayload }
+
+// RateBurst is the most device messages one request may carry under the
+// app's rate limit; 0 when the app has none.
+func (a App) RateBurst() int {
+	if a.e.limiter == nil {
+		return 0
+	}
+	return int(a.e.limiter.burst)
+}
+
+// TakeRate takes units (device messages) from the app's rate limit, or
+// reports how long until they would be there. Always true without a
+// limit. A request over RateBurst can never pass: check it first.
+func (a App) TakeRate(units int, now time.Time) (bool, time.Duration) {
+	if a.e.limiter == nil {
+		return true, 0
+	}
+	return a.e.limiter.take(units, now)
+}
+
+// AuthorizeAPIKey returns the app appID when key is one of its push API
+// keys. An app or key this node does not know yet (created a moment ago
+// through another node) is looked up again once the node holds everything
+// the region had committed when the call was made: ErrUnauthorized comes
+// only after that, and ErrUnavailable when the metadata cannot be
+// reached for it.
+func (n *Node) AuthorizeAPIKey(ctx context.Context, appID, key string) (App, error) {
+	if app := n.apps.Load().apps[appID]; app != nil && app.verifyAPIKey(key) {
+		return App{app}, nil
+	}
+	if n.meta == nil {
+		return App{}, ErrUnauthorized
+	}
+	ctx, cancel := context.WithTimeout(ctx, recheckTimeout)
+	defer cancel()
+	if err := n.meta.Sync(ctx); err != nil {
+		return App{}, ErrUnavailable
+	}
+	if app := n.currentApps().apps[appID]; app != nil && app.verifyAPIKey(key) {
+		return App{app}, nil
+	}
+	return App{}, ErrUnauthorized
+}
+
+// Sheds reports whether the region's degrade policy sheds a message of
+// priority p for business b right now, and if so what it sheds and why,
+// in words for the caller.
+func (n *Node) Sheds(p wire.Priority, business string) (string, bool) {
+	d := n.degrade.Load()
+	if !d.sheds(p, business) {
+		return "", false
+	}
+	return "the region sheds " + d.describe() + " right now: " + d.reason, true
+}
+
+// PushLimits are the bounds a push request is checked against.
+type PushLimits struct {
+	// MaxTTL is the longest a message may wait in an inbox, and the TTL
+	// of a push that names none.
+	MaxTTL time.Duration
+	// InboxMaxLen caps each device's unacked messages.
+	InboxMaxLen int64
+	// MaxTargets caps the devices of one push.
+	MaxTargets int
+}
+
+// PushLimits returns the limits in force on this node now: its
+// configuration with the region's tunables over it.
+func (n *Node) PushLimits() PushLimits {
+	t := n.tun.Load()
+	return PushLimits{MaxTTL: t.maxTTL, InboxMaxLen: t.inboxMaxLen, MaxTargets: n.cfg.MaxTargets}
+}
+
+// PushDevices stores msg in the inbox of each of app's devices and hands
+// it to the nodes holding their sessions, and says per device what
+// happened (in the order given; an invalid id is rejected on its own).
+// While the store is unreachable the message goes, at most once, to the
+// devices connected to this node, and the answer says it was not stored;
+// with none of them connected it fails with ErrUnavailable.
+func (n *Node) PushDevices(ctx context.Context, app string, msg streams.Message, devices []string) (*api.PushResponse, error) {
+	resp := &api.PushResponse{ID: msg.ID, Results: make([]api.PushResult, len(devices))}
+	keys := make([]string, 0, len(devices))
+	index := make([]int, 0, len(devices)) // keys[i] is devices[index[i]]
+	for i, d := range devices {
+		resp.Results[i] = api.PushResult{Device: d}
+		if !token.ValidID(d) {
+			resp.Results[i].Status, resp.Results[i].Reason = api.StatusRejected, "invalid_device"
+			continue
+		}
+		keys = append(keys, inboxKey(app, d))
+		index = append(index, i)
+	}
+	if n.durable == nil {
+		return n.pushUnstored(resp, msg, keys, index)
+	}
+	sctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	appended, err := n.durable.store.Append(sctx, msg, keys)
+	n.durable.result(err)
+	if err != nil {
+		n.log.Warn("push not stored: delivering to local sessions only", "id", msg.ID, "err", err)
+		return n.pushUnstored(resp, msg, keys, index)
+	}
+	resp.Stored = true
+	em := entryMessage{id: msg.ID, business: msg.Business, priority: wire.Priority(msg.Priority),
+		created: uint64(msg.Created.UnixMilli()), payload: msg.Payload}
+	var local []entryTarget
+	var localAt []int
+	remote := map[string][]entryTarget{}
+	remoteAt := map[string][]int{}
+	for k, a := range appended {
+		res := &resp.Results[index[k]]
+		res.Seq, res.Duplicate, res.Status = a.Seq, a.Duplicate, api.StatusStored
+		t := entryTarget{device: keys[k], connEpoch: a.Route.Epoch, inboxEpoch: a.Epoch, seq: a.Seq}
+		switch a.Route.Node {
+		case "":
+		case n.cfg.NodeID:
+			local, localAt = append(local, t), append(localAt, index[k])
+		default:
+			remote[a.Route.Node] = append(remote[a.Route.Node], t)
+			remoteAt[a.Route.Node] = append(remoteAt[a.Route.Node], index[k])
+		}
+	}
+	if len(remote) > 0 {
+		entries := make(map[string][][]byte, len(remote))
+		for node, ts := range remote {
+			entries[node] = [][]byte{appendPushEntry(nil, &em, ts)}
+		}
+		err := n.durable.store.Deliver(sctx, entries)
+		n.durable.result(err)
+		if err != nil {
+			// Stored but not passed on: the device's node reads the inbox
+			// when the next message shows it a gap, or on reconnect.
+			n.metrics.entryErrors.Inc()
+		} else {
+			for _, at := range remoteAt {
+				for _, i := range at {
+					resp.Results[i].Status = api.StatusDelivered
+				}
+			}
+		}
+	}
+	for k, took := range n.deliverTargets(&em, local) {
+		if took {
+			resp.Results[localAt[k]].Status = api.StatusDelivered
+		}
+	}
+	n.countResults(resp.Results)
+	return resp, nil
+}
+
+// pushUnstored delivers msg at most once to the targets connected to this
+// node, when there is no Store or Redis failed: never a false stored.
+func (n *Node) pushUnstored(resp *api.PushResponse, msg streams.Message, keys []string, index []int) (*api.PushResponse, error) {
+	p := wire.Push{ID: msg.ID, Business: msg.Business, Priority: wire.Priority(msg.Priority),
+		Created: uint64(msg.Created.UnixMilli()), Payload: msg.Payload}
+	frame := wire.AppendPush(nil, &p)
+	delivered := 0
+	for k, key := range keys {
+		res := &resp.Results[index[k]]
+		if s := n.hub.lookup(key); s != nil && s.sendEphemeral(frame) {
+			res.Status = api.StatusDelivered
+			delivered++
+		} else {
+			res.Status, res.Reason = api.StatusRejected, "unavailable"
+		}
+	}
+	n.countResults(resp.Results)
+	if delivered == 0 && len(keys) > 0 {
+		return nil, ErrUnavailable
+	}
+	return resp, nil
+}
+
+func (n *Node) countResults(results []api.PushResult) {
+	for _, r := range results {
+		n.metrics.pushes.WithLabelValues(r.Status).Inc()
+	}
+}
+
+// PushGroup hands msg to every connected member of app's group, or of the
+// whole app when group is "" (a broadcast), across the region: encoded
+// once, fanned out here, and written to every other live node's delivery
+// stream. Group messages are not stored.
+func (n *Node) PushGroup(ctx context.Context, app, group string, msg streams.Message) *api.PushResponse {
+	key := broadcastGroup(app)
+	if group != "" {
+		key = groupKey(app, group)
+	}
+	p := wire.Push{ID: msg.ID, Business: msg.Business, Priority: wire.Priority(msg.Priority),
+		Created: uint64(msg.Created.UnixMilli()), Group: group, Payload: msg.Payload}
+	frame := wire.AppendPush(nil, &p)
+	recipients := n.fanoutLocal(frame, key)
+	others := 0
+	if n.durable != nil {
+		sctx, cancel := context.WithTimeout(ctx, redisTimeout)
+		defer cancel()
+		// The live nodes as of the last heartbeat (a second ago at most):
+		// one that joined since misses this message, which only ever
+		// reaches the members connected at the moment.
+		entries := map[string][][]byte{}
+		if live := n.liveNodes.Load(); live != nil {
+			entry := appendFanoutEntry(nil, key, frame)
+			for _, node := range *live {
+				if node.ID != n.cfg.NodeID {
+					entries[node.ID] = [][]byte{entry}
+				}
+			}
+		}
+		if len(entries) > 0 {
+			err := n.durable.store.Deliver(sctx, entries)
+			n.durable.result(err)
+			if err == nil {
+				others = len(entries)
+			}
+		}
+	}
+	return &api.PushResponse{ID: msg.ID, Recipients: &recipients, OtherNodes: &others}
+}
+
+// fanoutLocal hands one encoded frame to the local members of a group key.
+func (n *Node) fanoutLocal(frame []byte, group string) int {
+	start := time.Now()
+	k := n.hub.fanout(frame, group)
+	n.metrics.fanout.Observe(time.Since(start).Seconds())
+	n.metrics.fanoutSends.Add(float64(k))
+	return k
+}
+
+// DeviceState reads one of app's devices' route and inbox. It fails with
+// ErrUnavailable while the store is unreachable.
+func (n *Node) DeviceState(ctx context.Context, app, device string) (api.DeviceState, error) {
+	key := inboxKey(app, device)
+	out := api.DeviceState{App: app, Device: device, Online: n.hub.lookup(key) != nil}
+	if n.durable == nil {
+		return out, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	info, err := n.durable.store.Device(ctx, key)
+	n.durable.result(err)
+	if err != nil {
+		return out, ErrUnavailable
+	}
+	out.Epoch, out.Last, out.Acked, out.Lost, out.InboxLen = info.Epoch, info.Last, info.Acked, info.Lost, info.InboxLen
+	if info.Route.Node != "" {
+		out.Online = true
+		out.Route = &api.DeviceRoute{Node: info.Route.Node, Epoch: info.Route.Epoch}
+	}
+	return out, nil
+}
+
+// Tunables returns the delivery settings in force on this node: its
+// configuration with the region's tunables over it.
+func (n *Node) Tunables() api.Tunables {
+	t := n.tun.Load()
+	return api.Tunables{InboxMaxLen: t.inboxMaxLen, InboxTTL: t.maxTTL.String(),
+		AckTimeout: t.ackTimeout.String(), AckBackoffMax: t.ackBackoffMax.String(),
+		InFlightWindow: t.window, QueueFrames: t.queueFrames, QueueBytes: t.queueBytes}
+}
+
+// Sessions is the number of device sessions open on this node.
+func (n *Node) Sessions() int64 { return n.hub.count.Load() }
+
+// RedisUp reports whether the node's last Redis call reached Redis (true
+// without a Store).
+func (n *Node) RedisUp() bool { return n.durable == nil || n.durable.up.Load() }
+
+// Config returns the node's configuration, defaults applied.
+func (n *Node) Config() Config { return n.cfg }
+
+// Registry is where the node registers its metrics; front-ends register
+// theirs there too, so /metrics serves them all.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
