@@ -60,11 +60,11 @@ func pushCommand(e *env) *cli.Command {
 // pushOutput is the JSON output of push: the API's answer, with the ack
 // outcome per device under --wait-ack.
 type pushOutput struct {
-	ID           string             `json:"id"`
-	Stored       bool               `json:"stored"`
-	Results      []pushResultOutput `json:"results,omitempty"`
-	Recipients   *int               `json:"recipients,omitempty"`
-	OtherNodes   *int               `json:"other_nodes,omitempty"`
+	ID         string             `json:"id"`
+	Stored     bool               `json:"stored"`
+	Results    []pushResultOutput `json:"results,omitempty"`
+	Recipients *int               `json:"recipients,omitempty"`
+	OtherNodes *int               `json:"other_nodes,omitempty"`
 }
 
 type pushResultOutput struct {
