@@ -14,9 +14,9 @@
 //
 // A zero Plan runs the workers as goroutines of the calling process. A
 // process may open at most 20,000 files here, so real runs spread over
-// worker processes of at most MaxPerWorker units each: the CLI sets
-// Plan.Spawn to Exec(itself, "bench", "worker") and runs Work as that
-// command's main. A worker reads one Job as a JSON line on stdin (the
+// worker processes of at most MaxPerWorker units each: pushctl sets
+// Plan.Spawn to Exec of its own executable with "bench", "worker", and
+// runs Work as that command's main. A worker reads one Job as a JSON line on stdin (the
 // scenario's name, the worker's Share, the scenario's parameters) and
 // answers in JSON lines on stdout; protocol.go has the whole exchange.
 // StartLocal starts a throwaway `pushd --dev` to run against, and Probe

@@ -81,7 +81,9 @@ type histogramJSON struct {
 }
 
 // MarshalJSON encodes the histogram as {"us":[[microseconds,count],…]}.
-func (h *Histogram) MarshalJSON() ([]byte, error) {
+// Its receiver is a value, so a Histogram inside a tally sent by value
+// encodes too.
+func (h Histogram) MarshalJSON() ([]byte, error) {
 	j := histogramJSON{US: make([][2]int64, 0, len(h.counts))}
 	for _, us := range slices.Sorted(maps.Keys(h.counts)) {
 		j.US = append(j.US, [2]int64{us, h.counts[us]})

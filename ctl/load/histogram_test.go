@@ -43,16 +43,20 @@ func TestHistogram_MergeAnswersAsOneRun(t *testing.T) {
 		parts[i%3].Record(time.Duration(i) * time.Millisecond)
 	}
 	var sum Histogram
+	// A tally holding a Histogram, as a worker would send it: by value.
+	type tally struct {
+		Latency Histogram `json:"latency"`
+	}
 	for i := range parts {
-		b, err := json.Marshal(&parts[i])
+		b, err := json.Marshal(any(tally{Latency: parts[i]}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var back Histogram
+		var back tally
 		if err := json.Unmarshal(b, &back); err != nil {
 			t.Fatalf("%s: %v", b, err)
 		}
-		sum.Merge(&back)
+		sum.Merge(&back.Latency)
 	}
 	sum.Merge(nil)
 	sum.Merge(&Histogram{})
