@@ -2,32 +2,23 @@ package ctl
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
-	"slices"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/pushd/pushd/ctl/load"
 )
 
-const (
-	// maxConnsPerWorker keeps a worker process under the 20,000 open
-	// files a process may hold here, with room for its own files.
-	maxConnsPerWorker = 15000
-	// workerStartTimeout bounds a worker's start up to its "ready" line.
-	workerStartTimeout = 30 * time.Second
-	// workerStopTimeout bounds the wait for a worker's final report once
-	// told to stop; closing 15,000 connections takes well under it.
-	workerStopTimeout = 60 * time.Second
-)
-
-// benchCommand groups the load tests.
+// benchCommand groups the load tests. The load generator itself is
+// package load; the bench commands turn flags and settings into its
+// input and print its reports.
 func benchCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
@@ -53,263 +44,181 @@ func benchFlags() []cli.Flag {
 	}
 }
 
-// workerPlan is one worker's share of the devices.
-type workerPlan struct {
-	first, count int
-	source       string // local IP to bind, "" for the system's choice
-}
-
-// planWorkers splits n devices over worker processes of at most
-// maxConnsPerWorker each, giving each worker a source address. A loopback
-// target gets 127.0.0.2, .3, … by default, because one source address can
-// hold only as many connections to one server port as the ephemeral port
-// range allows.
-func planWorkers(n, workers int, sourcesFlag, target string) ([]workerPlan, error) {
-	if n <= 0 {
-		return nil, usagef("need at least one device")
+// benchPlan turns the shared flags into a load.Plan: workers re-executing
+// pushctl as `pushctl bench worker` (in tests, e.worker in goroutines),
+// warnings on stderr, and progress on stderr too unless the output is
+// JSON.
+func benchPlan(c *cli.Context, e *env, format format) (load.Plan, error) {
+	p := load.Plan{
+		Workers: c.Int("workers"),
+		Warn:    func(err error) { fmt.Fprintf(e.stderr, "pushctl bench: %v\n", err) },
 	}
-	if workers < 0 {
-		return nil, usagef("--workers %d: must not be negative", workers)
+	if p.Workers < 0 {
+		return p, usagef("--workers %d: must not be negative", p.Workers)
 	}
-	if workers == 0 {
-		workers = (n + maxConnsPerWorker - 1) / maxConnsPerWorker
-	}
-	workers = min(workers, n)
-	if per := (n + workers - 1) / workers; per > maxConnsPerWorker {
-		return nil, usagef("%d devices over %d workers is %d per worker; a worker holds at most %d (a process may open at most 20,000 files): raise --workers",
-			n, workers, per, maxConnsPerWorker)
-	}
-	var sources []string
-	if sourcesFlag != "" {
-		for _, s := range strings.Split(sourcesFlag, ",") {
-			s = strings.TrimSpace(s)
-			if net.ParseIP(s) == nil {
-				return nil, usagef("--sources: %q is not an IP address", s)
+	if s := c.String("sources"); s != "" {
+		for _, src := range strings.Split(s, ",") {
+			src = strings.TrimSpace(src)
+			if net.ParseIP(src) == nil {
+				return p, usagef("--sources: %q is not an IP address", src)
 			}
-			sources = append(sources, s)
-		}
-	} else if loopbackTarget(target) {
-		if workers > 253 {
-			return nil, usagef("%d workers: too many for default loopback sources; give --sources", workers)
-		}
-		for i := range workers {
-			sources = append(sources, "127.0.0."+strconv.Itoa(2+i))
+			p.Sources = append(p.Sources, src)
 		}
 	}
-	plans := make([]workerPlan, workers)
-	perSource := map[string]int{}
-	first := 0
-	for i := range plans {
-		count := n / workers
-		if i < n%workers {
-			count++
-		}
-		plans[i] = workerPlan{first: first, count: count}
-		if len(sources) > 0 {
-			plans[i].source = sources[i%len(sources)]
-			perSource[plans[i].source] += count
-		}
-		first += count
+	if format == formatTable {
+		p.Progress = func(s string) { fmt.Fprintf(e.stderr, "pushctl bench: %s\n", s) }
 	}
-	if ports := ephemeralPorts(); ports > 0 {
-		for s, c := range perSource {
-			if c > ports {
-				return nil, usagef("source %s would hold %d connections to one server port, but the ephemeral port range has %d ports: add --sources", s, c, ports)
+	if e.worker != nil {
+		p.Spawn = load.InProcess(e.worker, e.stderr)
+	} else {
+		p.Spawn = func(ctx context.Context) (*load.Proc, error) {
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, fmt.Errorf("find pushctl executable: %w", err)
 			}
+			return load.Exec(exe, []string{"bench", "worker"}, e.stderr)(ctx)
 		}
 	}
-	return plans, nil
+	return p, nil
 }
 
-// loopbackTarget reports whether a device URL points at an IPv4 loopback
-// address, where any 127.0.0.x can be a source.
-func loopbackTarget(rawURL string) bool {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return false
+// benchError makes a load plan error a usage error: the flags asked for
+// something that cannot run.
+func benchError(err error) error {
+	if errors.Is(err, load.ErrPlan) {
+		return usagef("%v", err)
 	}
-	host := u.Hostname()
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.To4() != nil && ip.IsLoopback()
-}
-
-// ephemeralPorts returns the size of the local port range, or 0 when it
-// cannot be read (not Linux).
-func ephemeralPorts() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 0
-	}
-	lo, err1 := strconv.Atoi(f[0])
-	hi, err2 := strconv.Atoi(f[1])
-	if err1 != nil || err2 != nil || hi < lo {
-		return 0
-	}
-	return hi - lo + 1
+	return err
 }
 
 // benchTarget holds what a bench run talks to, resolved from the config or
 // from the throwaway local server.
 type benchTarget struct {
 	k          *config
-	local      *localServer // nil unless --local
-	deviceURL  string
+	local      *load.Local // nil unless --local
+	target     load.Target
 	metricsURL string // "" when unknown
-	app, keyID string
-	secret     []byte
+	stderr     io.Writer
 }
 
 // resolveBenchTarget loads the config, starts the local server when asked
 // (the caller must call stop), and resolves the device URL and token
-// settings.
-func resolveBenchTarget(c *cli.Context, e *env, localArgs []string) (_ *benchTarget, err error) {
+// settings; devices false resolves only what a run whose devices never
+// connect needs (the app).
+func resolveBenchTarget(c *cli.Context, e *env, devices bool, localArgs []string) (_ *benchTarget, err error) {
 	k, err := loadConfig(c, e)
 	if err != nil {
 		return nil, err
 	}
 	transport := c.String("transport")
-	if transport != "ws" && transport != "tcp" {
+	if devices && transport != "ws" && transport != "tcp" {
 		return nil, usagef("--transport %q: want ws or tcp", transport)
 	}
-	t := &benchTarget{k: k}
+	t := &benchTarget{k: k, stderr: e.stderr}
 	_, urlFlag := lookupString(c, setURL.flag())
 	if c.Bool("local") {
-		if urlFlag {
+		if devices && urlFlag {
 			return nil, usagef("--url and --local exclude each other: --local uses the server it starts")
 		}
-		if t.local, err = startLocal(c.Context, e, c.String("pushd"), localArgs); err != nil {
+		if err := t.startLocal(c, e, localArgs); err != nil {
 			return nil, err
 		}
-		k.override = &t.local.cfg
 		defer func() {
 			if err != nil {
 				t.stop()
 			}
 		}()
 	}
+	if !devices {
+		return t, nil
+	}
 	explicitURL := urlFlag || (t.local == nil && e.getenv(setURL.env()) != "")
 	switch {
 	case explicitURL || transport == "ws":
-		t.deviceURL = k.get(setURL)
+		t.target.URL = k.get(setURL)
 	default:
-		t.deviceURL = k.fileValue(func(f *fileConfig) string { return f.TCPURL })
+		t.target.URL = k.fileValue(func(f *fileConfig) string { return f.TCPURL })
 	}
-	if t.deviceURL == "" {
+	if t.target.URL == "" {
 		if transport == "tcp" {
 			return nil, usagef("missing device URL: set --url or $%s, or \"tcp_url\" in the config file", setURL.env())
 		}
 		_, err := k.require(setURL)
 		return nil, err
 	}
-	u, err := url.Parse(t.deviceURL)
+	u, err := url.Parse(t.target.URL)
 	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss" && u.Scheme != "tcp" && u.Scheme != "tls") || u.Host == "" {
-		return nil, usagef("device URL %q: want ws://host:port/v1/ws or tcp://host:port", t.deviceURL)
+		return nil, usagef("device URL %q: want ws://host:port/v1/ws or tcp://host:port", t.target.URL)
 	}
 	t.metricsURL = c.String("metrics-url")
 	if t.metricsURL == "" {
-		ws := t.deviceURL
+		ws := t.target.URL
 		if u.Scheme == "tcp" || u.Scheme == "tls" {
 			ws = k.fileValue(func(f *fileConfig) string { return f.WSURL })
 		}
-		t.metricsURL = metricsURLFor(ws)
+		t.metricsURL = load.MetricsURL(ws)
 	}
 	for _, s := range []struct {
 		set setting
 		dst *string
-	}{{setApp, &t.app}, {setKeyID, &t.keyID}} {
+	}{{setApp, &t.target.App}, {setKeyID, &t.target.KeyID}} {
 		if *s.dst, err = k.require(s.set); err != nil {
 			return nil, err
 		}
 	}
-	if t.secret, err = k.secret(); err != nil {
+	if t.target.Secret, err = k.secret(); err != nil {
 		return nil, err
-	}
-	if _, err := mintFunc(t.app, t.keyID, t.secret)("bench-check"); err != nil {
-		return nil, usagef("cannot mint device tokens: %v", err)
 	}
 	return t, nil
 }
 
+// startLocal starts the throwaway server of --local and makes the config
+// file it wrote this run's settings, ahead of the environment, which
+// describes some other server.
+func (t *benchTarget) startLocal(c *cli.Context, e *env, args []string) error {
+	l, err := load.StartLocal(c.Context, c.String("pushd"), args...)
+	if errors.Is(err, load.ErrNoPushd) {
+		return usagef("--local: no pushd binary next to pushctl or on PATH; build one (go build -o bin/pushd ./appliance/cmd/pushd) or pass --pushd")
+	}
+	if err != nil {
+		return fmt.Errorf("--local: %w", err)
+	}
+	t.local = l
+	fmt.Fprintf(e.stderr, "pushctl bench: started %s (pid %d) in %s\n", l.Bin, l.PID(), l.Dir)
+	b, err := readLimited(l.ConfigFile, maxConfigBytes)
+	if err == nil {
+		var f fileConfig
+		if err = json.Unmarshal(b, &f); err == nil {
+			t.k.override = &f
+			return nil
+		}
+	}
+	t.stop()
+	return fmt.Errorf("--local: read %s: %w", l.ConfigFile, err)
+}
+
 // stop stops the local server, if any.
 func (t *benchTarget) stop() {
+	if t.local == nil {
+		return
+	}
+	if err := t.local.Stop(); err != nil {
+		fmt.Fprintf(t.stderr, "pushctl bench: %v\n", err)
+	}
+	t.local = nil
+}
+
+// rss picks how to measure the server: /proc for the pushd --local
+// started, else its Prometheus endpoint; a probe that says why not when
+// neither is possible.
+func (t *benchTarget) rss() load.Probe {
 	if t.local != nil {
-		t.local.stop()
-		t.local = nil
+		return t.local.RSS()
 	}
-}
-
-// metricsURLFor derives <ws base>/metrics from a WebSocket URL; "" if it is
-// not one.
-func metricsURLFor(wsURL string) string {
-	u, err := url.Parse(wsURL)
-	if err != nil || u.Host == "" {
-		return ""
+	if t.metricsURL == "" {
+		return func(context.Context) (int64, error) {
+			return 0, errors.New("no metrics URL (pass --metrics-url)")
+		}
 	}
-	switch u.Scheme {
-	case "ws":
-		u.Scheme = "http"
-	case "wss":
-		u.Scheme = "https"
-	default:
-		return ""
-	}
-	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/metrics"}).String()
-}
-
-// runID names one bench run, so its device ids are its own: devices of an
-// earlier run neither kick these nor leave messages in their inboxes.
-func runID() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// sleepCtx waits d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// reasons counts failures by a short reason, keeping a few distinct ones
-// so a run with thousands of failures prints a readable summary.
-type reasons map[string]int
-
-const maxReasons = 8
-
-func (r reasons) add(reason string, n int) {
-	if _, ok := r[reason]; !ok && len(r) >= maxReasons {
-		reason = "other"
-	}
-	r[reason] += n
-}
-
-func (r reasons) merge(o map[string]int) {
-	for k, v := range o {
-		r.add(k, v)
-	}
-}
-
-func (r reasons) String() string {
-	parts := make([]string, 0, len(r))
-	for k, v := range r {
-		parts = append(parts, fmt.Sprintf("%d× %s", v, k))
-	}
-	slices.Sort(parts)
-	return strings.Join(parts, "; ")
+	return load.ScrapeRSS(httpClient(1), t.metricsURL)
 }

@@ -2,10 +2,7 @@ package ctl
 
 import (
 	"context"
-	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/ctl/load"
 	"github.com/pushd/pushd/internal/poll"
 )
 
@@ -24,7 +22,7 @@ func TestBenchConnect_InProcessWorkers(t *testing.T) {
 	node := startTestNode(t, false)
 	start := time.Now()
 	r := harness{env: node.env()}.run(t, "bench", "connect", "--conns", "200", "--workers", "2", "--hold", "100ms", "--json").expect(t, exitOK)
-	rep := decodeJSON[connectReport](t, r)
+	rep := decodeJSON[load.ConnectReport](t, r)
 	if rep.Scenario != "connect" || rep.Transport != "ws" || rep.Conns != 200 || rep.Connected != 200 || rep.Workers != 2 || rep.Errors != 0 {
 		t.Fatalf("report %+v\nstderr:\n%s", rep, r.stderr)
 	}
@@ -56,7 +54,7 @@ func TestBenchConnect_TCPWithHeartbeatCheck(t *testing.T) {
 		}
 	}
 	// 50 connects at 500/s take about 0.1s.
-	rep := decodeJSON[connectReport](t, harness{env: node.env()}.run(t, "bench", "connect", "--conns", "50", "--url", node.tcpURL(),
+	rep := decodeJSON[load.ConnectReport](t, harness{env: node.env()}.run(t, "bench", "connect", "--conns", "50", "--url", node.tcpURL(),
 		"--hold", "0s", "--rate", "500", "-o", "json").expect(t, exitOK))
 	if rep.ConnectS < 0.09 || rep.ConnectPerS > 600 {
 		t.Errorf("rate not applied: %d in %.3fs (%.0f/s)", rep.Connected, rep.ConnectS, rep.ConnectPerS)
@@ -95,7 +93,7 @@ func TestBenchConnect_ConnectFailuresAreErrors(t *testing.T) {
 	ln.Close()
 	env := testEnv("")
 	r := harness{env: env}.run(t, "bench", "connect", "--conns", "5", "--url", "ws://"+addr+"/v1/ws", "--json").expect(t, exitFailure)
-	rep := decodeJSON[connectReport](t, r)
+	rep := decodeJSON[load.ConnectReport](t, r)
 	if rep.Connected != 0 || rep.ConnectFailures != 5 || rep.Errors != 5 || rep.ServerRSSBytes != nil {
 		t.Fatalf("report %+v", rep)
 	}
@@ -141,86 +139,6 @@ func TestBenchConnect_UsageErrors(t *testing.T) {
 	}
 }
 
-func TestPlanWorkers(t *testing.T) {
-	t.Parallel()
-	ws := "ws://127.0.0.1:8080/v1/ws"
-	plans, err := planWorkers(40000, 0, "", ws)
-	if err != nil || len(plans) != 3 {
-		t.Fatalf("40000 conns: %v, %v", plans, err)
-	}
-	want := []workerPlan{{0, 13334, "127.0.0.2"}, {13334, 13333, "127.0.0.3"}, {26667, 13333, "127.0.0.4"}}
-	for i := range want {
-		if plans[i] != want[i] {
-			t.Errorf("plan %d = %+v, want %+v", i, plans[i], want[i])
-		}
-	}
-	plans, _ = planWorkers(10, 4, "10.0.0.1,10.0.0.2", "ws://push.example.com/v1/ws")
-	if plans[2].source != "10.0.0.1" || plans[3].source != "10.0.0.2" || plans[0].count != 3 || plans[3].count != 2 {
-		t.Errorf("explicit sources: %+v", plans)
-	}
-	plans, _ = planWorkers(10, 2, "", "ws://push.example.com/v1/ws")
-	if plans[0].source != "" {
-		t.Errorf("remote target got a loopback source: %+v", plans)
-	}
-	plans, _ = planWorkers(3, 8, "", ws)
-	if len(plans) != 3 {
-		t.Errorf("more workers than conns: %+v", plans)
-	}
-	if ports := ephemeralPorts(); ports > 0 {
-		if _, err := planWorkers(2*ports, 8, "127.0.0.2", ws); err == nil || !strings.Contains(err.Error(), "ephemeral port range") {
-			t.Errorf("one source for %d conns: %v", 2*ports, err)
-		}
-	}
-}
-
-func TestEffectiveHold(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		hold, hb time.Duration
-		check    bool
-		want     time.Duration
-	}{
-		{10 * time.Second, 0, false, 10 * time.Second},
-		{10 * time.Second, 5 * time.Second, false, 12500 * time.Millisecond},
-		{10 * time.Second, 30 * time.Second, false, 10 * time.Second},
-		{10 * time.Second, 30 * time.Second, true, 75 * time.Second},
-		{time.Minute, time.Second, false, time.Minute},
-	}
-	for _, c := range cases {
-		if got := effectiveHold(c.hold, c.hb, c.check); got != c.want {
-			t.Errorf("effectiveHold(%s, %s, %v) = %s, want %s", c.hold, c.hb, c.check, got, c.want)
-		}
-	}
-}
-
-func TestServerRSS_ProcAndMetrics(t *testing.T) {
-	t.Parallel()
-	rss, err := procRSS(os.Getpid())
-	if err != nil || rss < 1<<20 {
-		t.Fatalf("procRSS(self) = %d, %v", rss, err)
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"+
-			"# TYPE process_resident_memory_bytes gauge\n"+
-			"process_resident_memory_bytes_total 1\n"+
-			"process_resident_memory_bytes 4.5056e+07\n")
-	}))
-	defer srv.Close()
-	v, err := scrapeRSS(context.Background(), http.DefaultClient, srv.URL)
-	if err != nil || v != 45056000 {
-		t.Fatalf("scrapeRSS = %d, %v", v, err)
-	}
-	if _, err := scrapeRSS(context.Background(), http.DefaultClient, srv.URL+"/x"); err != nil {
-		t.Fatalf("same body on another path: %v", err)
-	}
-	if got := metricsURLFor("wss://push.example.com:8443/v1/ws"); got != "https://push.example.com:8443/metrics" {
-		t.Errorf("metrics url %q", got)
-	}
-	if got := metricsURLFor("tcp://h:1"); got != "" {
-		t.Errorf("metrics url for tcp %q", got)
-	}
-}
-
 // TestBenchConnect_ReExecWorkers builds pushctl and runs it, so the workers
 // are real processes re-executing the binary.
 func TestBenchConnect_ReExecWorkers(t *testing.T) {
@@ -252,7 +170,7 @@ func TestBenchConnect_ReExecWorkers(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("pushctl bench connect: %v\nstderr:\n%s", err, stderr.String())
 	}
-	rep := decodeJSON[connectReport](t, result{stdout: stdout.String()})
+	rep := decodeJSON[load.ConnectReport](t, result{stdout: stdout.String()})
 	if rep.Connected != 100 || rep.Workers != 2 || rep.Errors != 0 {
 		t.Fatalf("report %+v\nstderr:\n%s", rep, stderr.String())
 	}

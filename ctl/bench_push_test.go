@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pushd/pushd/ctl/load"
 )
 
 // TestBenchPush_OnlineAgainstDurableNode drives a real node with a real
@@ -19,7 +21,7 @@ func TestBenchPush_OnlineAgainstDurableNode(t *testing.T) {
 	node := startTestNode(t, true)
 	r := harness{env: node.env()}.run(t, "bench", "push", "--devices", "20", "--pushes", "200", "--batch", "10",
 		"--concurrency", "4", "--workers", "2", "--wait", "10s", "--json").expect(t, exitOK)
-	rep := decodeJSON[pushReport](t, r)
+	rep := decodeJSON[load.PushReport](t, r)
 	if rep.Scenario != "push" || rep.Mode != "online" || rep.Devices != 20 || rep.Workers != 2 || rep.Transport != "ws" {
 		t.Fatalf("report %+v", rep)
 	}
@@ -53,28 +55,45 @@ type scriptedDelivery struct {
 
 // scriptedWorker is a bench worker that reports receipts the test chose:
 // the n-th delivery (from 1) arrives n ms after it was sent, except that
-// lose is never received and dup is received twice.
-func scriptedWorker(deliveries <-chan scriptedDelivery, lose, dup int) workerFunc {
+// lose is never received and dup is received twice. It speaks the worker
+// protocol of package load as a black box, in JSON lines.
+func scriptedWorker(deliveries <-chan scriptedDelivery, lose, dup int) load.WorkFunc {
+	type receipt struct {
+		Device int    `json:"d"`
+		ID     string `json:"id"`
+		Sent   int64  `json:"s"`
+		At     int64  `json:"r"`
+	}
+	type event struct {
+		Event string `json:"event"`
+		Data  any    `json:"data,omitempty"`
+	}
 	return func(ctx context.Context, in io.Reader, out, _ io.Writer) error {
 		dec := json.NewDecoder(in)
 		enc := json.NewEncoder(out)
-		var job workerJob
+		var job struct {
+			Share struct {
+				Count int `json:"count"`
+			} `json:"share"`
+		}
 		if err := dec.Decode(&job); err != nil {
 			return err
 		}
-		_ = enc.Encode(workerEvent{Event: evReady})
+		_ = enc.Encode(event{Event: "ready"})
 		stop := make(chan struct{})
 		go func() {
 			defer close(stop)
 			for {
-				var c workerCmd
+				var c struct {
+					Cmd string `json:"cmd"`
+				}
 				if dec.Decode(&c) != nil {
 					return
 				}
-				if c.Cmd == cmdStart {
-					_ = enc.Encode(workerEvent{Event: evConnected, OK: job.Count})
+				if c.Cmd == "start" {
+					_ = enc.Encode(event{Event: "connected", Data: map[string]int{"ok": job.Share.Count}})
 				}
-				if c.Cmd == cmdStop {
+				if c.Cmd == "stop" {
 					return
 				}
 			}
@@ -93,7 +112,7 @@ func scriptedWorker(deliveries <-chan scriptedDelivery, lose, dup int) workerFun
 			if n == dup {
 				rs = append(rs, rc)
 			}
-			_ = enc.Encode(workerEvent{Event: evRecv, Recv: rs})
+			_ = enc.Encode(event{Event: "data", Data: rs})
 		}
 		for {
 			select {
@@ -105,7 +124,7 @@ func scriptedWorker(deliveries <-chan scriptedDelivery, lose, dup int) workerFun
 					case d := <-deliveries:
 						emit(d)
 					default:
-						return enc.Encode(workerEvent{Event: evDone, Alive: job.Count})
+						return enc.Encode(event{Event: "done", Data: map[string]int{"alive": job.Share.Count}})
 					}
 				}
 			case <-ctx.Done():
@@ -130,12 +149,12 @@ func TestBenchPush_OnlineAccounting(t *testing.T) {
 	env["PUSHD_URL"] = "ws://127.0.0.1:1/v1/ws"
 	h := harness{env: env, worker: scriptedWorker(deliveries, 37, 50)}
 	r := h.run(t, "bench", "push", "--devices", "10", "--batch", "10", "--pushes", "100", "--concurrency", "1", "--json").expect(t, exitFailure)
-	rep := decodeJSON[pushReport](t, r)
+	rep := decodeJSON[load.PushReport](t, r)
 	if rep.Pushes != 100 || rep.Received != 99 || rep.Lost != 1 || rep.Duplicates != 1 || rep.Errors != 0 || rep.Unacked != 0 || rep.Unexpected != 0 {
 		t.Fatalf("accounting %+v", rep)
 	}
 	// 99 latencies 1..100 without 37: the 50th is 51, the 99th is 100.
-	if rep.LatencyMS != (latencyMS{P50: 51, P99: 100, Max: 100}) {
+	if rep.LatencyMS != (load.Latency{P50: 51, P99: 100, Max: 100}) {
 		t.Fatalf("latency %+v", rep.LatencyMS)
 	}
 	if err := contains(r.stderr, "1 lost, 1 duplicates, 0 errors, 0 unacked"); err != nil {
@@ -166,7 +185,7 @@ func TestBenchPush_UnackedAreCounted(t *testing.T) {
 	env["PUSHD_URL"] = "ws://127.0.0.1:1/v1/ws"
 	r := harness{env: env, worker: scriptedWorker(deliveries, 0, 0)}.run(t, "bench", "push", "--devices", "5", "--batch", "5",
 		"--pushes", "20", "--wait", "100ms", "--json").expect(t, exitFailure)
-	rep := decodeJSON[pushReport](t, r)
+	rep := decodeJSON[load.PushReport](t, r)
 	if rep.Unacked != 20 || rep.Lost != 0 || rep.Received != 20 {
 		t.Fatalf("report %+v", rep)
 	}
@@ -189,7 +208,7 @@ func TestBenchPush_StoredAccounting(t *testing.T) {
 	fake.trimIf = func(d string, seq uint64) bool { return strings.HasSuffix(d, "-8") && seq <= 2 }
 	r := harness{env: testEnv(fake.url())}.run(t, "bench", "push", "--mode", "stored", "--devices", "10", "--batch", "5",
 		"--pushes", "50", "--json").expect(t, exitFailure)
-	rep := decodeJSON[pushReport](t, r)
+	rep := decodeJSON[load.PushReport](t, r)
 	if rep.Requested != 50 || rep.Pushes != 45 || rep.Errors != 5 || rep.Lost != 1 || rep.Trimmed != 2 || rep.FailedRequests != 0 {
 		t.Fatalf("report %+v", rep)
 	}
@@ -202,7 +221,7 @@ func TestBenchPush_FailedRequests(t *testing.T) {
 	t.Parallel()
 	fake := newFakePushAPI(t)
 	fake.failStatus, fake.failCode = 429, "rate_limited"
-	rep := decodeJSON[pushReport](t, harness{env: testEnv(fake.url())}.run(t, "bench", "push", "--mode", "stored",
+	rep := decodeJSON[load.PushReport](t, harness{env: testEnv(fake.url())}.run(t, "bench", "push", "--mode", "stored",
 		"--devices", "10", "--batch", "10", "--pushes", "30", "--json").expect(t, exitFailure))
 	if rep.Errors != 30 || rep.FailedRequests != 3 || rep.Pushes != 0 || rep.ErrorReasons["HTTP 429 rate_limited"] != 30 {
 		t.Fatalf("report %+v", rep)
@@ -216,7 +235,7 @@ func TestBenchPush_RateAndDuration(t *testing.T) {
 	fake := newFakePushAPI(t)
 	fake.ackAfter = -1 // offline devices ack nothing
 	start := time.Now()
-	rep := decodeJSON[pushReport](t, harness{env: testEnv(fake.url())}.run(t, "bench", "push", "--mode", "stored",
+	rep := decodeJSON[load.PushReport](t, harness{env: testEnv(fake.url())}.run(t, "bench", "push", "--mode", "stored",
 		"--devices", "100", "--batch", "10", "--rate", "1000", "--duration", "300ms", "--json").expect(t, exitOK))
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("took %s", el)
@@ -257,41 +276,5 @@ func TestBenchPush_UsageErrors(t *testing.T) {
 	}
 	if len(fake.recorded()) != 0 {
 		t.Fatal("usage errors sent pushes")
-	}
-}
-
-func TestLatencyStats(t *testing.T) {
-	t.Parallel()
-	if got := latencyStats(nil); got != (latencyMS{}) {
-		t.Errorf("empty: %+v", got)
-	}
-	ds := []time.Duration{5 * time.Millisecond, 1 * time.Millisecond, 1500 * time.Microsecond}
-	if got := latencyStats(ds); got != (latencyMS{P50: 1.5, P99: 5, Max: 5}) {
-		t.Errorf("three: %+v", got)
-	}
-	if ds[0] != 5*time.Millisecond {
-		t.Error("latencyStats sorted its input")
-	}
-	var hundred []time.Duration
-	for i := 100; i >= 1; i-- {
-		hundred = append(hundred, time.Duration(i)*time.Millisecond)
-	}
-	if got := latencyStats(hundred); got != (latencyMS{P50: 50, P99: 99, Max: 100}) {
-		t.Errorf("1..100: %+v", got)
-	}
-}
-
-func TestSummarizeReceipts(t *testing.T) {
-	t.Parallel()
-	accepted := map[msgKey]uint64{{"a", 0}: 1, {"a", 1}: 1, {"b", 0}: 2}
-	receipts := []receipt{
-		{Device: 0, ID: "a", Sent: 100, At: 300},
-		{Device: 0, ID: "a", Sent: 100, At: 900}, // duplicate
-		{Device: 0, ID: "b", Sent: 200, At: 250},
-		{Device: 2, ID: "a", Sent: 100, At: 400}, // never accepted for device 2
-	}
-	s := summarizeReceipts(accepted, receipts)
-	if s.received != 2 || s.lost != 1 || s.duplicates != 1 || s.unexpected != 1 || s.lastAt != 300 || len(s.latencies) != 2 {
-		t.Fatalf("%+v", s)
 	}
 }

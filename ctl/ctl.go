@@ -28,6 +28,8 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/pushd/pushd/ctl/load"
 )
 
 // Exit codes.
@@ -65,7 +67,7 @@ type env struct {
 	// worker, when set, runs bench workers as goroutines with this
 	// function instead of re-executing pushctl (tests cannot re-execute
 	// the test binary as pushctl).
-	worker workerFunc
+	worker load.WorkFunc
 }
 
 // run builds the command tree, runs it and maps its outcome to an exit

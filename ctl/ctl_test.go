@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pushd/pushd/ctl/load"
 )
 
 // harness is one pushctl invocation's surroundings: a fake environment,
@@ -18,7 +20,7 @@ type harness struct {
 	env           map[string]string
 	stdin         string
 	defaultConfig string
-	worker        workerFunc
+	worker        load.WorkFunc
 }
 
 type result struct {
@@ -48,7 +50,7 @@ func (s *syncBuffer) String() string {
 func (h harness) newEnv(stdout, stderr io.Writer) *env {
 	worker := h.worker
 	if worker == nil {
-		worker = runWorker
+		worker = load.Work
 	}
 	return &env{
 		stdin:         strings.NewReader(h.stdin),

@@ -1,11 +1,10 @@
-package ctl
+package load
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"maps"
-	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,16 +18,13 @@ const (
 	recvFlushInterval = 50 * time.Millisecond
 	// recvBatch bounds the receipts in one event line.
 	recvBatch = 2000
-	// pushConnectTimeout bounds the wait for every device's first
-	// WELCOME; generous, since the SDK backs off after failures.
-	pushConnectTimeout = 60 * time.Second
 )
 
 // pushWorker holds devices with the SDK's Client, so acks, the resume
 // cursor and dedupe by message id are the product's own, and reports every
 // message the SDK hands to the app.
 type pushWorker struct {
-	job *workerJob
+	w *worker
 
 	welcomed   []atomic.Bool
 	nWelcomed  atomic.Int64
@@ -41,12 +37,14 @@ type pushWorker struct {
 	mu      sync.Mutex
 	pending []receipt
 	drops   int
-	why     reasons
+	why     Reasons
 }
 
-func runPushWorker(ctx context.Context, job *workerJob, local net.Addr, w *eventWriter, cmds <-chan string) error {
-	pw := &pushWorker{job: job, welcomed: make([]atomic.Bool, job.Count), allIn: make(chan struct{}), why: reasons{}}
-	mint := mintFunc(job.App, job.KeyID, job.Secret)
+// work connects the worker's devices, answers "connected", streams their
+// receipts in "data" events until told to stop, then answers "done".
+func (s *Push) work(ctx context.Context, w *worker) error {
+	share, target := w.job.Share, s.Target
+	pw := &pushWorker{w: w, welcomed: make([]atomic.Bool, share.Count), allIn: make(chan struct{})}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -58,7 +56,7 @@ func runPushWorker(ctx context.Context, job *workerJob, local net.Addr, w *event
 	defer deadline.Stop()
 	started := 0
 start:
-	for i := range job.Count {
+	for i := range share.Count {
 		select {
 		case sem <- struct{}{}:
 		case <-deadline.C:
@@ -66,7 +64,7 @@ start:
 		case <-ctx.Done():
 			break start
 		}
-		device := job.DevicePrefix + strconv.Itoa(job.First+i)
+		device := target.device(share.First + i)
 		var released atomic.Bool
 		release := func() {
 			if released.CompareAndSwap(false, true) {
@@ -74,22 +72,22 @@ start:
 			}
 		}
 		cl, err := client.New(client.Config{
-			URL: job.URL, App: job.App, Device: device,
-			TokenFunc: func(context.Context) (string, error) { return mint(device) },
+			URL: target.URL, App: target.App, Device: device,
+			TokenFunc: func(context.Context) (string, error) { return target.mint(device) },
 			Platform:  "bench", Version: "pushctl",
-			LocalAddr:  local,
+			LocalAddr:  w.local,
 			BackoffMin: 50 * time.Millisecond, BackoffMax: 2 * time.Second,
 			OnWelcome: func(client.Welcome) {
 				if pw.welcomed[i].CompareAndSwap(false, true) {
 					release()
-					if pw.nWelcomed.Add(1) == int64(job.Count) {
+					if pw.nWelcomed.Add(1) == int64(share.Count) {
 						pw.allOnce.Do(func() { close(pw.allIn) })
 					}
 					return
 				}
 				pw.reconnects.Add(1)
 			},
-			OnMessage: func(m client.Message) { pw.record(job.First+i, m) },
+			OnMessage: func(m client.Message) { pw.record(share.First+i, m) },
 			OnGap:     func(from, to uint64) { pw.gaps.Add(int64(to - from + 1)) },
 			OnDisconnect: func(err error) {
 				if !pw.stopping.Load() && cctx.Err() == nil {
@@ -111,7 +109,7 @@ start:
 			_ = cl.Run(cctx)
 		}()
 	}
-	if started == job.Count {
+	if started == share.Count {
 		select {
 		case <-pw.allIn:
 		case <-deadline.C:
@@ -122,7 +120,7 @@ start:
 	pw.mu.Lock()
 	why := maps.Clone(pw.why)
 	pw.mu.Unlock()
-	if err := w.send(workerEvent{Event: evConnected, OK: ok, Failed: job.Count - ok, Errors: why}); err != nil {
+	if err := w.send(evConnected, connected{OK: ok, Failed: share.Count - ok, Errors: why}); err != nil {
 		cancel()
 		wg.Wait()
 		return err
@@ -130,8 +128,8 @@ start:
 
 	flushStop := make(chan struct{})
 	flushDone := make(chan error, 1)
-	go func() { flushDone <- pw.flushLoop(w, flushStop) }()
-	waitStop(ctx, cmds)
+	go func() { flushDone <- pw.flushLoop(flushStop) }()
+	w.waitStop(ctx)
 	pw.stopping.Store(true)
 	cancel()
 	wg.Wait()
@@ -139,14 +137,14 @@ start:
 	if err := <-flushDone; err != nil {
 		return err
 	}
-	if err := pw.flush(w); err != nil {
+	if err := pw.flush(); err != nil {
 		return err
 	}
 	pw.mu.Lock()
-	done := workerEvent{Event: evDone, Alive: ok, Drops: pw.drops, Errors: maps.Clone(pw.why),
+	done := held{Alive: ok, Drops: pw.drops, Errors: maps.Clone(pw.why),
 		Reconnects: int(pw.reconnects.Load()), Gaps: int(pw.gaps.Load())}
 	pw.mu.Unlock()
-	return w.send(done)
+	return w.send(evDone, done)
 }
 
 // record notes one message handed to the app. The payload starts with the
@@ -175,11 +173,11 @@ func (pw *pushWorker) disconnected(err error, welcomed bool) {
 	if welcomed {
 		pw.drops++
 	}
-	pw.why.add(reason, 1)
+	pw.why.Add(reason, 1)
 	pw.mu.Unlock()
 }
 
-func (pw *pushWorker) flushLoop(w *eventWriter, stop <-chan struct{}) error {
+func (pw *pushWorker) flushLoop(stop <-chan struct{}) error {
 	t := time.NewTicker(recvFlushInterval)
 	defer t.Stop()
 	for {
@@ -187,7 +185,7 @@ func (pw *pushWorker) flushLoop(w *eventWriter, stop <-chan struct{}) error {
 		case <-stop:
 			return nil
 		case <-t.C:
-			if err := pw.flush(w); err != nil {
+			if err := pw.flush(); err != nil {
 				return err
 			}
 		}
@@ -195,14 +193,14 @@ func (pw *pushWorker) flushLoop(w *eventWriter, stop <-chan struct{}) error {
 }
 
 // flush sends the receipts gathered since the last flush.
-func (pw *pushWorker) flush(w *eventWriter) error {
+func (pw *pushWorker) flush() error {
 	pw.mu.Lock()
 	batch := pw.pending
 	pw.pending = nil
 	pw.mu.Unlock()
 	for len(batch) > 0 {
 		n := min(len(batch), recvBatch)
-		if err := w.send(workerEvent{Event: evRecv, Recv: batch[:n]}); err != nil {
+		if err := pw.w.send(evData, batch[:n]); err != nil {
 			return err
 		}
 		batch = batch[n:]

@@ -1,31 +1,67 @@
-package ctl
+package load
 
 import (
 	"bufio"
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
-// rssProbe measures the server's resident memory in bytes.
-type rssProbe func(ctx context.Context) (int64, error)
+// Probe measures a server's resident memory in bytes. A Probe is called
+// from one goroutine at a time.
+type Probe func(ctx context.Context) (int64, error)
 
-// serverRSS picks how to measure the server: /proc for the pushd bench
-// --local started, else its Prometheus endpoint. nil when neither is
-// possible.
-func serverRSS(t *benchTarget) rssProbe {
-	if t.local != nil {
-		pid := t.local.pid()
-		return func(context.Context) (int64, error) { return procRSS(pid) }
+// ProcRSS measures the process pid on this host: VmRSS from
+// /proc/<pid>/status (Linux).
+func ProcRSS(pid int) Probe {
+	return func(context.Context) (int64, error) { return procRSS(pid) }
+}
+
+// ScrapeRSS measures a server through its Prometheus text endpoint at
+// url: its process_resident_memory_bytes. A nil hc means a client with a
+// 10 s timeout.
+func ScrapeRSS(hc *http.Client, url string) Probe {
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
 	}
-	if t.metricsURL == "" {
+	return func(ctx context.Context) (int64, error) { return scrapeRSS(ctx, hc, url) }
+}
+
+// MetricsURL derives pushd's metrics endpoint, <ws base>/metrics, from
+// its WebSocket device URL; "" if wsURL is not a ws:// or wss:// URL.
+func MetricsURL(wsURL string) string {
+	u, err := url.Parse(wsURL)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	switch u.Scheme {
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	default:
+		return ""
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/metrics"}).String()
+}
+
+// measure runs probe, warning through the plan when it fails; nil when
+// there is no probe or it failed.
+func (p Plan) measure(ctx context.Context, probe Probe, when string) *int64 {
+	if probe == nil {
 		return nil
 	}
-	hc := httpClient(1)
-	return func(ctx context.Context) (int64, error) { return scrapeRSS(ctx, hc, t.metricsURL) }
+	v, err := probe(ctx)
+	if err != nil {
+		p.warn(fmt.Errorf("cannot measure server RSS %s: %w", when, err))
+		return nil
+	}
+	return &v
 }
 
 // procRSS reads VmRSS from /proc/<pid>/status.

@@ -1,10 +1,10 @@
 //go:build !linux
 
-package ctl
+package load
 
 import "syscall"
 
-// Outside Linux, workers and the local server share pushctl's process
+// Outside Linux, workers and the local server share the parent's process
 // group: they stop on a Ctrl-C together with it, and a worker still stops
 // at end of stdin.
 func workerProcAttr() *syscall.SysProcAttr { return nil }

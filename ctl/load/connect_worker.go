@@ -1,13 +1,9 @@
-package ctl
+package load
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"maps"
 	"net"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +15,7 @@ import (
 const (
 	// connectConcurrency bounds handshakes in flight per worker: enough
 	// to hide round trips, few enough not to overflow the server's accept
-	// backlog when no --rate is given.
+	// backlog when no Rate is given.
 	connectConcurrency = 64
 	// connectTimeout bounds one dial, upgrade and WELCOME.
 	connectTimeout = 10 * time.Second
@@ -28,13 +24,15 @@ const (
 	pingSlots = 10
 )
 
-// connWorker holds raw protocol connections for bench connect: one reader
+// connWorker holds raw protocol connections for Connect: one reader
 // goroutine per connection and one shared ticker for every PING, so the
 // worker stays small next to the server it measures.
 type connWorker struct {
-	job   *workerJob
-	local net.Addr
-	mint  func(string) (string, error)
+	target Target
+	share  Share
+	rate   float64 // this worker's connects per second; 0: unlimited
+	check  bool    // count heartbeat misses
+	local  net.Addr
 
 	hb       atomic.Int64 // heartbeat interval from the first WELCOME, ns
 	hbKnown  chan struct{}
@@ -45,9 +43,9 @@ type connWorker struct {
 	mu      sync.Mutex
 	conns   []*benchConn
 	failed  int
-	fails   reasons
+	fails   Reasons
 	drops   int
-	dropped reasons
+	dropped Reasons
 }
 
 type benchConn struct {
@@ -57,11 +55,11 @@ type benchConn struct {
 	dead     atomic.Bool
 }
 
-// runConnectWorker connects the job's devices, reports "connected", holds
-// them until told to stop, then reports "done" and closes them.
-func runConnectWorker(ctx context.Context, job *workerJob, local net.Addr, w *eventWriter, cmds <-chan string) error {
-	cw := &connWorker{job: job, local: local, mint: mintFunc(job.App, job.KeyID, job.Secret),
-		hbKnown: make(chan struct{}), fails: reasons{}, dropped: reasons{}}
+// work connects the worker's devices, answers "connected", holds them
+// until told to stop, then answers "done" and closes them.
+func (c *Connect) work(ctx context.Context, w *worker) error {
+	cw := &connWorker{target: c.Target, share: w.job.Share, rate: w.job.Share.part(c.Rate),
+		check: c.HeartbeatCheck, local: w.local, hbKnown: make(chan struct{})}
 	pingStop := make(chan struct{})
 	pingDone := make(chan struct{})
 	go func() {
@@ -75,17 +73,17 @@ func runConnectWorker(ctx context.Context, job *workerJob, local net.Addr, w *ev
 
 	cw.connectAll(ctx)
 	cw.mu.Lock()
-	ev := workerEvent{Event: evConnected, OK: len(cw.conns), Failed: cw.failed, Errors: maps.Clone(cw.fails),
+	ev := connected{OK: len(cw.conns), Failed: cw.failed, Errors: maps.Clone(cw.fails),
 		HeartbeatMS: time.Duration(cw.hb.Load()).Milliseconds()}
 	cw.mu.Unlock()
-	if err := w.send(ev); err != nil {
+	if err := w.send(evConnected, ev); err != nil {
 		cw.closeAll()
 		return err
 	}
-	waitStop(ctx, cmds)
+	w.waitStop(ctx)
 	done := cw.final()
 	cw.closeAll()
-	return w.send(done)
+	return w.send(evDone, done)
 }
 
 func (cw *connWorker) connectAll(ctx context.Context) {
@@ -93,9 +91,9 @@ func (cw *connWorker) connectAll(ctx context.Context) {
 	go func() {
 		defer close(idx)
 		start := time.Now()
-		for i := 0; i < cw.job.Count; i++ {
-			if cw.job.Rate > 0 {
-				due := start.Add(time.Duration(float64(i) / cw.job.Rate * float64(time.Second)))
+		for i := 0; i < cw.share.Count; i++ {
+			if cw.rate > 0 {
+				due := start.Add(time.Duration(float64(i) / cw.rate * float64(time.Second)))
 				if sleepCtx(ctx, time.Until(due)) != nil {
 					return
 				}
@@ -108,35 +106,35 @@ func (cw *connWorker) connectAll(ctx context.Context) {
 		}
 	}()
 	var wg sync.WaitGroup
-	for range min(connectConcurrency, cw.job.Count) {
+	for range min(connectConcurrency, cw.share.Count) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range idx {
-				cw.connect(ctx, cw.job.First+i)
+				cw.connect(ctx, cw.share.First+i)
 			}
 		}()
 	}
 	wg.Wait()
-	if n := cw.job.Count - cw.connectedCount() - cw.failedCount(); n > 0 {
+	if n := cw.share.Count - cw.connectedCount() - cw.failedCount(); n > 0 {
 		// Interrupted before every device was tried.
 		cw.fail("not attempted (stopped)", n)
 	}
 }
 
 func (cw *connWorker) connect(ctx context.Context, index int) {
-	device := cw.job.DevicePrefix + strconv.Itoa(index)
-	tok, err := cw.mint(device)
+	device := cw.target.device(index)
+	tok, err := cw.target.mint(device)
 	if err != nil {
 		cw.fail("mint token: "+err.Error(), 1)
 		return
 	}
-	c, err := client.DialConn(ctx, cw.job.URL, client.DialOptions{LocalAddr: cw.local, Timeout: connectTimeout})
+	c, err := client.DialConn(ctx, cw.target.URL, client.DialOptions{LocalAddr: cw.local, Timeout: connectTimeout})
 	if err != nil {
 		cw.fail(errorReason(err), 1)
 		return
 	}
-	if err := c.Send(&wire.Hello{Token: tok, App: cw.job.App, Device: device, Platform: "bench", Version: "pushctl"}); err != nil {
+	if err := c.Send(&wire.Hello{Token: tok, App: cw.target.App, Device: device, Platform: "bench", Version: "pushctl"}); err != nil {
 		_ = c.Close()
 		cw.fail(errorReason(err), 1)
 		return
@@ -230,14 +228,14 @@ func (cw *connWorker) drop(bc *benchConn, reason string) {
 	}
 	cw.mu.Lock()
 	cw.drops++
-	cw.dropped.add(reason, 1)
+	cw.dropped.Add(reason, 1)
 	cw.mu.Unlock()
 }
 
 func (cw *connWorker) fail(reason string, n int) {
 	cw.mu.Lock()
 	cw.failed += n
-	cw.fails.add(reason, n)
+	cw.fails.Add(reason, n)
 	cw.mu.Unlock()
 }
 
@@ -285,12 +283,12 @@ func (cw *connWorker) pinger(stop <-chan struct{}) {
 }
 
 // final counts what survived the hold, before the worker closes anything.
-func (cw *connWorker) final() workerEvent {
+func (cw *connWorker) final() held {
 	now := time.Now().UnixNano()
 	hb := cw.hb.Load()
 	cw.mu.Lock()
 	defer cw.mu.Unlock()
-	ev := workerEvent{Event: evDone, Drops: cw.drops, Errors: maps.Clone(cw.dropped)}
+	ev := held{Drops: cw.drops, Errors: maps.Clone(cw.dropped)}
 	for _, bc := range cw.conns {
 		if bc.dead.Load() {
 			continue
@@ -298,7 +296,7 @@ func (cw *connWorker) final() workerEvent {
 		ev.Alive++
 		// A PING goes out at least once per interval and its PONG comes
 		// back in milliseconds; two intervals without one is a miss.
-		if cw.job.HeartbeatCheck && now-bc.lastPong.Load() > 2*hb {
+		if cw.check && now-bc.lastPong.Load() > 2*hb {
 			ev.HeartbeatMisses++
 		}
 	}
@@ -317,27 +315,4 @@ func (cw *connWorker) closeAll() {
 		}
 	}
 	cw.readers.Wait()
-}
-
-// errorReason shortens a network error to what is common to many
-// connections (no port numbers), so failures group by cause.
-func errorReason(err error) string {
-	var ne net.Error
-	var op *net.OpError
-	var sys *os.SyscallError
-	var up *client.UpgradeError
-	var ce *client.CloseError
-	switch {
-	case errors.As(err, &up):
-		return fmt.Sprintf("upgrade refused: HTTP %d", up.Status)
-	case errors.As(err, &ce):
-		return fmt.Sprintf("closed by server: %d %s", ce.Code, ce.Reason)
-	case errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	case errors.As(err, &sys):
-		return sys.Error()
-	case errors.As(err, &op) && op.Err != nil:
-		return op.Op + ": " + op.Err.Error()
-	}
-	return err.Error()
 }
