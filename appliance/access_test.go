@@ -104,7 +104,7 @@ func TestSDK_BothTransportsEndToEnd(t *testing.T) {
 // wrong is refused with its stable code and the connection closed, on both
 // transports.
 func TestHandshake_RefusesEveryBadToken(t *testing.T) {
-	n := startNode(t, testConfig(), Deps{})
+	n := startServing(t, testConfig(), Deps{})
 	now := time.Now()
 	otherSecret := []byte(strings.Repeat("o", 32))
 	forged, _ := token.Issue(token.Claims{App: testApp, Device: "d", KeyID: "k1", Expires: now.Add(time.Hour).Unix()}, otherSecret)
@@ -129,7 +129,7 @@ func TestHandshake_RefusesEveryBadToken(t *testing.T) {
 		{"bad device id", wire.Hello{Device: "a b", Token: issue(t, "d")}, wire.CodeBadHello},
 		{"seq without epoch", wire.Hello{Device: "d", Token: issue(t, "d"), Seq: 5}, wire.CodeBadHello},
 	}
-	for _, url := range []string{n.wsURL(), n.tcpURL()} {
+	for _, url := range deviceURLs(n) {
 		for _, tc := range cases {
 			t.Run(url[:2]+"/"+tc.name, func(t *testing.T) {
 				c := dialRaw(t, url)
@@ -165,8 +165,8 @@ func mustIssueFor(t *testing.T, app, device string) string {
 }
 
 func TestHandshake_FramesBeforeHelloAreRefused(t *testing.T) {
-	n := startNode(t, testConfig(), Deps{})
-	c := dialRaw(t, n.tcpURL())
+	n := startServing(t, testConfig(), Deps{})
+	c := dialRaw(t, deviceTCPURL(n))
 	if err := c.Send(&wire.Ping{Time: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -314,9 +314,9 @@ func TestHandshake_Slowloris(t *testing.T) {
 // closed after MissedHeartbeats intervals; one that pings stays.
 func TestHeartbeat_SilentConnectionIsReaped(t *testing.T) {
 	cfg := testConfig()
-	n := startNode(t, cfg, Deps{})
-	silent := openRaw(t, n.tcpURL(), "silent")
-	talker := openRaw(t, n.tcpURL(), "talker")
+	n := startServing(t, cfg, Deps{})
+	silent := openRaw(t, deviceTCPURL(n), "silent")
+	talker := openRaw(t, deviceTCPURL(n), "talker")
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -359,9 +359,9 @@ func TestHeartbeat_SilentConnectionIsReaped(t *testing.T) {
 // TestTakeover_NewerConnectionWins: a second connection of a device kicks
 // the first with CONTROL kick; the SDK stops on a kick.
 func TestTakeover_NewerConnectionWins(t *testing.T) {
-	n := startNode(t, testConfig(), Deps{})
+	n := startServing(t, testConfig(), Deps{})
 	kicked := make(chan error, 1)
-	first, err := client.New(client.Config{URL: n.wsURL(), App: testApp, Device: "phone", Token: issue(t, "phone")})
+	first, err := client.New(client.Config{URL: deviceURL(n), App: testApp, Device: "phone", Token: issue(t, "phone")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +372,11 @@ func TestTakeover_NewerConnectionWins(t *testing.T) {
 		}
 		return nil
 	})
-	second := openRaw(t, n.tcpURL(), "phone")
+	second := dialRaw(t, deviceTCPURL(n))
+	w, ok := hello(t, second, &wire.Hello{Device: "phone", Token: issue(t, "phone")}).(*wire.Welcome)
+	if !ok {
+		t.Fatal("the second connection was not welcomed")
+	}
 	select {
 	case err := <-kicked:
 		if !errors.Is(err, client.ErrKicked) {
@@ -381,7 +385,7 @@ func TestTakeover_NewerConnectionWins(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("first connection was not kicked")
 	}
-	if s := n.hub.lookup(inboxKey(testApp, "phone")); s == nil || s.t.kind() != kindTCP {
+	if s := n.hub.lookup(inboxKey(testApp, "phone")); s == nil || s.id != w.Session {
 		t.Fatal("the newer connection is not the registered one")
 	}
 	if err := second.Send(&wire.Ping{Time: 9}); err != nil {

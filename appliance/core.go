@@ -21,9 +21,6 @@ import (
 
 // Errors of the core. Each says what a front-end should tell its caller.
 var (
-	// ErrNotReady means the node is starting: its region metadata has not
-	// caught up yet (Ready is not closed). Retry shortly.
-	ErrNotReady = errors.New("node starting: its region metadata is not caught up yet")
 	// ErrUnauthorized means an API key is not one of the named app's, or
 	// the app does not exist, as of the region's metadata when the call
 	// was made.

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/internal/poll"
 )
@@ -333,13 +334,8 @@ func errorCode(t *testing.T, resp *http.Response, body []byte) string {
 	return e.Error.Code
 }
 
-type healthAnswer struct {
-	Status     string `json:"status"`
-	AtCapacity bool   `json:"at_capacity"`
-}
-
 // health GETs /healthz on the device port, which must answer 200.
-func health(t *testing.T, addr string) healthAnswer {
+func health(t *testing.T, addr string) api.Health {
 	t.Helper()
 	h, err := healthErr(addr)
 	if err != nil {
@@ -348,8 +344,8 @@ func health(t *testing.T, addr string) healthAnswer {
 	return h
 }
 
-func healthErr(addr string) (healthAnswer, error) {
-	var h healthAnswer
+func healthErr(addr string) (api.Health, error) {
+	var h api.Health
 	resp, err := plainHTTP.Get("http://" + addr + "/healthz")
 	if err != nil {
 		return h, err

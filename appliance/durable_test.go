@@ -1,12 +1,9 @@
 package appliance
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/internal/poll"
@@ -26,79 +24,69 @@ import (
 
 const testAPIKey = "test-api-key-0123456789"
 
-// startDurable starts a node backed by srv.
+// startDurable starts a node backed by srv; its devices connect to
+// deviceURL (startServing).
 func startDurable(t testing.TB, srv *streamstest.Server, id string, sc streams.Config, mut ...func(*Config)) *Node {
 	t.Helper()
 	cfg := testConfig()
 	cfg.NodeID = id
-	cfg.PushAddr = "127.0.0.1:0"
 	for _, m := range mut {
 		m(&cfg)
 	}
-	return startNode(t, cfg, Deps{Store: streams.New(srv.Client(t), sc)})
+	return startServing(t, cfg, Deps{Store: streams.New(srv.Client(t), sc)})
 }
 
-// pushJSON posts body to the node's push API and decodes the answer.
-func pushJSON(t testing.TB, n *Node, body map[string]any) (int, pushResponse, string) {
-	t.Helper()
-	if _, ok := body["app"]; !ok {
-		body["app"] = testApp
+// message is a push of data as the push API builds it once a request
+// passed its checks: a fresh id, the node's longest TTL and inbox cap,
+// normal priority. mut changes it (an idempotency key is an id given).
+func message(n *Node, data string, mut ...func(*streams.Message)) streams.Message {
+	limits := n.PushLimits()
+	m := streams.Message{ID: fmt.Sprint("test-", messageSeq.Add(1)), Priority: streams.Priority(wire.PriorityNormal), Created: time.Now(),
+		TTL: limits.MaxTTL, MaxLen: limits.InboxMaxLen, Payload: []byte(data)}
+	for _, f := range mut {
+		f(&m)
 	}
-	status, raw := pushWithKey(t, n, testAPIKey, body)
-	var out pushResponse
-	if status == http.StatusOK {
-		if err := json.Unmarshal(raw, &out); err != nil {
-			t.Fatalf("decode %s: %v", raw, err)
-		}
-	}
-	return status, out, string(raw)
+	return m
 }
 
-// pushWithKey posts body to the node's push API with an API key.
-func pushWithKey(t testing.TB, n *Node, key string, body map[string]any) (int, []byte) {
+// messageSeq numbers test messages.
+var messageSeq atomic.Uint64
+
+// withID gives a push the message id an idempotency key would.
+func withID(id string) func(*streams.Message) { return func(m *streams.Message) { m.ID = id } }
+
+// withTTL gives a push its own TTL.
+func withTTL(d time.Duration) func(*streams.Message) { return func(m *streams.Message) { m.TTL = d } }
+
+// push stores data for devices through the node's core, as the push API
+// does.
+func push(t testing.TB, n *Node, devices []string, data string, mut ...func(*streams.Message)) (*api.PushResponse, error) {
 	t.Helper()
-	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+n.Addrs().Push+"/v1/push", bytes.NewReader(b))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
+	return n.PushDevices(context.Background(), testApp, message(n, data, mut...), devices)
+}
+
+func mustPush(t testing.TB, n *Node, devices []string, data string, mut ...func(*streams.Message)) *api.PushResponse {
+	t.Helper()
+	resp, err := push(t, n, devices, data, mut...)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, raw
-}
-
-func mustPush(t testing.TB, n *Node, devices []string, data string, extra ...map[string]any) pushResponse {
-	t.Helper()
-	body := map[string]any{"devices": devices, "data": data}
-	for _, e := range extra {
-		for k, v := range e {
-			body[k] = v
-		}
-	}
-	status, resp, raw := pushJSON(t, n, body)
-	if status != http.StatusOK {
-		t.Fatalf("push: HTTP %d %s", status, raw)
+		t.Fatalf("push %q: %v", data, err)
 	}
 	return resp
 }
 
-func deviceState(t testing.TB, n *Node, device string) deviceResponse {
+// pushGroup sends data to a group of the test app (the whole app for "").
+func pushGroup(t testing.TB, n *Node, group, data string) *api.PushResponse {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://"+n.Addrs().Push+"/v1/devices/"+device+"?app="+testApp, nil)
-	req.Header.Set("Authorization", "Bearer "+testAPIKey)
-	resp, err := http.DefaultClient.Do(req)
+	return n.PushGroup(context.Background(), testApp, group, message(n, data))
+}
+
+func deviceState(t testing.TB, n *Node, device string) api.DeviceState {
+	t.Helper()
+	st, err := n.DeviceState(context.Background(), testApp, device)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("device %s: %v", device, err)
 	}
-	defer resp.Body.Close()
-	var out deviceResponse
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return st
 }
 
 // device is an SDK client run for a test, recording what it receives.
@@ -191,12 +179,12 @@ func payloads(ms []client.Message) []string {
 func TestDurable_OnlineDeliveryAndAckTrims(t *testing.T) {
 	srv := streamstest.StartRedis(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
-	d := runDevice(t, n.wsURL(), "phone", client.Cursor{})
+	d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
 	resp := mustPush(t, n, []string{"phone", "tablet", "bad id"}, "hello")
 	if !resp.Stored || len(resp.Results) != 3 {
 		t.Fatalf("push answer %+v", resp)
 	}
-	want := []struct{ status, reason string }{{statusDelivered, ""}, {statusStored, ""}, {statusRejected, "invalid_device"}}
+	want := []struct{ status, reason string }{{api.StatusDelivered, ""}, {api.StatusStored, ""}, {api.StatusRejected, "invalid_device"}}
 	for i, w := range want {
 		if r := resp.Results[i]; r.Status != w.status || r.Reason != w.reason {
 			t.Fatalf("result %d = %+v, want %s %s", i, r, w.status, w.reason)
@@ -225,7 +213,7 @@ func TestDurable_OfflineStoreThenOrderedReplay(t *testing.T) {
 	for i := 0; i < count; i++ {
 		mustPush(t, n, []string{"phone"}, fmt.Sprint(i))
 	}
-	d := runDevice(t, n.tcpURL(), "phone", client.Cursor{})
+	d := runDevice(t, deviceTCPURL(n), "phone", client.Cursor{})
 	msgs := d.waitCount(t, count)
 	for i, m := range msgs {
 		if string(m.Payload) != fmt.Sprint(i) || m.Seq != uint64(i+1) {
@@ -245,7 +233,7 @@ func TestDurable_OfflineStoreThenOrderedReplay(t *testing.T) {
 	cur := d.c.Cursor()
 	d.stop()
 	mustPush(t, n, []string{"phone"}, "after")
-	d2 := runDevice(t, n.wsURL(), "phone", cur)
+	d2 := runDevice(t, deviceURL(n), "phone", cur)
 	d2.waitCount(t, 1)
 	time.Sleep(200 * time.Millisecond) // room for a wrong replay to show up
 	if got := d2.received(); len(got) != 1 || string(got[0].Payload) != "after" || !d2.lastWelcome().Recovered {
@@ -272,7 +260,7 @@ func TestDurable_PushRightAfterWelcomeIsLive(t *testing.T) {
 				pushed.Add(1)
 			}
 		}()
-		d := runDevice(t, n.wsURL(), id, client.Cursor{})
+		d := runDevice(t, deviceURL(n), id, client.Cursor{})
 		<-done
 		k := int(pushed.Load())
 		// Well within an ack timeout: no retransmit, reconnect or later
@@ -290,8 +278,8 @@ func TestDurable_PushRightAfterWelcomeIsLive(t *testing.T) {
 func TestDurable_IdempotencyKeyStoresOnce(t *testing.T) {
 	srv := streamstest.StartRedis(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
-	first := mustPush(t, n, []string{"phone"}, "once", map[string]any{"idempotency_key": "order-42"})
-	second := mustPush(t, n, []string{"phone"}, "once", map[string]any{"idempotency_key": "order-42"})
+	first := mustPush(t, n, []string{"phone"}, "once", withID("order-42"))
+	second := mustPush(t, n, []string{"phone"}, "once", withID("order-42"))
 	if first.ID != second.ID || !second.Results[0].Duplicate || second.Results[0].Seq != first.Results[0].Seq {
 		t.Fatalf("first %+v, second %+v", first, second)
 	}
@@ -306,7 +294,7 @@ func TestDurable_GapsAreReported(t *testing.T) {
 	t.Run("overflow", func(t *testing.T) {
 		srv := streamstest.StartRedis(t)
 		n := startDurable(t, srv, "n1", streams.Config{InboxMaxLen: 5})
-		d := runDevice(t, n.wsURL(), "phone", client.Cursor{})
+		d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
 		mustPush(t, n, []string{"phone"}, "seen")
 		d.waitCount(t, 1)
 		cur := d.c.Cursor()
@@ -314,7 +302,7 @@ func TestDurable_GapsAreReported(t *testing.T) {
 		for i := 0; i < 10; i++ {
 			mustPush(t, n, []string{"phone"}, fmt.Sprint(i))
 		}
-		d2 := runDevice(t, n.wsURL(), "phone", cur)
+		d2 := runDevice(t, deviceURL(n), "phone", cur)
 		if d2.lastWelcome().Recovered {
 			t.Fatal("recovered:true after the inbox overflowed")
 		}
@@ -326,14 +314,14 @@ func TestDurable_GapsAreReported(t *testing.T) {
 	t.Run("ttl", func(t *testing.T) {
 		srv := streamstest.StartRedis(t)
 		n := startDurable(t, srv, "n1", streams.Config{})
-		d := runDevice(t, n.wsURL(), "phone", client.Cursor{})
+		d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
 		mustPush(t, n, []string{"phone"}, "seen")
 		d.waitCount(t, 1)
 		cur := d.c.Cursor()
 		d.stop()
-		mustPush(t, n, []string{"phone"}, "short-lived", map[string]any{"ttl": 1})
+		mustPush(t, n, []string{"phone"}, "short-lived", withTTL(time.Second))
 		time.Sleep(1100 * time.Millisecond)
-		d2 := runDevice(t, n.wsURL(), "phone", cur)
+		d2 := runDevice(t, deviceURL(n), "phone", cur)
 		if d2.lastWelcome().Recovered {
 			t.Fatal("recovered:true after a message expired unseen")
 		}
@@ -341,7 +329,7 @@ func TestDurable_GapsAreReported(t *testing.T) {
 	t.Run("flushall", func(t *testing.T) {
 		srv := streamstest.StartRedis(t)
 		n := startDurable(t, srv, "n1", streams.Config{})
-		d := runDevice(t, n.wsURL(), "phone", client.Cursor{})
+		d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
 		mustPush(t, n, []string{"phone"}, "seen")
 		d.waitCount(t, 1)
 		cur := d.c.Cursor()
@@ -349,7 +337,7 @@ func TestDurable_GapsAreReported(t *testing.T) {
 		if err := srv.Client(t).FlushAll(context.Background()).Err(); err != nil {
 			t.Fatal(err)
 		}
-		d2 := runDevice(t, n.wsURL(), "phone", cur)
+		d2 := runDevice(t, deviceURL(n), "phone", cur)
 		if w := d2.lastWelcome(); w.Recovered || w.Epoch == cur.Epoch {
 			t.Fatalf("after FLUSHALL: welcome %+v (old epoch %s)", w, cur.Epoch)
 		}
@@ -360,7 +348,7 @@ func TestDurable_GapsAreReported(t *testing.T) {
 		// live again.
 		srv := streamstest.StartRedis(t)
 		n := startDurable(t, srv, "n1", streams.Config{})
-		d := runDevice(t, n.wsURL(), "phone", client.Cursor{})
+		d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
 		mustPush(t, n, []string{"phone"}, "seen")
 		d.waitCount(t, 1)
 		before := d.lastWelcome()
@@ -376,7 +364,7 @@ func TestDurable_GapsAreReported(t *testing.T) {
 		if w := d.lastWelcome(); w.Recovered || w.Epoch == before.Epoch {
 			t.Fatalf("welcome after FLUSHALL %+v (old epoch %s)", w, before.Epoch)
 		}
-		if st := mustPush(t, n, []string{"phone"}, "after").Results[0].Status; st != statusDelivered {
+		if st := mustPush(t, n, []string{"phone"}, "after").Results[0].Status; st != api.StatusDelivered {
 			t.Fatalf("push after the resync: %s, want delivered", st)
 		}
 		d.waitCount(t, 2)
@@ -389,7 +377,7 @@ func TestDurable_GapsAreReported(t *testing.T) {
 func TestDurable_DroppedAcksRetransmitExactlyOnceToApp(t *testing.T) {
 	srv := streamstest.StartRedis(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
-	proxy := faultproxy.Start(t, n.Addrs().TCP)
+	proxy := faultproxy.Start(t, deviceTCPAddr(n))
 	var dropAcks atomic.Bool
 	var redeliveries atomic.Int64
 	dropAcks.Store(true)
@@ -428,21 +416,21 @@ func TestDurable_TwoNodesDeviceMoves(t *testing.T) {
 	srv := streamstest.StartRedis(t)
 	a := startDurable(t, srv, "a", streams.Config{})
 	b := startDurable(t, srv, "b", streams.Config{})
-	onA := runDevice(t, a.wsURL(), "phone", client.Cursor{})
-	if r := mustPush(t, b, []string{"phone"}, "via b to a"); r.Results[0].Status != statusDelivered {
+	onA := runDevice(t, deviceURL(a), "phone", client.Cursor{})
+	if r := mustPush(t, b, []string{"phone"}, "via b to a"); r.Results[0].Status != api.StatusDelivered {
 		t.Fatalf("push through b for a device on a: %+v", r.Results[0])
 	}
 	onA.waitCount(t, 1)
 
 	stale := a.hub.lookup(inboxKey(testApp, "phone"))
-	onB := runDevice(t, b.tcpURL(), "phone", onA.c.Cursor())
+	onB := runDevice(t, deviceTCPURL(b), "phone", onA.c.Cursor())
 	poll.Until(t, 5*time.Second, func() error {
 		if a.hub.lookup(inboxKey(testApp, "phone")) != nil {
 			return errors.New("node a still holds the session after the takeover")
 		}
 		return nil
 	})
-	if r := mustPush(t, a, []string{"phone"}, "via a to b"); r.Results[0].Status != statusDelivered {
+	if r := mustPush(t, a, []string{"phone"}, "via a to b"); r.Results[0].Status != api.StatusDelivered {
 		t.Fatalf("push through a for a device on b: %+v", r.Results[0])
 	}
 	onB.waitCount(t, 1)
@@ -483,7 +471,7 @@ func TestDurable_DeadNodeDeliveriesClaimed(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp := mustPush(t, b, []string{"phone"}, "pending on a")
-	if resp.Results[0].Status != statusDelivered {
+	if resp.Results[0].Status != api.StatusDelivered {
 		t.Fatalf("push %+v: want relayed to a", resp.Results[0])
 	}
 	if _, err := store.ReadDeliveries(ctx, "a", 10, 10*time.Millisecond); err != nil {
@@ -503,7 +491,7 @@ func TestDurable_DeadNodeDeliveriesClaimed(t *testing.T) {
 		}
 		return nil
 	})
-	d := runDevice(t, b.wsURL(), "phone", client.Cursor{})
+	d := runDevice(t, deviceURL(b), "phone", client.Cursor{})
 	if got := payloads(d.waitCount(t, 1)); got[0] != "pending on a" {
 		t.Fatalf("device got %v", got)
 	}
@@ -515,37 +503,26 @@ func TestDurable_DeadNodeDeliveriesClaimed(t *testing.T) {
 func TestDurable_RedisDown(t *testing.T) {
 	srv := streamstest.StartRedis(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
-	d := runDevice(t, n.wsURL(), "phone", client.Cursor{})
+	d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
 	srv.Stop()
 
-	status, resp, raw := pushJSON(t, n, map[string]any{"devices": []string{"phone", "offline"}, "data": "live only"})
-	if status != http.StatusOK || resp.Stored || resp.Results[0].Status != statusDelivered || resp.Results[1].Status != statusRejected {
-		t.Fatalf("push with Redis down: HTTP %d %s", status, raw)
+	resp, err := push(t, n, []string{"phone", "offline"}, "live only")
+	if err != nil || resp.Stored || resp.Results[0].Status != api.StatusDelivered || resp.Results[1].Status != api.StatusRejected {
+		t.Fatalf("push with Redis down: %+v, %v", resp, err)
 	}
 	if got := payloads(d.waitCount(t, 1)); got[0] != "live only" {
 		t.Fatalf("device got %v", got)
 	}
-	status, _, raw = pushJSON(t, n, map[string]any{"devices": []string{"offline"}, "data": "x"})
-	if status != http.StatusServiceUnavailable {
-		t.Fatalf("push to an offline device with Redis down: HTTP %d %s", status, raw)
+	if _, err := push(t, n, []string{"offline"}, "x"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("push to an offline device with Redis down: %v, want ErrUnavailable", err)
 	}
-	health := func() int {
-		r, err := plainHTTP.Get("http://" + n.Addrs().WS + "/healthz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Body.Close()
-		return r.StatusCode
-	}
-	if h := health(); h != http.StatusServiceUnavailable {
+	if h, _ := healthOf(t, n); h != http.StatusServiceUnavailable {
 		t.Fatalf("healthz with Redis down: %d", h)
 	}
-	// A broadcast on a node with no peer to relay to makes no Redis call:
-	// it must not be taken for Redis answering again.
-	if status, _, raw := pushJSON(t, n, map[string]any{"broadcast": true, "data": "to all"}); status != http.StatusOK {
-		t.Fatalf("broadcast with Redis down: HTTP %d %s", status, raw)
-	}
-	if h := health(); h != http.StatusServiceUnavailable {
+	// A broadcast on a node with no peer to pass it to makes no Redis
+	// call: it must not be taken for Redis answering again.
+	pushGroup(t, n, "", "to all")
+	if h, _ := healthOf(t, n); h != http.StatusServiceUnavailable {
 		t.Fatalf("healthz after a broadcast with Redis down: %d", h)
 	}
 	body := scrape(t, n)
@@ -558,7 +535,7 @@ func TestDurable_RedisDown(t *testing.T) {
 
 	srv.Restart()
 	poll.Until(t, 10*time.Second, func() error {
-		if h := health(); h != http.StatusOK {
+		if h, _ := healthOf(t, n); h != http.StatusOK {
 			return fmt.Errorf("healthz %d", h)
 		}
 		return nil
@@ -604,7 +581,7 @@ func TestEntry_DecodeNeverPanics(t *testing.T) {
 func TestDurable_AcksSurviveARedisStall(t *testing.T) {
 	srv := streamstest.StartRedis(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
-	proxy := faultproxy.Start(t, n.Addrs().TCP)
+	proxy := faultproxy.Start(t, deviceTCPAddr(n))
 	var dropAcks atomic.Bool
 	dropAcks.Store(true)
 	proxy.SetRule(func(d faultproxy.Direction, f wire.Frame) bool {
@@ -642,9 +619,9 @@ func TestDurable_GroupAndBroadcastAcrossNodes(t *testing.T) {
 	srv := streamstest.StartRedis(t)
 	a := startDurable(t, srv, "a", streams.Config{})
 	b := startDurable(t, srv, "b", streams.Config{})
-	onA := runDevice(t, a.wsURL(), "member-a", client.Cursor{})
-	onB := runDevice(t, b.tcpURL(), "member-b", client.Cursor{})
-	outsider := runDevice(t, b.wsURL(), "outsider", client.Cursor{})
+	onA := runDevice(t, deviceURL(a), "member-a", client.Cursor{})
+	onB := runDevice(t, deviceTCPURL(b), "member-b", client.Cursor{})
+	outsider := runDevice(t, deviceURL(b), "outsider", client.Cursor{})
 	ctx := context.Background()
 	for _, d := range []*device{onA, onB} {
 		if err := d.c.Join(ctx, "room"); err != nil {
@@ -658,18 +635,16 @@ func TestDurable_GroupAndBroadcastAcrossNodes(t *testing.T) {
 		return nil
 	})
 
-	status, resp, raw := pushJSON(t, a, map[string]any{"group": "room", "data": "to the room"})
-	if status != http.StatusOK || resp.Stored || resp.Recipients == nil || *resp.Recipients != 1 || resp.RelayedNodes == nil || *resp.RelayedNodes != 1 {
-		t.Fatalf("group push: HTTP %d %s", status, raw)
+	resp := pushGroup(t, a, "room", "to the room")
+	if resp.Stored || resp.Recipients == nil || *resp.Recipients != 1 || resp.OtherNodes == nil || *resp.OtherNodes != 1 {
+		t.Fatalf("group push: %+v", resp)
 	}
 	for _, d := range []*device{onA, onB} {
 		if m := d.waitCount(t, 1); m[0].Group != "room" || string(m[0].Payload) != "to the room" || m[0].Seq != 0 {
 			t.Fatalf("member got %+v", m[0])
 		}
 	}
-	if status, _, raw := pushJSON(t, a, map[string]any{"broadcast": true, "data": "to everyone"}); status != http.StatusOK {
-		t.Fatalf("broadcast: HTTP %d %s", status, raw)
-	}
+	pushGroup(t, a, "", "to everyone")
 	for _, d := range []*device{onA, onB, outsider} {
 		poll.Until(t, 5*time.Second, func() error {
 			got := payloads(d.received())
@@ -695,7 +670,7 @@ func TestDurable_GroupAndBroadcastAcrossNodes(t *testing.T) {
 func TestDurable_LossyLinkExactlyOnceInOrder(t *testing.T) {
 	srv := streamstest.StartRedis(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
-	proxy := faultproxy.Start(t, n.Addrs().TCP)
+	proxy := faultproxy.Start(t, deviceTCPAddr(n))
 	var mu sync.Mutex
 	rng := rand.New(rand.NewPCG(1, 2))
 	var droppedAcks, droppedPushes int
@@ -760,9 +735,7 @@ func TestDurable_LossyLinkExactlyOnceInOrder(t *testing.T) {
 // read waits up to a second); shutdown cancels them instead of waiting.
 func TestDurable_ShutdownIsPrompt(t *testing.T) {
 	srv := streamstest.StartRedis(t)
-	cfg := testConfig()
-	cfg.PushAddr = "127.0.0.1:0"
-	n, err := New(cfg, Deps{Store: streams.New(srv.Client(t), streams.Config{})})
+	n, err := New(testConfig(), Deps{Store: streams.New(srv.Client(t), streams.Config{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -772,8 +745,8 @@ func TestDurable_ShutdownIsPrompt(t *testing.T) {
 	if err := n.Start(); err != nil {
 		t.Fatal(err)
 	}
-	runDevice(t, n.wsURL(), "phone", client.Cursor{})
-	time.Sleep(300 * time.Millisecond) // let the relay loop block in its stream read
+	runDevice(t, deviceURL(n), "phone", client.Cursor{})
+	time.Sleep(300 * time.Millisecond) // let the delivery loop block in its stream read
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -810,8 +783,8 @@ func TestDurable_RestartedNodeAcksWhatItLeftPending(t *testing.T) {
 		}
 		return nil
 	})
-	if v, err := metricValue(scrape(t, n), "pushd_relay_recovered_total"); err != nil || v != "2" {
-		t.Fatalf("pushd_relay_recovered_total %q %v", v, err)
+	if v, err := metricValue(scrape(t, n), "pushd_delivery_entries_recovered_total"); err != nil || v != "2" {
+		t.Fatalf("pushd_delivery_entries_recovered_total %q %v", v, err)
 	}
 }
 
@@ -893,10 +866,10 @@ func TestDurable_PausedNodeCatchesUpWithoutAnotherPush(t *testing.T) {
 	rdb := srv.Client(t)
 	rdb.AddHook(gate)
 	cfg := testConfig()
-	cfg.NodeID, cfg.PushAddr = "a", "127.0.0.1:0"
-	a := startNode(t, cfg, Deps{Store: streams.New(rdb, sc)})
+	cfg.NodeID = "a"
+	a := startServing(t, cfg, Deps{Store: streams.New(rdb, sc)})
 	b := startDurable(t, srv, "b", sc)
-	d := runDevice(t, a.wsURL(), "phone", client.Cursor{})
+	d := runDevice(t, deviceURL(a), "phone", client.Cursor{})
 
 	gate.close()
 	const pushes = 5
@@ -938,7 +911,7 @@ func TestDurable_TakenOverEntriesPassOnToALiveNode(t *testing.T) {
 	sc := streams.Config{}
 	a := startDurable(t, srv, "a", sc)
 	b := startDurable(t, srv, "b", sc)
-	d := runDevice(t, a.wsURL(), "phone", client.Cursor{})
+	d := runDevice(t, deviceURL(a), "phone", client.Cursor{})
 	store := streams.New(srv.Client(t), sc)
 	ctx := context.Background()
 
@@ -954,7 +927,7 @@ func TestDurable_TakenOverEntriesPassOnToALiveNode(t *testing.T) {
 	}
 	rm := &entryMessage{id: msg.ID, payload: msg.Payload, created: uint64(msg.Created.UnixMilli())}
 	stale := strandedTarget{msg: rm, target: entryTarget{device: key, connEpoch: ap.Route.Epoch - 1, inboxEpoch: ap.Epoch, seq: ap.Seq}}
-	if err := b.reroute(ctx, []strandedTarget{stale}); err != nil {
+	if err := b.durable.reroute(ctx, []strandedTarget{stale}); err != nil {
 		t.Fatal(err)
 	}
 	if v, _ := metricValue(scrape(t, b), "pushd_takeover_forwarded_total"); v != "0" {
@@ -962,7 +935,7 @@ func TestDurable_TakenOverEntriesPassOnToALiveNode(t *testing.T) {
 	}
 	current := stale
 	current.target.connEpoch = ap.Route.Epoch
-	if err := b.reroute(ctx, []strandedTarget{current}); err != nil {
+	if err := b.durable.reroute(ctx, []strandedTarget{current}); err != nil {
 		t.Fatal(err)
 	}
 	if got := payloads(d.waitCount(t, 1)); got[0] != "stranded" {

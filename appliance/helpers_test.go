@@ -3,18 +3,21 @@ package appliance
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/lesismal/nbio/logging"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/appliance/wire"
@@ -46,12 +49,51 @@ func testConfig() Config {
 	}
 }
 
-// startNode starts a node on loopback and stops it with the test.
+// startNode starts a node with its nbio listeners on loopback and stops
+// it with the test. The race detector cannot follow nbio's hand-over of a
+// connection between goroutines (see race_test.go): under -race it skips
+// the test. Tests of what lies above the transport use startServing.
 func startNode(t testing.TB, cfg Config, deps Deps) *Node {
 	t.Helper()
 	if underRace {
 		t.Skip("real nbio listeners trip the race detector inside nbio (see race_test.go)")
 	}
+	return startTestNode(t, cfg, deps, nil)
+}
+
+// startServing starts a node whose devices connect to deviceURL(n): its
+// nbio WebSocket listener normally, and under -race a std listener that
+// hands connections to ServeConn, so the session, delivery and store
+// logic runs under the race detector.
+func startServing(t testing.TB, cfg Config, deps Deps) *Node {
+	t.Helper()
+	if !underRace {
+		return startTestNode(t, cfg, deps, nil)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.WSAddr, cfg.TCPAddr, cfg.AdvertiseTCP = "", "", ln.Addr().String()
+	return startTestNode(t, cfg, deps, ln)
+}
+
+// connURLs maps a node started by startServing under -race to its std
+// listener's URL.
+var connURLs sync.Map // *Node → string
+
+// deviceURL is where a device of n connects.
+func deviceURL(n *Node) string {
+	if u, ok := connURLs.Load(n); ok {
+		return u.(string)
+	}
+	return n.wsURL()
+}
+
+// startTestNode starts a node, serving ln's connections through ServeConn
+// when ln is set, waits until it is ready, and stops it with the test.
+func startTestNode(t testing.TB, cfg Config, deps Deps, ln net.Listener) *Node {
+	t.Helper()
 	n, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
@@ -59,12 +101,17 @@ func startNode(t testing.TB, cfg Config, deps Deps) *Node {
 	if err := n.Start(); err != nil {
 		t.Fatal(err)
 	}
+	stopServing := func() {}
+	if ln != nil {
+		stopServing = serveConns(n, ln)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := n.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
+		stopServing()
 	})
 	select {
 	case <-n.Ready():
@@ -72,6 +119,55 @@ func startNode(t testing.TB, cfg Config, deps Deps) *Node {
 		t.Fatal("node not ready 30 s after its start")
 	}
 	return n
+}
+
+// serveConns hands every connection ln accepts to n.ServeConn, records
+// ln's URL as n's deviceURL, and returns a func that closes ln and waits
+// for the connections' goroutines (call it after n's Shutdown).
+func serveConns(n *Node, ln net.Listener) func() {
+	connURLs.Store(n, "tcp://"+ln.Addr().String())
+	var conns sync.WaitGroup
+	conns.Add(1)
+	go func() {
+		defer conns.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				_ = n.ServeConn(c)
+			}()
+		}
+	}()
+	return func() {
+		_ = ln.Close()
+		conns.Wait()
+		connURLs.Delete(n)
+	}
+}
+
+// deviceURLs are every device listener of n: WebSocket and TCP, or under
+// -race the std listener of startServing alone.
+func deviceURLs(n *Node) []string {
+	if u, ok := connURLs.Load(n); ok {
+		return []string{u.(string)}
+	}
+	return []string{n.wsURL(), n.tcpURL()}
+}
+
+// deviceTCPURL is where a device of n connects over raw TCP: the nbio
+// TCP listener, or under -race the std listener of startServing.
+func deviceTCPURL(n *Node) string { return "tcp://" + deviceTCPAddr(n) }
+
+// deviceTCPAddr is deviceTCPURL's host:port.
+func deviceTCPAddr(n *Node) string {
+	if u, ok := connURLs.Load(n); ok {
+		return strings.TrimPrefix(u.(string), "tcp://")
+	}
+	return n.Addrs().TCP
 }
 
 func (n *Node) wsURL() string  { return "ws://" + n.Addrs().WS + "/v1/ws" }
@@ -171,16 +267,29 @@ func expectClosed(t testing.TB, c *client.Conn, timeout time.Duration) (last wir
 // reused at that moment would fail the test for nothing.
 var plainHTTP = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 
-// scrape returns the node's /metrics text.
+// scrape returns the node's /metrics text, from its device port's
+// handler (no listener needed).
 func scrape(t testing.TB, n *Node) string {
 	t.Helper()
-	resp, err := plainHTTP.Get("http://" + n.Addrs().WS + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	rec := httptest.NewRecorder()
+	n.HTTPHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("/metrics: HTTP %d", rec.Code)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	return rec.Body.String()
+}
+
+// healthOf calls the node's /healthz handler and returns the status and
+// the answer.
+func healthOf(t testing.TB, n *Node) (int, api.Health) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	n.ServeHealth(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	var h api.Health
+	if err := json.Unmarshal(rec.Body.Bytes(), &h); err != nil {
+		t.Fatalf("/healthz answer %q: %v", rec.Body.String(), err)
+	}
+	return rec.Code, h
 }
 
 // metricValue finds a sample line starting with name (labels included) in

@@ -139,8 +139,8 @@ func expectAnswersAfterWelcome(t *testing.T, c *client.Conn) {
 // Open. The slow path used to refuse them with protocol_violation.
 func TestHandshake_RequestsAfterHelloWaitForWelcome(t *testing.T) {
 	t.Run("no store", func(t *testing.T) {
-		n := startNode(t, testConfig(), Deps{})
-		for _, url := range []string{n.tcpURL(), n.wsURL()} {
+		n := startServing(t, testConfig(), Deps{})
+		for _, url := range deviceURLs(n) {
 			c := dialRaw(t, url)
 			hello := wire.Append(nil, &wire.Hello{App: testApp, Device: "fast", Token: issue(t, "fast")})
 			if strings.HasPrefix(url, "tcp") {
@@ -163,7 +163,7 @@ func TestHandshake_RequestsAfterHelloWaitForWelcome(t *testing.T) {
 	srv := streamstest.StartRedis(t)
 	t.Run("store", func(t *testing.T) {
 		n := startDurable(t, srv, "n1", streams.Config{})
-		c := dialRaw(t, n.tcpURL())
+		c := dialRaw(t, deviceTCPURL(n))
 		hello := wire.Append(nil, &wire.Hello{App: testApp, Device: "redis", Token: issue(t, "redis")})
 		if err := c.WriteRaw(append(hello, requestsAfterHello()...)); err != nil {
 			t.Fatal(err)
@@ -173,10 +173,10 @@ func TestHandshake_RequestsAfterHelloWaitForWelcome(t *testing.T) {
 
 	t.Run("slow open", func(t *testing.T) {
 		cfg := testConfig()
-		cfg.NodeID, cfg.PushAddr = "n2", "127.0.0.1:0"
+		cfg.NodeID = "n2"
 		g := newGatedStore(streams.New(srv.Client(t), streams.Config{}))
-		n := startNode(t, cfg, Deps{Store: g})
-		for i, url := range []string{n.tcpURL(), n.wsURL()} {
+		n := startServing(t, cfg, Deps{Store: g})
+		for i, url := range deviceURLs(n) {
 			device := fmt.Sprintf("slow-%d", i)
 			c := dialRaw(t, url)
 			if err := c.Send(&wire.Hello{App: testApp, Device: device, Token: issue(t, device)}); err != nil {
@@ -206,9 +206,7 @@ func TestHandshake_RequestsAfterHelloWaitForWelcome(t *testing.T) {
 			g.release <- struct{}{}
 			expectAnswersAfterWelcome(t, c)
 			// The JOIN took effect: a message to the group arrives.
-			if status, _, raw := pushJSON(t, n, map[string]any{"group": "news", "data": "g-" + device}); status != 200 {
-				t.Fatalf("group push: HTTP %d %s", status, raw)
-			}
+			pushGroup(t, n, "news", "g-"+device)
 			readUntil(t, c, 5*time.Second, func(f wire.Frame) bool {
 				p := firstPush(f)
 				return p != nil && p.Group == "news"
@@ -230,8 +228,8 @@ func TestHandshake_TooManyRequestsBeforeWelcome(t *testing.T) {
 	srv := streamstest.StartRedis(t)
 	g := newGatedStore(streams.New(srv.Client(t), streams.Config{}))
 	defer close(g.release)
-	n := startNode(t, testConfig(), Deps{Store: g})
-	c := dialRaw(t, n.tcpURL())
+	n := startServing(t, testConfig(), Deps{Store: g})
+	c := dialRaw(t, deviceTCPURL(n))
 	if err := c.Send(&wire.Hello{App: testApp, Device: "eager", Token: issue(t, "eager")}); err != nil {
 		t.Fatal(err)
 	}
@@ -311,18 +309,17 @@ func TestResume_CursorAheadOfInbox(t *testing.T) {
 	srv := streamstest.StartRedis(t)
 	var logs logBuffer
 	cfg := testConfig()
-	cfg.PushAddr = "127.0.0.1:0"
-	n := startNode(t, cfg, Deps{Store: streams.New(srv.Client(t), streams.Config{}), Logger: warnLogger(&logs)})
+	n := startServing(t, cfg, Deps{Store: streams.New(srv.Client(t), streams.Config{}), Logger: warnLogger(&logs)})
 
 	// A fresh device gets an inbox epoch; two pushes take seqs 1 and 2.
-	c := dialRaw(t, n.tcpURL())
+	c := dialRaw(t, deviceTCPURL(n))
 	epoch := welcomeOf(t, hello(t, c, &wire.Hello{Device: "ahead", Token: issue(t, "ahead")})).Epoch
 	_ = c.Close()
 	mustPush(t, n, []string{"ahead"}, "one")
 	mustPush(t, n, []string{"ahead"}, "two")
 
 	// A cursor at seq 1 counts as an ack.
-	c = dialRaw(t, n.tcpURL())
+	c = dialRaw(t, deviceTCPURL(n))
 	if w := welcomeOf(t, hello(t, c, &wire.Hello{Device: "ahead", Token: issue(t, "ahead"), Epoch: epoch, Seq: 1})); !w.Recovered || w.Acked != 1 {
 		t.Fatalf("WELCOME %+v, want recovered, acked 1", w)
 	}
@@ -335,7 +332,7 @@ func TestResume_CursorAheadOfInbox(t *testing.T) {
 	})
 
 	// A cursor at seq 9 of an inbox that assigned 2.
-	c = dialRaw(t, n.tcpURL())
+	c = dialRaw(t, deviceTCPURL(n))
 	if err := c.Send(&wire.Hello{App: testApp, Device: "ahead", Token: issue(t, "ahead"), Epoch: epoch, Seq: 9}); err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +352,7 @@ func TestResume_CursorAheadOfInbox(t *testing.T) {
 	}
 	_ = c.Close()
 
-	c = dialRaw(t, n.tcpURL())
+	c = dialRaw(t, deviceTCPURL(n))
 	w = welcomeOf(t, hello(t, c, &wire.Hello{Device: "ahead", Token: issue(t, "ahead"), Epoch: w.Epoch, Seq: 2}))
 	if !w.Recovered {
 		t.Fatalf("WELCOME %+v in the new epoch, want recovered", w)
