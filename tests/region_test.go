@@ -68,6 +68,7 @@ func (n *node) start(t *testing.T, redisURL string, extra ...string) {
 		"--ws-addr", n.addr("ws"), "--tcp-addr", n.addr("tcp"), "--push-addr", n.addr("push"),
 		"--admin-addr", n.addr("admin"), "--raft-addr", n.addr("raft"), "--connect-rate", "-1"}, n.flags...)
 	args = append(args, extra...)
+	failOnRace(t, n.id, n.logs)
 	n.logs.Reset()
 	n.down.Store(false)
 	n.cmd = exec.Command(filepath.Join(bin, "pushd"), args...)
@@ -77,10 +78,21 @@ func (n *node) start(t *testing.T, redisURL string, extra ...string) {
 	}
 	t.Cleanup(func() {
 		n.kill()
+		failOnRace(t, n.id, n.logs)
 		if t.Failed() {
 			t.Logf("log of %s:\n%s", n.id, n.logs.String())
 		}
 	})
+}
+
+// failOnRace fails the test when a process's log holds a data race
+// report (pushd is built with -race when the tests are).
+func failOnRace(t *testing.T, who string, logs *logBuffer) {
+	t.Helper()
+	if out := logs.String(); strings.Contains(out, "WARNING: DATA RACE") {
+		i := strings.Index(out, "WARNING: DATA RACE")
+		t.Errorf("%s reported a data race:\n%s", who, out[i:min(len(out), i+4000)])
+	}
 }
 
 func (n *node) kill() { n.stop(syscall.SIGKILL) }

@@ -38,7 +38,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	for name, pkg := range map[string]string{"pushd": "../appliance/cmd/pushd", "pushctl": "../ctl/cmd/pushctl"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
+		args := []string{"build", "-o", filepath.Join(dir, name)}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, pkg)...).CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
 			os.Exit(1)
@@ -112,6 +116,7 @@ func startDev(t *testing.T) *devRegion {
 			_ = r.cmd.Process.Kill()
 			_ = r.cmd.Wait()
 		}
+		failOnRace(t, "pushd --dev", r.logs)
 	})
 	path := filepath.Join(r.dir, "pushd-dev", "pushctl.json")
 	poll.Until(t, 30*time.Second, func() error {
