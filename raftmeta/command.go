@@ -470,7 +470,7 @@ func (b *appCreateBody) validate() error {
 		}
 		seen[k.ID] = true
 	}
-	return checkLimits(AppLimits{MaxPayload: a.MaxPayload, RatePerSec: a.RatePerSec, Burst: a.Burst, Businesses: a.Businesses})
+	return checkLimits(a.AppLimits)
 }
 
 func (b *appIDBody) validate() error { return checkName("app id", b.AppID) }

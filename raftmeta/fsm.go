@@ -505,8 +505,7 @@ func (b *appCreateBody) summary() string {
 	if len(a.Secrets) > 0 {
 		secret = a.Secrets[0].KeyID
 	}
-	return words("secret_key_id", secret, "api_keys", list(keys)) + " " + limitsSummary(AppLimits{
-		MaxPayload: a.MaxPayload, RatePerSec: a.RatePerSec, Burst: a.Burst, Businesses: a.Businesses})
+	return words("secret_key_id", secret, "api_keys", list(keys)) + " " + limitsSummary(a.AppLimits)
 }
 
 func (b *appIDBody) summary() string { return "" }

@@ -80,13 +80,10 @@ func (h *harness) state() *State { return h.f.State() }
 func testApp(id string) (App, string) {
 	key, k := NewAPIKey("k1")
 	return App{
-		ID:         id,
-		Secrets:    []Secret{NewSecret("s1")},
-		APIKeys:    []APIKey{k},
-		MaxPayload: 8 << 10,
-		RatePerSec: 100,
-		Burst:      200,
-		Businesses: []string{"chat"},
+		ID:        id,
+		Secrets:   []Secret{NewSecret("s1")},
+		APIKeys:   []APIKey{k},
+		AppLimits: AppLimits{MaxPayload: 8 << 10, RatePerSec: 100, Burst: 200, Businesses: []string{"chat"}},
 	}, key
 }
 

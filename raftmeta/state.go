@@ -1,6 +1,8 @@
 package raftmeta
 
 import (
+	"github.com/pushd/pushd/appliance/api"
+
 	"crypto/sha256"
 	"crypto/subtle"
 	"maps"
@@ -115,23 +117,18 @@ type App struct {
 	// Secrets are newest first; at most 1+MaxOldSecrets.
 	Secrets []Secret `json:"secrets"`
 	APIKeys []APIKey `json:"api_keys"`
-	// MaxPayload is the push payload limit in bytes; 0 → DefaultMaxPayload.
-	MaxPayload int `json:"max_payload"`
-	// RatePerSec and Burst limit pushes per second; 0 → unlimited.
-	RatePerSec int `json:"rate_per_sec"`
-	Burst      int `json:"burst"`
-	// Businesses the app may push for; empty → any.
-	Businesses []string  `json:"businesses"`
-	Created    time.Time `json:"created"`
+	// AppLimits: MaxPayload is the push payload limit in bytes (0 →
+	// DefaultMaxPayload); RatePerSec and Burst limit pushes per second (0
+	// → unlimited); Businesses are those the app may push for (empty →
+	// any). Embedded, so their JSON keys stay at the top of the app.
+	AppLimits
+	Created time.Time `json:"created"`
 }
 
-// AppLimits are the adjustable limits of an app (see App).
-type AppLimits struct {
-	MaxPayload int      `json:"max_payload"`
-	RatePerSec int      `json:"rate_per_sec"`
-	Burst      int      `json:"burst"`
-	Businesses []string `json:"businesses"`
-}
+// AppLimits are the adjustable limits of an app, in the shape the admin
+// API carries them: one type, so the log, the state and the API cannot
+// drift apart.
+type AppLimits = api.AppLimits
 
 // Degrade is the region's degrade policy: while Active, pushes at or
 // below Priority of the listed businesses (of every business when the list

@@ -707,7 +707,7 @@ func (srv *server) adminApps(context.Context, *adminCall) (any, error) {
 	st := srv.meta.State()
 	apps := make([]api.App, 0, len(st.Apps))
 	for _, a := range st.Apps {
-		out := api.App{ID: a.ID, AppLimits: api.AppLimits{MaxPayload: a.MaxPayload, RatePerSec: a.RatePerSec, Burst: a.Burst, Businesses: a.Businesses}, Created: a.Created}
+		out := api.App{ID: a.ID, AppLimits: a.AppLimits, Created: a.Created}
 		for _, s := range a.Secrets {
 			out.KeyIDs = append(out.KeyIDs, s.KeyID)
 		}
@@ -731,7 +731,7 @@ func (srv *server) adminCreateApp(ctx context.Context, c *adminCall) (any, error
 	secret := raftmeta.NewSecret("k1")
 	key, apiKey := raftmeta.NewAPIKey("key-1")
 	res, err := srv.apply(ctx, c, raftmeta.CreateApp(raftmeta.App{ID: b.ID, Secrets: []raftmeta.Secret{secret}, APIKeys: []raftmeta.APIKey{apiKey},
-		MaxPayload: b.MaxPayload, RatePerSec: b.RatePerSec, Burst: b.Burst, Businesses: b.Businesses}))
+		AppLimits: b.AppLimits}))
 	if err != nil {
 		return nil, err
 	}
@@ -810,8 +810,7 @@ func (srv *server) adminSetLimits(ctx context.Context, c *adminCall) (any, error
 	if err := c.decode(&b); err != nil {
 		return nil, err
 	}
-	return srv.applyAnswer(ctx, c, raftmeta.SetAppLimits(c.r.PathValue("id"),
-		raftmeta.AppLimits{MaxPayload: b.MaxPayload, RatePerSec: b.RatePerSec, Burst: b.Burst, Businesses: b.Businesses}))
+	return srv.applyAnswer(ctx, c, raftmeta.SetAppLimits(c.r.PathValue("id"), b))
 }
 
 func (srv *server) adminDeleteApp(ctx context.Context, c *adminCall) (any, error) {
