@@ -121,30 +121,19 @@ func startTestNode(t testing.TB, cfg Config, deps Deps, ln net.Listener) *Node {
 	return n
 }
 
-// serveConns hands every connection ln accepts to n.ServeConn, records
-// ln's URL as n's deviceURL, and returns a func that closes ln and waits
-// for the connections' goroutines (call it after n's Shutdown).
+// serveConns serves ln's connections with n.Serve, records ln's URL as
+// n's deviceURL, and returns a func that closes ln and waits for Serve
+// (call it after n's Shutdown, which ends the connections).
 func serveConns(n *Node, ln net.Listener) func() {
 	connURLs.Store(n, "tcp://"+ln.Addr().String())
-	var conns sync.WaitGroup
-	conns.Add(1)
+	done := make(chan struct{})
 	go func() {
-		defer conns.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() {
-				defer conns.Done()
-				_ = n.ServeConn(c)
-			}()
-		}
+		defer close(done)
+		_ = n.Serve(ln)
 	}()
 	return func() {
 		_ = ln.Close()
-		conns.Wait()
+		<-done
 		connURLs.Delete(n)
 	}
 }

@@ -10,19 +10,12 @@ import (
 	"github.com/pushd/pushd/raftmeta"
 )
 
-// Meta is the region's Raft-replicated metadata; *raftmeta.Store
-// implements it. With a Meta, apps, the degrade policy, tunables and
-// membership come from it and Config.Apps is ignored.
+// Meta is the region's Raft-replicated metadata as the runtime reads it;
+// *raftmeta.Store implements it. With a Meta, apps, the degrade policy,
+// tunables and membership come from it and Config.Apps is ignored.
 type Meta interface {
 	State() *raftmeta.State
 	Changes() (<-chan struct{}, func())
-	Apply(ctx context.Context, cmd raftmeta.Command) (raftmeta.Result, error)
-	IsLeader() bool
-	LeaderMember() (raftmeta.Member, bool)
-	Join(ctx context.Context, m raftmeta.Member, by raftmeta.Caller) error
-	Remove(ctx context.Context, id string, by raftmeta.Caller) error
-	Leave(ctx context.Context, by raftmeta.Caller) error
-	Stats() raftmeta.Stats
 	// Sync waits until State holds everything the region had committed
 	// when Sync was called.
 	Sync(ctx context.Context) error

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"time"
 )
 
@@ -65,5 +66,28 @@ func (n *Node) ServeConn(conn net.Conn) error {
 			}
 			return err
 		}
+	}
+}
+
+// Serve hands every connection ln accepts to ServeConn, each on a
+// goroutine of its own, until ln is closed; then it waits for those
+// connections to end (Shutdown ends them) and returns. The same caveats
+// as ServeConn's apply: it is for tests, embedders and a few connections.
+func (n *Node) Serve(ln net.Listener) error {
+	var conns sync.WaitGroup
+	defer conns.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			_ = n.ServeConn(c)
+		}()
 	}
 }

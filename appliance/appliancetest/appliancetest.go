@@ -21,7 +21,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -140,30 +139,20 @@ func Start(t testing.TB, opts Options) *Node {
 	if opts.Meta != nil {
 		n.AdminURL = serve(adminapi.New(node, opts.Meta, adminapi.Options{Logger: opts.Logger}))
 	}
-	var conns sync.WaitGroup
+	served := make(chan struct{})
 	if RaceEnabled {
 		ln := connLis
 		listeners = append(listeners, ln)
 		n.TCPURL = "tcp://" + ln.Addr().String()
-		conns.Add(1)
 		go func() {
-			defer conns.Done()
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				conns.Add(1)
-				go func() {
-					defer conns.Done()
-					_ = node.ServeConn(c)
-				}()
-			}
+			defer close(served)
+			_ = node.Serve(ln)
 		}()
 		n.HTTPURL = serve(node.HTTPHandler())
 	} else {
 		a := node.Addrs()
 		n.WSURL, n.TCPURL, n.HTTPURL = "ws://"+a.WS+"/v1/ws", "tcp://"+a.TCP, "http://"+a.WS
+		close(served)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -177,7 +166,7 @@ func Start(t testing.TB, opts Options) *Node {
 		if err := node.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown %s: %v", node.ID(), err)
 		}
-		conns.Wait()
+		<-served
 	})
 	select {
 	case <-node.Ready():
