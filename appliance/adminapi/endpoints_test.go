@@ -246,7 +246,8 @@ func TestAdminAPI_HealthzAndProfiles(t *testing.T) {
 
 // TestAdminAPI_UnknownPathIsJSON404: a path the admin API does not serve
 // is answered 404 not_found in the API's error shape, with or without a
-// token.
+// token; so is a method an endpoint does not take (not the mux's plain
+// text 405).
 func TestAdminAPI_UnknownPathIsJSON404(t *testing.T) {
 	t.Parallel()
 	r := appliancetest.StartRegion(t, 1, appliancetest.RegionOptions{})
@@ -256,6 +257,8 @@ func TestAdminAPI_UnknownPathIsJSON404(t *testing.T) {
 		{http.MethodGet, "/v1/admin/no-such-thing", ""},
 		{http.MethodPost, "/v2/admin/apps", r.Admin},
 		{http.MethodGet, "/", ""},
+		{http.MethodDelete, "/v1/admin/status", r.Admin},
+		{http.MethodGet, "/v1/admin/degrade/off", r.Admin},
 	} {
 		err := adminClient(t, n, c.tok).Do(context.Background(), c.method, c.path, nil, nil, nil)
 		if ae := apiError(err); ae == nil || ae.Status != http.StatusNotFound || ae.Code != "not_found" {
