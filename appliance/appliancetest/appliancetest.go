@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,6 +50,19 @@ type Node struct {
 	// HTTPURL is the device port's plain HTTP (/healthz, /v1/dispatch,
 	// /metrics), as http://host:port.
 	HTTPURL string
+
+	stopOnce sync.Once
+	stopErr  error
+	stop     func(ctx context.Context) error
+}
+
+// Stop stops the node before the test ends, as its process would stop:
+// the APIs' listeners close, the node shuts down (telling its devices to
+// reconnect elsewhere) and its device connections end. Later calls, and
+// the test's end, return the first call's error.
+func (n *Node) Stop(ctx context.Context) error {
+	n.stopOnce.Do(func() { n.stopErr = n.stop(ctx) })
+	return n.stopErr
 }
 
 // DeviceURL is where a device connects: WSURL, or TCPURL under -race.
@@ -154,19 +168,26 @@ func Start(t testing.TB, opts Options) *Node {
 		n.WSURL, n.TCPURL, n.HTTPURL = "ws://"+a.WS+"/v1/ws", "tcp://"+a.TCP, "http://"+a.WS
 		close(served)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
+	n.stop = func(ctx context.Context) error {
 		for _, srv := range servers {
 			_ = srv.Shutdown(ctx)
 		}
 		for _, ln := range listeners {
 			_ = ln.Close()
 		}
-		if err := node.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown %s: %v", node.ID(), err)
-		}
+		err := node.Shutdown(ctx)
 		<-served
+		if err != nil {
+			return fmt.Errorf("shutdown %s: %w", node.ID(), err)
+		}
+		return nil
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := n.Stop(ctx); err != nil {
+			t.Error(err)
+		}
 	})
 	select {
 	case <-node.Ready():
@@ -187,6 +208,8 @@ type Region struct {
 	// Admin is an admin-role token with the id "root"; Viewer a
 	// viewer-role token with the id "watcher".
 	Admin, Viewer string
+
+	opts RegionOptions
 }
 
 // RegionOptions configure a region.
@@ -204,7 +227,7 @@ type RegionOptions struct {
 // StartRegion starts a region of size nodes and stops it with the test.
 func StartRegion(t testing.TB, size int, opts RegionOptions) *Region {
 	t.Helper()
-	r := &Region{Redis: streamstest.StartRedis(t), Raft: raftmetatest.NewCluster(t, size, opts.Raft...)}
+	r := &Region{Redis: streamstest.StartRedis(t), Raft: raftmetatest.NewCluster(t, size, opts.Raft...), opts: opts}
 	var at, vt raftmeta.AdminToken
 	r.Admin, at = raftmeta.NewAdminToken("root", raftmeta.RoleAdmin)
 	r.Viewer, vt = raftmeta.NewAdminToken("watcher", raftmeta.RoleViewer)
@@ -214,7 +237,7 @@ func StartRegion(t testing.TB, size int, opts RegionOptions) *Region {
 		}
 	}
 	for i := range size {
-		r.Nodes = append(r.Nodes, r.startNode(t, i, opts))
+		r.Nodes = append(r.Nodes, r.startNode(t, i))
 	}
 	// Every node must know every member's addresses before a test asks
 	// it for status or writes through it.
@@ -224,14 +247,14 @@ func StartRegion(t testing.TB, size int, opts RegionOptions) *Region {
 
 // startNode starts the node on Raft node i and records its addresses in
 // its member record.
-func (r *Region) startNode(t testing.TB, i int, opts RegionOptions) *Node {
+func (r *Region) startNode(t testing.TB, i int) *Node {
 	t.Helper()
 	cfg := TestConfig()
 	cfg.NodeID = r.Raft.Member(i).ID
-	if opts.Config != nil {
-		opts.Config(i, &cfg)
+	if r.opts.Config != nil {
+		r.opts.Config(i, &cfg)
 	}
-	n := Start(t, Options{Config: cfg, Store: streams.New(r.Redis.Client(t), opts.Streams), Meta: r.Raft.Store(i)})
+	n := Start(t, Options{Config: cfg, Store: streams.New(r.Redis.Client(t), r.opts.Streams), Meta: r.Raft.Store(i)})
 	var m raftmeta.Member
 	poll.Until(t, 10*time.Second, func() error {
 		var ok bool
@@ -249,6 +272,29 @@ func (r *Region) startNode(t testing.TB, i int, opts RegionOptions) *Node {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// Kill stops node i (Node.Stop) and then kills its Raft node, which
+// does not leave the region: the others see a crashed process.
+func (r *Region) Kill(t testing.TB, i int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.Nodes[i].Stop(ctx); err != nil {
+		t.Error(err)
+	}
+	r.Raft.Kill(i)
+}
+
+// Restart starts node i again after Kill, as its process restarted: its
+// Raft node on the same data directory and address, and a new node with
+// its APIs over it, ready and recorded in its member record. It replaces
+// r.Nodes[i] and returns it.
+func (r *Region) Restart(t testing.TB, i int) *Node {
+	t.Helper()
+	r.Raft.Restart(t, i)
+	r.Nodes[i] = r.startNode(t, i)
+	return r.Nodes[i]
 }
 
 // LeaderIndex waits for a Raft leader and returns its index.
