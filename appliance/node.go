@@ -248,6 +248,9 @@ func (n *Node) Start() error {
 	mux.HandleFunc("/healthz", n.serveHealth)
 	mux.HandleFunc("/v1/dispatch", n.serveDispatch)
 	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
+	if n.cfg.DeviceHandler != nil {
+		mux.Handle("/", n.cfg.DeviceHandler)
+	}
 	n.ws = n.newWSEngine(mux)
 	if err := n.ws.Start(); err != nil {
 		n.stopGoroutines()
