@@ -836,9 +836,87 @@ const RETRYABLE = new Set([Code.unavailable, Code.draining, Code.rate_limited, C
 const TOKEN_RETRYABLE = new Set([Code.token_expired, Code.token_not_yet_valid, Code.token_unknown_key]);
 
 /**
- * Keeps a device connected. Create it, then call run().
+ * Keeps a device connected. Create it, then call run(). Its methods may
+ * be called at any time, from any callback.
  */
 export class Client {
+  /** @type {Core} */
+  #core;
+
+  /** @param {ClientOptions} options */
+  constructor(options) {
+    this.#core = new Core(options);
+  }
+
+  /** The current resume cursor. @returns {Cursor} */
+  get cursor() {
+    return this.#core.cursor;
+  }
+
+  /** Whether a session is open right now. */
+  get connected() {
+    return this.#core.connected;
+  }
+
+  /** The last WELCOME, or null before the first. @returns {Welcome | null} */
+  get welcome() {
+    return this.#core.welcome;
+  }
+
+  /**
+   * Connects and stays connected. The promise resolves when close() is
+   * called, and rejects with KickedError when another connection of the
+   * device took over, or with RefusedError when the server refused the
+   * session for a reason a retry cannot fix (a bad token, an unknown
+   * app). Calling it again returns the same promise.
+   * @returns {Promise<void>}
+   */
+  run() {
+    return this.#core.run();
+  }
+
+  /**
+   * Ends the connection, dial or backoff wait in progress; run() then
+   * resolves and nothing more is dialed.
+   */
+  close() {
+    this.#core.close();
+  }
+
+  /**
+   * Sends payload to business's webhook (UP) and resolves with its
+   * answer; rejects with RefusedError (unknown_business, unavailable,
+   * upstream_failed) or NotConnectedError.
+   * @param {string} business
+   * @param {Uint8Array | string} payload
+   * @returns {Promise<Uint8Array>}
+   */
+  up(business, payload) {
+    return this.#core.up(business, payload);
+  }
+
+  /**
+   * Subscribes this connection to group. Membership lasts for the
+   * connection: join again in onWelcome.
+   * @param {string} group
+   * @returns {Promise<void>}
+   */
+  join(group) {
+    return this.#core.join(group);
+  }
+
+  /**
+   * Unsubscribes this connection from group.
+   * @param {string} group
+   * @returns {Promise<void>}
+   */
+  leave(group) {
+    return this.#core.leave(group);
+  }
+}
+
+/** The client's state and its reconnect loop, behind Client. */
+class Core {
   /** @param {ClientOptions} options */
   constructor(options) {
     const o = { ...options };
@@ -966,7 +1044,6 @@ export class Client {
       s.send(build(id));
     });
   }
-
   async _loop() {
     this._listen();
     if (!this._o.cursor && this._store) {
@@ -1235,7 +1312,6 @@ export class Client {
     win.addEventListener("online", this._onOnline);
     document.addEventListener("visibilitychange", this._onVisible);
   }
-
   _unlisten() {
     if (this._onOnline) globalThis.removeEventListener("online", this._onOnline);
     if (this._onVisible) document.removeEventListener("visibilitychange", this._onVisible);
@@ -1318,7 +1394,7 @@ class IdWindow {
  */
 class Session {
   /**
-   * @param {Client} c
+   * @param {Core} c
    * @param {string} url
    * @param {string} token
    * @param {(why: Error) => void} done

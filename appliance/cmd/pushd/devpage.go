@@ -48,7 +48,11 @@ func (d *devRegion) pageHandler(log *slog.Logger) http.Handler {
 	secret, err := base64.StdEncoding.DecodeString(d.creds.SecretBase64)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "/dev/", http.StatusFound)
+		to := "/dev/"
+		if r.URL.RawQuery != "" {
+			to += "?" + r.URL.RawQuery
+		}
+		http.Redirect(w, r, to, http.StatusFound)
 	})
 	mux.HandleFunc("GET /dev/{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -42,7 +42,7 @@ func TestDevPage_ServesThePageTheSDKAndTokens(t *testing.T) {
 		h.ServeHTTP(w, r)
 		return w
 	}
-	if w := get("/", "127.0.0.1:5000", "127.0.0.1:8080"); w.Code != http.StatusFound || w.Header().Get("Location") != "/dev/" {
+	if w := get("/?device=tab-2", "127.0.0.1:5000", "127.0.0.1:8080"); w.Code != http.StatusFound || w.Header().Get("Location") != "/dev/?device=tab-2" {
 		t.Fatalf("/: HTTP %d to %q", w.Code, w.Header().Get("Location"))
 	}
 	if w := get("/dev/", "127.0.0.1:5000", "127.0.0.1:8080"); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `from "./pushd.js"`) {
