@@ -209,6 +209,28 @@ func TestJS_Suites(t *testing.T) {
 	}
 }
 
+// TestJS_Throughput measures how many messages per second one headless
+// Chromium tab takes and acks (test/throughput.js; docs/performance.md
+// quotes it). It runs only when asked:
+//
+//	PUSHD_JS_BENCH=1 go test ./appliance/client/js -run TestJS_Throughput -v
+func TestJS_Throughput(t *testing.T) {
+	if os.Getenv("PUSHD_JS_BENCH") == "" {
+		t.Skip("a measurement, not a check: set PUSHD_JS_BENCH=1 to run it")
+	}
+	ts := needTools(t)
+	reg := startRegion(t, ts.pushd)
+	cmd := exec.Command(ts.node, filepath.Join("test", "throughput.js"))
+	cmd.Env = append(os.Environ(), "PUSHD_WS_URLS="+strings.Join(reg.wsURLs(), " "), "PUSHD_PUSH_URL=http://"+reg.nodes[0].addr("push"),
+		"PUSHD_APP="+reg.app.ID, "PUSHD_KEY_ID="+reg.app.KeyID, "PUSHD_SECRET_BASE64="+reg.app.SecretBase64,
+		"PUSHD_API_KEY="+reg.app.APIKey, "PUSHD_CHROMIUM="+ts.chromium)
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)

@@ -196,6 +196,24 @@ class Writer {
   }
   /** @param {string} s */
   str(s) {
+    const n = s.length;
+    if (n < 128) {
+      // Ids and most strings are short ASCII: no encoder call.
+      this.room(n + 1);
+      const b = this.b;
+      let at = this.n + 1;
+      let i = 0;
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c > 0x7f) break;
+        b[at++] = c;
+      }
+      if (i === n) {
+        b[this.n] = n;
+        this.n = at;
+        return;
+      }
+    }
     this.bytes(utf8Encoder.encode(s));
   }
   /** @param {string[]} list */
@@ -378,8 +396,19 @@ class Reader {
   /** @returns {string} */
   str() {
     const n = this.len();
+    const b = this.b;
+    const from = this.p;
     this.p += n;
-    return n === 0 ? "" : utf8Decoder.decode(this.b.subarray(this.p - n, this.p));
+    if (n <= 64) {
+      // Ids and most strings are short ASCII: no decoder call.
+      let ascii = "";
+      for (let i = from; i < this.p; i++) {
+        if (b[i] > 0x7f) return utf8Decoder.decode(b.subarray(from, this.p));
+        ascii += String.fromCharCode(b[i]);
+      }
+      return ascii;
+    }
+    return utf8Decoder.decode(b.subarray(from, this.p));
   }
   /** @returns {string[]} */
   strs() {
@@ -1193,20 +1222,16 @@ class Core {
     }
     if (next !== c) {
       this._cursor = next;
-      await this._persist(next);
+      const stored = this._persist(next);
+      if (stored) await stored;
     }
     this._welcome = { session: w.session, node: w.node, recovered: w.recovered, epoch: w.epoch, heartbeat: Number(w.heartbeat) };
     this._call(this._o.onWelcome, this._welcome);
   }
 
   /** @param {Cursor} c */
-  async _persist(c) {
-    if (!this._store) return;
-    try {
-      await this._store.set(this._key, c);
-    } catch (e) {
-      this._report(e);
-    }
+  _persist(c) {
+    return this._store ? this._call(() => /** @type {CursorStore} */ (this._store).set(this._key, c)) : undefined;
   }
 
   /**
@@ -1218,9 +1243,9 @@ class Core {
    * message is dropped and the cursor acked again, which the server
    * answers by resending in order.
    * @param {PushFrame} p
-   * @returns {Promise<Uint64>}
+   * @returns {Uint64 | Promise<Uint64>}
    */
-  async _onPush(p) {
+  _onPush(p) {
     const cur = this._cursor.seq;
     const inbox = p.seq != 0; // eslint-disable-line eqeqeq -- number or BigInt zero
     let deliver = true;
@@ -1241,41 +1266,37 @@ class Core {
     if (inbox && p.seq > cur) this._cursor = { epoch: this._cursor.epoch, seq: p.seq };
     const next = this._cursor;
     if (gap) this._call(this._o.onGap, gap[0], gap[1]);
-    if (deliver) {
-      if (this._o.onMessage) {
-        try {
-          await this._o.onMessage(message(p));
-        } catch (e) {
-          this._report(e);
-        }
-      }
-    } else {
-      this._call(this._o.onDrop, message(p), "repeat");
-    }
-    if (!inbox) return -1;
-    await this._persist(next);
-    if (this._o.onCursor) {
-      try {
-        await this._o.onCursor({ ...next });
-      } catch (e) {
-        this._report(e);
-      }
-    }
-    return next.seq;
+    const handled = deliver ? this._call(this._o.onMessage, message(p)) : this._call(this._o.onDrop, message(p), "repeat");
+    if (!inbox) return handled ? handled.then(() => -1) : -1;
+    // Stored, then told, then acked: only promises are waited for, so a
+    // synchronous app and store cost no extra turn per message.
+    const told = () => {
+      const t = this._call(this._o.onCursor, { ...next });
+      return t ? t.then(() => next.seq) : next.seq;
+    };
+    const store = () => {
+      const s = this._persist(next);
+      return s ? s.then(told) : told();
+    };
+    return handled ? handled.then(store) : store();
   }
 
   /**
-   * Calls an app callback; an exception goes to onError.
+   * Calls an app callback; an exception, thrown or rejected, goes to
+   * onError. Returns a promise only when the callback returned one.
    * @param {Function | undefined} fn
    * @param {...any} args
+   * @returns {Promise<unknown> | undefined}
    */
   _call(fn, ...args) {
-    if (!fn) return;
+    if (!fn) return undefined;
     try {
-      fn(...args);
+      const r = fn(...args);
+      if (r && typeof r.then === "function") return Promise.resolve(r).catch((e) => this._report(e));
     } catch (e) {
       this._report(e);
     }
+    return undefined;
   }
 
   /** @param {unknown} e */
@@ -1434,10 +1455,10 @@ class Session {
     this.timer = setTimeout(() => this.stop(new DisconnectError(`connect ${url}: timed out`)), c._o.dialTimeout ?? 10000);
     ws.onopen = () => {
       clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.stop(new DisconnectError("no WELCOME within the handshake timeout")), c._o.handshakeTimeout ?? 10000);
       const cur = c._cursor;
       this.send({ type: "HELLO", token, app: c._o.app, device: c._o.device, platform: c._platform, version: c._version,
         businesses: c._o.businesses ?? [], epoch: cur.epoch, seq: cur.epoch === "" ? 0 : cur.seq, caps: c._o.lz4 ? CAP_LZ4 : 0 });
-      this.timer = setTimeout(() => this.stop(new DisconnectError("no WELCOME within the handshake timeout")), c._o.handshakeTimeout ?? 10000);
     };
     ws.onmessage = (ev) => {
       this.lastRead = Date.now();
@@ -1579,7 +1600,8 @@ class Session {
             continue;
           }
           c._call(c._o.onFrame, inner);
-          const seq = await c._onPush(inner);
+          let seq = c._onPush(inner);
+          if (typeof seq === "object") seq = await seq;
           if (seq === -1) continue;
           if (seq > ackTo) ackTo = seq;
           ackAny = true;
@@ -1592,7 +1614,8 @@ class Session {
         return;
       }
       case "PUSH": {
-        const seq = await c._onPush(f);
+        let seq = c._onPush(f);
+        if (typeof seq === "object") seq = await seq;
         if (seq !== -1) this.ack(seq);
         return;
       }

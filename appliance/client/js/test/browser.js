@@ -28,7 +28,7 @@ window.start = (o) => {
     tokenFunc: async () => (await fetch("/" + (o.tokenPath || "token") + "?device=" + o.device)).text(),
     onConnecting: (url) => ev({ kind: "connecting", url }),
     onWelcome: (w) => ev({ kind: "welcome", ...w }),
-    onMessage: o.quiet ? () => { window.received = (window.received || 0) + 1; } :
+    onMessage: o.quiet ? () => { window.received = (window.received || 0) + 1; window.lastAt = performance.now(); } :
       (m) => ev({ kind: "message", id: m.id, seq: Number(m.seq), data: new TextDecoder().decode(m.payload) }),
     onControl: (f) => ev({ kind: "control", name: pushd.controlKindName(f.kind), addr: f.addr }),
     onGap: (a, b) => ev({ kind: "gap", from: Number(a), to: Number(b) }),
