@@ -276,6 +276,23 @@ describe("against a scripted server", () => {
     c.close();
   });
 
+  test("a WELCOME that comes at once, inside the HELLO's send, does not leave the handshake timer armed", async () => {
+    const srv = new FakeServer();
+    class Eager extends srv.WebSocket {
+      send(b) {
+        super.send(b);
+        if (b[1] === 1) this.deliver({ type: "WELCOME", session: "s", node: "n", heartbeat: 30000, recovered: true, epoch: "e", acked: 0, max_frame: 16384, caps: 0 });
+      }
+    }
+    const { c, got } = srv.client({ WebSocket: Eager, handshakeTimeout: 40 });
+    c.run();
+    await waitFor(() => c.connected, { what: "session" });
+    await sleep(150);
+    assert.equal(c.connected, true, got.disconnects.map(String).join("; "));
+    assert.equal(srv.sockets.length, 1);
+    c.close();
+  });
+
   test("close() ends run() and a backoff wait", async () => {
     const srv = new FakeServer();
     srv.refuseConnect = true;
