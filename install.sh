@@ -4,7 +4,8 @@
 # or newer must be installed already (https://go.dev/dl/).
 #
 #   ./install.sh               install what is missing and build
-#   ./install.sh --dev-tools   also gcc (cgo, for go test -race) and the pinned staticcheck (for contributors and CI)
+#   ./install.sh --dev-tools   also gcc (cgo, for go test -race), the pinned staticcheck, Debian's chromium
+#                              and the JavaScript SDK's npm packages (npm ci; needs Node.js 20+): for contributors and CI
 #
 # It is idempotent: run it again after pulling to rebuild.
 set -euo pipefail
@@ -18,7 +19,7 @@ dev_tools=0
 for arg in "$@"; do
   case "$arg" in
     --dev-tools) dev_tools=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -57,6 +58,11 @@ fi
 if [ "$dev_tools" -eq 1 ] && ! command -v gcc >/dev/null 2>&1; then
   apt_install gcc
 fi
+# The JavaScript SDK's tests (go test ./appliance/client/js) drive
+# headless Chromium.
+if [ "$dev_tools" -eq 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  apt_install chromium
+fi
 
 if ! command -v go >/dev/null 2>&1; then
   fail "Go 1.26 or newer is required (https://go.dev/dl/); Debian and Ubuntu packages are older"
@@ -79,5 +85,16 @@ if [ "$dev_tools" -eq 1 ]; then
     echo "installing staticcheck $staticcheck_version into $gobin"
     GOFLAGS= go install "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version"
   fi
+fi
+if [ "$dev_tools" -eq 1 ]; then
+  # The JavaScript SDK's npm packages for its tests, pinned by its
+  # package-lock.json: typescript, esbuild, ws and puppeteer-core (which
+  # drives the Debian chromium above and downloads no browser).
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 ||
+    fail "the JavaScript SDK's tests need Node.js 20 or newer with npm (https://nodejs.org); Debian 12's nodejs is too old"
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$node_major" -ge 20 ] || fail "Node.js $(node --version) is too old: the JavaScript SDK's tests need Node.js 20 or newer"
+  echo "installing the JavaScript SDK's npm packages (npm ci in appliance/client/js)"
+  (cd appliance/client/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "done: ./bin/pushd --dev starts a one-node dev region"

@@ -3,6 +3,7 @@ package appliance
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"time"
@@ -61,8 +62,15 @@ type Config struct {
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
 	// may open a WebSocket; a request with an Origin header not listed is
 	// refused with 403. Requests without Origin (native clients) pass.
+	// The same origins may read /v1/dispatch's answer from a page (CORS).
 	// Zero: any origin.
 	AllowedOrigins []string
+	// DeviceHandler serves the requests to the device listener's port
+	// that the node does not serve itself (/v1/ws, /v1/dispatch, /healthz
+	// and /metrics keep theirs): pushd --dev's page. It runs on the
+	// listener's event loop, so it must answer at once and never block.
+	// Zero: every other path answers 404.
+	DeviceHandler http.Handler
 
 	// HandshakeTimeout bounds the time from accept to a valid HELLO, and
 	// the HTTP upgrade request's header read. Zero: 5 s.

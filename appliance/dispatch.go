@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"math"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/pushd/pushd/appliance/api"
@@ -131,6 +132,12 @@ func (n *Node) serveDispatch(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, &api.APIError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "use GET"})
 		return
 	}
+	// A page on another origin asks with fetch: it may read the answer
+	// when its origin may open a WebSocket here.
+	if origin := r.Header.Get("Origin"); origin != "" && n.originListed(origin) {
+		w.Header().Set("Access-Control-Allow-Origin", origin)
+		w.Header().Add("Vary", "Origin")
+	}
 	app, device := r.URL.Query().Get("app"), r.URL.Query().Get("device")
 	if !token.ValidID(app) || !token.ValidID(device) {
 		api.WriteError(w, api.BadRequest("invalid_field", "app and device must be 1-128 letters, digits or ._:-"))
@@ -152,4 +159,18 @@ func (n *Node) serveDispatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, api.Dispatch{Node: info.ID, WSURL: info.DeviceAddr, TCPURL: info.TCPAddr})
+}
+
+// originListed reports whether a browser origin is in AllowedOrigins, or
+// the list is empty (any origin).
+func (n *Node) originListed(origin string) bool {
+	if len(n.cfg.AllowedOrigins) == 0 {
+		return true
+	}
+	for _, o := range n.cfg.AllowedOrigins {
+		if strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
 }

@@ -2,6 +2,8 @@ package appliance
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/pushd/pushd/raftmeta"
@@ -113,5 +115,36 @@ func TestPickNode_SkipsRefusingAndAvoidedNodes(t *testing.T) {
 	}
 	if got := n.avoidedNode(st, "ws://elsewhere"); got != "" {
 		t.Fatalf("an unknown URL names node %q", got)
+	}
+}
+
+// TestDispatch_CORSForAllowedOrigins: a page on another origin (the
+// JavaScript SDK's dispatchFrom) may read the answer when its origin may
+// open a WebSocket; others get no CORS header, and native clients none.
+func TestDispatch_CORSForAllowedOrigins(t *testing.T) {
+	cfg := testConfig()
+	cfg.AllowedOrigins = []string{"https://app.example.com"}
+	n, err := New(cfg, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for origin, want := range map[string]string{"https://APP.example.com": "https://APP.example.com", "https://evil.example.com": "", "": ""} {
+		r := httptest.NewRequest(http.MethodGet, "/v1/dispatch?app=a&device=d", nil)
+		if origin != "" {
+			r.Header.Set("Origin", origin)
+		}
+		w := httptest.NewRecorder()
+		n.serveDispatch(w, r)
+		if w.Code != http.StatusOK || w.Header().Get("Access-Control-Allow-Origin") != want {
+			t.Errorf("Origin %q: HTTP %d, Access-Control-Allow-Origin %q, want %q", origin, w.Code, w.Header().Get("Access-Control-Allow-Origin"), want)
+		}
+	}
+	n.cfg.AllowedOrigins = nil
+	r := httptest.NewRequest(http.MethodGet, "/v1/dispatch?app=a&device=d", nil)
+	r.Header.Set("Origin", "https://any.example.com")
+	w := httptest.NewRecorder()
+	n.serveDispatch(w, r)
+	if got := w.Header().Get("Access-Control-Allow-Origin"); got != "https://any.example.com" {
+		t.Errorf("no allowlist: Access-Control-Allow-Origin %q", got)
 	}
 }

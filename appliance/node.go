@@ -333,12 +333,16 @@ func (n *Node) connCount() int64 {
 // ServeConn).
 func (n *Node) HTTPHandler() http.Handler { return n.devicePortMux() }
 
-// devicePortMux routes the device port's plain HTTP.
+// devicePortMux routes the device port's plain HTTP, Config.DeviceHandler
+// taking every other path.
 func (n *Node) devicePortMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", n.ServeHealth)
 	mux.HandleFunc("/v1/dispatch", n.serveDispatch)
 	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
+	if n.cfg.DeviceHandler != nil {
+		mux.Handle("/", n.cfg.DeviceHandler)
+	}
 	return mux
 }
 

@@ -495,7 +495,8 @@ func TestWalkthrough_InstallOnABareHost(t *testing.T) {
 		{name: "apt-get installs what is missing", args: []string{"--dev-tools"}, have: []string{"apt-get", "env"},
 			wantApt: "DEBIAN_FRONTEND= update -qq\n" +
 				"DEBIAN_FRONTEND=noninteractive install -y -qq redis-server\n" +
-				"DEBIAN_FRONTEND=noninteractive install -y -qq gcc\n",
+				"DEBIAN_FRONTEND=noninteractive install -y -qq gcc\n" +
+				"DEBIAN_FRONTEND=noninteractive install -y -qq chromium\n",
 			wantErr: "install.sh: Go 1.26 or newer is required"},
 		{name: "no go", have: []string{"redis-server"}, wantErr: "install.sh: Go 1.26 or newer is required"},
 	}

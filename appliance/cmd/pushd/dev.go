@@ -348,6 +348,7 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken 
 	if info.TCPURL != "" {
 		fmt.Fprintf(&sb, "  device TCP        %s\n", info.TCPURL)
 	}
+	fmt.Fprintf(&sb, "  dev page          http://%s/dev/ (a device in your browser: pushctl push --device browser-1 --data hello)\n", a.WS)
 	fmt.Fprintf(&sb, "  push API          %s\n", info.PushURL)
 	fmt.Fprintf(&sb, "  admin API         %s\n", info.AdminURL)
 	fmt.Fprintf(&sb, "  app               %s\n", info.App)

@@ -101,6 +101,9 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return usageError{err}
 	}
+	if dev != nil {
+		cfg.DeviceHandler = dev.pageHandler(log)
+	}
 	rdbOpts, err := redis.ParseURL(opts.Redis)
 	if err != nil {
 		return usageError{fmt.Errorf("--redis %q: %w", opts.Redis, err)}
