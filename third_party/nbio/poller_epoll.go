@@ -174,7 +174,10 @@ func (p *poller) acceptorLoop() {
 		defer runtime.UnlockOSThread()
 	}
 
-	p.shutdown = false
+	// pushd: shutdown is not reset here. A poller is built with it false
+	// and never restarted; resetting it undid a stop() that came before
+	// this goroutine ran, and the loop then spun on the closed listener
+	// for good (see PUSHD.md).
 	for !p.shutdown {
 		conn, err := p.listener.Accept()
 		if err == nil {
@@ -235,7 +238,8 @@ func (p *poller) readWriteLoop() {
 	}
 
 	g := p.g
-	p.shutdown = false
+	// pushd: shutdown is not reset here either: a stop() before this
+	// goroutine ran would be undone and epoll_wait block for good.
 	isOneshot := g.isOneshot
 	asyncReadEnabled := g.AsyncReadInPoller && (g.EpollMod == EPOLLET)
 	for !p.shutdown {
