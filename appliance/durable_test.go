@@ -22,8 +22,6 @@ import (
 	"github.com/pushd/pushd/tests/faultproxy"
 )
 
-const testAPIKey = "test-api-key-0123456789"
-
 // startDurable starts a node backed by srv; its devices connect to
 // deviceURL (startServing).
 func startDurable(t testing.TB, srv *streamstest.Server, id string, sc streams.Config, mut ...func(*Config)) *Node {

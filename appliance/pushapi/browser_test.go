@@ -1,9 +1,8 @@
-package appliance
+package pushapi_test
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha1"
@@ -21,11 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/appliance/appliancetest"
 	"github.com/pushd/pushd/internal/poll"
-	"github.com/pushd/pushd/raftmeta"
-	"github.com/pushd/pushd/raftmeta/raftmetatest"
-	"github.com/pushd/pushd/streams"
-	"github.com/pushd/pushd/streams/streamstest"
 )
 
 // The browser test is a client written the way a browser developer
@@ -43,24 +40,16 @@ const browserOrigin = "https://app.example.com"
 // built from §4.1, reads WELCOME and PUSH parsed from §4.2 and §4.3, acks
 // it, and pings with a time above 2^53 (§12).
 func TestBrowser_ConnectsFromTheDocAlone(t *testing.T) {
-	if underRace {
-		t.Skip("real nbio listeners trip the race detector inside nbio (see race_test.go)")
-	}
-	srv := streamstest.StartRedis(t)
-	cluster := raftmetatest.NewCluster(t, 1)
-	adminToken, stored := raftmeta.NewAdminToken("root", raftmeta.RoleAdmin)
-	if _, err := cluster.Apply(context.Background(), raftmeta.CreateAdminToken(stored)); err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig()
-	cfg.NodeID = cluster.Member(0).ID
-	cfg.Apps = nil
-	cfg.PushAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.AllowedOrigins = []string{browserOrigin}
-	n := startNode(t, cfg, Deps{Store: streams.New(srv.Client(t), streams.Config{}), Meta: cluster.Store(0)})
+	t.Parallel()
+	skipWithoutWS(t)
+	r := appliancetest.StartRegion(t, 1, appliancetest.RegionOptions{Config: func(_ int, c *appliance.Config) {
+		c.AllowedOrigins = []string{browserOrigin}
+	}})
+	n := r.Nodes[0]
+	wsAddr := wsHostPort(n)
 
 	// The operator creates the app; the answer carries the secret once.
-	code, raw := adminDo(t, n, http.MethodPost, "/v1/admin/apps", adminToken, map[string]any{"id": "web"})
+	code, raw := adminPost(t, n.AdminURL+"/v1/admin/apps", r.Admin, `{"id":"web"}`)
 	if code != http.StatusOK {
 		t.Fatalf("create app: HTTP %d %s", code, raw)
 	}
@@ -74,7 +63,7 @@ func TestBrowser_ConnectsFromTheDocAlone(t *testing.T) {
 	}
 
 	// A page whose origin is not allowed is refused before the upgrade.
-	if _, status, err := dialBrowser(n.Addrs().WS, "https://evil.example.com"); status != http.StatusForbidden {
+	if _, status, err := dialBrowser(wsAddr, "https://evil.example.com"); status != http.StatusForbidden {
 		t.Fatalf("upgrade from another origin: HTTP %d, %v; want 403", status, err)
 	}
 
@@ -85,7 +74,7 @@ func TestBrowser_ConnectsFromTheDocAlone(t *testing.T) {
 	// The app reaches the node through Raft shortly after the admin API
 	// answers: until then HELLO is refused with unknown_app.
 	poll.Until(t, 5*time.Second, func() error {
-		c, status, err := dialBrowser(n.Addrs().WS, browserOrigin)
+		c, status, err := dialBrowser(wsAddr, browserOrigin)
 		if err != nil {
 			return fmt.Errorf("upgrade: HTTP %d, %v", status, err)
 		}
@@ -113,7 +102,7 @@ func TestBrowser_ConnectsFromTheDocAlone(t *testing.T) {
 
 	// The business server pushes through the push API (docs/push-api.md).
 	body := `{"app":"web","devices":["` + device + `"],"data":"hello, browser"}`
-	req, _ := http.NewRequest(http.MethodPost, "http://"+n.Addrs().Push+"/v1/push", strings.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, n.PushURL+"/v1/push", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+app.APIKey)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -145,7 +134,7 @@ func TestBrowser_ConnectsFromTheDocAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll.Until(t, 5*time.Second, func() error {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+n.Addrs().Push+"/v1/devices/"+device+"?app=web", nil)
+		req, _ := http.NewRequest(http.MethodGet, n.PushURL+"/v1/devices/"+device+"?app=web", nil)
 		req.Header.Set("Authorization", "Bearer "+app.APIKey)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -184,7 +173,10 @@ func TestBrowser_ConnectsFromTheDocAlone(t *testing.T) {
 // without a code with one without a code, and an invalid code with 1002;
 // docs/protocol.md §1.1 used to say it answered 1001.
 func TestWS_CloseEchoesTheDeviceCode(t *testing.T) {
-	n := startNode(t, testConfig(), Deps{})
+	t.Parallel()
+	skipWithoutWS(t)
+	n := startNode(t, false)
+	wsAddr := wsHostPort(n)
 	cases := []struct {
 		send       []byte // close payload
 		wantCode   int    // 0: none
@@ -198,7 +190,7 @@ func TestWS_CloseEchoesTheDeviceCode(t *testing.T) {
 	}
 	for i, c := range cases {
 		device := fmt.Sprintf("closer-%d", i)
-		ws, status, err := dialBrowser(n.Addrs().WS, "")
+		ws, status, err := dialBrowser(wsAddr, "")
 		if err != nil {
 			t.Fatalf("upgrade: HTTP %d %v", status, err)
 		}
@@ -217,6 +209,37 @@ func TestWS_CloseEchoesTheDeviceCode(t *testing.T) {
 		}
 		ws.nc.Close()
 	}
+}
+
+// skipWithoutWS skips a test that needs the node's WebSocket listener:
+// under -race appliancetest opens none (nbio's hand-over of a connection
+// between goroutines trips the race detector).
+func skipWithoutWS(t *testing.T) {
+	t.Helper()
+	if appliancetest.RaceEnabled {
+		t.Skip("no nbio WebSocket listener under -race (see appliancetest)")
+	}
+}
+
+// wsHostPort is the host:port of the node's WebSocket listener.
+func wsHostPort(n *appliancetest.Node) string {
+	return strings.TrimSuffix(strings.TrimPrefix(n.WSURL, "ws://"), "/v1/ws")
+}
+
+// adminPost posts a JSON body to an admin API URL with an admin token,
+// as an operator's script would.
+func adminPost(t *testing.T, url, tok, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw
 }
 
 // mintToken is §8.2, step by step: decode secret_base64 (standard base64),
