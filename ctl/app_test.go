@@ -16,7 +16,7 @@ import (
 func TestApp_Lifecycle(t *testing.T) {
 	t.Parallel()
 	r := startTestRegion(t, 1)
-	h := r.as(0, r.root)
+	h := r.as(0, r.Admin)
 
 	res := h.run(t, "app", "create", "shop", "--max-payload", "8192", "--rate", "5000", "--burst", "10000", "--business", "orders").expect(t, exitOK)
 	created := kvRows(res.stdout)
@@ -29,7 +29,7 @@ func TestApp_Lifecycle(t *testing.T) {
 	}
 	// The printed API key pushes, once the node has applied the new app
 	// (nodes follow the region's metadata asynchronously).
-	push := harness{env: map[string]string{"PUSHD_PUSH_URL": "http://" + r.nodes[0].Addrs().Push, "PUSHD_APP": "shop", "PUSHD_API_KEY": created["API_KEY"]}}
+	push := harness{env: map[string]string{"PUSHD_PUSH_URL": r.Nodes[0].PushURL, "PUSHD_APP": "shop", "PUSHD_API_KEY": created["API_KEY"]}}
 	pushExits := func(code int) {
 		t.Helper()
 		poll.Until(t, 2*time.Second, func() error {

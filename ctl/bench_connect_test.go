@@ -20,10 +20,16 @@ import (
 func TestBenchConnect_InProcessWorkers(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, false)
+	args := []string{"bench", "connect", "--conns", "200", "--workers", "2", "--hold", "100ms", "--json"}
+	if node.WSURL == "" {
+		// Devices connect over raw TCP (-race), whose URL names no
+		// metrics endpoint; over WebSocket it is found from the URL.
+		args = append(args, "--metrics-url", node.HTTPURL+"/metrics")
+	}
 	start := time.Now()
-	r := harness{env: node.env()}.run(t, "bench", "connect", "--conns", "200", "--workers", "2", "--hold", "100ms", "--json").expect(t, exitOK)
+	r := harness{env: nodeEnv(node)}.run(t, args...).expect(t, exitOK)
 	rep := decodeJSON[load.ConnectReport](t, r)
-	if rep.Scenario != "connect" || rep.Transport != "ws" || rep.Conns != 200 || rep.Connected != 200 || rep.Workers != 2 || rep.Errors != 0 {
+	if rep.Scenario != "connect" || rep.Transport != transportOf(node.DeviceURL()) || rep.Conns != 200 || rep.Connected != 200 || rep.Workers != 2 || rep.Errors != 0 {
 		t.Fatalf("report %+v\nstderr:\n%s", rep, r.stderr)
 	}
 	if rep.ConnectPerS <= 0 || rep.ConnectS <= 0 || rep.HeartbeatS != 0.4 {
@@ -41,8 +47,8 @@ func TestBenchConnect_InProcessWorkers(t *testing.T) {
 func TestBenchConnect_TCPWithHeartbeatCheck(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, false)
-	r := harness{env: node.env()}.run(t, "bench", "connect", "--conns", "50", "--url", node.tcpURL(),
-		"--metrics-url", "http://"+node.n.Addrs().WS+"/metrics", "--heartbeat-check", "--hold", "0s", "--rate", "500").expect(t, exitOK)
+	r := harness{env: nodeEnv(node)}.run(t, "bench", "connect", "--conns", "50", "--url", node.TCPURL,
+		"--metrics-url", node.HTTPURL+"/metrics", "--heartbeat-check", "--hold", "0s", "--rate", "500").expect(t, exitOK)
 	for _, want := range []string{
 		"transport     tcp",
 		"conns         50 requested, 50 connected",
@@ -54,7 +60,7 @@ func TestBenchConnect_TCPWithHeartbeatCheck(t *testing.T) {
 		}
 	}
 	// 50 connects at 500/s take about 0.1s.
-	rep := decodeJSON[load.ConnectReport](t, harness{env: node.env()}.run(t, "bench", "connect", "--conns", "50", "--url", node.tcpURL(),
+	rep := decodeJSON[load.ConnectReport](t, harness{env: nodeEnv(node)}.run(t, "bench", "connect", "--conns", "50", "--url", node.TCPURL,
 		"--hold", "0s", "--rate", "500", "-o", "json").expect(t, exitOK))
 	if rep.ConnectS < 0.09 || rep.ConnectPerS > 600 {
 		t.Errorf("rate not applied: %d in %.3fs (%.0f/s)", rep.Connected, rep.ConnectS, rep.ConnectPerS)
@@ -66,11 +72,11 @@ func TestBenchConnect_TCPWithHeartbeatCheck(t *testing.T) {
 func TestBenchConnect_DropsAreErrors(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, false)
-	_, errOut, _, done := harness{env: node.env()}.start(t, "bench", "connect", "--conns", "20", "--hold", "2s")
+	_, errOut, _, done := harness{env: nodeEnv(node)}.start(t, "bench", "connect", "--conns", "20", "--hold", "2s")
 	poll.Until(t, 10*time.Second, func() error { return contains(errOut.String(), "20/20 connected") })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := node.n.Shutdown(ctx); err != nil {
+	if err := node.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -146,9 +152,6 @@ func TestBenchConnect_ReExecWorkers(t *testing.T) {
 		t.Skip("builds pushctl")
 	}
 	t.Parallel()
-	if underRace {
-		t.Skip("real nbio listeners trip the race detector inside nbio (see race_test.go)")
-	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "pushctl")
 	build := exec.Command("go", "build", "-o", bin, "github.com/pushd/pushd/ctl/cmd/pushctl")
@@ -162,7 +165,7 @@ func TestBenchConnect_ReExecWorkers(t *testing.T) {
 	cmd := exec.Command(bin, "bench", "connect", "--conns", "100", "--workers", "2", "--hold", "0s", "--json")
 	cmd.Dir = dir
 	cmd.Env = os.Environ()
-	for k, v := range node.env() {
+	for k, v := range nodeEnv(node) {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	var stdout, stderr strings.Builder
@@ -181,7 +184,7 @@ func TestBenchConnect_ReExecWorkers(t *testing.T) {
 func TestBenchConnect_InterruptStopsWorkers(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, false)
-	_, errOut, stop, _ := harness{env: node.env()}.start(t, "bench", "connect", "--conns", "30", "--hold", "1m")
+	_, errOut, stop, _ := harness{env: nodeEnv(node)}.start(t, "bench", "connect", "--conns", "30", "--hold", "1m")
 	poll.Until(t, 10*time.Second, func() error { return contains(errOut.String(), "30/30 connected") })
 	start := time.Now()
 	r := stop().expect(t, exitFailure)

@@ -3,14 +3,21 @@ package ctl
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/appliance/api"
+	"github.com/pushd/pushd/appliance/client"
+	"github.com/pushd/pushd/appliance/token"
+	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/ctl/load"
+	"github.com/pushd/pushd/streams/streamstest"
 )
 
 // TestBenchPush_OnlineAgainstDurableNode drives a real node with a real
@@ -19,10 +26,10 @@ import (
 func TestBenchPush_OnlineAgainstDurableNode(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, true)
-	r := harness{env: node.env()}.run(t, "bench", "push", "--devices", "20", "--pushes", "200", "--batch", "10",
+	r := harness{env: nodeEnv(node)}.run(t, "bench", "push", "--devices", "20", "--pushes", "200", "--batch", "10",
 		"--concurrency", "4", "--workers", "2", "--wait", "10s", "--json").expect(t, exitOK)
 	rep := decodeJSON[load.PushReport](t, r)
-	if rep.Scenario != "push" || rep.Mode != "online" || rep.Devices != 20 || rep.Workers != 2 || rep.Transport != "ws" {
+	if rep.Scenario != "push" || rep.Mode != "online" || rep.Devices != 20 || rep.Workers != 2 || rep.Transport != transportOf(node.DeviceURL()) {
 		t.Fatalf("report %+v", rep)
 	}
 	if rep.Requested != 200 || rep.Pushes != 200 || rep.Received != 200 || rep.Lost+rep.Duplicates+rep.Errors+rep.Unacked != 0 {
@@ -38,7 +45,7 @@ func TestBenchPush_OnlineAgainstDurableNode(t *testing.T) {
 func TestBenchPush_StoredAgainstDurableNode(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, true)
-	r := harness{env: node.env()}.run(t, "bench", "push", "--mode", "stored", "--devices", "50", "--pushes", "500",
+	r := harness{env: nodeEnv(node)}.run(t, "bench", "push", "--mode", "stored", "--devices", "50", "--pushes", "500",
 		"--batch", "50", "--payload-size", "100").expect(t, exitOK)
 	for _, want := range []string{"mode             stored", "pushes           500 accepted of 500 sent", "lost             0", "errors           0 (failed requests 0)"} {
 		if err := contains(r.stdout, want); err != nil {
@@ -47,42 +54,41 @@ func TestBenchPush_StoredAgainstDurableNode(t *testing.T) {
 	}
 }
 
-// scriptedDelivery is one message the fake push API handed to a device.
-type scriptedDelivery struct {
-	device, id string
-	payload    []byte
+// benchReceipt is a receipt as a bench push worker reports it (package
+// load's worker protocol, spoken here as a black box).
+type benchReceipt struct {
+	Device int    `json:"d"`
+	ID     string `json:"id"`
+	Sent   int64  `json:"s"`
+	At     int64  `json:"r"`
 }
 
-// scriptedWorker is a bench worker that reports receipts the test chose:
-// the n-th delivery (from 1) arrives n ms after it was sent, except that
-// lose is never received and dup is received twice. It speaks the worker
-// protocol of package load as a black box, in JSON lines.
-func scriptedWorker(deliveries <-chan scriptedDelivery, lose, dup int) load.WorkFunc {
-	type receipt struct {
-		Device int    `json:"d"`
-		ID     string `json:"id"`
-		Sent   int64  `json:"s"`
-		At     int64  `json:"r"`
-	}
+// deviceWorker is a bench push worker whose devices are raw protocol
+// connections to the real node the job names. Each PUSH a device reads
+// (redeliveries aside) becomes a receipt, numbered from 1 in the order
+// they come, which script turns into the receipts reported: none to lose
+// it, two to report it twice, any time to choose its latency. The
+// devices ack what they read when ack is set, and never otherwise.
+func deviceWorker(ack bool, script func(n int, rc benchReceipt) []benchReceipt) load.WorkFunc {
 	type event struct {
 		Event string `json:"event"`
 		Data  any    `json:"data,omitempty"`
 	}
 	return func(ctx context.Context, in io.Reader, out, _ io.Writer) error {
-		dec := json.NewDecoder(in)
-		enc := json.NewEncoder(out)
-		var job struct {
-			Share struct {
-				Count int `json:"count"`
-			} `json:"share"`
-		}
+		dec, enc := json.NewDecoder(in), json.NewEncoder(out)
+		var job load.Job
 		if err := dec.Decode(&job); err != nil {
 			return err
 		}
+		var params load.Push
+		if err := json.Unmarshal(job.Params, &params); err != nil {
+			return err
+		}
+		tg := params.Target
 		_ = enc.Encode(event{Event: "ready"})
-		stop := make(chan struct{})
+		cmds := make(chan string)
 		go func() {
-			defer close(stop)
+			defer close(cmds)
 			for {
 				var c struct {
 					Cmd string `json:"cmd"`
@@ -90,39 +96,81 @@ func scriptedWorker(deliveries <-chan scriptedDelivery, lose, dup int) load.Work
 				if dec.Decode(&c) != nil {
 					return
 				}
-				if c.Cmd == "start" {
-					_ = enc.Encode(event{Event: "connected", Data: map[string]int{"ok": job.Share.Count}})
-				}
-				if c.Cmd == "stop" {
-					return
-				}
+				cmds <- c.Cmd
 			}
 		}()
+		if c := <-cmds; c != "start" {
+			return fmt.Errorf("want start, got %q", c)
+		}
+		receipts := make(chan benchReceipt, 1000)
+		var conns []*client.Conn
+		var readers sync.WaitGroup
+		defer func() {
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			readers.Wait()
+		}()
+		for i := range job.Share.Count {
+			d := job.Share.First + i
+			device := tg.DevicePrefix + strconv.Itoa(d)
+			tok, err := token.Issue(token.Claims{App: tg.App, Device: device, KeyID: tg.KeyID, Expires: time.Now().Add(time.Hour).Unix()}, tg.Secret)
+			if err != nil {
+				return err
+			}
+			c, err := client.DialConn(ctx, tg.URL, client.DialOptions{})
+			if err != nil {
+				return err
+			}
+			conns = append(conns, c)
+			if err := c.Send(&wire.Hello{Token: tok, App: tg.App, Device: device}); err != nil {
+				return err
+			}
+			if f, err := c.Read(5 * time.Second); err != nil {
+				return err
+			} else if _, ok := f.(*wire.Welcome); !ok {
+				return fmt.Errorf("%s: answer to HELLO: %#v", device, f)
+			}
+			readers.Add(1)
+			go func() {
+				defer readers.Done()
+				for {
+					fs, err := readFrames(c, time.Minute)
+					if err != nil {
+						return
+					}
+					for _, f := range fs {
+						p, ok := f.(*wire.Push)
+						if !ok || p.Redelivery {
+							continue
+						}
+						sent, _ := strconv.ParseInt(strings.SplitN(string(p.Payload), "|", 2)[0], 10, 64)
+						receipts <- benchReceipt{Device: d, ID: p.ID, Sent: sent, At: time.Now().UnixNano()}
+						if ack && c.Send(&wire.Ack{Seq: p.Seq}) != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+		_ = enc.Encode(event{Event: "connected", Data: map[string]int{"ok": job.Share.Count}})
 		n := 0
-		emit := func(d scriptedDelivery) {
+		emit := func(rc benchReceipt) {
 			n++
-			if n == lose {
-				return
+			if rs := script(n, rc); len(rs) > 0 {
+				_ = enc.Encode(event{Event: "data", Data: rs})
 			}
-			i := strings.LastIndexByte(d.device, '-')
-			dev, _ := strconv.Atoi(d.device[i+1:])
-			sent, _ := strconv.ParseInt(strings.SplitN(string(d.payload), "|", 2)[0], 10, 64)
-			rc := receipt{Device: dev, ID: d.id, Sent: sent, At: sent + int64(n)*int64(time.Millisecond)}
-			rs := []receipt{rc}
-			if n == dup {
-				rs = append(rs, rc)
-			}
-			_ = enc.Encode(event{Event: "data", Data: rs})
 		}
 		for {
 			select {
-			case d := <-deliveries:
-				emit(d)
-			case <-stop:
+			case rc := <-receipts:
+				emit(rc)
+			case <-cmds:
+				// Stop (or the parent gone): what the devices read is in.
 				for {
 					select {
-					case d := <-deliveries:
-						emit(d)
+					case rc := <-receipts:
+						emit(rc)
 					default:
 						return enc.Encode(event{Event: "done", Data: map[string]int{"alive": job.Share.Count}})
 					}
@@ -136,18 +184,25 @@ func scriptedWorker(deliveries <-chan scriptedDelivery, lose, dup int) load.Work
 
 // TestBenchPush_OnlineAccounting checks lost, duplicates and percentiles
 // against receipts whose latencies the test chose: 1..100 ms, the 37th
-// never received, the 50th received twice.
+// never received, the 50th received twice. The node and the devices'
+// connections are real; the worker reports what they read as scripted.
 func TestBenchPush_OnlineAccounting(t *testing.T) {
 	t.Parallel()
-	fake := newFakePushAPI(t)
-	deliveries := make(chan scriptedDelivery, 200)
-	fake.deliver = func(device, id string, _ uint64, payload []byte) bool {
-		deliveries <- scriptedDelivery{device, id, payload}
-		return true
+	node := startTestNode(t, true)
+	tp := newTap(t, node.PushURL, tapHooks{})
+	env := nodeEnv(node)
+	env["PUSHD_PUSH_URL"] = tp.url()
+	script := func(n int, rc benchReceipt) []benchReceipt {
+		rc.At = rc.Sent + int64(n)*int64(time.Millisecond)
+		switch n {
+		case 37:
+			return nil
+		case 50:
+			return []benchReceipt{rc, rc}
+		}
+		return []benchReceipt{rc}
 	}
-	env := testEnv(fake.url())
-	env["PUSHD_URL"] = "ws://127.0.0.1:1/v1/ws"
-	h := harness{env: env, worker: scriptedWorker(deliveries, 37, 50)}
+	h := harness{env: env, worker: deviceWorker(true, script)}
 	r := h.run(t, "bench", "push", "--devices", "10", "--batch", "10", "--pushes", "100", "--concurrency", "1", "--json").expect(t, exitFailure)
 	rep := decodeJSON[load.PushReport](t, r)
 	if rep.Pushes != 100 || rep.Received != 99 || rep.Lost != 1 || rep.Duplicates != 1 || rep.Errors != 0 || rep.Unacked != 0 || rep.Unexpected != 0 {
@@ -160,31 +215,25 @@ func TestBenchPush_OnlineAccounting(t *testing.T) {
 	if err := contains(r.stderr, "1 lost, 1 duplicates, 0 errors, 0 unacked"); err != nil {
 		t.Error(err)
 	}
-	if n := len(fake.recorded()); n != 10 {
-		t.Errorf("%d requests, want 10 of 10 devices", n)
+	reqs := pushRequests(t, tp)
+	if len(reqs) != 10 {
+		t.Errorf("%d requests, want 10 of 10 devices", len(reqs))
 	}
-	for _, req := range fake.recorded() {
+	for _, req := range reqs {
 		if len(req.Devices) != 10 || len(*req.Data) != 64 {
 			t.Fatalf("request %d devices, payload %d bytes", len(req.Devices), len(*req.Data))
 		}
 	}
 }
 
-// TestBenchPush_UnackedAreCounted: the device endpoint never shows the
-// acks, so after --wait every accepted push counts as unacked.
+// TestBenchPush_UnackedAreCounted: the devices read every push and ack
+// none, so after --wait every accepted push counts as unacked.
 func TestBenchPush_UnackedAreCounted(t *testing.T) {
 	t.Parallel()
-	fake := newFakePushAPI(t)
-	fake.ackAfter = -1
-	deliveries := make(chan scriptedDelivery, 100)
-	fake.deliver = func(device, id string, _ uint64, payload []byte) bool {
-		deliveries <- scriptedDelivery{device, id, payload}
-		return true
-	}
-	env := testEnv(fake.url())
-	env["PUSHD_URL"] = "ws://127.0.0.1:1/v1/ws"
-	r := harness{env: env, worker: scriptedWorker(deliveries, 0, 0)}.run(t, "bench", "push", "--devices", "5", "--batch", "5",
-		"--pushes", "20", "--wait", "100ms", "--json").expect(t, exitFailure)
+	node := startTestNode(t, true)
+	asRead := func(_ int, rc benchReceipt) []benchReceipt { return []benchReceipt{rc} }
+	r := harness{env: nodeEnv(node), worker: deviceWorker(false, asRead)}.run(t, "bench", "push", "--devices", "5", "--batch", "5",
+		"--pushes", "20", "--wait", "500ms", "--json").expect(t, exitFailure)
 	rep := decodeJSON[load.PushReport](t, r)
 	if rep.Unacked != 20 || rep.Lost != 0 || rep.Received != 20 {
 		t.Fatalf("report %+v", rep)
@@ -194,34 +243,63 @@ func TestBenchPush_UnackedAreCounted(t *testing.T) {
 // TestBenchPush_StoredAccounting: rejected results are errors, an inbox
 // holding less than was accepted counts as lost, and what the inbox cap
 // trimmed (recorded, so the device is told) counts as trimmed, not lost.
+// The node's inbox cap of 4 trims one of each device's 5 pushes; the tap
+// makes the node's answer reject device 3 (a node rejects a device on
+// its own only for an invalid id) and loses device 7's second message
+// from Redis once it is stored, as a store that lost a write would.
 func TestBenchPush_StoredAccounting(t *testing.T) {
 	t.Parallel()
-	fake := newFakePushAPI(t)
-	fake.ackAfter = -1 // offline devices ack nothing
-	fake.rejectIf = func(d string) string {
-		if strings.HasSuffix(d, "-3") {
-			return "degraded"
+	redis := streamstest.StartRedis(t)
+	node := startNodeOn(t, redis, func(c *appliance.Config) { c.InboxMaxLen = 4 })
+	rdb := redis.Client(t)
+	tp := newTap(t, node.PushURL, tapHooks{rewrite: func(_ int, r tapped, body []byte) []byte {
+		var resp api.PushResponse
+		if r.path != "/v1/push" || json.Unmarshal(body, &resp) != nil {
+			return body
 		}
-		return ""
-	}
-	fake.loseIf = func(d string, seq uint64) bool { return strings.HasSuffix(d, "-7") && seq == 2 }
-	fake.trimIf = func(d string, seq uint64) bool { return strings.HasSuffix(d, "-8") && seq <= 2 }
-	r := harness{env: testEnv(fake.url())}.run(t, "bench", "push", "--mode", "stored", "--devices", "10", "--batch", "5",
+		for i, res := range resp.Results {
+			switch {
+			case strings.HasSuffix(res.Device, "-3"):
+				resp.Results[i] = api.PushResult{Device: res.Device, Status: api.StatusRejected, Reason: "degraded"}
+			case strings.HasSuffix(res.Device, "-7") && res.Seq == 2:
+				// The inbox stream of streams/keys.go: entry 0-<seq>.
+				if err := rdb.XDel(context.Background(), "pushd:{"+testApp+"/"+res.Device+"}:inbox", "0-2").Err(); err != nil {
+					t.Errorf("lose %s's seq 2: %v", res.Device, err)
+				}
+			}
+		}
+		b, _ := json.Marshal(resp)
+		return b
+	}})
+	r := harness{env: testEnv(tp.url())}.run(t, "bench", "push", "--mode", "stored", "--devices", "10", "--batch", "5",
 		"--pushes", "50", "--json").expect(t, exitFailure)
 	rep := decodeJSON[load.PushReport](t, r)
-	if rep.Requested != 50 || rep.Pushes != 45 || rep.Errors != 5 || rep.Lost != 1 || rep.Trimmed != 2 || rep.FailedRequests != 0 {
+	if rep.Requested != 50 || rep.Pushes != 45 || rep.Errors != 5 || rep.Lost != 1 || rep.Trimmed != 9 || rep.FailedRequests != 0 {
 		t.Fatalf("report %+v", rep)
 	}
 	if rep.ErrorReasons["rejected: degraded"] != 5 || rep.PushesPerS <= 0 || rep.LatencyMS.Max <= 0 {
 		t.Fatalf("report %+v", rep)
 	}
+	if err := contains(r.stderr, "the inbox cap trimmed 9 pushes"); err != nil {
+		t.Error(err)
+	}
 }
 
+// TestBenchPush_FailedRequests: an app over its rate gets every request
+// refused with 429.
 func TestBenchPush_FailedRequests(t *testing.T) {
 	t.Parallel()
-	fake := newFakePushAPI(t)
-	fake.failStatus, fake.failCode = 429, "rate_limited"
-	rep := decodeJSON[load.PushReport](t, harness{env: testEnv(fake.url())}.run(t, "bench", "push", "--mode", "stored",
+	node := startTestNode(t, true, func(c *appliance.Config) {
+		c.Apps[0].RatePerSec, c.Apps[0].Burst = 0.001, 10 // 10 device messages, then none for hours
+	})
+	cl, err := api.NewClient(node.PushURL, testAPIKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Push(t.Context(), &api.PushRequest{App: api.Ptr(testApp), Devices: []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}, Data: api.Ptr("x")}); err != nil {
+		t.Fatal(err)
+	}
+	rep := decodeJSON[load.PushReport](t, harness{env: testEnv(node.PushURL)}.run(t, "bench", "push", "--mode", "stored",
 		"--devices", "10", "--batch", "10", "--pushes", "30", "--json").expect(t, exitFailure))
 	if rep.Errors != 30 || rep.FailedRequests != 3 || rep.Pushes != 0 || rep.ErrorReasons["HTTP 429 rate_limited"] != 30 {
 		t.Fatalf("report %+v", rep)
@@ -232,10 +310,9 @@ func TestBenchPush_FailedRequests(t *testing.T) {
 // out, in requests of 10.
 func TestBenchPush_RateAndDuration(t *testing.T) {
 	t.Parallel()
-	fake := newFakePushAPI(t)
-	fake.ackAfter = -1 // offline devices ack nothing
+	node := startTestNode(t, true)
 	start := time.Now()
-	rep := decodeJSON[load.PushReport](t, harness{env: testEnv(fake.url())}.run(t, "bench", "push", "--mode", "stored",
+	rep := decodeJSON[load.PushReport](t, harness{env: testEnv(node.PushURL)}.run(t, "bench", "push", "--mode", "stored",
 		"--devices", "100", "--batch", "10", "--rate", "1000", "--duration", "300ms", "--json").expect(t, exitOK))
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("took %s", el)
@@ -252,10 +329,9 @@ func TestBenchPush_RateAndDuration(t *testing.T) {
 
 func TestBenchPush_UsageErrors(t *testing.T) {
 	t.Parallel()
-	var calls atomic.Int64
-	fake := newFakePushAPI(t)
-	fake.deliver = func(string, string, uint64, []byte) bool { calls.Add(1); return true }
-	h := harness{env: testEnv(fake.url())}
+	node := startTestNode(t, false)
+	tp := newTap(t, node.PushURL, tapHooks{})
+	h := harness{env: testEnv(tp.url())}
 	cases := []struct {
 		args []string
 		want string
@@ -274,7 +350,7 @@ func TestBenchPush_UsageErrors(t *testing.T) {
 			t.Errorf("%v: %v", tc.args, err)
 		}
 	}
-	if len(fake.recorded()) != 0 {
-		t.Fatal("usage errors sent pushes")
+	if n := len(tp.requests()); n != 0 {
+		t.Fatalf("usage errors sent %d requests", n)
 	}
 }

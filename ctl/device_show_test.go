@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/pushd/pushd/appliance/api"
@@ -8,20 +9,23 @@ import (
 
 func TestDeviceShow_TableAndJSON(t *testing.T) {
 	t.Parallel()
-	fake := newFakePushAPI(t)
-	fake.deliver = func(string, string, uint64, []byte) bool { return true }
-	fake.ackAfter = -1
-	h := harness{env: testEnv(fake.url())}
+	node := startTestNode(t, true)
+	connectDevice(t, node, "phone-1") // online, and acks nothing
+	h := harness{env: testEnv(node.PushURL)}
 	h.run(t, "push", "--device", "phone-1", "--data", "x").expect(t, exitOK)
 	h.run(t, "push", "--device", "phone-1", "--data", "y").expect(t, exitOK)
 
+	st, err := node.DeviceState(t.Context(), testApp, "phone-1")
+	if err != nil || st.Route == nil {
+		t.Fatalf("device state %+v, %v", st, err)
+	}
 	r := h.run(t, "device", "show", "phone-1").expect(t, exitOK)
 	want := "APP          dev\n" +
 		"DEVICE       phone-1\n" +
 		"ONLINE       true\n" +
 		"NODE         n1\n" +
-		"CONN_EPOCH   3\n" +
-		"INBOX_EPOCH  e1\n" +
+		fmt.Sprintf("CONN_EPOCH   %d\n", st.Route.Epoch) +
+		fmt.Sprintf("INBOX_EPOCH  %s\n", st.Epoch) +
 		"LAST         2\n" +
 		"ACKED        0\n" +
 		"INBOX_LEN    2\n" +
@@ -31,17 +35,17 @@ func TestDeviceShow_TableAndJSON(t *testing.T) {
 	}
 	// Flags after the device id work too, kubectl style.
 	for _, args := range [][]string{{"-o", "json", "phone-1"}, {"phone-1", "-o", "json"}, {"phone-1", "--json"}, {"--json", "--", "phone-1"}} {
-		st := decodeJSON[api.DeviceState](t, h.run(t, append([]string{"device", "show"}, args...)...).expect(t, exitOK))
-		if st.Device != "phone-1" || st.Last != 2 || st.InboxLen != 2 || st.Route == nil || st.Route.Node != "n1" {
-			t.Fatalf("%v: %+v", args, st)
+		got := decodeJSON[api.DeviceState](t, h.run(t, append([]string{"device", "show"}, args...)...).expect(t, exitOK))
+		if got.Device != "phone-1" || got.Last != 2 || got.InboxLen != 2 || got.Route == nil || got.Route.Node != "n1" || got.Epoch != st.Epoch {
+			t.Fatalf("%v: %+v", args, got)
 		}
 	}
 }
 
 func TestDeviceShow_Errors(t *testing.T) {
 	t.Parallel()
-	fake := newFakePushAPI(t)
-	h := harness{env: testEnv(fake.url())}
+	node := startTestNode(t, false)
+	h := harness{env: testEnv(node.PushURL)}
 	r := h.run(t, "device", "show").expect(t, exitUsage)
 	if err := contains(r.stderr, "missing DEVICE"); err != nil {
 		t.Error(err)
@@ -50,9 +54,14 @@ func TestDeviceShow_Errors(t *testing.T) {
 	if err := contains(r.stderr, `want one DEVICE, got ["d" "e"]`); err != nil {
 		t.Error(err)
 	}
-	env := testEnv(fake.url() + "/prefix")
-	r = harness{env: env}.run(t, "device", "show", "d").expect(t, exitFailure)
+	r = harness{env: testEnv(node.PushURL + "/prefix")}.run(t, "device", "show", "d").expect(t, exitFailure)
 	if err := contains(r.stderr, "device show d: GET /v1/devices/d: HTTP 404 not_found"); err != nil {
+		t.Error(err)
+	}
+	env := testEnv(node.PushURL)
+	env["PUSHD_API_KEY"] = "wrong-key-wrong-key"
+	r = harness{env: env}.run(t, "device", "show", "d").expect(t, exitFailure)
+	if err := contains(r.stderr, "device show d: GET /v1/devices/d: HTTP 401 unauthorized"); err != nil {
 		t.Error(err)
 	}
 }

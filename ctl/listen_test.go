@@ -25,7 +25,7 @@ import (
 func TestListen_PrintsPushesAndAcks(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, true)
-	h := harness{env: node.env()}
+	h := harness{env: nodeEnv(node)}
 	out, _, stop, _ := h.start(t, "listen", "--device", "phone-1")
 	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "WELCOME") })
 
@@ -68,10 +68,10 @@ func TestListen_PrintsPushesAndAcks(t *testing.T) {
 func TestListen_JSONOverTCP(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, true)
-	h := harness{env: node.env()}
+	h := harness{env: nodeEnv(node)}
 	// Stored while offline, replayed after WELCOME.
 	h.run(t, "push", "--device", "dev-9", "--data", "while you were out").expect(t, exitOK)
-	out, _, stop, _ := h.start(t, "listen", "--device", "dev-9", "--url", node.tcpURL(), "--lz4", "-o", "json")
+	out, _, stop, _ := h.start(t, "listen", "--device", "dev-9", "--url", node.TCPURL, "--lz4", "-o", "json")
 	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), `"PUSH"`) })
 	res := stop().expect(t, exitOK)
 	dec := json.NewDecoder(strings.NewReader(res.stdout))
@@ -103,11 +103,11 @@ func TestListen_JSONOverTCP(t *testing.T) {
 func TestListen_KickedExits1(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, false)
-	h := harness{env: node.env()}
+	h := harness{env: nodeEnv(node)}
 	out, errOut, _, done := h.start(t, "listen", "--device", "phone")
 	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "WELCOME") })
 
-	c, err := client.DialConn(context.Background(), node.tcpURL(), client.DialOptions{})
+	c, err := client.DialConn(context.Background(), node.TCPURL, client.DialOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,13 +134,13 @@ func TestListen_KickedExits1(t *testing.T) {
 func TestListen_RefusedExits1(t *testing.T) {
 	t.Parallel()
 	node := startTestNode(t, false)
-	env := node.env()
+	env := nodeEnv(node)
 	env["PUSHD_SECRET_BASE64"] = base64.StdEncoding.EncodeToString([]byte(strings.Repeat("x", 32)))
 	r := harness{env: env}.run(t, "listen", "--device", "phone").expect(t, exitFailure)
 	if err := contains(r.stderr, "token_bad_signature"); err != nil {
 		t.Error(err)
 	}
-	r = harness{env: node.env()}.run(t, "listen", "--device", "phone", "--seq", "3").expect(t, exitUsage)
+	r = harness{env: nodeEnv(node)}.run(t, "listen", "--device", "phone", "--seq", "3").expect(t, exitUsage)
 	if err := contains(r.stderr, "--seq needs --epoch"); err != nil {
 		t.Error(err)
 	}

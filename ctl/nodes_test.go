@@ -37,8 +37,8 @@ func TestNodes_DrainAndWeight(t *testing.T) {
 	r := startTestRegion(t, 3)
 	li := r.leader(t)
 	via := (li + 1) % 3
-	h := r.as(via, r.root)
-	target := r.nodes[(li+2)%3].ID()
+	h := r.as(via, r.Admin)
+	target := r.Nodes[(li+2)%3].ID()
 
 	res := h.run(t, "nodes", "drain", target).expect(t, exitOK)
 	if want := "node " + target + " draining: dispatch sends it no new devices and its connected devices are moving to other nodes\n"; res.stdout != want {
@@ -80,8 +80,8 @@ func TestNodes_DrainAndWeight(t *testing.T) {
 func TestNodes_JoinAndRemove(t *testing.T) {
 	t.Parallel()
 	r := startTestRegion(t, 1)
-	h := r.as(0, r.root)
-	cfg := r.raft.Config(0)
+	h := r.as(0, r.Admin)
+	cfg := r.Raft.Config(0)
 	cfg.ID, cfg.DataDir, cfg.RaftBind = "node9", t.TempDir(), "127.0.0.1:0"
 	s, err := raftmeta.Open(cfg)
 	if err != nil {
@@ -119,7 +119,7 @@ func TestNodes_JoinAndRemove(t *testing.T) {
 	}
 
 	audit := map[string]raftmeta.AuditEntry{}
-	for _, e := range r.raft.Store(0).State().Audit {
+	for _, e := range r.Raft.Store(0).State().Audit {
 		if e.Target == "node9" {
 			audit[e.Op] = e
 		}
@@ -146,11 +146,11 @@ func TestNodes_JoinAndRemove(t *testing.T) {
 // and returns the answer.
 func postAdmin(t *testing.T, r *testRegion, path, requestID string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, "http://"+r.nodes[0].Addrs().Admin+path, nil)
+	req, err := http.NewRequest(http.MethodPost, r.Nodes[0].AdminURL+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+r.root)
+	req.Header.Set("Authorization", "Bearer "+r.Admin)
 	req.Header.Set("X-Request-ID", requestID)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

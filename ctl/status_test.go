@@ -14,10 +14,10 @@ func TestStatus_ThreeNodesOneLeader(t *testing.T) {
 	t.Parallel()
 	r := startTestRegion(t, 3)
 	li := r.leader(t)
-	leaderID := r.nodes[li].ID()
+	leaderID := r.Nodes[li].ID()
 	via := (li + 1) % 3
 
-	out := r.as(via, r.root).run(t, "status").expect(t, exitOK).stdout
+	out := r.as(via, r.Admin).run(t, "status").expect(t, exitOK).stdout
 	rows := tableRows(out)
 	if want := "NODE LEADER RAFT LAST APPLIED CONNS REDIS ALIVE"; strings.Join(rows[0], " ") != want {
 		t.Fatalf("header %q, want %q", rows[0], want)
@@ -27,8 +27,8 @@ func TestStatus_ThreeNodesOneLeader(t *testing.T) {
 	}
 	leaders := 0
 	for i, row := range rows[1:] {
-		if row[0] != r.nodes[i].ID() {
-			t.Errorf("row %d is %s, want %s (sorted by id)", i, row[0], r.nodes[i].ID())
+		if row[0] != r.Nodes[i].ID() {
+			t.Errorf("row %d is %s, want %s (sorted by id)", i, row[0], r.Nodes[i].ID())
 		}
 		state := "Follower"
 		if row[1] == "*" {
@@ -50,7 +50,7 @@ func TestStatus_ThreeNodesOneLeader(t *testing.T) {
 		t.Errorf("degrade and redis block %v:\n%s", kv, out)
 	}
 
-	st := decodeJSON[api.RegionStatus](t, r.as(via, r.root).run(t, "status", "-o", "json").expect(t, exitOK))
+	st := decodeJSON[api.RegionStatus](t, r.as(via, r.Admin).run(t, "status", "-o", "json").expect(t, exitOK))
 	if st.Leader != leaderID || len(st.Nodes) != 3 || st.Redis != "up" || st.Degrade.Active {
 		t.Fatalf("status JSON %+v", st)
 	}
@@ -60,24 +60,24 @@ func TestStatus_ThreeNodesOneLeader(t *testing.T) {
 		}
 	}
 
-	out = r.as(via, r.root).run(t, "nodes", "list").expect(t, exitOK).stdout
+	out = r.as(via, r.Admin).run(t, "nodes", "list").expect(t, exitOK).stdout
 	rows = tableRows(out)
 	if want := "NODE LEADER VOTER WEIGHT DRAINING RAFT_ADDR ADMIN_ADDR DEVICE_ADDR TCP_ADDR PUSH_ADDR"; strings.Join(rows[0], " ") != want {
 		t.Fatalf("header %q, want %q", rows[0], want)
 	}
 	for i, row := range rows[1:] {
-		n := r.nodes[i]
+		n := r.Nodes[i]
 		marker := "-"
 		if n.ID() == leaderID {
 			marker = "*"
 		}
-		want := fmt.Sprintf("%s %s true 100 false %s %s ws://%s/v1/ws tcp://%s %s", n.ID(), marker, r.raft.Member(i).RaftAddr,
-			n.Addrs().Admin, n.Addrs().WS, n.Addrs().TCP, n.Addrs().Push)
+		want := fmt.Sprintf("%s %s true 100 false %s %s %s %s %s", n.ID(), marker, r.Raft.Member(i).RaftAddr,
+			strings.TrimPrefix(n.AdminURL, "http://"), n.DeviceURL(), n.TCPURL, strings.TrimPrefix(n.PushURL, "http://"))
 		if got := strings.Join(row, " "); got != want {
 			t.Errorf("row\n%s\nwant\n%s", got, want)
 		}
 	}
-	list := decodeJSON[nodesListed](t, r.as(via, r.root).run(t, "nodes", "list", "--json").expect(t, exitOK))
+	list := decodeJSON[nodesListed](t, r.as(via, r.Admin).run(t, "nodes", "list", "--json").expect(t, exitOK))
 	if list.Leader != leaderID || len(list.Nodes) != 3 || !list.Nodes[0].Voter {
 		t.Fatalf("nodes list JSON %+v", list)
 	}

@@ -17,14 +17,14 @@ import (
 func TestTokenAdmin_RolesAndAudit(t *testing.T) {
 	t.Parallel()
 	r := startTestRegion(t, 1)
-	root := r.as(0, r.root)
+	root := r.as(0, r.Admin)
 
-	res := root.run(t, "token", "create-admin", "watcher", "--role", "viewer").expect(t, exitOK)
+	res := root.run(t, "token", "create-admin", "reader", "--role", "viewer").expect(t, exitOK)
 	viewer := strings.TrimSpace(res.stdout)
 	if strings.Count(res.stdout, "\n") != 1 || viewer == "" || strings.ContainsAny(viewer, " \t") {
 		t.Fatalf("create-admin table output is not the token alone: %q", res.stdout)
 	}
-	if err := contains(res.stderr, "the viewer token watcher is shown this once and never again"); err != nil {
+	if err := contains(res.stderr, "the viewer token reader is shown this once and never again"); err != nil {
 		t.Error(err)
 	}
 	created := decodeJSON[api.AdminTokenCreated](t, root.run(t, "token", "create-admin", "ops", "--role", "operator", "-o", "json").expect(t, exitOK))
@@ -68,11 +68,11 @@ func TestTokenAdmin_RolesAndAudit(t *testing.T) {
 	for _, row := range tableRows(out) {
 		listed = append(listed, strings.Join(row[:2], " "))
 	}
-	if got := strings.Join(listed, ", "); got != "ID ROLE, ops operator, root admin, watcher viewer" {
+	if got := strings.Join(listed, ", "); got != "ID ROLE, ops operator, reader viewer, root admin, watcher viewer" {
 		t.Fatalf("list-admin rows %q:\n%s", got, out)
 	}
-	res = root.run(t, "token", "revoke-admin", "watcher").expect(t, exitOK)
-	if res.stdout != "admin token watcher revoked\n" {
+	res = root.run(t, "token", "revoke-admin", "reader").expect(t, exitOK)
+	if res.stdout != "admin token reader revoked\n" {
 		t.Fatalf("stdout %q", res.stdout)
 	}
 	poll.Until(t, 2*time.Second, func() error {
@@ -101,11 +101,11 @@ func TestTokenAdmin_RolesAndAudit(t *testing.T) {
 		got = append(got, strings.Join(row[1:4], " "))
 	}
 	want := []string{
-		"root admin-token.create watcher",
+		"root admin-token.create reader",
 		"root admin-token.create ops",
 		"ops member.drain node0",
 		"ops member.drain node0",
-		"root admin-token.revoke watcher",
+		"root admin-token.revoke reader",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("audit rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -8,13 +8,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/appliance/appliancetest"
 	"github.com/pushd/pushd/internal/poll"
 )
 
 func TestTunables_SetThenShow(t *testing.T) {
 	t.Parallel()
-	r := startTestRegion(t, 1)
-	h := r.as(0, r.root)
+	// pushd's default ack timings (10s, 60s), not appliancetest's short
+	// ones: a 5s ack timeout must not be over the backoff maximum, or the
+	// node would raise that too.
+	r := startTestRegionWith(t, 1, appliancetest.RegionOptions{Config: func(_ int, c *appliance.Config) {
+		c.AckTimeout, c.AckBackoffMax = 0, 0
+	}})
+	h := r.as(0, r.Admin)
 	before := kvRows(h.run(t, "tunables", "show").expect(t, exitOK).stdout)
 	for _, k := range []string{"ACK_TIMEOUT", "ACK_BACKOFF_MAX", "WINDOW", "QUEUE_FRAMES", "QUEUE_BYTES"} {
 		if v := before[k]; v == "" || v == "-" || v == "0" {

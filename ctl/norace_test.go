@@ -1,5 +1,0 @@
-//go:build !race
-
-package ctl
-
-const underRace = false
