@@ -89,7 +89,7 @@ func (h *hub) unregister(s *session) {
 	}
 	sh.leaveLocked(broadcastGroup(s.app), s)
 	for _, g := range groups {
-		sh.leaveLocked(g, s)
+		sh.leaveLocked(g.key, s)
 	}
 	sh.mu.Unlock()
 }
@@ -110,25 +110,51 @@ func (h *hub) lookup(key string) *session {
 	return s
 }
 
-// join adds s to group (a group key) and reports false when s already has
-// MaxGroups.
-func (h *hub) join(s *session, group string, maxGroups int) bool {
+// join makes s a member of group (a group key) by way of via. ok is
+// false, and nothing changes, when via is viaJoin and s has joined
+// maxJoins groups itself already, or s is not open; added says s was not
+// in the group before, by any way. A session is in a group's registry
+// while any way holds it there.
+func (h *hub) join(s *session, group string, via memberVia, maxJoins int) (ok, added bool) {
 	sh := s.shard
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, g := range s.groups {
-		if g == group {
-			return true
+	if s.state != stateOpen || s.closing {
+		return false, false
+	}
+	joins := 0
+	for i := range s.groups {
+		g := &s.groups[i]
+		if g.key == group {
+			if via == viaJoin && g.via&viaJoin == 0 && joinsOf(s.groups) >= maxJoins {
+				return false, false
+			}
+			g.via |= via
+			return true, false
+		}
+		if g.via&viaJoin != 0 {
+			joins++
 		}
 	}
-	if len(s.groups) >= maxGroups || s.state != stateOpen {
-		return false
+	if via == viaJoin && joins >= maxJoins {
+		return false, false
 	}
-	s.groups = append(s.groups, group)
+	s.groups = append(s.groups, membership{key: group, via: via})
 	sh.joinLocked(group, s)
-	return true
+	return true, true
+}
+
+// joinsOf counts the groups a session joined itself.
+func joinsOf(groups []membership) int {
+	k := 0
+	for _, g := range groups {
+		if g.via&viaJoin != 0 {
+			k++
+		}
+	}
+	return k
 }
 
 // joinLocked adds s to group. Lock must be held.
@@ -141,19 +167,27 @@ func (sh *shard) joinLocked(group string, s *session) {
 	members[s] = struct{}{}
 }
 
-func (h *hub) leave(s *session, group string) {
+// leave drops via from s's membership of group, and takes s out of the
+// group's registry when no way holds it there any more.
+func (h *hub) leave(s *session, group string, via memberVia) {
 	sh := s.shard
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	s.mu.Lock()
-	for i, g := range s.groups {
-		if g == group {
-			s.groups = append(s.groups[:i], s.groups[i+1:]...)
+	gone := false
+	for i := range s.groups {
+		if g := &s.groups[i]; g.key == group {
+			if g.via &^= via; g.via == 0 {
+				s.groups = append(s.groups[:i], s.groups[i+1:]...)
+				gone = true
+			}
 			break
 		}
 	}
 	s.mu.Unlock()
-	sh.leaveLocked(group, s)
-	sh.mu.Unlock()
+	if gone {
+		sh.leaveLocked(group, s)
+	}
 }
 
 // leaveLocked removes s from group. Lock must be held.
@@ -170,7 +204,7 @@ func (sh *shard) leaveLocked(group string, s *session) {
 // or to every session when group is empty, shard by shard in parallel. The frame is
 // encoded once by the caller; each recipient's queue gets a copy of the
 // same bytes. It returns the number of recipients.
-func (h *hub) fanout(frame []byte, group string) int {
+func (h *hub) fanout(frame []byte, group string, aud audience) int {
 	workers := min(runtime.GOMAXPROCS(0), len(h.shards))
 	var total atomic.Int64
 	var wg sync.WaitGroup
@@ -182,7 +216,7 @@ func (h *hub) fanout(frame []byte, group string) int {
 			sent := 0
 			for i := w; i < len(h.shards); i += workers {
 				var k int
-				k, slow = h.shards[i].fanout(frame, group, slow)
+				k, slow = h.shards[i].fanout(frame, group, aud, slow)
 				sent += k
 			}
 			total.Add(int64(sent))
@@ -195,12 +229,19 @@ func (h *hub) fanout(frame []byte, group string) int {
 	return int(total.Load())
 }
 
-// fanout queues frame to the shard's recipients and appends those over
-// their queue caps to slow, to be closed once the shard lock is released.
-func (sh *shard) fanout(frame []byte, group string, slow []*session) (int, []*session) {
+// fanout queues frame to the shard's recipients in the audience and
+// appends those over their queue caps to slow, to be closed once the
+// shard lock is released. It returns the recipients.
+func (sh *shard) fanout(frame []byte, group string, aud audience, slow []*session) (int, []*session) {
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
+	all := aud.everyone()
+	sent := 0
 	give := func(s *session) {
+		if !all && !aud.admits(s) {
+			return
+		}
+		sent++
 		s.mu.Lock()
 		ok := s.enqueueLocked(frame)
 		s.mu.Unlock()
@@ -212,13 +253,12 @@ func (sh *shard) fanout(frame []byte, group string, slow []*session) (int, []*se
 		for _, s := range sh.devices {
 			give(s)
 		}
-		return len(sh.devices), slow
+		return sent, slow
 	}
-	members := sh.groups[group]
-	for s := range members {
+	for s := range sh.groups[group] {
 		give(s)
 	}
-	return len(members), slow
+	return sent, slow
 }
 
 // markDirty queues s for the shard's flusher. The session's lock is held

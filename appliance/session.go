@@ -65,10 +65,21 @@ type session struct {
 	key       string // inbox key app/device: the registry and Redis identity
 	connEpoch uint64 // route epoch claimed for this connection; 0 without a Store
 	caps      uint64
-	groups    []string
+	groups    []membership
 	// businesses are those the HELLO declared; they decide whether the
-	// degrade policy concerns this connection.
+	// degrade policy concerns this connection, and which messages it
+	// takes (takes). platform and version are the HELLO's, tags and user
+	// (an inbox-style key, app/user; "" for none) the token's: what push
+	// filters match. All are set before the session is registered and
+	// never change, so fan-out reads them without the lock.
 	businesses []string
+	platform   string
+	version    string
+	tags       []string
+	user       string
+	// cursors are the HELLO's group cursors, kept when the device offered
+	// CapGroupCursors: a JOIN of one of those groups catches up from it.
+	cursors []wire.GroupCursor
 	out        *[]byte // pending output: HeaderLen reserved bytes, then frames. nil when empty.
 	outFrames  int
 	dirty      bool // queued on shard's dirty list for the flusher
@@ -349,7 +360,7 @@ func (s *session) admitHello(h *wire.Hello, synced bool) {
 	if synced {
 		apps = n.currentApps()
 	}
-	_, err := token.Verify(h.Token, apps, h.App, h.Device, time.Now())
+	claims, err := token.Verify(h.Token, apps, h.App, h.Device, time.Now())
 	code, msg := wire.CodeOK, ""
 	if err != nil {
 		code, msg = tokenCode(err), err.Error()
@@ -377,8 +388,15 @@ func (s *session) admitHello(h *wire.Hello, synced bool) {
 	s.state = stateOpening
 	s.app, s.device = h.App, h.Device
 	s.key = inboxKey(h.App, h.Device)
-	s.caps = h.Caps & wire.CapLZ4
+	s.caps = h.Caps & (wire.CapLZ4 | wire.CapGroupCursors)
 	s.businesses = h.Businesses
+	s.platform, s.version, s.tags = h.Platform, h.Version, claims.Tags
+	if claims.User != "" {
+		s.user = inboxKey(h.App, claims.User)
+	}
+	if s.caps&wire.CapGroupCursors != 0 {
+		s.cursors = h.GroupCursors
+	}
 	s.shard = n.hub.shardFor(s.key)
 	s.mu.Unlock()
 	n.open(s, h)

@@ -227,6 +227,10 @@ type FieldReader struct {
 // NewFieldReader reads fields from b.
 func NewFieldReader(b []byte) *FieldReader { return &FieldReader{b: b} }
 
+// Len is the number of bytes not read yet: an entry or body that may end
+// before fields a later version added reads them only when some are left.
+func (r *FieldReader) Len() int { return len(r.b) }
+
 // Err returns the first decoding failure, or nil.
 func (r *FieldReader) Err() error { return r.err }
 
