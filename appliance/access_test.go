@@ -65,8 +65,8 @@ func TestSDK_BothTransportsEndToEnd(t *testing.T) {
 				}
 				return nil
 			})
-			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "b-" + tc.name, Payload: []byte("to everyone")}), "")
-			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g-" + tc.name, Group: "room-1", Payload: []byte("to the room")}), groupKey(testApp, "room-1"))
+			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "b-" + tc.name, Payload: []byte("to everyone")}), "", audience{})
+			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g-" + tc.name, Group: "room-1", Payload: []byte("to the room")}), groupKey(testApp, "room-1"), audience{})
 			for _, want := range []string{"to everyone", "to the room"} {
 				select {
 				case m := <-got:
@@ -87,7 +87,7 @@ func TestSDK_BothTransportsEndToEnd(t *testing.T) {
 			if err := c.Leave(ctx, "room-1"); err != nil {
 				t.Fatalf("leave: %v", err)
 			}
-			if k := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g2"}), groupKey(testApp, "room-1")); k != 0 {
+			if k := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g2"}), groupKey(testApp, "room-1"), audience{}); k != 0 {
 				t.Fatalf("left group still has %d members", k)
 			}
 		})
@@ -422,7 +422,7 @@ func TestSlowConsumer_CutWhileOthersKeepReceiving(t *testing.T) {
 	const messages = 400
 	payload := make([]byte, 4096)
 	for i := 0; i < messages; i++ {
-		n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i), Payload: payload}), "")
+		n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i), Payload: payload}), "", audience{})
 		time.Sleep(time.Millisecond)
 	}
 	poll.Until(t, 5*time.Second, func() error {

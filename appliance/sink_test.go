@@ -154,7 +154,7 @@ func TestSink_SlowConsumerCutAtQueueCap(t *testing.T) {
 		t.Fatalf("slow session closed=%v reason=%v, want slow_consumer", closed, reason)
 	}
 	for i := 0; i < 8; i++ {
-		if got := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i)}), ""); got != 1 {
+		if got := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i)}), "", audience{}); got != 1 {
 			t.Fatalf("fanout reached %d sessions, want only the healthy one", got)
 		}
 		for _, f := range n.hub.flushers {
@@ -269,7 +269,7 @@ func BenchmarkHub_Fanout10k(b *testing.B) {
 	var ms0, ms1 runtimeMemStats
 	ms0.read()
 	for i := 0; i < b.N; i++ {
-		if got := n.hub.fanout(frame, ""); got != recipients {
+		if got := n.hub.fanout(frame, "", audience{}); got != recipients {
 			b.Fatalf("fanout reached %d", got)
 		}
 		var wg sync.WaitGroup
