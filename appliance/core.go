@@ -407,6 +407,21 @@ func (n *Node) Tunables() api.Tunables {
 		InFlightWindow: t.window, QueueFrames: t.queueFrames, QueueBytes: t.queueBytes}
 }
 
+// LiveNodes are the ids of the region's nodes this node took for alive at
+// its last heartbeat (a second ago at most), itself included: the nodes
+// a group push is handed to. Empty without a Store.
+func (n *Node) LiveNodes() []string {
+	live := n.liveNodes.Load()
+	if live == nil {
+		return nil
+	}
+	ids := make([]string, len(*live))
+	for i, info := range *live {
+		ids[i] = info.ID
+	}
+	return ids
+}
+
 // Sessions is the number of device sessions open on this node.
 func (n *Node) Sessions() int64 { return n.hub.count.Load() }
 

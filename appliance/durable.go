@@ -676,9 +676,17 @@ func (d *durable) applyDeliveries(ds []streams.Delivery, node string) {
 				s.kick("another connection of this device took over")
 			}
 		case entryFanout:
-			n.fanoutLocal(e.frame, e.group, e.aud)
+			// A dead node's group messages were for its own sessions,
+			// which are gone: this node's members had theirs already.
+			if !takeover {
+				n.fanoutLocal(e.frame, e.group, e.aud)
+			}
 		case entryMember:
-			n.applyMember(e.device, e.connEpoch, e.group, e.via, e.join)
+			// Likewise a membership change for a session of the dead
+			// node; its device's next open reads the change from Redis.
+			if !takeover {
+				n.applyMember(e.device, e.connEpoch, e.group, e.via, e.join)
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)

@@ -3,6 +3,7 @@ package appliance
 import (
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -425,6 +426,18 @@ func validateHello(h *wire.Hello) (wire.Code, string) {
 	for _, b := range h.Businesses {
 		if !token.ValidID(b) {
 			return wire.CodeBadHello, "business ids must be 1-128 letters, digits or ._:-"
+		}
+	}
+	for i, c := range h.GroupCursors {
+		switch {
+		case !token.ValidID(c.Group):
+			return wire.CodeBadHello, "group cursor groups must be 1-128 letters, digits or ._:-"
+		case len(c.Epoch) > 64:
+			return wire.CodeBadHello, "a group cursor's epoch is at most 64 bytes"
+		case c.Epoch == "" && c.Seq != 0:
+			return wire.CodeBadHello, "a group cursor's seq needs its epoch"
+		case slices.ContainsFunc(h.GroupCursors[:i], func(o wire.GroupCursor) bool { return o.Group == c.Group }):
+			return wire.CodeBadHello, "one cursor per group"
 		}
 	}
 	return wire.CodeOK, ""

@@ -90,7 +90,8 @@ func (h *handler) serveGroupMembers(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkGroupMembers checks a members request: the group, the op, and 1 to
-// max member ids in all, each valid and listed once.
+// max member ids in all, each listed once, one of them at least valid
+// (the others are answered rejected, invalid_id, one by one).
 func checkGroupMembers(group string, req *api.GroupMembersRequest, max int) *api.APIError {
 	switch {
 	case !token.ValidID(group):
@@ -104,15 +105,21 @@ func checkGroupMembers(group string, req *api.GroupMembersRequest, max int) *api
 	case len(req.Devices)+len(req.Users) > max:
 		return api.BadRequest("too_many_targets", "%d members, at most %d per request", len(req.Devices)+len(req.Users), max)
 	}
-	if len(req.Devices) > 0 {
-		if aerr := checkIDList("devices", req.Devices, max); aerr != nil {
-			return aerr
+	valid := 0
+	for field, ids := range map[string][]string{"devices": req.Devices, "users": req.Users} {
+		seen := make(map[string]struct{}, len(ids))
+		for _, id := range ids {
+			if _, dup := seen[id]; dup {
+				return api.BadRequest("invalid_field", "%s lists %q more than once", field, id)
+			}
+			seen[id] = struct{}{}
+			if token.ValidID(id) {
+				valid++
+			}
 		}
 	}
-	if len(req.Users) > 0 {
-		if aerr := checkIDList("users", req.Users, max); aerr != nil {
-			return aerr
-		}
+	if valid == 0 {
+		return api.BadRequest("invalid_field", "no id in devices or users is valid: ids are 1-128 letters, digits or ._:-")
 	}
 	return nil
 }
