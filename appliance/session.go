@@ -80,10 +80,10 @@ type session struct {
 	user       string
 	// cursors are the HELLO's group cursors, kept when the device offered
 	// CapGroupCursors: a JOIN of one of those groups catches up from it.
-	cursors []wire.GroupCursor
-	out        *[]byte // pending output: HeaderLen reserved bytes, then frames. nil when empty.
-	outFrames  int
-	dirty      bool // queued on shard's dirty list for the flusher
+	cursors   []wire.GroupCursor
+	out       *[]byte // pending output: HeaderLen reserved bytes, then frames. nil when empty.
+	outFrames int
+	dirty     bool // queued on shard's dirty list for the flusher
 
 	// early holds, in order, the requests (PING, ACK, JOIN, LEAVE, UP) the
 	// device sent after HELLO while the session was opening, and those

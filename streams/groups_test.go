@@ -9,7 +9,9 @@ import (
 )
 
 func device(name string) MemberChange { return MemberChange{Name: "d:" + name, Key: "a/" + name} }
-func user(name string) MemberChange   { return MemberChange{Name: "u:" + name, Key: "a/" + name, User: true} }
+func user(name string) MemberChange {
+	return MemberChange{Name: "u:" + name, Key: "a/" + name, User: true}
+}
 
 func statuses(rs []MemberResult) []MemberStatus {
 	out := make([]MemberStatus, len(rs))

@@ -486,4 +486,3 @@ func TestGroups_ClientJoinRefusedForAnAppThatDoesNotAllowIt(t *testing.T) {
 	mustPushReq(t, n, api.PushRequest{Group: api.Ptr("managed"), Data: api.Ptr("managed")})
 	d.waitPayloads(t, "managed")
 }
-
