@@ -202,7 +202,7 @@ func (s *session) sendIfRoom(frame []byte) sendResult {
 	tun := s.node.tun.Load()
 	used := 0
 	if s.out != nil {
-		used = len(*s.out) - wire.HeaderLen
+		used = len(*s.out) - outHead
 	}
 	if s.outFrames+1 > tun.queueFrames || used+len(frame) > tun.queueBytes {
 		return sendFull

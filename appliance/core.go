@@ -372,6 +372,7 @@ func (n *Node) fanoutLocal(frame []byte, group string, aud audience) int {
 	k := n.hub.fanout(frame, group, aud)
 	n.metrics.fanout.Observe(time.Since(start).Seconds())
 	n.metrics.fanoutSends.Add(float64(k))
+	n.metrics.framesOut[frame[1]].Add(float64(k))
 	return k
 }
 

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // hub is the sharded session registry: device → session, and each group's
@@ -25,19 +27,43 @@ type shard struct {
 	devices map[string]*session
 	groups  map[string]map[*session]struct{}
 
+	// dirty and bulk are the sessions with output to write: frames that
+	// go out at the next pass, and fan-out and catch-up frames, which the
+	// flusher writes in chunks after the others.
 	dirtyMu sync.Mutex
 	dirty   []*session
+	bulk    []*session
 	flusher *flusher
 }
+
+// dirtyClass says which of its shard's lists a session is queued on.
+type dirtyClass uint8
+
+const (
+	dirtyUrgent dirtyClass = 1 << iota
+	dirtyBulk
+)
 
 // flusher writes the pending output of the sessions of the shards it owns.
 // Frames queued while it writes, or within FlushInterval of its last
 // pass, are merged into the next pass: one write per connection per tick.
+// Fan-out is written in chunks of bulkChunk sessions, and output queued
+// for a device in between (a unicast push, a PONG) goes out before the
+// next chunk, so a broadcast to every session never holds the rest up by
+// more than a chunk's writes.
 type flusher struct {
 	wake     chan struct{}
 	shards   []*shard
 	interval time.Duration
+	urgent   atomic.Bool // a session was queued on a dirty list since the last look
+	// bytes counts what the flusher wrote, once a pass: the node sets it
+	// to pushd_device_bytes_out_total once its metrics exist.
+	bytes prometheus.Counter
 }
+
+// bulkChunk is the sessions of fan-out a flusher writes between two looks
+// at the urgent output: a fraction of a millisecond of writes.
+const bulkChunk = 32
 
 func newHub(shards int, flushInterval time.Duration) *hub {
 	h := &hub{seed: maphash.MakeSeed()}
@@ -243,7 +269,7 @@ func (sh *shard) fanout(frame []byte, group string, aud audience, slow []*sessio
 		}
 		sent++
 		s.mu.Lock()
-		ok := s.enqueueLocked(frame)
+		ok := s.queueLocked(frame, dirtyBulk)
 		s.mu.Unlock()
 		if !ok {
 			slow = append(slow, s)
@@ -253,21 +279,31 @@ func (sh *shard) fanout(frame []byte, group string, aud audience, slow []*sessio
 		for _, s := range sh.devices {
 			give(s)
 		}
-		return sent, slow
-	}
-	for s := range sh.groups[group] {
-		give(s)
+	} else {
+		for s := range sh.groups[group] {
+			give(s)
+		}
 	}
 	return sent, slow
 }
 
-// markDirty queues s for the shard's flusher. The session's lock is held
-// by the caller (it sets s.dirty in the same step).
-func (sh *shard) markDirty(s *session) {
+// markDirty queues s for the shard's flusher on the list of class. The
+// session's lock is held by the caller (it sets s.dirty in the same
+// step).
+func (sh *shard) markDirty(s *session, class dirtyClass) {
 	sh.dirtyMu.Lock()
-	first := len(sh.dirty) == 0
-	sh.dirty = append(sh.dirty, s)
+	var first bool
+	if class == dirtyBulk {
+		first = len(sh.bulk) == 0
+		sh.bulk = append(sh.bulk, s)
+	} else {
+		first = len(sh.dirty) == 0
+		sh.dirty = append(sh.dirty, s)
+	}
 	sh.dirtyMu.Unlock()
+	if class == dirtyUrgent {
+		sh.flusher.urgent.Store(true)
+	}
 	if first {
 		select {
 		case sh.flusher.wake <- struct{}{}:
@@ -279,12 +315,12 @@ func (sh *shard) markDirty(s *session) {
 // run flushes until stop is closed, then flushes once more so nothing
 // queued before shutdown is left behind.
 func (f *flusher) run(stop <-chan struct{}) {
-	var batch []*session
+	var urgent, bulk []*session
 	var last time.Time
 	for {
 		select {
 		case <-stop:
-			f.pass(batch[:0])
+			f.pass(urgent[:0], bulk[:0])
 			return
 		case <-f.wake:
 		}
@@ -292,12 +328,38 @@ func (f *flusher) run(stop <-chan struct{}) {
 			time.Sleep(wait)
 		}
 		last = time.Now()
-		batch = f.pass(batch[:0])
+		urgent, bulk = f.pass(urgent[:0], bulk[:0])
 	}
 }
 
-// pass flushes every dirty session of the flusher's shards once.
-func (f *flusher) pass(batch []*session) []*session {
+// pass flushes every session queued on the flusher's shards once: those
+// on the dirty lists first, then those on the bulk lists, bulkChunk at a
+// time, flushing the dirty lists again whenever a session was queued on
+// one meanwhile. It returns its buffers for the next pass.
+func (f *flusher) pass(urgent, bulk []*session) ([]*session, []*session) {
+	written := f.flushUrgent(urgent)
+	for _, sh := range f.shards {
+		sh.dirtyMu.Lock()
+		bulk = append(bulk, sh.bulk...)
+		clear(sh.bulk)
+		sh.bulk = sh.bulk[:0]
+		sh.dirtyMu.Unlock()
+	}
+	for i, s := range bulk {
+		written += s.flush()
+		if (i+1)%bulkChunk == 0 && f.urgent.Load() {
+			written += f.flushUrgent(urgent)
+		}
+	}
+	clear(bulk)
+	f.bytes.Add(float64(written))
+	return urgent, bulk
+}
+
+// flushUrgent flushes the sessions on the dirty lists of the flusher's
+// shards, in batch (returned emptied), and returns the bytes written.
+func (f *flusher) flushUrgent(batch []*session) int {
+	f.urgent.Store(false)
 	for _, sh := range f.shards {
 		sh.dirtyMu.Lock()
 		batch = append(batch, sh.dirty...)
@@ -305,11 +367,12 @@ func (f *flusher) pass(batch []*session) []*session {
 		sh.dirty = sh.dirty[:0]
 		sh.dirtyMu.Unlock()
 	}
+	written := 0
 	for _, s := range batch {
-		s.flush()
+		written += s.flush()
 	}
 	clear(batch)
-	return batch
+	return written
 }
 
 // each calls f for every registered session, shard by shard, outside the

@@ -32,7 +32,8 @@ type sinkTransport struct {
 	reason closeReason
 }
 
-func (t *sinkTransport) write(b []byte) error {
+func (t *sinkTransport) write(b []byte, off int, _ time.Time) error {
+	b = b[off:]
 	if t.beforeWrite != nil {
 		t.beforeWrite()
 	}
@@ -46,7 +47,6 @@ func (t *sinkTransport) write(b []byte) error {
 	return nil
 }
 
-func (t *sinkTransport) setWriteDeadline(time.Time) {}
 
 func (t *sinkTransport) close(r closeReason) {
 	t.mu.Lock()
@@ -158,7 +158,7 @@ func TestSink_SlowConsumerCutAtQueueCap(t *testing.T) {
 			t.Fatalf("fanout reached %d sessions, want only the healthy one", got)
 		}
 		for _, f := range n.hub.flushers {
-			f.pass(nil)
+			f.pass(nil, nil)
 		}
 	}
 	if closed, _ := ok.isClosed(); closed {
@@ -259,11 +259,12 @@ func BenchmarkHub_Fanout10k(b *testing.B) {
 		sinks = append(sinks, st)
 	}
 	for _, f := range n.hub.flushers {
-		f.pass(nil)
+		f.pass(nil, nil)
 	}
 	frame := wire.AppendPush(nil, &wire.Push{ID: "0123456789abcdef0123456789abcdef", Business: "news", Priority: wire.PriorityNormal,
 		Created: uint64(time.Now().UnixMilli()), Payload: make([]byte, 256)})
-	batches := make([][]*session, len(n.hub.flushers))
+	urgent := make([][]*session, len(n.hub.flushers))
+	bulk := make([][]*session, len(n.hub.flushers))
 	b.ReportAllocs()
 	b.ResetTimer()
 	var ms0, ms1 runtimeMemStats
@@ -275,7 +276,7 @@ func BenchmarkHub_Fanout10k(b *testing.B) {
 		var wg sync.WaitGroup
 		for k, f := range n.hub.flushers {
 			wg.Add(1)
-			go func() { defer wg.Done(); batches[k] = f.pass(batches[k][:0]) }()
+			go func() { defer wg.Done(); urgent[k], bulk[k] = f.pass(urgent[k][:0], bulk[k][:0]) }()
 		}
 		wg.Wait()
 	}
