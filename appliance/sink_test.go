@@ -47,7 +47,6 @@ func (t *sinkTransport) write(b []byte, off int, _ time.Time) error {
 	return nil
 }
 
-
 func (t *sinkTransport) close(r closeReason) {
 	t.mu.Lock()
 	if t.closed {
