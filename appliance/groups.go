@@ -78,12 +78,11 @@ func (s *session) onGroup(request uint64, group string, join bool) {
 	}
 	app := s.appID()
 	code := wire.CodeOK
-	var payload []byte
 	switch {
 	case !token.ValidID(group):
 		code = wire.CodeBadGroup
 	case n.apps.Load().clientGroupsOff(app):
-		code, payload = wire.CodeJoinRefused, []byte("app "+app+" manages its groups through its business server; devices do not join or leave them")
+		code = wire.CodeJoinRefused
 	case join:
 		ok, added := n.hub.join(s, groupKey(app, group), viaJoin, n.cfg.MaxGroups)
 		if !ok {
@@ -94,7 +93,7 @@ func (s *session) onGroup(request uint64, group string, join bool) {
 	default:
 		n.hub.leave(s, groupKey(app, group), viaJoin)
 	}
-	s.send(wire.Append(nil, &wire.UpReply{Request: request, Code: code, Payload: payload}))
+	s.send(wire.Append(nil, &wire.UpReply{Request: request, Code: code}))
 }
 
 // clientGroupsOff reports whether app refuses its devices' own JOIN and
