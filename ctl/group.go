@@ -83,7 +83,7 @@ func runGroupChange(c *cli.Context, e *env, op string) error {
 	} else {
 		t := newTable(e.stdout, "MEMBER", "STATUS", "SESSIONS", "REASON")
 		for _, r := range resp.Results {
-			t.row(memberName(r.Device, r.User), r.Status, itoa(r.Sessions), dash(r.Reason))
+			t.row(memberName(r.Device, r.User), r.Status, itoa(r.Sessions), orDash(r.Reason))
 		}
 		err = t.flush()
 	}
@@ -102,13 +102,6 @@ func memberName(device, user string) string {
 		return "user:" + user
 	}
 	return "device:" + device
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 func groupShowCommand(e *env) *cli.Command {
@@ -174,7 +167,7 @@ func runGroupShow(c *cli.Context, e *env) error {
 		stream = fmt.Sprintf("%d messages, %s; epoch %s, last %d, trimmed up to %d", s.MaxLen, s.MaxAge, s.Epoch, s.Last, s.Trimmed)
 	}
 	fmt.Fprintf(e.stdout, "APP          %s\nGROUP        %s\nSIZE         %d\nSTREAM       %s\nNEXT_CURSOR  %s\n\n",
-		st.App, st.Group, st.Size, stream, dash(st.NextCursor))
+		st.App, st.Group, st.Size, stream, orDash(st.NextCursor))
 	t := newTable(e.stdout, "MEMBER")
 	for _, m := range st.Members {
 		t.row(memberName(m.Device, m.User))

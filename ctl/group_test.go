@@ -56,8 +56,10 @@ func TestPush_ToUsers(t *testing.T) {
 	}
 
 	r = h.run(t, "user", "show", "alice").expect(t, exitOK)
-	if err := contains(r.stdout, "USER    alice"); err != nil {
-		t.Error(err)
+	for _, want := range []string{"USER    alice", "GROUPS  -"} {
+		if err := contains(r.stdout, want); err != nil {
+			t.Error(err)
+		}
 	}
 	if !strings.Contains(r.stdout, "phone   true    n1") {
 		t.Errorf("user show printed\n%s", r.stdout)
@@ -119,6 +121,10 @@ func TestGroup_AddShowStreamRemove(t *testing.T) {
 		t.Fatalf("group show --all -o json: %+v", st)
 	}
 
+	r = h.run(t, "user", "show", "carol").expect(t, exitOK)
+	if err := contains(r.stdout, "GROUPS  room"); err != nil {
+		t.Error(err)
+	}
 	r = h.run(t, "group", "remove", "room", "--device", "phone").expect(t, exitOK)
 	if err := contains(r.stdout, "device:phone  removed  1"); err != nil {
 		t.Error(err)

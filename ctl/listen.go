@@ -23,8 +23,9 @@ func listenCommand(e *env) *cli.Command {
 		Name:  "listen",
 		Usage: "connect as a device and print every frame it receives",
 		Description: "Connects with the Go device SDK, so acks, dedupe by message id and reconnects are the\n" +
-			"product's own. Prints one line per frame received (WELCOME, PUSH, PONG, UP_REPLY, CONTROL,\n" +
-			"ERROR; a PUSH the SDK drops says duplicate=true or out_of_order=true) and per sequence gap.\n" +
+			"product's own. Prints one line per frame received (WELCOME, PUSH, CATCHUP, PONG, UP_REPLY,\n" +
+			"CONTROL, ERROR; a PUSH the SDK drops says duplicate=true or out_of_order=true) and per\n" +
+			"sequence gap.\n" +
 			"Stops on SIGINT/SIGTERM (exit 0), when kicked by another connection of the device (exit 1),\n" +
 			"or when the server refuses the session for good (exit 1).",
 		Flags: append(append([]cli.Flag{
@@ -153,7 +154,9 @@ type listenEvent struct {
 	Business      string  `json:"business,omitempty"`
 	Priority      string  `json:"priority,omitempty"`
 	Created       string  `json:"created,omitempty"`
-	Group         string  `json:"group,omitempty"`
+	Group         string  `json:"group,omitempty"` // also CATCHUP, with recovered, epoch and seq
+	GroupEpoch    string  `json:"group_epoch,omitempty"`
+	GroupSeq      *uint64 `json:"group_seq,omitempty"`
 	Redelivered   bool    `json:"redelivered,omitempty"`
 	Duplicate     bool    `json:"duplicate,omitempty"`    // dropped by the SDK as a repeat
 	OutOfOrder    bool    `json:"out_of_order,omitempty"` // dropped by the SDK: an unflagged seq jump
@@ -202,8 +205,13 @@ func (p *framePrinter) frame(f wire.Frame) {
 	case *wire.Push:
 		if !p.welcomed {
 			p.push(client.Message{ID: f.ID, Seq: f.Seq, Business: f.Business, Priority: f.Priority,
-				Created: time.UnixMilli(int64(f.Created)), Group: f.Group, Payload: f.Payload, Redelivered: f.Redelivery}, 0)
+				Created: time.UnixMilli(int64(f.Created)), Group: f.Group, GroupEpoch: f.GroupEpoch, GroupSeq: f.GroupSeq,
+				Payload: f.Payload, Redelivered: f.Redelivery}, 0)
 		}
+	case *wire.CatchUp:
+		p.emit(listenEvent{Type: "CATCHUP", Group: f.Group, Recovered: &f.Recovered, Epoch: f.Epoch, Seq: &f.Seq},
+			"group="+f.Group, "recovered="+strconv.FormatBool(f.Recovered), "epoch="+orDash(f.Epoch),
+			"seq="+strconv.FormatUint(f.Seq, 10))
 	case *wire.Control:
 		p.control(f)
 	case *wire.Pong:
@@ -242,6 +250,10 @@ func (p *framePrinter) push(m client.Message, why client.DropReason) {
 		"priority=" + m.Priority.String()}
 	if m.Group != "" {
 		fields = append(fields, "group="+m.Group)
+	}
+	if m.GroupEpoch != "" {
+		ev.GroupEpoch, ev.GroupSeq = m.GroupEpoch, &m.GroupSeq
+		fields = append(fields, "group_epoch="+m.GroupEpoch, "group_seq="+strconv.FormatUint(m.GroupSeq, 10))
 	}
 	if m.Redelivered {
 		fields = append(fields, "redelivered=true")

@@ -205,16 +205,17 @@ func listenEveryFrame(t *testing.T, srv *fakeDeviceServer, out *syncBuffer, done
 		return nil
 	})
 	srv.send("d", &wire.Push{Seq: 1, ID: "m1", Priority: wire.PriorityNormal, Payload: []byte("a"), Redelivery: true})
-	srv.send("d", &wire.Push{ID: "g1", Group: "room", Priority: wire.PriorityNormal, Payload: []byte("g")})
-	srv.send("d", &wire.Push{ID: "g1", Group: "room", Priority: wire.PriorityNormal, Payload: []byte("g")})
+	srv.send("d", &wire.Push{ID: "g1", Group: "room", Priority: wire.PriorityNormal, Payload: []byte("g"), GroupEpoch: "ge", GroupSeq: 5})
+	srv.send("d", &wire.Push{ID: "g1", Group: "room", Priority: wire.PriorityNormal, Payload: []byte("g"), GroupEpoch: "ge", GroupSeq: 5})
+	srv.send("d", &wire.CatchUp{Group: "room", Recovered: true, Epoch: "ge", Seq: 5})
 	srv.send("d", &wire.Push{Seq: 3, ID: "m3", Priority: wire.PriorityNormal, Payload: []byte("c")})
 	srv.send("d", &wire.UpReply{Request: 7, Code: wire.CodeOK, Payload: []byte("pong")})
 	poll.Until(t, 5*time.Second, func() error {
 		if n := done(out.String(), "PUSH"); n != 5 {
 			return fmt.Errorf("%d PUSH lines, want 5:\n%s", n, out.String())
 		}
-		if done(out.String(), "UP_REPLY") != 1 || done(out.String(), "PONG") == 0 {
-			return fmt.Errorf("no UP_REPLY or PONG yet:\n%s", out.String())
+		if done(out.String(), "UP_REPLY") != 1 || done(out.String(), "CATCHUP") != 1 || done(out.String(), "PONG") == 0 {
+			return fmt.Errorf("no UP_REPLY, CATCHUP or PONG yet:\n%s", out.String())
 		}
 		return nil
 	})
@@ -243,8 +244,9 @@ func TestListen_PrintsEveryFrame(t *testing.T) {
 	for _, want := range []string{
 		`PUSH     seq=1 id=m1 business=- priority=normal payload="a"`,
 		`PUSH     seq=1 id=m1 business=- priority=normal redelivered=true duplicate=true payload="a"`,
-		`PUSH     seq=0 id=g1 business=- priority=normal group=room payload="g"`,
-		`PUSH     seq=0 id=g1 business=- priority=normal group=room duplicate=true payload="g"`,
+		`PUSH     seq=0 id=g1 business=- priority=normal group=room group_epoch=ge group_seq=5 payload="g"`,
+		`PUSH     seq=0 id=g1 business=- priority=normal group=room group_epoch=ge group_seq=5 duplicate=true payload="g"`,
+		`CATCHUP  group=room recovered=true epoch=ge seq=5`,
 		`PUSH     seq=3 id=m3 business=- priority=normal out_of_order=true payload="c"`,
 		`UP_REPLY request=7 code=ok payload="pong"`,
 		`ERROR    code=heartbeat_missed request=0 message="idle"`,
@@ -284,7 +286,8 @@ func TestListen_JSONEveryFrame(t *testing.T) {
 	}
 	pushes := byType["PUSH"]
 	if len(pushes) != 5 || pushes[0].Duplicate || !pushes[1].Duplicate || !pushes[1].Redelivered ||
-		pushes[2].Duplicate || !pushes[3].Duplicate || pushes[3].Group != "room" || !pushes[4].OutOfOrder {
+		pushes[2].Duplicate || !pushes[3].Duplicate || pushes[3].Group != "room" || !pushes[4].OutOfOrder ||
+		pushes[2].GroupEpoch != "ge" || pushes[2].GroupSeq == nil || *pushes[2].GroupSeq != 5 || pushes[0].GroupSeq != nil {
 		t.Errorf("PUSH events %+v in:\n%s", pushes, res.stdout)
 	}
 	if r := byType["UP_REPLY"]; len(r) != 1 || r[0].Request == nil || *r[0].Request != 7 || r[0].Code != "ok" ||
@@ -294,6 +297,10 @@ func TestListen_JSONEveryFrame(t *testing.T) {
 	if e := byType["ERROR"]; len(e) != 1 || e[0].Code != "heartbeat_missed" || e[0].Message == nil || *e[0].Message != "idle" ||
 		e[0].Request == nil || *e[0].Request != 0 {
 		t.Errorf("ERROR events %+v", e)
+	}
+	if c := byType["CATCHUP"]; len(c) != 1 || c[0].Group != "room" || c[0].Recovered == nil || !*c[0].Recovered ||
+		c[0].Epoch != "ge" || c[0].Seq == nil || *c[0].Seq != 5 {
+		t.Errorf("CATCHUP events %+v", c)
 	}
 	if p := byType["PONG"]; len(p) == 0 || p[0].PingTime == nil || p[0].RTTMS == nil {
 		t.Errorf("PONG events %+v", p)

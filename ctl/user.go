@@ -55,7 +55,7 @@ func runUserShow(c *cli.Context, e *env) error {
 	if format == formatJSON {
 		return writeJSON(e.stdout, st)
 	}
-	fmt.Fprintf(e.stdout, "APP     %s\nUSER    %s\nGROUPS  %s\n\n", st.App, st.User, listCell(st.Groups))
+	fmt.Fprintf(e.stdout, "APP     %s\nUSER    %s\nGROUPS  %s\n\n", st.App, st.User, orDash(listCell(st.Groups)))
 	t := newTable(e.stdout, "DEVICE", "ONLINE", "NODE", "LAST_SEEN")
 	for _, d := range st.Devices {
 		node := "-"

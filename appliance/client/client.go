@@ -56,7 +56,12 @@ type Message struct {
 	Priority wire.Priority
 	Created  time.Time
 	Group    string
-	Payload  []byte
+	// GroupEpoch and GroupSeq are the message's place in its group's
+	// catch-up stream (protocol §10.2); empty and 0 for a group without
+	// one and for every other message.
+	GroupEpoch string
+	GroupSeq   uint64
+	Payload    []byte
 	// Redelivered is set when the server sent this message before; the
 	// client still hands it over only once.
 	Redelivered bool
@@ -868,7 +873,8 @@ func (c *Client) onPush(p *wire.Push) (uint64, bool) {
 
 func message(p *wire.Push) Message {
 	return Message{ID: p.ID, Seq: p.Seq, Business: p.Business, Priority: p.Priority,
-		Created: time.UnixMilli(int64(p.Created)), Group: p.Group, Payload: p.Payload, Redelivered: p.Redelivery}
+		Created: time.UnixMilli(int64(p.Created)), Group: p.Group, GroupEpoch: p.GroupEpoch, GroupSeq: p.GroupSeq,
+		Payload: p.Payload, Redelivered: p.Redelivery}
 }
 
 func (c *Client) ack(conn frameConn, seq uint64) {

@@ -332,6 +332,11 @@ func TestGroups_CatchUpAfterAShortAbsenceAndNotAfterALongOne(t *testing.T) {
 	}
 	short = runDev(t, r.Nodes[1].DeviceURL(), "short", devOpts{cursors: []client.GroupCursor{shortCursor}})
 	short.waitPayloads(t, "m2", "m3", "m4")
+	for i, m := range short.messages() {
+		if m.GroupEpoch != resp.GroupEpoch || m.GroupSeq != uint64(i+2) {
+			t.Fatalf("caught-up message %d at %s/%d, want %s/%d", i, m.GroupEpoch, m.GroupSeq, resp.GroupEpoch, i+2)
+		}
+	}
 	if cu := short.lastCatchUp(t, "live"); !cu.Recovered || cu.Seq != 4 || cu.Epoch != resp.GroupEpoch {
 		t.Fatalf("short absence: CATCHUP %+v", cu)
 	}

@@ -597,6 +597,11 @@ export type Message = {
      * the group of a group message; "" otherwise
      */
     group: string;
+    /**
+     * with groupSeq, the message's place in its group's catch-up stream (§10.2); "" and 0 without one
+     */
+    groupEpoch: string;
+    groupSeq: Uint64;
     payload: Uint8Array;
     /**
      * the server sent it before; it is still handed over once

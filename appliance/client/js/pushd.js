@@ -866,6 +866,8 @@ export function dispatchFrom(bases, app, device, options = {}) {
  * @property {number} priority 1 low, 2 normal, 3 high
  * @property {Uint64} created unix milliseconds when the push API accepted it
  * @property {string} group the group of a group message; "" otherwise
+ * @property {string} groupEpoch with groupSeq, the message's place in its group's catch-up stream (§10.2); "" and 0 without one
+ * @property {Uint64} groupSeq
  * @property {Uint8Array} payload
  * @property {boolean} redelivered the server sent it before; it is still handed over once
  */
@@ -1501,7 +1503,7 @@ function nodeFailed(err) {
  */
 function message(p) {
   return { id: p.id, seq: p.seq, business: p.business, priority: p.priority, created: p.created,
-    group: p.group, payload: p.payload, redelivered: !!((p.flags ?? 0) & FLAG_REDELIVERY) };
+    group: p.group, groupEpoch: p.group_epoch ?? "", groupSeq: p.group_seq ?? 0, payload: p.payload, redelivered: !!((p.flags ?? 0) & FLAG_REDELIVERY) };
 }
 
 /**
