@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pushd/pushd/appliance/client"
+	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/appliance/wire"
 )
 
@@ -31,6 +32,10 @@ func listenCommand(e *env) *cli.Command {
 		Flags: append(append([]cli.Flag{
 			&cli.StringFlag{Name: "device", Usage: "device id (required)"},
 			&cli.StringFlag{Name: "token", Usage: "device token (default: minted from the app's secret before every connect)"},
+			&cli.StringFlag{Name: "user", Usage: "the user the minted token binds the device to"},
+			&cli.StringSliceFlag{Name: "tag", Usage: "a tag of the minted token, for filters (repeatable, at most 16)"},
+			&cli.StringFlag{Name: "platform", Usage: "the platform HELLO declares, for filters", Value: "pushctl"},
+			&cli.StringFlag{Name: "version", Usage: "the app version HELLO declares, for filters", Value: "listen"},
 			&cli.BoolFlag{Name: "lz4", Usage: "offer lz4-compressed batches"},
 			&cli.StringFlag{Name: "epoch", Usage: "resume cursor: inbox epoch"},
 			&cli.Uint64Flag{Name: "seq", Usage: "resume cursor: last sequence number handled (needs --epoch)"},
@@ -71,7 +76,7 @@ func runListen(c *cli.Context, e *env) error {
 	ctx := c.Context
 	cfg := client.Config{
 		URL: url, App: app, Device: device,
-		Platform: "pushctl", Version: "listen",
+		Platform: c.String("platform"), Version: c.String("version"),
 		Businesses: c.StringSlice("business"),
 		LZ4:        c.Bool("lz4"),
 		Cursor:     client.Cursor{Epoch: c.String("epoch"), Seq: c.Uint64("seq")},
@@ -88,6 +93,9 @@ func runListen(c *cli.Context, e *env) error {
 		},
 	}
 	if tok := c.String("token"); tok != "" {
+		if c.IsSet("user") || c.IsSet("tag") {
+			return usagef("--user and --tag go into the token pushctl mints: leave them out with --token")
+		}
 		cfg.Token = tok
 	} else {
 		keyID, err := k.require(setKeyID)
@@ -98,11 +106,11 @@ func runListen(c *cli.Context, e *env) error {
 		if err != nil {
 			return err
 		}
-		mint := mintFunc(app, keyID, secret)
-		if _, err := mint(device); err != nil {
+		mint := mintFunc(token.Claims{App: app, Device: device, User: c.String("user"), Tags: c.StringSlice("tag"), KeyID: keyID}, secret)
+		if _, err := mint(); err != nil {
 			return usagef("cannot mint a token for %q: %v", device, err)
 		}
-		cfg.TokenFunc = func(context.Context) (string, error) { return mint(device) }
+		cfg.TokenFunc = func(context.Context) (string, error) { return mint() }
 	}
 	cl, err := client.New(cfg)
 	if err != nil {

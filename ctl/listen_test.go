@@ -309,3 +309,52 @@ func TestListen_JSONEveryFrame(t *testing.T) {
 		t.Errorf("WELCOME events %+v", byType["WELCOME"])
 	}
 }
+
+// TestListen_AsAUserWithTagsPlatformAndVersion: what listen declares is
+// what pushes to users and filtered broadcasts select on.
+func TestListen_AsAUserWithTagsPlatformAndVersion(t *testing.T) {
+	t.Parallel()
+	node := startTestNode(t, true)
+	h := harness{env: nodeEnv(node)}
+	out, _, stop, _ := h.start(t, "listen", "--device", "tablet", "--user", "alice", "--tag", "vip", "--tag", "beta",
+		"--platform", "ios", "--version", "2.4.1")
+	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "WELCOME") })
+
+	r := h.run(t, "push", "--user", "alice", "--data", "to alice").expect(t, exitOK)
+	if !regexp.MustCompile(`(?m)^alice\s+tablet\s+(delivered|stored)\s+1\s+-$`).MatchString(r.stdout) {
+		t.Fatalf("push --user printed\n%s", r.stdout)
+	}
+	for _, tc := range []struct {
+		filter []string
+		want   string
+	}{
+		{[]string{"--filter-platform", "ios", "--filter-tag", "vip", "--filter-version", "2.4.0..2.5"}, "RECIPIENTS: 1"},
+		{[]string{"--filter-platform", "android"}, "RECIPIENTS: 0"},
+		{[]string{"--filter-tag", "staff"}, "RECIPIENTS: 0"},
+		{[]string{"--filter-version", "2.3"}, "RECIPIENTS: 0"},
+	} {
+		args := append([]string{"push", "--broadcast", "--data", "to " + strings.Join(tc.filter, " ")}, tc.filter...)
+		if err := contains(h.run(t, args...).expect(t, exitOK).stdout, tc.want); err != nil {
+			t.Errorf("%v: %v", tc.filter, err)
+		}
+	}
+	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "payload=\"to --filter-platform ios") })
+	res := stop().expect(t, exitOK)
+	if strings.Count(res.stdout, "PUSH ") != 2 || !strings.Contains(res.stdout, `payload="to alice"`) {
+		t.Fatalf("listen printed\n%s", res.stdout)
+	}
+}
+
+func TestListen_UserAndTagNeedAMintedToken(t *testing.T) {
+	t.Parallel()
+	env := testEnv("")
+	env["PUSHD_URL"] = "ws://127.0.0.1:1/v1/ws"
+	r := harness{env: env}.run(t, "listen", "--device", "d", "--token", "v1.x.y", "--user", "alice").expect(t, exitUsage)
+	if err := contains(r.stderr, "--user and --tag go into the token pushctl mints"); err != nil {
+		t.Error(err)
+	}
+	r = harness{env: env}.run(t, "listen", "--device", "d", "--tag", "bad tag").expect(t, exitUsage)
+	if err := contains(r.stderr, `cannot mint a token for "d"`); err != nil {
+		t.Error(err)
+	}
+}
