@@ -40,6 +40,7 @@ func listenCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "epoch", Usage: "resume cursor: inbox epoch"},
 			&cli.Uint64Flag{Name: "seq", Usage: "resume cursor: last sequence number handled (needs --epoch)"},
 			&cli.StringSliceFlag{Name: "business", Usage: "business multiplexed on the connection (repeatable)"},
+			&cli.StringSliceFlag{Name: "group-cursor", Usage: "resume cursor of a group's catch-up stream: GROUP=EPOCH:SEQ (repeatable)"},
 		}, settingFlags(setURL, setApp, setKeyID, setSecret)...), outputFlags()...),
 		Action: func(c *cli.Context) error { return runListen(c, e) },
 	}
@@ -72,18 +73,23 @@ func runListen(c *cli.Context, e *env) error {
 	if c.IsSet("seq") && c.String("epoch") == "" {
 		return usagef("--seq needs --epoch: a sequence number means nothing without its inbox epoch")
 	}
+	groupCursors, err := parseGroupCursors(c.StringSlice("group-cursor"))
+	if err != nil {
+		return err
+	}
 	p := &framePrinter{w: e.stdout, json: format == formatJSON}
 	ctx := c.Context
 	cfg := client.Config{
 		URL: url, App: app, Device: device,
 		Platform: c.String("platform"), Version: c.String("version"),
-		Businesses: c.StringSlice("business"),
-		LZ4:        c.Bool("lz4"),
-		Cursor:     client.Cursor{Epoch: c.String("epoch"), Seq: c.Uint64("seq")},
-		OnFrame:    p.frame,
-		OnMessage:  func(m client.Message) { p.push(m, 0) },
-		OnDrop:     p.push,
-		OnGap:      p.gap,
+		Businesses:   c.StringSlice("business"),
+		LZ4:          c.Bool("lz4"),
+		Cursor:       client.Cursor{Epoch: c.String("epoch"), Seq: c.Uint64("seq")},
+		GroupCursors: groupCursors,
+		OnFrame:      p.frame,
+		OnMessage:    func(m client.Message) { p.push(m, 0) },
+		OnDrop:       p.push,
+		OnGap:        p.gap,
 		OnDisconnect: func(err error) {
 			p.welcomed = false
 			if ctx.Err() != nil || errors.Is(err, client.ErrKicked) {
@@ -125,6 +131,30 @@ func runListen(c *cli.Context, e *env) error {
 	default:
 		return fmt.Errorf("listen as %s at %s: %w", device, url, err)
 	}
+}
+
+// parseGroupCursors reads --group-cursor values, GROUP=EPOCH:SEQ: "=" is
+// in no id, and an epoch is hex, so the last ":" ends it.
+func parseGroupCursors(vals []string) ([]client.GroupCursor, error) {
+	var out []client.GroupCursor
+	seen := map[string]bool{}
+	for _, v := range vals {
+		group, pos, ok1 := strings.Cut(v, "=")
+		i := strings.LastIndexByte(pos, ':')
+		if !ok1 || i <= 0 || !token.ValidID(group) {
+			return nil, usagef("--group-cursor %q: want GROUP=EPOCH:SEQ, as listen prints a group message's group, group_epoch and group_seq", v)
+		}
+		seq, err := strconv.ParseUint(pos[i+1:], 10, 64)
+		if err != nil {
+			return nil, usagef("--group-cursor %q: sequence number %q: %v", v, pos[i+1:], err)
+		}
+		if seen[group] {
+			return nil, usagef("--group-cursor: group %s given twice", group)
+		}
+		seen[group] = true
+		out = append(out, client.GroupCursor{Group: group, Epoch: pos[:i], Seq: seq})
+	}
+	return out, nil
 }
 
 // framePrinter prints every frame the SDK receives, one line each, and

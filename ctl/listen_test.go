@@ -358,3 +358,52 @@ func TestListen_UserAndTagNeedAMintedToken(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestListen_ResumesAGroupFromItsCursor: --group-cursor is where the
+// catch-up starts; CATCHUP says where it ended.
+func TestListen_ResumesAGroupFromItsCursor(t *testing.T) {
+	t.Parallel()
+	node := startTestNode(t, true)
+	h := harness{env: nodeEnv(node)}
+	stream := decodeJSON[api.GroupStream](t, h.run(t, "group", "stream", "room", "--max-len", "10", "--max-age", "1h", "--json").expect(t, exitOK))
+	h.run(t, "group", "add", "room", "--device", "phone").expect(t, exitOK)
+	for _, m := range []string{"m1", "m2", "m3"} {
+		h.run(t, "push", "--group", "room", "--data", m).expect(t, exitOK)
+	}
+	out, _, stop, _ := h.start(t, "listen", "--device", "phone", "--group-cursor", "room="+stream.Epoch+":1")
+	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "CATCHUP") })
+	res := stop().expect(t, exitOK)
+	for _, want := range []string{
+		"group=room group_epoch=" + stream.Epoch + " group_seq=2 payload=\"m2\"",
+		"group=room group_epoch=" + stream.Epoch + " group_seq=3 payload=\"m3\"",
+		"CATCHUP  group=room recovered=true epoch=" + stream.Epoch + " seq=3",
+	} {
+		if err := contains(res.stdout, want); err != nil {
+			t.Error(err)
+		}
+	}
+	if strings.Contains(res.stdout, `"m1"`) {
+		t.Errorf("m1 is at or below the cursor, yet came:\n%s", res.stdout)
+	}
+}
+
+func TestListen_GroupCursorUsageErrors(t *testing.T) {
+	t.Parallel()
+	env := testEnv("")
+	env["PUSHD_URL"] = "ws://127.0.0.1:1/v1/ws"
+	for _, tc := range []struct{ value, want string }{
+		{"room", "want GROUP=EPOCH:SEQ"},
+		{"room=abc", "want GROUP=EPOCH:SEQ"},
+		{"bad group=abc:1", "want GROUP=EPOCH:SEQ"},
+		{"room=abc:x", `sequence number "x"`},
+	} {
+		r := harness{env: env}.run(t, "listen", "--device", "d", "--group-cursor", tc.value).expect(t, exitUsage)
+		if err := contains(r.stderr, tc.want); err != nil {
+			t.Errorf("%q: %v", tc.value, err)
+		}
+	}
+	r := harness{env: env}.run(t, "listen", "--device", "d", "--group-cursor", "room=a:1", "--group-cursor", "room=a:2").expect(t, exitUsage)
+	if err := contains(r.stderr, "group room given twice"); err != nil {
+		t.Error(err)
+	}
+}
