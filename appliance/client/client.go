@@ -18,6 +18,12 @@
 // Config.Cursor after a restart; the server then replays only what came
 // after it, and says in Welcome.Recovered whether anything was lost.
 //
+// Group messages are not acked. For a group that keeps a catch-up stream
+// the client keeps a cursor (OnGroupCursor, Client.GroupCursor; pass them
+// back in Config.GroupCursors after a restart) and sends it at every
+// connect: the server replays what the device missed, then OnCatchUp says
+// whether anything of the group was lost.
+//
 // OnMessage and the other callbacks run on the connection's read
 // goroutine, one at a time and in order; a slow callback slows delivery.
 // Methods of Client are safe for concurrent use.
