@@ -420,10 +420,22 @@ func TestSlowConsumer_CutWhileOthersKeepReceiving(t *testing.T) {
 		}(i)
 	}
 	const messages = 400
+	// The fast readers keep within half their queue cap (64 KiB: 16 of
+	// these 4 KiB messages) of the sender, however busy the machine is:
+	// each message waits until every one of them has all but the last 8
+	// sent. The slow one falls behind by all of them and is cut at its cap.
+	const lead = 8
 	payload := make([]byte, 4096)
 	for i := 0; i < messages; i++ {
+		poll.Until(t, 10*time.Second, func() error {
+			for k := range received {
+				if got := received[k].Load(); got < int64(i-lead) {
+					return fmt.Errorf("fast-%d received %d of the %d sent", k, got, i)
+				}
+			}
+			return nil
+		})
 		n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i), Payload: payload}), "")
-		time.Sleep(time.Millisecond)
 	}
 	poll.Until(t, 5*time.Second, func() error {
 		if n.hub.lookup(inboxKey(testApp, "slow")) != nil {
