@@ -280,6 +280,26 @@ func (c *Cluster) WaitForLeader(t testing.TB) (int, *raftmeta.Store) {
 	return li, ls
 }
 
+// Join adds node i to the cluster through whichever node leads, trying
+// again while leadership moves (an election under load, with the fast
+// timings), as pushd's own join does; other errors are returned at once.
+func (c *Cluster) Join(ctx context.Context, i int, by raftmeta.Caller) error {
+	m := c.Member(i)
+	for {
+		var err error
+		if _, leader := c.Leader(); leader == nil {
+			err = raftmeta.ErrNotLeader
+		} else if err = leader.Join(ctx, m, by); !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 // Apply applies cmd on whichever node leads, retrying with the same
 // request id while leadership moves, so a command is applied at most once.
 // FSM errors (ErrNotFound, ErrConflict, ErrInvalid) are returned at once.
