@@ -65,7 +65,8 @@ func TestAudience_Admits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := session{platform: "ios", version: "2.1", tags: []string{"vip"}}
+	// session holds atomics, so each case builds its own rather than copy one.
+	base := func() *session { return &session{platform: "ios", version: "2.1", tags: []string{"vip"}} }
 	cases := []struct {
 		name     string
 		mut      func(*session)
@@ -83,9 +84,9 @@ func TestAudience_Admits(t *testing.T) {
 		{"declared nothing: takes every business", func(*session) {}, "news", true},
 	}
 	for _, c := range cases {
-		s := base
-		c.mut(&s)
-		if got := (audience{business: c.business, filter: f}).admits(&s); got != c.want {
+		s := base()
+		c.mut(s)
+		if got := (audience{business: c.business, filter: f}).admits(s); got != c.want {
 			t.Errorf("%s: admits = %v, want %v", c.name, got, c.want)
 		}
 	}
