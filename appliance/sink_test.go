@@ -412,3 +412,53 @@ func TestSink_CloseLastFrameFollowsFlushedOutput(t *testing.T) {
 		t.Fatalf("frames after WELCOME %v, want the 5 PONGs, then the kick", kinds)
 	}
 }
+
+// TestSink_UnicastOvertakesAFanOut: output queued for one device while the
+// flusher writes a fan-out to many goes out after at most one more chunk
+// of the fan-out, not after all of it.
+func TestSink_UnicastOvertakesAFanOut(t *testing.T) {
+	cfg := testConfig()
+	cfg.Shards = 1             // one shard, one flusher: one order of writes
+	n, err := New(cfg, Deps{}) // no flusher runs: the test drives its passes
+	if err != nil {
+		t.Fatal(err)
+	}
+	const members = 20 * bulkChunk
+	lone, loneSink := openSink(t, n, "lone", false)
+	sinks := make([]*sinkTransport, members)
+	for i := range sinks {
+		var s *session
+		s, sinks[i] = openSink(t, n, fmt.Sprint("member-", i), false)
+		if ok, _ := n.hub.join(s, "room", viaDevice, 0); !ok {
+			t.Fatalf("member-%d did not join", i)
+		}
+	}
+	flusher := n.hub.shards[0].flusher
+	flusher.pass(nil, nil) // the handshakes' replies
+
+	var writes atomic.Int64 // the fan-out's, in the flusher's order
+	unicastAt, sentAt := int64(-1), int64(-1)
+	loneSink.beforeWrite = func() { unicastAt = writes.Load() }
+	for _, st := range sinks {
+		st.beforeWrite = func() {
+			if writes.Add(1) == 2 {
+				sentAt = 2
+				lone.send(wire.AppendPush(nil, &wire.Push{ID: "unicast"}))
+			}
+		}
+	}
+	if got := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "fan-out"}), "room", audience{}); got != members {
+		t.Fatalf("fan-out reached %d sessions, want %d", got, members)
+	}
+	flusher.pass(nil, nil)
+	if got := writes.Load(); got != members {
+		t.Fatalf("the pass wrote %d of the fan-out's %d sessions", got, members)
+	}
+	if sentAt < 0 || unicastAt < 0 {
+		t.Fatalf("the unicast was sent after fan-out write %d and written after %d", sentAt, unicastAt)
+	}
+	if unicastAt > sentAt+bulkChunk {
+		t.Fatalf("the unicast queued after fan-out write %d went out after write %d of %d: more than a chunk (%d) later",
+			sentAt, unicastAt, members, bulkChunk)
+	}
+}
