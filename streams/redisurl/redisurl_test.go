@@ -31,7 +31,7 @@ func TestParse_Forms(t *testing.T) {
 		{url: "redis-sentinel://h1:1/m?db=4", topology: Sentinel, addrs: []string{"h1:1"}, master: "m", db: 4},
 		{url: "redis-cluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3", topology: Cluster,
 			addrs: []string{"10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:6379"},
-			str: "cluster seeds 10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:6379"},
+			str:   "cluster seeds 10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:6379"},
 		{url: "redis-cluster://:pw@h:7000/?pool_size=50", topology: Cluster, addrs: []string{"h:7000"}, pass: "pw"},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
