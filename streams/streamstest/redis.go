@@ -317,6 +317,7 @@ func (s *Server) writeConf(name string, lines []string) (string, error) {
 	}
 	return path, nil
 }
+
 // start execs redis-server and waits until it answers PING.
 func (s *Server) start() error {
 	logPath := filepath.Join(s.dir, "redis.log")
