@@ -140,7 +140,7 @@ func (s *Store) Append(ctx context.Context, msg Message, devices []string) ([]Ap
 		}
 		calls = append(calls, scriptCall{script: appendScript, keys: keys, args: args})
 	}
-	if err := s.runScripts(ctx, calls); err != nil {
+	if err := s.runReplicated(ctx, calls); err != nil {
 		return nil, wrap("append "+msg.ID+" to", fmt.Sprintf("%d devices", len(devices)), err)
 	}
 

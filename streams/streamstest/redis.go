@@ -138,6 +138,33 @@ func StartRedis(t testing.TB, opts ...Option) *Server {
 	return startServer(t, newOptions(t, opts))
 }
 
+// StartReplica starts a redis-server replicating primary (replicaof in its
+// configuration file) and waits until it has synced. Nothing fails over
+// to it: StartSentinel is the helper for that.
+func StartReplica(t testing.TB, primary *Server, opts ...Option) *Server {
+	t.Helper()
+	o := newOptions(t, opts)
+	o.replicaOf = primary.Addr()
+	s := startServer(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	// Synced when the primary streams to it: the primary lists it online.
+	rdb := redis.NewClient(&redis.Options{Addr: primary.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
+	defer rdb.Close()
+	online := fmt.Sprintf(",port=%d,state=online,", s.port)
+	for {
+		info, err := rdb.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, online) {
+			return s
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("streamstest: replica %s of %s not in sync within %v: %v %s", s.Addr(), primary.Addr(), startTimeout, err, info)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 // startServer starts one server as o says.
 func startServer(t testing.TB, o options) *Server {
 	t.Helper()
