@@ -28,6 +28,7 @@ import (
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/streams"
+	"github.com/pushd/pushd/streams/redisurl"
 )
 
 func main() { os.Exit(runCLI(os.Args, os.Stdout, os.Stderr)) }
@@ -68,7 +69,7 @@ func run(c *cli.Context) error {
 		if _, err := opts.nodeConfig(); err != nil {
 			return usageError{err}
 		}
-		fmt.Fprintf(c.App.Writer, "configuration ok: node %s, data dir %s, redis %s\n", opts.NodeID, opts.DataDir, opts.Redis)
+		fmt.Fprintf(c.App.Writer, "configuration ok: node %s, data dir %s, redis %s\n", opts.NodeID, opts.DataDir, opts.redis)
 		return nil
 	}
 	log := newLogger(opts.LogLevel, opts.LogFormat)
@@ -104,14 +105,14 @@ func run(c *cli.Context) error {
 	if dev != nil {
 		cfg.DeviceHandler = dev.pageHandler(log)
 	}
-	rdbOpts, err := redis.ParseURL(opts.Redis)
-	if err != nil {
-		return usageError{fmt.Errorf("--redis %q: %w", opts.Redis, err)}
-	}
-	rdbOpts.ContextTimeoutEnabled = true
-	rdb := redis.NewClient(rdbOpts)
+	// The one client for every topology (redisurl), checked before
+	// anything else changes: Raft, listeners.
+	rdb := redisurl.NewClient(opts.redis.url)
 	defer rdb.Close()
 	store := streams.New(rdb, opts.streamsConfig())
+	if err := checkRedis(ctx, store, opts.redis, log); err != nil {
+		return err
+	}
 
 	meta, err := openMeta(ctx, &opts, log)
 	if err != nil {
