@@ -313,3 +313,89 @@ func (o Options) Universal() *redis.UniversalOptions {
 func NewClient(o Options) redis.UniversalClient {
 	return redis.NewUniversalClient(o.Universal())
 }
+
+// probeTimeout bounds each address Probe asks.
+const probeTimeout = 2 * time.Second
+
+// Probe asks each address of o, in parallel, whether it is what the URL
+// says: the server answers PING; a Sentinel knows the primary by its
+// master name; a seed is a cluster node. It returns nil once one
+// address answers so, and otherwise an error naming every address and
+// what went wrong there ("no Sentinel answered: …", "the Sentinels
+// monitor no master named …"). A client built by NewClient would only
+// retry its dials until the caller's deadline and say "context deadline
+// exceeded".
+func Probe(ctx context.Context, o Options) error {
+	base := o.Universal().Simple()
+	base.MaxRetries = -1
+	base.DialTimeout = probeTimeout
+	errs := make([]error, len(o.Addrs))
+	done := make(chan struct{}, len(o.Addrs))
+	for i, addr := range o.Addrs {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+			defer cancel()
+			errs[i] = probeOne(ctx, o, base, addr)
+		}()
+	}
+	for range o.Addrs {
+		<-done
+	}
+	var unknown int
+	var lines []string
+	for i, err := range errs {
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, redis.Nil) {
+			unknown++
+		}
+		lines = append(lines, o.Addrs[i]+": "+err.Error())
+	}
+	detail := strings.Join(lines, "; ")
+	switch {
+	case o.Topology == Sentinel && unknown > 0:
+		return fmt.Errorf("the Sentinels monitor no master named %q (%s)", o.MasterName, detail)
+	case o.Topology == Sentinel:
+		return fmt.Errorf("no Sentinel answered (%s)", detail)
+	case o.Topology == Cluster:
+		return fmt.Errorf("no cluster node answered (%s)", detail)
+	}
+	return fmt.Errorf("the server did not answer (%s)", detail)
+}
+
+// probeOne asks one address of o.
+func probeOne(ctx context.Context, o Options, base *redis.Options, addr string) error {
+	switch o.Topology {
+	case Sentinel:
+		// A Sentinel has no database and its own credentials (none here).
+		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, TLSConfig: o.TLSConfig, MaxRetries: -1,
+			DialTimeout: probeTimeout, ContextTimeoutEnabled: true})
+		defer sc.Close()
+		hp, err := sc.GetMasterAddrByName(ctx, o.MasterName).Result()
+		if errors.Is(err, redis.Nil) {
+			return fmt.Errorf("monitors no master %q: %w", o.MasterName, redis.Nil)
+		}
+		if err == nil && len(hp) != 2 {
+			err = fmt.Errorf("unexpected answer %v", hp)
+		}
+		return err
+	case Cluster:
+		c := *base
+		c.Addr, c.DB = addr, 0
+		rdb := redis.NewClient(&c)
+		defer rdb.Close()
+		info, err := rdb.ClusterInfo(ctx).Result()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "cluster_state:") {
+			return errors.New("not a cluster node")
+		}
+		return nil
+	}
+	rdb := redis.NewClient(base)
+	defer rdb.Close()
+	return rdb.Ping(ctx).Err()
+}

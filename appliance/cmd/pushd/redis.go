@@ -86,6 +86,9 @@ const redisCheckTimeout = 10 * time.Second
 func checkRedis(ctx context.Context, store *streams.Store, r redisSetup, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, redisCheckTimeout)
 	defer cancel()
+	if err := redisurl.Probe(ctx, r.url); err != nil {
+		return fmt.Errorf("--redis %s: cannot reach Redis: %w", r.url, err)
+	}
 	top, err := store.Topology(ctx)
 	if err != nil {
 		return fmt.Errorf("--redis %s: cannot reach Redis: %w", r.url, err)
