@@ -415,3 +415,14 @@ func seqToMsg(d string, i int) int {
 	_, _ = fmt.Sscanf(d, "d%d", &k)
 	return i*10 + k
 }
+
+// TestStore_OnACluster runs part of this suite against a Redis Cluster
+// of three primaries in every run; CI runs all of it there too
+// (PUSHD_TEST_REDIS=cluster, README).
+func TestStore_OnACluster(t *testing.T) {
+	t.Setenv(streamstest.TopologyEnv, "cluster")
+	t.Run("AppendAssignsContiguousSeqsPerDevice", TestStore_AppendAssignsContiguousSeqsPerDevice)
+	t.Run("ResumeAfterFlushAll", TestStore_ResumeAfterFlushAll)
+	t.Run("OpenMatchesClaimThenResume", TestStore_OpenMatchesClaimThenResume)
+	t.Run("TakeOverDrainsDeadNode", TestStore_TakeOverDrainsDeadNode)
+}

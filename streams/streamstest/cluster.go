@@ -91,6 +91,20 @@ func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
 	return c.Connect(t).(*redis.ClusterClient)
 }
 
+// FlushAll empties every primary (FLUSHALL on each), failing the test if
+// one cannot.
+func (c *Cluster) FlushAll(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := c.Client(t).ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		return m.FlushAll(ctx).Err()
+	})
+	if err != nil {
+		t.Fatalf("streamstest: FLUSHALL on every primary: %v", err)
+	}
+}
+
 // Stop kills every node with SIGKILL.
 func (c *Cluster) Stop() { c.each((*Server).Stop) }
 

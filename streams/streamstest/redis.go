@@ -213,6 +213,14 @@ func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 // its own, closed in t.Cleanup.
 func (s *Server) Connect(t testing.TB) redis.UniversalClient { return connect(t, s.URL()) }
 
+// FlushAll empties the server (FLUSHALL), failing the test if it cannot.
+func (s *Server) FlushAll(t testing.TB) {
+	t.Helper()
+	if err := s.Client(t).FlushAll(context.Background()).Err(); err != nil {
+		t.Fatalf("streamstest: FLUSHALL %s: %v", s.Addr(), err)
+	}
+}
+
 // Client returns a new go-redis client for the server with
 // ContextTimeoutEnabled set, closed in t.Cleanup.
 func (s *Server) Client(t testing.TB) *redis.Client {

@@ -28,6 +28,8 @@ type Redis interface {
 	Restart()
 	Pause()
 	Resume()
+	// FlushAll empties every primary, as a Redis that lost its data.
+	FlushAll(t testing.TB)
 }
 
 var (
