@@ -76,16 +76,67 @@ func TestStore_AppendWaitsForAReplica(t *testing.T) {
 	}
 }
 
-// With no replica at all, nothing is ever confirmed.
-func TestStore_AppendWithoutAReplicaIsNeverConfirmed(t *testing.T) {
+// With no replica at all, nothing is ever confirmed: appends and the
+// reads that hand entries to devices fail; the other calls do not wait.
+func TestStore_WithoutAReplicaNothingIsConfirmed(t *testing.T) {
 	srv := streamstest.StartRedis(t)
 	s := New(srv.Connect(t), Config{WaitReplicas: 1, WaitTimeout: 50 * time.Millisecond})
-	if _, err := s.Append(testCtx(t), msg("m"), []string{"a"}); !errors.Is(err, ErrNotReplicated) {
+	ctx := testCtx(t)
+	if _, err := s.Append(ctx, msg("m"), []string{"a"}); !errors.Is(err, ErrNotReplicated) {
 		t.Fatalf("append: %v, want ErrNotReplicated", err)
 	}
-	// Appends are the only writes that wait.
-	if _, _, _, err := s.Open(testCtx(t), "a", "n1", Position{}, 0); err != nil {
-		t.Fatalf("open: %v", err)
+	epoch, _, _, err := s.Open(ctx, "a", "n1", Position{}, 0)
+	if !errors.Is(err, ErrNotReplicated) || epoch == 0 {
+		t.Fatalf("open: epoch %d, %v; want the claimed epoch and ErrNotReplicated", epoch, err)
+	}
+	if _, err := s.ReadMany(ctx, []ReadRequest{{Device: "a"}}); !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("read: %v, want ErrNotReplicated", err)
+	}
+	if ok, err := s.ReleaseRoute(ctx, "a", Route{Node: "n1", Epoch: epoch}); err != nil || !ok {
+		t.Fatalf("release: %v %v", ok, err)
+	}
+	if _, err := s.Heartbeat(ctx, NodeInfo{ID: "n1"}); err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
+}
+
+// An entry an append wrote but no replica has must not reach a device: a
+// failover could give its seq to another message, which the device would
+// then drop as a repeat. The reads that hand entries out wait for the
+// replicas to have what they read. This pins that Redis (7.0) counts a
+// connection's reads in WAIT: it fails if a Redis counts only writes.
+func TestStore_ReadsWaitForReplicas(t *testing.T) {
+	primary := streamstest.StartRedis(t)
+	replica := streamstest.StartReplica(t, primary)
+	rdb := primary.Connect(t)
+	fast := New(rdb, Config{})
+	strict := New(rdb, Config{WaitReplicas: 1, WaitTimeout: 5 * time.Second})
+	short := New(rdb, Config{WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond})
+	ctx := testCtx(t)
+	first, err := strict.Append(ctx, msg("m-1"), []string{"a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica.Pause()
+	// Another writer's append the replica never got (a fast node's, or
+	// one whose WAIT has not answered yet).
+	if _, err := fast.Append(ctx, msg("m-2"), []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	cur := Position{Epoch: first[0].Epoch, Seq: 0}
+	if _, err := short.ReadMany(ctx, []ReadRequest{{Device: "a", Epoch: cur.Epoch}}); !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("read with the replica behind: %v, want ErrNotReplicated", err)
+	}
+	if _, err := short.Resume(ctx, "a", cur, 0); !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("resume with the replica behind: %v, want ErrNotReplicated", err)
+	}
+	if _, _, _, err := short.Open(ctx, "a", "n1", cur, 0); !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("open with the replica behind: %v, want ErrNotReplicated", err)
+	}
+	replica.Resume()
+	res, err := strict.ReadMany(ctx, []ReadRequest{{Device: "a", Epoch: cur.Epoch}})
+	if err != nil || !equalSeqs(seqs(res[0].Entries), 1, 2) {
+		t.Fatalf("read with the replica back: %+v %v", res, err)
 	}
 }
 

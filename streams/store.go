@@ -107,11 +107,19 @@ type Config struct {
 	// inside a script). Fewer confirmations fail the Append with
 	// ErrNotReplicated. With Sentinel or Cluster failover, 1 means an
 	// acknowledged append survives the loss of its primary; 0 (the
-	// default) waits for nothing, as on a single server. Needs a
-	// *redis.Client (one server, or Sentinel's failover client) or a
-	// *redis.ClusterClient. Only Append waits: acks, routes, deliveries and
-	// heartbeats that a failover loses are found again (DESIGN.md,
-	// Failover).
+	// default) waits for nothing, as on a single server.
+	//
+	// The reads that hand entries to devices wait too (Resume, Open,
+	// ReadMany): an entry an append wrote but no replica has yet must
+	// not reach a device, since a failover could then give its seq to
+	// another message, which the device would take for a repeat. Redis
+	// 7.0's WAIT also counts what its connection read
+	// (TestStore_ReadsWaitForReplicas pins it). Acks, routes, deliveries
+	// and heartbeats do not wait: what a failover loses of them is found
+	// again (DESIGN.md, Failover).
+	//
+	// Needs a *redis.Client (one server, or Sentinel's failover client)
+	// or a *redis.ClusterClient.
 	WaitReplicas int
 
 	// WaitTimeout bounds each WAIT. 0 means 500ms.
