@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -67,6 +69,7 @@ type drillResult struct {
 	silent        int           // devices that lost some and were never told (WELCOME recovered:false or a gap)
 	unrecovered   int           // devices told recovered:false (or a gap) after the kill
 	failoverTaken time.Duration // kill → the Sentinels name the new primary
+	failovers     int           // failovers the Sentinels made (their config epoch)
 }
 
 func runFailoverDrills(t *testing.T, fast bool) {
@@ -79,9 +82,9 @@ func runFailoverDrills(t *testing.T, fast bool) {
 		t.Run(fmt.Sprint("run-", run), func(t *testing.T) {
 			r := failoverDrill(t, fast)
 			results = append(results, r)
-			t.Logf("%s run %d: %d devices, %d pushes stored (%d device-pushes); primary killed: Sentinel failover %v, pushes refused for %v (%d answers not stored); %d acknowledged device-pushes lost, %d devices lost some without being told, %d told recovered:false",
+			t.Logf("%s run %d: %d devices, %d pushes stored (%d device-pushes); primary killed: Sentinel failover %v, pushes refused for %v (%d answers not stored); %d failover(s); %d acknowledged device-pushes lost, %d devices lost some without being told, %d told recovered:false",
 				mode, run, *failoverDevices, r.stored, r.deviceStored, r.failoverTaken.Round(time.Millisecond),
-				r.refused.Round(time.Millisecond), r.refusals, r.lost, r.silent, r.unrecovered)
+				r.refused.Round(time.Millisecond), r.refusals, r.failovers, r.lost, r.silent, r.unrecovered)
 			if !fast && (r.lost != 0 || r.silent != 0) {
 				t.Errorf("strict mode lost %d acknowledged device-pushes (%d devices not told)", r.lost, r.silent)
 			}
@@ -186,7 +189,10 @@ func failoverDrill(t *testing.T, fast bool) drillResult {
 		t.Fatalf("a push never got stored: %v", pushErr)
 	}
 
-	r := drillResult{failoverTaken: failoverTaken}
+	r := drillResult{failoverTaken: failoverTaken, failovers: sen.Failovers()}
+	if now := sen.Primary(); now != primary {
+		t.Logf("the Sentinels failed over again, to %s", now.Addr())
+	}
 	p.mu.Lock()
 	for _, a := range p.attempts {
 		if a.stored {
@@ -255,6 +261,19 @@ func failoverDrill(t *testing.T, fast bool) drillResult {
 		}
 		if told {
 			r.unrecovered++
+		}
+	}
+	if r.lost > 0 {
+		// What the Sentinels did, for the loss to be explained.
+		for _, sn := range sen.Sentinels() {
+			b, _ := os.ReadFile(filepath.Join(sn.Dir(), "redis.log"))
+			var events []string
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.Contains(line, " # ") {
+					events = append(events, line)
+				}
+			}
+			t.Logf("sentinel %s:\n%s", sn.Addr(), strings.Join(events, "\n"))
 		}
 	}
 	f.check(t)

@@ -172,6 +172,27 @@ func (s *Sentinel) WaitFailover(old *Server, timeout time.Duration) *Server {
 	}
 }
 
+// Failovers returns how many failovers the Sentinels have made (the
+// master's config epoch, as the first running Sentinel knows it).
+func (s *Sentinel) Failovers() int {
+	s.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, sn := range s.sentinels {
+		if !sn.running() {
+			continue
+		}
+		m, err := sentinelMaster(ctx, sn.Addr())
+		if err != nil {
+			s.tb.Fatalf("streamstest: %v", err)
+		}
+		n, _ := strconv.Atoi(m["config-epoch"])
+		return n
+	}
+	s.tb.Fatalf("streamstest: no Sentinel runs")
+	return 0
+}
+
 // WaitHealthy waits until every data server that runs is either the
 // primary the Sentinels name or its replica in sync, and the primary sees
 // them all online: after a restarted server rejoined, say.
