@@ -22,7 +22,12 @@ import (
 // and a Sentinel from sentinel-pushd.conf (its addresses, port and paths
 // pointed at this test's) that finds the primary and its replica.
 func TestSystemd_RedisAndSentinelConfigs(t *testing.T) {
-	include := filepath.Join("..", "systemd", "redis-pushd.conf")
+	// Absolute: redis-server reads the include after its dir directive
+	// has changed its working directory.
+	include, err := filepath.Abs(filepath.Join("..", "systemd", "redis-pushd.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	primary := streamstest.StartRedis(t, streamstest.Args("--include", include))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
