@@ -3,6 +3,7 @@ package streams
 import (
 	"context"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -69,20 +70,25 @@ func (s *Store) Topology(ctx context.Context) (Topology, error) {
 		t.Primaries = []Primary{p}
 		return t, nil
 	}
-	slots, err := s.cluster.ClusterSlots(ctx).Result()
+	shards, err := s.cluster.ClusterShards(ctx).Result()
 	if err != nil {
-		return t, wrap("topology", "cluster slots", err)
+		return t, wrap("topology", "cluster shards", err)
 	}
 	ranges := map[string][]string{}
-	first := map[string]int{} // a primary's lowest slot, to list them in slot order
-	sort.Slice(slots, func(i, j int) bool { return slots[i].Start < slots[j].Start })
-	for _, sl := range slots {
-		if len(sl.Nodes) > 0 {
-			a := sl.Nodes[0].Addr
-			if _, ok := first[a]; !ok {
-				first[a] = sl.Start
+	first := map[string]int64{} // a primary's lowest slot, to list them in slot order
+	for _, sh := range shards {
+		for _, n := range sh.Nodes {
+			if n.Role != "master" {
+				continue
 			}
-			ranges[a] = append(ranges[a], fmt.Sprintf("%d-%d", sl.Start, sl.End))
+			a := net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+			sort.Slice(sh.Slots, func(i, j int) bool { return sh.Slots[i].Start < sh.Slots[j].Start })
+			for _, sl := range sh.Slots {
+				if _, ok := first[a]; !ok {
+					first[a] = sl.Start
+				}
+				ranges[a] = append(ranges[a], fmt.Sprintf("%d-%d", sl.Start, sl.End))
+			}
 		}
 	}
 	var mu sync.Mutex
