@@ -5,17 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pushd/pushd/internal/freeport"
 
 	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/streams/streamstest"
@@ -37,38 +37,15 @@ type node struct {
 func (n *node) addr(name string) string { return fmt.Sprintf("127.0.0.1:%d", n.ports[name]) }
 
 // freePorts reserves distinct loopback ports: a Raft address must stay the
-// same across a restart, so the test picks ports up front. The kernel
-// picks them; a port it hands out again (it may, once the probe closed)
-// is skipped when this process gave it to a node before, whose pushd
-// may not be listening on it yet.
+// same across a restart, so the test picks ports up front.
 func freePorts(t *testing.T, k int) []int {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	var ls []net.Listener
-	var ports []int
-	for len(ports) < k {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		p := l.Addr().(*net.TCPAddr).Port
-		if !portsGiven[p] {
-			portsGiven[p] = true
-			ports = append(ports, p)
-		}
-	}
-	for _, l := range ls {
-		l.Close()
+	ports, err := freeport.Take(k)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
 
 func newNode(t *testing.T, id string) *node {
 	p := freePorts(t, 5)

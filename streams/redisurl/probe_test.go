@@ -3,10 +3,12 @@ package redisurl_test
 import (
 	"context"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/internal/freeport"
 	"github.com/pushd/pushd/streams/redisurl"
 	"github.com/pushd/pushd/streams/streamstest"
 )
@@ -22,14 +24,15 @@ func probe(t *testing.T, url string) error {
 	return redisurl.Probe(ctx, o)
 }
 
+// closedAddr is a loopback address nothing listens on: a port of this
+// process's freeport block, which no other test binary is given.
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Take(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 }
 
 // Probe says which address failed and how, for each topology; one good
