@@ -494,6 +494,60 @@ func TestEntry_DecodeNeverPanics(t *testing.T) {
 	}
 }
 
+// TestDurable_UnconfirmedPushIsNotStored: in strict mode, a push whose
+// writes no replica confirms within the wait is never answered stored.
+// The device connected to the node gets it live (stored: false), one with
+// no session here makes the push ErrUnavailable (the API's 503), and the
+// metrics say not_replicated. Once the replica is back, a retry with the
+// same message id finds the first attempt's entries, waits for the
+// replica again and is answered stored.
+func TestDurable_UnconfirmedPushIsNotStored(t *testing.T) {
+	primary := streamstest.StartRedis(t)
+	replica := streamstest.StartReplica(t, primary)
+	// Long enough for a busy machine's replica to confirm once it runs,
+	// short enough to keep the test quick while it is paused.
+	n := startDurable(t, primary, "n1", streams.Config{WaitReplicas: 1, WaitTimeout: 500 * time.Millisecond})
+	d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
+
+	replica.Pause()
+	r := mustPush(t, n, []string{"phone", "offline"}, "unconfirmed", withID("m-unconfirmed"))
+	if r.Stored || r.Results[0].Status != api.StatusDelivered || r.Results[1].Status != api.StatusRejected {
+		t.Fatalf("push with the replica paused: %+v, want stored:false, delivered live to phone, offline rejected", r)
+	}
+	if got := clienttest.Payloads(d.WaitCount(t, 1)); got[0] != "unconfirmed" {
+		t.Fatalf("device got %v", got)
+	}
+	if _, err := push(t, n, []string{"offline"}, "x"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("push to an offline device with the replica paused: %v, want ErrUnavailable", err)
+	}
+	if v, err := metricValue(scrape(t, n), `pushd_redis_errors_total{kind="not_replicated"}`); err != nil || v == "0" {
+		t.Fatalf("pushd_redis_errors_total{kind=\"not_replicated\"} %q %v", v, err)
+	}
+
+	replica.Resume()
+	poll.Until(t, 30*time.Second, func() error {
+		r, err := push(t, n, []string{"phone", "offline"}, "unconfirmed", withID("m-unconfirmed"))
+		if err != nil || !r.Stored {
+			return fmt.Errorf("retry after the replica came back: %+v %v", r, err)
+		}
+		for _, res := range r.Results {
+			if !res.Duplicate || res.Seq != 1 {
+				return fmt.Errorf("retry after the replica came back: %+v, want the first attempt's seq 1, duplicate", r)
+			}
+		}
+		return nil
+	})
+	// The app saw the message once, live; its stored copy is the same id.
+	mustPush(t, n, []string{"phone"}, "stored")
+	poll.Until(t, 10*time.Second, func() error {
+		got := clienttest.Payloads(d.Received())
+		if len(got) != 2 || got[0] != "unconfirmed" || got[1] != "stored" {
+			return fmt.Errorf("app saw %v, want [unconfirmed stored]", got)
+		}
+		return nil
+	})
+}
+
 // TestDurable_AcksSurviveARedisStall: an ack that reaches the node while
 // Redis does not answer is kept and written once Redis is back.
 func TestDurable_AcksSurviveARedisStall(t *testing.T) {
