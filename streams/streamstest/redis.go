@@ -174,12 +174,16 @@ func startServer(t testing.TB, o options) *Server {
 	// Registered after TempDir, so it runs before the directory is removed.
 	t.Cleanup(s.Stop)
 
-	// A free port can be taken by someone else between our probe and the
-	// server's bind; a few attempts make that race harmless.
+	// Ports come from freeport's block, which no other test binary is
+	// given; a process outside the tests may still hold one, and a few
+	// attempts make that harmless.
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		s.port, err = freePort()
 		if err == nil && o.cluster {
+			// Its own bus port (cluster-port), not Redis's default of
+			// port+10000, which could lie in another binary's block or
+			// in the kernel's ephemeral range.
 			s.busPort, err = freePort()
 		}
 		if err != nil {
