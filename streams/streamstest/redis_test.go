@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,17 +108,18 @@ func TestCluster_ThreePrimariesKeepDataAcrossRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	primaries := 0
+	// ForEachMaster calls the function on every primary at once.
+	var primaries atomic.Int32
 	err := rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
 		n, err := m.DBSize(ctx).Result()
 		if err == nil && n == 0 {
 			err = fmt.Errorf("%s holds no key", m.Options().Addr)
 		}
-		primaries++
+		primaries.Add(1)
 		return err
 	})
-	if err != nil || primaries != 3 {
-		t.Fatalf("%d primaries: %v", primaries, err)
+	if err != nil || primaries.Load() != 3 {
+		t.Fatalf("%d primaries: %v", primaries.Load(), err)
 	}
 	c.Restart()
 	poll.Until(t, 10*time.Second, func() error {
