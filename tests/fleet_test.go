@@ -203,11 +203,13 @@ type pusher struct {
 }
 
 // answer is one attempt of a push: when it was sent and answered, and
-// how (HTTP status, 0 for a transport error; stored).
+// how (HTTP status, 0 for a transport error; stored; the Retry-After
+// header).
 type answer struct {
-	sent, at time.Time
-	status   int
-	stored   bool
+	sent, at   time.Time
+	status     int
+	stored     bool
+	retryAfter string
 }
 
 func newPusher(t *testing.T, app appCreds, nodes []*node) *pusher {
@@ -254,7 +256,8 @@ func (p *pusher) push(devices []string) error {
 			stored := resp.StatusCode == http.StatusOK && decodeErr == nil && ans.Stored
 			p.mu.Lock()
 			p.statuses[resp.StatusCode]++
-			p.attempts = append(p.attempts, answer{sent: sent, at: time.Now(), status: resp.StatusCode, stored: stored})
+			p.attempts = append(p.attempts, answer{sent: sent, at: time.Now(), status: resp.StatusCode, stored: stored,
+				retryAfter: resp.Header.Get("Retry-After")})
 			if stored {
 				for _, r := range ans.Results {
 					if r.Status != "rejected" {

@@ -65,6 +65,7 @@ type drillResult struct {
 	deviceStored  int           // device-pushes answered stored
 	refused       time.Duration // kill → the first push sent after it and answered stored
 	refusals      int           // answers in that time that were not stored (503, stored:false, transport errors)
+	unavailable   int           // of those, 503 unavailable
 	lost          int           // device-pushes answered stored that never reached their device
 	silent        int           // devices that lost some and were never told (WELCOME recovered:false or a gap)
 	unrecovered   int           // devices told recovered:false (or a gap) after the kill
@@ -82,9 +83,9 @@ func runFailoverDrills(t *testing.T, fast bool) {
 		t.Run(fmt.Sprint("run-", run), func(t *testing.T) {
 			r := failoverDrill(t, fast)
 			results = append(results, r)
-			t.Logf("%s run %d: %d devices, %d pushes stored (%d device-pushes); primary killed: Sentinel failover %v, pushes refused for %v (%d answers not stored); %d failover(s); %d acknowledged device-pushes lost, %d devices lost some without being told, %d told recovered:false",
+			t.Logf("%s run %d: %d devices, %d pushes stored (%d device-pushes); primary killed: Sentinel failover %v, pushes refused for %v (%d answers not stored, %d of them 503); %d failover(s); %d acknowledged device-pushes lost, %d devices lost some without being told, %d told recovered:false",
 				mode, run, *failoverDevices, r.stored, r.deviceStored, r.failoverTaken.Round(time.Millisecond),
-				r.refused.Round(time.Millisecond), r.refusals, r.failovers, r.lost, r.silent, r.unrecovered)
+				r.refused.Round(time.Millisecond), r.refusals, r.unavailable, r.failovers, r.lost, r.silent, r.unrecovered)
 			if !fast && (r.lost != 0 || r.silent != 0) {
 				t.Errorf("strict mode lost %d acknowledged device-pushes (%d devices not told)", r.lost, r.silent)
 			}
@@ -208,6 +209,16 @@ func failoverDrill(t *testing.T, fast bool) drillResult {
 	for _, a := range p.attempts {
 		if !a.stored && a.at.After(killed) && a.at.Before(back) {
 			r.refusals++
+			if a.status == http.StatusServiceUnavailable {
+				r.unavailable++
+			}
+		}
+		// A push the failover kept from being stored is refused with
+		// 503 and Retry-After, or answered stored:false (HTTP 200), or
+		// its connection failed; anything else is a bug.
+		if a.at.After(killed) && !(a.status == 0 || a.status == http.StatusOK ||
+			a.status == http.StatusServiceUnavailable && a.retryAfter == "1") {
+			t.Errorf("a push answered HTTP %d (Retry-After %q) during the failover, want 200 or 503 with Retry-After: 1", a.status, a.retryAfter)
 		}
 	}
 	for _, want := range p.stored {
