@@ -1,8 +1,11 @@
 package tests
 
 import (
+	"bytes"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -334,4 +337,58 @@ func received(f *fleet) int {
 		d.mu.Unlock()
 	}
 	return n
+}
+
+// TestRedisStrict_UnconfirmedPushAnswers503: a pushd process in strict
+// mode waiting for one replica, the replica stopped (SIGSTOP): a push to
+// a device not connected anywhere is answered 503 unavailable with
+// Retry-After: 1, not stored, and the same push (its idempotency key) is
+// answered stored once the replica answers again.
+func TestRedisStrict_UnconfirmedPushAnswers503(t *testing.T) {
+	primary := streamstest.StartRedis(t)
+	replica := streamstest.StartReplica(t, primary)
+	n := newNode(t, "n1")
+	n.flags = []string{"--durability", "strict", "--redis-wait-replicas", "1", "--redis-wait-timeout", "300ms"}
+	n.start(t, primary.URL(), "--bootstrap")
+	var tok string
+	poll.Until(t, 30*time.Second, func() error {
+		b, err := os.ReadFile(filepath.Join(n.dir, "admin-token"))
+		tok = strings.TrimSpace(string(b))
+		return err
+	})
+	var app appCreds
+	poll.Until(t, 30*time.Second, func() error {
+		code, raw := admin(t, n, http.MethodPost, "/v1/admin/apps", tok, map[string]any{"id": "strict"})
+		if code != http.StatusOK {
+			return fmt.Errorf("create app: HTTP %d %s", code, raw)
+		}
+		return json.Unmarshal(raw, &app)
+	})
+	body, _ := json.Marshal(map[string]any{"app": app.ID, "devices": []string{"offline"}, "data": "x", "idempotency_key": "once"})
+	push := func() (*http.Response, string) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+n.addr("push")+"/v1/push", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+app.APIKey)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatalf("push: %v", err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp, string(raw)
+	}
+
+	replica.Pause()
+	resp, raw := push()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" || !strings.Contains(raw, `"unavailable"`) {
+		t.Fatalf("push with the replica stopped: HTTP %d, Retry-After %q, %s; want 503 unavailable, Retry-After 1",
+			resp.StatusCode, resp.Header.Get("Retry-After"), raw)
+	}
+	replica.Resume()
+	poll.Until(t, 30*time.Second, func() error {
+		if resp, raw := push(); resp.StatusCode != http.StatusOK || !strings.Contains(raw, `"stored":true`) {
+			return fmt.Errorf("push after the replica came back: HTTP %d %s", resp.StatusCode, raw)
+		}
+		return nil
+	})
 }
