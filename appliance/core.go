@@ -31,11 +31,18 @@ var (
 )
 
 // App is one app of the region as the push API checks a request against
-// it: a view of the node's app table when AuthorizeAPIKey returned it.
-type App struct{ e *appEntry }
+// it: a view of the node's app table when AuthorizeAPIKey returned it,
+// with the API key it was authorized with.
+type App struct {
+	e   *appEntry
+	key int // index of the API key in e.apiKeys
+}
 
 // ID is the app's id.
 func (a App) ID() string { return a.e.id }
+
+// KeyID is the id of the API key the app was authorized with ("key-1").
+func (a App) KeyID() string { return a.e.apiKeyIDs[a.key] }
 
 // BusinessAllowed reports whether a message may carry business b.
 func (a App) BusinessAllowed(b string) bool {
@@ -71,8 +78,10 @@ func (a App) TakeRate(units int, now time.Time) (bool, time.Duration) {
 // only after that, and ErrUnavailable when the metadata cannot be
 // reached for it.
 func (n *Node) AuthorizeAPIKey(ctx context.Context, appID, key string) (App, error) {
-	if app := n.apps.Load().apps[appID]; app != nil && app.verifyAPIKey(key) {
-		return App{app}, nil
+	if app := n.apps.Load().apps[appID]; app != nil {
+		if k, ok := app.verifyAPIKey(key); ok {
+			return App{app, k}, nil
+		}
 	}
 	if n.meta == nil {
 		return App{}, ErrUnauthorized
@@ -82,8 +91,10 @@ func (n *Node) AuthorizeAPIKey(ctx context.Context, appID, key string) (App, err
 	if err := n.meta.Sync(ctx); err != nil {
 		return App{}, ErrUnavailable
 	}
-	if app := n.currentApps().apps[appID]; app != nil && app.verifyAPIKey(key) {
-		return App{app}, nil
+	if app := n.currentApps().apps[appID]; app != nil {
+		if k, ok := app.verifyAPIKey(key); ok {
+			return App{app, k}, nil
+		}
 	}
 	return App{}, ErrUnauthorized
 }
@@ -144,7 +155,7 @@ func (n *Node) PushDevices(ctx context.Context, app string, msg streams.Message,
 	appended, err := n.durable.store.Append(sctx, msg, keys)
 	n.durable.result(err)
 	if err != nil {
-		n.log.Warn("push not stored: delivering to local sessions only", "id", msg.ID, "err", err)
+		n.log.Warn("push not stored: delivering to local sessions only", "msg_id", msg.ID, "err", err)
 		return n.pushUnstored(resp, msg, keys, index)
 	}
 	resp.Stored = true
@@ -157,6 +168,7 @@ func (n *Node) PushDevices(ctx context.Context, app string, msg streams.Message,
 	for k, a := range appended {
 		res := &resp.Results[index[k]]
 		res.Seq, res.Duplicate, res.Status = a.Seq, a.Duplicate, api.StatusStored
+		n.trace.stored(msg.ID, keys[k], a.Seq, a.Route.Node, a.Duplicate)
 		t := entryTarget{device: keys[k], connEpoch: a.Route.Epoch, inboxEpoch: a.Epoch, seq: a.Seq}
 		switch a.Route.Node {
 		case "":
@@ -174,6 +186,9 @@ func (n *Node) PushDevices(ctx context.Context, app string, msg streams.Message,
 		}
 		err := n.durable.store.Deliver(sctx, entries)
 		n.durable.result(err)
+		for node, ts := range remote {
+			n.trace.routed(msg.ID, node, len(ts), err)
+		}
 		if err != nil {
 			// Stored but not passed on: the device's node reads the inbox
 			// when the next message shows it a gap, or on reconnect.
@@ -186,7 +201,7 @@ func (n *Node) PushDevices(ctx context.Context, app string, msg streams.Message,
 			}
 		}
 	}
-	for k, took := range n.deliverTargets(&em, local) {
+	for k, took := range n.deliverTargets(&em, local, viaLive) {
 		if took {
 			resp.Results[localAt[k]].Status = api.StatusDelivered
 		}
@@ -207,8 +222,10 @@ func (n *Node) pushUnstored(resp *api.PushResponse, msg streams.Message, keys []
 		if s := n.hub.lookup(key); s != nil && s.sendEphemeral(frame) {
 			res.Status = api.StatusDelivered
 			delivered++
+			n.trace.notStored(msg.ID, key, true)
 		} else {
 			res.Status, res.Reason = api.StatusRejected, "unavailable"
+			n.trace.notStored(msg.ID, key, false)
 		}
 	}
 	n.countResults(resp.Results)
@@ -236,7 +253,7 @@ func (n *Node) PushGroup(ctx context.Context, app, group string, msg streams.Mes
 	p := wire.Push{ID: msg.ID, Business: msg.Business, Priority: wire.Priority(msg.Priority),
 		Created: uint64(msg.Created.UnixMilli()), Group: group, Payload: msg.Payload}
 	frame := wire.AppendPush(nil, &p)
-	recipients := n.fanoutLocal(frame, key)
+	recipients := n.fanoutLocal(msg.ID, frame, key)
 	others := 0
 	if n.durable != nil {
 		sctx, cancel := context.WithTimeout(ctx, redisTimeout)
@@ -256,6 +273,9 @@ func (n *Node) PushGroup(ctx context.Context, app, group string, msg streams.Mes
 		if len(entries) > 0 {
 			err := n.durable.store.Deliver(sctx, entries)
 			n.durable.result(err)
+			for node := range entries {
+				n.trace.routed(msg.ID, node, 0, err)
+			}
 			if err == nil {
 				others = len(entries)
 			}
@@ -264,12 +284,14 @@ func (n *Node) PushGroup(ctx context.Context, app, group string, msg streams.Mes
 	return &api.PushResponse{ID: msg.ID, Recipients: &recipients, OtherNodes: &others}
 }
 
-// fanoutLocal hands one encoded frame to the local members of a group key.
-func (n *Node) fanoutLocal(frame []byte, group string) int {
+// fanoutLocal hands one encoded frame of message id to the local members
+// of a group key, and records in the message's trace how many took it.
+func (n *Node) fanoutLocal(id string, frame []byte, group string) int {
 	start := time.Now()
 	k := n.hub.fanout(frame, group)
 	n.metrics.fanout.Observe(time.Since(start).Seconds())
 	n.metrics.fanoutSends.Add(float64(k))
+	n.trace.fanout(id, group, k)
 	return k
 }
 

@@ -221,7 +221,7 @@ func (d *durable) open(s *session, h *wire.Hello) {
 	}
 	offers := make([]offer, 0, len(res.Entries))
 	for i := range res.Entries {
-		offers = append(offers, entryOffer(res.Epoch, &res.Entries[i]))
+		offers = append(offers, entryOffer(res.Epoch, &res.Entries[i], viaReplay))
 	}
 	// Read the inbox once more after registering: a push stored after the
 	// resume read but passed on before the session was in the registry
@@ -235,12 +235,13 @@ func (d *durable) open(s *session, h *wire.Hello) {
 	s.handleEarly()
 }
 
-// entryOffer encodes an inbox entry as the PUSH a session sends.
-func entryOffer(epoch string, e *streams.Entry) offer {
+// entryOffer encodes an inbox entry as the PUSH a session sends; via says
+// which read of the inbox found it, for its trace.
+func entryOffer(epoch string, e *streams.Entry, via string) offer {
 	p := wire.Push{Seq: e.Seq, ID: e.ID, Business: e.Business, Priority: wire.Priority(e.Priority),
 		Created: uint64(e.Created.UnixMilli()), Payload: e.Payload}
 	return offer{epoch: epoch, seq: e.Seq, frame: wire.AppendPush(make([]byte, 0, wire.PushLen(&p)), &p), authoritative: true,
-		priority: p.Priority, business: e.Business}
+		priority: p.Priority, business: e.Business, id: e.ID, via: via}
 }
 
 // queueAck records a device's cumulative ack for the ack loop. A newer
@@ -404,7 +405,7 @@ func (d *durable) fetch(sessions []*session) {
 		}
 		offers := make([]offer, 0, len(r.Entries))
 		for k := range r.Entries {
-			offers = append(offers, entryOffer(r.Epoch, &r.Entries[k]))
+			offers = append(offers, entryOffer(r.Epoch, &r.Entries[k], viaFetch))
 		}
 		if len(r.Entries) == 0 && r.Last > reqs[i].After {
 			// Everything after the send position expired: move past it so
@@ -599,12 +600,16 @@ func (d *durable) applyDeliveries(ds []streams.Delivery, node string) {
 		e, err := decodeEntry(dl.Blob)
 		if err != nil {
 			n.metrics.entryErrors.Inc()
-			n.log.Warn("dropping an undecodable delivery entry", "stream", node, "id", dl.ID, "err", err)
+			n.log.Warn("dropping an undecodable delivery entry", "stream", node, "entry", dl.ID, "err", err)
 			continue
 		}
 		switch e.kind {
 		case entryPush:
-			took := n.deliverTargets(&e.msg, e.targets)
+			via := viaLive
+			if takeover {
+				via = viaTakeover
+			}
+			took := n.deliverTargets(&e.msg, e.targets, via)
 			if takeover {
 				for i, ok := range took {
 					if !ok {
@@ -617,7 +622,7 @@ func (d *durable) applyDeliveries(ds []streams.Delivery, node string) {
 				s.kick("another connection of this device took over")
 			}
 		case entryFanout:
-			n.fanoutLocal(e.frame, e.group)
+			n.fanoutLocal(n.frameID(e.frame), e.frame, e.group)
 		}
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
@@ -699,8 +704,9 @@ func (d *durable) reroute(ctx context.Context, stranded []strandedTarget) error 
 }
 
 // deliverTargets offers a stored message to the local sessions it was
-// routed to and reports, per target, whether a session took it.
-func (n *Node) deliverTargets(m *entryMessage, targets []entryTarget) []bool {
+// routed to and reports, per target, whether a session took it. via says
+// how the message came (live or takeover), for its trace.
+func (n *Node) deliverTargets(m *entryMessage, targets []entryTarget, via string) []bool {
 	took := make([]bool, len(targets))
 	p := wire.Push{ID: m.id, Business: m.business, Priority: m.priority, Created: m.created, Payload: m.payload}
 	buf := make([]byte, 0, wire.PushLen(&p)+8)
@@ -709,13 +715,32 @@ func (n *Node) deliverTargets(m *entryMessage, targets []entryTarget) []bool {
 		if s == nil || s.olderThan(t.connEpoch) {
 			// Offline here, or a newer connection elsewhere owns the
 			// route: the inbox has it for the device's next session.
+			n.trace.missed(m.id, t.device, t.seq, "no session of that connection here (closed or moved): the inbox keeps it for the next")
 			continue
 		}
 		p.Seq = t.seq
 		buf = wire.AppendPush(buf[:0], &p)
-		took[i] = s.deliver([]offer{{epoch: t.inboxEpoch, seq: t.seq, frame: buf, priority: m.priority, business: m.business}}) != offerRejected
+		took[i] = s.deliver([]offer{{epoch: t.inboxEpoch, seq: t.seq, frame: buf, priority: m.priority, business: m.business,
+			id: m.id, via: via}}) != offerRejected
+		if !took[i] {
+			n.trace.missed(m.id, t.device, t.seq, "the session was closing or its inbox changed epoch: the inbox keeps it for the next")
+		}
 	}
 	return took
+}
+
+// frameID returns the message id of an encoded group PUSH, for its
+// trace; "" when tracing is off (nothing is decoded then).
+func (n *Node) frameID(frame []byte) string {
+	if n.trace == nil {
+		return ""
+	}
+	if f, _, err := wire.Decode(frame, len(frame)); err == nil {
+		if p, ok := f.(*wire.Push); ok {
+			return p.ID
+		}
+	}
+	return ""
 }
 
 // olderThan reports whether the session's connection predates route epoch

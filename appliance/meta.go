@@ -252,6 +252,7 @@ func appTableFromState(st *raftmeta.State, prev *appTable) *appTable {
 		}
 		for _, k := range a.APIKeys {
 			e.apiKeys = append(e.apiKeys, k.Hash)
+			e.apiKeyIDs = append(e.apiKeyIDs, k.ID)
 		}
 		if a.RatePerSec > 0 {
 			burst := a.Burst

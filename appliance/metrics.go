@@ -1,6 +1,8 @@
 package appliance
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -148,5 +150,23 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pushd_sessions", Help: "Authenticated device sessions registered on this node.",
 	}, func() float64 { return float64(n.hub.count.Load()) })
+	if n.trace != nil {
+		f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pushd_trace_bytes", Help: "Memory holding this node's trace events (at most --trace-memory).",
+		}, func() float64 {
+			b, _ := n.trace.memory()
+			return float64(b)
+		})
+		f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pushd_trace_retained_seconds",
+			Help: "Age of the oldest trace event this node still holds: how far back pushctl trace sees (at most --trace-ttl).",
+		}, func() float64 {
+			_, oldest := n.trace.memory()
+			if oldest.IsZero() {
+				return 0
+			}
+			return min(time.Since(oldest), n.cfg.TraceTTL).Seconds()
+		})
+	}
 	return m
 }

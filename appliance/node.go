@@ -60,6 +60,8 @@ type Node struct {
 	conns      [transportKindCount]atomic.Int64
 	now        atomic.Int64 // coarse clock, unix nanos, advanced by the wheels
 
+	trace *tracer // nil: tracing off
+
 	deviceErrors logLimiter // the log of devices' ERROR frames
 	cursorAhead  logLimiter // the log of resume cursors ahead of their inbox
 
@@ -126,6 +128,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		n.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	n.log = n.log.With("component", "appliance", "node", cfg.NodeID)
+	n.trace = newTracer(cfg.NodeID, cfg.TraceMemory, cfg.TraceTTL, n.log.With("component", "trace"))
 	if n.reg == nil {
 		n.reg = prometheus.NewRegistry()
 		n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -71,7 +71,10 @@ type session struct {
 	businesses []string
 	out        *[]byte // pending output: HeaderLen reserved bytes, then frames. nil when empty.
 	outFrames  int
-	dirty      bool // queued on shard's dirty list for the flusher
+	// outTraced lists the unicast PUSHes in out, whose write their
+	// trace records; nil when tracing is off or out holds none.
+	outTraced *[]tracedFrame
+	dirty     bool // queued on shard's dirty list for the flusher
 
 	// early holds, in order, the requests (PING, ACK, JOIN, LEAVE, UP) the
 	// device sent after HELLO while the session was opening, and those
@@ -552,7 +555,7 @@ func (s *session) closeWith(reason closeReason, last wire.Frame) {
 		return
 	}
 	s.closing, s.reason = true, reason
-	pending, frames := s.takeOutLocked()
+	pending, frames, traced := s.takeOutLocked()
 	s.mu.Unlock()
 
 	if last != nil {
@@ -563,7 +566,7 @@ func (s *session) closeWith(reason closeReason, last wire.Frame) {
 		frames++
 	}
 	if pending != nil {
-		s.writeOut(pending, frames)
+		s.writeOut(pending, frames, traced)
 	}
 	s.t.close(reason)
 }
@@ -587,6 +590,10 @@ func (s *session) onTransportClosed(err error) {
 	if s.out != nil {
 		putOutBuf(s.out)
 		s.out, s.outFrames = nil, 0
+	}
+	if s.outTraced != nil {
+		putTraced(s.outTraced)
+		s.outTraced = nil
 	}
 	s.early, s.earlyBytes = nil, 0
 	device := s.device
@@ -644,11 +651,21 @@ func (s *session) closeSlow() {
 	s.closeWith(closeSlow, nil)
 }
 
-// takeOutLocked detaches the pending output. Lock must be held.
-func (s *session) takeOutLocked() (*[]byte, int) {
-	out, frames := s.out, s.outFrames
-	s.out, s.outFrames, s.dirty = nil, 0, false
-	return out, frames
+// takeOutLocked detaches the pending output and the list of its traced
+// frames. Lock must be held.
+func (s *session) takeOutLocked() (*[]byte, int, *[]tracedFrame) {
+	out, frames, traced := s.out, s.outFrames, s.outTraced
+	s.out, s.outFrames, s.outTraced, s.dirty = nil, 0, nil, false
+	return out, frames, traced
+}
+
+// traceOutLocked notes that the frame just queued is message id's PUSH
+// of seq, so that its write is traced. Lock must be held.
+func (s *session) traceOutLocked(id string, seq uint64) {
+	if s.outTraced == nil {
+		s.outTraced = getTraced()
+	}
+	*s.outTraced = append(*s.outTraced, tracedFrame{id: id, seq: seq})
 }
 
 // flush writes the pending output as one write: the frame itself when
@@ -658,18 +675,20 @@ func (s *session) flush() {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	out, frames := s.takeOutLocked()
+	out, frames, traced := s.takeOutLocked()
 	s.mu.Unlock()
 	if out != nil {
-		s.writeOut(out, frames)
+		s.writeOut(out, frames, traced)
 	}
 }
 
-// writeOut writes a detached output buffer and returns it to the pool.
-func (s *session) writeOut(out *[]byte, frames int) {
+// writeOut writes a detached output buffer, records the write of its
+// traced frames, and returns both to their pools.
+func (s *session) writeOut(out *[]byte, frames int, traced *[]tracedFrame) {
 	n := s.node
 	b := *out
 	var data []byte
+	ok := true
 	switch {
 	case frames == 0:
 	case frames == 1:
@@ -677,24 +696,37 @@ func (s *session) writeOut(out *[]byte, frames int) {
 	case s.caps&wire.CapLZ4 != 0 && n.cfg.CompressThreshold >= 0 && len(b)-wire.HeaderLen >= n.cfg.CompressThreshold:
 		scratch := getOutBuf()
 		*scratch = wire.AppendBatch((*scratch)[:0], b[wire.HeaderLen:], true)
-		s.write((*scratch))
+		ok = s.write((*scratch))
 		putOutBuf(scratch)
 	default:
 		wire.PutBatchHeader(b)
 		data = b
 	}
 	if data != nil {
-		s.write(data)
+		ok = s.write(data)
 	}
 	putOutBuf(out)
+	if traced != nil {
+		if ok {
+			// id and key were set before the session opened and never
+			// change after.
+			for _, f := range *traced {
+				n.trace.written(f.id, s.key, f.seq, s.id)
+			}
+		}
+		putTraced(traced)
+	}
 }
 
-func (s *session) write(b []byte) {
+// write hands b to the transport and reports whether it took it.
+func (s *session) write(b []byte) bool {
 	n := s.node
 	s.t.setWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
-	if err := s.t.write(b); err == nil {
-		n.metrics.bytesOut.Add(float64(len(b)))
+	if err := s.t.write(b); err != nil {
+		return false
 	}
+	n.metrics.bytesOut.Add(float64(len(b)))
+	return true
 }
 
 // outBufs pools output queues. A buffer starts with HeaderLen reserved
@@ -721,5 +753,24 @@ func getOutBuf() *[]byte {
 func putOutBuf(b *[]byte) {
 	if cap(*b) <= maxPooledOut {
 		outBufs.Put(b)
+	}
+}
+
+// tracedBufs pools the lists of traced frames, as outBufs the output.
+var tracedBufs = sync.Pool{New: func() any {
+	b := make([]tracedFrame, 0, 8)
+	return &b
+}}
+
+func getTraced() *[]tracedFrame {
+	b := tracedBufs.Get().(*[]tracedFrame)
+	*b = (*b)[:0]
+	return b
+}
+
+func putTraced(b *[]tracedFrame) {
+	if cap(*b) <= 1024 {
+		clear(*b)
+		tracedBufs.Put(b)
 	}
 }

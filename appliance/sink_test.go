@@ -355,10 +355,10 @@ func TestSink_StaleConnectionCannotDeliver(t *testing.T) {
 		return k
 	}
 
-	if took := n.deliverTargets(msg, []entryTarget{{device: key, connEpoch: 6, inboxEpoch: inboxEpoch, seq: 1}}); took[0] {
+	if took := n.deliverTargets(msg, []entryTarget{{device: key, connEpoch: 6, inboxEpoch: inboxEpoch, seq: 1}}, viaLive); took[0] {
 		t.Fatal("a push routed to the device's newer connection was taken by the older one")
 	}
-	if took := n.deliverTargets(msg, []entryTarget{{device: key, connEpoch: 5, inboxEpoch: inboxEpoch, seq: 1}}); !took[0] {
+	if took := n.deliverTargets(msg, []entryTarget{{device: key, connEpoch: 5, inboxEpoch: inboxEpoch, seq: 1}}, viaLive); !took[0] {
 		t.Fatal("a push routed to this connection was not taken")
 	}
 	s.flush()
