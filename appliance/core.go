@@ -184,10 +184,11 @@ func (n *Node) PushDevices(ctx context.Context, app string, msg streams.Message,
 		for node, ts := range remote {
 			entries[node] = [][]byte{appendPushEntry(nil, &em, ts)}
 		}
+		sent := time.Now()
 		err := n.durable.store.Deliver(sctx, entries)
 		n.durable.result(err)
 		for node, ts := range remote {
-			n.trace.routed(msg.ID, node, len(ts), err)
+			n.trace.routed(sent, msg.ID, node, len(ts), err)
 		}
 		if err != nil {
 			// Stored but not passed on: the device's node reads the inbox
@@ -271,10 +272,11 @@ func (n *Node) PushGroup(ctx context.Context, app, group string, msg streams.Mes
 			}
 		}
 		if len(entries) > 0 {
+			sent := time.Now()
 			err := n.durable.store.Deliver(sctx, entries)
 			n.durable.result(err)
 			for node := range entries {
-				n.trace.routed(msg.ID, node, 0, err)
+				n.trace.routed(sent, msg.ID, node, 0, err)
 			}
 			if err == nil {
 				others = len(entries)
@@ -329,6 +331,13 @@ func (n *Node) Tunables() api.Tunables {
 
 // Sessions is the number of device sessions open on this node.
 func (n *Node) Sessions() int64 { return n.hub.count.Load() }
+
+// Counters returns the node's running totals since it started.
+func (n *Node) Counters() api.NodeCounters { return n.metrics.counters() }
+
+// Refusing says why the node takes no new devices right now: "starting",
+// "draining", "stopping" or "full"; "" while it takes them.
+func (n *Node) Refusing() string { return n.refusal() }
 
 // RedisUp reports whether the node's last Redis call reached Redis (true
 // without a Store).

@@ -5,6 +5,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/pushd/pushd/appliance/api"
 
 	"github.com/pushd/pushd/appliance/wire"
 )
@@ -169,4 +172,28 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		})
 	}
 	return m
+}
+
+// counters reads the node's running totals from its metrics, for pushctl
+// top: no counter is kept twice.
+func (m *metrics) counters() api.NodeCounters {
+	return api.NodeCounters{
+		Time:             time.Now().UTC(),
+		Handshakes:       counterValue(m.handshakes.WithLabelValues(wire.CodeOK.String())),
+		Pushes:           counterValue(m.pushes.WithLabelValues(api.StatusDelivered)) + counterValue(m.pushes.WithLabelValues(api.StatusStored)),
+		Deliveries:       counterValue(m.framesOut[wire.TypePush]),
+		Acks:             counterValue(m.framesIn[wire.TypeAck]),
+		Retransmits:      counterValue(m.retransmits),
+		SlowConsumerCuts: counterValue(m.closes[closeSlow]),
+	}
+}
+
+// counterValue reads a counter, through the interface Prometheus scrapes
+// it with.
+func counterValue(c prometheus.Counter) uint64 {
+	var out dto.Metric
+	if err := c.Write(&out); err != nil {
+		return 0
+	}
+	return uint64(out.GetCounter().GetValue())
 }

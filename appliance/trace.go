@@ -75,6 +75,7 @@ const (
 type tracer struct {
 	node   string
 	ttl    time.Duration
+	start  time.Time // wall clock at the start; events are timed from it
 	seed   maphash.Seed
 	shards [traceShards]traceShard
 	// log, when set (debug logging), gets every event too.
@@ -94,7 +95,7 @@ func newTracer(node string, memory int, ttl time.Duration, log *slog.Logger) *tr
 	if memory < 0 {
 		return nil
 	}
-	t := &tracer{node: node, ttl: ttl, seed: maphash.MakeSeed()}
+	t := &tracer{node: node, ttl: ttl, start: time.Now(), seed: maphash.MakeSeed()}
 	if log.Enabled(context.Background(), slog.LevelDebug) {
 		t.log = log
 	}
@@ -105,9 +106,15 @@ func newTracer(node string, memory int, ttl time.Duration, log *slog.Logger) *tr
 	return t
 }
 
-// add records one event.
+// add records one event, now.
 func (t *tracer) add(k traceKind, id, key string, seq uint64, a, b string, n uint64) {
-	now := time.Now()
+	// The monotonic clock since the tracer's start costs half of a
+	// time.Now (which also reads the wall clock), on every hop.
+	t.addAt(t.start.Add(time.Since(t.start)), k, id, key, seq, a, b, n)
+}
+
+// addAt records one event that happened at now.
+func (t *tracer) addAt(now time.Time, k traceKind, id, key string, seq uint64, a, b string, n uint64) {
 	var scratch [512]byte
 	rec := append(scratch[:0], 0, 0, byte(k))
 	rec = binary.LittleEndian.AppendUint64(rec, uint64(now.UnixNano()))
@@ -123,8 +130,29 @@ func (t *tracer) add(k traceKind, id, key string, seq uint64, a, b string, n uin
 	sh.write(rec)
 	sh.mu.Unlock()
 	if t.log != nil {
-		t.log.Debug("trace "+traceKindNames[k], "msg_id", id, "key", key, "seq", seq, "a", a, "b", b, "n", n)
+		attrs := []any{"msg_id", id, "device", key, "seq", seq}
+		for i, v := range []any{a, b, n} {
+			if name := traceFields[k][i]; name != "" {
+				attrs = append(attrs, name, v)
+			}
+		}
+		t.log.Debug("message "+traceKindNames[k], attrs...)
 	}
+}
+
+// traceFields names a record's a, b and n in the debug log.
+var traceFields = [traceKindCount][3]string{
+	traceAccepted:      {"api_key", "group", "devices"},
+	traceStored:        {"route", "", "duplicate"},
+	traceNotStored:     {"", "", "delivered"},
+	traceRouted:        {"to", "error", "targets"},
+	traceHanded:        {"session", "via", ""},
+	traceMissed:        {"", "reason", ""},
+	traceWritten:       {"session", "", ""},
+	traceRetransmitted: {"session", "", "attempt"},
+	traceAcked:         {"session", "", ""},
+	traceShed:          {"session", "", ""},
+	traceFanout:        {"", "", "sessions"},
 }
 
 func appendTraceString(dst []byte, s string) []byte {
@@ -282,13 +310,16 @@ func (t *tracer) notStored(id, key string, delivered bool) {
 	}
 }
 
-func (t *tracer) routed(id, node string, targets int, err error) {
+// routed records the write of a delivery entry to node's stream, at the
+// time the write was sent: the node may take the entry before the
+// writer hears the answer.
+func (t *tracer) routed(at time.Time, id, node string, targets int, err error) {
 	if t != nil {
 		msg := ""
 		if err != nil {
 			msg = err.Error()
 		}
-		t.add(traceRouted, id, "", 0, node, msg, uint64(targets))
+		t.addAt(at, traceRouted, id, "", 0, node, msg, uint64(targets))
 	}
 }
 

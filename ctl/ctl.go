@@ -131,6 +131,8 @@ func newApp(e *env) *cli.App {
 			deviceCommand(e),
 			benchCommand(e),
 			statusCommand(e),
+			topCommand(e),
+			traceCommand(e),
 			nodesCommand(e),
 			appCommand(e),
 			degradeCommand(e),

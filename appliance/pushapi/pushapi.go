@@ -43,6 +43,7 @@ type Core interface {
 	PushLimits() appliance.PushLimits
 	PushDevices(ctx context.Context, app string, msg streams.Message, devices []string) (*api.PushResponse, error)
 	PushGroup(ctx context.Context, app, group string, msg streams.Message) *api.PushResponse
+	TraceAccepted(id string, app appliance.App, devices int, group string)
 	DeviceState(ctx context.Context, app, device string) (api.DeviceState, error)
 	ServeHealth(w http.ResponseWriter, r *http.Request)
 }
@@ -183,11 +184,12 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 			return nil, e
 		}
 	}
+	group := ""
+	if req.Group != nil {
+		group = *req.Group
+	}
+	h.core.TraceAccepted(msg.ID, app, len(req.Devices), group)
 	if len(req.Devices) == 0 {
-		group := ""
-		if req.Group != nil {
-			group = *req.Group
-		}
 		return h.core.PushGroup(r.Context(), app.ID(), group, msg), nil
 	}
 	resp, err := h.core.PushDevices(r.Context(), app.ID(), msg, req.Devices)
@@ -195,7 +197,7 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 	case errors.Is(err, appliance.ErrUnavailable):
 		return nil, api.Unavailable("the region's store is unreachable and no target is connected to this node")
 	case err != nil:
-		h.log.Error("push failed", "id", msg.ID, "err", err)
+		h.log.Error("push failed", "msg_id", msg.ID, "err", err)
 		return nil, api.Errorf(http.StatusInternalServerError, "internal", "internal error")
 	}
 	return resp, nil
