@@ -509,6 +509,42 @@ func (d *durable) flush(ctx context.Context) {
 	}
 }
 
+// handOver leaves nothing in this node's delivery stream when it stops:
+// once the loops have stopped and flush has released the sessions'
+// routes, it applies what other nodes wrote to the stream meanwhile
+// (passing on what a live node can still deliver: the rest is in the
+// inboxes the devices replay where they reconnect), then removes the
+// node's heartbeat, so that the region takes the node for gone at once
+// and takes over anything written to the stream later.
+func (d *durable) handOver(ctx context.Context) {
+	n := d.node
+	var last string
+	entries := 0
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, redisTimeout)
+		ds, err := d.store.PendingDeliveries(rctx, n.cfg.NodeID, deliveryBatch)
+		if err == nil && len(ds) == 0 {
+			ds, err = d.store.ReadDeliveries(rctx, n.cfg.NodeID, deliveryBatch, 0)
+		}
+		cancel()
+		if err != nil || len(ds) == 0 || ds[0].ID == last {
+			// Done, or a batch could not be passed on: the region's
+			// takeover claims it once the heartbeat is gone.
+			break
+		}
+		last = ds[0].ID
+		entries += len(ds)
+		n.durable.applyDeliveries(ds, n.cfg.NodeID, true)
+	}
+	lctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	if err := d.store.Leave(lctx, n.cfg.NodeID); err != nil {
+		n.log.Warn("could not remove this node's heartbeat: the others take over its delivery stream when it expires", "err", err)
+		return
+	}
+	n.log.Info("delivery stream handed over: the region takes this node for gone", "entries_applied", entries)
+}
+
 // sessionClosed releases what an open session held beyond the hub.
 func (n *Node) sessionClosed(s *session) {
 	if n.durable == nil {
@@ -549,7 +585,7 @@ func (d *durable) deliveryLoop() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		n.durable.applyDeliveries(ds, n.cfg.NodeID)
+		n.durable.applyDeliveries(ds, n.cfg.NodeID, false)
 	}
 }
 
@@ -573,7 +609,7 @@ func (d *durable) deliveriesPending() {
 		first = ds[0].ID
 		n.log.Info("applying deliveries read before the last stop and never acked", "entries", len(ds))
 		n.metrics.entriesRecovered.Add(float64(len(ds)))
-		n.durable.applyDeliveries(ds, n.cfg.NodeID)
+		n.durable.applyDeliveries(ds, n.cfg.NodeID, false)
 	}
 }
 
@@ -581,15 +617,17 @@ func (d *durable) deliveriesPending() {
 // own, or a dead node's being taken over) and acks them there. Push
 // targets of a taken-over entry that no session here takes are passed on
 // first (reroute): their device may still be connected to that node,
-// paused rather than dead, which would otherwise never see them. When
-// passing them on fails the entries stay pending, and the next takeover
-// pass claims them again.
-func (d *durable) applyDeliveries(ds []streams.Delivery, node string) {
+// paused rather than dead, which would otherwise never see them. So are
+// those of this node's own entries when passOn is set (handOver: its
+// sessions are gone). When passing them on fails the entries stay
+// pending, and the next takeover pass claims them again.
+func (d *durable) applyDeliveries(ds []streams.Delivery, node string, passOn bool) {
 	n := d.node
 	if len(ds) == 0 {
 		return
 	}
 	takeover := node != n.cfg.NodeID
+	passOn = passOn || takeover
 	var stranded []strandedTarget
 	ids := make([]string, 0, len(ds))
 	for _, dl := range ds {
@@ -610,7 +648,7 @@ func (d *durable) applyDeliveries(ds []streams.Delivery, node string) {
 				via = viaTakeover
 			}
 			took := n.deliverTargets(&e.msg, e.targets, via)
-			if takeover {
+			if passOn {
 				for i, ok := range took {
 					if !ok {
 						stranded = append(stranded, strandedTarget{msg: &e.msg, target: e.targets[i]})
@@ -883,7 +921,7 @@ func (d *durable) takeOverDead(ctx context.Context, dead []string) {
 		if len(ds) > 0 {
 			n.log.Info("took over a dead node's deliveries", "dead", node, "entries", len(ds))
 			n.metrics.takenOver.Add(float64(len(ds)))
-			n.durable.applyDeliveries(ds, node)
+			n.durable.applyDeliveries(ds, node, true)
 			continue
 		}
 		if err := d.store.RetireNode(ctx, node); err == nil {

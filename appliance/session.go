@@ -330,6 +330,11 @@ func (s *session) onHello(h *wire.Hello) {
 		s.refuse(wire.CodeUnavailable, "node starting: its region metadata is not caught up yet; retry with backoff")
 		return
 	}
+	if n.stopping.Load() || n.draining.Load() {
+		// Its devices are being sent elsewhere: so is this one.
+		s.refuse(wire.CodeDraining, "node draining or shutting down: connect to another node")
+		return
+	}
 	s.mu.Lock()
 	if s.state != stateHandshake || s.closing {
 		s.mu.Unlock()

@@ -26,10 +26,11 @@ type sinkTransport struct {
 	// beforeWrite, when set, runs at the start of every write.
 	beforeWrite func()
 
-	mu     sync.Mutex
-	data   []byte
-	closed bool
-	reason closeReason
+	mu       sync.Mutex
+	data     []byte
+	closed   bool
+	reason   closeReason
+	closedAt time.Time
 }
 
 func (t *sinkTransport) write(b []byte) error {
@@ -54,7 +55,7 @@ func (t *sinkTransport) close(r closeReason) {
 		t.mu.Unlock()
 		return
 	}
-	t.closed, t.reason = true, r
+	t.closed, t.reason, t.closedAt = true, r, time.Now()
 	t.mu.Unlock()
 	t.s.onTransportClosed(nil)
 }

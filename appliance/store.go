@@ -33,6 +33,7 @@ type Store interface {
 	RetireNode(ctx context.Context, node string) error
 
 	Heartbeat(ctx context.Context, info streams.NodeInfo) (continued bool, err error)
+	Leave(ctx context.Context, node string) error
 	Nodes(ctx context.Context) (live []streams.NodeInfo, dead []string, err error)
 }
 
