@@ -169,6 +169,9 @@ func resolveBenchTarget(c *cli.Context, e *env, devices bool, localArgs []string
 	if t.target.Secret, err = k.secret(); err != nil {
 		return nil, err
 	}
+	if t.target.CA, t.target.Insecure, err = deviceTLS(c, k); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 

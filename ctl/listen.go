@@ -34,7 +34,7 @@ func listenCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "epoch", Usage: "resume cursor: inbox epoch"},
 			&cli.Uint64Flag{Name: "seq", Usage: "resume cursor: last sequence number handled (needs --epoch)"},
 			&cli.StringSliceFlag{Name: "business", Usage: "business multiplexed on the connection (repeatable)"},
-		}, settingFlags(setURL, setApp, setKeyID, setSecret)...), outputFlags()...),
+		}, append(settingFlags(setURL, setApp, setKeyID, setSecret), deviceTLSFlags()...)...), outputFlags()...),
 		Action: func(c *cli.Context) error { return runListen(c, e) },
 	}
 }
@@ -66,10 +66,14 @@ func runListen(c *cli.Context, e *env) error {
 	if c.IsSet("seq") && c.String("epoch") == "" {
 		return usagef("--seq needs --epoch: a sequence number means nothing without its inbox epoch")
 	}
+	ca, insecure, err := deviceTLS(c, k)
+	if err != nil {
+		return err
+	}
 	p := &framePrinter{w: e.stdout, json: format == formatJSON}
 	ctx := c.Context
 	cfg := client.Config{
-		URL: url, App: app, Device: device,
+		URL: url, App: app, Device: device, TLS: tlsConfig(ca, insecure),
 		Platform: "pushctl", Version: "listen",
 		Businesses: c.StringSlice("business"),
 		LZ4:        c.Bool("lz4"),

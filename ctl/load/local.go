@@ -71,6 +71,11 @@ func StartLocal(ctx context.Context, bin string, args ...string) (*Local, error)
 		"--push-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0",
 		"--connect-rate", "-1"}, args...)
 	cmd := exec.Command(bin, argv...)
+	// pushd --dev with a --data-dir records where its settings are for
+	// pushctl, per user; a throwaway server records them in its own
+	// directory instead, so pushctl keeps finding the developer's own
+	// dev region.
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = serverProcAttr()
 	if err := cmd.Start(); err != nil {
