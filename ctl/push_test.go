@@ -144,7 +144,7 @@ func TestPush_UsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--data", "x"}, "exactly one of --device, --group and --broadcast"},
+		{[]string{"--data", "x"}, "exactly one of --device, --devices-file, --group and --broadcast"},
 		{[]string{"--device", "d", "--group", "g", "--data", "x"}, "exactly one of --device"},
 		{[]string{"--device", "d"}, "exactly one of --data"},
 		{[]string{"--device", "d", "--data", "x", "--data-base64", "eA=="}, "exactly one of --data"},
