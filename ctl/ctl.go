@@ -138,6 +138,7 @@ func newApp(e *env) *cli.App {
 			degradeCommand(e),
 			tunablesCommand(e),
 			auditCommand(e),
+			completionCommand(e),
 		},
 		// The default handler calls os.Exit for cli.ExitCoder errors;
 		// Main owns the exit code instead.
