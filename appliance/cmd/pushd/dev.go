@@ -93,12 +93,12 @@ type devCredentials struct {
 // pushctl reads it from ./pushd-dev, or from anywhere through the
 // settings pointer (devPointerPath), and load tools wait for it.
 type devInfo struct {
-	PushURL      string `json:"push_url"`
-	WSURL        string `json:"ws_url"`
-	TCPURL       string `json:"tcp_url,omitempty"`
+	PushURL string `json:"push_url"`
+	WSURL   string `json:"ws_url"`
+	TCPURL  string `json:"tcp_url,omitempty"`
 	// CAFile is the certificate the device listeners serve with TLS
 	// (--tls-cert), which device-side commands trust.
-	CAFile string `json:"ca_file,omitempty"`
+	CAFile       string `json:"ca_file,omitempty"`
 	AdminURL     string `json:"admin_url"`
 	AdminToken   string `json:"admin_token,omitempty"`
 	App          string `json:"app"`
