@@ -26,6 +26,8 @@ type node struct {
 	ports   map[string]int
 	// flags are passed on every start, restarts included.
 	flags []string
+	// env is added to the process's environment on every start.
+	env []string
 	cmd   *exec.Cmd
 	logs  *logBuffer
 	// down is set before the process is killed, for goroutines that pick
@@ -72,6 +74,7 @@ func (n *node) start(t *testing.T, redisURL string, extra ...string) {
 	n.logs.Reset()
 	n.down.Store(false)
 	n.cmd = exec.Command(filepath.Join(bin, "pushd"), args...)
+	n.cmd.Env = append(os.Environ(), n.env...)
 	n.cmd.Stdout, n.cmd.Stderr = io.Discard, n.logs
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
