@@ -27,9 +27,9 @@ type node struct {
 	// flags are passed on every start, restarts included.
 	flags []string
 	// env is added to the process's environment on every start.
-	env []string
-	cmd   *exec.Cmd
-	logs  *logBuffer
+	env  []string
+	cmd  *exec.Cmd
+	logs *logBuffer
 	// down is set before the process is killed, for goroutines that pick
 	// a live node while the test kills one.
 	down atomic.Bool
