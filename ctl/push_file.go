@@ -189,8 +189,10 @@ func sendBatches(ctx context.Context, cl *api.Client, tmpl *api.PushRequest, dev
 		case <-ctx.Done():
 		}
 		if ctx.Err() != nil {
+			mu.Lock()
 			out.Failed += len(devices) - b*size
 			out.Errors = append(out.Errors, pushFileError{Batch: b + 1, Devices: len(devices) - b*size, Error: "not sent: " + context.Cause(ctx).Error()})
+			mu.Unlock()
 			break
 		}
 		wg.Add(1)

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -80,7 +81,8 @@ func TestTop_OnceTableAndJSON(t *testing.T) {
 
 	out := h.run(t, "top", "--once", "--interval", "300ms").expect(t, exitOK).stdout
 	first, table, _ := strings.Cut(out, "\n\n")
-	if !strings.HasPrefix(first, "region: leader "+fr.Leader+", redis up, degrade off; ") || !strings.HasSuffix(first, ", rates over 300ms") {
+	// The leader may change under the fast test timings of a busy machine.
+	if !regexp.MustCompile(`^region: leader \S+, redis up, degrade off; \S+, rates over 300ms$`).MatchString(first) {
 		t.Fatalf("first line %q", first)
 	}
 	rows := tableRows(table)
