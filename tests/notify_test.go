@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -149,6 +150,17 @@ func TestNotify_ReadyOnlyOnceUpAndStoppingOnSIGTERM(t *testing.T) {
 	}
 	if !alive {
 		t.Fatalf("%s not an alive member right after READY: %+v", n3.id, st)
+	}
+	resp, err = hc.Get("http://" + n3.addr("ws") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"\npushd_log_dropped_total 0\n", "\npushd_trace_bytes ", "\npushd_trace_retained_seconds "} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 	rdb := redisClient(t, redisURL)
 	ctx := context.Background()
