@@ -20,9 +20,9 @@ import (
 	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/appliancetest"
 	"github.com/pushd/pushd/appliance/client"
+	"github.com/pushd/pushd/appliance/client/clienttest"
 	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/appliance/wire"
-	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/raftmeta"
 	"github.com/pushd/pushd/raftmeta/raftmetatest"
 	"github.com/pushd/pushd/streams"
@@ -228,93 +228,15 @@ func hello(t testing.TB, c *client.Conn, h *wire.Hello) wire.Frame {
 	return f
 }
 
-// device is an SDK client run for a test, recording what it receives.
-type device struct {
-	c      *client.Client
-	cancel context.CancelFunc
-	done   chan struct{} // closed when Run returned
-
-	mu       sync.Mutex
-	msgs     []client.Message
-	welcomes []client.Welcome
-	lastErr  error
-}
-
 // runDevice runs the SDK for the test app's device id against url until
 // the test ends, and waits until it is connected.
-func runDevice(t testing.TB, url, id string, mut ...func(*client.Config)) *device {
+func runDevice(t testing.TB, url, id string, mut ...func(*client.Config)) *clienttest.Device {
 	t.Helper()
-	d := &device{done: make(chan struct{})}
-	cfg := client.Config{
-		URL: url, App: testApp, Device: id, Token: issue(t, id),
-		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
-		OnMessage:    func(m client.Message) { d.mu.Lock(); d.msgs = append(d.msgs, m); d.mu.Unlock() },
-		OnWelcome:    func(w client.Welcome) { d.mu.Lock(); d.welcomes = append(d.welcomes, w); d.mu.Unlock() },
-		OnDisconnect: func(err error) { d.mu.Lock(); d.lastErr = err; d.mu.Unlock() },
-	}
+	cfg := client.Config{URL: url, App: testApp, Device: id, Token: issue(t, id)}
 	for _, m := range mut {
 		m(&cfg)
 	}
-	c, err := client.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.c = c
-	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel = cancel
-	go func() {
-		defer close(d.done)
-		_ = c.Run(ctx)
-	}()
-	t.Cleanup(d.stop)
-	poll.Until(t, 5*time.Second, func() error {
-		if !c.Connected() {
-			d.mu.Lock()
-			defer d.mu.Unlock()
-			return fmt.Errorf("%s not connected (last disconnect: %v)", id, d.lastErr)
-		}
-		return nil
-	})
-	return d
-}
-
-func (d *device) stop() {
-	d.cancel()
-	select {
-	case <-d.done:
-	case <-time.After(5 * time.Second):
-	}
-}
-
-func (d *device) received() []client.Message {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]client.Message(nil), d.msgs...)
-}
-
-func (d *device) lastWelcome() client.Welcome {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.welcomes[len(d.welcomes)-1]
-}
-
-func (d *device) waitCount(t testing.TB, n int) []client.Message {
-	t.Helper()
-	poll.Until(t, 10*time.Second, func() error {
-		if got := len(d.received()); got < n {
-			return fmt.Errorf("received %d of %d", got, n)
-		}
-		return nil
-	})
-	return d.received()
-}
-
-func payloads(ms []client.Message) []string {
-	out := make([]string, len(ms))
-	for i, m := range ms {
-		out[i] = string(m.Payload)
-	}
-	return out
+	return clienttest.Run(t, cfg)
 }
 
 // controlRecorder is an OnControl hook that keeps every CONTROL frame.

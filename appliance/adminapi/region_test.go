@@ -13,6 +13,7 @@ import (
 
 	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/client"
+	"github.com/pushd/pushd/appliance/client/clienttest"
 	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/raftmeta/raftmetatest"
@@ -169,7 +170,7 @@ func TestRegion_DegradeDropsQueuedMessages(t *testing.T) {
 	d := runDevice(t, n.DeviceURL(), "late", func(c *client.Config) {
 		c.OnGap = func(from, to uint64) { mu.Lock(); gaps = append(gaps, from, to); mu.Unlock() }
 	})
-	d.waitCount(t, 1)
+	d.WaitCount(t, 1)
 	poll.Until(t, 2*time.Second, func() error {
 		if v, err := metricValue(scrape(t, n), "pushd_degrade_shed_total"); err != nil || v != "2" {
 			return fmt.Errorf("pushd_degrade_shed_total %q (%v), want 2", v, err)
@@ -178,7 +179,7 @@ func TestRegion_DegradeDropsQueuedMessages(t *testing.T) {
 	})
 	setDegrade(t, r, n, api.DegradeRequest{Reason: "over"})
 	mustPush(t, n, []string{"late"}, "h2", priority("high"))
-	got := payloads(d.waitCount(t, 2))
+	got := clienttest.Payloads(d.WaitCount(t, 2))
 	if !slices.Equal(got, []string{"h1", "h2"}) {
 		t.Fatalf("device received %q, want h1 and h2 only", got)
 	}
@@ -248,19 +249,24 @@ func TestRegion_AdminAuthorizationAndAudit(t *testing.T) {
 	if _, err := admin.SetNodeWeight(ctx, n.ID(), 50); err != nil {
 		t.Fatalf("weight: %v", err)
 	}
-	audit, err := adminClient(t, r.Nodes[0], r.Viewer).Audit(ctx)
-	if err != nil {
-		t.Fatalf("audit: %v", err)
-	}
-	var ops []string
-	for _, e := range audit {
-		if e.Actor == "root" {
-			ops = append(ops, e.Op+" "+e.Target)
+	// Node 0 answers from its own replica, which may trail the leader by
+	// the last write for a moment.
+	poll.Until(t, 10*time.Second, func() error {
+		audit, err := adminClient(t, r.Nodes[0], r.Viewer).Audit(ctx)
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
 		}
-	}
-	if len(ops) != 2 || !strings.HasPrefix(ops[0], "app.create shop") || !strings.HasPrefix(ops[1], "member.weight") {
-		t.Fatalf("audit entries by root: %v", ops)
-	}
+		var ops []string
+		for _, e := range audit {
+			if e.Actor == "root" {
+				ops = append(ops, e.Op+" "+e.Target)
+			}
+		}
+		if len(ops) != 2 || !strings.HasPrefix(ops[0], "app.create shop") || !strings.HasPrefix(ops[1], "member.weight") {
+			return fmt.Errorf("audit entries by root: %v", ops)
+		}
+		return nil
+	})
 }
 
 // TestRegion_AdminWritesWaitThroughAnElection kills the Raft leader (and
@@ -407,7 +413,7 @@ func TestRegion_DispatchAndDrain(t *testing.T) {
 	d := runDevice(t, "", "newcomer", func(c *client.Config) {
 		c.Dispatch = client.DispatchFrom([]string{drained.HTTPURL}, testApp, "newcomer", true)
 	})
-	if w := d.lastWelcome(); w.Node == drained.ID() {
+	if w := d.LastWelcome(); w.Node == drained.ID() {
 		t.Fatalf("a dispatched device landed on the draining node")
 	}
 }

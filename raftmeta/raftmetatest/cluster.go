@@ -28,12 +28,14 @@ import (
 )
 
 // Timings used unless WithDefaultTimings is given: fast enough that an
-// election takes a few hundred milliseconds, slow enough that a 2-core
-// machine running -race does not start spurious elections.
+// election takes well under a second, slow enough that a 2-core machine
+// running -race with both cores busy does not start spurious elections
+// (at 150 ms, a loaded machine's scheduling delays cost leaders their
+// lease in the middle of tests).
 const (
-	fastHeartbeat = 150 * time.Millisecond
-	fastElection  = 150 * time.Millisecond
-	fastLease     = 100 * time.Millisecond
+	fastHeartbeat = 300 * time.Millisecond
+	fastElection  = 300 * time.Millisecond
+	fastLease     = 200 * time.Millisecond
 	fastCommit    = 10 * time.Millisecond
 )
 
@@ -278,6 +280,26 @@ func (c *Cluster) WaitForLeader(t testing.TB) (int, *raftmeta.Store) {
 		return nil
 	})
 	return li, ls
+}
+
+// Join adds node i to the cluster through whichever node leads, trying
+// again while leadership moves (an election under load, with the fast
+// timings), as pushd's own join does; other errors are returned at once.
+func (c *Cluster) Join(ctx context.Context, i int, by raftmeta.Caller) error {
+	m := c.Member(i)
+	for {
+		var err error
+		if _, leader := c.Leader(); leader == nil {
+			err = raftmeta.ErrNotLeader
+		} else if err = leader.Join(ctx, m, by); !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // Apply applies cmd on whichever node leads, retrying with the same
