@@ -40,7 +40,7 @@ func benchFlags() []cli.Flag {
 		&cli.StringFlag{Name: "sources", Usage: "comma-separated local addresses, one per worker in turn (default for a loopback target: 127.0.0.2, 127.0.0.3, …)"},
 		&cli.BoolFlag{Name: "local", Usage: "start a throwaway `pushd --dev` for the run and stop it after"},
 		&cli.StringFlag{Name: "pushd", Usage: "pushd binary for --local (default: next to pushctl, else on PATH)", TakesFile: true},
-		&cli.StringFlag{Name: "metrics-url", Usage: "where to scrape the server's process_resident_memory_bytes (default: <ws base>/metrics)"},
+		&cli.StringFlag{Name: "metrics-url", Usage: "where to scrape the server's process_resident_memory_bytes and process_cpu_seconds_total (default: <ws base>/metrics)"},
 	}
 }
 
@@ -224,4 +224,17 @@ func (t *benchTarget) rss() load.Probe {
 		}
 	}
 	return load.ScrapeRSS(httpClient(1), t.metricsURL)
+}
+
+// cpu picks how to measure the server's CPU time, as rss does.
+func (t *benchTarget) cpu() load.Probe {
+	if t.local != nil {
+		return t.local.CPU()
+	}
+	if t.metricsURL == "" {
+		return func(context.Context) (int64, error) {
+			return 0, errors.New("no metrics URL (pass --metrics-url)")
+		}
+	}
+	return load.ScrapeCPU(httpClient(1), t.metricsURL)
 }

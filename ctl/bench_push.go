@@ -66,7 +66,7 @@ func runBenchPush(c *cli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	run.API = cl
+	run.API, run.CPU = cl, t.cpu()
 	rep, err := run.Run(c.Context, plan)
 	if rep == nil {
 		return benchError(err)
@@ -151,5 +151,13 @@ func printPushReport(w io.Writer, format format, r *load.PushReport) error {
 		t.row("device drops", strconv.Itoa(r.Drops))
 	}
 	t.row("duration", fmt.Sprintf("%.3fs", r.DurationS))
+	cpu := "unknown"
+	if r.ServerCPUS != nil {
+		cpu = fmt.Sprintf("%.2fs", *r.ServerCPUS)
+		if r.ServerCPUUSPerPush != nil {
+			cpu += fmt.Sprintf(" (%.2fµs per push)", *r.ServerCPUUSPerPush)
+		}
+	}
+	t.row("server cpu", cpu)
 	return t.flush()
 }

@@ -155,6 +155,10 @@ func (s *Local) PID() int { return s.cmd.Process.Pid }
 // RSS measures the server's resident memory through /proc.
 func (s *Local) RSS() Probe { return ProcRSS(s.PID()) }
 
+// CPU measures the CPU time the server has used through /proc: pushd's
+// own, not its redis-server's.
+func (s *Local) CPU() Probe { return ProcCPU(s.PID()) }
+
 // Stop sends SIGTERM to the server (that pid only), waits for it to drain
 // and exit (SIGKILL after 20 s), and removes its directory. The error
 // says what did not go to plan: a kill, a directory left behind.
