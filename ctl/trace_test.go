@@ -256,7 +256,10 @@ func TestTrace_GroupMessage(t *testing.T) {
 			}
 			return fmt.Errorf("no fanout on %s in %v", want.node, hops(tr))
 		})
-		if got == nil || *got != want.sessions {
+		if got == nil {
+			t.Fatalf("fanout on %s without a session count: %+v", want.node, tr.Events)
+		}
+		if *got != want.sessions {
 			t.Fatalf("fanout on %s to %d sessions, want %d: %+v", want.node, *got, want.sessions, tr.Events)
 		}
 	}
