@@ -20,11 +20,12 @@
 // scenario's name, the worker's Share, the scenario's parameters) and
 // answers in JSON lines on stdout; protocol.go has the whole exchange.
 // StartLocal starts a throwaway `pushd --dev` to run against, and Probe
-// measures a server's memory (ProcRSS, ScrapeRSS).
+// measures a server's memory (ProcRSS, ScrapeRSS) or the CPU time it has
+// used (ProcCPU, ScrapeCPU).
 //
 // The scenarios are Connect (sessions held: connect rate, memory per
 // session, drops) and Push (pushes: accept and delivery rates, latency,
-// loss). A scenario is a type whose exported fields are its parameters,
+// loss, the server's CPU per push). A scenario is a type whose exported fields are its parameters,
 // with a Run method for the parent's side and a work method for a
 // worker's; scenario.go says how a new one is added. What workers answer
 // adds up over workers (counters, Reasons, Histogram), so a run's report
