@@ -191,7 +191,7 @@ func deviceWorker(ack bool, script func(n int, rc benchReceipt) []benchReceipt) 
 // connections are real; the worker reports what they read as scripted.
 func TestBenchPush_OnlineAccounting(t *testing.T) {
 	t.Parallel()
-	node := startTestNode(t, true)
+	node := startTestNode(t, true, silentDevicesStay)
 	tp := newTap(t, node.PushURL, tapHooks{})
 	env := nodeEnv(node)
 	env["PUSHD_PUSH_URL"] = tp.url()
@@ -233,7 +233,7 @@ func TestBenchPush_OnlineAccounting(t *testing.T) {
 // none, so after --wait every accepted push counts as unacked.
 func TestBenchPush_UnackedAreCounted(t *testing.T) {
 	t.Parallel()
-	node := startTestNode(t, true)
+	node := startTestNode(t, true, silentDevicesStay)
 	asRead := func(_ int, rc benchReceipt) []benchReceipt { return []benchReceipt{rc} }
 	r := harness{env: nodeEnv(node), worker: deviceWorker(false, asRead)}.run(t, "bench", "push", "--devices", "5", "--batch", "5",
 		"--pushes", "20", "--wait", "500ms", "--json").expect(t, exitFailure)

@@ -35,7 +35,7 @@ func devicesFile(t *testing.T, n int) string {
 // and stored once. The summary counts what the region answered.
 func TestPush_DevicesFileInBatches(t *testing.T) {
 	t.Parallel()
-	node := startTestNode(t, true)
+	node := startTestNode(t, true, silentDevicesStay)
 	connectDevice(t, node, "d-1")
 	connectDevice(t, node, "d-2")
 	tp := newTap(t, node.PushURL, tapHooks{
@@ -102,7 +102,7 @@ func TestPush_DevicesFileInBatches(t *testing.T) {
 
 func TestPush_DevicesFileTable(t *testing.T) {
 	t.Parallel()
-	node := startTestNode(t, true)
+	node := startTestNode(t, true, silentDevicesStay)
 	connectDevice(t, node, "d-3")
 	h := harness{env: testEnv(node.PushURL), stdin: "a\nb\n# c\nd-3\n"}
 	r := h.run(t, "push", "--devices-file", "-", "--data", "x", "--batch", "2").expect(t, exitOK)

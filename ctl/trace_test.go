@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/appliancetest"
 	"github.com/pushd/pushd/appliance/client"
@@ -17,12 +18,15 @@ import (
 )
 
 // startAppRegion starts a region of size nodes holding the test app, and
-// a harness for pushctl pointed at node 0's push and admin APIs.
+// a harness for pushctl pointed at node 0's push and admin APIs. Its
+// devices may stay silent (silentDevicesStay): the tests' raw
+// connections never PING.
 func startAppRegion(t *testing.T, size int) (*testRegion, harness) {
 	t.Helper()
 	app := raftmeta.App{ID: testApp, Secrets: []raftmeta.Secret{{KeyID: testKeyID, Secret: testSecret}},
 		APIKeys: []raftmeta.APIKey{{ID: "key-1", Hash: raftmeta.HashKey(testAPIKey)}}}
-	r := startTestRegionWith(t, size, appliancetest.RegionOptions{Commands: []raftmeta.Command{raftmeta.CreateApp(app)}})
+	r := startTestRegionWith(t, size, appliancetest.RegionOptions{Commands: []raftmeta.Command{raftmeta.CreateApp(app)},
+		Config: func(_ int, cfg *appliance.Config) { silentDevicesStay(cfg) }})
 	env := testEnv(r.Nodes[0].PushURL)
 	maps.Copy(env, r.env(0, r.Viewer))
 	return r, harness{env: env}
@@ -226,9 +230,8 @@ func TestTrace_GroupMessage(t *testing.T) {
 	t.Parallel()
 	r, h := startAppRegion(t, 3)
 	n0, n1, n2 := r.Raft.Member(0).ID, r.Raft.Member(1).ID, r.Raft.Member(2).ID
-	// Group pushes go to the nodes alive at the last heartbeat: wait
-	// until node 0 knows both others, before the devices connect (they
-	// do not ping, and are reaped after two heartbeat intervals).
+	// Group pushes go to the nodes alive at the last node heartbeat:
+	// wait until node 0 knows both others.
 	poll.Until(t, 10*time.Second, func() error {
 		r := h.run(t, "push", "--group", "nobody", "--data", "hi", "-o", "json").expect(t, exitOK)
 		if out := decodeJSON[pushOutput](t, r); out.OtherNodes == nil || *out.OtherNodes != 2 {
