@@ -84,6 +84,7 @@ type Core interface {
 	Refusing() string
 	Counters() api.NodeCounters
 	Trace(id string) []api.TraceEvent
+	RedisTopology(ctx context.Context) *api.RedisTopology
 	DeviceState(ctx context.Context, app, device string) (api.DeviceState, error)
 	ServeHealth(w http.ResponseWriter, r *http.Request)
 }
@@ -609,9 +610,17 @@ func (srv *server) adminStatus(ctx context.Context, c *adminCall) (any, error) {
 			ns.Connections, ns.Redis, ns.Refusing, ns.Counters = ls.Connections, ls.Redis, ls.Refusing, &ls.Counters
 		}(&nodes[i])
 	}
+	// The answering node's view of Redis, read while the members answer.
+	var top *api.RedisTopology
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		top = srv.core.RedisTopology(ctx)
+	}()
 	wg.Wait()
 	leader, _ := srv.meta.LeaderMember()
-	return api.RegionStatus{Leader: leader.ID, Nodes: nodes, Degrade: degradeState(st.Degrade), Redis: srv.redisState()}, nil
+	return api.RegionStatus{Leader: leader.ID, Nodes: nodes, Degrade: degradeState(st.Degrade), Redis: srv.redisState(),
+		RedisTopology: top}, nil
 }
 
 // askLocal reads one of a member's /v1/admin/local endpoints into out,

@@ -77,6 +77,11 @@ type Push struct {
 	// is sent and when the last is acked (online) or answered (stored):
 	// what the run cost the server, per push.
 	CPU Probe `json:"-"`
+	// RedisCPU, when set, reads the CPU time the region's Redis has used
+	// (its primaries', added up): read before the first push and after
+	// the last answer, it gives the report's RedisCPUPerPushUS. Zero: not
+	// measured.
+	RedisCPU func(ctx context.Context) (time.Duration, error) `json:"-"`
 }
 
 // PushAPI is the push API as Push uses it: *api.Client is one, and a
@@ -119,6 +124,11 @@ type PushReport struct {
 	// when it could not be measured.
 	ServerCPUS         *float64 `json:"server_cpu_s"`
 	ServerCPUUSPerPush *float64 `json:"server_cpu_us_per_push"`
+	// RedisCPUPerPushUS is the Redis CPU (user and system, every primary,
+	// forked children included) spent while pushes were sent, per pushed
+	// device-message, in µs; absent when Push.RedisCPU is not set or
+	// failed.
+	RedisCPUPerPushUS float64 `json:"redis_cpu_us_per_push,omitempty"`
 }
 
 func (*Push) name() string { return pushName }
@@ -181,12 +191,24 @@ func (s Push) Run(ctx context.Context, p Plan) (*PushReport, error) {
 		p.progress("%d devices connected; pushing", s.Devices)
 	}
 
+	var cpu0 time.Duration
+	measureCPU := false
+	if s.RedisCPU != nil {
+		if c, err := s.RedisCPU(ctx); err == nil {
+			cpu0, measureCPU = c, true
+		}
+	}
 	cpu := serverCPU{probe: s.CPU, plan: p, start: p.measure(ctx, s.CPU, "server CPU", "before pushing")}
 	sent := s.send(ctx)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	rep.Requested, rep.Pushes = sent.attempted, len(sent.accepted)
+	if measureCPU && rep.Pushes > 0 {
+		if cpu1, err := s.RedisCPU(ctx); err == nil {
+			rep.RedisCPUPerPushUS = float64((cpu1 - cpu0).Microseconds()) / float64(rep.Pushes)
+		}
+	}
 	rep.Errors, rep.FailedRequests = sent.errors, sent.failedRequests
 	rep.ErrorReasons.Merge(sent.why)
 	sendWindow := sent.lastAnswer.Sub(sent.firstSend)
