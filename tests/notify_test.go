@@ -101,7 +101,7 @@ func TestNotify_ReadyOnlyOnceUpAndStoppingOnSIGTERM(t *testing.T) {
 		t.Fatalf("pushd without Redis still runs after 60 s\n%s", lone.logs)
 	}
 	sock.none(t, 100*time.Millisecond)
-	if !strings.Contains(lone.logs.String(), "set up delivery stream") {
+	if !strings.Contains(lone.logs.String(), "cannot reach Redis") {
 		t.Fatalf("log does not say why:\n%s", lone.logs)
 	}
 
