@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"slices"
+	"strconv"
 )
 
 // appTable is an immutable snapshot of the apps a node serves, swapped
@@ -23,6 +24,7 @@ type appEntry struct {
 	// clientGroupsOff refuses the devices' own JOIN and LEAVE.
 	clientGroupsOff bool
 	apiKeys         [][sha256.Size]byte
+	apiKeyIDs       []string // apiKeyIDs[i] names apiKeys[i]
 	maxPayload      int
 	limiter         *rateLimiter // nil: unlimited
 }
@@ -43,8 +45,9 @@ func newAppTable(apps []AppConfig) *appTable {
 		if e.maxPayload == 0 {
 			e.maxPayload = DefaultMaxPayload
 		}
-		for _, k := range a.APIKeys {
+		for i, k := range a.APIKeys {
 			e.apiKeys = append(e.apiKeys, sha256.Sum256([]byte(k)))
+			e.apiKeyIDs = append(e.apiKeyIDs, "key-"+strconv.Itoa(i+1))
 		}
 		if a.RatePerSec > 0 {
 			burst := a.Burst
@@ -85,13 +88,16 @@ func (t *appTable) businessAllowed(app string, bs []string) (string, bool) {
 	return "", true
 }
 
-// verifyAPIKey reports whether key is one of app's push API keys, in time
-// independent of where a mismatch is.
-func (e *appEntry) verifyAPIKey(key string) bool {
+// verifyAPIKey reports whether key is one of app's push API keys, and
+// which (its index in apiKeys), in time independent of where a mismatch
+// is.
+func (e *appEntry) verifyAPIKey(key string) (int, bool) {
 	h := sha256.Sum256([]byte(key))
-	ok := 0
+	ok, at := 0, 0
 	for i := range e.apiKeys {
-		ok |= subtle.ConstantTimeCompare(h[:], e.apiKeys[i][:])
+		eq := subtle.ConstantTimeCompare(h[:], e.apiKeys[i][:])
+		at = subtle.ConstantTimeSelect(eq, i, at)
+		ok |= eq
 	}
-	return ok == 1
+	return at, ok == 1
 }

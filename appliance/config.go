@@ -38,9 +38,19 @@ type Config struct {
 	// use for this node (dispatch, redirects). Zero: the bound addresses.
 	AdvertiseWS, AdvertiseTCP string
 
-	// DrainSpread is how long a draining node takes to send its devices
-	// elsewhere, evenly. Zero: 10 s.
+	// DrainSpread is how long a draining or stopping node takes to send
+	// its devices elsewhere: in batches every tenth of a second or so
+	// (jittered), evenly, so the nodes they move to take about
+	// sessions/DrainSpread new sessions a second. Shutdown spreads over
+	// less when its context's deadline leaves less. Zero: 5 s.
 	DrainSpread time.Duration
+
+	// TraceMemory is how many bytes of trace events (what happened to
+	// each message on this node: pushctl trace) the node keeps; the
+	// oldest go first. Zero: 64 MiB. Negative: tracing off.
+	TraceMemory int
+	// TraceTTL is how long trace events are kept at most. Zero: 10 min.
+	TraceTTL time.Duration
 
 	// MaxTargets caps the devices of one push request. Zero: 1,000.
 	MaxTargets int
@@ -196,7 +206,13 @@ func (c Config) withDefaults() Config {
 		c.NodeID, _ = os.Hostname()
 	}
 	if c.DrainSpread == 0 {
-		c.DrainSpread = 10 * time.Second
+		c.DrainSpread = 5 * time.Second
+	}
+	if c.TraceMemory == 0 {
+		c.TraceMemory = 64 << 20
+	}
+	if c.TraceTTL == 0 {
+		c.TraceTTL = 10 * time.Minute
 	}
 	if c.MaxTTL == 0 {
 		c.MaxTTL = 72 * time.Hour
@@ -309,6 +325,8 @@ func (c Config) validate() error {
 		return bad("connection and group caps must be positive")
 	case c.HTTPSlack < 0:
 		return bad("http slack %d: must not be negative", c.HTTPSlack)
+	case c.DrainSpread < 0, c.TraceTTL < 0:
+		return bad("durations must not be negative")
 	}
 	for b, u := range c.Upstreams {
 		if !token.ValidID(b) {

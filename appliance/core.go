@@ -33,11 +33,18 @@ var (
 )
 
 // App is one app of the region as the push API checks a request against
-// it: a view of the node's app table when AuthorizeAPIKey returned it.
-type App struct{ e *appEntry }
+// it: a view of the node's app table when AuthorizeAPIKey returned it,
+// with the API key it was authorized with.
+type App struct {
+	e   *appEntry
+	key int // index of the API key in e.apiKeys
+}
 
 // ID is the app's id.
 func (a App) ID() string { return a.e.id }
+
+// KeyID is the id of the API key the app was authorized with ("key-1").
+func (a App) KeyID() string { return a.e.apiKeyIDs[a.key] }
 
 // BusinessAllowed reports whether a message may carry business b.
 func (a App) BusinessAllowed(b string) bool {
@@ -73,8 +80,10 @@ func (a App) TakeRate(units int, now time.Time) (bool, time.Duration) {
 // only after that, and ErrUnavailable when the metadata cannot be
 // reached for it.
 func (n *Node) AuthorizeAPIKey(ctx context.Context, appID, key string) (App, error) {
-	if app := n.apps.Load().apps[appID]; app != nil && app.verifyAPIKey(key) {
-		return App{app}, nil
+	if app := n.apps.Load().apps[appID]; app != nil {
+		if k, ok := app.verifyAPIKey(key); ok {
+			return App{app, k}, nil
+		}
 	}
 	if n.meta == nil {
 		return App{}, ErrUnauthorized
@@ -84,8 +93,10 @@ func (n *Node) AuthorizeAPIKey(ctx context.Context, appID, key string) (App, err
 	if err := n.meta.Sync(ctx); err != nil {
 		return App{}, ErrUnavailable
 	}
-	if app := n.currentApps().apps[appID]; app != nil && app.verifyAPIKey(key) {
-		return App{app}, nil
+	if app := n.currentApps().apps[appID]; app != nil {
+		if k, ok := app.verifyAPIKey(key); ok {
+			return App{app, k}, nil
+		}
 	}
 	return App{}, ErrUnauthorized
 }
@@ -223,7 +234,7 @@ func (n *Node) pushKeys(ctx context.Context, resp *api.PushResponse, msg streams
 	appended, err := n.durable.store.Append(sctx, msg, keys)
 	n.durable.result(err)
 	if err != nil {
-		n.log.Warn("push not stored: delivering to local sessions only", "id", msg.ID, "err", err)
+		n.log.Warn("push not stored: delivering to local sessions only", "msg_id", msg.ID, "err", err)
 		return n.pushUnstored(resp, msg, keys, index)
 	}
 	resp.Stored = true
@@ -236,6 +247,7 @@ func (n *Node) pushKeys(ctx context.Context, resp *api.PushResponse, msg streams
 	for k, a := range appended {
 		res := &resp.Results[index[k]]
 		res.Seq, res.Duplicate, res.Status = a.Seq, a.Duplicate, api.StatusStored
+		n.trace.stored(msg.ID, keys[k], a.Seq, a.Route.Node, a.Duplicate)
 		t := entryTarget{device: keys[k], connEpoch: a.Route.Epoch, inboxEpoch: a.Epoch, seq: a.Seq}
 		switch a.Route.Node {
 		case "":
@@ -251,8 +263,12 @@ func (n *Node) pushKeys(ctx context.Context, resp *api.PushResponse, msg streams
 		for node, ts := range remote {
 			entries[node] = [][]byte{appendPushEntry(nil, &em, ts)}
 		}
+		sent := time.Now()
 		err := n.durable.store.Deliver(sctx, entries)
 		n.durable.result(err)
+		for node, ts := range remote {
+			n.trace.routed(sent, msg.ID, node, len(ts), err)
+		}
 		if err != nil {
 			// Stored but not passed on: the device's node reads the inbox
 			// when the next message shows it a gap, or on reconnect.
@@ -265,7 +281,7 @@ func (n *Node) pushKeys(ctx context.Context, resp *api.PushResponse, msg streams
 			}
 		}
 	}
-	for k, took := range n.deliverTargets(&em, local) {
+	for k, took := range n.deliverTargets(&em, local, viaLive) {
 		if took {
 			resp.Results[localAt[k]].Status = api.StatusDelivered
 		}
@@ -286,8 +302,10 @@ func (n *Node) pushUnstored(resp *api.PushResponse, msg streams.Message, keys []
 		if s := n.hub.lookup(key); s != nil && s.takes(msg.Business) && s.sendEphemeral(frame) {
 			res.Status = api.StatusDelivered
 			delivered++
+			n.trace.notStored(msg.ID, key, true)
 		} else {
 			res.Status, res.Reason = api.StatusRejected, "unavailable"
+			n.trace.notStored(msg.ID, key, false)
 		}
 	}
 	n.countResults(resp.Results)
@@ -338,7 +356,7 @@ func (n *Node) PushGroup(ctx context.Context, app, group string, msg streams.Mes
 		GroupEpoch: resp.GroupEpoch, GroupSeq: resp.GroupSeq}
 	frame := wire.AppendPush(nil, &p)
 	aud := audience{business: msg.Business, filter: filter}
-	recipients := n.fanoutLocal(frame, key, aud)
+	recipients := n.fanoutLocal(msg.ID, frame, key, aud)
 	others := 0
 	if n.durable != nil {
 		// The live nodes as of the last heartbeat (a second ago at most):
@@ -354,8 +372,12 @@ func (n *Node) PushGroup(ctx context.Context, app, group string, msg streams.Mes
 			}
 		}
 		if len(entries) > 0 {
+			sent := time.Now()
 			err := n.durable.store.Deliver(sctx, entries)
 			n.durable.result(err)
+			for node := range entries {
+				n.trace.routed(sent, msg.ID, node, 0, err)
+			}
 			if err == nil {
 				others = len(entries)
 			}
@@ -365,14 +387,16 @@ func (n *Node) PushGroup(ctx context.Context, app, group string, msg streams.Mes
 	return resp
 }
 
-// fanoutLocal hands one encoded frame to the local members of a group key
-// in the audience.
-func (n *Node) fanoutLocal(frame []byte, group string, aud audience) int {
+// fanoutLocal hands one encoded frame of message id to the local members
+// of a group key in the audience, and records in the message's trace how
+// many took it.
+func (n *Node) fanoutLocal(id string, frame []byte, group string, aud audience) int {
 	start := time.Now()
 	k := n.hub.fanout(frame, group, aud)
 	n.metrics.fanout.Observe(time.Since(start).Seconds())
 	n.metrics.fanoutSends.Add(float64(k))
 	n.metrics.framesOut[frame[1]].Add(float64(k))
+	n.trace.fanout(id, group, k)
 	return k
 }
 
@@ -425,6 +449,13 @@ func (n *Node) LiveNodes() []string {
 
 // Sessions is the number of device sessions open on this node.
 func (n *Node) Sessions() int64 { return n.hub.count.Load() }
+
+// Counters returns the node's running totals since it started.
+func (n *Node) Counters() api.NodeCounters { return n.metrics.counters() }
+
+// Refusing says why the node takes no new devices right now: "starting",
+// "draining", "stopping" or "full"; "" while it takes them.
+func (n *Node) Refusing() string { return n.refusal() }
 
 // RedisUp reports whether the node's last Redis call reached Redis (true
 // without a Store).

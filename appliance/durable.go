@@ -283,7 +283,7 @@ func (d *durable) opened(s *session, h *wire.Hello, o *streams.Opened) {
 	n.joinStored(s, o.UserGroups, viaUser)
 	offers := make([]offer, 0, len(res.Entries))
 	for i := range res.Entries {
-		offers = append(offers, entryOffer(res.Epoch, &res.Entries[i]))
+		offers = append(offers, entryOffer(res.Epoch, &res.Entries[i], viaReplay))
 	}
 	// Read the inbox once more after registering: a push stored after the
 	// resume read but passed on before the session was in the registry
@@ -297,12 +297,13 @@ func (d *durable) opened(s *session, h *wire.Hello, o *streams.Opened) {
 	s.handleEarly()
 }
 
-// entryOffer encodes an inbox entry as the PUSH a session sends.
-func entryOffer(epoch string, e *streams.Entry) offer {
+// entryOffer encodes an inbox entry as the PUSH a session sends; via says
+// which read of the inbox found it, for its trace.
+func entryOffer(epoch string, e *streams.Entry, via string) offer {
 	p := wire.Push{Seq: e.Seq, ID: e.ID, Business: e.Business, Priority: wire.Priority(e.Priority),
 		Created: uint64(e.Created.UnixMilli()), Payload: e.Payload}
 	return offer{epoch: epoch, seq: e.Seq, frame: wire.AppendPush(make([]byte, 0, wire.PushLen(&p)), &p), authoritative: true,
-		priority: p.Priority, business: e.Business}
+		priority: p.Priority, business: e.Business, id: e.ID, via: via}
 }
 
 // queueAck records a device's cumulative ack for the ack loop. A newer
@@ -466,7 +467,7 @@ func (d *durable) fetch(sessions []*session) {
 		}
 		offers := make([]offer, 0, len(r.Entries))
 		for k := range r.Entries {
-			offers = append(offers, entryOffer(r.Epoch, &r.Entries[k]))
+			offers = append(offers, entryOffer(r.Epoch, &r.Entries[k], viaFetch))
 		}
 		if len(r.Entries) == 0 && r.Last > reqs[i].After {
 			// Everything after the send position expired: move past it so
@@ -570,6 +571,42 @@ func (d *durable) flush(ctx context.Context) {
 	}
 }
 
+// handOver leaves nothing in this node's delivery stream when it stops:
+// once the loops have stopped and flush has released the sessions'
+// routes, it applies what other nodes wrote to the stream meanwhile
+// (passing on what a live node can still deliver: the rest is in the
+// inboxes the devices replay where they reconnect), then removes the
+// node's heartbeat, so that the region takes the node for gone at once
+// and takes over anything written to the stream later.
+func (d *durable) handOver(ctx context.Context) {
+	n := d.node
+	var last string
+	entries := 0
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, redisTimeout)
+		ds, err := d.store.PendingDeliveries(rctx, n.cfg.NodeID, deliveryBatch)
+		if err == nil && len(ds) == 0 {
+			ds, err = d.store.ReadDeliveries(rctx, n.cfg.NodeID, deliveryBatch, 0)
+		}
+		cancel()
+		if err != nil || len(ds) == 0 || ds[0].ID == last {
+			// Done, or a batch could not be passed on: the region's
+			// takeover claims it once the heartbeat is gone.
+			break
+		}
+		last = ds[0].ID
+		entries += len(ds)
+		n.durable.applyDeliveries(ds, n.cfg.NodeID, true)
+	}
+	lctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	if err := d.store.Leave(lctx, n.cfg.NodeID); err != nil {
+		n.log.Warn("could not remove this node's heartbeat: the others take over its delivery stream when it expires", "err", err)
+		return
+	}
+	n.log.Info("delivery stream handed over: the region takes this node for gone", "entries_applied", entries)
+}
+
 // sessionClosed releases what an open session held beyond the hub.
 func (n *Node) sessionClosed(s *session) {
 	if n.durable == nil {
@@ -610,7 +647,7 @@ func (d *durable) deliveryLoop() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		n.durable.applyDeliveries(ds, n.cfg.NodeID)
+		n.durable.applyDeliveries(ds, n.cfg.NodeID, false)
 	}
 }
 
@@ -634,7 +671,7 @@ func (d *durable) deliveriesPending() {
 		first = ds[0].ID
 		n.log.Info("applying deliveries read before the last stop and never acked", "entries", len(ds))
 		n.metrics.entriesRecovered.Add(float64(len(ds)))
-		n.durable.applyDeliveries(ds, n.cfg.NodeID)
+		n.durable.applyDeliveries(ds, n.cfg.NodeID, false)
 	}
 }
 
@@ -642,15 +679,17 @@ func (d *durable) deliveriesPending() {
 // own, or a dead node's being taken over) and acks them there. Push
 // targets of a taken-over entry that no session here takes are passed on
 // first (reroute): their device may still be connected to that node,
-// paused rather than dead, which would otherwise never see them. When
-// passing them on fails the entries stay pending, and the next takeover
-// pass claims them again.
-func (d *durable) applyDeliveries(ds []streams.Delivery, node string) {
+// paused rather than dead, which would otherwise never see them. So are
+// those of this node's own entries when passOn is set (handOver: its
+// sessions are gone). When passing them on fails the entries stay
+// pending, and the next takeover pass claims them again.
+func (d *durable) applyDeliveries(ds []streams.Delivery, node string, passOn bool) {
 	n := d.node
 	if len(ds) == 0 {
 		return
 	}
 	takeover := node != n.cfg.NodeID
+	passOn = passOn || takeover
 	var stranded []strandedTarget
 	ids := make([]string, 0, len(ds))
 	for _, dl := range ds {
@@ -661,13 +700,17 @@ func (d *durable) applyDeliveries(ds []streams.Delivery, node string) {
 		e, err := decodeEntry(dl.Blob)
 		if err != nil {
 			n.metrics.entryErrors.Inc()
-			n.log.Warn("dropping an undecodable delivery entry", "stream", node, "id", dl.ID, "err", err)
+			n.log.Warn("dropping an undecodable delivery entry", "stream", node, "entry", dl.ID, "err", err)
 			continue
 		}
 		switch e.kind {
 		case entryPush:
-			took := n.deliverTargets(&e.msg, e.targets)
+			via := viaLive
 			if takeover {
+				via = viaTakeover
+			}
+			took := n.deliverTargets(&e.msg, e.targets, via)
+			if passOn {
 				for i, ok := range took {
 					if !ok {
 						stranded = append(stranded, strandedTarget{msg: &e.msg, target: e.targets[i]})
@@ -682,7 +725,7 @@ func (d *durable) applyDeliveries(ds []streams.Delivery, node string) {
 			// A dead node's group messages were for its own sessions,
 			// which are gone: this node's members had theirs already.
 			if !takeover {
-				n.fanoutLocal(e.frame, e.group, e.aud)
+				n.fanoutLocal(n.frameID(e.frame), e.frame, e.group, e.aud)
 			}
 		case entryMember:
 			// Likewise a membership change for a session of the dead
@@ -771,8 +814,9 @@ func (d *durable) reroute(ctx context.Context, stranded []strandedTarget) error 
 }
 
 // deliverTargets offers a stored message to the local sessions it was
-// routed to and reports, per target, whether a session took it.
-func (n *Node) deliverTargets(m *entryMessage, targets []entryTarget) []bool {
+// routed to and reports, per target, whether a session took it. via says
+// how the message came (live or takeover), for its trace.
+func (n *Node) deliverTargets(m *entryMessage, targets []entryTarget, via string) []bool {
 	took := make([]bool, len(targets))
 	p := wire.Push{ID: m.id, Business: m.business, Priority: m.priority, Created: m.created, Payload: m.payload}
 	buf := make([]byte, 0, wire.PushLen(&p)+8)
@@ -781,13 +825,32 @@ func (n *Node) deliverTargets(m *entryMessage, targets []entryTarget) []bool {
 		if s == nil || s.olderThan(t.connEpoch) {
 			// Offline here, or a newer connection elsewhere owns the
 			// route: the inbox has it for the device's next session.
+			n.trace.missed(m.id, t.device, t.seq, "no session of that connection here (closed or moved): the inbox keeps it for the next")
 			continue
 		}
 		p.Seq = t.seq
 		buf = wire.AppendPush(buf[:0], &p)
-		took[i] = s.deliver([]offer{{epoch: t.inboxEpoch, seq: t.seq, frame: buf, priority: m.priority, business: m.business}}) != offerRejected
+		took[i] = s.deliver([]offer{{epoch: t.inboxEpoch, seq: t.seq, frame: buf, priority: m.priority, business: m.business,
+			id: m.id, via: via}}) != offerRejected
+		if !took[i] {
+			n.trace.missed(m.id, t.device, t.seq, "the session was closing or its inbox changed epoch: the inbox keeps it for the next")
+		}
 	}
 	return took
+}
+
+// frameID returns the message id of an encoded group PUSH, for its
+// trace; "" when tracing is off (nothing is decoded then).
+func (n *Node) frameID(frame []byte) string {
+	if n.trace == nil {
+		return ""
+	}
+	if f, _, err := wire.Decode(frame, len(frame)); err == nil {
+		if p, ok := f.(*wire.Push); ok {
+			return p.ID
+		}
+	}
+	return ""
 }
 
 // olderThan reports whether the session's connection predates route epoch
@@ -930,7 +993,7 @@ func (d *durable) takeOverDead(ctx context.Context, dead []string) {
 		if len(ds) > 0 {
 			n.log.Info("took over a dead node's deliveries", "dead", node, "entries", len(ds))
 			n.metrics.takenOver.Add(float64(len(ds)))
-			n.durable.applyDeliveries(ds, node)
+			n.durable.applyDeliveries(ds, node, true)
 			continue
 		}
 		if err := d.store.RetireNode(ctx, node); err == nil {

@@ -361,7 +361,7 @@ func TestDurable_TwoNodesDeviceMoves(t *testing.T) {
 		t.Fatal("no session on a before the move")
 	}
 	took := a.deliverTargets(&entryMessage{id: "late", payload: []byte("x")},
-		[]entryTarget{{device: inboxKey(testApp, "phone"), connEpoch: stale.connEpoch, inboxEpoch: "e", seq: 99}})
+		[]entryTarget{{device: inboxKey(testApp, "phone"), connEpoch: stale.connEpoch, inboxEpoch: "e", seq: 99}}, viaLive)
 	if took[0] {
 		t.Fatal("node a delivered for a device whose route it lost")
 	}

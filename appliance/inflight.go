@@ -39,7 +39,16 @@ type inflight struct {
 // sentFrame is an encoded PUSH kept until acked, for retransmission.
 type sentFrame struct {
 	seq   uint64
+	id    string // the message id, for its trace
 	frame []byte
+	sends int // times written so far
+}
+
+// tracedFrame is a unicast PUSH in a session's output, whose write its
+// message's trace records.
+type tracedFrame struct {
+	id  string
+	seq uint64
 }
 
 // offer is one inbox entry offered to the session: from a live delivery, a
@@ -55,6 +64,8 @@ type offer struct {
 	authoritative bool
 	priority      wire.Priority // for the degrade policy
 	business      string
+	id            string // the message id, for its trace
+	via           string // how it came: viaLive, viaReplay, viaFetch, viaTakeover
 }
 
 // offerResult says what a session did with an offer.
@@ -114,6 +125,7 @@ func (s *session) offerLocked(o offer) (res offerResult, resync, slow bool) {
 		// this one from the inbox.
 		s.sent, s.gapNext = o.seq, true
 		s.node.metrics.degradeShed.Inc()
+		s.node.trace.shed(o.id, s.key, o.seq, s.id)
 		return offerShed, false, false
 	case !s.takes(o.business):
 		// A business this connection did not declare: skipped like a
@@ -131,7 +143,11 @@ func (s *session) offerLocked(o offer) (res offerResult, resync, slow bool) {
 		return offerRejected, false, true
 	}
 	s.sent, s.gapNext = o.seq, false
-	s.window = append(s.window, sentFrame{seq: o.seq, frame: frame})
+	s.window = append(s.window, sentFrame{seq: o.seq, id: o.id, frame: frame, sends: 1})
+	if tr := s.node.trace; tr != nil {
+		tr.handed(o.id, s.key, o.seq, s.id, o.via)
+		s.traceOutLocked(o.id, o.seq)
+	}
 	if len(s.window) == 1 {
 		s.backoff = s.node.tun.Load().ackTimeout
 		s.retryAt = time.Now().Add(s.backoff)
@@ -232,6 +248,7 @@ func (s *session) onAck(seq uint64) {
 	s.acked = seq
 	k := 0
 	for k < len(s.window) && s.window[k].seq <= seq {
+		n.trace.acked(s.window[k].id, s.key, s.window[k].seq, s.id)
 		k++
 	}
 	clear(s.window[:k])
@@ -264,10 +281,16 @@ func (s *session) retransmit(now time.Time) time.Time {
 		return at
 	}
 	ok := true
-	for _, f := range s.window {
+	for i := range s.window {
+		f := &s.window[i]
 		wire.SetPushFlag(f.frame, wire.FlagRedelivery, true)
 		if ok = s.enqueueLocked(f.frame); !ok {
 			break
+		}
+		f.sends++
+		if tr := n.trace; tr != nil {
+			tr.retransmitted(f.id, s.key, f.seq, s.id, f.sends)
+			s.traceOutLocked(f.id, f.seq)
 		}
 	}
 	s.backoff = min(2*s.backoff, n.tun.Load().ackBackoffMax)

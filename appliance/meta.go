@@ -177,8 +177,7 @@ func (n *Node) applyMeta(st *raftmeta.State) {
 	self, ok := st.Members[n.cfg.NodeID]
 	draining := ok && self.Draining
 	if draining && !n.draining.Swap(true) {
-		n.log.Warn("node draining: moving devices to other nodes")
-		n.goOwned(func() { n.drainSessions(st) })
+		n.goOwned(n.drainSessions)
 	} else if !draining {
 		n.draining.Store(false)
 	}
@@ -253,6 +252,7 @@ func appTableFromState(st *raftmeta.State, prev *appTable) *appTable {
 		}
 		for _, k := range a.APIKeys {
 			e.apiKeys = append(e.apiKeys, k.Hash)
+			e.apiKeyIDs = append(e.apiKeyIDs, k.ID)
 		}
 		if a.RatePerSec > 0 {
 			burst := a.Burst
@@ -268,26 +268,4 @@ func appTableFromState(st *raftmeta.State, prev *appTable) *appTable {
 		t.apps[id] = e
 	}
 	return t
-}
-
-// drainSessions tells this node's devices to reconnect elsewhere, spread
-// over DrainSpread so the other nodes are not hit by every device at once.
-func (n *Node) drainSessions(st *raftmeta.State) {
-	var sessions []*session
-	n.hub.each(func(s *session) { sessions = append(sessions, s) })
-	if len(sessions) == 0 {
-		return
-	}
-	pause := n.cfg.DrainSpread / time.Duration(len(sessions))
-	for _, s := range sessions {
-		if !n.draining.Load() {
-			return
-		}
-		s.closeWith(closeDrain, &wire.Control{Kind: wire.ControlDrain, Reason: "node draining", Addr: n.dispatchTarget(st, s.deviceID())})
-		select {
-		case <-n.stop:
-			return
-		case <-time.After(pause):
-		}
-	}
 }

@@ -1,8 +1,13 @@
 package appliance
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/pushd/pushd/appliance/api"
 
 	"github.com/pushd/pushd/appliance/wire"
 )
@@ -152,5 +157,47 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pushd_sessions", Help: "Authenticated device sessions registered on this node.",
 	}, func() float64 { return float64(n.hub.count.Load()) })
+	if n.trace != nil {
+		f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pushd_trace_bytes", Help: "Memory holding this node's trace events (at most --trace-memory).",
+		}, func() float64 {
+			b, _ := n.trace.memory()
+			return float64(b)
+		})
+		f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pushd_trace_retained_seconds",
+			Help: "Age of the oldest trace event this node still holds: how far back pushctl trace sees (at most --trace-ttl).",
+		}, func() float64 {
+			_, oldest := n.trace.memory()
+			if oldest.IsZero() {
+				return 0
+			}
+			return min(time.Since(oldest), n.cfg.TraceTTL).Seconds()
+		})
+	}
 	return m
+}
+
+// counters reads the node's running totals from its metrics, for pushctl
+// top: no counter is kept twice.
+func (m *metrics) counters() api.NodeCounters {
+	return api.NodeCounters{
+		Time:             time.Now().UTC(),
+		Handshakes:       counterValue(m.handshakes.WithLabelValues(wire.CodeOK.String())),
+		Pushes:           counterValue(m.pushes.WithLabelValues(api.StatusDelivered)) + counterValue(m.pushes.WithLabelValues(api.StatusStored)),
+		Deliveries:       counterValue(m.framesOut[wire.TypePush]),
+		Acks:             counterValue(m.framesIn[wire.TypeAck]),
+		Retransmits:      counterValue(m.retransmits),
+		SlowConsumerCuts: counterValue(m.closes[closeSlow]),
+	}
+}
+
+// counterValue reads a counter, through the interface Prometheus scrapes
+// it with.
+func counterValue(c prometheus.Counter) uint64 {
+	var out dto.Metric
+	if err := c.Write(&out); err != nil {
+		return 0
+	}
+	return uint64(out.GetCounter().GetValue())
 }

@@ -60,6 +60,8 @@ type Node struct {
 	conns      [transportKindCount]atomic.Int64
 	now        atomic.Int64 // coarse clock, unix nanos, advanced by the wheels
 
+	trace *tracer // nil: tracing off
+
 	deviceErrors logLimiter // the log of devices' ERROR frames
 	cursorAhead  logLimiter // the log of resume cursors ahead of their inbox
 
@@ -126,6 +128,7 @@ func New(cfg Config, deps Deps) (*Node, error) {
 		n.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	n.log = n.log.With("component", "appliance", "node", cfg.NodeID)
+	n.trace = newTracer(cfg.NodeID, cfg.TraceMemory, cfg.TraceTTL, n.log.With("component", "trace"))
 	if n.reg == nil {
 		n.reg = prometheus.NewRegistry()
 		n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -392,9 +395,13 @@ func (n *Node) Run(ctx context.Context) error {
 	return n.Shutdown(sctx)
 }
 
-// Shutdown tells every connected device to reconnect elsewhere (CONTROL
-// drain), closes the listeners and connections, and waits for the node's
-// goroutines, or for ctx.
+// Shutdown stops the node within ctx. It refuses new sessions, sends its
+// devices to other nodes in paced batches (CONTROL drain, over
+// DrainSpread or half of what ctx leaves: drain.go), closes the
+// listeners, stops its goroutines, writes the acks and route releases
+// they left, and hands its delivery stream over: what other nodes wrote
+// to it is passed on, and the region takes the node for gone at once.
+// It returns ctx's error if ctx ends first.
 func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.stopOnce.Do(func() {
@@ -404,15 +411,16 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			// rather than when its heartbeat expires.
 			_, _, _ = n.durable.heartbeat()
 		}
-		n.hub.each(func(s *session) {
-			s.closeWith(closeShutdown, &drainControl)
-		})
+		n.drainForShutdown(ctx)
 		n.stopListeners()
 		done := make(chan struct{})
 		go func() {
 			n.stopGoroutines()
 			if n.durable != nil {
 				n.durable.flush(ctx)
+				if n.started.Load() {
+					n.durable.handOver(ctx)
+				}
 			}
 			close(done)
 		}()
@@ -424,10 +432,6 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	})
 	return err
 }
-
-// drainControl tells devices to reconnect, to another node, after a
-// jittered delay.
-var drainControl = wire.Control{Kind: wire.ControlDrain, Reason: "node shutting down"}
 
 func (n *Node) stopGoroutines() {
 	close(n.stop)

@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/internal/poll"
@@ -216,12 +213,6 @@ func TestHandshake_RequestsAfterHelloWaitForWelcome(t *testing.T) {
 			})
 		}
 	})
-}
-
-func counterValue(c prometheus.Counter) float64 {
-	var m dto.Metric
-	_ = c.Write(&m)
-	return m.GetCounter().GetValue()
 }
 
 // TestHandshake_TooManyRequestsBeforeWelcome: what a device sends before

@@ -83,6 +83,9 @@ type session struct {
 	cursors   []wire.GroupCursor
 	out       *[]byte // pending output: HeaderLen reserved bytes, then frames. nil when empty.
 	outFrames int
+	// outTraced lists the unicast PUSHes in out, whose write their
+	// trace records; nil when tracing is off or out holds none.
+	outTraced *[]tracedFrame
 	dirty     dirtyClass // the shard's lists the session is queued on for the flusher
 
 	// early holds, in order, the requests (PING, ACK, JOIN, LEAVE, UP) the
@@ -339,6 +342,11 @@ func (s *session) onHello(h *wire.Hello) {
 		s.refuse(wire.CodeUnavailable, "node starting: its region metadata is not caught up yet; retry with backoff")
 		return
 	}
+	if n.stopping.Load() || n.draining.Load() {
+		// Its devices are being sent elsewhere: so is this one.
+		s.refuse(wire.CodeDraining, "node draining or shutting down: connect to another node")
+		return
+	}
 	s.mu.Lock()
 	if s.state != stateHandshake || s.closing {
 		s.mu.Unlock()
@@ -583,7 +591,7 @@ func (s *session) closeWith(reason closeReason, last wire.Frame) {
 		return
 	}
 	s.closing, s.reason = true, reason
-	pending, frames := s.takeOutLocked()
+	pending, frames, traced := s.takeOutLocked()
 	s.mu.Unlock()
 
 	if last != nil {
@@ -594,7 +602,7 @@ func (s *session) closeWith(reason closeReason, last wire.Frame) {
 		frames++
 	}
 	if pending != nil {
-		s.node.metrics.bytesOut.Add(float64(s.writeOut(pending, frames)))
+		s.node.metrics.bytesOut.Add(float64(s.writeOut(pending, frames, traced)))
 	}
 	s.t.close(reason)
 }
@@ -618,6 +626,10 @@ func (s *session) onTransportClosed(err error) {
 	if s.out != nil {
 		putOutBuf(s.out)
 		s.out, s.outFrames = nil, 0
+	}
+	if s.outTraced != nil {
+		putTraced(s.outTraced)
+		s.outTraced = nil
 	}
 	s.early, s.earlyBytes = nil, 0
 	device := s.device
@@ -687,11 +699,21 @@ func (s *session) closeSlow() {
 	s.closeWith(closeSlow, nil)
 }
 
-// takeOutLocked detaches the pending output. Lock must be held.
-func (s *session) takeOutLocked() (*[]byte, int) {
-	out, frames := s.out, s.outFrames
-	s.out, s.outFrames, s.dirty = nil, 0, 0
-	return out, frames
+// takeOutLocked detaches the pending output and the list of its traced
+// frames. Lock must be held.
+func (s *session) takeOutLocked() (*[]byte, int, *[]tracedFrame) {
+	out, frames, traced := s.out, s.outFrames, s.outTraced
+	s.out, s.outFrames, s.outTraced, s.dirty = nil, 0, nil, 0
+	return out, frames, traced
+}
+
+// traceOutLocked notes that the frame just queued is message id's PUSH
+// of seq, so that its write is traced. Lock must be held.
+func (s *session) traceOutLocked(id string, seq uint64) {
+	if s.outTraced == nil {
+		s.outTraced = getTraced()
+	}
+	*s.outTraced = append(*s.outTraced, tracedFrame{id: id, seq: seq})
 }
 
 // flush writes the pending output as one write: the frame itself when
@@ -702,20 +724,20 @@ func (s *session) flush() int {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	out, frames := s.takeOutLocked()
+	out, frames, traced := s.takeOutLocked()
 	s.mu.Unlock()
 	if out == nil {
 		return 0
 	}
-	return s.writeOut(out, frames)
+	return s.writeOut(out, frames, traced)
 }
 
-// writeOut writes a detached output buffer and returns it to the pool:
-// the frame itself when it holds one, else a BATCH, in place, or
-// lz4-compressed for devices that offered it when it is over the
-// threshold. Either way the transport frames it in the headroom. It
-// returns the bytes written.
-func (s *session) writeOut(out *[]byte, frames int) int {
+// writeOut writes a detached output buffer, records the write of its
+// traced frames, and returns both to their pools: the frame itself when
+// it holds one, else a BATCH, in place, or lz4-compressed for devices
+// that offered it when it is over the threshold. Either way the transport
+// frames it in the headroom. It returns the bytes written.
+func (s *session) writeOut(out *[]byte, frames int, traced *[]tracedFrame) int {
 	n := s.node
 	b := *out
 	written := 0
@@ -733,6 +755,16 @@ func (s *session) writeOut(out *[]byte, frames int) int {
 		written = s.write(b, writeHeadroom)
 	}
 	putOutBuf(out)
+	if traced != nil {
+		if written > 0 {
+			// id and key were set before the session opened and never
+			// change after.
+			for _, f := range *traced {
+				n.trace.written(f.id, s.key, f.seq, s.id)
+			}
+		}
+		putTraced(traced)
+	}
 	return written
 }
 
@@ -777,5 +809,24 @@ func getOutBuf() *[]byte {
 func putOutBuf(b *[]byte) {
 	if cap(*b) <= maxPooledOut {
 		outBufs.Put(b)
+	}
+}
+
+// tracedBufs pools the lists of traced frames, as outBufs the output.
+var tracedBufs = sync.Pool{New: func() any {
+	b := make([]tracedFrame, 0, 8)
+	return &b
+}}
+
+func getTraced() *[]tracedFrame {
+	b := tracedBufs.Get().(*[]tracedFrame)
+	*b = (*b)[:0]
+	return b
+}
+
+func putTraced(b *[]tracedFrame) {
+	if cap(*b) <= 1024 {
+		clear(*b)
+		tracedBufs.Put(b)
 	}
 }

@@ -26,10 +26,11 @@ type sinkTransport struct {
 	// beforeWrite, when set, runs at the start of every write.
 	beforeWrite func()
 
-	mu     sync.Mutex
-	data   []byte
-	closed bool
-	reason closeReason
+	mu       sync.Mutex
+	data     []byte
+	closed   bool
+	reason   closeReason
+	closedAt time.Time
 }
 
 func (t *sinkTransport) write(b []byte, off int, _ time.Time) error {
@@ -53,7 +54,7 @@ func (t *sinkTransport) close(r closeReason) {
 		t.mu.Unlock()
 		return
 	}
-	t.closed, t.reason = true, r
+	t.closed, t.reason, t.closedAt = true, r, time.Now()
 	t.mu.Unlock()
 	t.s.onTransportClosed(nil)
 }
@@ -355,10 +356,10 @@ func TestSink_StaleConnectionCannotDeliver(t *testing.T) {
 		return k
 	}
 
-	if took := n.deliverTargets(msg, []entryTarget{{device: key, connEpoch: 6, inboxEpoch: inboxEpoch, seq: 1}}); took[0] {
+	if took := n.deliverTargets(msg, []entryTarget{{device: key, connEpoch: 6, inboxEpoch: inboxEpoch, seq: 1}}, viaLive); took[0] {
 		t.Fatal("a push routed to the device's newer connection was taken by the older one")
 	}
-	if took := n.deliverTargets(msg, []entryTarget{{device: key, connEpoch: 5, inboxEpoch: inboxEpoch, seq: 1}}); !took[0] {
+	if took := n.deliverTargets(msg, []entryTarget{{device: key, connEpoch: 5, inboxEpoch: inboxEpoch, seq: 1}}, viaLive); !took[0] {
 		t.Fatal("a push routed to this connection was not taken")
 	}
 	s.flush()

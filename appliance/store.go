@@ -41,6 +41,7 @@ type Store interface {
 	ReadGroups(ctx context.Context, reads []streams.GroupRead) ([]streams.GroupReadResult, error)
 
 	Heartbeat(ctx context.Context, info streams.NodeInfo) (continued bool, err error)
+	Leave(ctx context.Context, node string) error
 	Nodes(ctx context.Context) (live []streams.NodeInfo, dead []string, err error)
 
 	// Topology describes the primaries and replicas, for status.

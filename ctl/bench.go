@@ -43,7 +43,7 @@ func benchFlags() []cli.Flag {
 		&cli.StringFlag{Name: "sources", Usage: "comma-separated local addresses, one per worker in turn (default for a loopback target: 127.0.0.2, 127.0.0.3, …)"},
 		&cli.BoolFlag{Name: "local", Usage: "start a throwaway `pushd --dev` for the run and stop it after"},
 		&cli.StringFlag{Name: "pushd", Usage: "pushd binary for --local (default: next to pushctl, else on PATH)", TakesFile: true},
-		&cli.StringFlag{Name: "metrics-url", Usage: "where to scrape the server's process_resident_memory_bytes (default: <ws base>/metrics)"},
+		&cli.StringFlag{Name: "metrics-url", Usage: "where to scrape the server's process_resident_memory_bytes and process_cpu_seconds_total (default: <ws base>/metrics)"},
 	}
 }
 
@@ -172,6 +172,9 @@ func resolveBenchTarget(c *cli.Context, e *env, devices bool, localArgs []string
 	if t.target.Secret, err = k.secret(); err != nil {
 		return nil, err
 	}
+	if t.target.CA, t.target.Insecure, err = deviceTLS(c, k); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -216,7 +219,7 @@ func (t *benchTarget) stop() {
 // neither is possible.
 func (t *benchTarget) cpu() load.CPUProbe {
 	if t.local != nil {
-		return load.ProcCPU(t.local.PID())
+		return t.local.CPU()
 	}
 	if t.metricsURL == "" {
 		return func(context.Context) (time.Duration, error) {

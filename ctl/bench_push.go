@@ -38,7 +38,7 @@ func benchPushCommand(e *env) *cli.Command {
 			&cli.IntFlag{Name: "payload-size", Usage: "payload bytes, at least 20 (the send time)", Value: 64},
 			&cli.IntFlag{Name: "concurrency", Usage: "requests in flight", Value: 8},
 			&cli.DurationFlag{Name: "wait", Usage: "how long to wait at the end for acks (online) or to verify inboxes (stored)", Value: 30 * time.Second},
-		}, benchFlags()...), settingFlags(setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken)...), outputFlags()...),
+		}, benchFlags()...), append(settingFlags(setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken), deviceTLSFlags()...)...), outputFlags()...),
 		Action: func(c *cli.Context) error { return runBenchPush(c, e) },
 	}
 }
@@ -72,7 +72,7 @@ func runBenchPush(c *cli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	run.API = cl
+	run.API, run.CPU = cl, t.cpu()
 	run.RedisCPU = redisCPU(t.k)
 	rep, err := run.Run(c.Context, plan)
 	if rep == nil {
@@ -161,6 +161,14 @@ func printPushReport(w io.Writer, format format, r *load.PushReport) error {
 		t.row("redis CPU", fmt.Sprintf("%.1f µs per push", r.RedisCPUPerPushUS))
 	}
 	t.row("duration", fmt.Sprintf("%.3fs", r.DurationS))
+	cpu := "unknown"
+	if r.ServerCPUS != nil {
+		cpu = fmt.Sprintf("%.2fs", *r.ServerCPUS)
+		if r.ServerCPUUSPerPush != nil {
+			cpu += fmt.Sprintf(" (%.2fµs per push)", *r.ServerCPUUSPerPush)
+		}
+	}
+	t.row("server cpu", cpu)
 	return t.flush()
 }
 

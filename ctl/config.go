@@ -1,13 +1,17 @@
 package ctl
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 )
@@ -35,6 +39,7 @@ type fileConfig struct {
 	SecretBase64 string `json:"secret_base64"`
 	APIKey       string `json:"api_key"`
 	AdminToken   string `json:"admin_token"`
+	CAFile       string `json:"ca_file"`
 	PID          int    `json:"pid"`
 }
 
@@ -52,10 +57,11 @@ const (
 	setSecret     setting = "secret-base64"
 	setAdminURL   setting = "admin-url"
 	setAdminToken setting = "admin-token"
+	setCA         setting = "ca"
 )
 
 func allSettings() []setting {
-	return []setting{setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken}
+	return []setting{setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken, setCA}
 }
 
 func (s setting) flag() string { return string(s) }
@@ -66,8 +72,11 @@ func (s setting) env() string {
 
 // fileKey names the setting's field in the config file.
 func (s setting) fileKey() string {
-	if s == setURL {
+	switch s {
+	case setURL:
 		return "ws_url"
+	case setCA:
+		return "ca_file"
 	}
 	return strings.ReplaceAll(string(s), "-", "_")
 }
@@ -90,6 +99,8 @@ func (s setting) usage() string {
 		return "admin API base URL"
 	case setAdminToken:
 		return "admin API bearer token"
+	case setCA:
+		return "PEM file of the certificates wss:// and tls:// device URLs are verified against (default: the system's)"
 	}
 	return ""
 }
@@ -112,6 +123,8 @@ func (f *fileConfig) get(s setting) string {
 		return f.AdminURL
 	case setAdminToken:
 		return f.AdminToken
+	case setCA:
+		return f.CAFile
 	}
 	return ""
 }
@@ -120,11 +133,51 @@ func (f *fileConfig) get(s setting) string {
 // the settings they use and the root defines them all, so both
 // `pushctl --app a push …` and `pushctl push --app a …` work.
 func settingFlags(ss ...setting) []cli.Flag {
-	flags := []cli.Flag{&cli.StringFlag{Name: flagConfig, Usage: "config file (default $" + envConfig + ", else ./" + defaultConfigPath + " when present)", TakesFile: true}}
+	flags := []cli.Flag{&cli.StringFlag{Name: flagConfig, Usage: "config file (default $" + envConfig + ", else ./" + defaultConfigPath +
+		" when present, else the dev region started last)", TakesFile: true}}
 	for _, s := range ss {
-		flags = append(flags, &cli.StringFlag{Name: s.flag(), Usage: s.usage() + " [$" + s.env() + "]"})
+		flags = append(flags, &cli.StringFlag{Name: s.flag(), Usage: s.usage() + " [$" + s.env() + "]", TakesFile: s == setCA})
 	}
 	return flags
+}
+
+// deviceTLSFlags are the flags of the commands whose devices connect:
+// the CA setting and --insecure.
+func deviceTLSFlags() []cli.Flag {
+	return append(settingFlags(setCA)[1:], &cli.BoolFlag{Name: "insecure", Usage: "do not verify the server's certificate on wss:// and tls:// (tests only)"})
+}
+
+// deviceTLS resolves the CA setting and --insecure: the PEM bytes to
+// verify device TLS against (nil: the system's roots) and whether not to
+// verify at all. A CA file that cannot be read or holds no certificate is
+// a usage error.
+func deviceTLS(c *cli.Context, k *config) (ca []byte, insecure bool, err error) {
+	insecure = c.Bool("insecure")
+	path := k.get(setCA)
+	if path == "" {
+		return nil, insecure, nil
+	}
+	if ca, err = readLimited(path, maxConfigBytes); err != nil {
+		return nil, false, usagef("--%s: %v", setCA.flag(), err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(ca) {
+		return nil, false, usagef("--%s %s: no PEM certificate in it", setCA.flag(), path)
+	}
+	return ca, insecure, nil
+}
+
+// tlsConfig is the client TLS configuration of ca and insecure; nil for
+// the defaults.
+func tlsConfig(ca []byte, insecure bool) *tls.Config {
+	if ca == nil && !insecure {
+		return nil
+	}
+	tc := &tls.Config{InsecureSkipVerify: insecure}
+	if ca != nil {
+		tc.RootCAs = x509.NewCertPool()
+		tc.RootCAs.AppendCertsFromPEM(ca)
+	}
+	return tc
 }
 
 // config resolves settings for one command run: flags, then environment,
@@ -140,7 +193,10 @@ type config struct {
 	override *fileConfig
 }
 
-// loadConfig reads the config file, if any.
+// loadConfig reads the config file, if any: --config, else
+// $PUSHCTL_CONFIG, else ./pushd-dev/pushctl.json when it exists, else the
+// settings of the dev region started last, wherever its data dir is,
+// while it runs (the pointer pushd --dev keeps: devPointer).
 func loadConfig(c *cli.Context, e *env) (*config, error) {
 	k := &config{c: c, e: e}
 	path, explicit := lookupString(c, flagConfig)
@@ -150,6 +206,9 @@ func loadConfig(c *cli.Context, e *env) (*config, error) {
 	}
 	if !explicit {
 		path = e.defaultConfig
+		if _, err := os.Stat(path); path == "" || errors.Is(err, fs.ErrNotExist) {
+			path = devPointer(e)
+		}
 	}
 	if path == "" {
 		return k, nil
@@ -166,6 +225,40 @@ func loadConfig(c *cli.Context, e *env) (*config, error) {
 	}
 	k.path = path
 	return k, nil
+}
+
+// devPointer returns the settings file of the dev region started last,
+// as the file pushd --dev keeps in the user's configuration directory
+// ($XDG_CONFIG_HOME/pushd/dev-settings, or ~/.config/…) names it, if that
+// region's process still runs; "" otherwise.
+func devPointer(e *env) string {
+	dir := e.getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		home := e.getenv("HOME")
+		if home == "" {
+			return ""
+		}
+		dir = filepath.Join(home, ".config")
+	}
+	b, err := readLimited(filepath.Join(dir, "pushd", "dev-settings"), 4096)
+	if err != nil {
+		return ""
+	}
+	path := strings.TrimSpace(string(b))
+	var f fileConfig
+	if b, err = readLimited(path, maxConfigBytes); err != nil || json.Unmarshal(b, &f) != nil || !running(f.PID) {
+		return ""
+	}
+	return path
+}
+
+// running reports whether a process with pid exists.
+func running(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 func readLimited(path string, limit int64) ([]byte, error) {

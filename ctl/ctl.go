@@ -133,11 +133,14 @@ func newApp(e *env) *cli.App {
 			groupCommand(e),
 			benchCommand(e),
 			statusCommand(e),
+			topCommand(e),
+			traceCommand(e),
 			nodesCommand(e),
 			appCommand(e),
 			degradeCommand(e),
 			tunablesCommand(e),
 			auditCommand(e),
+			completionCommand(e),
 		},
 		// The default handler calls os.Exit for cli.ExitCoder errors;
 		// Main owns the exit code instead.

@@ -162,6 +162,30 @@ func TestMain_UsageErrorsExit2WithHint(t *testing.T) {
 	}
 }
 
+// TestMain_EveryCommandExits2OnAnUnknownFlag: every command of the tree
+// (as completion lists it) refuses a flag it does not define with exit
+// 2, the reason and its own help hint on stderr, and nothing on stdout.
+func TestMain_EveryCommandExits2OnAnUnknownFlag(t *testing.T) {
+	t.Parallel()
+	tree, _ := completionTree(newApp(harness{}.newEnv(io.Discard, io.Discard)))
+	leaves := 0
+	for _, n := range tree {
+		if len(n.cmds) > 0 || n.path == "" {
+			continue
+		}
+		leaves++
+		r := harness{}.run(t, append(strings.Fields(n.path), "--no-such-flag")...)
+		if r.code != exitUsage || r.stdout != "" || !strings.Contains(r.stderr, "flag provided but not defined: -no-such-flag") ||
+			!strings.Contains(r.stderr, "Run 'pushctl "+n.path+" --help'") {
+			t.Errorf("pushctl %s --no-such-flag: exit %d, stdout %q, stderr %q; want exit %d with the reason and the hint",
+				n.path, r.code, r.stdout, r.stderr, exitUsage)
+		}
+	}
+	if leaves < 20 {
+		t.Fatalf("only %d commands in the tree", leaves)
+	}
+}
+
 func TestMain_HelpGoesToStdoutAndExits0(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"push", "--help"}, {"bench", "connect", "-h"}, {"token", "-h"}} {

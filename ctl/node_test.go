@@ -56,6 +56,11 @@ func startTestNode(t *testing.T, durable bool, mut ...func(*appliance.Config)) *
 	return startNodeOn(t, redis, mut...)
 }
 
+// silentDevicesStay tells devices to PING every 10 s instead of the tests'
+// 400 ms: for tests whose raw connections never PING, which a node cuts
+// after two silent intervals, reached mid-test on a loaded machine.
+func silentDevicesStay(cfg *appliance.Config) { cfg.HeartbeatInterval = 10 * time.Second }
+
 // startNodeOn is startTestNode storing through redis (nil: no store).
 func startNodeOn(t *testing.T, redis *streamstest.Server, mut ...func(*appliance.Config)) *appliancetest.Node {
 	t.Helper()

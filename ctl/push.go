@@ -39,10 +39,16 @@ func pushCommand(e *env) *cli.Command {
 		Usage: "send a message through the push API",
 		Description: "POSTs /v1/push and prints the message id and each device's outcome. Exits 1 when any device\n" +
 			"was rejected. With --wait-ack it then polls GET /v1/devices/{device} until each delivered or\n" +
-			"stored device's ack cursor reaches its sequence number, and prints the end-to-end latency.",
+			"stored device's ack cursor reaches its sequence number, and prints the end-to-end latency.\n" +
+			"With --devices-file it sends the message to every device of the file, --batch devices a\n" +
+			"request (one message id per batch), shows its progress on stderr and prints a summary:\n" +
+			"devices sent, stored, delivered, rejected by reason, and failed.",
 		Flags: append(append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "device", Usage: "target device (repeatable)"},
 			&cli.StringSliceFlag{Name: "user", Usage: "target every device of a user instead (repeatable)"},
+			&cli.StringFlag{Name: "devices-file", Usage: "target every device listed in FILE, one id a line (- for stdin), in batches", TakesFile: true},
+			&cli.IntFlag{Name: "batch", Usage: "with --devices-file: devices per request (1-1000)", Value: 1000},
+			&cli.IntFlag{Name: "concurrency", Usage: "with --devices-file: requests in flight", Value: 4},
 			&cli.StringFlag{Name: "group", Usage: "target every connected member of a group instead"},
 			&cli.BoolFlag{Name: "broadcast", Usage: "target every connected device of the app instead"},
 			&cli.StringSliceFlag{Name: "filter-platform", Usage: "with --group or --broadcast: only sessions of this platform (repeatable)"},
@@ -92,6 +98,14 @@ func runPush(c *cli.Context, e *env) error {
 	req, err := pushRequestFromFlags(c, e)
 	if err != nil {
 		return err
+	}
+	if c.IsSet("devices-file") {
+		return runPushFile(c, e, format, req)
+	}
+	for _, name := range []string{"batch", "concurrency"} {
+		if c.IsSet(name) {
+			return usagef("--%s goes with --devices-file", name)
+		}
 	}
 	waitAck := c.Bool("wait-ack")
 	timeout := c.Duration("timeout")
@@ -191,13 +205,13 @@ func pushRequestFromFlags(c *cli.Context, e *env) (*api.PushRequest, error) {
 		IdempotencyKey: optional(c.String("idempotency-key")),
 	}
 	targets := 0
-	for _, set := range []bool{len(req.Devices) > 0, len(req.Users) > 0, req.Group != nil, req.Broadcast} {
+	for _, set := range []bool{len(req.Devices) > 0, len(req.Users) > 0, req.Group != nil, req.Broadcast, c.IsSet("devices-file")} {
 		if set {
 			targets++
 		}
 	}
 	if targets != 1 {
-		return nil, usagef("give exactly one of --device, --user, --group and --broadcast")
+		return nil, usagef("give exactly one of --device, --devices-file, --user, --group and --broadcast")
 	}
 	filter, err := filterFromFlags(c)
 	if err != nil {

@@ -144,7 +144,7 @@ func TestPush_UsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--data", "x"}, "exactly one of --device, --user, --group and --broadcast"},
+		{[]string{"--data", "x"}, "exactly one of --device, --devices-file, --user, --group and --broadcast"},
 		{[]string{"--device", "d", "--group", "g", "--data", "x"}, "exactly one of --device"},
 		{[]string{"--device", "d", "--user", "u", "--data", "x"}, "exactly one of --device"},
 		{[]string{"--device", "d", "--filter-tag", "vip", "--data", "x"}, "--filter-* go with --group or --broadcast"},

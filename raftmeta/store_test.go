@@ -551,6 +551,39 @@ func TestCluster_Leave(t *testing.T) {
 	}
 }
 
+// TestCluster_TransferLeadership: a leader about to stop hands over to
+// another voter, and writes go on at once; elsewhere it does nothing.
+func TestCluster_TransferLeadership(t *testing.T) {
+	c := raftmetatest.NewCluster(t, 3)
+	ctx := ctxT(t, 30*time.Second)
+	li, leader := c.WaitForLeader(t)
+	if err := c.Store((li + 1) % 3).TransferLeadership(ctx); err != nil {
+		t.Fatalf("a follower's transfer: %v", err)
+	}
+	start := time.Now()
+	if err := leader.TransferLeadership(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if leader.IsLeader() {
+		t.Fatal("still the leader after the transfer")
+	}
+	ni, _ := c.WaitForLeader(t)
+	if ni == li {
+		t.Fatal("the old leader leads again")
+	}
+	if _, err := c.Apply(ctx, raftmeta.SetTunables(raftmeta.Tunables{QueueFrames: 3})); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("leadership moved from %s to %s; a write applied %s after the transfer began",
+		c.Member(li).ID, c.Member(ni).ID, time.Since(start).Round(time.Millisecond))
+
+	one := raftmetatest.NewCluster(t, 1)
+	_, alone := one.WaitForLeader(t)
+	if err := alone.TransferLeadership(ctx); err == nil {
+		t.Fatal("a region of one transferred its leadership")
+	}
+}
+
 func TestCluster_RetryAfterLeaderLossAppliesOnce(t *testing.T) {
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 30*time.Second)

@@ -147,6 +147,25 @@ func (s *Store) primaryRuns(ctx context.Context) (string, error) {
 	return strings.Join(runs, ","), nil
 }
 
+// Leave deletes node's heartbeat, so that the other nodes take it for
+// dead at once instead of NodeTTL after its last heartbeat: dispatch and
+// group pushes stop naming it, and their takeover claims what is
+// appended to its delivery stream from then on, passes it on, and
+// retires the stream. A node calls it last when it stops on purpose,
+// once it has read its own stream; its next Heartbeat adds it back.
+func (s *Store) Leave(ctx context.Context, node string) error {
+	if !validID(node) {
+		return fmt.Errorf("leave: node id %q: %w", node, ErrInvalidArgument)
+	}
+	if err := s.rdb.Del(ctx, heartbeatKey(node)).Err(); err != nil {
+		return wrap("leave", heartbeatKey(node), err)
+	}
+	s.hbMu.Lock()
+	delete(s.hbLast, node)
+	s.hbMu.Unlock()
+	return nil
+}
+
 // Nodes returns the live nodes (heartbeat key present) and the dead ones (in
 // the node set, heartbeat expired), each sorted by id.
 func (s *Store) Nodes(ctx context.Context) (live []NodeInfo, dead []string, err error) {

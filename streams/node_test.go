@@ -231,3 +231,47 @@ func TestStore_HeartbeatValueKeepsNodeInfo(t *testing.T) {
 		t.Fatalf("script fields %v", fields)
 	}
 }
+
+// TestStore_LeaveMakesTheNodeDeadAtOnce: after Leave the node is dead to
+// Nodes, without waiting NodeTTL, its stream can be taken over and
+// retired, and its next heartbeat brings it back.
+func TestStore_LeaveMakesTheNodeDeadAtOnce(t *testing.T) {
+	env := newEnv(t, Config{NodeTTL: time.Hour})
+	ctx := testCtx(t)
+	s := env.store
+	mustHeartbeat(t, s, "n1", false, "first")
+	mustHeartbeat(t, s, "n2", false, "first")
+	if err := s.EnsureGroup(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Leave(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	live, dead, err := s.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(live) != 1 || live[0].ID != "n2" || len(dead) != 1 || dead[0] != "n1" {
+		t.Fatalf("live %v, dead %v after n1 left", live, dead)
+	}
+	if err := s.Deliver(ctx, map[string][][]byte{"n1": {[]byte("late")}}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := s.TakeOver(ctx, "n1", "n2", 10)
+	if err != nil || len(ds) != 1 || string(ds[0].Blob) != "late" {
+		t.Fatalf("takeover of the left node: %v, %v", ds, err)
+	}
+	if err := s.AckDeliveries(ctx, "n1", []string{ds[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RetireNode(ctx, "n1"); err != nil {
+		t.Fatalf("retire the left node: %v", err)
+	}
+	mustHeartbeat(t, s, "n1", false, "after leaving")
+	if live, _, _ := s.Nodes(ctx); len(live) != 2 {
+		t.Fatalf("live %v after n1 came back", live)
+	}
+	if err := s.Leave(ctx, "bad{id}"); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("leave with a bad id: %v", err)
+	}
+}

@@ -59,6 +59,7 @@ type fleetDevice struct {
 	mu       sync.Mutex
 	got      []string    // payloads handed to the app, in order
 	welcomes []time.Time // when each session opened
+	attempts []time.Time // when each connect began: its dispatch call
 	// unrecovered is when a WELCOME said recovered: false, or a message
 	// came after a gap: the app was told it may have missed messages.
 	unrecovered []time.Time
@@ -86,8 +87,15 @@ func startFleet(t *testing.T, app appCreds, nodes []*node, prefix string, n int)
 		if err != nil {
 			t.Fatal(err)
 		}
+		dispatch := client.DispatchFrom(bases, app.ID, d.id, false)
 		d.c, err = client.New(client.Config{
-			Dispatch: client.DispatchFrom(bases, app.ID, d.id, false), App: app.ID, Device: d.id, Token: tok,
+			Dispatch: func(ctx context.Context, avoid string) (string, error) {
+				d.mu.Lock()
+				d.attempts = append(d.attempts, time.Now())
+				d.mu.Unlock()
+				return dispatch(ctx, avoid)
+			},
+			App: app.ID, Device: d.id, Token: tok,
 			BackoffMin: 250 * time.Millisecond, BackoffMax: 5 * time.Second,
 			OnMessage: func(m client.Message) {
 				d.mu.Lock()

@@ -27,8 +27,10 @@ type node struct {
 	ports   map[string]int
 	// flags are passed on every start, restarts included.
 	flags []string
-	cmd   *exec.Cmd
-	logs  *logBuffer
+	// env is added to the process's environment on every start.
+	env  []string
+	cmd  *exec.Cmd
+	logs *logBuffer
 	// down is set before the process is killed, for goroutines that pick
 	// a live node while the test kills one.
 	down atomic.Bool
@@ -64,6 +66,7 @@ func (n *node) start(t *testing.T, redisURL string, extra ...string) {
 	n.logs.Reset()
 	n.down.Store(false)
 	n.cmd = exec.Command(filepath.Join(bin, "pushd"), args...)
+	n.cmd.Env = append(os.Environ(), n.env...)
 	n.cmd.Stdout, n.cmd.Stderr = io.Discard, n.logs
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -508,7 +508,9 @@ func TestWalkthrough_InstallOnABareHost(t *testing.T) {
 			wantApt: "DEBIAN_FRONTEND= update -qq\n" +
 				"DEBIAN_FRONTEND=noninteractive install -y -qq redis-server\n" +
 				"DEBIAN_FRONTEND=noninteractive install -y -qq gcc\n" +
-				"DEBIAN_FRONTEND=noninteractive install -y -qq chromium\n",
+				"DEBIAN_FRONTEND=noninteractive install -y -qq chromium\n" +
+				"DEBIAN_FRONTEND=noninteractive install -y -qq zsh\n" +
+				"DEBIAN_FRONTEND=noninteractive install -y -qq systemd\n",
 			wantErr: "install.sh: Go 1.26 or newer is required"},
 		{name: "no go", have: []string{"redis-server"}, wantErr: "install.sh: Go 1.26 or newer is required"},
 	}

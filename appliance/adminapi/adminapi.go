@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -80,6 +81,9 @@ type Core interface {
 	Tunables() api.Tunables
 	Sessions() int64
 	RedisUp() bool
+	Refusing() string
+	Counters() api.NodeCounters
+	Trace(id string) []api.TraceEvent
 	RedisTopology(ctx context.Context) *api.RedisTopology
 	DeviceState(ctx context.Context, app, device string) (api.DeviceState, error)
 	ServeHealth(w http.ResponseWriter, r *http.Request)
@@ -157,6 +161,8 @@ func (srv *server) mux() http.Handler {
 
 	read("GET /v1/admin/status", srv.adminStatus)
 	read("GET /v1/admin/local", srv.adminLocal)
+	read("GET /v1/admin/trace/{id}", srv.adminTrace)
+	read("GET /v1/admin/local/trace/{id}", srv.adminLocalTrace)
 	write("POST /v1/admin/nodes/join", raftmeta.RoleAdmin, srv.adminJoin)
 	write("POST /v1/admin/nodes/{id}/remove", raftmeta.RoleAdmin, noBody(srv.adminRemove))
 	write("POST /v1/admin/nodes/{id}/drain", raftmeta.RoleOperator, srv.adminDrain)
@@ -576,7 +582,7 @@ func (srv *server) local() api.LocalStatus {
 	s := srv.meta.Stats()
 	return api.LocalStatus{ID: srv.id, RaftState: s.State, Term: s.Term, LastIndex: s.LastLogIndex,
 		AppliedIndex: s.AppliedIndex, CommitIndex: s.CommitIndex, Leader: s.LeaderID,
-		Connections: srv.core.Sessions(), Redis: srv.redisState()}
+		Connections: srv.core.Sessions(), Redis: srv.redisState(), Refusing: srv.core.Refusing(), Counters: srv.core.Counters()}
 }
 
 func (srv *server) adminLocal(context.Context, *adminCall) (any, error) { return srv.local(), nil }
@@ -598,11 +604,11 @@ func (srv *server) adminStatus(ctx context.Context, c *adminCall) (any, error) {
 			var ls api.LocalStatus
 			if ns.ID == srv.id {
 				ls = srv.local()
-			} else if err := srv.askLocal(ctx, ns.AdminAddr, c.r.Header.Get("Authorization"), &ls); err != nil {
+			} else if err := srv.askLocal(ctx, ns.AdminAddr, "/v1/admin/local", c.r.Header.Get("Authorization"), &ls); err != nil {
 				return
 			}
 			ns.Alive, ns.RaftState, ns.LastIndex, ns.AppliedIndex = true, ls.RaftState, ls.LastIndex, ls.AppliedIndex
-			ns.Connections, ns.Redis = ls.Connections, ls.Redis
+			ns.Connections, ns.Redis, ns.Refusing, ns.Counters = ls.Connections, ls.Redis, ls.Refusing, &ls.Counters
 		}(&nodes[i])
 	}
 	// The answering node's view of Redis, read while the members answer.
@@ -618,10 +624,12 @@ func (srv *server) adminStatus(ctx context.Context, c *adminCall) (any, error) {
 		RedisTopology: top}, nil
 }
 
-func (srv *server) askLocal(ctx context.Context, addr, auth string, out *api.LocalStatus) error {
+// askLocal reads one of a member's /v1/admin/local endpoints into out,
+// giving it a second.
+func (srv *server) askLocal(ctx context.Context, addr, path, auth string, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/admin/local", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return err
 	}
@@ -635,6 +643,60 @@ func (srv *server) askLocal(ctx context.Context, addr, auth string, out *api.Loc
 		return fmt.Errorf("%s answered %s", addr, resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// adminLocalTrace answers this node's events of a message.
+func (srv *server) adminLocalTrace(_ context.Context, c *adminCall) (any, error) {
+	id := c.r.PathValue("id")
+	if !token.ValidID(id) {
+		return nil, api.BadRequest("invalid", "a message id is 1-128 letters, digits or ._:-")
+	}
+	return api.LocalTrace{Node: srv.id, Events: srv.core.Trace(id)}, nil
+}
+
+// adminTrace asks every member for its events of a message in parallel
+// (a second each, as status does) and merges them in time order. A
+// member that does not answer is listed with its error: its part of the
+// journey is missing.
+func (srv *server) adminTrace(ctx context.Context, c *adminCall) (any, error) {
+	id := c.r.PathValue("id")
+	if !token.ValidID(id) {
+		return nil, api.BadRequest("invalid", "a message id is 1-128 letters, digits or ._:-")
+	}
+	st := srv.meta.State()
+	nodes := make([]api.TraceNode, 0, len(st.Members))
+	for _, m := range st.Members {
+		nodes = append(nodes, api.TraceNode{ID: m.ID})
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	found := make([][]api.TraceEvent, len(nodes))
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			tn := &nodes[i]
+			if tn.ID == srv.id {
+				found[i] = srv.core.Trace(id)
+			} else {
+				var lt api.LocalTrace
+				err := srv.askLocal(ctx, st.Members[tn.ID].AdminAddr, "/v1/admin/local/trace/"+url.PathEscape(id), c.r.Header.Get("Authorization"), &lt)
+				if err != nil {
+					tn.Error = err.Error()
+					return
+				}
+				found[i] = lt.Events
+			}
+			tn.OK, tn.Events = true, len(found[i])
+		}(i)
+	}
+	wg.Wait()
+	out := api.Trace{ID: id, Events: []api.TraceEvent{}, Nodes: nodes}
+	for _, evs := range found {
+		out.Events = append(out.Events, evs...)
+	}
+	sort.SliceStable(out.Events, func(i, j int) bool { return out.Events[i].Time.Before(out.Events[j].Time) })
+	return out, nil
 }
 
 func (srv *server) adminJoin(ctx context.Context, c *adminCall) (any, error) {

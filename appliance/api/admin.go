@@ -40,6 +40,32 @@ type NodeStatus struct {
 	AppliedIndex uint64 `json:"applied_index,omitempty"`
 	Connections  int64  `json:"connections"`
 	Redis        string `json:"redis,omitempty"`
+	// Refusing says why the node takes no new devices: "starting",
+	// "draining", "stopping" or "full"; "" while it takes them.
+	Refusing string `json:"refusing,omitempty"`
+	// Counters are the node's totals since it started (pushctl top
+	// turns two readings into rates); nil when it did not answer.
+	Counters *NodeCounters `json:"counters,omitempty"`
+}
+
+// NodeCounters are a node's running totals since its start, read at
+// Time by the node's own clock.
+type NodeCounters struct {
+	Time time.Time `json:"time"`
+	// Handshakes counts sessions opened (WELCOME sent).
+	Handshakes uint64 `json:"handshakes"`
+	// Pushes counts device messages its push API stored or delivered.
+	Pushes uint64 `json:"pushes"`
+	// Deliveries counts PUSH frames queued to its devices: live,
+	// replayed, fetched, resent and group frames.
+	Deliveries uint64 `json:"deliveries"`
+	// Acks counts ACK frames from its devices.
+	Acks uint64 `json:"acks"`
+	// Retransmits counts PUSH frames resent because their ack was late.
+	Retransmits uint64 `json:"retransmits"`
+	// SlowConsumerCuts counts connections closed because their output
+	// queue overflowed or stayed unwritten.
+	SlowConsumerCuts uint64 `json:"slow_consumer_cuts"`
 }
 
 // RegionStatus answers GET /v1/admin/status. Leader is "" while no leader
@@ -544,4 +570,76 @@ type LocalStatus struct {
 	Leader       string `json:"leader"`
 	Connections  int64  `json:"connections"`
 	Redis        string `json:"redis"`
+	Refusing     string `json:"refusing,omitempty"`
+	// Counters are the node's totals since it started.
+	Counters NodeCounters `json:"counters"`
+}
+
+// TraceEvent is one hop of a message on one node (docs/admin-api.md
+// lists the events and their fields). Fields that do not apply to an
+// event are left out.
+type TraceEvent struct {
+	Time  time.Time `json:"time"`
+	Node  string    `json:"node"`
+	Event string    `json:"event"`
+	// App and Device name the device concerned (the app alone for
+	// accepted).
+	App    string `json:"app,omitempty"`
+	Device string `json:"device,omitempty"`
+	// Seq is the message's sequence number in the device's inbox.
+	Seq uint64 `json:"seq,omitempty"`
+	// accepted: the API key that authorized the push, and its targets.
+	APIKey    string `json:"api_key,omitempty"`
+	Devices   int    `json:"devices,omitempty"`
+	Group     string `json:"group,omitempty"`
+	Broadcast bool   `json:"broadcast,omitempty"`
+	// stored: the node holding the device's connection ("" offline).
+	Route     string `json:"route,omitempty"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+	// routed: the node whose delivery stream took an entry for Targets
+	// of its devices (0: a group entry), or the Error that kept it.
+	To      string `json:"to,omitempty"`
+	Targets int    `json:"targets,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// handed, written, retransmitted, acked, shed: the session.
+	Session string `json:"session,omitempty"`
+	// handed: live, replay, fetch or takeover.
+	Via string `json:"via,omitempty"`
+	// retransmitted: 2 for the first resend.
+	Attempt int `json:"attempt,omitempty"`
+	// fanout: the local sessions handed the group frame.
+	Sessions *int `json:"sessions,omitempty"`
+	// missed, not_stored: what happened instead.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Trace answers GET /v1/admin/trace/{id}: every event of a message the
+// region's nodes still hold, in time order, and which nodes answered.
+type Trace struct {
+	ID     string       `json:"id"`
+	Events []TraceEvent `json:"events"`
+	Nodes  []TraceNode  `json:"nodes"`
+}
+
+// TraceNode says whether a member answered a trace lookup.
+type TraceNode struct {
+	ID     string `json:"id"`
+	OK     bool   `json:"ok"`
+	Events int    `json:"events"`
+	Error  string `json:"error,omitempty"`
+}
+
+// LocalTrace answers GET /v1/admin/local/trace/{id}: one node's events.
+type LocalTrace struct {
+	Node   string       `json:"node"`
+	Events []TraceEvent `json:"events"`
+}
+
+// Trace returns a message's journey across the region.
+func (c *Client) Trace(ctx context.Context, id string) (*Trace, error) {
+	var out Trace
+	if err := c.read(ctx, "/v1/admin/trace/"+url.PathEscape(id), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }

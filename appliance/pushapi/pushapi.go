@@ -45,6 +45,7 @@ type Core interface {
 	UserDevices(ctx context.Context, app string, users []string) ([][]string, error)
 	PushUsers(ctx context.Context, app string, msg streams.Message, users []string, devices [][]string) (*api.PushResponse, error)
 	PushGroup(ctx context.Context, app, group string, msg streams.Message, filter *appliance.Filter) *api.PushResponse
+	TraceAccepted(id string, app appliance.App, devices int, group string)
 	DeviceState(ctx context.Context, app, device string) (api.DeviceState, error)
 	UserState(ctx context.Context, app, user string) (api.UserState, error)
 	ChangeGroupMembers(ctx context.Context, app, group string, add bool, members []appliance.GroupMember) ([]api.GroupMemberResult, error)
@@ -207,24 +208,31 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 			return nil, e
 		}
 	}
+	group := ""
+	if req.Group != nil {
+		group = *req.Group
+	}
 	var resp *api.PushResponse
 	switch {
 	case len(req.Users) > 0:
+		devices := 0
+		for _, ds := range userDevices {
+			devices += len(ds)
+		}
+		h.core.TraceAccepted(msg.ID, app, devices, "")
 		resp, err = h.core.PushUsers(r.Context(), app.ID(), msg, req.Users, userDevices)
 	case len(req.Devices) > 0:
+		h.core.TraceAccepted(msg.ID, app, len(req.Devices), "")
 		resp, err = h.core.PushDevices(r.Context(), app.ID(), msg, req.Devices)
 	default:
-		group := ""
-		if req.Group != nil {
-			group = *req.Group
-		}
+		h.core.TraceAccepted(msg.ID, app, 0, group)
 		return h.core.PushGroup(r.Context(), app.ID(), group, msg, filter), nil
 	}
 	switch {
 	case errors.Is(err, appliance.ErrUnavailable), errors.Is(err, appliance.ErrNoStore):
 		return nil, api.Unavailable("the region's store is unreachable and no target is connected to this node")
 	case err != nil:
-		h.log.Error("push failed", "id", msg.ID, "err", err)
+		h.log.Error("push failed", "msg_id", msg.ID, "err", err)
 		return nil, api.Errorf(http.StatusInternalServerError, "internal", "internal error")
 	}
 	return resp, nil

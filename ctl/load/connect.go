@@ -95,7 +95,7 @@ func (c Connect) Run(ctx context.Context, p Plan) (*ConnectReport, error) {
 	}
 	defer pool.close()
 	rep := &ConnectReport{Scenario: connectName, Transport: c.Target.transport(), Conns: c.Conns, Workers: pool.size()}
-	before := p.measure(ctx, c.RSS, "before connecting")
+	before := p.measure(ctx, c.RSS, "server RSS", "before connecting")
 
 	start := time.Now()
 	conn, err := phase[connected](ctx, pool, cmdStart, evConnected, 0)
@@ -119,7 +119,7 @@ func (c Connect) Run(ctx context.Context, p Plan) (*ConnectReport, error) {
 	if err := sleepCtx(ctx, hold); err != nil {
 		return nil, err
 	}
-	after := p.measure(ctx, c.RSS, "after the hold")
+	after := p.measure(ctx, c.RSS, "server RSS", "after the hold")
 	done, err := phase[held](ctx, pool, cmdStop, evDone, workerStopTimeout)
 	if err != nil {
 		return nil, err

@@ -129,7 +129,8 @@ func (cw *connWorker) connect(ctx context.Context, index int) {
 		cw.fail("mint token: "+err.Error(), 1)
 		return
 	}
-	c, err := client.DialConn(ctx, cw.target.URL, client.DialOptions{LocalAddr: cw.local, Timeout: connectTimeout})
+	tc, _ := cw.target.tlsConfig() // checked by forRun
+	c, err := client.DialConn(ctx, cw.target.URL, client.DialOptions{LocalAddr: cw.local, Timeout: connectTimeout, TLS: tc})
 	if err != nil {
 		cw.fail(errorReason(err), 1)
 		return

@@ -2,7 +2,10 @@ package load
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"strconv"
 	"time"
@@ -22,6 +25,11 @@ type Target struct {
 	// connect.
 	KeyID  string `json:"key_id"`
 	Secret []byte `json:"secret"`
+	// CA is a PEM certificate (or several) that wss:// and tls://
+	// servers are verified against instead of the system's roots; empty:
+	// the system's. Insecure skips the verification.
+	CA       []byte `json:"ca,omitempty"`
+	Insecure bool   `json:"insecure,omitempty"`
 	// DevicePrefix starts every device id: device n is DevicePrefix
 	// followed by n in decimal. "" means "bench-<8 random hex digits>-",
 	// fresh per run, so devices of an earlier run neither kick these nor
@@ -43,6 +51,9 @@ func (t Target) forRun(connects bool) (Target, error) {
 		if _, err := t.mint("bench-check"); err != nil {
 			return t, planErrorf("cannot mint device tokens: %v", err)
 		}
+		if _, err := t.tlsConfig(); err != nil {
+			return t, planErrorf("%v", err)
+		}
 	}
 	if t.DevicePrefix == "" {
 		t.DevicePrefix = "bench-" + runID() + "-"
@@ -57,6 +68,22 @@ func (t *Target) device(n int) string { return t.DevicePrefix + strconv.Itoa(n) 
 func (t *Target) mint(device string) (string, error) {
 	return token.Issue(token.Claims{App: t.App, Device: device, KeyID: t.KeyID,
 		Expires: time.Now().Add(time.Hour).Unix()}, t.Secret)
+}
+
+// tlsConfig is the TLS configuration the devices dial wss:// and tls://
+// with: nil for the system's roots.
+func (t *Target) tlsConfig() (*tls.Config, error) {
+	if len(t.CA) == 0 && !t.Insecure {
+		return nil, nil
+	}
+	tc := &tls.Config{InsecureSkipVerify: t.Insecure}
+	if len(t.CA) > 0 {
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(t.CA) {
+			return nil, errors.New("the CA holds no PEM certificate")
+		}
+	}
+	return tc, nil
 }
 
 // transport is the URL's scheme: ws, wss, tcp or tls.

@@ -20,14 +20,16 @@
 // scenario's name, the worker's Share, the scenario's parameters) and
 // answers in JSON lines on stdout; protocol.go has the whole exchange.
 // StartLocal starts a throwaway `pushd --dev` to run against, and Probe
-// measures a server's memory (ProcRSS, ScrapeRSS).
+// measures a server's memory (ProcRSS, ScrapeRSS) or the CPU time it has
+// used (ProcCPU, ScrapeCPU).
 //
 // The scenarios are Connect (sessions held: connect rate, memory per
 // session, drops), Push (pushes: accept and delivery rates, latency,
-// loss), Floor (the machine's own cost of one write to each of many
-// loopback connections, with no server in between) and Fanout (pushes to
-// a group or the whole app: time to the first and the last subscriber,
-// against the Floor of the same workers). A scenario is a type whose exported fields are its parameters,
+// loss, the server's CPU per push), Floor (the machine's own cost of one
+// write to each of many loopback connections, with no server in between)
+// and Fanout (pushes to a group or the whole app: time to the first and
+// the last subscriber, against the Floor of the same workers). A scenario
+// is a type whose exported fields are its parameters,
 // with a Run method for the parent's side and a work method for a
 // worker's; scenario.go says how a new one is added. What workers answer
 // adds up over workers (counters, Reasons, Histogram), so a run's report

@@ -71,6 +71,11 @@ func StartLocal(ctx context.Context, bin string, args ...string) (*Local, error)
 		"--push-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0",
 		"--connect-rate", "-1"}, args...)
 	cmd := exec.Command(bin, argv...)
+	// pushd --dev with a --data-dir records where its settings are for
+	// pushctl, per user; a throwaway server records them in its own
+	// directory instead, so pushctl keeps finding the developer's own
+	// dev region.
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = serverProcAttr()
 	if err := cmd.Start(); err != nil {
@@ -149,6 +154,10 @@ func (s *Local) PID() int { return s.cmd.Process.Pid }
 
 // RSS measures the server's resident memory through /proc.
 func (s *Local) RSS() Probe { return ProcRSS(s.PID()) }
+
+// CPU measures the CPU time the server has used through /proc: pushd's
+// own, not its redis-server's.
+func (s *Local) CPU() CPUProbe { return ProcCPU(s.PID()) }
 
 // Stop sends SIGTERM to the server (that pid only), waits for it to drain
 // and exit (SIGKILL after 20 s), and removes its directory. The error

@@ -73,6 +73,10 @@ type Push struct {
 	Wait time.Duration `json:"wait,omitempty"`
 	// API is the push API. Required.
 	API PushAPI `json:"-"`
+	// CPU, when set, measures the server's CPU time when the first push
+	// is sent and when the last is acked (online) or answered (stored):
+	// what the run cost the server, per push.
+	CPU CPUProbe `json:"-"`
 	// RedisCPU, when set, reads the CPU time the region's Redis has used
 	// (its primaries', added up): read before the first push and after
 	// the last answer, it gives the report's RedisCPUPerPushUS. Zero: not
@@ -114,6 +118,12 @@ type PushReport struct {
 	Drops          int     `json:"drops"`
 	ErrorReasons   Reasons `json:"error_reasons,omitempty"`
 	DurationS      float64 `json:"duration_s"`
+	// ServerCPUS is the CPU time the server used from the first push
+	// sent until the last was acked (online) or answered (stored), and
+	// ServerCPUUSPerPush that per accepted push, in microseconds; null
+	// when it could not be measured.
+	ServerCPUS         *float64 `json:"server_cpu_s"`
+	ServerCPUUSPerPush *float64 `json:"server_cpu_us_per_push"`
 	// RedisCPUPerPushUS is the Redis CPU (user and system, every primary,
 	// forked children included) spent while pushes were sent, per pushed
 	// device-message, in µs; absent when Push.RedisCPU is not set or
@@ -188,6 +198,7 @@ func (s Push) Run(ctx context.Context, p Plan) (*PushReport, error) {
 			cpu0, measureCPU = c, true
 		}
 	}
+	cpu := serverCPU{probe: s.CPU, plan: p, start: p.measureCPU(ctx, s.CPU, "before pushing")}
 	sent := s.send(ctx)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -207,8 +218,9 @@ func (s Push) Run(ctx context.Context, p Plan) (*PushReport, error) {
 
 	var workerErr error
 	if devices != nil {
-		workerErr = devices.finish(ctx, s, sent, rep)
+		workerErr = devices.finish(ctx, s, sent, rep, cpu)
 	} else {
+		cpu.end(ctx, rep)
 		lost, trimmed, verifyErrs := s.verifyStored(ctx, sent)
 		rep.Lost, rep.Trimmed = lost, trimmed
 		rep.Errors += verifyErrs.Count()
@@ -218,6 +230,31 @@ func (s Push) Run(ctx context.Context, p Plan) (*PushReport, error) {
 		rep.PushesPerS = rep.AcceptPerS
 	}
 	return rep, workerErr
+}
+
+// serverCPU measures the server's CPU time over a run: start, taken
+// before the first push, is nil when there is no probe or it failed.
+type serverCPU struct {
+	probe CPUProbe
+	plan  Plan
+	start *time.Duration
+}
+
+// end measures again and reports the CPU time used since start.
+func (c serverCPU) end(ctx context.Context, rep *PushReport) {
+	if c.start == nil {
+		return
+	}
+	end := c.plan.measureCPU(ctx, c.probe, "after the last push")
+	if end == nil {
+		return
+	}
+	used := (*end - *c.start).Seconds()
+	rep.ServerCPUS = &used
+	if rep.Pushes > 0 {
+		per := used * 1e6 / float64(rep.Pushes)
+		rep.ServerCPUUSPerPush = &per
+	}
 }
 
 // pushDevices are the connected devices of an online run: the workers
@@ -266,11 +303,12 @@ func (d *pushDevices) onData(worker int, data json.RawMessage) {
 	d.receipts = append(d.receipts, rs...)
 }
 
-// finish waits for the acks, stops the workers and accounts for every
-// accepted message. It returns a worker failure, after which the counts
+// finish waits for the acks, measures the server's CPU time, stops the
+// workers and accounts for every accepted message. It returns a worker failure, after which the counts
 // may be short.
-func (d *pushDevices) finish(ctx context.Context, s Push, sent *sendResult, rep *PushReport) error {
+func (d *pushDevices) finish(ctx context.Context, s Push, sent *sendResult, rep *PushReport, cpu serverCPU) error {
 	acked, pollErrs := s.pollAcked(ctx, sent)
+	cpu.end(ctx, rep)
 	rep.ErrorReasons.Merge(pollErrs)
 	for k, seq := range sent.accepted {
 		if seq > 0 && seq > acked[k.device] {

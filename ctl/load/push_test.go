@@ -108,6 +108,54 @@ func TestPush_StoredAccounting(t *testing.T) {
 	}
 }
 
+// TestPush_ServerCPUPerPush: the server's CPU time is measured when the
+// first push goes and when the last is answered (stored) or acked
+// (online), and divided among the accepted pushes; a probe that fails
+// leaves the fields null with a warning.
+func TestPush_ServerCPUPerPush(t *testing.T) {
+	t.Parallel()
+	fake := newFakeAPI()
+	var calls []int
+	// The server's clock: 2 s of CPU at the start, 0.5 s more for every
+	// request the fake took since.
+	cpu := func(context.Context) (time.Duration, error) {
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		calls = append(calls, fake.next)
+		return 2*time.Second + time.Duration(fake.next)*time.Second/2, nil
+	}
+	rep, err := Push{Target: Target{App: "demo"}, Stored: true, Devices: 10, Batch: 5, Pushes: 50, API: fake, CPU: cpu}.
+		Run(context.Background(), Plan{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 2 || calls[0] != 0 || calls[1] != 10 {
+		t.Fatalf("probe called at %v requests, want before the first and after the last", calls)
+	}
+	if rep.ServerCPUS == nil || *rep.ServerCPUS != 5 || rep.ServerCPUUSPerPush == nil || *rep.ServerCPUUSPerPush != 1e5 {
+		t.Fatalf("server cpu %v s, %v µs per push; want 5 s, 100000 µs", rep.ServerCPUS, rep.ServerCPUUSPerPush)
+	}
+
+	target := testTarget("ws://127.0.0.1:1/v1/ws")
+	target.DevicePrefix = "c-"
+	fake = newFakeAPI()
+	calls = nil
+	rep, err = Push{Target: target, Devices: 10, Batch: 10, Pushes: 100, Concurrency: 1, API: fake, CPU: cpu}.
+		Run(context.Background(), Plan{Workers: 1, Spawn: InProcess(scriptedDevices(fake, "c-", 0), nil)})
+	if err != nil || rep.ServerCPUS == nil || *rep.ServerCPUS != 5 || *rep.ServerCPUUSPerPush != 5e4 {
+		t.Fatalf("online: server cpu %v s, %v µs per push, %v", rep.ServerCPUS, rep.ServerCPUUSPerPush, err)
+	}
+
+	var warned []error
+	failing := func(context.Context) (time.Duration, error) { return 0, fmt.Errorf("down") }
+	rep, err = Push{Target: Target{App: "demo"}, Stored: true, Devices: 10, Pushes: 10, API: newFakeAPI(), CPU: failing}.
+		Run(context.Background(), Plan{Warn: func(err error) { warned = append(warned, err) }})
+	if err != nil || rep.ServerCPUS != nil || rep.ServerCPUUSPerPush != nil || len(warned) != 1 ||
+		warned[0].Error() != "cannot measure server CPU before pushing: down" {
+		t.Fatalf("failing probe: %v s, warned %v, %v", rep.ServerCPUS, warned, err)
+	}
+}
+
 // scriptedDevices is a push worker without sockets: it receives what the
 // fake API delivers to its share of the devices, reports each receipt
 // (device d arrives d+1 ms after it was sent), and reports drops of its

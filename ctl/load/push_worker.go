@@ -55,6 +55,7 @@ func (s *Push) work(ctx context.Context, w *worker) error {
 	deadline := time.NewTimer(pushConnectTimeout)
 	defer deadline.Stop()
 	started := 0
+	tc, _ := target.tlsConfig() // checked by forRun
 start:
 	for i := range share.Count {
 		select {
@@ -72,7 +73,7 @@ start:
 			}
 		}
 		cl, err := client.New(client.Config{
-			URL: target.URL, App: target.App, Device: device,
+			URL: target.URL, App: target.App, Device: device, TLS: tc,
 			TokenFunc: func(context.Context) (string, error) { return target.mint(device) },
 			Platform:  "bench", Version: "pushctl",
 			LocalAddr:  w.local,

@@ -12,8 +12,8 @@ import (
 	"time"
 )
 
-// Probe measures a server's resident memory in bytes. A Probe is called
-// from one goroutine at a time.
+// Probe measures a server's resident memory in bytes (ProcRSS,
+// ScrapeRSS). A Probe is called from one goroutine at a time.
 type Probe func(ctx context.Context) (int64, error)
 
 // ProcRSS measures the process pid on this host: VmRSS from
@@ -51,14 +51,15 @@ func MetricsURL(wsURL string) string {
 }
 
 // measure runs probe, warning through the plan when it fails; nil when
-// there is no probe or it failed.
-func (p Plan) measure(ctx context.Context, probe Probe, when string) *int64 {
+// there is no probe or it failed. what names the measure (server RSS,
+// server CPU) and when the moment, in the warning.
+func (p Plan) measure(ctx context.Context, probe Probe, what, when string) *int64 {
 	if probe == nil {
 		return nil
 	}
 	v, err := probe(ctx)
 	if err != nil {
-		p.warn(fmt.Errorf("cannot measure server RSS %s: %w", when, err))
+		p.warn(fmt.Errorf("cannot measure %s %s: %w", what, when, err))
 		return nil
 	}
 	return &v

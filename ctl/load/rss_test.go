@@ -6,7 +6,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/pushd/pushd/internal/poll"
 )
 
 func TestServerRSS_ProcAndMetrics(t *testing.T) {
@@ -51,15 +55,51 @@ func TestProbes(t *testing.T) {
 	}
 	var warned []error
 	p := Plan{Warn: func(err error) { warned = append(warned, err) }}
-	if v := p.measure(context.Background(), ScrapeRSS(nil, srv.URL+"/"), "now"); v == nil || *v != 1024 {
+	if v := p.measure(context.Background(), ScrapeRSS(nil, srv.URL+"/"), "server RSS", "now"); v == nil || *v != 1024 {
 		t.Errorf("measure = %v", v)
 	}
 	failing := func(context.Context) (int64, error) { return 0, fmt.Errorf("down") }
-	if v := p.measure(context.Background(), failing, "before connecting"); v != nil || len(warned) != 1 ||
+	if v := p.measure(context.Background(), failing, "server RSS", "before connecting"); v != nil || len(warned) != 1 ||
 		warned[0].Error() != "cannot measure server RSS before connecting: down" {
 		t.Errorf("failed measure = %v, warned %v", v, warned)
 	}
-	if v := p.measure(context.Background(), nil, "now"); v != nil || len(warned) != 1 {
+	if v := p.measure(context.Background(), nil, "server RSS", "now"); v != nil || len(warned) != 1 {
 		t.Errorf("nil probe = %v, warned %v", v, warned)
+	}
+}
+
+// TestProbes_CPU: the CPU time of a process through /proc grows as it
+// works; through /metrics it is process_cpu_seconds_total.
+func TestProbes_CPU(t *testing.T) {
+	t.Parallel()
+	before, err := ProcCPU(os.Getpid())(context.Background())
+	if err != nil || before < 0 {
+		t.Fatalf("ProcCPU(self) = %s, %v", before, err)
+	}
+	var after time.Duration
+	poll.Until(t, 30*time.Second, func() error {
+		// Busy for 50 ms of wall time: at least a clock tick of CPU
+		// once the scheduler lets this run.
+		for start := time.Now(); time.Since(start) < 50*time.Millisecond; {
+		}
+		if after, err = procCPU(os.Getpid()); err != nil || after <= before {
+			return fmt.Errorf("cpu time %s after work, %s before (%v)", after, before, err)
+		}
+		return nil
+	})
+	if _, err := procCPU(1 << 30); err == nil {
+		t.Error("procCPU of a pid that does not exist: no error")
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12.25\n")
+	}))
+	defer srv.Close()
+	if v, err := ScrapeCPU(nil, srv.URL)(context.Background()); err != nil || v != 12250*time.Millisecond {
+		t.Fatalf("ScrapeCPU = %s, %v", v, err)
+	}
+	empty := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer empty.Close()
+	if _, err := ScrapeCPU(nil, empty.URL)(context.Background()); err == nil || !strings.Contains(err.Error(), "no process_cpu_seconds_total") {
+		t.Fatalf("ScrapeCPU of a page without it: %v", err)
 	}
 }

@@ -54,6 +54,10 @@ type devRegion struct {
 
 	mu  sync.Mutex
 	pid int // the running redis-server's pid, 0 while none runs; guarded by mu
+
+	// pointed is the settings path announce recorded in the settings
+	// pointer, "" until then.
+	pointed string
 }
 
 // The dev redis-server's supervision.
@@ -90,11 +94,15 @@ type devCredentials struct {
 }
 
 // devInfo is written to <data-dir>/pushctl.json once the node listens;
-// pushctl reads it from ./pushd-dev by default, and load tools wait for it.
+// pushctl reads it from ./pushd-dev, or from anywhere through the
+// settings pointer (devPointerPath), and load tools wait for it.
 type devInfo struct {
-	PushURL      string `json:"push_url"`
-	WSURL        string `json:"ws_url"`
-	TCPURL       string `json:"tcp_url,omitempty"`
+	PushURL string `json:"push_url"`
+	WSURL   string `json:"ws_url"`
+	TCPURL  string `json:"tcp_url,omitempty"`
+	// CAFile is the certificate the device listeners serve with TLS
+	// (--tls-cert), which device-side commands trust.
+	CAFile       string `json:"ca_file,omitempty"`
 	AdminURL     string `json:"admin_url"`
 	AdminToken   string `json:"admin_token,omitempty"`
 	App          string `json:"app"`
@@ -357,26 +365,54 @@ func (d *devRegion) terminate(c *devChild) {
 // gone: redis-server gets SIGTERM, and SIGKILL after stopGrace
 // (devStopGrace, 5 s). It may be called more than once.
 func (d *devRegion) stop() {
-	d.stopOnce.Do(func() { close(d.quit) })
+	d.stopOnce.Do(func() {
+		d.unpoint()
+		close(d.quit)
+	})
 	<-d.done
 }
 
-// announce writes pushctl.json and prints how to use the region.
-func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken string) error {
+// announce writes pushctl.json and the settings pointer, and prints how
+// to use the region. tlsCert is the device listeners' certificate, ""
+// without TLS.
+func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken, tlsCert string) error {
 	a := node.Addrs()
+	ws, tcp, page := "ws://", "tcp://", "http://"
 	info := devInfo{
-		PushURL: "http://" + apis.pushAddr(), WSURL: "ws://" + a.WS + "/v1/ws",
-		AdminURL: "http://" + apis.adminAddr(), AdminToken: adminToken,
+		PushURL: "http://" + apis.pushAddr(), AdminURL: "http://" + apis.adminAddr(), AdminToken: adminToken,
 		App: d.creds.App, KeyID: d.creds.KeyID, SecretBase64: d.creds.SecretBase64, APIKey: d.creds.APIKey,
 		RedisURL: d.redisURL(), PID: os.Getpid(),
 	}
+	if tlsCert != "" {
+		ws, tcp, page = "wss://", "tls://", "https://"
+		abs, err := filepath.Abs(tlsCert)
+		if err != nil {
+			return err
+		}
+		info.CAFile = abs
+	}
+	info.WSURL = ws + a.WS + "/v1/ws"
 	if a.TCP != "" {
-		info.TCPURL = "tcp://" + a.TCP
+		info.TCPURL = tcp + a.TCP
 	}
 	b, _ := json.MarshalIndent(info, "", "  ")
-	path := filepath.Join(d.dir, "pushctl.json")
+	path, err := filepath.Abs(filepath.Join(d.dir, "pushctl.json"))
+	if err != nil {
+		return err
+	}
 	if err := writeFileAtomic(path, b, 0o600); err != nil {
 		return err
+	}
+	// pushctl reads ./pushd-dev by itself; a data dir elsewhere is
+	// recorded in the settings pointer for it.
+	found := "read automatically from this directory"
+	if filepath.Clean(d.dir) != devDataDir {
+		if err := d.point(path); err != nil {
+			found = "give it to pushctl with --config"
+			d.log.Warn("could not record where the dev settings are: pushctl finds them only with --config", "err", err)
+		} else {
+			found = "found by pushctl from any directory while this region runs"
+		}
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\npushd dev region is up (node %s)\n", node.ID())
@@ -384,7 +420,10 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken 
 	if info.TCPURL != "" {
 		fmt.Fprintf(&sb, "  device TCP        %s\n", info.TCPURL)
 	}
-	fmt.Fprintf(&sb, "  dev page          http://%s/dev/ (a device in your browser: pushctl push --device browser-1 --data hello)\n", a.WS)
+	if info.CAFile != "" {
+		fmt.Fprintf(&sb, "  device TLS        certificate %s (pushctl trusts it)\n", info.CAFile)
+	}
+	fmt.Fprintf(&sb, "  dev page          %s%s/dev/ (a device in your browser: pushctl push --device browser-1 --data hello)\n", page, a.WS)
 	fmt.Fprintf(&sb, "  push API          %s\n", info.PushURL)
 	fmt.Fprintf(&sb, "  admin API         %s\n", info.AdminURL)
 	fmt.Fprintf(&sb, "  app               %s\n", info.App)
@@ -395,13 +434,60 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken 
 	} else {
 		fmt.Fprintf(&sb, "  dev redis         %s (appendfsync always, restarted if it exits)\n", info.RedisURL)
 	}
-	fmt.Fprintf(&sb, "  pushctl settings  %s (read automatically from this directory)\n", path)
+	fmt.Fprintf(&sb, "  pushctl settings  %s (%s)\n", path, found)
 	if adminToken != "" {
 		fmt.Fprintf(&sb, "  admin token       %s (role admin; also in %s)\n", adminToken, filepath.Join(d.dir, "admin-token"))
 	}
 	fmt.Fprintf(&sb, "try:\n  ./bin/pushctl listen --device phone-1\n  ./bin/pushctl push --device phone-1 --data hello\n  ./bin/pushctl status\n\n")
-	_, err := os.Stdout.WriteString(sb.String())
+	_, err = os.Stdout.WriteString(sb.String())
 	return err
+}
+
+// devDataDir is --dev's default data dir, where pushctl looks by itself.
+const devDataDir = "pushd-dev"
+
+// devPointerPath is the file naming the settings of the dev region
+// started last with a data dir other than ./pushd-dev: pushctl reads it
+// when it finds no settings otherwise, so such a region is found from
+// any directory. It is per user: $XDG_CONFIG_HOME/pushd/dev-settings, or
+// ~/.config/pushd/dev-settings.
+func devPointerPath() (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "pushd", "dev-settings"), nil
+}
+
+// point records settings (an absolute path) in the settings pointer.
+func (d *devRegion) point(settings string) error {
+	p, err := devPointerPath()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(p, []byte(settings+"\n"), 0o600); err != nil {
+		return err
+	}
+	d.pointed = settings
+	return nil
+}
+
+// unpoint removes the settings pointer if it still names this region's
+// settings: another dev region started since keeps its own.
+func (d *devRegion) unpoint() {
+	if d.pointed == "" {
+		return
+	}
+	p, err := devPointerPath()
+	if err != nil {
+		return
+	}
+	if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) == d.pointed {
+		_ = os.Remove(p)
+	}
 }
 
 // writeFileAtomic writes via a temporary file and rename, so a reader

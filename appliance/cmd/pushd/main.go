@@ -20,13 +20,17 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/logging"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v2"
 
 	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/internal/asynclog"
+	"github.com/pushd/pushd/raftmeta"
 	"github.com/pushd/pushd/streams"
 	"github.com/pushd/pushd/streams/redisurl"
 )
@@ -72,7 +76,9 @@ func run(c *cli.Context) error {
 		fmt.Fprintf(c.App.Writer, "configuration ok: node %s, data dir %s, redis %s\n", opts.NodeID, opts.DataDir, opts.redis)
 		return nil
 	}
-	log := newLogger(opts.LogLevel, opts.LogFormat)
+	log, logs := newLogger(opts.LogLevel, opts.LogFormat)
+	// Closed last: every line logged up to the exit is written.
+	defer logs.Close()
 	logging.SetLevel(logging.LevelError)
 	redis.SetLogger(redisLogger{log.With("component", "redis")})
 	raiseFileLimit(log)
@@ -124,6 +130,10 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return usageError{err}
 	}
+	node.Registry().MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "pushd_log_dropped_total",
+		Help: "Log records dropped because the log queue was full (the output could not keep up); the log says so too.",
+	}, func() float64 { return float64(logs.Dropped()) }))
 	apis, err := listenAPIs(&opts)
 	if err != nil {
 		return err
@@ -133,13 +143,7 @@ func run(c *cli.Context) error {
 		return err
 	}
 	apis.serve(node, meta, log)
-	defer func() {
-		// The APIs stop taking calls first, then the node drains.
-		sctx, cancel := context.WithTimeout(context.Background(), opts.DrainTimeout)
-		defer cancel()
-		apis.shutdown(sctx)
-		_ = node.Shutdown(sctx)
-	}()
+	defer shutdown(&opts, meta, apis, node, log)
 	if err := register(ctx, &opts, meta, node, apis, log); err != nil {
 		return err
 	}
@@ -153,7 +157,7 @@ func run(c *cli.Context) error {
 		if err := dev.seedApp(ctx, meta); err != nil {
 			return err
 		}
-		if err := dev.announce(node, apis, adminToken); err != nil {
+		if err := dev.announce(node, apis, adminToken, opts.TLSCert); err != nil {
 			log.Error("write dev region info", "err", err)
 		}
 	}
@@ -166,19 +170,47 @@ func run(c *cli.Context) error {
 	}
 	notifyReady(log)
 	<-ctx.Done()
-	log.Info("shutting down")
 	notifyStopping(log)
 	return nil
 }
 
-func newLogger(level, format string) *slog.Logger {
+// shutdown stops the node within --drain-timeout, less than the unit's
+// TimeoutStopSec: it hands Raft leadership to another voter (writes wait
+// for a hand-over instead of an election), stops taking API calls (the
+// callers retry on other nodes), and drains the node: its devices go to
+// the other nodes in paced batches over --drain-spread, and what is left
+// in its delivery stream is passed on. Raft and Redis close afterwards,
+// in run's deferred calls.
+func shutdown(o *options, meta *raftmeta.Store, apis *apiServers, node *appliance.Node, log *slog.Logger) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), o.DrainTimeout)
+	defer cancel()
+	log.Info("shutting down", "sessions", node.Sessions(), "drain_spread", o.DrainSpread, "deadline", o.DrainTimeout)
+	if meta.IsLeader() {
+		tctx, tcancel := context.WithTimeout(ctx, 3*time.Second)
+		if err := meta.TransferLeadership(tctx); err != nil {
+			log.Info("kept raft leadership while stopping: the region elects a new leader once this node is gone", "err", err)
+		} else {
+			log.Info("handed raft leadership to another voter")
+		}
+		tcancel()
+	}
+	actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+	apis.shutdown(actx)
+	acancel()
+	if err := node.Shutdown(ctx); err != nil {
+		log.Warn("shutdown cut short by --drain-timeout", "err", err)
+	}
+	log.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// newLogger returns the logger and its asynchronous sink: logging never
+// waits for stderr (journald), and what a full queue drops is counted.
+func newLogger(level, format string) (*slog.Logger, *asynclog.Sink) {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level))
-	ho := &slog.HandlerOptions{Level: lv}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, ho))
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, ho))
+	sink := asynclog.New(os.Stderr, asynclog.Options{Level: lv, JSON: format == "json"})
+	return slog.New(sink.Handler()), sink
 }
 
 // redisLogger routes go-redis's own messages (reconnect attempts) to slog.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCheckConfig_ShippedConfigIsValid(t *testing.T) {
@@ -36,6 +37,12 @@ func TestCheckConfig_RefusesMistakes(t *testing.T) {
 		"tls half":           {"--tls-cert", "c.pem"},
 		"weight":             {"--weight", "5000"},
 		"log format":         {"--log-format", "xml"},
+		"drain timeout":      {"--drain-timeout", "10s"},
+		"drain spread":       {"--drain-spread", "-1s"},
+		"trace memory":       {"--trace-memory", "lots"},
+		"trace memory unit":  {"--trace-memory", "64MB"},
+		"trace ttl":          {"--trace-ttl", "0s"},
+		"file trace ttl":     {"--config", write(`{"trace-ttl": "soon"}`)},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -55,5 +62,37 @@ func TestCheckConfig_FlagsOverrideFile(t *testing.T) {
 	code := runCLI([]string{"pushd", "--config", "../../../systemd/pushd.json", "--node-id", "sh-3", "--check-config"}, &out, &errOut)
 	if code != 0 || !strings.Contains(out.String(), "node sh-3") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int{"0": 0, "4096": 4096, "512KiB": 512 << 10, "64MiB": 64 << 20, "1GiB": 1 << 30} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "64MB", "MiB", "1.5MiB", "2048GiB"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) accepted", in)
+		}
+	}
+}
+
+// TestCheckConfig_NodeSettings: the drain and trace settings reach the
+// node's configuration; 0 turns tracing off and drains at once.
+func TestCheckConfig_NodeSettings(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := runCLI([]string{"pushd", "--drain-spread", "2s", "--drain-timeout", "6s", "--trace-memory", "8MiB", "--trace-ttl", "1m", "--check-config"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	o := options{DrainSpread: 2 * time.Second, TraceMemory: "8MiB", TraceTTL: time.Minute}
+	cfg, err := o.nodeConfig()
+	if err != nil || cfg.DrainSpread != 2*time.Second || cfg.TraceMemory != 8<<20 || cfg.TraceTTL != time.Minute {
+		t.Fatalf("config %+v, %v", cfg, err)
+	}
+	o = options{TraceMemory: "0"}
+	if cfg, _ := o.nodeConfig(); cfg.TraceMemory >= 0 || cfg.DrainSpread <= 0 || cfg.DrainSpread > time.Millisecond {
+		t.Fatalf("0 settings: trace memory %d, drain spread %s; want tracing off and drains at once", cfg.TraceMemory, cfg.DrainSpread)
 	}
 }

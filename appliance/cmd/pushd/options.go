@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,8 +67,12 @@ type options struct {
 	MaxConns     int           `json:"max-conns"`
 	ConnectRate  float64       `json:"connect-rate"`
 	AckTimeout   time.Duration `json:"ack-timeout"`
+	DrainSpread  time.Duration `json:"drain-spread"`
 	DrainTimeout time.Duration `json:"drain-timeout"`
 	GCPercent    int           `json:"gc-percent"`
+
+	TraceMemory string        `json:"trace-memory"`
+	TraceTTL    time.Duration `json:"trace-ttl"`
 
 	// Upstreams maps a business to its webhook URL; config file only.
 	Upstreams map[string]string `json:"upstreams"`
@@ -113,7 +118,10 @@ func flags() []cli.Flag {
 		&cli.Float64Flag{Name: "connect-rate", Value: 20, Usage: "new connections per second per source IP (negative: no limit)", EnvVars: env("CONNECT_RATE")},
 		&cli.DurationFlag{Name: "ack-timeout", Value: 10 * time.Second, Usage: "resend a message not acked within this", EnvVars: env("ACK_TIMEOUT")},
 		&cli.IntFlag{Name: "gc-percent", Value: 50, Usage: "Go GC target percentage; a node holding many idle connections has a large, stable heap, and 50 keeps RSS near it (GOGC in the environment wins)", EnvVars: env("GC_PERCENT")},
-		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, Usage: "how long shutdown waits for connections to drain", EnvVars: env("DRAIN_TIMEOUT")},
+		&cli.DurationFlag{Name: "drain-spread", Value: 5 * time.Second, Usage: "how long a draining or stopping node takes to send its devices to the others, in paced batches", EnvVars: env("DRAIN_SPREAD")},
+		&cli.DurationFlag{Name: "drain-timeout", Value: 15 * time.Second, Usage: "bound on the whole shutdown after SIGTERM (the unit's TimeoutStopSec must be longer); the drain takes at most half of it", EnvVars: env("DRAIN_TIMEOUT")},
+		&cli.StringFlag{Name: "trace-memory", Value: "64MiB", Usage: "memory for message trace events (pushctl trace), e.g. 64MiB or 512KiB; 0 turns tracing off", EnvVars: env("TRACE_MEMORY")},
+		&cli.DurationFlag{Name: "trace-ttl", Value: 10 * time.Minute, Usage: "how long message trace events are kept at most", EnvVars: env("TRACE_TTL")},
 	}
 }
 
@@ -143,7 +151,7 @@ func loadOptions(c *cli.Context) (options, error) {
 		"raft-addr": &o.RaftAddr, "raft-advertise": &o.RaftAdvertise, "advertise-ws": &o.AdvertiseWS,
 		"advertise-tcp": &o.AdvertiseTCP, "advertise-push": &o.AdvertisePush, "advertise-admin": &o.AdvertiseAdmin,
 		"tls-cert": &o.TLSCert, "tls-key": &o.TLSKey, "join": &o.Join, "join-token": &o.JoinToken,
-		"durability": &o.Durability,
+		"durability": &o.Durability, "trace-memory": &o.TraceMemory,
 	} {
 		str(dst, name)
 	}
@@ -155,7 +163,7 @@ func loadOptions(c *cli.Context) (options, error) {
 	}
 	for name, dst := range map[string]*time.Duration{
 		"inbox-ttl": &o.InboxTTL, "heartbeat": &o.Heartbeat, "node-ttl": &o.NodeTTL, "ack-timeout": &o.AckTimeout, "drain-timeout": &o.DrainTimeout,
-		"redis-wait-timeout": &o.RedisWaitTimeout,
+		"drain-spread": &o.DrainSpread, "trace-ttl": &o.TraceTTL, "redis-wait-timeout": &o.RedisWaitTimeout,
 	} {
 		if c.IsSet(name) || *dst == 0 {
 			*dst = c.Duration(name)
@@ -187,7 +195,7 @@ func loadOptions(c *cli.Context) (options, error) {
 	if o.DataDir == "" {
 		o.DataDir = "/var/lib/pushd"
 		if o.Dev {
-			o.DataDir = "pushd-dev"
+			o.DataDir = devDataDir
 		}
 	}
 	if o.Dev {
@@ -219,12 +227,41 @@ func loadOptions(c *cli.Context) (options, error) {
 		return o, fmt.Errorf("--gc-percent %d: must be 10..1000", o.GCPercent)
 	case o.Weight < 0 || o.Weight > 1000:
 		return o, fmt.Errorf("--weight %d: must be 0..1000", o.Weight)
+	case o.DrainSpread < 0:
+		return o, fmt.Errorf("--drain-spread %s: must not be negative", o.DrainSpread)
+	case o.DrainTimeout < 2*o.DrainSpread+2*time.Second:
+		return o, fmt.Errorf("--drain-timeout %s: must be at least twice --drain-spread (%s) plus 2s, for the rest of the shutdown", o.DrainTimeout, o.DrainSpread)
+	case o.TraceTTL <= 0:
+		return o, fmt.Errorf("--trace-ttl %s: must be positive", o.TraceTTL)
+	}
+	if _, err := parseSize(o.TraceMemory); err != nil {
+		return o, fmt.Errorf("--trace-memory %q: %w", o.TraceMemory, err)
 	}
 	var err error
 	if o.redis, err = parseRedisSetup(&o); err != nil {
 		return o, err
 	}
 	return o, nil
+}
+
+// parseSize reads a memory size: a whole number of bytes, or with a
+// unit KiB, MiB or GiB ("64MiB").
+func parseSize(s string) (int, error) {
+	num, mult := s, 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, mult = v, u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return 0, fmt.Errorf("want a size like 64MiB, 512KiB or 0")
+	}
+	return n * mult, nil
 }
 
 // decodeStrict decodes a config file, refusing unknown keys so a typo is
@@ -238,7 +275,9 @@ func decodeStrict(b []byte, o *options) error {
 		Heartbeat        string `json:"heartbeat"`
 		NodeTTL          string `json:"node-ttl"`
 		AckTimeout       string `json:"ack-timeout"`
+		DrainSpread      string `json:"drain-spread"`
 		DrainTimeout     string `json:"drain-timeout"`
+		TraceTTL         string `json:"trace-ttl"`
 		RedisWaitTimeout string `json:"redis-wait-timeout"`
 	}{fileOptions: (*fileOptions)(o)}
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -252,6 +291,7 @@ func decodeStrict(b []byte, o *options) error {
 		key string
 	}{{aux.InboxTTL, &o.InboxTTL, "inbox-ttl"}, {aux.Heartbeat, &o.Heartbeat, "heartbeat"}, {aux.NodeTTL, &o.NodeTTL, "node-ttl"},
 		{aux.AckTimeout, &o.AckTimeout, "ack-timeout"}, {aux.DrainTimeout, &o.DrainTimeout, "drain-timeout"},
+		{aux.DrainSpread, &o.DrainSpread, "drain-spread"}, {aux.TraceTTL, &o.TraceTTL, "trace-ttl"},
 		{aux.RedisWaitTimeout, &o.RedisWaitTimeout, "redis-wait-timeout"}} {
 		if d.s == "" {
 			continue
@@ -283,6 +323,15 @@ func (o *options) nodeConfig() (appliance.Config, error) {
 		Upstreams:         o.Upstreams,
 		RedisTopology:     string(o.redis.url.Topology),
 		Durability:        o.redis.durability,
+		DrainSpread:       o.DrainSpread,
+		TraceTTL:          o.TraceTTL,
+	}
+	// loadOptions checked the size.
+	if cfg.TraceMemory, _ = parseSize(o.TraceMemory); cfg.TraceMemory == 0 {
+		cfg.TraceMemory = -1 // 0 turns tracing off; the Config's zero means the default
+	}
+	if o.DrainSpread == 0 {
+		cfg.DrainSpread = time.Nanosecond // 0: at once; the Config's zero means the default
 	}
 	if o.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)

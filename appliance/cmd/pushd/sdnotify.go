@@ -27,8 +27,14 @@ func notify(log *slog.Logger, state string) {
 	}
 }
 
-// notifyReady tells systemd the node accepts connections and serves
-// pushes: listeners bound, delivery stream set up in Redis.
+// notifyReady tells systemd the node serves: its listeners are bound,
+// its delivery stream exists in Redis and its heartbeat is there, it is
+// a member of the region, and its metadata holds everything the region
+// had committed when it started.
 func notifyReady(log *slog.Logger) { notify(log, "READY=1\nSTATUS=serving") }
 
-func notifyStopping(log *slog.Logger) { notify(log, "STOPPING=1\nSTATUS=draining") }
+// notifyStopping tells systemd the node is stopping: it drains its
+// devices to the other nodes before it exits.
+func notifyStopping(log *slog.Logger) {
+	notify(log, "STOPPING=1\nSTATUS=draining: sending devices to the other nodes")
+}
