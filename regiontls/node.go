@@ -1,12 +1,14 @@
 package regiontls
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -265,6 +267,19 @@ func (n *Node) ClientConfig(addr string) *tls.Config {
 		Certificates:     []tls.Certificate{m.cert},
 		VerifyConnection: requireNode,
 	}
+}
+
+// Transport is an HTTP transport for calling other nodes' HTTPS
+// endpoints (the admin API) as this node: each new connection handshakes
+// with ClientConfig, so a certificate installed meanwhile is presented
+// from the next connection on.
+func (n *Node) Transport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		d := tls.Dialer{Config: n.ClientConfig(addr)}
+		return d.DialContext(ctx, network, addr)
+	}
+	return tr
 }
 
 // requireNode refuses a handshake whose peer is not a node.

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -22,6 +25,7 @@ import (
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/raftmeta"
+	"github.com/pushd/pushd/regiontls"
 )
 
 // devRegion is what --dev adds around a node: a supervised redis-server
@@ -36,6 +40,12 @@ type devRegion struct {
 	dir   string
 	port  int
 	creds devCredentials
+	// rt is the region's TLS of a --dev-tls region, nil otherwise. Then
+	// redis-server serves TLS only, asks for a client certificate of the
+	// dev CA, and knows one ACL user, pushd, whose password is in
+	// <dir>/redis-password.
+	rt *regiontls.Node
+	ro redisOptions // how pushd reaches it
 
 	// The supervisor's timing; newDevRegion sets the devRestart* and
 	// devStopGrace defaults, and tests change them before run.
@@ -93,6 +103,7 @@ type devInfo struct {
 	TCPURL       string `json:"tcp_url,omitempty"`
 	AdminURL     string `json:"admin_url"`
 	AdminToken   string `json:"admin_token,omitempty"`
+	CAFile       string `json:"ca_file,omitempty"`
 	App          string `json:"app"`
 	KeyID        string `json:"key_id"`
 	SecretBase64 string `json:"secret_base64"`
@@ -101,16 +112,89 @@ type devInfo struct {
 	PID          int    `json:"pid"`
 }
 
-func startDevRegion(ctx context.Context, o *options, log *slog.Logger) (*devRegion, error) {
+// startDevRegion starts the dev redis-server and points o at it; with rt
+// (--dev-tls) over TLS with an ACL user, and with the devices served
+// with the node's certificate.
+func startDevRegion(ctx context.Context, o *options, rt *regiontls.Node, log *slog.Logger) (*devRegion, error) {
 	d, err := newDevRegion(o.DataDir, log)
 	if err != nil {
+		return nil, err
+	}
+	if rt != nil {
+		if err := d.secure(rt); err != nil {
+			return nil, err
+		}
+		o.RedisUser, o.RedisPasswordFile = devRedisUser, d.passwordFile()
+		node := filepath.Join(rt.Dir(), regiontls.NodeFile)
+		o.TLSCert, o.TLSKey = node, node
+	}
+	o.Redis = d.redisURL()
+	if d.ro, err = o.redisOptions(rt); err != nil {
 		return nil, err
 	}
 	if err := d.run(ctx); err != nil {
 		return nil, err
 	}
-	o.Redis = d.redisURL()
 	return d, nil
+}
+
+// devRedisUser is the ACL user of a --dev-tls Redis.
+const devRedisUser = "pushd"
+
+// redisACL is the ACL file of a region's Redis for pushd's user, given
+// the SHA-256 of its password (hex): the default user is off, and pushd's
+// may run every command but the dangerous ones (CONFIG, FLUSHALL, KEYS,
+// DEBUG, …) on pushd's keys only, and no pub/sub. systemd/redis-pushd.acl
+// is the same with a placeholder for the hash (a test holds them equal).
+func redisACL(passwordSHA256 string) string {
+	return "user default off\n" +
+		"user " + devRedisUser + " on #" + passwordSHA256 + " ~pushd:* resetchannels +@all -@dangerous\n"
+}
+
+func (d *devRegion) passwordFile() string { return filepath.Join(d.dir, "redis-password") }
+
+// secure prepares a --dev-tls Redis: a service certificate of the dev CA
+// for 127.0.0.1, and the pushd user's password (made once, kept in
+// <dir>/redis-password, 0600) with the ACL file holding its hash.
+func (d *devRegion) secure(rt *regiontls.Node) error {
+	d.rt = rt
+	ca := rt.CA()
+	if ca == nil {
+		return errors.New("--dev-tls: this dev region's data dir has no CA key (" + filepath.Join(rt.Dir(), regiontls.CAKeyFile) + ")")
+	}
+	key, err := regiontls.NewKey()
+	if err != nil {
+		return err
+	}
+	csr, err := regiontls.NewCSR(key, "dev-redis", regiontls.ParseNames([]string{"127.0.0.1", "localhost"}))
+	if err != nil {
+		return err
+	}
+	certPEM, _, err := ca.Issue(csr, regiontls.KindService, 0)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := regiontls.EncodeKey(key)
+	if err != nil {
+		return err
+	}
+	redisDir := filepath.Join(d.dir, "redis")
+	if err := regiontls.WriteFile(redisDir, "tls.key", keyPEM, 0o600); err != nil {
+		return err
+	}
+	if err := regiontls.WriteFile(redisDir, "tls.crt", certPEM, 0o644); err != nil {
+		return err
+	}
+	pw, err := os.ReadFile(d.passwordFile())
+	if errors.Is(err, fs.ErrNotExist) {
+		pw = []byte(rand.Text())
+		err = writeFileAtomic(d.passwordFile(), append(pw, '\n'), 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("dev redis password: %w", err)
+	}
+	sum := sha256.Sum256(bytes.TrimSpace(pw))
+	return writeFileAtomic(filepath.Join(redisDir, "users.acl"), []byte(redisACL(hex.EncodeToString(sum[:]))), 0o600)
 }
 
 // newDevRegion prepares a dev region in dir: the redis data dir, the
@@ -153,7 +237,12 @@ func (d *devRegion) run(ctx context.Context) error {
 }
 
 // redisURL is the dev redis-server's address as --redis takes it.
-func (d *devRegion) redisURL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", d.port) }
+func (d *devRegion) redisURL() string {
+	if d.rt != nil {
+		return fmt.Sprintf("rediss://127.0.0.1:%d/0", d.port)
+	}
+	return fmt.Sprintf("redis://127.0.0.1:%d/0", d.port)
+}
 
 // redisPID is the running redis-server's pid, or 0 while none runs.
 func (d *devRegion) redisPID() int {
@@ -208,14 +297,28 @@ func loadDevCredentials(path string) (devCredentials, error) {
 }
 
 func (d *devRegion) start() (*devChild, error) {
-	cmd := exec.Command(d.bin,
-		"--port", fmt.Sprint(d.port), "--bind", "127.0.0.1", "--dir", filepath.Join(d.dir, "redis"),
+	redisDir := filepath.Join(d.dir, "redis")
+	args := []string{"--port", fmt.Sprint(d.port), "--bind", "127.0.0.1", "--dir", redisDir,
 		"--appendonly", "yes", "--appendfsync", "always", "--save", "",
 		// Redis 7.0 reserves a whole stream node per inbox; small nodes
 		// keep a one-message inbox at ~1.6 KB instead of ~4.7 KB.
 		"--stream-node-max-bytes", "1024",
 		"--auto-aof-rewrite-min-size", "256mb",
-		"--daemonize", "no", "--logfile", "redis.log")
+		"--daemonize", "no", "--logfile", "redis.log"}
+	if d.rt != nil {
+		// TLS only, clients with a certificate of the dev CA, and the
+		// ACL of secure (hashes only: no password on this command line).
+		// Absolute paths: redis-server reads them after moving to --dir.
+		abs := func(dir, name string) string {
+			p, _ := filepath.Abs(filepath.Join(dir, name))
+			return p
+		}
+		args = append(args, "--port", "0", "--tls-port", fmt.Sprint(d.port),
+			"--tls-cert-file", abs(redisDir, "tls.crt"), "--tls-key-file", abs(redisDir, "tls.key"),
+			"--tls-ca-cert-file", abs(d.rt.Dir(), regiontls.BundleFile), "--tls-auth-clients", "yes",
+			"--aclfile", abs(redisDir, "users.acl"))
+	}
+	cmd := exec.Command(d.bin, args...)
 	cmd.SysProcAttr = childProcAttr()
 	// Its own process group: a Ctrl-C in pushd's terminal reaches pushd
 	// alone, which drains and then stops redis-server itself, instead of
@@ -232,7 +335,12 @@ func (d *devRegion) start() (*devChild, error) {
 }
 
 func (d *devRegion) waitReady(ctx context.Context) error {
-	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", d.port), MaxRetries: -1})
+	opts, err := d.ro.clientOptions()
+	if err != nil {
+		return err
+	}
+	opts.MaxRetries = -1
+	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	deadline := time.Now().Add(15 * time.Second)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -326,16 +434,25 @@ func (d *devRegion) stop() {
 }
 
 // announce writes pushctl.json and prints how to use the region.
-func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken string) error {
+func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken string) (err error) {
 	a := node.Addrs()
+	web, ws, tcp := "http://", "ws://", "tcp://"
+	if d.rt != nil {
+		web, ws, tcp = "https://", "wss://", "tls://"
+	}
 	info := devInfo{
-		PushURL: "http://" + apis.pushAddr(), WSURL: "ws://" + a.WS + "/v1/ws",
-		AdminURL: "http://" + apis.adminAddr(), AdminToken: adminToken,
+		PushURL: web + apis.pushAddr(), WSURL: ws + a.WS + "/v1/ws",
+		AdminURL: web + apis.adminAddr(), AdminToken: adminToken,
 		App: d.creds.App, KeyID: d.creds.KeyID, SecretBase64: d.creds.SecretBase64, APIKey: d.creds.APIKey,
 		RedisURL: d.redisURL(), PID: os.Getpid(),
 	}
+	if d.rt != nil {
+		if info.CAFile, err = filepath.Abs(filepath.Join(d.rt.Dir(), regiontls.BundleFile)); err != nil {
+			return err
+		}
+	}
 	if a.TCP != "" {
-		info.TCPURL = "tcp://" + a.TCP
+		info.TCPURL = tcp + a.TCP
 	}
 	b, _ := json.MarshalIndent(info, "", "  ")
 	path := filepath.Join(d.dir, "pushctl.json")
@@ -348,19 +465,23 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken 
 	if info.TCPURL != "" {
 		fmt.Fprintf(&sb, "  device TCP        %s\n", info.TCPURL)
 	}
-	fmt.Fprintf(&sb, "  dev page          http://%s/dev/ (a device in your browser: pushctl push --device browser-1 --data hello)\n", a.WS)
+	fmt.Fprintf(&sb, "  dev page          %s%s/dev/ (a device in your browser: pushctl push --device browser-1 --data hello)\n", web, a.WS)
 	fmt.Fprintf(&sb, "  push API          %s\n", info.PushURL)
 	fmt.Fprintf(&sb, "  admin API         %s\n", info.AdminURL)
 	fmt.Fprintf(&sb, "  app               %s\n", info.App)
 	fmt.Fprintf(&sb, "  token secret      key id %s, %s (base64)\n", info.KeyID, info.SecretBase64)
 	fmt.Fprintf(&sb, "  API key           %s\n", info.APIKey)
 	fmt.Fprintf(&sb, "  dev redis         %s (appendfsync always, restarted if it exits)\n", info.RedisURL)
+	if d.rt != nil {
+		fmt.Fprintf(&sb, "  TLS               every hop, with the dev CA %s (Raft and admin mutual TLS; redis user %s, password in %s)\n",
+			info.CAFile, devRedisUser, d.passwordFile())
+	}
 	fmt.Fprintf(&sb, "  pushctl settings  %s (read automatically from this directory)\n", path)
 	if adminToken != "" {
 		fmt.Fprintf(&sb, "  admin token       %s (role admin; also in %s)\n", adminToken, filepath.Join(d.dir, "admin-token"))
 	}
 	fmt.Fprintf(&sb, "try:\n  ./bin/pushctl listen --device phone-1\n  ./bin/pushctl push --device phone-1 --data hello\n  ./bin/pushctl status\n\n")
-	_, err := os.Stdout.WriteString(sb.String())
+	_, err = os.Stdout.WriteString(sb.String())
 	return err
 }
 

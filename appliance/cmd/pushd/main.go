@@ -27,6 +27,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/regiontls"
 	"github.com/pushd/pushd/streams"
 )
 
@@ -65,7 +66,7 @@ func run(c *cli.Context) error {
 		return usageError{err}
 	}
 	if c.Bool("check-config") {
-		if _, err := opts.nodeConfig(); err != nil {
+		if err := opts.check(); err != nil {
 			return usageError{err}
 		}
 		fmt.Fprintf(c.App.Writer, "configuration ok: node %s, data dir %s, redis %s\n", opts.NodeID, opts.DataDir, opts.Redis)
@@ -82,20 +83,33 @@ func run(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	// The narrative of a start: dev mode brings its own Redis; the Raft
-	// metadata store opens (and bootstraps a new region); the node starts
-	// listening; it registers itself as a member; dev mode seeds its app;
-	// the node's metadata catches up with the region's; systemd hears
-	// READY once all of that holds.
+	// The narrative of a start: the node's certificates for Raft and the
+	// admin API are loaded, or made on the region's first node, or fetched
+	// with the join token; dev mode brings its own Redis; Redis is asked
+	// whether it takes pushd's credentials; the Raft metadata store opens
+	// (and bootstraps a new region); the node starts listening; it
+	// registers itself as a member; dev mode seeds its app; the node's
+	// metadata catches up with the region's; systemd hears READY once all
+	// of that holds.
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	var rt *regiontls.Node
+	if opts.regionTLS() {
+		if rt, err = setupRegionTLS(ctx, &opts, log); err != nil {
+			return err
+		}
+	} else if !opts.Dev {
+		log.Error("--insecure-plaintext: Raft and the admin API run WITHOUT TLS: anyone who reaches their ports can take part in Raft, "+
+			"and read every app's token secrets and the admin tokens on the wire; only for a network you trust entirely",
+			"raft_addr", opts.RaftAddr, "admin_addr", opts.AdminAddr)
+	}
 	var dev *devRegion
 	if opts.Dev {
-		if dev, err = startDevRegion(ctx, &opts, log); err != nil {
+		if dev, err = startDevRegion(ctx, &opts, rt, log); err != nil {
 			return err
 		}
 		defer dev.stop()
-	}
-	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
 	}
 	cfg, err := opts.nodeConfig()
 	if err != nil {
@@ -104,16 +118,21 @@ func run(c *cli.Context) error {
 	if dev != nil {
 		cfg.DeviceHandler = dev.pageHandler(log)
 	}
-	rdbOpts, err := redis.ParseURL(opts.Redis)
+	ro, err := opts.redisOptions(rt)
 	if err != nil {
-		return usageError{fmt.Errorf("--redis %q: %w", opts.Redis, err)}
+		return usageError{err}
 	}
-	rdbOpts.ContextTimeoutEnabled = true
-	rdb := redis.NewClient(rdbOpts)
+	rdb, err := newRedisClient(ro)
+	if err != nil {
+		return usageError{err}
+	}
 	defer rdb.Close()
+	if err := checkRedis(ctx, rdb, ro, log); err != nil {
+		return err
+	}
 	store := streams.New(rdb, opts.streamsConfig())
 
-	meta, err := openMeta(ctx, &opts, log)
+	meta, err := openMeta(ctx, &opts, rt, log)
 	if err != nil {
 		return err
 	}
@@ -123,7 +142,14 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return usageError{err}
 	}
-	apis, err := listenAPIs(&opts)
+	var push *keyPair
+	if opts.PushTLSCert != "" {
+		if push, err = loadKeyPair(opts.PushTLSCert, opts.PushTLSKey); err != nil {
+			return usageError{fmt.Errorf("--push-tls-cert/--push-tls-key: %w", err)}
+		}
+	}
+	registerCertMetrics(node.Registry(), rt, push)
+	apis, err := listenAPIs(&opts, rt, push)
 	if err != nil {
 		return err
 	}
@@ -131,7 +157,16 @@ func run(c *cli.Context) error {
 		apis.shutdown(context.Background())
 		return err
 	}
-	apis.serve(node, meta, log)
+	apis.serve(node, meta, rt, opts.certNames(), log)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	rctx, stopReload := context.WithCancel(ctx)
+	reloaded := watchReload(rctx, hup, rt, push, log)
+	defer func() {
+		stopReload()
+		<-reloaded
+		signal.Stop(hup)
+	}()
 	defer func() {
 		// The APIs stop taking calls first, then the node drains.
 		sctx, cancel := context.WithTimeout(context.Background(), opts.DrainTimeout)
@@ -139,7 +174,7 @@ func run(c *cli.Context) error {
 		apis.shutdown(sctx)
 		_ = node.Shutdown(sctx)
 	}()
-	if err := register(ctx, &opts, meta, node, apis, log); err != nil {
+	if err := register(ctx, &opts, meta, node, apis, rt, log); err != nil {
 		return err
 	}
 	adminToken := ""
