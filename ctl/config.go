@@ -1,15 +1,20 @@
 package ctl
 
 import (
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/pushd/pushd/ctl/load"
 )
 
 // Config file lookup. A file named by --config or $PUSHCTL_CONFIG must
@@ -35,6 +40,7 @@ type fileConfig struct {
 	SecretBase64 string `json:"secret_base64"`
 	APIKey       string `json:"api_key"`
 	AdminToken   string `json:"admin_token"`
+	CAFile       string `json:"ca_file"`
 	PID          int    `json:"pid"`
 }
 
@@ -52,10 +58,11 @@ const (
 	setSecret     setting = "secret-base64"
 	setAdminURL   setting = "admin-url"
 	setAdminToken setting = "admin-token"
+	setCAFile     setting = "ca-file"
 )
 
 func allSettings() []setting {
-	return []setting{setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken}
+	return []setting{setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken, setCAFile}
 }
 
 func (s setting) flag() string { return string(s) }
@@ -90,6 +97,8 @@ func (s setting) usage() string {
 		return "admin API base URL"
 	case setAdminToken:
 		return "admin API bearer token"
+	case setCAFile:
+		return "CA certificates (PEM) to trust for https://, wss:// and tls:// URLs besides the system's: the region's ca.crt (a path in the config file is relative to the file)"
 	}
 	return ""
 }
@@ -112,15 +121,21 @@ func (f *fileConfig) get(s setting) string {
 		return f.AdminURL
 	case setAdminToken:
 		return f.AdminToken
+	case setCAFile:
+		return f.CAFile
 	}
 	return ""
 }
 
-// settingFlags returns fresh flags for ss plus --config. Commands define
-// the settings they use and the root defines them all, so both
-// `pushctl --app a push …` and `pushctl push --app a …` work.
+// settingFlags returns fresh flags for ss plus --config and --ca-file
+// (every URL may be https). Commands define the settings they use and the
+// root defines them all, so both `pushctl --app a push …` and
+// `pushctl push --app a …` work.
 func settingFlags(ss ...setting) []cli.Flag {
 	flags := []cli.Flag{&cli.StringFlag{Name: flagConfig, Usage: "config file (default $" + envConfig + ", else ./" + defaultConfigPath + " when present)", TakesFile: true}}
+	if !slices.Contains(ss, setCAFile) {
+		ss = append(ss, setCAFile)
+	}
 	for _, s := range ss {
 		flags = append(flags, &cli.StringFlag{Name: s.flag(), Usage: s.usage() + " [$" + s.env() + "]"})
 	}
@@ -221,6 +236,42 @@ func (k *config) fileValue(f func(*fileConfig) string) string {
 		return f(k.override)
 	}
 	return f(&k.file)
+}
+
+// tlsConfig is what https://, wss:// and tls:// connections trust: the
+// system's roots and, when ca-file is set, the certificates in it (a
+// region's own CA). Nil when ca-file is not set.
+func (k *config) tlsConfig() (*tls.Config, error) {
+	b, err := k.caPEM()
+	if b == nil || err != nil {
+		return nil, err
+	}
+	return load.TLSConfig(b)
+}
+
+// caPEM is the content of the ca-file setting, nil when it is not set.
+func (k *config) caPEM() ([]byte, error) {
+	path := k.get(setCAFile)
+	if path == "" {
+		return nil, nil
+	}
+	_, flagged := lookupString(k.c, setCAFile.flag())
+	fromFile := !flagged && k.e.getenv(setCAFile.env()) == ""
+	if fromFile && !filepath.IsAbs(path) {
+		switch {
+		case k.override != nil:
+		case k.path != "":
+			path = filepath.Join(filepath.Dir(k.path), path)
+		}
+	}
+	b, err := readLimited(path, maxConfigBytes)
+	if err != nil {
+		return nil, usagef("--%s: %v", setCAFile.flag(), err)
+	}
+	if _, err := load.TLSConfig(b); err != nil {
+		return nil, usagef("--%s %s: %v", setCAFile.flag(), path, err)
+	}
+	return b, nil
 }
 
 // secret returns the app's decoded token secret.

@@ -66,10 +66,14 @@ func runListen(c *cli.Context, e *env) error {
 	if c.IsSet("seq") && c.String("epoch") == "" {
 		return usagef("--seq needs --epoch: a sequence number means nothing without its inbox epoch")
 	}
+	tc, err := k.tlsConfig()
+	if err != nil {
+		return err
+	}
 	p := &framePrinter{w: e.stdout, json: format == formatJSON}
 	ctx := c.Context
 	cfg := client.Config{
-		URL: url, App: app, Device: device,
+		URL: url, App: app, Device: device, TLS: tc,
 		Platform: "pushctl", Version: "listen",
 		Businesses: c.StringSlice("business"),
 		LZ4:        c.Bool("lz4"),

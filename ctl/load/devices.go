@@ -2,7 +2,10 @@ package load
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"strconv"
 	"time"
@@ -27,6 +30,29 @@ type Target struct {
 	// fresh per run, so devices of an earlier run neither kick these nor
 	// leave messages in their inboxes.
 	DevicePrefix string `json:"device_prefix"`
+	// CA is PEM certificates the devices trust for wss:// and tls://
+	// besides the system's (a region's own CA); nil: the system's only.
+	CA []byte `json:"ca,omitempty"`
+}
+
+// TLSConfig trusts the system's roots and the PEM certificates caPEM.
+func TLSConfig(caPEM []byte) (*tls.Config, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("no PEM certificate in it")
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// tlsConfig is what the devices trust: nil for the system's roots.
+func (t *Target) tlsConfig() (*tls.Config, error) {
+	if t.CA == nil {
+		return nil, nil
+	}
+	return TLSConfig(t.CA)
 }
 
 // forRun checks t and gives it its device prefix. connects says whether
@@ -36,6 +62,9 @@ func (t Target) forRun(connects bool) (Target, error) {
 		return t, planErrorf("no app")
 	}
 	if connects {
+		if _, err := t.tlsConfig(); err != nil {
+			return t, planErrorf("the devices' CA: %v", err)
+		}
 		u, err := url.Parse(t.URL)
 		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss" && u.Scheme != "tcp" && u.Scheme != "tls") || u.Host == "" {
 			return t, planErrorf("device URL %q: want ws://host:port/v1/ws or tcp://host:port", t.URL)

@@ -44,6 +44,10 @@ type pushWorker struct {
 // receipts in "data" events until told to stop, then answers "done".
 func (s *Push) work(ctx context.Context, w *worker) error {
 	share, target := w.job.Share, s.Target
+	tc, err := target.tlsConfig()
+	if err != nil {
+		return err
+	}
 	pw := &pushWorker{w: w, welcomed: make([]atomic.Bool, share.Count), allIn: make(chan struct{})}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -72,7 +76,7 @@ start:
 			}
 		}
 		cl, err := client.New(client.Config{
-			URL: target.URL, App: target.App, Device: device,
+			URL: target.URL, App: target.App, Device: device, TLS: tc,
 			TokenFunc: func(context.Context) (string, error) { return target.mint(device) },
 			Platform:  "bench", Version: "pushctl",
 			LocalAddr:  w.local,
