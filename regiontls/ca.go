@@ -267,8 +267,11 @@ func (ca *CA) Issue(csrPEM []byte, kind Kind, validity time.Duration) ([]byte, *
 	}
 	cn := csr.Subject.CommonName
 	tmpl := &x509.Certificate{
-		SerialNumber:          newSerial(),
-		Subject:               pkix.Name{CommonName: cn},
+		SerialNumber: newSerial(),
+		// The organizational unit keeps a leaf's name from ever equalling
+		// the CA's (which has none): OpenSSL, Redis's TLS, takes a
+		// certificate whose subject is its issuer's for self-signed.
+		Subject:               pkix.Name{CommonName: cn, OrganizationalUnit: []string{"pushd " + string(kind)}},
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,

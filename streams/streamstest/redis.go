@@ -13,6 +13,12 @@
 // A missing redis-server binary fails the test: CI must install it, and a
 // silently skipped Redis test proves nothing.
 //
+// TLS and ACL run the server as a region runs it (secure.go); with
+// PUSHD_TEST_REDIS=tls-acl in the environment every server does, so a
+// package's whole suite can be run against TLS and pushd's ACL user:
+//
+//	PUSHD_TEST_REDIS=tls-acl go test ./streams/ ./appliance/
+//
 // A Server's methods are safe for concurrent use, but tests normally drive
 // Stop, Restart, Pause and Resume from one goroutine.
 package streamstest
@@ -21,6 +27,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -49,6 +56,8 @@ type options struct {
 	binary      string
 	appendFsync string
 	args        []string
+	tls         *TLSFiles // nil: plain TCP
+	acl         *aclLogin // nil: Redis's default user, no password
 }
 
 // AppendFsync sets the appendfsync policy: "always" (the default, the
@@ -91,7 +100,7 @@ type Server struct {
 func StartRedis(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	o := options{appendFsync: "always"}
-	for _, opt := range opts {
+	for _, opt := range append(secureFromEnv(t), opts...) {
 		opt(&o)
 	}
 	if o.binary == "" {
@@ -133,16 +142,34 @@ func (s *Server) Addr() string {
 // redis.log).
 func (s *Server) Dir() string { return s.dir }
 
+// URL returns the server's URL as pushd's --redis takes it: rediss://
+// with TLS.
+func (s *Server) URL() string {
+	if s.opts.tls != nil {
+		return "rediss://" + s.Addr() + "/0"
+	}
+	return "redis://" + s.Addr() + "/0"
+}
+
 // Client returns a new go-redis client for the server with
-// ContextTimeoutEnabled set, closed in t.Cleanup.
+// ContextTimeoutEnabled set, closed in t.Cleanup. With TLS and ACL it
+// handshakes and logs in as they say.
 func (s *Server) Client(t testing.TB) *redis.Client {
-	rdb := redis.NewClient(&redis.Options{
+	opts := &redis.Options{
 		Addr:                  s.Addr(),
 		ContextTimeoutEnabled: true,
 		// Fault tests stop the server; a short dial timeout keeps a refused
 		// or unanswered dial from eating the test's whole context.
 		DialTimeout: time.Second,
-	})
+	}
+	if s.opts.tls != nil {
+		opts.TLSConfig = s.opts.tls.Client.Clone()
+		opts.TLSConfig.ServerName = "127.0.0.1"
+	}
+	if s.opts.acl != nil {
+		opts.Username, opts.Password = s.opts.acl.user, s.opts.acl.password
+	}
+	rdb := redis.NewClient(opts)
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
 }
@@ -217,6 +244,13 @@ func (s *Server) start() error {
 		"--appendonly", "yes",
 		"--appendfsync", s.opts.appendFsync,
 	}
+	if f := s.opts.tls; f != nil {
+		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(s.port), "--tls-cert-file", f.CertFile,
+			"--tls-key-file", f.KeyFile, "--tls-ca-cert-file", f.CAFile, "--tls-auth-clients", "yes")
+	}
+	if s.opts.acl != nil {
+		args = append(args, "--aclfile", s.opts.acl.file)
+	}
 	args = append(args, s.opts.args...)
 	cmd := exec.Command(s.opts.binary, args...)
 	cmd.SysProcAttr = procAttr()
@@ -232,7 +266,7 @@ func (s *Server) start() error {
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
 
-	err := waitForPing(s.Addr(), done)
+	err := waitForPing(s.Addr(), s.opts, done)
 	if err == nil {
 		return nil
 	}
@@ -246,7 +280,7 @@ func (s *Server) start() error {
 
 // waitForPing polls the server until it answers +PONG (a server still loading
 // its append-only file answers -LOADING), it exits, or startTimeout passes.
-func waitForPing(addr string, exited <-chan struct{}) error {
+func waitForPing(addr string, o options, exited <-chan struct{}) error {
 	deadline := time.Now().Add(startTimeout)
 	var last error
 	for time.Now().Before(deadline) {
@@ -255,7 +289,7 @@ func waitForPing(addr string, exited <-chan struct{}) error {
 			return errors.New("redis-server exited during start")
 		default:
 		}
-		if last = ping(addr); last == nil {
+		if last = ping(addr, o); last == nil {
 			return nil
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -263,27 +297,45 @@ func waitForPing(addr string, exited <-chan struct{}) error {
 	return fmt.Errorf("redis-server did not answer PING within %v: %w", startTimeout, last)
 }
 
-func ping(addr string) error {
+func ping(addr string, o options) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	var conn net.Conn
+	var err error
+	if o.tls != nil {
+		cfg := o.tls.Client.Clone()
+		cfg.ServerName = "127.0.0.1"
+		d := tls.Dialer{Config: cfg}
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
-		return err
+	r := bufio.NewReader(conn)
+	say := func(cmd, want string) error {
+		if _, err := conn.Write([]byte(cmd + "\r\n")); err != nil {
+			return err
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line != want+"\r\n" {
+			return fmt.Errorf("%s answered %q", strings.Fields(cmd)[0], strings.TrimSpace(line))
+		}
+		return nil
 	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		return err
+	if o.acl != nil {
+		if err := say("AUTH "+o.acl.user+" "+o.acl.password, "+OK"); err != nil {
+			return err
+		}
 	}
-	if line != "+PONG\r\n" {
-		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
-	}
-	return nil
+	return say("PING", "+PONG")
 }
 
 func freePort() (int, error) {
