@@ -218,6 +218,7 @@ func newDevRegion(dir string, log *slog.Logger) (*devRegion, error) {
 	if d.port, err = freePort(); err != nil {
 		return nil, err
 	}
+	d.ro = redisOptions{URL: d.redisURL()}
 	return d, nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,17 +26,36 @@ func TestCheckConfig_RefusesMistakes(t *testing.T) {
 		}
 		return p
 	}
+	secret := func(mode os.FileMode) string {
+		p := filepath.Join(dir, fmt.Sprintf("secret-%o", mode))
+		if err := os.WriteFile(p, []byte("s3cret\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	cases := map[string][]string{
-		"unknown key":        {"--config", write(`{"ws_addr": ":1"}`)},
-		"bad duration":       {"--config", write(`{"heartbeat": "soon"}`)},
-		"not json":           {"--config", write(`{`)},
-		"missing file":       {"--config", filepath.Join(dir, "nope.json")},
-		"join without token": {"--join", "10.0.0.1:8091"},
-		"join with dev":      {"--join", "10.0.0.1:8091", "--join-token", "t", "--dev"},
-		"zero connect rate":  {"--connect-rate", "0"},
-		"tls half":           {"--tls-cert", "c.pem"},
-		"weight":             {"--weight", "5000"},
-		"log format":         {"--log-format", "xml"},
+		"unknown key":                        {"--config", write(`{"ws_addr": ":1"}`)},
+		"dev-tls outside dev":                {"--dev-tls"},
+		"plaintext in dev":                   {"--dev", "--insecure-plaintext"},
+		"plaintext with a CA":                {"--insecure-plaintext", "--region-ca", "ca.crt"},
+		"CA key without bootstrap":           {"--region-ca", "ca.crt", "--region-ca-key", "ca.key"},
+		"CA key without its certificate":     {"--bootstrap", "--region-ca-key", "ca.key"},
+		"push tls half":                      {"--push-tls-key", "k.pem"},
+		"push tls files missing":             {"--push-tls-cert", "nope.crt", "--push-tls-key", "nope.key"},
+		"two join tokens":                    {"--join", "10.0.0.1:8091", "--join-token", "t", "--join-token-file", secret(0o600)},
+		"join token file readable by all":    {"--join", "10.0.0.1:8091", "--join-token-file", secret(0o644)},
+		"redis password file group-readable": {"--redis-password-file", secret(0o640)},
+		"redis password in the URL":          {"--redis", "redis://pushd:hunter2@10.0.0.5:6379/0"},
+		"dev-tls with a push certificate":    {"--dev", "--dev-tls", "--push-tls-cert", "c", "--push-tls-key", "k"},
+		"bad duration":                       {"--config", write(`{"heartbeat": "soon"}`)},
+		"not json":                           {"--config", write(`{`)},
+		"missing file":                       {"--config", filepath.Join(dir, "nope.json")},
+		"join without token":                 {"--join", "10.0.0.1:8091"},
+		"join with dev":                      {"--join", "10.0.0.1:8091", "--join-token", "t", "--dev"},
+		"zero connect rate":                  {"--connect-rate", "0"},
+		"tls half":                           {"--tls-cert", "c.pem"},
+		"weight":                             {"--weight", "5000"},
+		"log format":                         {"--log-format", "xml"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
