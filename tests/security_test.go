@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -247,6 +248,42 @@ func TestSecurity_StrangersAreRefused(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A node.pem that does not load is refused on SIGHUP; the node keeps
+	// serving the certificate it had.
+	adminCfg := &tls.Config{RootCAs: adminClient(t, first).Transport.(*http.Transport).TLSClientConfig.RootCAs, ServerName: "127.0.0.1"}
+	serial, err := servedSerial(first.addr("admin"), adminCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray := nodeCertOf(t, other, "n1")
+	strayPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: stray.Certificate[0]})
+	if err := os.WriteFile(filepath.Join(first.dir, "tls", regiontls.NodeFile), strayPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	first.signal(t, syscall.SIGHUP)
+	poll.Until(t, 10*time.Second, func() error {
+		if !strings.Contains(first.logs.String(), "region certificates not reloaded") {
+			return errors.New("no word of the refused reload yet")
+		}
+		return nil
+	})
+	if got, err := servedSerial(first.addr("admin"), adminCfg); err != nil || got != serial {
+		t.Fatalf("after a refused reload the admin API serves %s (%v), want %s", got, err, serial)
+	}
+
+	// Both certificates' expiry on /metrics.
+	resp, err = http.Get("http://" + first.addr("ws") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"pushd_tls_node_certificate_expiry_timestamp_seconds ", "pushd_tls_push_certificate_expiry_timestamp_seconds "} {
+		if !bytes.Contains(metrics, []byte(m)) {
+			t.Errorf("no %s on /metrics", m)
+		}
+	}
 }
 
 // writeServiceCert writes name.crt and name.key, a service certificate of
@@ -448,6 +485,20 @@ func TestSecurity_RedisCredentials(t *testing.T) {
 	bad.start(t, rr.url, append([]string{"--bootstrap"}, rr.bootstrap...)...)
 	if code := bad.waitExit(t, 30*time.Second); code != 1 || !strings.Contains(bad.logs.String(), `refused pushd's credentials (user "pushd")`) {
 		t.Fatalf("pushd with a wrong Redis password: exit %d, log:\n%s", code, bad.logs)
+	}
+	other, err := regiontls.NewCA("not Redis's CA", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA := filepath.Join(t.TempDir(), "other.crt")
+	if err := os.WriteFile(otherCA, other.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	untrusting := newNode(t, "n1")
+	untrusting.flags = append([]string{"--redis-ca", otherCA}, rr.flags...)
+	untrusting.start(t, rr.url, append([]string{"--bootstrap"}, rr.bootstrap...)...)
+	if code := untrusting.waitExit(t, 30*time.Second); code != 1 || !strings.Contains(untrusting.logs.String(), "its TLS certificate is not trusted") {
+		t.Fatalf("pushd not trusting Redis's certificate: exit %d, log:\n%s", code, untrusting.logs)
 	}
 
 	good := newNode(t, "n1")

@@ -9,9 +9,19 @@ import (
 	"testing"
 )
 
+// shippedArgs check systemd/pushd.json with a password file standing in
+// for the one install-redis.sh makes on a host.
+func shippedArgs(t *testing.T) []string {
+	pw := filepath.Join(t.TempDir(), "redis-password")
+	if err := os.WriteFile(pw, []byte("pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"pushd", "--config", "../../../systemd/pushd.json", "--redis-password-file", pw}
+}
+
 func TestCheckConfig_ShippedConfigIsValid(t *testing.T) {
 	var out, errOut bytes.Buffer
-	code := runCLI([]string{"pushd", "--config", "../../../systemd/pushd.json", "--check-config"}, &out, &errOut)
+	code := runCLI(append(shippedArgs(t), "--check-config"), &out, &errOut)
 	if code != 0 || !strings.Contains(out.String(), "node bj-1") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
 	}
@@ -72,7 +82,7 @@ func TestCheckConfig_RefusesMistakes(t *testing.T) {
 
 func TestCheckConfig_FlagsOverrideFile(t *testing.T) {
 	var out, errOut bytes.Buffer
-	code := runCLI([]string{"pushd", "--config", "../../../systemd/pushd.json", "--node-id", "sh-3", "--check-config"}, &out, &errOut)
+	code := runCLI(append(shippedArgs(t), "--node-id", "sh-3", "--check-config"), &out, &errOut)
 	if code != 0 || !strings.Contains(out.String(), "node sh-3") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
 	}

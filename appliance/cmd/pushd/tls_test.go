@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pushd/pushd/regiontls"
 )
@@ -60,6 +61,44 @@ func TestSetupRegionTLS_FirstNodeMakesTheCAAndKeepsIt(t *testing.T) {
 	}
 	if !moved.Names().Covers(regiontls.ParseNames([]string{"10.0.0.9"})) || regiontls.Serial(moved.Certificate()) == serial {
 		t.Fatalf("after the address change the certificate names %v", moved.Names().Strings())
+	}
+}
+
+// TestSetupRegionTLS_NamesAndExpiryWarnings: --tls-name goes into the
+// certificate; a node without the CA key whose addresses its certificate
+// does not name, or whose certificate expires within 30 days, says so at
+// start and keeps running on it.
+func TestSetupRegionTLS_NamesAndExpiryWarnings(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	o := bootstrapOptions(t.TempDir())
+	o.TLSNames = []string{"push-bj-1.example.com", "192.0.2.7"}
+	n, err := setupRegionTLS(context.Background(), o, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.Names().Covers(regiontls.ParseNames(o.TLSNames)) {
+		t.Fatalf("--tls-name not in the certificate: %v", n.Names().Strings())
+	}
+
+	// Another node, without the CA key, its certificate valid ten days
+	// and for 10.0.0.2 only.
+	dir := t.TempDir()
+	if err := n.CA().IssueNode(filepath.Join(dir, "tls"), "bj-2", regiontls.ParseNames([]string{"10.0.0.2"}), 10*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	other := &options{NodeID: "bj-2", DataDir: dir, RaftAddr: "10.0.0.3:8092"}
+	got, err := setupRegionTLS(context.Background(), other, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"does not name every address", "pushctl tls rotate bj-2", "expires soon"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no %q in the start's log:\n%s", want, logs.String())
+		}
+	}
+	if got.Names().Covers(regiontls.ParseNames([]string{"10.0.0.3"})) {
+		t.Fatal("a node without the CA key changed its certificate")
 	}
 }
 
