@@ -458,6 +458,37 @@ func TestSecurity_RotateCertificatesWhileTheRegionCommits(t *testing.T) {
 			t.Fatalf("pushctl tls list does not show %s with %s:\n%s", id, serial, out)
 		}
 	}
+
+	// The CA key is on the first node only, in its tls directory, and in
+	// no node's Raft log or snapshots, in PEM or in DER.
+	keyPEM, err := os.ReadFile(filepath.Join(nodes[0].dir, "tls", regiontls.CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(keyPEM)
+	body := strings.Join(strings.Split(strings.TrimSpace(string(keyPEM)), "\n")[1:3], "")
+	for _, n := range nodes {
+		if n != nodes[0] {
+			if _, err := os.Stat(filepath.Join(n.dir, "tls", regiontls.CAKeyFile)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("%s has the CA key: %v", n.id, err)
+			}
+		}
+		for _, sub := range []string{"raft", "snapshots"} {
+			_ = filepath.WalkDir(filepath.Join(n.dir, sub), func(path string, d os.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return err
+				}
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				if bytes.Contains(b, block.Bytes) || bytes.Contains(b, []byte(body)) {
+					t.Fatalf("the CA key is in %s", path)
+				}
+				return nil
+			})
+		}
+	}
 }
 
 // TestSecurity_RedisCredentials: Redis as a region runs it refuses a
