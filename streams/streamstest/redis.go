@@ -13,11 +13,8 @@
 // A missing redis-server binary fails the test: CI must install it, and a
 // silently skipped Redis test proves nothing.
 //
-// TLS and ACL run the server as a region runs it (secure.go); with
-// PUSHD_TEST_REDIS=tls-acl in the environment every server does, so a
-// package's whole suite can be run against TLS and pushd's ACL user:
-//
-//	PUSHD_TEST_REDIS=tls-acl go test ./streams/ ./appliance/
+// TLS and ACL run the server as a region runs it (secure.go): TLS only
+// with client certificates, and ACL users such as pushd's.
 //
 // A Server's methods are safe for concurrent use, but tests normally drive
 // Stop, Restart, Pause and Resume from one goroutine.
@@ -100,7 +97,7 @@ type Server struct {
 func StartRedis(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	o := options{appendFsync: "always"}
-	for _, opt := range append(secureFromEnv(t), opts...) {
+	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.binary == "" {

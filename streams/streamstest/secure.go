@@ -96,24 +96,3 @@ func ServiceTLS(t testing.TB, dir string, ca *regiontls.CA) TLSFiles {
 	f.Client = &tls.Config{RootCAs: client.Roots(), GetClientCertificate: client.ClientCertificate, MinVersion: tls.VersionTLS12}
 	return f
 }
-
-// secureFromEnv is the options PUSHD_TEST_REDIS=tls-acl adds to every
-// server: TLS with a CA of its own and pushd's ACL, so a package's whole
-// suite runs against Redis as a region runs it.
-func secureFromEnv(t testing.TB) []Option {
-	t.Helper()
-	switch v := os.Getenv("PUSHD_TEST_REDIS"); v {
-	case "":
-		return nil
-	case "tls-acl":
-	default:
-		t.Fatalf("streamstest: PUSHD_TEST_REDIS=%q: want tls-acl or nothing", v)
-	}
-	ca, err := regiontls.NewCA("streamstest CA", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	const password = "streamstest-password"
-	return []Option{TLS(ServiceTLS(t, dir, ca)), ACL(PushdACL(t, dir, password), "pushd", password)}
-}
