@@ -85,9 +85,6 @@ func TestTLSIssue_RefusesUsageMistakes(t *testing.T) {
 // certificate (node.pem 0600 and ca.crt, which check out) and Redis's
 // (its key 0600), rotates a node's, and lists them all.
 func TestTLS_IssueRotateAndListOnARegion(t *testing.T) {
-	if underRace {
-		t.Skip("real nbio listeners trip the race detector inside nbio (see race_test.go)")
-	}
 	r := appliancetest.StartRegion(t, 3, appliancetest.RegionOptions{TLS: true})
 	caFile := filepath.Join(t.TempDir(), "ca.crt")
 	if err := os.WriteFile(caFile, r.Raft.CA().CertPEM(), 0o644); err != nil {
