@@ -144,11 +144,14 @@ const devRedisUser = "pushd"
 // redisACL is the ACL file of a region's Redis for pushd's user, given
 // the SHA-256 of its password (hex): the default user is off, and pushd's
 // may run every command but the dangerous ones (CONFIG, FLUSHALL, KEYS,
-// DEBUG, …) on pushd's keys only, and no pub/sub. systemd/redis-pushd.acl
+// DEBUG, …) on pushd's keys only, and no pub/sub. INFO is dangerous to
+// Redis but allowed back: the heartbeat script reads the server's run_id
+// with it, which is how a node learns that Redis restarted or failed over
+// (streams.Store.Heartbeat). systemd/redis-pushd.acl
 // is the same with a placeholder for the hash (a test holds them equal).
 func redisACL(passwordSHA256 string) string {
 	return "user default off\n" +
-		"user " + devRedisUser + " on #" + passwordSHA256 + " ~pushd:* resetchannels +@all -@dangerous\n"
+		"user " + devRedisUser + " on #" + passwordSHA256 + " ~pushd:* resetchannels +@all -@dangerous +info\n"
 }
 
 func (d *devRegion) passwordFile() string { return filepath.Join(d.dir, "redis-password") }
