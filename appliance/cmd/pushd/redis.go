@@ -28,8 +28,9 @@ type redisOptions struct {
 	User string
 	// Password is the user's password; "" sends none.
 	Password string
-	// CA verifies a rediss:// server; nil: the system's roots.
-	CA *x509.CertPool
+	// Roots returns the CAs a rediss:// server's certificate must chain
+	// to, asked at every handshake; nil: the system's roots.
+	Roots func() *x509.CertPool
 	// ClientCert is presented when Redis asks for a client certificate
 	// (its tls-auth-clients); nil: none.
 	ClientCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
@@ -53,12 +54,16 @@ func (o *options) redisOptions(rt *regiontls.Node) (redisOptions, error) {
 		if err != nil {
 			return ro, fmt.Errorf("--redis-ca: %w", err)
 		}
-		ro.CA = x509.NewCertPool()
-		if !ro.CA.AppendCertsFromPEM(b) {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
 			return ro, fmt.Errorf("--redis-ca %s: no PEM certificate in it", o.RedisCA)
 		}
+		ro.Roots = func() *x509.CertPool { return pool }
 	case rt != nil:
-		ro.CA = rt.Roots()
+		// The bundle as it is now: a SIGHUP that added a new CA (a CA
+		// rotation) lets the next Redis connection trust a Redis
+		// certificate of the new CA.
+		ro.Roots = rt.Roots
 	}
 	if rt != nil {
 		ro.ClientCert = rt.ClientCertificate
@@ -81,12 +86,39 @@ func (ro redisOptions) clientOptions() (*redis.Options, error) {
 	opts.Password = ro.Password
 	if opts.TLSConfig != nil {
 		opts.TLSConfig.MinVersion = tls.VersionTLS12
-		opts.TLSConfig.RootCAs = ro.CA
 		opts.TLSConfig.GetClientCertificate = ro.ClientCert
+		if ro.Roots != nil {
+			// crypto/tls fixes RootCAs when the client is made; the
+			// server's certificate is checked here instead, against the
+			// roots of the moment, as crypto/tls would (chain, name,
+			// server use).
+			roots, name := ro.Roots, opts.TLSConfig.ServerName
+			opts.TLSConfig.InsecureSkipVerify = true
+			opts.TLSConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+				return verifyServerCertificate(cs, roots(), name)
+			}
+		}
 	}
 	// Context deadlines bound socket I/O only with this set.
 	opts.ContextTimeoutEnabled = true
 	return opts, nil
+}
+
+// verifyServerCertificate checks a server's certificate chain against
+// roots and name, and fails as crypto/tls's own check does.
+func verifyServerCertificate(cs tls.ConnectionState, roots *x509.CertPool, name string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the server presented no certificate")
+	}
+	intermediates := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		intermediates.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: intermediates, DNSName: name})
+	if err != nil {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+	}
+	return nil
 }
 
 // newRedisClient is the one place pushd's Redis clients are made.
