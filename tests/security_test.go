@@ -349,21 +349,30 @@ func TestSecurity_RotateCertificatesWhileTheRegionCommits(t *testing.T) {
 		t.Skip("runs three pushd processes")
 	}
 	nodes, tok, redisURL := startRegion(t)
-	st, err := status(t, nodes[0], tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A status read can fall in an election on a busy machine (no
+	// leader): read until one names the leader.
 	var leader, follower, third *node
-	for _, n := range nodes {
-		switch {
-		case n.id == st.Leader:
-			leader = n
-		case follower == nil:
-			follower = n
-		default:
-			third = n
+	poll.Until(t, 30*time.Second, func() error {
+		st, err := status(t, nodes[0], tok)
+		if err != nil {
+			return err
 		}
-	}
+		leader, follower, third = nil, nil, nil
+		for _, n := range nodes {
+			switch {
+			case n.id == st.Leader:
+				leader = n
+			case follower == nil:
+				follower = n
+			default:
+				third = n
+			}
+		}
+		if leader == nil {
+			return fmt.Errorf("status names leader %q", st.Leader)
+		}
+		return nil
+	})
 
 	var writes, failures atomic.Int64
 	var lastFailure atomic.Value
