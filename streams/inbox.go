@@ -72,6 +72,12 @@ type Appended struct {
 // renews the keys' TTL when due and reads the device's route. Results are in
 // the order of devices; a device listed twice gets Duplicate the second time.
 //
+// With Config.WaitReplicas set, Append returns only once that many
+// replicas of every primary it wrote to have its writes, and fails with
+// ErrNotReplicated (an ErrUnavailable) when they do not confirm within
+// WaitTimeout: the writes are on the primary, but a failover could lose
+// them.
+//
 // A message whose Created+TTL has already passed is refused with ErrExpired.
 // On any other error nothing is known about which devices were stored;
 // retry the call.
@@ -140,7 +146,7 @@ func (s *Store) Append(ctx context.Context, msg Message, devices []string) ([]Ap
 		}
 		calls = append(calls, scriptCall{script: appendScript, keys: keys, args: args})
 	}
-	if err := s.runScripts(ctx, calls); err != nil {
+	if err := s.runReplicated(ctx, calls); err != nil {
 		return nil, wrap("append "+msg.ID+" to", fmt.Sprintf("%d devices", len(devices)), err)
 	}
 
@@ -227,6 +233,9 @@ const (
 // Entries beyond the first limit are not inspected here; the caller sees a
 // later gap as a jump in seqs when it reads them with ReadMany.
 //
+// With Config.WaitReplicas set, Resume returns entries only once the
+// replicas have everything it read (ErrNotReplicated otherwise).
+//
 // Resume refreshes the TTL of the device's inbox keys. A device that also
 // claims its route on connect should use Open, which sends the claim and
 // the resume in one round trip.
@@ -235,7 +244,7 @@ func (s *Store) Resume(ctx context.Context, device string, pos Position, limit i
 		return Resumed{}, fmt.Errorf("resume: device id %q: %w", device, ErrInvalidArgument)
 	}
 	calls := []scriptCall{s.resumeCall(device, pos, limit)}
-	if err := s.runScripts(ctx, calls); err != nil {
+	if err := s.runReplicated(ctx, calls); err != nil {
 		return Resumed{}, wrap("resume", inboxKey(device), err)
 	}
 	r, err := parseResume(calls[0].cmd)
@@ -312,7 +321,9 @@ type ReadResult struct {
 
 // ReadMany reads entries with seq > After for many devices in one pipeline,
 // to refill in-flight windows and fill gaps. It changes nothing. An expired
-// entry is skipped, so Entries may jump over a seq: that is a gap.
+// entry is skipped, so Entries may jump over a seq: that is a gap. With
+// Config.WaitReplicas set, it returns only once the replicas have what it
+// read (ErrNotReplicated otherwise), as Resume.
 func (s *Store) ReadMany(ctx context.Context, reqs []ReadRequest) ([]ReadResult, error) {
 	if len(reqs) == 0 {
 		return nil, nil
@@ -333,7 +344,7 @@ func (s *Store) ReadMany(ctx context.Context, reqs []ReadRequest) ([]ReadResult,
 			args:   []any{r.Epoch, r.After, limit, now},
 		}
 	}
-	if err := s.runScripts(ctx, calls); err != nil {
+	if err := s.runReplicated(ctx, calls); err != nil {
 		return nil, wrap("read", fmt.Sprintf("%d inboxes", len(reqs)), err)
 	}
 	out := make([]ReadResult, len(reqs))

@@ -41,6 +41,7 @@ hash=$(tr -d '\n' <"$pwfile" | sha256sum | cut -d' ' -f1)
 # The ACL file holds the hash only; redis-server must be able to read it.
 sed "s/PUSHD_PASSWORD_SHA256/$hash/" "$here/redis-pushd.acl" >"$redis_etc/pushd.acl"
 sed "s#/etc/redis/#$redis_etc/#g" "$here/redis-pushd.conf" >"$redis_etc/redis-pushd.conf"
+echo "aclfile $redis_etc/pushd.acl" >>"$redis_etc/redis-pushd.conf"
 chmod 640 "$redis_etc/pushd.acl" "$redis_etc/redis-pushd.conf"
 if getent group redis >/dev/null 2>&1; then chgrp redis "$redis_etc/pushd.acl" "$redis_etc/redis-pushd.conf"; fi
 

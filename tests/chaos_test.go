@@ -44,6 +44,21 @@ func plainRedis(t *testing.T) regionRedis {
 // startRegionWith is startRegion around rr.
 func startRegionWith(t *testing.T, rr regionRedis, flags ...string) ([]*node, string, string) {
 	t.Helper()
+	nodes, tok := startRegionAround(t, rr, flags...)
+	return nodes, tok, rr.url
+}
+
+// startRegionOn runs three pushd processes with --redis redisURL (any
+// topology), each with flags on every start, and returns them with the
+// region's admin token once every node's dispatch knows all three.
+func startRegionOn(t *testing.T, redisURL string, flags ...string) ([]*node, string) {
+	t.Helper()
+	return startRegionAround(t, regionRedis{url: redisURL}, flags...)
+}
+
+// startRegionAround is startRegionOn around rr.
+func startRegionAround(t *testing.T, rr regionRedis, flags ...string) ([]*node, string) {
+	t.Helper()
 	nodes := []*node{newNode(t, "n1"), newNode(t, "n2"), newNode(t, "n3")}
 	for _, n := range nodes {
 		n.flags = append(append([]string(nil), flags...), rr.flags...)
@@ -91,7 +106,7 @@ func startRegionWith(t *testing.T, rr regionRedis, flags ...string) ([]*node, st
 		}
 		return nil
 	})
-	return nodes, tok, redisURL
+	return nodes, tok
 }
 
 // TestChaos_NodeKilledDuringPushes is T2 at the scale of this machine:

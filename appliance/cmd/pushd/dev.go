@@ -26,6 +26,7 @@ import (
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/raftmeta"
 	"github.com/pushd/pushd/regiontls"
+	"github.com/pushd/pushd/streams/redisurl"
 )
 
 // devRegion is what --dev adds around a node: a supervised redis-server
@@ -44,8 +45,11 @@ type devRegion struct {
 	// redis-server serves TLS only, asks for a client certificate of the
 	// dev CA, and knows one ACL user, pushd, whose password is in
 	// <dir>/redis-password.
-	rt *regiontls.Node
-	ro redisOptions // how pushd reaches it
+	rt  *regiontls.Node
+	url redisurl.Options // how pushd reaches it, credentials included
+	// external describes the Redis given with --redis, when the region
+	// runs none of its own ("" when it does).
+	external string
 
 	// The supervisor's timing; newDevRegion sets the devRestart* and
 	// devStopGrace defaults, and tests change them before run.
@@ -114,8 +118,13 @@ type devInfo struct {
 
 // startDevRegion starts the dev redis-server and points o at it; with rt
 // (--dev-tls) over TLS with an ACL user, and with the devices served
-// with the node's certificate.
+// with the node's certificate. With --redis given it runs no
+// redis-server: the dev region lives in that Redis (a cluster, a
+// Sentinel set), which pushd neither starts nor supervises.
 func startDevRegion(ctx context.Context, o *options, rt *regiontls.Node, log *slog.Logger) (*devRegion, error) {
+	if o.redisSet {
+		return externalDevRegion(o.DataDir, o.redis.url, log)
+	}
 	d, err := newDevRegion(o.DataDir, log)
 	if err != nil {
 		return nil, err
@@ -129,10 +138,34 @@ func startDevRegion(ctx context.Context, o *options, rt *regiontls.Node, log *sl
 		o.TLSCert, o.TLSKey = node, node
 	}
 	o.Redis = d.redisURL()
-	if d.ro, err = o.redisOptions(rt); err != nil {
+	if o.redis, err = parseRedisSetup(o); err != nil {
 		return nil, err
 	}
+	// The node adds its credentials to o.redis itself; the supervisor's
+	// own client needs them now.
+	own := o.redis
+	if err := own.credentials(o, rt); err != nil {
+		return nil, err
+	}
+	d.url = own.url
 	if err := d.run(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// externalDevRegion is a dev region whose Redis is the caller's: it has
+// the dev app's credentials and writes pushctl.json, and runs no
+// redis-server (stop has nothing to stop).
+func externalDevRegion(dir string, redis redisurl.Options, log *slog.Logger) (*devRegion, error) {
+	d := &devRegion{log: log.With("component", "dev-redis"), dir: dir, external: redis.String(),
+		quit: make(chan struct{}), done: make(chan struct{})}
+	close(d.done)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("dev data dir: %w", err)
+	}
+	var err error
+	if d.creds, err = loadDevCredentials(filepath.Join(dir, "dev.json")); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -221,7 +254,9 @@ func newDevRegion(dir string, log *slog.Logger) (*devRegion, error) {
 	if d.port, err = freePort(); err != nil {
 		return nil, err
 	}
-	d.ro = redisOptions{URL: d.redisURL()}
+	if d.url, err = redisurl.Parse(d.redisURL()); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -240,9 +275,13 @@ func (d *devRegion) run(ctx context.Context) error {
 	return nil
 }
 
-// redisURL is the dev redis-server's address as --redis takes it.
+// redisURL is the dev redis-server's address as --redis takes it, or the
+// description of an external Redis (no password).
 func (d *devRegion) redisURL() string {
-	if d.rt != nil {
+	switch {
+	case d.external != "":
+		return d.external
+	case d.rt != nil:
 		return fmt.Sprintf("rediss://127.0.0.1:%d/0", d.port)
 	}
 	return fmt.Sprintf("redis://127.0.0.1:%d/0", d.port)
@@ -339,10 +378,7 @@ func (d *devRegion) start() (*devChild, error) {
 }
 
 func (d *devRegion) waitReady(ctx context.Context) error {
-	opts, err := d.ro.clientOptions()
-	if err != nil {
-		return err
-	}
+	opts := d.url.Universal().Simple()
 	opts.MaxRetries = -1
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
@@ -475,7 +511,11 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken 
 	fmt.Fprintf(&sb, "  app               %s\n", info.App)
 	fmt.Fprintf(&sb, "  token secret      key id %s, %s (base64)\n", info.KeyID, info.SecretBase64)
 	fmt.Fprintf(&sb, "  API key           %s\n", info.APIKey)
-	fmt.Fprintf(&sb, "  dev redis         %s (appendfsync always, restarted if it exits)\n", info.RedisURL)
+	if d.external != "" {
+		fmt.Fprintf(&sb, "  redis             %s (given with --redis: pushd runs none of its own)\n", info.RedisURL)
+	} else {
+		fmt.Fprintf(&sb, "  dev redis         %s (appendfsync always, restarted if it exits)\n", info.RedisURL)
+	}
 	if d.rt != nil {
 		fmt.Fprintf(&sb, "  TLS               every hop, with the dev CA %s (Raft and admin mutual TLS; redis user %s, password in %s)\n",
 			info.CAFile, devRedisUser, d.passwordFile())

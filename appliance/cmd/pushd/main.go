@@ -29,6 +29,7 @@ import (
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/regiontls"
 	"github.com/pushd/pushd/streams"
+	"github.com/pushd/pushd/streams/redisurl"
 )
 
 func main() { os.Exit(runCLI(os.Args, os.Stdout, os.Stderr)) }
@@ -69,7 +70,7 @@ func run(c *cli.Context) error {
 		if err := opts.check(); err != nil {
 			return usageError{err}
 		}
-		fmt.Fprintf(c.App.Writer, "configuration ok: node %s, data dir %s, redis %s\n", opts.NodeID, opts.DataDir, opts.Redis)
+		fmt.Fprintf(c.App.Writer, "configuration ok: node %s, data dir %s, redis %s\n", opts.NodeID, opts.DataDir, opts.redis)
 		return nil
 	}
 	log := newLogger(opts.LogLevel, opts.LogFormat)
@@ -85,12 +86,13 @@ func run(c *cli.Context) error {
 
 	// The narrative of a start: the node's certificates for Raft and the
 	// admin API are loaded, or made on the region's first node, or fetched
-	// with the join token; dev mode brings its own Redis; Redis is asked
-	// whether it takes pushd's credentials; the Raft metadata store opens
-	// (and bootstraps a new region); the node starts listening; it
-	// registers itself as a member; dev mode seeds its app; the node's
-	// metadata catches up with the region's; systemd hears READY once all
-	// of that holds.
+	// with the join token (Redis asks for them when it runs TLS); dev mode
+	// brings its own Redis; the region's Redis is reached and checked,
+	// pushd's credentials included, before Raft's state changes on this
+	// host; the Raft metadata store opens (and bootstraps a new region);
+	// the node starts listening; it registers itself as a member; dev
+	// mode seeds its app; the node's metadata catches up with the
+	// region's; systemd hears READY once all of that holds.
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -118,19 +120,16 @@ func run(c *cli.Context) error {
 	if dev != nil {
 		cfg.DeviceHandler = dev.pageHandler(log)
 	}
-	ro, err := opts.redisOptions(rt)
-	if err != nil {
+	if err := opts.redis.credentials(&opts, rt); err != nil {
 		return usageError{err}
 	}
-	rdb, err := newRedisClient(ro)
-	if err != nil {
-		return usageError{err}
-	}
+	// The one client for every topology (redisurl).
+	rdb := redisurl.NewClient(opts.redis.url)
 	defer rdb.Close()
-	if err := checkRedis(ctx, rdb, ro, log); err != nil {
+	store := streams.New(rdb, opts.streamsConfig())
+	if err := checkRedis(ctx, store, opts.redis, log); err != nil {
 		return err
 	}
-	store := streams.New(rdb, opts.streamsConfig())
 
 	meta, err := openMeta(ctx, &opts, rt, log)
 	if err != nil {

@@ -11,97 +11,128 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/pushd/pushd/regiontls"
+	"github.com/pushd/pushd/streams"
+	"github.com/pushd/pushd/streams/redisurl"
 )
 
-// redisOptions is everything pushd knows about reaching the region's
-// Redis. Every Redis client pushd makes is built from one, by
-// newRedisClient, so the address, the ACL user and its password, and TLS
-// always travel together.
-type redisOptions struct {
-	// URL is redis://host:port/db, or rediss:// for TLS. It must not
-	// hold a password: URLs end up on command lines and in logs.
-	URL string
-	// User is the ACL user; "" is Redis's default user (or the URL's).
-	User string
-	// Password is the user's password; "" sends none.
-	Password string
-	// Roots returns the CAs a rediss:// server's certificate must chain
-	// to, asked at every handshake; nil: the system's roots.
-	Roots func() *x509.CertPool
-	// ClientCert is presented when Redis asks for a client certificate
-	// (its tls-auth-clients); nil: none.
-	ClientCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+// redisSetup is how this node uses the region's Redis: where it is and
+// what a push answered stored promises.
+type redisSetup struct {
+	url redisurl.Options
+	// durability is "strict" or "fast".
+	durability string
+	// waitReplicas is how many replicas confirm each push (strict only).
+	waitReplicas int
+	waitTimeout  time.Duration
 }
 
-// redisOptions gathers the Redis settings: the password from its file,
-// and for rediss:// the CA to trust (--redis-ca, else the region's) and
-// the node's region certificate as the client certificate.
-func (o *options) redisOptions(rt *regiontls.Node) (redisOptions, error) {
-	ro := redisOptions{URL: o.Redis, User: o.RedisUser}
+// Durability modes.
+const (
+	durabilityStrict = "strict"
+	durabilityFast   = "fast"
+)
+
+// Bounds of --redis-wait-timeout: a push waits this long at most for its
+// replicas, inside the 2 s a push may spend on Redis.
+const (
+	minWaitTimeout = 10 * time.Millisecond
+	maxWaitTimeout = time.Second
+)
+
+// parseRedisSetup checks --redis, --durability and the wait settings.
+// The errors are configuration mistakes and never show a password.
+func parseRedisSetup(o *options) (redisSetup, error) {
+	u, err := redisurl.Parse(o.Redis)
+	if err != nil {
+		return redisSetup{}, fmt.Errorf("--redis %w", err)
+	}
+	r := redisSetup{url: u, durability: o.Durability, waitTimeout: o.RedisWaitTimeout}
+	switch {
+	case r.durability != durabilityStrict && r.durability != durabilityFast:
+		return r, fmt.Errorf("--durability %q: want strict or fast", r.durability)
+	case r.waitTimeout < minWaitTimeout || r.waitTimeout > maxWaitTimeout:
+		return r, fmt.Errorf("--redis-wait-timeout %s: must be %s..%s", r.waitTimeout, minWaitTimeout, maxWaitTimeout)
+	}
+	switch {
+	case o.RedisWaitReplicas != nil:
+		r.waitReplicas = *o.RedisWaitReplicas
+	case r.durability == durabilityStrict && u.Topology != redisurl.Single:
+		// A topology that fails over: a push is stored once a replica
+		// that can be promoted has it.
+		r.waitReplicas = 1
+	}
+	switch {
+	case r.waitReplicas < 0:
+		return r, fmt.Errorf("--redis-wait-replicas %d: must be 0 or more", r.waitReplicas)
+	case r.waitReplicas > 0 && r.durability == durabilityFast:
+		return r, fmt.Errorf("--redis-wait-replicas %d with --durability fast: fast mode waits for no replica", r.waitReplicas)
+	}
+	return r, nil
+}
+
+// credentials completes r with pushd's own credentials: the ACL user
+// (--redis-user) and its password, read from --redis-password-file
+// rather than given on a command line; and for rediss:// the CAs Redis's
+// certificate must chain to (--redis-ca, else the region's bundle as it
+// is at each new connection, else the system's) and the node's region
+// certificate, presented when Redis asks for one (tls-auth-clients).
+func (r *redisSetup) credentials(o *options, rt *regiontls.Node) error {
+	if o.RedisUser != "" {
+		r.url.Username = o.RedisUser
+	}
 	if o.RedisPasswordFile != "" {
+		if r.url.Password != "" {
+			return errors.New("--redis holds a password and --redis-password-file gives one too: keep the file, and the URL without it")
+		}
 		pw, err := readSecretFile(o.RedisPasswordFile, "--redis-password-file")
 		if err != nil {
-			return ro, err
+			return err
 		}
-		ro.Password = pw
+		r.url.Password = pw
 	}
+	var roots func() *x509.CertPool
 	switch {
 	case o.RedisCA != "":
 		b, err := os.ReadFile(o.RedisCA)
 		if err != nil {
-			return ro, fmt.Errorf("--redis-ca: %w", err)
+			return fmt.Errorf("--redis-ca: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(b) {
-			return ro, fmt.Errorf("--redis-ca %s: no PEM certificate in it", o.RedisCA)
+			return fmt.Errorf("--redis-ca %s: no PEM certificate in it", o.RedisCA)
 		}
-		ro.Roots = func() *x509.CertPool { return pool }
+		roots = func() *x509.CertPool { return pool }
 	case rt != nil:
 		// The bundle as it is now: a SIGHUP that added a new CA (a CA
 		// rotation) lets the next Redis connection trust a Redis
 		// certificate of the new CA.
-		ro.Roots = rt.Roots
+		roots = rt.Roots
 	}
+	if r.url.TLSConfig == nil {
+		return nil
+	}
+	cfg := r.url.TLSConfig.Clone()
+	cfg.MinVersion = tls.VersionTLS12
 	if rt != nil {
-		ro.ClientCert = rt.ClientCertificate
+		cfg.GetClientCertificate = rt.ClientCertificate
 	}
-	return ro, nil
-}
-
-// clientOptions turns ro into go-redis options.
-func (ro redisOptions) clientOptions() (*redis.Options, error) {
-	opts, err := redis.ParseURL(ro.URL)
-	if err != nil {
-		return nil, fmt.Errorf("--redis %q: %w", ro.URL, err)
-	}
-	if opts.Password != "" {
-		return nil, errors.New("--redis: the URL holds a password; put it in a file of mode 0600 and give --redis-password-file")
-	}
-	if ro.User != "" {
-		opts.Username = ro.User
-	}
-	opts.Password = ro.Password
-	if opts.TLSConfig != nil {
-		opts.TLSConfig.MinVersion = tls.VersionTLS12
-		opts.TLSConfig.GetClientCertificate = ro.ClientCert
-		if ro.Roots != nil {
-			// crypto/tls fixes RootCAs when the client is made; the
-			// server's certificate is checked here instead, against the
-			// roots of the moment, as crypto/tls would (chain, name,
-			// server use).
-			roots, name := ro.Roots, opts.TLSConfig.ServerName
-			opts.TLSConfig.InsecureSkipVerify = true
-			opts.TLSConfig.VerifyConnection = func(cs tls.ConnectionState) error {
-				return verifyServerCertificate(cs, roots(), name)
-			}
+	switch {
+	case roots == nil:
+	case cfg.ServerName == "":
+		cfg.RootCAs = roots()
+	default:
+		// crypto/tls fixes RootCAs when the client is made; the server's
+		// certificate is checked here instead, against the roots of the
+		// moment, as crypto/tls would (chain, name, server use).
+		name := cfg.ServerName
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			return verifyServerCertificate(cs, roots(), name)
 		}
 	}
-	// Context deadlines bound socket I/O only with this set.
-	opts.ContextTimeoutEnabled = true
-	return opts, nil
+	r.url.TLSConfig = cfg
+	return nil
 }
 
 // verifyServerCertificate checks a server's certificate chain against
@@ -121,60 +152,83 @@ func verifyServerCertificate(cs tls.ConnectionState, roots *x509.CertPool, name 
 	return nil
 }
 
-// newRedisClient is the one place pushd's Redis clients are made.
-func newRedisClient(ro redisOptions) (*redis.Client, error) {
-	opts, err := ro.clientOptions()
-	if err != nil {
-		return nil, err
+// String describes the setup for logs and --check-config.
+func (r redisSetup) String() string {
+	s := fmt.Sprintf("%s, durability %s", r.url, r.durability)
+	if r.waitReplicas > 0 {
+		s += fmt.Sprintf(" (each push waits for %d replica(s), up to %s)", r.waitReplicas, r.waitTimeout)
 	}
-	return redis.NewClient(opts), nil
+	return s
 }
 
-// redisCheckTimeout bounds the start's look at Redis.
-const redisCheckTimeout = 5 * time.Second
+// redisCheckTimeout bounds checkRedis: a dial to a silent host, a few
+// Sentinels to ask.
+const redisCheckTimeout = 10 * time.Second
 
-// checkRedis pings Redis once at start. Refused credentials and a TLS
-// handshake that fails are configuration mistakes that retrying cannot
-// fix: they end the start with what to change. A Redis that does not
-// answer is not: the node starts and serves live traffic until it does,
-// as it does when Redis goes away later.
-func checkRedis(ctx context.Context, rdb *redis.Client, ro redisOptions, log *slog.Logger) error {
+// checkRedis reads the region's Redis before the node changes anything
+// (Raft, listeners): unreachable, it fails the start with what go-redis
+// said; in strict mode, a primary whose appendfsync is not always is a
+// configuration mistake (usageError). Too few replicas in sync for
+// --redis-wait-replicas is logged: pushes answer 503 until they are.
+func checkRedis(ctx context.Context, store *streams.Store, r redisSetup, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, redisCheckTimeout)
 	defer cancel()
-	err := rdb.Ping(ctx).Err()
-	if err == nil {
-		return nil
+	if err := redisurl.Probe(ctx, r.url); err != nil {
+		return redisStartError(r, err)
 	}
-	user := ro.User
+	top, err := store.Topology(ctx)
+	if err != nil {
+		return redisStartError(r, err)
+	}
+	for _, p := range top.Primaries {
+		if p.Role != "master" {
+			return fmt.Errorf("--redis %s: %s is a replica, not a primary (point --redis at the primary, or use redis-sentinel://)", r.url, p.Addr)
+		}
+		if r.durability == durabilityStrict {
+			switch p.AppendFsync {
+			case "always":
+			case "":
+				log.Warn("cannot read appendfsync (CONFIG GET refused); strict durability needs appendfsync always on every primary", "primary", p.Addr)
+			default:
+				return usageError{fmt.Errorf("--durability strict needs appendfsync always on every Redis primary, and %s has %s: set it in redis.conf (systemd/redis-pushd.conf) or run pushd with --durability fast",
+					p.Addr, p.AppendFsync)}
+			}
+		}
+		online := 0
+		for _, rep := range p.Replicas {
+			if rep.State == "online" {
+				online++
+			}
+		}
+		if online < r.waitReplicas {
+			log.Warn("a Redis primary has fewer replicas in sync than --redis-wait-replicas: pushes it serves are refused (503) until enough are",
+				"primary", p.Addr, "replicas_online", online, "wait_replicas", r.waitReplicas)
+		}
+	}
+	log.Info("redis", "setup", r.String(), "primaries", len(top.Primaries))
+	return nil
+}
+
+// redisStartError says what to check when Redis could not be used at
+// start: refused credentials and TLS handshakes that fail are named as
+// such (the errors come through Probe's summary of every address, so
+// they are told apart by Redis's and crypto/tls's words).
+func redisStartError(r redisSetup, err error) error {
+	user := r.url.Username
 	if user == "" {
 		user = "default"
 	}
 	msg := err.Error()
-	var verify *tls.CertificateVerificationError
-	var rh tls.RecordHeaderError
 	switch {
-	case strings.HasPrefix(msg, "WRONGPASS"), strings.HasPrefix(msg, "NOAUTH"), strings.HasPrefix(msg, "NOPERM"),
+	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "NOPERM"),
 		strings.Contains(msg, "AUTH") && strings.Contains(msg, "without any password configured"):
-		return fmt.Errorf("redis %s refused pushd's credentials (user %q): %v: check --redis-user and --redis-password-file against the ACL of that Redis", redactedURL(ro.URL), user, err)
-	case errors.As(err, &verify):
-		return fmt.Errorf("redis %s: its TLS certificate is not trusted: %v: check --redis-ca (default: the region CA)", redactedURL(ro.URL), err)
-	case errors.As(err, &rh):
-		return fmt.Errorf("redis %s does not speak TLS on that port: %v: use redis:// or Redis's tls-port", redactedURL(ro.URL), err)
+		return fmt.Errorf("redis %s refused pushd's credentials (user %q): %w: check --redis-user and --redis-password-file against the ACL of that Redis", r.url, user, err)
+	case strings.Contains(msg, "tls: failed to verify certificate"):
+		return fmt.Errorf("redis %s: its TLS certificate is not trusted: %w: check --redis-ca (default: the region CA)", r.url, err)
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return fmt.Errorf("redis %s does not speak TLS on that port: %w: use redis:// or Redis's tls-port", r.url, err)
 	case strings.Contains(msg, "remote error: tls:"):
-		return fmt.Errorf("redis %s refused the TLS handshake: %v: Redis's tls-ca-cert-file must hold the CA of this node's certificate (the region CA) when it checks clients (tls-auth-clients)", redactedURL(ro.URL), err)
+		return fmt.Errorf("redis %s refused the TLS handshake: %w: Redis's tls-ca-cert-file must hold the CA of this node's certificate (the region CA) when it checks clients (tls-auth-clients)", r.url, err)
 	}
-	log.Warn("redis does not answer yet; serving live traffic only until it does", "redis", redactedURL(ro.URL), "err", err)
-	return nil
-}
-
-// redactedURL is the URL without its user information.
-func redactedURL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
-	}
-	if _, host, ok := strings.Cut(rest, "@"); ok {
-		rest = host
-	}
-	return scheme + "://" + rest
+	return fmt.Errorf("--redis %s: cannot reach Redis: %w", r.url, err)
 }
