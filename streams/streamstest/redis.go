@@ -228,8 +228,20 @@ func (s *Server) URL() string {
 }
 
 // Connect returns a client built from URL by redisurl, as pushd builds
-// its own, closed in t.Cleanup.
-func (s *Server) Connect(t testing.TB) redis.UniversalClient { return connect(t, s.URL()) }
+// its own, closed in t.Cleanup. With TLS it handshakes as Client does,
+// and with ACL it logs in as the ACL's user.
+func (s *Server) Connect(t testing.TB) redis.UniversalClient {
+	t.Helper()
+	return connectWith(t, s.URL(), func(u *redis.UniversalOptions) {
+		if s.opts.tls != nil {
+			u.TLSConfig = s.opts.tls.Client.Clone()
+			u.TLSConfig.ServerName = "127.0.0.1"
+		}
+		if s.opts.acl != nil {
+			u.Username, u.Password = s.opts.acl.user, s.opts.acl.password
+		}
+	})
+}
 
 // FlushAll empties the server (FLUSHALL), failing the test if it cannot.
 func (s *Server) FlushAll(t testing.TB) {
@@ -483,11 +495,18 @@ func ping(addr string, o options) error {
 // connect builds a client from a deployment's URL, as pushd does.
 func connect(t testing.TB, url string) redis.UniversalClient {
 	t.Helper()
+	return connectWith(t, url, func(*redis.UniversalOptions) {})
+}
+
+// connectWith is connect with the client's options changed by tune first.
+func connectWith(t testing.TB, url string, tune func(*redis.UniversalOptions)) redis.UniversalClient {
+	t.Helper()
 	o, err := redisurl.Parse(url)
 	if err != nil {
 		t.Fatalf("streamstest: %v", err)
 	}
 	u := o.Universal()
+	tune(u)
 	// Fault tests stop servers; a short dial timeout keeps a refused or
 	// unanswered dial from eating the test's whole context.
 	u.DialTimeout = time.Second

@@ -86,16 +86,14 @@ func run(c *cli.Context) error {
 
 	// The narrative of a start: the node's certificates for Raft and the
 	// admin API are loaded, or made on the region's first node, or fetched
-	// with the join token (Redis asks for them when it runs TLS); dev mode
-	// brings its own Redis; the region's Redis is reached and checked,
-	// pushd's credentials included, before Raft's state changes on this
-	// host; the Raft metadata store opens (and bootstraps a new region);
+	// with the join token (Redis asks for them when it runs TLS; on a
+	// first start they are the one thing written before Redis is
+	// checked); dev mode brings its own Redis; the region's Redis is
+	// reached and checked, pushd's credentials included, before anything
+	// else changes on this host; the Raft metadata store opens (and bootstraps a new region);
 	// the node starts listening; it registers itself as a member; dev
 	// mode seeds its app; the node's metadata catches up with the
 	// region's; systemd hears READY once all of that holds.
-	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
 	var rt *regiontls.Node
 	if opts.regionTLS() {
 		if rt, err = setupRegionTLS(ctx, &opts, log); err != nil {
@@ -129,6 +127,9 @@ func run(c *cli.Context) error {
 	store := streams.New(rdb, opts.streamsConfig())
 	if err := checkRedis(ctx, store, opts.redis, log); err != nil {
 		return err
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
 	}
 
 	meta, err := openMeta(ctx, &opts, rt, log)

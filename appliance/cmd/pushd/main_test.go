@@ -55,7 +55,7 @@ func TestCheckConfig_RefusesMistakes(t *testing.T) {
 		"two join tokens":                    {"--join", "10.0.0.1:8091", "--join-token", "t", "--join-token-file", secret(0o600)},
 		"join token file readable by all":    {"--join", "10.0.0.1:8091", "--join-token-file", secret(0o644)},
 		"redis password file group-readable": {"--redis-password-file", secret(0o640)},
-		"redis password in the URL":          {"--redis", "redis://pushd:hunter2@10.0.0.5:6379/0"},
+		"redis password in the URL and file": {"--redis", "redis://pushd:hunter2@10.0.0.5:6379/0", "--redis-password-file", secret(0o600)},
 		"dev-tls with a push certificate":    {"--dev", "--dev-tls", "--push-tls-cert", "c", "--push-tls-key", "k"},
 		"bad duration":                       {"--config", write(`{"heartbeat": "soon"}`)},
 		"not json":                           {"--config", write(`{`)},

@@ -99,14 +99,16 @@ func TestCheckConfig_RefusesRedisMistakes(t *testing.T) {
 }
 
 // start runs pushd (not --check-config) with args against a fresh data
-// dir and returns its exit status, stderr and the data dir.
+// dir and returns its exit status, stderr and the data dir. The node runs
+// without the region's TLS, whose first start writes the node's
+// certificates into the data dir before Redis is checked.
 func start(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
 	var out, errOut bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- runCLI(append([]string{"pushd", "--data-dir", dir, "--node-id", "n1", "--log-level", "error"}, args...), &out, &errOut)
+		done <- runCLI(append([]string{"pushd", "--data-dir", dir, "--node-id", "n1", "--log-level", "error", "--insecure-plaintext"}, args...), &out, &errOut)
 	}()
 	select {
 	case code := <-done:
