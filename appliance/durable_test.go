@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -77,7 +78,7 @@ func mustPush(t testing.TB, n *Node, devices []string, data string, mut ...func(
 // pushGroup sends data to a group of the test app (the whole app for "").
 func pushGroup(t testing.TB, n *Node, group, data string) *api.PushResponse {
 	t.Helper()
-	return n.PushGroup(context.Background(), testApp, group, message(n, data))
+	return n.PushGroup(context.Background(), testApp, group, message(n, data), nil)
 }
 
 func deviceState(t testing.TB, n *Node, device string) api.DeviceState {
@@ -310,7 +311,8 @@ func TestDurable_DroppedAcksRetransmitExactlyOnceToApp(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		mustPush(t, n, []string{"phone"}, fmt.Sprint(i))
 	}
-	poll.Until(t, 5*time.Second, func() error {
+	// Generous: a loaded machine saw none within 5 s.
+	poll.Until(t, 30*time.Second, func() error {
 		if redeliveries.Load() < 5 {
 			return fmt.Errorf("%d redelivered pushes seen", redeliveries.Load())
 		}
@@ -447,8 +449,16 @@ func TestDurable_RedisDown(t *testing.T) {
 	if v, err := metricValue(body, "pushd_redis_up"); err != nil || v != "0" {
 		t.Fatalf("pushd_redis_up %q %v", v, err)
 	}
-	if _, err := metricValue(body, `pushd_redis_errors_total{kind="connection"}`); err != nil {
-		t.Fatalf("the metrics do not say why Redis is down: %v", err)
+	// Refused connections count as "connection"; on a loaded machine
+	// go-redis's retries can outlast the call's deadline ("timeout") first.
+	if !strings.Contains(body, `pushd_redis_errors_total{kind="connection"}`) && !strings.Contains(body, `pushd_redis_errors_total{kind="timeout"}`) {
+		var redis []string
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, "pushd_redis") {
+				redis = append(redis, line)
+			}
+		}
+		t.Fatalf("the metrics do not say why Redis is down:\n%s", strings.Join(redis, "\n"))
 	}
 
 	srv.Restart()

@@ -76,7 +76,8 @@ func loadScripts(t *testing.T, rdb redis.UniversalClient) {
 	t.Helper()
 	eachPrimary(t, rdb, func(ctx context.Context, c redis.Cmdable) error {
 		for _, sc := range []*redis.Script{appendScript, resumeScript, readScript, ackScript, claimScript,
-			releaseScript, refreshScript, takeoverScript, retireScript, heartbeatScript} {
+			releaseScript, refreshScript, takeoverScript, retireScript, heartbeatScript,
+			userScript, membersScript, memberScript, gstreamScript, gappendScript, greadScript} {
 			if err := sc.Load(ctx, c).Err(); err != nil {
 				return err
 			}
@@ -201,4 +202,10 @@ func mustAck(t *testing.T, s *Store, device, epoch string, seq uint64) {
 	if err != nil || !ok[0] {
 		t.Fatalf("ack %s up to %d: %v %v", device, seq, ok, err)
 	}
+}
+
+// redisZ is a sorted set member scored by a time in unix ms, as the user
+// index scores its devices.
+func redisZ(at time.Time, member string) redis.Z {
+	return redis.Z{Score: float64(at.UnixMilli()), Member: member}
 }

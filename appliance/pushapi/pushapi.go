@@ -42,8 +42,14 @@ type Core interface {
 	Sheds(p wire.Priority, business string) (string, bool)
 	PushLimits() appliance.PushLimits
 	PushDevices(ctx context.Context, app string, msg streams.Message, devices []string) (*api.PushResponse, error)
-	PushGroup(ctx context.Context, app, group string, msg streams.Message) *api.PushResponse
+	UserDevices(ctx context.Context, app string, users []string) ([][]string, error)
+	PushUsers(ctx context.Context, app string, msg streams.Message, users []string, devices [][]string) (*api.PushResponse, error)
+	PushGroup(ctx context.Context, app, group string, msg streams.Message, filter *appliance.Filter) *api.PushResponse
 	DeviceState(ctx context.Context, app, device string) (api.DeviceState, error)
+	UserState(ctx context.Context, app, user string) (api.UserState, error)
+	ChangeGroupMembers(ctx context.Context, app, group string, add bool, members []appliance.GroupMember) ([]api.GroupMemberResult, error)
+	GroupState(ctx context.Context, app, group, cursor string, count int) (api.GroupState, error)
+	SetGroupStream(ctx context.Context, app, group string, maxLen int64, maxAge time.Duration) (api.GroupStream, error)
 	ServeHealth(w http.ResponseWriter, r *http.Request)
 }
 
@@ -96,6 +102,9 @@ func New(core Core, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/push", h.servePush)
 	mux.HandleFunc("/v1/devices/{device}", h.serveDevice)
+	mux.HandleFunc("/v1/users/{user}", h.serveUser)
+	mux.HandleFunc("/v1/groups/{group}/members", h.serveGroupMembers)
+	mux.HandleFunc("/v1/groups/{group}/stream", h.serveGroupStream)
 	mux.HandleFunc("/healthz", core.ServeHealth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.Errorf(http.StatusNotFound, "not_found", "no such endpoint: %s", r.URL.Path))
@@ -164,6 +173,10 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 	if aerr := checkTargets(&req, limits.MaxTargets); aerr != nil {
 		return nil, aerr
 	}
+	filter, err := appliance.ParseFilter(req.Filter)
+	if err != nil {
+		return nil, api.BadRequest("invalid_field", "filter: %v", err)
+	}
 	if why, shed := h.core.Sheds(wire.Priority(msg.Priority), msg.Business); shed {
 		h.metrics.degraded.Inc()
 		e := api.Errorf(http.StatusServiceUnavailable, "degraded", "%s", why)
@@ -171,6 +184,17 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 		return nil, e
 	}
 	units := max(1, len(req.Devices))
+	var userDevices [][]string
+	if len(req.Users) > 0 {
+		if userDevices, aerr = h.resolveUsers(r.Context(), app.ID(), req.Users); aerr != nil {
+			return nil, aerr
+		}
+		units = 0
+		for _, ds := range userDevices {
+			units += len(ds)
+		}
+		units = max(1, units)
+	}
 	if burst := app.RateBurst(); burst > 0 {
 		if units > burst {
 			// It could never pass: a Retry-After would be a promise broken.
@@ -183,16 +207,21 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 			return nil, e
 		}
 	}
-	if len(req.Devices) == 0 {
+	var resp *api.PushResponse
+	switch {
+	case len(req.Users) > 0:
+		resp, err = h.core.PushUsers(r.Context(), app.ID(), msg, req.Users, userDevices)
+	case len(req.Devices) > 0:
+		resp, err = h.core.PushDevices(r.Context(), app.ID(), msg, req.Devices)
+	default:
 		group := ""
 		if req.Group != nil {
 			group = *req.Group
 		}
-		return h.core.PushGroup(r.Context(), app.ID(), group, msg), nil
+		return h.core.PushGroup(r.Context(), app.ID(), group, msg, filter), nil
 	}
-	resp, err := h.core.PushDevices(r.Context(), app.ID(), msg, req.Devices)
 	switch {
-	case errors.Is(err, appliance.ErrUnavailable):
+	case errors.Is(err, appliance.ErrUnavailable), errors.Is(err, appliance.ErrNoStore):
 		return nil, api.Unavailable("the region's store is unreachable and no target is connected to this node")
 	case err != nil:
 		h.log.Error("push failed", "id", msg.ID, "err", err)
@@ -201,10 +230,28 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 	return resp, nil
 }
 
+// resolveUsers asks the core for the users' devices, before the rate
+// limit, which counts device messages: 503 while Redis cannot be read, 400
+// when the users have more devices than one push may reach.
+func (h *handler) resolveUsers(ctx context.Context, app string, users []string) ([][]string, *api.APIError) {
+	devices, err := h.core.UserDevices(ctx, app, users)
+	if err != nil {
+		return nil, api.Unavailable("cannot read the users' devices from the region's store; retry")
+	}
+	total := 0
+	for _, ds := range devices {
+		total += len(ds)
+	}
+	if total > appliance.MaxUserDevices {
+		return nil, api.BadRequest("too_many_targets", "the users have %d devices, a push reaches at most %d", total, appliance.MaxUserDevices)
+	}
+	return devices, nil
+}
+
 // checkTargets checks the request's targets: each one given must be
 // usable, and exactly one must be given. Device ids that are not valid
 // are answered one by one (rejected, invalid_device) as long as one valid
-// id is left to push to.
+// id is left to push to; user ids must all be valid.
 func checkTargets(req *api.PushRequest, maxTargets int) *api.APIError {
 	targets := 0
 	if req.Devices != nil {
@@ -230,6 +277,12 @@ func checkTargets(req *api.PushRequest, maxTargets int) *api.APIError {
 			return api.BadRequest("invalid_field", "no device id in devices is valid: ids are 1-128 letters, digits or ._:-")
 		}
 	}
+	if req.Users != nil {
+		targets++
+		if aerr := checkIDList("users", req.Users, maxTargets); aerr != nil {
+			return aerr
+		}
+	}
 	if req.Group != nil {
 		targets++
 		if !token.ValidID(*req.Group) {
@@ -240,7 +293,32 @@ func checkTargets(req *api.PushRequest, maxTargets int) *api.APIError {
 		targets++
 	}
 	if targets != 1 {
-		return api.BadRequest("missing_field", "give exactly one of devices, group and broadcast")
+		return api.BadRequest("missing_field", "give exactly one of devices, users, group and broadcast")
+	}
+	if req.Filter != nil && req.Group == nil && !req.Broadcast {
+		return api.BadRequest("invalid_field", "filter goes with group or broadcast; a push to devices or users names its targets")
+	}
+	return nil
+}
+
+// checkIDList checks a list of ids that must all be valid: 1 to max of
+// them, none twice.
+func checkIDList(field string, ids []string, max int) *api.APIError {
+	if len(ids) == 0 {
+		return api.BadRequest("invalid_field", "%s is empty", field)
+	}
+	if len(ids) > max {
+		return api.BadRequest("too_many_targets", "%d %s, at most %d per request", len(ids), field, max)
+	}
+	seen := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		if !token.ValidID(id) {
+			return api.BadRequest("invalid_field", "%s: %q is not 1-128 letters, digits or ._:-", field, id)
+		}
+		if _, dup := seen[id]; dup {
+			return api.BadRequest("invalid_field", "%s lists %q more than once", field, id)
+		}
+		seen[id] = struct{}{}
 	}
 	return nil
 }
