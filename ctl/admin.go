@@ -39,9 +39,13 @@ func adminSetup(c *cli.Context, e *env) (*api.Client, format, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	tc, err := k.tlsConfig()
+	if err != nil {
+		return nil, 0, err
+	}
 	// A missing token is left for the region to refuse: it answers 401
 	// as for an unknown token, and adminFailed says where to set one.
-	cl, err := api.NewClient(base, k.get(setAdminToken), nil)
+	cl, err := api.NewClient(base, k.get(setAdminToken), httpClient(2, tc))
 	if err != nil {
 		return nil, 0, usagef("--%s: %v", setAdminURL.flag(), err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pushd/pushd/appliance/api"
+	"github.com/pushd/pushd/appliance/appliancetest"
 	"github.com/pushd/pushd/internal/poll"
 )
 
@@ -293,18 +295,26 @@ func TestAdmin_RefusalsAreExplained(t *testing.T) {
 }
 
 // TestAdmin_OperationsDocCommandsRun runs every pushctl command line of
-// docs/operations.md against a real region, so the runbook and the
-// command tree cannot drift apart: each line parses and reaches the
-// region, which applies it or, for the runbook's example nodes (bj-2,
-// bj-3, …) that this region does not have, says they are not found.
+// docs/operations.md against a real region with TLS, as the runbook's
+// regions run, so the runbook and the command tree cannot drift apart:
+// each line parses and reaches the region, which applies it or, for the
+// runbook's example nodes (bj-2, bj-3, …) that this region does not
+// have, says they are not found. A line's --out directory (where tls
+// issue writes) becomes a temporary one: the runbook's /etc paths are
+// the host's.
 func TestAdmin_OperationsDocCommandsRun(t *testing.T) {
 	t.Parallel()
 	doc, err := os.ReadFile("../docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := startTestRegion(t, 1)
+	r := startTestRegionWith(t, 1, appliancetest.RegionOptions{TLS: true})
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, r.Raft.CA().CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	h := r.as(0, r.Admin)
+	h.env["PUSHD_CA_FILE"] = caFile
 	var lines []string
 	for _, m := range regexp.MustCompile("(?m)^    (pushctl [^#\n]*)|`(pushctl [^`]*)`").FindAllStringSubmatch(string(doc), -1) {
 		line := strings.TrimSpace(m[1] + m[2])
@@ -330,6 +340,11 @@ func TestAdmin_OperationsDocCommandsRun(t *testing.T) {
 			line, _, _ = strings.Cut(line, op)
 		}
 		args := shellWords(t, line)[1:]
+		for i := range args {
+			if i > 0 && args[i-1] == "--out" {
+				args[i] = filepath.Join(t.TempDir(), "out")
+			}
+		}
 		if args[0] == "user" || args[0] == "group" {
 			if push.env["PUSHD_API_KEY"] == "" {
 				t.Fatalf("docs/operations.md: %s comes before an app create that gives it an API key", line)

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ func benchFlags() []cli.Flag {
 		&cli.StringFlag{Name: "transport", Usage: "ws or tcp: which config URL to use when --url is not given", Value: "ws"},
 		&cli.StringFlag{Name: "sources", Usage: "comma-separated local addresses, one per worker in turn (default for a loopback target: 127.0.0.2, 127.0.0.3, …)"},
 		&cli.BoolFlag{Name: "local", Usage: "start a throwaway `pushd --dev` for the run and stop it after"},
+		&cli.BoolFlag{Name: "tls", Usage: "with --local: TLS on every hop (pushd --dev-tls: devices, push API and Redis, and Raft and the admin API with mutual TLS)"},
 		&cli.StringFlag{Name: "pushd", Usage: "pushd binary for --local (default: next to pushctl, else on PATH)", TakesFile: true},
 		&cli.StringFlag{Name: "metrics-url", Usage: "where to scrape the server's process_resident_memory_bytes and process_cpu_seconds_total (default: <ws base>/metrics)"},
 	}
@@ -100,7 +102,8 @@ type benchTarget struct {
 	k          *config
 	local      *load.Local // nil unless --local
 	target     load.Target
-	metricsURL string // "" when unknown
+	metricsURL string      // "" when unknown
+	tls        *tls.Config // what https:// and wss:// trust; nil: the system's roots
 	stderr     io.Writer
 }
 
@@ -119,6 +122,9 @@ func resolveBenchTarget(c *cli.Context, e *env, devices bool, localArgs []string
 	}
 	t := &benchTarget{k: k, stderr: e.stderr}
 	_, urlFlag := lookupString(c, setURL.flag())
+	if c.Bool("tls") && !c.Bool("local") {
+		return nil, usagef("--tls goes with --local; a region of your own says how it is reached in its URLs (https://, wss://) and --ca-file")
+	}
 	if c.Bool("local") {
 		if devices && urlFlag {
 			return nil, usagef("--url and --local exclude each other: --local uses the server it starts")
@@ -153,6 +159,12 @@ func resolveBenchTarget(c *cli.Context, e *env, devices bool, localArgs []string
 	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss" && u.Scheme != "tcp" && u.Scheme != "tls") || u.Host == "" {
 		return nil, usagef("device URL %q: want ws://host:port/v1/ws or tcp://host:port", t.target.URL)
 	}
+	if t.target.CA, err = k.caPEM(); err != nil {
+		return nil, err
+	}
+	if t.tls, err = k.tlsConfig(); err != nil {
+		return nil, err
+	}
 	t.metricsURL = c.String("metrics-url")
 	if t.metricsURL == "" {
 		ws := t.target.URL
@@ -172,9 +184,7 @@ func resolveBenchTarget(c *cli.Context, e *env, devices bool, localArgs []string
 	if t.target.Secret, err = k.secret(); err != nil {
 		return nil, err
 	}
-	if t.target.CA, t.target.Insecure, err = deviceTLS(c, k); err != nil {
-		return nil, err
-	}
+	t.target.Insecure = c.Bool("insecure")
 	return t, nil
 }
 
@@ -182,6 +192,9 @@ func resolveBenchTarget(c *cli.Context, e *env, devices bool, localArgs []string
 // file it wrote this run's settings, ahead of the environment, which
 // describes some other server.
 func (t *benchTarget) startLocal(c *cli.Context, e *env, args []string) error {
+	if c.Bool("tls") {
+		args = append(args, "--dev-tls")
+	}
 	l, err := load.StartLocal(c.Context, c.String("pushd"), args...)
 	if errors.Is(err, load.ErrNoPushd) {
 		return usagef("--local: no pushd binary next to pushctl or on PATH; build one (go build -o bin/pushd ./appliance/cmd/pushd) or pass --pushd")
@@ -226,7 +239,7 @@ func (t *benchTarget) cpu() load.CPUProbe {
 			return 0, errors.New("no metrics URL (pass --metrics-url)")
 		}
 	}
-	return load.ScrapeCPU(httpClient(1), t.metricsURL)
+	return load.ScrapeCPU(httpClient(1, t.tls), t.metricsURL)
 }
 
 // rss picks how to measure the server: /proc for the pushd --local
@@ -241,5 +254,5 @@ func (t *benchTarget) rss() load.Probe {
 			return 0, errors.New("no metrics URL (pass --metrics-url)")
 		}
 	}
-	return load.ScrapeRSS(httpClient(1), t.metricsURL)
+	return load.ScrapeRSS(httpClient(1, t.tls), t.metricsURL)
 }

@@ -25,7 +25,7 @@ func benchConnectCommand(e *env) *cli.Command {
 			&cli.Float64Flag{Name: "rate", Usage: "connects per second over all workers, 0 for as fast as possible"},
 			&cli.BoolFlag{Name: "heartbeat-check", Usage: "hold at least 2.5 heartbeat intervals and count connections whose PINGs went unanswered as errors"},
 			&cli.DurationFlag{Name: "heartbeat", Usage: "with --local: the server's heartbeat interval (0: its default)", Value: 5 * time.Second},
-		}, benchFlags()...), append(settingFlags(setURL, setApp, setKeyID, setSecret), deviceTLSFlags()...)...), outputFlags()...),
+		}, benchFlags()...), append(settingFlags(setURL, setApp, setKeyID, setSecret), insecureFlag())...), outputFlags()...),
 		Action: func(c *cli.Context) error { return runBenchConnect(c, e) },
 	}
 }

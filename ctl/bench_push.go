@@ -38,7 +38,7 @@ func benchPushCommand(e *env) *cli.Command {
 			&cli.IntFlag{Name: "payload-size", Usage: "payload bytes, at least 20 (the send time)", Value: 64},
 			&cli.IntFlag{Name: "concurrency", Usage: "requests in flight", Value: 8},
 			&cli.DurationFlag{Name: "wait", Usage: "how long to wait at the end for acks (online) or to verify inboxes (stored)", Value: 30 * time.Second},
-		}, benchFlags()...), append(settingFlags(setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken), deviceTLSFlags()...)...), outputFlags()...),
+		}, benchFlags()...), append(settingFlags(setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken), insecureFlag())...), outputFlags()...),
 		Action: func(c *cli.Context) error { return runBenchPush(c, e) },
 	}
 }

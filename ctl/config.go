@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -10,10 +9,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/pushd/pushd/ctl/load"
 )
 
 // Config file lookup. A file named by --config or $PUSHCTL_CONFIG must
@@ -57,11 +59,11 @@ const (
 	setSecret     setting = "secret-base64"
 	setAdminURL   setting = "admin-url"
 	setAdminToken setting = "admin-token"
-	setCA         setting = "ca"
+	setCAFile     setting = "ca-file"
 )
 
 func allSettings() []setting {
-	return []setting{setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken, setCA}
+	return []setting{setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken, setCAFile}
 }
 
 func (s setting) flag() string { return string(s) }
@@ -75,7 +77,7 @@ func (s setting) fileKey() string {
 	switch s {
 	case setURL:
 		return "ws_url"
-	case setCA:
+	case setCAFile:
 		return "ca_file"
 	}
 	return strings.ReplaceAll(string(s), "-", "_")
@@ -99,8 +101,8 @@ func (s setting) usage() string {
 		return "admin API base URL"
 	case setAdminToken:
 		return "admin API bearer token"
-	case setCA:
-		return "PEM file of the certificates wss:// and tls:// device URLs are verified against (default: the system's)"
+	case setCAFile:
+		return "CA certificates (PEM) to trust for https://, wss:// and tls:// URLs besides the system's: the region's ca.crt (a path in the config file is relative to the file)"
 	}
 	return ""
 }
@@ -123,61 +125,47 @@ func (f *fileConfig) get(s setting) string {
 		return f.AdminURL
 	case setAdminToken:
 		return f.AdminToken
-	case setCA:
+	case setCAFile:
 		return f.CAFile
 	}
 	return ""
 }
 
-// settingFlags returns fresh flags for ss plus --config. Commands define
-// the settings they use and the root defines them all, so both
-// `pushctl --app a push …` and `pushctl push --app a …` work.
+// settingFlags returns fresh flags for ss plus --config and --ca-file
+// (every URL may be https). Commands define the settings they use and the
+// root defines them all, so both `pushctl --app a push …` and
+// `pushctl push --app a …` work.
 func settingFlags(ss ...setting) []cli.Flag {
 	flags := []cli.Flag{&cli.StringFlag{Name: flagConfig, Usage: "config file (default $" + envConfig + ", else ./" + defaultConfigPath +
 		" when present, else the dev region started last)", TakesFile: true}}
+	if !slices.Contains(ss, setCAFile) {
+		ss = append(ss, setCAFile)
+	}
 	for _, s := range ss {
-		flags = append(flags, &cli.StringFlag{Name: s.flag(), Usage: s.usage() + " [$" + s.env() + "]", TakesFile: s == setCA})
+		flags = append(flags, &cli.StringFlag{Name: s.flag(), Usage: s.usage() + " [$" + s.env() + "]", TakesFile: s == setCAFile})
 	}
 	return flags
 }
 
-// deviceTLSFlags are the flags of the commands whose devices connect:
-// the CA setting and --insecure.
-func deviceTLSFlags() []cli.Flag {
-	return append(settingFlags(setCA)[1:], &cli.BoolFlag{Name: "insecure", Usage: "do not verify the server's certificate on wss:// and tls:// (tests only)"})
+// insecureFlag is the flag of the commands whose devices connect, for
+// tests against a server whose certificate nothing trusts.
+func insecureFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "insecure", Usage: "do not verify the server's certificate on wss:// and tls:// (tests only)"}
 }
 
-// deviceTLS resolves the CA setting and --insecure: the PEM bytes to
-// verify device TLS against (nil: the system's roots) and whether not to
-// verify at all. A CA file that cannot be read or holds no certificate is
-// a usage error.
-func deviceTLS(c *cli.Context, k *config) (ca []byte, insecure bool, err error) {
-	insecure = c.Bool("insecure")
-	path := k.get(setCA)
-	if path == "" {
-		return nil, insecure, nil
+// deviceTLS is the TLS configuration devices dial wss:// and tls:// with:
+// the ca-file setting's (k.tlsConfig), without verification when
+// --insecure is set; nil for the system's roots.
+func deviceTLS(c *cli.Context, k *config) (*tls.Config, error) {
+	tc, err := k.tlsConfig()
+	if err != nil || !c.Bool("insecure") {
+		return tc, err
 	}
-	if ca, err = readLimited(path, maxConfigBytes); err != nil {
-		return nil, false, usagef("--%s: %v", setCA.flag(), err)
+	if tc == nil {
+		tc = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	if !x509.NewCertPool().AppendCertsFromPEM(ca) {
-		return nil, false, usagef("--%s %s: no PEM certificate in it", setCA.flag(), path)
-	}
-	return ca, insecure, nil
-}
-
-// tlsConfig is the client TLS configuration of ca and insecure; nil for
-// the defaults.
-func tlsConfig(ca []byte, insecure bool) *tls.Config {
-	if ca == nil && !insecure {
-		return nil
-	}
-	tc := &tls.Config{InsecureSkipVerify: insecure}
-	if ca != nil {
-		tc.RootCAs = x509.NewCertPool()
-		tc.RootCAs.AppendCertsFromPEM(ca)
-	}
-	return tc
+	tc.InsecureSkipVerify = true
+	return tc, nil
 }
 
 // config resolves settings for one command run: flags, then environment,
@@ -314,6 +302,42 @@ func (k *config) fileValue(f func(*fileConfig) string) string {
 		return f(k.override)
 	}
 	return f(&k.file)
+}
+
+// tlsConfig is what https://, wss:// and tls:// connections trust: the
+// system's roots and, when ca-file is set, the certificates in it (a
+// region's own CA). Nil when ca-file is not set.
+func (k *config) tlsConfig() (*tls.Config, error) {
+	b, err := k.caPEM()
+	if b == nil || err != nil {
+		return nil, err
+	}
+	return load.TLSConfig(b)
+}
+
+// caPEM is the content of the ca-file setting, nil when it is not set.
+func (k *config) caPEM() ([]byte, error) {
+	path := k.get(setCAFile)
+	if path == "" {
+		return nil, nil
+	}
+	_, flagged := lookupString(k.c, setCAFile.flag())
+	fromFile := !flagged && k.e.getenv(setCAFile.env()) == ""
+	if fromFile && !filepath.IsAbs(path) {
+		switch {
+		case k.override != nil:
+		case k.path != "":
+			path = filepath.Join(filepath.Dir(k.path), path)
+		}
+	}
+	b, err := readLimited(path, maxConfigBytes)
+	if err != nil {
+		return nil, usagef("--%s: %v", setCAFile.flag(), err)
+	}
+	if _, err := load.TLSConfig(b); err != nil {
+		return nil, usagef("--%s %s: %v", setCAFile.flag(), path, err)
+	}
+	return b, nil
 }
 
 // secret returns the app's decoded token secret.

@@ -2,7 +2,7 @@
 // tokens, pushes messages and inspects devices through the push API,
 // listens as a device, load-tests a node (bench connect, bench push), and
 // administers a region through the admin API (status, nodes, app, degrade,
-// admin tokens, tunables, audit).
+// admin tokens, tunables, audit, tls).
 //
 // The simplest use is the pushctl binary, whose main is one line:
 //
@@ -141,6 +141,7 @@ func newApp(e *env) *cli.App {
 			tunablesCommand(e),
 			auditCommand(e),
 			completionCommand(e),
+			tlsCommand(e),
 		},
 		// The default handler calls os.Exit for cli.ExitCoder errors;
 		// Main owns the exit code instead.

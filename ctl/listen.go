@@ -41,7 +41,7 @@ func listenCommand(e *env) *cli.Command {
 			&cli.Uint64Flag{Name: "seq", Usage: "resume cursor: last sequence number handled (needs --epoch)"},
 			&cli.StringSliceFlag{Name: "business", Usage: "business multiplexed on the connection (repeatable)"},
 			&cli.StringSliceFlag{Name: "group-cursor", Usage: "resume cursor of a group's catch-up stream: GROUP=EPOCH:SEQ (repeatable)"},
-		}, append(settingFlags(setURL, setApp, setKeyID, setSecret), deviceTLSFlags()...)...), outputFlags()...),
+		}, append(settingFlags(setURL, setApp, setKeyID, setSecret), insecureFlag())...), outputFlags()...),
 		Action: func(c *cli.Context) error { return runListen(c, e) },
 	}
 }
@@ -73,18 +73,18 @@ func runListen(c *cli.Context, e *env) error {
 	if c.IsSet("seq") && c.String("epoch") == "" {
 		return usagef("--seq needs --epoch: a sequence number means nothing without its inbox epoch")
 	}
-	groupCursors, err := parseGroupCursors(c.StringSlice("group-cursor"))
+	tc, err := deviceTLS(c, k)
 	if err != nil {
 		return err
 	}
-	ca, insecure, err := deviceTLS(c, k)
+	groupCursors, err := parseGroupCursors(c.StringSlice("group-cursor"))
 	if err != nil {
 		return err
 	}
 	p := &framePrinter{w: e.stdout, json: format == formatJSON}
 	ctx := c.Context
 	cfg := client.Config{
-		URL: url, App: app, Device: device, TLS: tlsConfig(ca, insecure),
+		URL: url, App: app, Device: device, TLS: tc,
 		Platform: c.String("platform"), Version: c.String("version"),
 		Businesses:   c.StringSlice("business"),
 		LZ4:          c.Bool("lz4"),

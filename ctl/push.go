@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"crypto/tls"
 	"net/http"
 
 	"github.com/pushd/pushd/appliance/api"
@@ -188,7 +189,11 @@ func pushClient(k *config, conns int) (*api.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := api.NewClient(base, key, httpClient(conns))
+	tc, err := k.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := api.NewClient(base, key, httpClient(conns, tc))
 	if err != nil {
 		return nil, usagef("--%s: %v", setPushURL.flag(), err)
 	}
@@ -301,9 +306,11 @@ func optional(v string) *string {
 
 // httpClient returns a client whose pool keeps conns idle connections per
 // host, so concurrent callers (bench, ack polls) reuse connections instead
-// of opening one per request.
-func httpClient(conns int) *http.Client {
+// of opening one per request; tc (nil: the system's roots) is what it
+// trusts over https.
+func httpClient(conns int, tc *tls.Config) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
 	tr.MaxIdleConnsPerHost = max(conns, 2)
 	tr.MaxIdleConns = max(conns, 2) * 2
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}

@@ -2,10 +2,12 @@ package raftmeta
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -30,7 +32,10 @@ import (
 // below hands raft every connection except those opening with
 // readIndexByte, which it answers. Raft's connections open with its RPC
 // type byte (0 to 4), so the two never mix, and no other listener, port
-// or credential is involved.
+// or credential is involved. With Config.TLS the layer completes the TLS
+// handshake before it reads that byte: both protocols are mutual TLS, and
+// a peer without a certificate the server accepts is gone before either
+// sees a byte from it.
 
 // readIndexByte opens a read-index request on the raft port.
 const readIndexByte = 'R'
@@ -47,10 +52,12 @@ const (
 const syncPoll = 2 * time.Millisecond
 
 // muxLayer is the raft transport's TCP stream layer, sharing its port with
-// the read-index protocol.
+// the read-index protocol, over TLS when tls is set.
 type muxLayer struct {
 	ln        net.Listener
 	advertise net.Addr
+	tls       *TLS // nil: plain TCP
+	log       *slog.Logger
 	serve     func(net.Conn) // answers one read-index request
 
 	raftConns chan net.Conn
@@ -59,7 +66,7 @@ type muxLayer struct {
 	wg        sync.WaitGroup // the accept loop and the connections it sorts
 }
 
-func newMuxLayer(bind string, advertise net.Addr) (*muxLayer, error) {
+func newMuxLayer(bind string, advertise net.Addr, tlsConf *TLS, log *slog.Logger) (*muxLayer, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
@@ -67,7 +74,8 @@ func newMuxLayer(bind string, advertise net.Addr) (*muxLayer, error) {
 	if advertise == nil {
 		advertise = ln.Addr()
 	}
-	return &muxLayer{ln: ln, advertise: advertise, raftConns: make(chan net.Conn), closed: make(chan struct{})}, nil
+	return &muxLayer{ln: ln, advertise: advertise, tls: tlsConf, log: log,
+		raftConns: make(chan net.Conn), closed: make(chan struct{})}, nil
 }
 
 // start begins accepting; serve answers read-index requests.
@@ -100,16 +108,27 @@ func (m *muxLayer) acceptLoop() {
 	}
 }
 
-// sort reads a connection's first byte and hands it to raft or answers it.
+// sort completes the TLS handshake, if any, then reads a connection's
+// first byte and hands it to raft or answers it.
 func (m *muxLayer) sort(conn net.Conn) {
 	defer m.wg.Done()
+	_ = conn.SetDeadline(time.Now().Add(transportTimeout))
+	if m.tls != nil {
+		tc := tls.Server(conn, m.tls.Server)
+		if err := tc.Handshake(); err != nil {
+			// Refused before raft or the read index saw anything.
+			m.log.Warn("raft port: refused a connection that did not complete mutual TLS", "remote", conn.RemoteAddr().String(), "err", err)
+			_ = conn.Close()
+			return
+		}
+		conn = tc
+	}
 	var first [1]byte
-	_ = conn.SetReadDeadline(time.Now().Add(transportTimeout))
 	if _, err := io.ReadFull(conn, first[:]); err != nil {
 		_ = conn.Close()
 		return
 	}
-	_ = conn.SetReadDeadline(time.Time{})
+	_ = conn.SetDeadline(time.Time{})
 	if first[0] == readIndexByte {
 		m.serve(conn)
 		_ = conn.Close()
@@ -151,7 +170,20 @@ func (m *muxLayer) Addr() net.Addr { return m.advertise }
 
 // Dial implements raft.StreamLayer.
 func (m *muxLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(address), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return m.dial(ctx, string(address))
+}
+
+// dial opens a connection to the raft port at addr: TCP, and the TLS
+// handshake when the layer runs TLS, both within ctx.
+func (m *muxLayer) dial(ctx context.Context, addr string) (net.Conn, error) {
+	if m.tls == nil {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	d := tls.Dialer{Config: m.tls.Client(addr)}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // peekedConn gives back the byte the mux read to sort the connection.
@@ -248,7 +280,7 @@ func (s *Store) askReadIndex(ctx context.Context) (uint64, error) {
 				return index, err
 			}
 		} else if _, addr := s.Leader(); addr != "" {
-			index, err := dialReadIndex(ctx, addr)
+			index, err := s.mux.dialReadIndex(ctx, addr)
 			if err == nil {
 				return index, nil
 			}
@@ -266,9 +298,10 @@ func (s *Store) askReadIndex(ctx context.Context) (uint64, error) {
 }
 
 // dialReadIndex asks the raft port at addr for a read index.
-func dialReadIndex(ctx context.Context, addr string) (uint64, error) {
-	d := net.Dialer{Timeout: transportTimeout}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+func (m *muxLayer) dialReadIndex(ctx context.Context, addr string) (uint64, error) {
+	dctx, cancel := context.WithTimeout(ctx, transportTimeout)
+	conn, err := m.dial(dctx, addr)
+	cancel()
 	if err != nil {
 		return 0, err
 	}

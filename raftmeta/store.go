@@ -2,6 +2,7 @@ package raftmeta
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,6 +80,24 @@ type Config struct {
 	// SegmentSize is the raft-wal segment file size in bytes; zero → the
 	// raft-wal default (64 MiB). Compaction frees whole segments only.
 	SegmentSize int
+
+	// TLS, when set, runs the raft port over mutual TLS: raft's RPCs and
+	// the read index alike. Nil → plain TCP (pushd --dev, and pushd's
+	// explicit plaintext opt-out).
+	TLS *TLS
+}
+
+// TLS is how the raft port speaks mutual TLS. regiontls.Node provides
+// both halves for a region's nodes.
+type TLS struct {
+	// Server configures the listener. It must require and verify a
+	// client certificate: a peer without one fails the handshake, which
+	// comes before anything on the connection reaches raft.
+	Server *tls.Config
+	// Client returns the configuration for dialing the peer at addr
+	// (host:port). It is called for every connection, so a certificate
+	// replaced in between is presented from the next connection on.
+	Client func(addr string) *tls.Config
 }
 
 func (c Config) validate() (advertise net.Addr, err error) {
@@ -90,6 +109,9 @@ func (c Config) validate() (advertise net.Addr, err error) {
 	}
 	if c.SegmentSize < 0 {
 		return nil, fmt.Errorf("segment size %d: %w", c.SegmentSize, ErrInvalid)
+	}
+	if c.TLS != nil && (c.TLS.Server == nil || c.TLS.Client == nil) {
+		return nil, fmt.Errorf("TLS needs both a server and a client configuration: %w", ErrInvalid)
 	}
 	host, _, err := net.SplitHostPort(c.RaftBind)
 	if err != nil {
@@ -230,7 +252,7 @@ func Open(cfg Config) (*Store, error) {
 		_ = s.wal.Close()
 		return nil, fmt.Errorf("open snapshots: %w", err)
 	}
-	s.mux, err = newMuxLayer(cfg.RaftBind, advertise)
+	s.mux, err = newMuxLayer(cfg.RaftBind, advertise, cfg.TLS, logger)
 	if err != nil {
 		_ = s.wal.Close()
 		return nil, fmt.Errorf("listen raft %s: %w", cfg.RaftBind, err)
@@ -292,7 +314,7 @@ func Open(cfg Config) (*Store, error) {
 	s.wg.Add(2)
 	go s.observe()
 	go s.reconcileLoop()
-	logger.Info("raft store open", "raft_addr", s.RaftAddr(), "data_dir", cfg.DataDir)
+	logger.Info("raft store open", "raft_addr", s.RaftAddr(), "data_dir", cfg.DataDir, "tls", cfg.TLS != nil)
 	return s, nil
 }
 

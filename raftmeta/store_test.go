@@ -356,7 +356,7 @@ func TestCluster_UnreachableNonvoterIsNotPromoted(t *testing.T) {
 	unreachableIs := func(want ...string) *raftmeta.Store {
 		t.Helper()
 		var leader *raftmeta.Store
-		raftmetatest.WaitFor(t, 10*time.Second, func() error {
+		raftmetatest.WaitFor(t, 30*time.Second, func() error {
 			if _, leader = c.Leader(); leader == nil {
 				return errors.New("no leader")
 			}
@@ -376,7 +376,7 @@ func TestCluster_UnreachableNonvoterIsNotPromoted(t *testing.T) {
 	checkVoters(t, c, 3, 2)
 
 	c.Restart(t, waiting)
-	raftmetatest.WaitFor(t, 10*time.Second, func() error {
+	raftmetatest.WaitFor(t, 30*time.Second, func() error {
 		_, leader := c.Leader()
 		if leader == nil {
 			return errors.New("no leader")

@@ -9,8 +9,9 @@ import (
 )
 
 // TestBench_LocalRunsReportEveryField runs the load tool's one-command
-// forms, small: each starts a throwaway pushd --dev, measures, stops it,
-// and prints one JSON object with the documented fields and no loss.
+// forms, small: each starts a throwaway pushd --dev (--dev-tls for
+// --tls), measures, stops it, and prints one JSON object with the
+// documented fields and no loss.
 // The default ports are held meanwhile, as a dev region running on the
 // same host holds them: the throwaway server must not need any.
 func TestBench_LocalRunsReportEveryField(t *testing.T) {
@@ -34,6 +35,9 @@ func TestBench_LocalRunsReportEveryField(t *testing.T) {
 			[]string{"scenario", "mode", "devices", "pushes", "pushes_per_s", "latency_ms", "lost", "duplicates", "errors", "redis_cpu_us_per_push"}},
 		{"push online", []string{"bench", "push", "--local", "--devices", "50", "--batch", "10", "--rate", "500", "--duration", "2s", "--json"},
 			[]string{"scenario", "mode", "devices", "pushes", "pushes_per_s", "latency_ms", "lost", "duplicates", "errors"}},
+		// TLS on every hop: wss devices, https push API, Redis over TLS.
+		{"push online tls", []string{"bench", "push", "--local", "--tls", "--devices", "50", "--batch", "10", "--rate", "500", "--duration", "2s", "--json"},
+			[]string{"scenario", "mode", "transport", "devices", "pushes", "pushes_per_s", "latency_ms", "lost", "duplicates", "errors"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -67,6 +71,9 @@ func TestBench_LocalRunsReportEveryField(t *testing.T) {
 						t.Errorf("latency_ms.%s missing: %s", q, out)
 					}
 				}
+			}
+			if tr, _ := got["transport"].(string); c.name == "push online tls" && tr != "wss" {
+				t.Errorf("transport %q over TLS: %s", tr, out)
 			}
 			if c.name == "connect" {
 				if per, _ := got["rss_bytes_per_conn"].(float64); per <= 0 {

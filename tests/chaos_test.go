@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,9 +23,29 @@ import (
 // token and Redis URL.
 func startRegion(t *testing.T, flags ...string) ([]*node, string, string) {
 	t.Helper()
-	redisURL := streamstest.StartRedis(t).URL()
-	nodes, tok := startRegionOn(t, redisURL, flags...)
-	return nodes, tok, redisURL
+	return startRegionWith(t, plainRedis(t), flags...)
+}
+
+// regionRedis is the Redis a test region runs around and what its nodes
+// are told to reach it.
+type regionRedis struct {
+	url string
+	// flags go to every node on every start; bootstrap to the first
+	// node's first start besides --bootstrap.
+	flags, bootstrap []string
+}
+
+// plainRedis is a redis-server as a dev region has it: plain TCP, no
+// password.
+func plainRedis(t *testing.T) regionRedis {
+	return regionRedis{url: streamstest.StartRedis(t).URL()}
+}
+
+// startRegionWith is startRegion around rr.
+func startRegionWith(t *testing.T, rr regionRedis, flags ...string) ([]*node, string, string) {
+	t.Helper()
+	nodes, tok := startRegionAround(t, rr, flags...)
+	return nodes, tok, rr.url
 }
 
 // startRegionOn runs three pushd processes with --redis redisURL (any
@@ -35,19 +53,21 @@ func startRegion(t *testing.T, flags ...string) ([]*node, string, string) {
 // region's admin token once every node's dispatch knows all three.
 func startRegionOn(t *testing.T, redisURL string, flags ...string) ([]*node, string) {
 	t.Helper()
+	return startRegionAround(t, regionRedis{url: redisURL}, flags...)
+}
+
+// startRegionAround is startRegionOn around rr.
+func startRegionAround(t *testing.T, rr regionRedis, flags ...string) ([]*node, string) {
+	t.Helper()
 	nodes := []*node{newNode(t, "n1"), newNode(t, "n2"), newNode(t, "n3")}
 	for _, n := range nodes {
-		n.flags = flags
+		n.flags = append(append([]string(nil), flags...), rr.flags...)
 	}
-	nodes[0].start(t, redisURL, "--bootstrap")
-	var tok string
-	poll.Until(t, 30*time.Second, func() error {
-		b, err := os.ReadFile(filepath.Join(nodes[0].dir, "admin-token"))
-		tok = strings.TrimSpace(string(b))
-		return err
-	})
+	redisURL := rr.url
+	nodes[0].start(t, redisURL, append([]string{"--bootstrap"}, rr.bootstrap...)...)
+	tok := adminToken(t, nodes[0])
 	for _, n := range nodes[1:] {
-		n.start(t, redisURL, "--join", nodes[0].addr("admin"), "--join-token", tok)
+		n.start(t, redisURL, joinArgs(t, nodes[0], tok)...)
 	}
 	poll.Until(t, 30*time.Second, func() error {
 		st, err := status(t, nodes[0], tok)
@@ -98,8 +118,23 @@ func TestChaos_NodeKilledDuringPushes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills a pushd process in the middle of a push run")
 	}
+	nodeKilledDuringPushes(t, plainRedis(t))
+}
+
+// TestChaos_NodeKilledDuringPushesOverRedisTLS is the same with Redis as
+// a region runs it: TLS only, clients with a certificate of the region
+// CA, and pushd's ACL user (systemd/redis-pushd.acl) with its password
+// from a file.
+func TestChaos_NodeKilledDuringPushesOverRedisTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills a pushd process in the middle of a push run")
+	}
+	nodeKilledDuringPushes(t, secureRedis(t))
+}
+
+func nodeKilledDuringPushes(t *testing.T, rr regionRedis) {
 	const devices, messages = 150, 40
-	nodes, adminTok, _ := startRegion(t)
+	nodes, adminTok, _ := startRegionWith(t, rr)
 
 	code, raw := admin(t, nodes[0], http.MethodPost, "/v1/admin/apps", adminTok, map[string]any{"id": "chaos"})
 	if code != http.StatusOK {

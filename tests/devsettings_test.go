@@ -102,7 +102,7 @@ func listenIn(t *testing.T, dir string, env []string, args ...string) *listener 
 // TLS on its device listeners writes wss:// and tls:// URLs and its
 // certificate into its settings; pushctl finds those settings from any
 // directory while the region runs, and trusts the certificate on the
-// device side; --ca and --insecure do it by hand; the stopped region is
+// device side; --ca-file and --insecure do it by hand; the stopped region is
 // not found any more.
 func TestDevSettings_DataDirAndTLS(t *testing.T) {
 	base := t.TempDir()
@@ -170,7 +170,7 @@ func TestDevSettings_DataDirAndTLS(t *testing.T) {
 	}
 	l.stop()
 
-	// By hand: settings without the certificate, and --ca or --insecure.
+	// By hand: settings without the certificate, and --ca-file or --insecure.
 	b, _ := os.ReadFile(settings)
 	var raw map[string]any
 	if err := json.Unmarshal(b, &raw); err != nil {
@@ -182,7 +182,7 @@ func TestDevSettings_DataDirAndTLS(t *testing.T) {
 	if err := os.WriteFile(bare, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, extra := range [][]string{{"--ca", cert}, {"--insecure"}} {
+	for _, extra := range [][]string{{"--ca-file", cert}, {"--insecure"}} {
 		l := listenIn(t, elsewhere, nil, append([]string{"--config", bare, "--device", "phone"}, extra...)...)
 		if w := l.next(t, "WELCOME"); w["node"] == "" {
 			t.Fatalf("%v: WELCOME %v", extra, w)
@@ -194,9 +194,9 @@ func TestDevSettings_DataDirAndTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ca := range []string{notPEM, filepath.Join(base, "missing.pem")} {
-		code, stdout, stderr := pushctlIn(t, elsewhere, nil, "listen", "--config", bare, "--device", "phone", "--ca", ca)
+		code, stdout, stderr := pushctlIn(t, elsewhere, nil, "listen", "--config", bare, "--device", "phone", "--ca-file", ca)
 		if code != 2 || stdout != "" || !strings.Contains(stderr, "pushctl: --ca") {
-			t.Fatalf("--ca %s: exit %d, %q %q", ca, code, stdout, stderr)
+			t.Fatalf("--ca-file %s: exit %d, %q %q", ca, code, stdout, stderr)
 		}
 	}
 

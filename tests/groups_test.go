@@ -118,7 +118,7 @@ func TestRegion_UsersAndGroupsAcrossProcesses(t *testing.T) {
 	groups := func(n *node, group, what string, body map[string]any) {
 		t.Helper()
 		body["app"] = app.ID
-		code, raw := call(t, http.MethodPost, fmt.Sprintf("http://%s/v1/groups/%s/%s", n.addr("push"), group, what), app.APIKey, body)
+		code, raw := call(t, &http.Client{Timeout: 10 * time.Second}, http.MethodPost, fmt.Sprintf("http://%s/v1/groups/%s/%s", n.addr("push"), group, what), app.APIKey, body)
 		mustCall(t, what+" "+group, code, raw)
 	}
 	phone := runGroupDevice(t, app, "phone", "alice", at(nodes[0]), nil)

@@ -2,6 +2,8 @@ package tests
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -110,21 +113,80 @@ func (n *node) signal(t *testing.T, sig syscall.Signal) {
 	}
 }
 
-// admin calls a node's admin API.
+// caFile is the region CA's certificate as n keeps it: what pushctl and
+// the tests trust to reach its admin API.
+func (n *node) caFile() string { return filepath.Join(n.dir, "tls", "ca.crt") }
+
+// plaintext reports whether n runs without the region's TLS.
+func (n *node) plaintext() bool { return slices.Contains(n.flags, "--insecure-plaintext") }
+
+// adminURL is n's admin API: https, unless the node runs plaintext.
+func (n *node) adminURL() string {
+	if n.plaintext() {
+		return "http://" + n.addr("admin")
+	}
+	return "https://" + n.addr("admin")
+}
+
+// adminClient trusts n's region CA, as pushctl with --ca-file does.
+func adminClient(t *testing.T, n *node) *http.Client {
+	t.Helper()
+	hc := &http.Client{Timeout: 10 * time.Second}
+	if n.plaintext() {
+		return hc
+	}
+	b, err := os.ReadFile(n.caFile())
+	if err != nil {
+		t.Fatalf("the region CA of %s: %v", n.id, err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(b)
+	hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	return hc
+}
+
+// admin calls a node's admin API, over HTTPS trusting the region CA.
 func admin(t *testing.T, n *node, method, path, token string, body any) (int, []byte) {
 	t.Helper()
-	return call(t, method, "http://"+n.addr("admin")+path, token, body)
+	return call(t, adminClient(t, n), method, n.adminURL()+path, token, body)
 }
 
 // pushAs posts a push request to n's push API with an app's API key.
 func pushAs(t *testing.T, n *node, apiKey string, body map[string]any) (int, []byte) {
 	t.Helper()
-	return call(t, http.MethodPost, "http://"+n.addr("push")+"/v1/push", apiKey, body)
+	return call(t, &http.Client{Timeout: 10 * time.Second}, http.MethodPost, "http://"+n.addr("push")+"/v1/push", apiKey, body)
+}
+
+// joinArgs are the flags of a node joining through first with token: the
+// token in a file and the region CA's certificate first keeps.
+func joinArgs(t *testing.T, first *node, token string) []string {
+	t.Helper()
+	tokFile := filepath.Join(t.TempDir(), "join-token")
+	if err := os.WriteFile(tokFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--join", first.addr("admin"), "--join-token-file", tokFile}
+	if !first.plaintext() {
+		args = append(args, "--region-ca", first.caFile())
+	}
+	return args
+}
+
+// adminToken waits for the admin token a bootstrapping node writes.
+func adminToken(t *testing.T, n *node) string {
+	t.Helper()
+	var token string
+	poll.Until(t, 30*time.Second, func() error {
+		b, err := os.ReadFile(filepath.Join(n.dir, "admin-token"))
+		token = strings.TrimSpace(string(b))
+		return err
+	})
+	return token
 }
 
 // call sends body as JSON with a bearer token and returns the answer's
 // status and body; a request that fails has status 0 and the error as body.
-func call(t *testing.T, method, url, token string, body any) (int, []byte) {
+func call(t *testing.T, hc *http.Client, method, url, token string, body any) (int, []byte) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -134,8 +196,7 @@ func call(t *testing.T, method, url, token string, body any) (int, []byte) {
 	req, _ := http.NewRequest(method, url, rd)
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, []byte(err.Error())
 	}
@@ -164,10 +225,12 @@ func status(t *testing.T, n *node, token string) (regionStatus, error) {
 }
 
 // TestRegion_ThreeProcesses forms a region of three pushd processes around
-// one redis-server (one bootstraps, two join with the admin token it
-// printed), degrades it through a follower, kills the Raft leader with
-// SIGKILL and measures how long admin writes are unavailable, then brings
-// the killed node back and checks it catches up.
+// one redis-server (one bootstraps, making the region's CA, two join with
+// the admin token it printed and get their certificates with it), degrades
+// it through a follower, kills the Raft leader with SIGKILL and measures
+// how long admin writes are unavailable, then brings the killed node back
+// and checks it catches up. Raft and the admin API run mutual TLS
+// throughout, as outside --dev they do.
 func TestRegion_ThreeProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three pushd processes through a Raft election")
@@ -176,14 +239,9 @@ func TestRegion_ThreeProcesses(t *testing.T) {
 	redisURL := "redis://" + srv.Addr() + "/0"
 	nodes := []*node{newNode(t, "bj-1"), newNode(t, "bj-2"), newNode(t, "bj-3")}
 	nodes[0].start(t, redisURL, "--bootstrap")
-	var token string
-	poll.Until(t, 30*time.Second, func() error {
-		b, err := os.ReadFile(filepath.Join(nodes[0].dir, "admin-token"))
-		token = strings.TrimSpace(string(b))
-		return err
-	})
+	token := adminToken(t, nodes[0])
 	for _, n := range nodes[1:] {
-		n.start(t, redisURL, "--join", nodes[0].addr("admin"), "--join-token", token)
+		n.start(t, redisURL, joinArgs(t, nodes[0], token)...)
 	}
 	// The leader is taken from the same answer that shows the region whole:
 	// a second status read can fall in an election on a busy machine.

@@ -7,6 +7,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -66,6 +68,9 @@ type devRegion struct {
 // devInfo is the part of pushd-dev/pushctl.json the tests read.
 type devInfo struct {
 	PushURL      string `json:"push_url"`
+	WSURL        string `json:"ws_url"`
+	AdminURL     string `json:"admin_url"`
+	CAFile       string `json:"ca_file"`
 	App          string `json:"app"`
 	KeyID        string `json:"key_id"`
 	SecretBase64 string `json:"secret_base64"`
@@ -98,14 +103,15 @@ func (b *logBuffer) Reset() {
 	b.buf.Reset()
 }
 
-// startDev runs pushd --dev in a fresh directory on free loopback ports and
-// waits until it has written pushd-dev/pushctl.json and printed its banner.
-func startDev(t *testing.T) *devRegion {
+// startDev runs pushd --dev, with extra flags, in a fresh directory on
+// free loopback ports and waits until it has written
+// pushd-dev/pushctl.json and printed its banner.
+func startDev(t *testing.T, extra ...string) *devRegion {
 	t.Helper()
 	r := &devRegion{dir: t.TempDir(), out: &logBuffer{}, logs: &logBuffer{}}
-	r.cmd = exec.Command(filepath.Join(bin, "pushd"), "--dev",
+	r.cmd = exec.Command(filepath.Join(bin, "pushd"), append([]string{"--dev",
 		"--ws-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--push-addr", "127.0.0.1:0",
-		"--admin-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0")
+		"--admin-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"}, extra...)...)
 	r.cmd.Dir = r.dir
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.logs
 	if err := r.cmd.Start(); err != nil {
@@ -578,5 +584,105 @@ func TestWalkthrough_InstallOnABareHost(t *testing.T) {
 				t.Fatalf("install.sh went on to build: %q", out.String())
 			}
 		})
+	}
+}
+
+// TestWalkthrough_DevRegionWithTLS is the walkthrough with --dev-tls: TLS
+// on every hop of a dev region. pushctl finds the dev CA in
+// pushd-dev/pushctl.json and pushes, listens and lists certificates with
+// it; a push waits while the device is away and is replayed; the dev
+// Redis serves TLS only, to clients with a certificate of the dev CA
+// that log in as pushd's ACL user, which may not run CONFIG; the admin
+// API refuses plain HTTP.
+func TestWalkthrough_DevRegionWithTLS(t *testing.T) {
+	r := startDev(t, "--dev-tls")
+	for _, u := range []string{r.info.PushURL, r.info.WSURL, r.info.AdminURL, r.info.RedisURL} {
+		if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "wss://") && !strings.HasPrefix(u, "rediss://") {
+			t.Fatalf("pushctl.json names a URL without TLS: %s", u)
+		}
+	}
+	if r.info.CAFile == "" || !strings.Contains(r.banner(t, "TLS"), r.info.CAFile) {
+		t.Fatalf("ca_file %q; banner:\n%s", r.info.CAFile, r.out)
+	}
+
+	l := r.listen(t, "phone-1")
+	if w := l.next(t, "WELCOME"); w["recovered"] != true {
+		t.Fatalf("first WELCOME %v", w)
+	}
+	out, err := r.pushctl(t, "push", "--device", "phone-1", "--data", "over tls", "--wait-ack", "-o", "json")
+	if err != nil || !strings.Contains(out, `"delivered"`) {
+		t.Fatalf("push: %s %v", out, err)
+	}
+	if p := l.next(t, "PUSH"); p["payload"] != "over tls" {
+		t.Fatalf("listen printed %v", p)
+	}
+	l.stop()
+	poll.Until(t, 10*time.Second, func() error {
+		out, err := r.pushctl(t, "push", "--device", "phone-1", "--data", "while away", "-o", "json")
+		if err != nil || !strings.Contains(out, `"stored"`) || strings.Contains(out, `"delivered"`) {
+			return fmt.Errorf("offline push: %s %v", out, err)
+		}
+		return nil
+	})
+	l2 := r.listen(t, "phone-1")
+	if w := l2.next(t, "WELCOME"); w["recovered"] != true {
+		t.Fatalf("WELCOME after the reconnect %v", w)
+	}
+	if p := l2.next(t, "PUSH"); p["payload"] != "while away" {
+		t.Fatalf("replayed %v", p)
+	}
+	l2.stop()
+
+	out, err = r.pushctl(t, "tls", "list")
+	if err != nil || !strings.Contains(out, "true") {
+		t.Fatalf("tls list: %s %v", out, err)
+	}
+	resp, err := http.Get("http://" + strings.TrimPrefix(r.info.AdminURL, "https://") + "/v1/admin/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("admin API over plain HTTP: %s", resp.Status)
+	}
+
+	// The dev Redis: TLS with a dev CA certificate, and pushd's user.
+	node := filepath.Join(r.dir, "pushd-dev", "tls", "node.pem")
+	cert, err := tls.LoadX509KeyPair(node, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	caPEM, _ := os.ReadFile(r.info.CAFile)
+	pool.AppendCertsFromPEM(caPEM)
+	password, err := os.ReadFile(filepath.Join(r.dir, "pushd-dev", "redis-password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimSuffix(strings.TrimPrefix(r.info.RedisURL, "rediss://"), "/0")
+	ctx := context.Background()
+	dial := func(tc *tls.Config, user, pw string) error {
+		rdb := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: tc, Username: user, Password: pw, MaxRetries: -1, DialTimeout: time.Second})
+		defer rdb.Close()
+		return rdb.Ping(ctx).Err()
+	}
+	withCert := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}}
+	if err := dial(withCert, "pushd", strings.TrimSpace(string(password))); err != nil {
+		t.Fatalf("pushd's user with the dev CA's certificate: %v", err)
+	}
+	for name, err := range map[string]error{
+		"plain TCP":             dial(nil, "pushd", strings.TrimSpace(string(password))),
+		"no client certificate": dial(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, "pushd", strings.TrimSpace(string(password))),
+		"the wrong password":    dial(withCert, "pushd", "guess"),
+		"Redis's default user":  dial(withCert, "", ""),
+	} {
+		if err == nil {
+			t.Errorf("the dev Redis took a client with %s", name)
+		}
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: withCert, Username: "pushd", Password: strings.TrimSpace(string(password))})
+	defer rdb.Close()
+	if err := rdb.ConfigGet(ctx, "appendfsync").Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Fatalf("CONFIG GET as pushd's user: %v, want NOPERM", err)
 	}
 }

@@ -109,8 +109,14 @@ type Options struct {
 	// Logger receives the handler's logs. Zero: discarded.
 	Logger *slog.Logger
 	// Client makes the calls to other nodes' admin APIs (forwarded writes,
-	// status). Zero: a client with a 20 s timeout.
+	// status, certificates). Zero: a client with a 20 s timeout that, with
+	// TLS, calls them over HTTPS as this node (its node certificate).
 	Client *http.Client
+	// TLS is the region's TLS on this node. Zero: the region runs without
+	// TLS (pushd --dev, or --insecure-plaintext): other nodes are called
+	// over plain HTTP, a forwarded request is taken from anyone, and the
+	// certificate endpoints answer 409 tls_off.
+	TLS *TLS
 }
 
 // server is the admin API of one node.
@@ -121,11 +127,13 @@ type server struct {
 	id     string // this node's id
 	log    *slog.Logger
 	client *http.Client
+	tls    *TLS
+	scheme string // of other nodes' admin APIs: https with TLS, else http
 }
 
 // New returns the admin API's handler over core and meta.
 func New(core Core, meta Meta, opts Options) http.Handler {
-	srv := &server{core: core, meta: meta, cfg: core.Config(), log: opts.Logger, client: opts.Client}
+	srv := &server{core: core, meta: meta, cfg: core.Config(), log: opts.Logger, client: opts.Client, tls: opts.TLS, scheme: "http"}
 	srv.id = srv.cfg.NodeID
 	if srv.log == nil {
 		srv.log = slog.New(slog.DiscardHandler)
@@ -133,6 +141,12 @@ func New(core Core, meta Meta, opts Options) http.Handler {
 	srv.log = srv.log.With("component", "adminapi")
 	if srv.client == nil {
 		srv.client = &http.Client{Timeout: 20 * time.Second}
+		if srv.tls != nil {
+			srv.client.Transport = srv.tls.Node.Transport()
+		}
+	}
+	if srv.tls != nil {
+		srv.scheme = "https"
 	}
 	return srv.mux()
 }
@@ -189,6 +203,9 @@ func (srv *server) mux() http.Handler {
 	write("DELETE /v1/admin/tokens/{id}", raftmeta.RoleAdmin, noBody(srv.adminRevokeToken))
 
 	read("GET /v1/admin/audit", srv.adminAudit)
+	// Certificates are no Raft writes: nothing about them is replicated.
+	mux.Handle("POST /v1/admin/tls/sign", srv.admin(raftmeta.RoleAdmin, false, srv.adminSign))
+	mux.Handle("POST /v1/admin/nodes/{id}/rotate-certificate", srv.admin(raftmeta.RoleAdmin, false, srv.adminRotate))
 	// Profiles of this node, for admins only: they expose memory contents.
 	mux.Handle("/debug/pprof/", srv.adminOnly(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/profile", srv.adminOnly(http.HandlerFunc(pprof.Profile)))
@@ -205,6 +222,10 @@ func (srv *server) mux() http.Handler {
 // reading, and error mapping; writes go through serveWrite.
 func (srv *server) admin(role raftmeta.Role, write bool, h adminHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if aerr := srv.requireNodeForForwarded(r); aerr != nil {
+			api.WriteError(w, aerr)
+			return
+		}
 		have, id, aerr := srv.adminToken(r)
 		if aerr != nil {
 			api.WriteError(w, aerr)
@@ -415,7 +436,7 @@ func (srv *server) forward(ctx context.Context, c *adminCall, leader raftmeta.Me
 	}()
 	defer func() { close(done); <-watched }()
 
-	req, err := http.NewRequestWithContext(ctx, c.r.Method, "http://"+leader.AdminAddr+c.r.URL.RequestURI(), bytes.NewReader(c.body))
+	req, err := http.NewRequestWithContext(ctx, c.r.Method, srv.scheme+"://"+leader.AdminAddr+c.r.URL.RequestURI(), bytes.NewReader(c.body))
 	if err != nil {
 		return nil, err
 	}
@@ -582,7 +603,8 @@ func (srv *server) local() api.LocalStatus {
 	s := srv.meta.Stats()
 	return api.LocalStatus{ID: srv.id, RaftState: s.State, Term: s.Term, LastIndex: s.LastLogIndex,
 		AppliedIndex: s.AppliedIndex, CommitIndex: s.CommitIndex, Leader: s.LeaderID,
-		Connections: srv.core.Sessions(), Redis: srv.redisState(), Refusing: srv.core.Refusing(), Counters: srv.core.Counters()}
+		Connections: srv.core.Sessions(), Redis: srv.redisState(), Refusing: srv.core.Refusing(), Counters: srv.core.Counters(),
+		Certificate: srv.certificateInfo()}
 }
 
 func (srv *server) adminLocal(context.Context, *adminCall) (any, error) { return srv.local(), nil }
@@ -608,7 +630,7 @@ func (srv *server) adminStatus(ctx context.Context, c *adminCall) (any, error) {
 				return
 			}
 			ns.Alive, ns.RaftState, ns.LastIndex, ns.AppliedIndex = true, ls.RaftState, ls.LastIndex, ls.AppliedIndex
-			ns.Connections, ns.Redis, ns.Refusing, ns.Counters = ls.Connections, ls.Redis, ls.Refusing, &ls.Counters
+			ns.Connections, ns.Redis, ns.Refusing, ns.Counters, ns.Certificate = ls.Connections, ls.Redis, ls.Refusing, &ls.Counters, ls.Certificate
 		}(&nodes[i])
 	}
 	// The answering node's view of Redis, read while the members answer.
@@ -629,7 +651,7 @@ func (srv *server) adminStatus(ctx context.Context, c *adminCall) (any, error) {
 func (srv *server) askLocal(ctx context.Context, addr, path, auth string, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.scheme+"://"+addr+path, nil)
 	if err != nil {
 		return err
 	}

@@ -46,6 +46,9 @@ type NodeStatus struct {
 	// Counters are the node's totals since it started (pushctl top
 	// turns two readings into rates); nil when it did not answer.
 	Counters *NodeCounters `json:"counters,omitempty"`
+	// Certificate is the node's certificate; nil in a region without
+	// TLS.
+	Certificate *CertificateInfo `json:"certificate,omitempty"`
 }
 
 // NodeCounters are a node's running totals since its start, read at
@@ -573,6 +576,9 @@ type LocalStatus struct {
 	Refusing     string `json:"refusing,omitempty"`
 	// Counters are the node's totals since it started.
 	Counters NodeCounters `json:"counters"`
+	// Certificate is the node's certificate; nil in a region without
+	// TLS.
+	Certificate *CertificateInfo `json:"certificate,omitempty"`
 }
 
 // TraceEvent is one hop of a message on one node (docs/admin-api.md
@@ -639,6 +645,69 @@ type LocalTrace struct {
 func (c *Client) Trace(ctx context.Context, id string) (*Trace, error) {
 	var out Trace
 	if err := c.read(ctx, "/v1/admin/trace/"+url.PathEscape(id), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// CertificateInfo describes a node's certificate in a region that runs
+// TLS: the certificate in use and whether the node keeps the region CA's
+// key (and so issues certificates).
+type CertificateInfo struct {
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+	Names    []string  `json:"names"`
+	CAKey    bool      `json:"ca_key"`
+}
+
+// SignRequest is the body of POST /v1/admin/tls/sign: a PEM certificate
+// request, the kind of certificate (node: its common name is the node id;
+// service: for a server such as Redis) and its validity in days (0: 365).
+type SignRequest struct {
+	CSR  string `json:"csr"`
+	Kind string `json:"kind"`
+	Days int    `json:"days,omitempty"`
+}
+
+// Signed answers POST /v1/admin/tls/sign: the certificate (PEM), the
+// region's trust bundle (PEM), and the node whose CA key signed it.
+type Signed struct {
+	Certificate string    `json:"certificate"`
+	CA          string    `json:"ca"`
+	Serial      string    `json:"serial"`
+	NotAfter    time.Time `json:"not_after"`
+	IssuedBy    string    `json:"issued_by"`
+}
+
+// CertificateRotated answers POST /v1/admin/nodes/{id}/rotate-certificate.
+type CertificateRotated struct {
+	Node           string    `json:"node"`
+	Serial         string    `json:"serial"`
+	PreviousSerial string    `json:"previous_serial"`
+	NotAfter       time.Time `json:"not_after"`
+	Names          []string  `json:"names"`
+	IssuedBy       string    `json:"issued_by"`
+}
+
+// Sign has a node holding the region CA's key sign a certificate request.
+// It is not a Raft write: nothing is stored, so a retry signs again.
+func (c *Client) Sign(ctx context.Context, req *SignRequest) (*Signed, error) {
+	var out Signed
+	if err := c.Do(ctx, http.MethodPost, "/v1/admin/tls/sign", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RotateCertificate gives node id a new key and certificate (valid for
+// days; 0: 365), which it uses from its next connection on.
+func (c *Client) RotateCertificate(ctx context.Context, id string, days int) (*CertificateRotated, error) {
+	var out CertificateRotated
+	body := map[string]int{}
+	if days > 0 {
+		body["days"] = days
+	}
+	if err := c.Do(ctx, http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(id)+"/rotate-certificate", nil, body, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -12,10 +12,19 @@
 // it through ServeConn on a std listener (TCPURL), and its device port's
 // HTTP endpoints through a std server (HTTPURL); WSURL is empty. Tests
 // that need nbio's listeners themselves skip under -race.
+//
+// A region's Raft runs mutual TLS (raftmetatest's default). Its admin API
+// runs plain HTTP unless RegionOptions.TLS: most tests of a region test
+// what the admin API answers, not how it is carried, and an https URL
+// would need every one of their clients to trust the region's CA. With
+// TLS, the admin API is HTTPS with each node's certificate, node-to-node
+// calls present it, node 0 keeps the CA key (as the node that formed the
+// region does), and Node.Client trusts the region CA.
 package appliancetest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -31,6 +40,7 @@ import (
 	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/raftmeta"
 	"github.com/pushd/pushd/raftmeta/raftmetatest"
+	"github.com/pushd/pushd/regiontls"
 	"github.com/pushd/pushd/streams"
 	"github.com/pushd/pushd/streams/streamstest"
 )
@@ -50,6 +60,9 @@ type Node struct {
 	// HTTPURL is the device port's plain HTTP (/healthz, /v1/dispatch,
 	// /metrics), as http://host:port.
 	HTTPURL string
+	// Client reaches AdminURL (https with TLS: it trusts the region CA
+	// and presents no certificate, as pushctl does) and PushURL.
+	Client *http.Client
 
 	stopOnce sync.Once
 	stopErr  error
@@ -85,6 +98,9 @@ type Options struct {
 	Meta *raftmeta.Store
 	// Logger receives the node's logs. Zero: discarded.
 	Logger *slog.Logger
+	// TLS, with Meta, serves the admin API over HTTPS with this node's
+	// region certificate (adminapi.TLS). Zero: plain HTTP.
+	TLS *regiontls.Node
 }
 
 // TestConfig is a node configuration with timings short enough for tests
@@ -133,25 +149,36 @@ func Start(t testing.TB, opts Options) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &Node{Node: node}
+	n := &Node{Node: node, Client: &http.Client{Timeout: 30 * time.Second}}
 	var servers []*http.Server
 	var listeners []net.Listener
-	serve := func(h http.Handler) string {
+	serve := func(h http.Handler, tc *tls.Config) string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
+		scheme := "http://"
+		if tc != nil {
+			ln, scheme = tls.NewListener(ln, tc), "https://"
+		}
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 		servers = append(servers, srv)
 		go func() { _ = srv.Serve(ln) }()
-		return "http://" + ln.Addr().String()
+		return scheme + ln.Addr().String()
 	}
 	if err := node.Start(); err != nil {
 		t.Fatal(err)
 	}
-	n.PushURL = serve(pushapi.New(node, pushapi.Options{Logger: opts.Logger, Registry: node.Registry()}))
+	n.PushURL = serve(pushapi.New(node, pushapi.Options{Logger: opts.Logger, Registry: node.Registry()}), nil)
 	if opts.Meta != nil {
-		n.AdminURL = serve(adminapi.New(node, opts.Meta, adminapi.Options{Logger: opts.Logger}))
+		ao := adminapi.Options{Logger: opts.Logger}
+		var tc *tls.Config
+		if opts.TLS != nil {
+			ao.TLS = &adminapi.TLS{Node: opts.TLS}
+			tc = opts.TLS.HTTPServerConfig()
+			n.Client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: opts.TLS.Roots()}}
+		}
+		n.AdminURL = serve(adminapi.New(node, opts.Meta, ao), tc)
 	}
 	served := make(chan struct{})
 	if RaceEnabled {
@@ -162,7 +189,7 @@ func Start(t testing.TB, opts Options) *Node {
 			defer close(served)
 			_ = node.Serve(ln)
 		}()
-		n.HTTPURL = serve(node.HTTPHandler())
+		n.HTTPURL = serve(node.HTTPHandler(), nil)
 	} else {
 		a := node.Addrs()
 		n.WSURL, n.TCPURL, n.HTTPURL = "ws://"+a.WS+"/v1/ws", "tcp://"+a.TCP, "http://"+a.WS
@@ -222,6 +249,9 @@ type RegionOptions struct {
 	Raft []raftmetatest.Option
 	// Commands are applied before the nodes start (apps, say).
 	Commands []raftmeta.Command
+	// TLS serves the admin APIs over HTTPS with the nodes' Raft
+	// certificates, node 0 keeping the CA key (see the package doc).
+	TLS bool
 	// Redis starts the region's Redis. Zero: streamstest.Start (one
 	// redis-server, or a cluster under PUSHD_TEST_REDIS=cluster).
 	Redis func(t testing.TB) streamstest.Redis
@@ -235,6 +265,18 @@ func StartRegion(t testing.TB, size int, opts RegionOptions) *Region {
 		start = func(t testing.TB) streamstest.Redis { return streamstest.Start(t) }
 	}
 	r := &Region{Redis: start(t), Raft: raftmetatest.NewCluster(t, size, opts.Raft...), opts: opts}
+	if opts.TLS {
+		first := r.Raft.TLS(0)
+		if first == nil {
+			t.Fatal("appliancetest: RegionOptions.TLS needs the Raft cluster's TLS (no raftmetatest.WithPlaintext)")
+		}
+		if err := r.Raft.CA().Save(first.Dir()); err != nil {
+			t.Fatal(err)
+		}
+		if err := first.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var at, vt raftmeta.AdminToken
 	r.Admin, at = raftmeta.NewAdminToken("root", raftmeta.RoleAdmin)
 	r.Viewer, vt = raftmeta.NewAdminToken("watcher", raftmeta.RoleViewer)
@@ -270,7 +312,11 @@ func (r *Region) startNode(t testing.TB, i int) *Node {
 	if r.opts.Config != nil {
 		r.opts.Config(i, &cfg)
 	}
-	n := Start(t, Options{Config: cfg, Store: streams.New(r.Redis.Connect(t), r.opts.Streams), Meta: r.Raft.Store(i)})
+	o := Options{Config: cfg, Store: streams.New(r.Redis.Connect(t), r.opts.Streams), Meta: r.Raft.Store(i)}
+	if r.opts.TLS {
+		o.TLS = r.Raft.TLS(i)
+	}
+	n := Start(t, o)
 	var m raftmeta.Member
 	poll.Until(t, 10*time.Second, func() error {
 		var ok bool
@@ -320,5 +366,7 @@ func (r *Region) LeaderIndex(t testing.TB) int {
 	return i
 }
 
-// hostPort strips the scheme from an http://host:port URL.
-func hostPort(url string) string { return strings.TrimPrefix(url, "http://") }
+// hostPort strips the scheme from an http(s)://host:port URL.
+func hostPort(url string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(url, "http://"), "https://")
+}

@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"crypto/tls"
 	"maps"
 	"net"
 	"sync"
@@ -29,6 +30,7 @@ const (
 // worker stays small next to the server it measures.
 type connWorker struct {
 	target Target
+	tls    *tls.Config // what the devices trust; nil: the system's roots
 	share  Share
 	rate   float64 // this worker's connects per second; 0: unlimited
 	check  bool    // count heartbeat misses
@@ -58,7 +60,11 @@ type benchConn struct {
 // work connects the worker's devices, answers "connected", holds them
 // until told to stop, then answers "done" and closes them.
 func (c *Connect) work(ctx context.Context, w *worker) error {
-	cw := &connWorker{target: c.Target, share: w.job.Share, rate: w.job.Share.part(c.Rate),
+	tc, err := c.Target.tlsConfig()
+	if err != nil {
+		return err
+	}
+	cw := &connWorker{target: c.Target, tls: tc, share: w.job.Share, rate: w.job.Share.part(c.Rate),
 		check: c.HeartbeatCheck, local: w.local, hbKnown: make(chan struct{})}
 	pingStop := make(chan struct{})
 	pingDone := make(chan struct{})
@@ -129,8 +135,7 @@ func (cw *connWorker) connect(ctx context.Context, index int) {
 		cw.fail("mint token: "+err.Error(), 1)
 		return
 	}
-	tc, _ := cw.target.tlsConfig() // checked by forRun
-	c, err := client.DialConn(ctx, cw.target.URL, client.DialOptions{LocalAddr: cw.local, Timeout: connectTimeout, TLS: tc})
+	c, err := client.DialConn(ctx, cw.target.URL, client.DialOptions{TLS: cw.tls, LocalAddr: cw.local, Timeout: connectTimeout})
 	if err != nil {
 		cw.fail(errorReason(err), 1)
 		return

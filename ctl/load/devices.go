@@ -25,16 +25,45 @@ type Target struct {
 	// connect.
 	KeyID  string `json:"key_id"`
 	Secret []byte `json:"secret"`
-	// CA is a PEM certificate (or several) that wss:// and tls://
-	// servers are verified against instead of the system's roots; empty:
-	// the system's. Insecure skips the verification.
-	CA       []byte `json:"ca,omitempty"`
-	Insecure bool   `json:"insecure,omitempty"`
 	// DevicePrefix starts every device id: device n is DevicePrefix
 	// followed by n in decimal. "" means "bench-<8 random hex digits>-",
 	// fresh per run, so devices of an earlier run neither kick these nor
 	// leave messages in their inboxes.
 	DevicePrefix string `json:"device_prefix"`
+	// CA is PEM certificates the devices trust for wss:// and tls://
+	// besides the system's (a region's own CA); nil: the system's only.
+	// Insecure skips the verification (tests only).
+	CA       []byte `json:"ca,omitempty"`
+	Insecure bool   `json:"insecure,omitempty"`
+}
+
+// TLSConfig trusts the system's roots and the PEM certificates caPEM.
+func TLSConfig(caPEM []byte) (*tls.Config, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("no PEM certificate in it")
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// tlsConfig is what the devices trust: nil for the system's roots.
+func (t *Target) tlsConfig() (*tls.Config, error) {
+	if len(t.CA) == 0 && !t.Insecure {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if len(t.CA) > 0 {
+		c, err := TLSConfig(t.CA)
+		if err != nil {
+			return nil, err
+		}
+		tc = c
+	}
+	tc.InsecureSkipVerify = t.Insecure
+	return tc, nil
 }
 
 // forRun checks t and gives it its device prefix. connects says whether
@@ -44,15 +73,15 @@ func (t Target) forRun(connects bool) (Target, error) {
 		return t, planErrorf("no app")
 	}
 	if connects {
+		if _, err := t.tlsConfig(); err != nil {
+			return t, planErrorf("the devices' CA: %v", err)
+		}
 		u, err := url.Parse(t.URL)
 		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss" && u.Scheme != "tcp" && u.Scheme != "tls") || u.Host == "" {
 			return t, planErrorf("device URL %q: want ws://host:port/v1/ws or tcp://host:port", t.URL)
 		}
 		if _, err := t.mint("bench-check"); err != nil {
 			return t, planErrorf("cannot mint device tokens: %v", err)
-		}
-		if _, err := t.tlsConfig(); err != nil {
-			return t, planErrorf("%v", err)
 		}
 	}
 	if t.DevicePrefix == "" {
@@ -68,22 +97,6 @@ func (t *Target) device(n int) string { return t.DevicePrefix + strconv.Itoa(n) 
 func (t *Target) mint(device string) (string, error) {
 	return token.Issue(token.Claims{App: t.App, Device: device, KeyID: t.KeyID,
 		Expires: time.Now().Add(time.Hour).Unix()}, t.Secret)
-}
-
-// tlsConfig is the TLS configuration the devices dial wss:// and tls://
-// with: nil for the system's roots.
-func (t *Target) tlsConfig() (*tls.Config, error) {
-	if len(t.CA) == 0 && !t.Insecure {
-		return nil, nil
-	}
-	tc := &tls.Config{InsecureSkipVerify: t.Insecure}
-	if len(t.CA) > 0 {
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(t.CA) {
-			return nil, errors.New("the CA holds no PEM certificate")
-		}
-	}
-	return tc, nil
 }
 
 // transport is the URL's scheme: ws, wss, tcp or tls.

@@ -44,6 +44,10 @@ type pushWorker struct {
 // receipts in "data" events until told to stop, then answers "done".
 func (s *Push) work(ctx context.Context, w *worker) error {
 	share, target := w.job.Share, s.Target
+	tc, err := target.tlsConfig()
+	if err != nil {
+		return err
+	}
 	pw := &pushWorker{w: w, welcomed: make([]atomic.Bool, share.Count), allIn: make(chan struct{})}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -55,7 +59,6 @@ func (s *Push) work(ctx context.Context, w *worker) error {
 	deadline := time.NewTimer(pushConnectTimeout)
 	defer deadline.Stop()
 	started := 0
-	tc, _ := target.tlsConfig() // checked by forRun
 start:
 	for i := range share.Count {
 		select {

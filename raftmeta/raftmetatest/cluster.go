@@ -2,6 +2,11 @@
 // Stores talking raft over real TCP on 127.0.0.1, each with its own data
 // directory under t.TempDir().
 //
+// The raft port runs mutual TLS, as in a real region: the cluster makes
+// its own CA (CA) and gives each node a certificate for 127.0.0.1 in
+// <data dir>/tls (TLS), so every test of a cluster exercises the TLS
+// stream layer. WithPlaintext runs plain TCP, as pushd --dev does.
+//
 //	c := raftmetatest.NewCluster(t, 3)
 //	_, leader := c.WaitForLeader(t)
 //	leader.Apply(ctx, raftmeta.SetDegrade(...))
@@ -18,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -25,6 +31,7 @@ import (
 	"time"
 
 	"github.com/pushd/pushd/raftmeta"
+	"github.com/pushd/pushd/regiontls"
 )
 
 // Timings used unless WithDefaultTimings is given: fast enough that an
@@ -41,6 +48,7 @@ const (
 
 type options struct {
 	defaultTimings bool
+	plaintext      bool
 	logLevel       slog.Level
 	configure      func(i int, cfg *raftmeta.Config)
 }
@@ -51,6 +59,9 @@ type Option func(*options)
 // WithDefaultTimings keeps hashicorp/raft's default timeouts (1 s
 // heartbeat and election), for measuring what production sees.
 func WithDefaultTimings() Option { return func(o *options) { o.defaultTimings = true } }
+
+// WithPlaintext runs the raft port over plain TCP instead of mutual TLS.
+func WithPlaintext() Option { return func(o *options) { o.plaintext = true } }
 
 // WithLogLevel sets the lowest level of store and raft messages written to
 // the test log; the default is warn.
@@ -70,11 +81,13 @@ type Cluster struct {
 	log    *testLog
 	logger *slog.Logger
 	opts   options
+	ca     *regiontls.CA // nil with WithPlaintext
 }
 
 type node struct {
 	cfg    raftmeta.Config
 	member raftmeta.Member
+	tls    *regiontls.Node // nil with WithPlaintext
 	store  *raftmeta.Store // nil while killed
 }
 
@@ -89,6 +102,12 @@ func NewCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	}
 	tl := &testLog{t: t}
 	c := &Cluster{log: tl, opts: o}
+	if !o.plaintext {
+		var err error
+		if c.ca, err = regiontls.NewCA("raftmetatest region", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c.logger = slog.New(slog.NewTextHandler(tl, &slog.HandlerOptions{Level: o.logLevel}))
 	dirs := make([]string, n)
 	for i := range dirs {
@@ -157,6 +176,18 @@ func (c *Cluster) open(t testing.TB, dir string) int {
 		cfg.LeaderLeaseTimeout = fastLease
 		cfg.CommitTimeout = fastCommit
 	}
+	var nodeTLS *regiontls.Node
+	if c.ca != nil {
+		tlsDir := filepath.Join(dir, "tls")
+		if err := c.ca.IssueNode(tlsDir, cfg.ID, regiontls.ParseNames([]string{"127.0.0.1"}), 0); err != nil {
+			t.Fatalf("node %d certificate: %v", i, err)
+		}
+		var err error
+		if nodeTLS, err = regiontls.Load(tlsDir, cfg.ID); err != nil {
+			t.Fatalf("node %d certificate: %v", i, err)
+		}
+		cfg.TLS = &raftmeta.TLS{Server: nodeTLS.ServerConfig(), Client: nodeTLS.ClientConfig}
+	}
 	if c.opts.configure != nil {
 		c.opts.configure(i, &cfg)
 	}
@@ -176,7 +207,7 @@ func (c *Cluster) open(t testing.TB, dir string) int {
 		Weight:     100,
 	}
 	c.mu.Lock()
-	c.nodes = append(c.nodes, &node{cfg: cfg, member: m, store: s})
+	c.nodes = append(c.nodes, &node{cfg: cfg, member: m, tls: nodeTLS, store: s})
 	c.mu.Unlock()
 	return i
 }
@@ -215,6 +246,18 @@ func (c *Cluster) Member(i int) raftmeta.Member {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.nodes[i].member
+}
+
+// CA returns the cluster's CA, or nil with WithPlaintext.
+func (c *Cluster) CA() *regiontls.CA { return c.ca }
+
+// TLS returns node i's TLS material (its directory is <data dir>/tls), or
+// nil with WithPlaintext. Installing a certificate there rotates the
+// node's certificate for its next connections.
+func (c *Cluster) TLS(i int) *regiontls.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i].tls
 }
 
 // Config returns the Config node i is opened with.

@@ -21,6 +21,9 @@
 // A missing redis-server (or redis-cli, for a cluster) fails the test: CI
 // must install it, and a silently skipped Redis test proves nothing.
 //
+// TLS and ACL run a server as a region runs it (secure.go): TLS only
+// with client certificates, and ACL users such as pushd's.
+//
 // The methods of Server, Cluster and Sentinel are safe for concurrent use,
 // but tests normally drive Stop, Restart, Pause and Resume from one
 // goroutine.
@@ -30,6 +33,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -62,6 +66,8 @@ type options struct {
 	binary      string
 	appendFsync string
 	args        []string
+	tls         *TLSFiles // nil: plain TCP
+	acl         *aclLogin // nil: Redis's default user, no password
 
 	// For StartCluster and StartSentinel.
 	replicas  int           // replicas per primary; -1: the helper's default
@@ -212,12 +218,30 @@ func (s *Server) Addr() string {
 // redis.log).
 func (s *Server) Dir() string { return s.dir }
 
-// URL returns the server as pushd's --redis takes it.
-func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+// URL returns the server as pushd's --redis takes it: rediss:// with
+// TLS.
+func (s *Server) URL() string {
+	if s.opts.tls != nil {
+		return "rediss://" + s.Addr() + "/0"
+	}
+	return "redis://" + s.Addr() + "/0"
+}
 
 // Connect returns a client built from URL by redisurl, as pushd builds
-// its own, closed in t.Cleanup.
-func (s *Server) Connect(t testing.TB) redis.UniversalClient { return connect(t, s.URL()) }
+// its own, closed in t.Cleanup. With TLS it handshakes as Client does,
+// and with ACL it logs in as the ACL's user.
+func (s *Server) Connect(t testing.TB) redis.UniversalClient {
+	t.Helper()
+	return connectWith(t, s.URL(), func(u *redis.UniversalOptions) {
+		if s.opts.tls != nil {
+			u.TLSConfig = s.opts.tls.Client.Clone()
+			u.TLSConfig.ServerName = "127.0.0.1"
+		}
+		if s.opts.acl != nil {
+			u.Username, u.Password = s.opts.acl.user, s.opts.acl.password
+		}
+	})
+}
 
 // FlushAll empties the server (FLUSHALL), failing the test if it cannot.
 func (s *Server) FlushAll(t testing.TB) {
@@ -228,15 +252,24 @@ func (s *Server) FlushAll(t testing.TB) {
 }
 
 // Client returns a new go-redis client for the server with
-// ContextTimeoutEnabled set, closed in t.Cleanup.
+// ContextTimeoutEnabled set, closed in t.Cleanup. With TLS and ACL it
+// handshakes and logs in as they say.
 func (s *Server) Client(t testing.TB) *redis.Client {
-	rdb := redis.NewClient(&redis.Options{
+	opts := &redis.Options{
 		Addr:                  s.Addr(),
 		ContextTimeoutEnabled: true,
 		// Fault tests stop the server; a short dial timeout keeps a refused
 		// or unanswered dial from eating the test's whole context.
 		DialTimeout: time.Second,
-	})
+	}
+	if s.opts.tls != nil {
+		opts.TLSConfig = s.opts.tls.Client.Clone()
+		opts.TLSConfig.ServerName = "127.0.0.1"
+	}
+	if s.opts.acl != nil {
+		opts.Username, opts.Password = s.opts.acl.user, s.opts.acl.password
+	}
+	rdb := redis.NewClient(opts)
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
 }
@@ -336,6 +369,13 @@ func (s *Server) args(logPath string) ([]string, error) {
 		host, port, _ := net.SplitHostPort(s.opts.replicaOf)
 		conf = append(conf, "replicaof "+host+" "+port)
 	}
+	if f := s.opts.tls; f != nil {
+		conf = append(conf, "port 0", "tls-port "+strconv.Itoa(s.port), fmt.Sprintf("tls-cert-file %q", f.CertFile),
+			fmt.Sprintf("tls-key-file %q", f.KeyFile), fmt.Sprintf("tls-ca-cert-file %q", f.CAFile), "tls-auth-clients yes")
+	}
+	if s.opts.acl != nil {
+		conf = append(conf, fmt.Sprintf("aclfile %q", s.opts.acl.file))
+	}
 	path, err := s.writeConf("redis.conf", conf)
 	if err != nil {
 		return nil, err
@@ -380,7 +420,7 @@ func (s *Server) start() error {
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
 
-	err = waitForPing(s.Addr(), done)
+	err = waitForPing(s.Addr(), s.opts, done)
 	if err == nil {
 		return nil
 	}
@@ -394,7 +434,7 @@ func (s *Server) start() error {
 
 // waitForPing polls the server until it answers +PONG (a server still loading
 // its append-only file answers -LOADING), it exits, or startTimeout passes.
-func waitForPing(addr string, exited <-chan struct{}) error {
+func waitForPing(addr string, o options, exited <-chan struct{}) error {
 	deadline := time.Now().Add(startTimeout)
 	var last error
 	for time.Now().Before(deadline) {
@@ -403,7 +443,7 @@ func waitForPing(addr string, exited <-chan struct{}) error {
 			return errors.New("redis-server exited during start")
 		default:
 		}
-		if last = ping(addr); last == nil {
+		if last = ping(addr, o); last == nil {
 			return nil
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -411,37 +451,62 @@ func waitForPing(addr string, exited <-chan struct{}) error {
 	return fmt.Errorf("redis-server did not answer PING within %v: %w", startTimeout, last)
 }
 
-func ping(addr string) error {
+func ping(addr string, o options) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	var conn net.Conn
+	var err error
+	if o.tls != nil {
+		cfg := o.tls.Client.Clone()
+		cfg.ServerName = "127.0.0.1"
+		d := tls.Dialer{Config: cfg}
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
-		return err
+	r := bufio.NewReader(conn)
+	say := func(cmd, want string) error {
+		if _, err := conn.Write([]byte(cmd + "\r\n")); err != nil {
+			return err
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line != want+"\r\n" {
+			return fmt.Errorf("%s answered %q", strings.Fields(cmd)[0], strings.TrimSpace(line))
+		}
+		return nil
 	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		return err
+	if o.acl != nil {
+		if err := say("AUTH "+o.acl.user+" "+o.acl.password, "+OK"); err != nil {
+			return err
+		}
 	}
-	if line != "+PONG\r\n" {
-		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
-	}
-	return nil
+	return say("PING", "+PONG")
 }
 
 // connect builds a client from a deployment's URL, as pushd does.
 func connect(t testing.TB, url string) redis.UniversalClient {
+	t.Helper()
+	return connectWith(t, url, func(*redis.UniversalOptions) {})
+}
+
+// connectWith is connect with the client's options changed by tune first.
+func connectWith(t testing.TB, url string, tune func(*redis.UniversalOptions)) redis.UniversalClient {
 	t.Helper()
 	o, err := redisurl.Parse(url)
 	if err != nil {
 		t.Fatalf("streamstest: %v", err)
 	}
 	u := o.Universal()
+	tune(u)
 	// Fault tests stop servers; a short dial timeout keeps a refused or
 	// unanswered dial from eating the test's whole context.
 	u.DialTimeout = time.Second

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pushd/pushd/internal/poll"
+	"github.com/pushd/pushd/regiontls"
 	"github.com/pushd/pushd/streams/streamstest"
 )
 
@@ -92,6 +93,39 @@ func (f *fatalRecorder) Fatalf(format string, args ...any) {
 	f.failed = true
 	f.TB.Logf("recorded fatal: "+format, args...)
 	runtime.Goexit()
+}
+
+// TestServer_TLSAndACL: a server with TLS and pushd's ACL takes Client's
+// connections (TLS, a client certificate, pushd's user) on pushd's keys,
+// restarts the same way, and refuses a plain connection.
+func TestServer_TLSAndACL(t *testing.T) {
+	ca, err := regiontls.NewCA("streamstest test CA", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	srv := streamstest.StartRedis(t, streamstest.TLS(streamstest.ServiceTLS(t, dir, ca)),
+		streamstest.ACL(streamstest.PushdACL(t, dir, "pw"), "pushd", "pw"))
+	if !strings.HasPrefix(srv.URL(), "rediss://") {
+		t.Fatalf("URL %s", srv.URL())
+	}
+	rdb := srv.Client(t)
+	ctx := context.Background()
+	if err := rdb.Set(ctx, "pushd:k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, "other", "v", 0).Err(); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Fatalf("a key outside pushd's: %v", err)
+	}
+	srv.Restart()
+	if got, err := rdb.Get(ctx, "pushd:k").Result(); err != nil || got != "v" {
+		t.Fatalf("after restart: %q, %v", got, err)
+	}
+	plain := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "pushd", Password: "pw", MaxRetries: -1})
+	defer plain.Close()
+	if err := plain.Ping(ctx).Err(); err == nil {
+		t.Fatal("a plain connection got through")
+	}
 }
 
 // A cluster of three primaries serves keys of many hash tags from all

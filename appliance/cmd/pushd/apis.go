@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"github.com/pushd/pushd/appliance/adminapi"
 	"github.com/pushd/pushd/appliance/pushapi"
 	"github.com/pushd/pushd/raftmeta"
+	"github.com/pushd/pushd/regiontls"
 )
 
 // apiServers are the node's two HTTP APIs, each on its own listener: the
@@ -24,8 +26,11 @@ type apiServers struct {
 	done              chan error // one value per server when it stops
 }
 
-// listenAPIs binds the push and admin listeners.
-func listenAPIs(o *options) (*apiServers, error) {
+// listenAPIs binds the push and admin listeners. With the region's TLS
+// (rt) the admin API is HTTPS with the node's certificate, taking node
+// certificates from other nodes; the push API is HTTPS with its own
+// certificate (push), or with the node's in a --dev-tls region.
+func listenAPIs(o *options, rt *regiontls.Node, push *keyPair) (*apiServers, error) {
 	pushLis, err := net.Listen("tcp", o.PushAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen push %s: %w", o.PushAddr, err)
@@ -35,16 +40,32 @@ func listenAPIs(o *options) (*apiServers, error) {
 		_ = pushLis.Close()
 		return nil, fmt.Errorf("listen admin %s: %w", o.AdminAddr, err)
 	}
-	return &apiServers{pushLis: pushLis, adminLis: adminLis, done: make(chan error, 2)}, nil
+	a := &apiServers{pushLis: pushLis, adminLis: adminLis, done: make(chan error, 2)}
+	switch {
+	case push != nil:
+		a.pushLis = tls.NewListener(pushLis, push.serverConfig())
+	case rt != nil && o.Dev:
+		a.pushLis = tls.NewListener(pushLis, nodeServerConfig(rt))
+	}
+	if rt != nil {
+		a.adminLis = tls.NewListener(adminLis, rt.HTTPServerConfig())
+	}
+	return a, nil
 }
 
 func (a *apiServers) pushAddr() string  { return a.pushLis.Addr().String() }
 func (a *apiServers) adminAddr() string { return a.adminLis.Addr().String() }
 
-// serve serves both APIs over node and meta until shutdown.
-func (a *apiServers) serve(node *appliance.Node, meta *raftmeta.Store, log *slog.Logger) {
+// serve serves both APIs over node and meta until shutdown; rt is the
+// region's TLS on this node (nil without), names the addresses its
+// certificate is for.
+func (a *apiServers) serve(node *appliance.Node, meta *raftmeta.Store, rt *regiontls.Node, names regiontls.Names, log *slog.Logger) {
 	a.push = apiServer(pushapi.New(node, pushapi.Options{Logger: log, Registry: node.Registry()}), log)
-	a.admin = apiServer(adminapi.New(node, meta, adminapi.Options{Logger: log}), log)
+	ao := adminapi.Options{Logger: log}
+	if rt != nil {
+		ao.TLS = &adminapi.TLS{Node: rt, Names: names}
+	}
+	a.admin = apiServer(adminapi.New(node, meta, ao), log)
 	go func() { a.done <- a.push.Serve(a.pushLis) }()
 	go func() { a.done <- a.admin.Serve(a.adminLis) }()
 }

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -22,6 +25,7 @@ import (
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/raftmeta"
+	"github.com/pushd/pushd/regiontls"
 	"github.com/pushd/pushd/streams/redisurl"
 )
 
@@ -37,6 +41,12 @@ type devRegion struct {
 	dir   string
 	port  int
 	creds devCredentials
+	// rt is the region's TLS of a --dev-tls region, nil otherwise. Then
+	// redis-server serves TLS only, asks for a client certificate of the
+	// dev CA, and knows one ACL user, pushd, whose password is in
+	// <dir>/redis-password.
+	rt  *regiontls.Node
+	url redisurl.Options // how pushd reaches it, credentials included
 	// external describes the Redis given with --redis, when the region
 	// runs none of its own ("" when it does).
 	external string
@@ -97,14 +107,14 @@ type devCredentials struct {
 // pushctl reads it from ./pushd-dev, or from anywhere through the
 // settings pointer (devPointerPath), and load tools wait for it.
 type devInfo struct {
-	PushURL string `json:"push_url"`
-	WSURL   string `json:"ws_url"`
-	TCPURL  string `json:"tcp_url,omitempty"`
-	// CAFile is the certificate the device listeners serve with TLS
-	// (--tls-cert), which device-side commands trust.
+	PushURL    string `json:"push_url"`
+	WSURL      string `json:"ws_url"`
+	TCPURL     string `json:"tcp_url,omitempty"`
+	AdminURL   string `json:"admin_url"`
+	AdminToken string `json:"admin_token,omitempty"`
+	// CAFile is what pushctl trusts for this region: the dev CA's bundle
+	// with --dev-tls, else the device listeners' certificate (--tls-cert).
 	CAFile       string `json:"ca_file,omitempty"`
-	AdminURL     string `json:"admin_url"`
-	AdminToken   string `json:"admin_token,omitempty"`
 	App          string `json:"app"`
 	KeyID        string `json:"key_id"`
 	SecretBase64 string `json:"secret_base64"`
@@ -113,22 +123,39 @@ type devInfo struct {
 	PID          int    `json:"pid"`
 }
 
-func startDevRegion(ctx context.Context, o *options, log *slog.Logger) (*devRegion, error) {
+// startDevRegion starts the dev redis-server and points o at it; with rt
+// (--dev-tls) over TLS with an ACL user, and with the devices served
+// with the node's certificate. With --redis given it runs no
+// redis-server: the dev region lives in that Redis (a cluster, a
+// Sentinel set), which pushd neither starts nor supervises.
+func startDevRegion(ctx context.Context, o *options, rt *regiontls.Node, log *slog.Logger) (*devRegion, error) {
 	if o.redisSet {
-		// --redis given: a dev region over that Redis (a cluster, a
-		// Sentinel set), which pushd neither starts nor supervises.
 		return externalDevRegion(o.DataDir, o.redis.url, log)
 	}
 	d, err := newDevRegion(o.DataDir, log)
 	if err != nil {
 		return nil, err
 	}
-	if err := d.run(ctx); err != nil {
-		return nil, err
+	if rt != nil {
+		if err := d.secure(rt); err != nil {
+			return nil, err
+		}
+		o.RedisUser, o.RedisPasswordFile = devRedisUser, d.passwordFile()
+		node := filepath.Join(rt.Dir(), regiontls.NodeFile)
+		o.TLSCert, o.TLSKey = node, node
 	}
 	o.Redis = d.redisURL()
 	if o.redis, err = parseRedisSetup(o); err != nil {
-		d.stop()
+		return nil, err
+	}
+	// The node adds its credentials to o.redis itself; the supervisor's
+	// own client needs them now.
+	own := o.redis
+	if err := own.credentials(o, rt); err != nil {
+		return nil, err
+	}
+	d.url = own.url
+	if err := d.run(ctx); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -149,6 +176,68 @@ func externalDevRegion(dir string, redis redisurl.Options, log *slog.Logger) (*d
 		return nil, err
 	}
 	return d, nil
+}
+
+// devRedisUser is the ACL user of a --dev-tls Redis.
+const devRedisUser = "pushd"
+
+// redisACL is the ACL file of a region's Redis for pushd's user, given
+// the SHA-256 of its password (hex): the default user is off, and pushd's
+// may run every command but the dangerous ones (CONFIG, FLUSHALL, KEYS,
+// DEBUG, …) on pushd's keys only, and no pub/sub. INFO is dangerous to
+// Redis but allowed back: the heartbeat script reads the server's run_id
+// with it, which is how a node learns that Redis restarted or failed over
+// (streams.Store.Heartbeat). systemd/redis-pushd.acl
+// is the same with a placeholder for the hash (a test holds them equal).
+func redisACL(passwordSHA256 string) string {
+	return "user default off\n" +
+		"user " + devRedisUser + " on #" + passwordSHA256 + " ~pushd:* resetchannels +@all -@dangerous +info\n"
+}
+
+func (d *devRegion) passwordFile() string { return filepath.Join(d.dir, "redis-password") }
+
+// secure prepares a --dev-tls Redis: a service certificate of the dev CA
+// for 127.0.0.1, and the pushd user's password (made once, kept in
+// <dir>/redis-password, 0600) with the ACL file holding its hash.
+func (d *devRegion) secure(rt *regiontls.Node) error {
+	d.rt = rt
+	ca := rt.CA()
+	if ca == nil {
+		return errors.New("--dev-tls: this dev region's data dir has no CA key (" + filepath.Join(rt.Dir(), regiontls.CAKeyFile) + ")")
+	}
+	key, err := regiontls.NewKey()
+	if err != nil {
+		return err
+	}
+	csr, err := regiontls.NewCSR(key, "dev-redis", regiontls.ParseNames([]string{"127.0.0.1", "localhost"}))
+	if err != nil {
+		return err
+	}
+	certPEM, _, err := ca.Issue(csr, regiontls.KindService, 0)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := regiontls.EncodeKey(key)
+	if err != nil {
+		return err
+	}
+	redisDir := filepath.Join(d.dir, "redis")
+	if err := regiontls.WriteFile(redisDir, "tls.key", keyPEM, 0o600); err != nil {
+		return err
+	}
+	if err := regiontls.WriteFile(redisDir, "tls.crt", certPEM, 0o644); err != nil {
+		return err
+	}
+	pw, err := os.ReadFile(d.passwordFile())
+	if errors.Is(err, fs.ErrNotExist) {
+		pw = []byte(rand.Text())
+		err = writeFileAtomic(d.passwordFile(), append(pw, '\n'), 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("dev redis password: %w", err)
+	}
+	sum := sha256.Sum256(bytes.TrimSpace(pw))
+	return writeFileAtomic(filepath.Join(redisDir, "users.acl"), []byte(redisACL(hex.EncodeToString(sum[:]))), 0o600)
 }
 
 // newDevRegion prepares a dev region in dir: the redis data dir, the
@@ -172,6 +261,9 @@ func newDevRegion(dir string, log *slog.Logger) (*devRegion, error) {
 	if d.port, err = freePort(); err != nil {
 		return nil, err
 	}
+	if d.url, err = redisurl.Parse(d.redisURL()); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -193,8 +285,11 @@ func (d *devRegion) run(ctx context.Context) error {
 // redisURL is the dev redis-server's address as --redis takes it, or the
 // description of an external Redis (no password).
 func (d *devRegion) redisURL() string {
-	if d.external != "" {
+	switch {
+	case d.external != "":
 		return d.external
+	case d.rt != nil:
+		return fmt.Sprintf("rediss://127.0.0.1:%d/0", d.port)
 	}
 	return fmt.Sprintf("redis://127.0.0.1:%d/0", d.port)
 }
@@ -252,14 +347,28 @@ func loadDevCredentials(path string) (devCredentials, error) {
 }
 
 func (d *devRegion) start() (*devChild, error) {
-	cmd := exec.Command(d.bin,
-		"--port", fmt.Sprint(d.port), "--bind", "127.0.0.1", "--dir", filepath.Join(d.dir, "redis"),
+	redisDir := filepath.Join(d.dir, "redis")
+	args := []string{"--port", fmt.Sprint(d.port), "--bind", "127.0.0.1", "--dir", redisDir,
 		"--appendonly", "yes", "--appendfsync", "always", "--save", "",
 		// Redis 7.0 reserves a whole stream node per inbox; small nodes
 		// keep a one-message inbox at ~1.6 KB instead of ~4.7 KB.
 		"--stream-node-max-bytes", "1024",
 		"--auto-aof-rewrite-min-size", "256mb",
-		"--daemonize", "no", "--logfile", "redis.log")
+		"--daemonize", "no", "--logfile", "redis.log"}
+	if d.rt != nil {
+		// TLS only, clients with a certificate of the dev CA, and the
+		// ACL of secure (hashes only: no password on this command line).
+		// Absolute paths: redis-server reads them after moving to --dir.
+		abs := func(dir, name string) string {
+			p, _ := filepath.Abs(filepath.Join(dir, name))
+			return p
+		}
+		args = append(args, "--port", "0", "--tls-port", fmt.Sprint(d.port),
+			"--tls-cert-file", abs(redisDir, "tls.crt"), "--tls-key-file", abs(redisDir, "tls.key"),
+			"--tls-ca-cert-file", abs(d.rt.Dir(), regiontls.BundleFile), "--tls-auth-clients", "yes",
+			"--aclfile", abs(redisDir, "users.acl"))
+	}
+	cmd := exec.Command(d.bin, args...)
 	cmd.SysProcAttr = childProcAttr()
 	// Its own process group: a Ctrl-C in pushd's terminal reaches pushd
 	// alone, which drains and then stops redis-server itself, instead of
@@ -276,7 +385,9 @@ func (d *devRegion) start() (*devChild, error) {
 }
 
 func (d *devRegion) waitReady(ctx context.Context) error {
-	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", d.port), MaxRetries: -1})
+	opts := d.url.Universal().Simple()
+	opts.MaxRetries = -1
+	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	deadline := time.Now().Add(15 * time.Second)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -374,23 +485,28 @@ func (d *devRegion) stop() {
 
 // announce writes pushctl.json and the settings pointer, and prints how
 // to use the region. tlsCert is the device listeners' certificate, ""
-// without TLS.
-func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken, tlsCert string) error {
+// without TLS; a --dev-tls region (d.rt) runs TLS on every hop.
+func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken, tlsCert string) (err error) {
 	a := node.Addrs()
-	ws, tcp, page := "ws://", "tcp://", "http://"
+	web, ws, tcp, page := "http://", "ws://", "tcp://", "http://"
 	info := devInfo{
-		PushURL: "http://" + apis.pushAddr(), AdminURL: "http://" + apis.adminAddr(), AdminToken: adminToken,
-		App: d.creds.App, KeyID: d.creds.KeyID, SecretBase64: d.creds.SecretBase64, APIKey: d.creds.APIKey,
+		AdminToken: adminToken,
+		App:        d.creds.App, KeyID: d.creds.KeyID, SecretBase64: d.creds.SecretBase64, APIKey: d.creds.APIKey,
 		RedisURL: d.redisURL(), PID: os.Getpid(),
 	}
-	if tlsCert != "" {
-		ws, tcp, page = "wss://", "tls://", "https://"
-		abs, err := filepath.Abs(tlsCert)
-		if err != nil {
+	switch {
+	case d.rt != nil:
+		web, ws, tcp, page = "https://", "wss://", "tls://", "https://"
+		if info.CAFile, err = filepath.Abs(filepath.Join(d.rt.Dir(), regiontls.BundleFile)); err != nil {
 			return err
 		}
-		info.CAFile = abs
+	case tlsCert != "":
+		ws, tcp, page = "wss://", "tls://", "https://"
+		if info.CAFile, err = filepath.Abs(tlsCert); err != nil {
+			return err
+		}
 	}
+	info.PushURL, info.AdminURL = web+apis.pushAddr(), web+apis.adminAddr()
 	info.WSURL = ws + a.WS + "/v1/ws"
 	if a.TCP != "" {
 		info.TCPURL = tcp + a.TCP
@@ -420,7 +536,7 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken,
 	if info.TCPURL != "" {
 		fmt.Fprintf(&sb, "  device TCP        %s\n", info.TCPURL)
 	}
-	if info.CAFile != "" {
+	if info.CAFile != "" && d.rt == nil {
 		fmt.Fprintf(&sb, "  device TLS        certificate %s (pushctl trusts it)\n", info.CAFile)
 	}
 	fmt.Fprintf(&sb, "  dev page          %s%s/dev/ (a device in your browser: pushctl push --device browser-1 --data hello)\n", page, a.WS)
@@ -433,6 +549,10 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken,
 		fmt.Fprintf(&sb, "  redis             %s (given with --redis: pushd runs none of its own)\n", info.RedisURL)
 	} else {
 		fmt.Fprintf(&sb, "  dev redis         %s (appendfsync always, restarted if it exits)\n", info.RedisURL)
+	}
+	if d.rt != nil {
+		fmt.Fprintf(&sb, "  TLS               every hop, with the dev CA %s (Raft and admin mutual TLS; redis user %s, password in %s)\n",
+			info.CAFile, devRedisUser, d.passwordFile())
 	}
 	fmt.Fprintf(&sb, "  pushctl settings  %s (%s)\n", path, found)
 	if adminToken != "" {

@@ -31,6 +31,7 @@ import (
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/internal/asynclog"
 	"github.com/pushd/pushd/raftmeta"
+	"github.com/pushd/pushd/regiontls"
 	"github.com/pushd/pushd/streams"
 	"github.com/pushd/pushd/streams/redisurl"
 )
@@ -70,7 +71,7 @@ func run(c *cli.Context) error {
 		return usageError{err}
 	}
 	if c.Bool("check-config") {
-		if _, err := opts.nodeConfig(); err != nil {
+		if err := opts.check(); err != nil {
 			return usageError{err}
 		}
 		fmt.Fprintf(c.App.Writer, "configuration ok: node %s, data dir %s, redis %s\n", opts.NodeID, opts.DataDir, opts.redis)
@@ -89,15 +90,29 @@ func run(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	// The narrative of a start: dev mode brings its own Redis; the
-	// region's Redis is reached and checked before anything changes on
-	// this host; the Raft metadata store opens (and bootstraps a new
-	// region); the node starts listening; it registers itself as a
-	// member; dev mode seeds its app; the node's metadata catches up with
-	// the region's; systemd hears READY once all of that holds.
+	// The narrative of a start: the node's certificates for Raft and the
+	// admin API are loaded, or made on the region's first node, or fetched
+	// with the join token (Redis asks for them when it runs TLS; on a
+	// first start they are the one thing written before Redis is
+	// checked); dev mode brings its own Redis; the region's Redis is
+	// reached and checked, pushd's credentials included, before anything
+	// else changes on this host; the Raft metadata store opens (and bootstraps a new region);
+	// the node starts listening; it registers itself as a member; dev
+	// mode seeds its app; the node's metadata catches up with the
+	// region's; systemd hears READY once all of that holds.
+	var rt *regiontls.Node
+	if opts.regionTLS() {
+		if rt, err = setupRegionTLS(ctx, &opts, log); err != nil {
+			return err
+		}
+	} else if !opts.Dev {
+		log.Error("--insecure-plaintext: Raft and the admin API run WITHOUT TLS: anyone who reaches their ports can take part in Raft, "+
+			"and read every app's token secrets and the admin tokens on the wire; only for a network you trust entirely",
+			"raft_addr", opts.RaftAddr, "admin_addr", opts.AdminAddr)
+	}
 	var dev *devRegion
 	if opts.Dev {
-		if dev, err = startDevRegion(ctx, &opts, log); err != nil {
+		if dev, err = startDevRegion(ctx, &opts, rt, log); err != nil {
 			return err
 		}
 		defer dev.stop()
@@ -108,6 +123,9 @@ func run(c *cli.Context) error {
 	}
 	if dev != nil {
 		cfg.DeviceHandler = dev.pageHandler(log)
+	}
+	if err := opts.redis.credentials(&opts, rt); err != nil {
+		return usageError{err}
 	}
 	// The one client for every topology (redisurl).
 	rdb := redisurl.NewClient(opts.redis.url)
@@ -120,7 +138,7 @@ func run(c *cli.Context) error {
 		return fmt.Errorf("data dir: %w", err)
 	}
 
-	meta, err := openMeta(ctx, &opts, log)
+	meta, err := openMeta(ctx, &opts, rt, log)
 	if err != nil {
 		return err
 	}
@@ -134,7 +152,14 @@ func run(c *cli.Context) error {
 		Name: "pushd_log_dropped_total",
 		Help: "Log records dropped because the log queue was full (the output could not keep up); the log says so too.",
 	}, func() float64 { return float64(logs.Dropped()) }))
-	apis, err := listenAPIs(&opts)
+	var push *keyPair
+	if opts.PushTLSCert != "" {
+		if push, err = loadKeyPair(opts.PushTLSCert, opts.PushTLSKey); err != nil {
+			return usageError{fmt.Errorf("--push-tls-cert/--push-tls-key: %w", err)}
+		}
+	}
+	registerCertMetrics(node.Registry(), rt, push)
+	apis, err := listenAPIs(&opts, rt, push)
 	if err != nil {
 		return err
 	}
@@ -142,9 +167,18 @@ func run(c *cli.Context) error {
 		apis.shutdown(context.Background())
 		return err
 	}
-	apis.serve(node, meta, log)
+	apis.serve(node, meta, rt, opts.certNames(), log)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	rctx, stopReload := context.WithCancel(ctx)
+	reloaded := watchReload(rctx, hup, rt, push, log)
+	defer func() {
+		stopReload()
+		<-reloaded
+		signal.Stop(hup)
+	}()
 	defer shutdown(&opts, meta, apis, node, log)
-	if err := register(ctx, &opts, meta, node, apis, log); err != nil {
+	if err := register(ctx, &opts, meta, node, apis, rt, log); err != nil {
 		return err
 	}
 	adminToken := ""

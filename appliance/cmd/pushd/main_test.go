@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,9 +10,19 @@ import (
 	"time"
 )
 
+// shippedArgs check systemd/pushd.json with a password file standing in
+// for the one install-redis.sh makes on a host.
+func shippedArgs(t *testing.T) []string {
+	pw := filepath.Join(t.TempDir(), "redis-password")
+	if err := os.WriteFile(pw, []byte("pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"pushd", "--config", "../../../systemd/pushd.json", "--redis-password-file", pw}
+}
+
 func TestCheckConfig_ShippedConfigIsValid(t *testing.T) {
 	var out, errOut bytes.Buffer
-	code := runCLI([]string{"pushd", "--config", "../../../systemd/pushd.json", "--check-config"}, &out, &errOut)
+	code := runCLI(append(shippedArgs(t), "--check-config"), &out, &errOut)
 	if code != 0 || !strings.Contains(out.String(), "node bj-1") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
 	}
@@ -26,23 +37,42 @@ func TestCheckConfig_RefusesMistakes(t *testing.T) {
 		}
 		return p
 	}
+	secret := func(mode os.FileMode) string {
+		p := filepath.Join(dir, fmt.Sprintf("secret-%o", mode))
+		if err := os.WriteFile(p, []byte("s3cret\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	cases := map[string][]string{
-		"unknown key":        {"--config", write(`{"ws_addr": ":1"}`)},
-		"bad duration":       {"--config", write(`{"heartbeat": "soon"}`)},
-		"not json":           {"--config", write(`{`)},
-		"missing file":       {"--config", filepath.Join(dir, "nope.json")},
-		"join without token": {"--join", "10.0.0.1:8091"},
-		"join with dev":      {"--join", "10.0.0.1:8091", "--join-token", "t", "--dev"},
-		"zero connect rate":  {"--connect-rate", "0"},
-		"tls half":           {"--tls-cert", "c.pem"},
-		"weight":             {"--weight", "5000"},
-		"log format":         {"--log-format", "xml"},
-		"drain timeout":      {"--drain-timeout", "10s"},
-		"drain spread":       {"--drain-spread", "-1s"},
-		"trace memory":       {"--trace-memory", "lots"},
-		"trace memory unit":  {"--trace-memory", "64MB"},
-		"trace ttl":          {"--trace-ttl", "0s"},
-		"file trace ttl":     {"--config", write(`{"trace-ttl": "soon"}`)},
+		"unknown key":                        {"--config", write(`{"ws_addr": ":1"}`)},
+		"dev-tls outside dev":                {"--dev-tls"},
+		"plaintext in dev":                   {"--dev", "--insecure-plaintext"},
+		"plaintext with a CA":                {"--insecure-plaintext", "--region-ca", "ca.crt"},
+		"CA key without bootstrap":           {"--region-ca", "ca.crt", "--region-ca-key", "ca.key"},
+		"CA key without its certificate":     {"--bootstrap", "--region-ca-key", "ca.key"},
+		"push tls half":                      {"--push-tls-key", "k.pem"},
+		"push tls files missing":             {"--push-tls-cert", "nope.crt", "--push-tls-key", "nope.key"},
+		"two join tokens":                    {"--join", "10.0.0.1:8091", "--join-token", "t", "--join-token-file", secret(0o600)},
+		"join token file readable by all":    {"--join", "10.0.0.1:8091", "--join-token-file", secret(0o644)},
+		"redis password file group-readable": {"--redis-password-file", secret(0o640)},
+		"redis password in the URL and file": {"--redis", "redis://pushd:hunter2@10.0.0.5:6379/0", "--redis-password-file", secret(0o600)},
+		"dev-tls with a push certificate":    {"--dev", "--dev-tls", "--push-tls-cert", "c", "--push-tls-key", "k"},
+		"bad duration":                       {"--config", write(`{"heartbeat": "soon"}`)},
+		"not json":                           {"--config", write(`{`)},
+		"missing file":                       {"--config", filepath.Join(dir, "nope.json")},
+		"join without token":                 {"--join", "10.0.0.1:8091"},
+		"join with dev":                      {"--join", "10.0.0.1:8091", "--join-token", "t", "--dev"},
+		"zero connect rate":                  {"--connect-rate", "0"},
+		"tls half":                           {"--tls-cert", "c.pem"},
+		"weight":                             {"--weight", "5000"},
+		"log format":                         {"--log-format", "xml"},
+		"drain timeout":                      {"--drain-timeout", "10s"},
+		"drain spread":                       {"--drain-spread", "-1s"},
+		"trace memory":                       {"--trace-memory", "lots"},
+		"trace memory unit":                  {"--trace-memory", "64MB"},
+		"trace ttl":                          {"--trace-ttl", "0s"},
+		"file trace ttl":                     {"--config", write(`{"trace-ttl": "soon"}`)},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -59,7 +89,7 @@ func TestCheckConfig_RefusesMistakes(t *testing.T) {
 
 func TestCheckConfig_FlagsOverrideFile(t *testing.T) {
 	var out, errOut bytes.Buffer
-	code := runCLI([]string{"pushd", "--config", "../../../systemd/pushd.json", "--node-id", "sh-3", "--check-config"}, &out, &errOut)
+	code := runCLI(append(shippedArgs(t), "--node-id", "sh-3", "--check-config"), &out, &errOut)
 	if code != 0 || !strings.Contains(out.String(), "node sh-3") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
 	}

@@ -41,13 +41,26 @@ type options struct {
 	Bootstrap      bool     `json:"bootstrap"`
 	Join           string   `json:"join"`
 	JoinToken      string   `json:"join-token"`
+	JoinTokenFile  string   `json:"join-token-file"`
 	TLSCert        string   `json:"tls-cert"`
 	TLSKey         string   `json:"tls-key"`
 	AllowedOrigins []string `json:"allowed-origin"`
 
-	Redis       string        `json:"redis"`
-	InboxMaxLen int64         `json:"inbox-max-len"`
-	InboxTTL    time.Duration `json:"inbox-ttl"`
+	// The region's own TLS (Raft and the admin API): see tls.go.
+	RegionCA          string   `json:"region-ca"`
+	RegionCAKey       string   `json:"region-ca-key"`
+	TLSNames          []string `json:"tls-name"`
+	InsecurePlaintext bool     `json:"insecure-plaintext"`
+	DevTLS            bool     `json:"dev-tls"`
+	PushTLSCert       string   `json:"push-tls-cert"`
+	PushTLSKey        string   `json:"push-tls-key"`
+
+	Redis             string        `json:"redis"`
+	RedisUser         string        `json:"redis-user"`
+	RedisPasswordFile string        `json:"redis-password-file"`
+	RedisCA           string        `json:"redis-ca"`
+	InboxMaxLen       int64         `json:"inbox-max-len"`
+	InboxTTL          time.Duration `json:"inbox-ttl"`
 
 	Durability string `json:"durability"`
 	// RedisWaitReplicas is nil until a flag, variable or the file sets
@@ -99,13 +112,24 @@ func flags() []cli.Flag {
 		&cli.IntFlag{Name: "weight", Value: 100, Usage: "this node's share of new devices in dispatch (0-1000)", EnvVars: env("WEIGHT")},
 		&cli.BoolFlag{Name: "bootstrap", Usage: "form a new region with this node as its first member (safe on every start)", EnvVars: env("BOOTSTRAP")},
 		&cli.StringFlag{Name: "join", Usage: "admin address (host:port) of a member of the region to join", EnvVars: env("JOIN")},
-		&cli.StringFlag{Name: "join-token", Usage: "admin-role token for --join", EnvVars: env("JOIN_TOKEN")},
+		&cli.StringFlag{Name: "join-token", Usage: "admin-role token for --join (prefer --join-token-file: a command line is visible to every user of the host)", EnvVars: env("JOIN_TOKEN")},
+		&cli.StringFlag{Name: "join-token-file", Usage: "file holding the admin-role token for --join", EnvVars: env("JOIN_TOKEN_FILE"), TakesFile: true},
+		&cli.StringFlag{Name: "region-ca", Usage: "the region CA's certificate (PEM): with --join, to check the member joined through on the first start (a copy of any member's <data-dir>/tls/ca.crt); with --bootstrap and --region-ca-key, a CA of your own for the region", EnvVars: env("REGION_CA"), TakesFile: true},
+		&cli.StringFlag{Name: "region-ca-key", Usage: "with --bootstrap: the key of --region-ca, copied into <data-dir>/tls/ca.key instead of making a new CA", EnvVars: env("REGION_CA_KEY"), TakesFile: true},
+		&cli.StringSliceFlag{Name: "tls-name", Usage: "another host name or address for this node's certificate, besides its Raft and admin addresses and localhost (repeatable)", EnvVars: env("TLS_NAME")},
+		&cli.BoolFlag{Name: "insecure-plaintext", Usage: "run Raft and the admin API without TLS outside --dev: anyone on the network can join Raft and read tokens (logged loudly at every start)", EnvVars: env("INSECURE_PLAINTEXT")},
+		&cli.BoolFlag{Name: "dev-tls", Usage: "with --dev: TLS on every hop (a dev CA in the data dir; Raft and admin over mutual TLS, the push API and devices over TLS, the dev Redis with TLS and an ACL user)", EnvVars: env("DEV_TLS")},
+		&cli.StringFlag{Name: "push-tls-cert", Usage: "PEM certificate: serve the push API over TLS (reloaded on SIGHUP)", EnvVars: env("PUSH_TLS_CERT"), TakesFile: true},
+		&cli.StringFlag{Name: "push-tls-key", Usage: "PEM key for --push-tls-cert", EnvVars: env("PUSH_TLS_KEY"), TakesFile: true},
 		&cli.StringFlag{Name: "advertise-ws", Usage: "host:port devices should use for WebSocket (default: the bound address)", EnvVars: env("ADVERTISE_WS")},
 		&cli.StringFlag{Name: "advertise-tcp", Usage: "host:port devices should use for TCP", EnvVars: env("ADVERTISE_TCP")},
 		&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate: serve the device listeners over TLS", EnvVars: env("TLS_CERT")},
 		&cli.StringFlag{Name: "tls-key", Usage: "PEM key for --tls-cert", EnvVars: env("TLS_KEY")},
 		&cli.StringSliceFlag{Name: "allowed-origin", Usage: "browser Origin allowed to open a WebSocket (repeatable; default: any)", EnvVars: env("ALLOWED_ORIGIN")},
-		&cli.StringFlag{Name: "redis", Value: "redis://127.0.0.1:6379/0", Usage: "the region's Redis: redis://host:port/db (one server), redis-sentinel://host:port,host:port,…/master (the primary Sentinel names) or redis-cluster://host:port,host:port,… (a Redis Cluster); with --dev, a Redis to use instead of its own", EnvVars: env("REDIS")},
+		&cli.StringFlag{Name: "redis", Value: "redis://127.0.0.1:6379/0", Usage: "the region's Redis: redis://host:port/db (one server; rediss:// over TLS), redis-sentinel://host:port,host:port,…/master (the primary Sentinel names) or redis-cluster://host:port,host:port,… (a Redis Cluster); the password goes in --redis-password-file; with --dev, a Redis to use instead of its own", EnvVars: env("REDIS")},
+		&cli.StringFlag{Name: "redis-user", Usage: "Redis ACL user (default: Redis's default user)", EnvVars: env("REDIS_USER")},
+		&cli.StringFlag{Name: "redis-password-file", Usage: "file holding the Redis user's password (mode 0600 or stricter)", EnvVars: env("REDIS_PASSWORD_FILE"), TakesFile: true},
+		&cli.StringFlag{Name: "redis-ca", Usage: "CA certificates (PEM) that sign Redis's TLS certificate (default: the region CA, else the system's)", EnvVars: env("REDIS_CA"), TakesFile: true},
 		&cli.StringFlag{Name: "durability", Value: "strict", Usage: "strict: every primary runs appendfsync always and each push waits for --redis-wait-replicas replicas; fast: no waiting, any appendfsync (a crash or failover can lose about a second of acknowledged pushes)", EnvVars: env("DURABILITY")},
 		&cli.IntFlag{Name: "redis-wait-replicas", Usage: "replicas that must confirm a push before it is answered stored, in strict mode (default: 1 with redis-sentinel:// or redis-cluster://, 0 with one server)", EnvVars: env("REDIS_WAIT_REPLICAS")},
 		&cli.DurationFlag{Name: "redis-wait-timeout", Value: 500 * time.Millisecond, Usage: "how long a push waits for those replicas before it is answered 503 (10ms..1s)", EnvVars: env("REDIS_WAIT_TIMEOUT")},
@@ -151,7 +175,10 @@ func loadOptions(c *cli.Context) (options, error) {
 		"raft-addr": &o.RaftAddr, "raft-advertise": &o.RaftAdvertise, "advertise-ws": &o.AdvertiseWS,
 		"advertise-tcp": &o.AdvertiseTCP, "advertise-push": &o.AdvertisePush, "advertise-admin": &o.AdvertiseAdmin,
 		"tls-cert": &o.TLSCert, "tls-key": &o.TLSKey, "join": &o.Join, "join-token": &o.JoinToken,
-		"durability": &o.Durability, "trace-memory": &o.TraceMemory,
+		"join-token-file": &o.JoinTokenFile, "region-ca": &o.RegionCA, "region-ca-key": &o.RegionCAKey,
+		"push-tls-cert": &o.PushTLSCert, "push-tls-key": &o.PushTLSKey, "redis-user": &o.RedisUser,
+		"redis-password-file": &o.RedisPasswordFile, "redis-ca": &o.RedisCA, "durability": &o.Durability,
+		"trace-memory": &o.TraceMemory,
 	} {
 		str(dst, name)
 	}
@@ -183,11 +210,16 @@ func loadOptions(c *cli.Context) (options, error) {
 	if c.IsSet("dev") || !o.Dev {
 		o.Dev = c.Bool("dev")
 	}
-	if c.IsSet("bootstrap") || !o.Bootstrap {
-		o.Bootstrap = c.Bool("bootstrap")
+	for name, dst := range map[string]*bool{"bootstrap": &o.Bootstrap, "insecure-plaintext": &o.InsecurePlaintext, "dev-tls": &o.DevTLS} {
+		if c.IsSet(name) || !*dst {
+			*dst = c.Bool(name)
+		}
 	}
 	if c.IsSet("allowed-origin") || o.AllowedOrigins == nil {
 		o.AllowedOrigins = c.StringSlice("allowed-origin")
+	}
+	if c.IsSet("tls-name") || o.TLSNames == nil {
+		o.TLSNames = c.StringSlice("tls-name")
 	}
 	if o.NodeID == "" {
 		o.NodeID, _ = os.Hostname()
@@ -219,8 +251,22 @@ func loadOptions(c *cli.Context) (options, error) {
 		return o, fmt.Errorf("--connect-rate 0 would refuse every connection; use a negative value for no limit")
 	case o.Join != "" && (o.Bootstrap || o.Dev):
 		return o, fmt.Errorf("--join adds this node to an existing region; it goes with neither --bootstrap nor --dev")
-	case o.Join != "" && o.JoinToken == "":
-		return o, fmt.Errorf("--join needs --join-token (an admin-role token of the region)")
+	case o.JoinToken != "" && o.JoinTokenFile != "":
+		return o, fmt.Errorf("--join-token and --join-token-file exclude each other")
+	case o.Join != "" && o.JoinToken == "" && o.JoinTokenFile == "":
+		return o, fmt.Errorf("--join needs --join-token-file (a file holding an admin-role token of the region)")
+	case o.DevTLS && !o.Dev:
+		return o, fmt.Errorf("--dev-tls goes with --dev; outside it the region runs TLS unless --insecure-plaintext")
+	case o.InsecurePlaintext && o.Dev:
+		return o, fmt.Errorf("--insecure-plaintext is for a region outside --dev; --dev runs without TLS already")
+	case o.InsecurePlaintext && (o.RegionCA != "" || o.RegionCAKey != "" || len(o.TLSNames) > 0):
+		return o, fmt.Errorf("--insecure-plaintext runs the region without TLS; it goes with none of --region-ca, --region-ca-key and --tls-name")
+	case o.RegionCAKey != "" && (o.RegionCA == "" || !o.Bootstrap):
+		return o, fmt.Errorf("--region-ca-key goes with --region-ca and --bootstrap: it brings the region's first node a CA of your own")
+	case (o.PushTLSCert == "") != (o.PushTLSKey == ""):
+		return o, fmt.Errorf("--push-tls-cert and --push-tls-key go together")
+	case o.Dev && o.DevTLS && (o.PushTLSCert != "" || o.TLSCert != ""):
+		return o, fmt.Errorf("--dev-tls serves the push API and devices with the dev CA's certificate; it goes with neither --push-tls-cert nor --tls-cert")
 	case o.NodeTTL < 3*time.Second:
 		return o, fmt.Errorf("--node-ttl %s: must be at least 3s (a node heartbeats every second)", o.NodeTTL)
 	case o.GCPercent < 10 || o.GCPercent > 1000:
@@ -346,4 +392,65 @@ func (o *options) nodeConfig() (appliance.Config, error) {
 func (o *options) streamsConfig() streams.Config {
 	return streams.Config{InboxMaxLen: o.InboxMaxLen, InboxTTL: o.InboxTTL, NodeTTL: o.NodeTTL,
 		WaitReplicas: o.redis.waitReplicas, WaitTimeout: o.redis.waitTimeout}
+}
+
+// regionTLS reports whether Raft and the admin API run TLS: always
+// outside --dev unless --insecure-plaintext says otherwise, and in a dev
+// region with --dev-tls.
+func (o *options) regionTLS() bool {
+	if o.Dev {
+		return o.DevTLS
+	}
+	return !o.InsecurePlaintext
+}
+
+// joinToken is the admin-role token --join presents, from
+// --join-token-file or --join-token.
+func (o *options) joinToken() (string, error) {
+	if o.JoinTokenFile == "" {
+		return o.JoinToken, nil
+	}
+	return readSecretFile(o.JoinTokenFile, "--join-token-file")
+}
+
+// readSecretFile reads a token or password kept in a file, trimmed of
+// surrounding white space. A file other users may read is refused, as
+// ssh refuses such a key: the secret would not be one any more.
+func readSecretFile(path, flag string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flag, err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s %s: group or others may read it (mode %04o); chmod 600 it", flag, path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flag, err)
+	}
+	secret := strings.TrimSpace(string(b))
+	if secret == "" {
+		return "", fmt.Errorf("%s %s is empty", flag, path)
+	}
+	return secret, nil
+}
+
+// check is --check-config: everything that can be checked without
+// starting, files included.
+func (o *options) check() error {
+	if _, err := o.nodeConfig(); err != nil {
+		return err
+	}
+	if o.PushTLSCert != "" {
+		if _, err := loadKeyPair(o.PushTLSCert, o.PushTLSKey); err != nil {
+			return fmt.Errorf("--push-tls-cert/--push-tls-key: %w", err)
+		}
+	}
+	if o.Join != "" {
+		if _, err := o.joinToken(); err != nil {
+			return err
+		}
+	}
+	r := o.redis
+	return r.credentials(o, nil)
 }

@@ -2,10 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
 
+	"github.com/pushd/pushd/regiontls"
 	"github.com/pushd/pushd/streams"
 	"github.com/pushd/pushd/streams/redisurl"
 )
@@ -65,6 +71,87 @@ func parseRedisSetup(o *options) (redisSetup, error) {
 	return r, nil
 }
 
+// credentials completes r with pushd's own credentials: the ACL user
+// (--redis-user) and its password, read from --redis-password-file
+// rather than given on a command line; and for rediss:// the CAs Redis's
+// certificate must chain to (--redis-ca, else the region's bundle as it
+// is at each new connection, else the system's) and the node's region
+// certificate, presented when Redis asks for one (tls-auth-clients).
+func (r *redisSetup) credentials(o *options, rt *regiontls.Node) error {
+	if o.RedisUser != "" {
+		r.url.Username = o.RedisUser
+	}
+	if o.RedisPasswordFile != "" {
+		if r.url.Password != "" {
+			return errors.New("--redis holds a password and --redis-password-file gives one too: keep the file, and the URL without it")
+		}
+		pw, err := readSecretFile(o.RedisPasswordFile, "--redis-password-file")
+		if err != nil {
+			return err
+		}
+		r.url.Password = pw
+	}
+	var roots func() *x509.CertPool
+	switch {
+	case o.RedisCA != "":
+		b, err := os.ReadFile(o.RedisCA)
+		if err != nil {
+			return fmt.Errorf("--redis-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return fmt.Errorf("--redis-ca %s: no PEM certificate in it", o.RedisCA)
+		}
+		roots = func() *x509.CertPool { return pool }
+	case rt != nil:
+		// The bundle as it is now: a SIGHUP that added a new CA (a CA
+		// rotation) lets the next Redis connection trust a Redis
+		// certificate of the new CA.
+		roots = rt.Roots
+	}
+	if r.url.TLSConfig == nil {
+		return nil
+	}
+	cfg := r.url.TLSConfig.Clone()
+	cfg.MinVersion = tls.VersionTLS12
+	if rt != nil {
+		cfg.GetClientCertificate = rt.ClientCertificate
+	}
+	switch {
+	case roots == nil:
+	case cfg.ServerName == "":
+		cfg.RootCAs = roots()
+	default:
+		// crypto/tls fixes RootCAs when the client is made; the server's
+		// certificate is checked here instead, against the roots of the
+		// moment, as crypto/tls would (chain, name, server use).
+		name := cfg.ServerName
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			return verifyServerCertificate(cs, roots(), name)
+		}
+	}
+	r.url.TLSConfig = cfg
+	return nil
+}
+
+// verifyServerCertificate checks a server's certificate chain against
+// roots and name, and fails as crypto/tls's own check does.
+func verifyServerCertificate(cs tls.ConnectionState, roots *x509.CertPool, name string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the server presented no certificate")
+	}
+	intermediates := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		intermediates.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: intermediates, DNSName: name})
+	if err != nil {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+	}
+	return nil
+}
+
 // String describes the setup for logs and --check-config.
 func (r redisSetup) String() string {
 	s := fmt.Sprintf("%s, durability %s", r.url, r.durability)
@@ -87,11 +174,11 @@ func checkRedis(ctx context.Context, store *streams.Store, r redisSetup, log *sl
 	ctx, cancel := context.WithTimeout(ctx, redisCheckTimeout)
 	defer cancel()
 	if err := redisurl.Probe(ctx, r.url); err != nil {
-		return fmt.Errorf("--redis %s: cannot reach Redis: %w", r.url, err)
+		return redisStartError(r, err)
 	}
 	top, err := store.Topology(ctx)
 	if err != nil {
-		return fmt.Errorf("--redis %s: cannot reach Redis: %w", r.url, err)
+		return redisStartError(r, err)
 	}
 	for _, p := range top.Primaries {
 		if p.Role != "master" {
@@ -120,4 +207,28 @@ func checkRedis(ctx context.Context, store *streams.Store, r redisSetup, log *sl
 	}
 	log.Info("redis", "setup", r.String(), "primaries", len(top.Primaries))
 	return nil
+}
+
+// redisStartError says what to check when Redis could not be used at
+// start: refused credentials and TLS handshakes that fail are named as
+// such (the errors come through Probe's summary of every address, so
+// they are told apart by Redis's and crypto/tls's words).
+func redisStartError(r redisSetup, err error) error {
+	user := r.url.Username
+	if user == "" {
+		user = "default"
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "NOPERM"),
+		strings.Contains(msg, "AUTH") && strings.Contains(msg, "without any password configured"):
+		return fmt.Errorf("redis %s refused pushd's credentials (user %q): %w: check --redis-user and --redis-password-file against the ACL of that Redis", r.url, user, err)
+	case strings.Contains(msg, "tls: failed to verify certificate"):
+		return fmt.Errorf("redis %s: its TLS certificate is not trusted: %w: check --redis-ca (default: the region CA)", r.url, err)
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return fmt.Errorf("redis %s does not speak TLS on that port: %w: use redis:// or Redis's tls-port", r.url, err)
+	case strings.Contains(msg, "remote error: tls:"):
+		return fmt.Errorf("redis %s refused the TLS handshake: %w: Redis's tls-ca-cert-file must hold the CA of this node's certificate (the region CA) when it checks clients (tls-auth-clients)", r.url, err)
+	}
+	return fmt.Errorf("--redis %s: cannot reach Redis: %w", r.url, err)
 }

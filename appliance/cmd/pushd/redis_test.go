@@ -2,7 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/regiontls"
+	"github.com/pushd/pushd/streams"
+	"github.com/pushd/pushd/streams/redisurl"
 	"github.com/pushd/pushd/streams/streamstest"
 )
 
@@ -91,14 +99,16 @@ func TestCheckConfig_RefusesRedisMistakes(t *testing.T) {
 }
 
 // start runs pushd (not --check-config) with args against a fresh data
-// dir and returns its exit status, stderr and the data dir.
+// dir and returns its exit status, stderr and the data dir. The node runs
+// without the region's TLS, whose first start writes the node's
+// certificates into the data dir before Redis is checked.
 func start(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
 	var out, errOut bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
-		done <- runCLI(append([]string{"pushd", "--data-dir", dir, "--node-id", "n1", "--log-level", "error"}, args...), &out, &errOut)
+		done <- runCLI(append([]string{"pushd", "--data-dir", dir, "--node-id", "n1", "--log-level", "error", "--insecure-plaintext"}, args...), &out, &errOut)
 	}()
 	select {
 	case code := <-done:
@@ -154,4 +164,110 @@ func TestStart_RedisNamesAReplica(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, replica.Addr()+" is a replica") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
+}
+
+// TestRedisTLS_TrustsTheRegionBundleAsReloaded: the middle of a CA
+// rotation. Redis already serves a certificate of the new CA while the
+// node's bundle holds the old one only: the node refuses it. Once the new
+// CA is appended to the bundle and the node reloads it (SIGHUP), the same
+// Redis client's next connection trusts Redis, without a restart.
+func TestRedisTLS_TrustsTheRegionBundleAsReloaded(t *testing.T) {
+	oldCA, err := regiontls.NewCA("old region CA", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCA, err := regiontls.NewCA("new region CA", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeDir := t.TempDir()
+	if err := oldCA.IssueNode(nodeDir, "n1", regiontls.ParseNames([]string{"127.0.0.1"}), 0); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := regiontls.Load(nodeDir, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Redis: a certificate of the new CA; clients' certificates of
+	// either CA.
+	redisDir := t.TempDir()
+	files := streamstest.TLSFiles{CertFile: filepath.Join(redisDir, "redis.crt"), KeyFile: filepath.Join(redisDir, "redis.key"),
+		CAFile: filepath.Join(redisDir, "clients.crt")}
+	certPEM, keyPEM := serviceCertificate(t, newCA, "redis")
+	for path, b := range map[string][]byte{files.CertFile: certPEM, files.KeyFile: keyPEM,
+		files.CAFile: append(oldCA.CertPEM(), newCA.CertPEM()...)} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trustNew := x509.NewCertPool()
+	trustNew.AddCert(newCA.Cert)
+	files.Client = &tls.Config{RootCAs: trustNew, GetClientCertificate: rt.ClientCertificate, MinVersion: tls.VersionTLS12}
+	srv := streamstest.StartRedis(t, streamstest.TLS(files))
+
+	r, store := redisOf(t, srv.URL(), rt)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := context.Background()
+	if err := checkRedis(ctx, store, r, log); err == nil || !strings.Contains(err.Error(), "its TLS certificate is not trusted") {
+		t.Fatalf("Redis with a certificate of a CA the bundle lacks: %v, want it not trusted", err)
+	}
+
+	bundle := append(oldCA.CertPEM(), newCA.CertPEM()...)
+	if err := os.WriteFile(filepath.Join(nodeDir, regiontls.BundleFile), bundle, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkRedis(ctx, store, r, log); err != nil {
+		t.Fatalf("after the bundle took the new CA: %v", err)
+	}
+	if _, err := store.Append(ctx, streams.Message{ID: "m1", Payload: []byte("x")}, []string{"d1"}); err != nil {
+		t.Fatalf("a push stored after the bundle took the new CA: %v", err)
+	}
+
+	// The name is checked still: Redis's certificate names 127.0.0.1,
+	// not localhost.
+	byName, other := redisOf(t, strings.Replace(srv.URL(), "127.0.0.1", "localhost", 1), rt)
+	if err := checkRedis(ctx, other, byName, log); err == nil || !strings.Contains(err.Error(), "its TLS certificate is not trusted") || !strings.Contains(err.Error(), "match localhost") {
+		t.Fatalf("Redis reached by a name its certificate lacks: %v", err)
+	}
+}
+
+// redisOf is the setup a node with rt makes for url, and a Store on it.
+func redisOf(t *testing.T, url string, rt *regiontls.Node) (redisSetup, *streams.Store) {
+	t.Helper()
+	o := &options{Redis: url, Durability: durabilityStrict, RedisWaitTimeout: 500 * time.Millisecond}
+	r, err := parseRedisSetup(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.credentials(o, rt); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redisurl.NewClient(r.url)
+	t.Cleanup(func() { rdb.Close() })
+	return r, streams.New(rdb, streams.Config{})
+}
+
+// serviceCertificate is a service certificate of ca for 127.0.0.1 and
+// its key, PEM encoded.
+func serviceCertificate(t *testing.T, ca *regiontls.CA, name string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := regiontls.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := regiontls.NewCSR(key, name, regiontls.ParseNames([]string{"127.0.0.1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if certPEM, _, err = ca.Issue(csr, regiontls.KindService, 0); err != nil {
+		t.Fatal(err)
+	}
+	if keyPEM, err = regiontls.EncodeKey(key); err != nil {
+		t.Fatal(err)
+	}
+	return certPEM, keyPEM
 }

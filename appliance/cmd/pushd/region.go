@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -15,17 +13,22 @@ import (
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/raftmeta"
+	"github.com/pushd/pushd/regiontls"
 )
 
 // openMeta opens this node's Raft metadata store. A bootstrapping node
 // (the first of a region, or --dev) forms a one-voter cluster and waits to
 // lead it; Bootstrap is a no-op on every later start.
-func openMeta(ctx context.Context, o *options, log *slog.Logger) (*raftmeta.Store, error) {
-	meta, err := raftmeta.Open(raftmeta.Config{
+func openMeta(ctx context.Context, o *options, rt *regiontls.Node, log *slog.Logger) (*raftmeta.Store, error) {
+	cfg := raftmeta.Config{
 		ID: o.NodeID, DataDir: o.DataDir,
 		RaftBind: o.RaftAddr, RaftAdvertise: o.RaftAdvertise,
 		Logger: log, RaftLogLevel: slog.LevelWarn,
-	})
+	}
+	if rt != nil {
+		cfg.TLS = &raftmeta.TLS{Server: rt.ServerConfig(), Client: rt.ClientConfig}
+	}
+	meta, err := raftmeta.Open(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open raft metadata in %s: %w", o.DataDir, err)
 	}
@@ -67,7 +70,7 @@ func selfMember(o *options, meta *raftmeta.Store, node *appliance.Node, apis *ap
 // node's addresses. A restarted member started without --join that is not
 // the leader keeps its replicated record, and is warned if its addresses
 // changed.
-func register(ctx context.Context, o *options, meta *raftmeta.Store, node *appliance.Node, apis *apiServers, log *slog.Logger) error {
+func register(ctx context.Context, o *options, meta *raftmeta.Store, node *appliance.Node, apis *apiServers, rt *regiontls.Node, log *slog.Logger) error {
 	m := selfMember(o, meta, node, apis)
 	if o.Join == "" {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -89,54 +92,29 @@ func register(ctx context.Context, o *options, meta *raftmeta.Store, node *appli
 	}
 	body, _ := json.Marshal(map[string]any{"id": m.ID, "raft_addr": m.RaftAddr, "admin_addr": m.AdminAddr,
 		"device_addr": m.DeviceAddr, "tcp_addr": m.TCPAddr, "push_addr": m.PushAddr, "weight": m.Weight})
-	backoff := 250 * time.Millisecond
-	for {
-		err := postJoin(ctx, o.Join, o.JoinToken, body)
-		if err == nil {
-			log.Info("joined the region", "via", o.Join)
-			return nil
-		}
-		var perm permanentError
-		if errors.As(err, &perm) {
-			return err
-		}
-		log.Warn("join the region: retrying", "via", o.Join, "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
+	tok, err := o.joinToken()
+	if err != nil {
+		return err
 	}
+	url, hc := "http://"+o.Join+"/v1/admin/nodes/join", http.DefaultClient
+	if rt != nil {
+		// As a node: with its certificate, to a member that must present
+		// one of the region.
+		url, hc = "https://"+o.Join+"/v1/admin/nodes/join", &http.Client{Transport: rt.Transport()}
+		defer hc.CloseIdleConnections()
+	}
+	if err := retryJoin(ctx, o, log, "join the region", func(ctx context.Context) error {
+		return postAdmin(ctx, hc, url, tok, body, nil)
+	}); err != nil {
+		return err
+	}
+	log.Info("joined the region", "via", o.Join)
+	return nil
 }
 
 // permanentError is a join refusal a retry cannot fix (bad token, bad
 // request).
 type permanentError struct{ error }
-
-func postJoin(ctx context.Context, addr, tok string, body []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/admin/nodes/join", bytes.NewReader(body))
-	if err != nil {
-		return permanentError{err}
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	switch {
-	case resp.StatusCode == http.StatusOK:
-		return nil
-	case resp.StatusCode >= 500:
-		return fmt.Errorf("%s answered %s: %s", addr, resp.Status, bytes.TrimSpace(msg))
-	}
-	return permanentError{fmt.Errorf("%s refused the join: %s: %s", addr, resp.Status, bytes.TrimSpace(msg))}
-}
 
 // ensureAdminToken creates the region's first admin token when it has
 // none, writes it to <data-dir>/admin-token (mode 0600) and returns it. It
