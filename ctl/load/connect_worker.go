@@ -151,6 +151,15 @@ func (cw *connWorker) connect(ctx context.Context, index int) {
 		cw.fail("awaiting WELCOME: "+errorReason(err), 1)
 		return
 	}
+	if b, isBatch := f.(*wire.Batch); isBatch {
+		// The WELCOME can share a write with what follows it (a PONG, a
+		// replayed PUSH) when the node is slow to flush: it comes first.
+		f = b
+		_ = b.Each(1<<22, func(inner wire.Frame) error {
+			f = inner
+			return errStopEach
+		})
+	}
 	welcome, ok := f.(*wire.Welcome)
 	if !ok {
 		_ = c.Close()
