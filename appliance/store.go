@@ -32,6 +32,8 @@ type Store interface {
 	TakeOver(ctx context.Context, deadNode, consumer string, count int) ([]streams.Delivery, error)
 	RetireNode(ctx context.Context, node string) error
 
+	MarkOnce(ctx context.Context, name string, ttl time.Duration) (bool, error)
+
 	Heartbeat(ctx context.Context, info streams.NodeInfo) (continued bool, err error)
 	Nodes(ctx context.Context) (live []streams.NodeInfo, dead []string, err error)
 }

@@ -16,6 +16,7 @@ package appliancetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/appliance/adminapi"
+	"github.com/pushd/pushd/appliance/bridge"
 	"github.com/pushd/pushd/appliance/pushapi"
 	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/raftmeta"
@@ -50,6 +52,8 @@ type Node struct {
 	// HTTPURL is the device port's plain HTTP (/healthz, /v1/dispatch,
 	// /metrics), as http://host:port.
 	HTTPURL string
+	// Bridge is the node's bridge to other regions; nil without one.
+	Bridge *bridge.Bridge
 
 	stopOnce sync.Once
 	stopErr  error
@@ -85,6 +89,10 @@ type Options struct {
 	Meta *raftmeta.Store
 	// Logger receives the node's logs. Zero: discarded.
 	Logger *slog.Logger
+	// Bridge, when set, builds the node's bridge to other regions once
+	// the node runs, as pushd does: it is started, handed to the push and
+	// admin APIs, and closed before the node stops.
+	Bridge func(node *appliance.Node) (*bridge.Bridge, error)
 }
 
 // TestConfig is a node configuration with timings short enough for tests
@@ -149,9 +157,20 @@ func Start(t testing.TB, opts Options) *Node {
 	if err := node.Start(); err != nil {
 		t.Fatal(err)
 	}
-	n.PushURL = serve(pushapi.New(node, pushapi.Options{Logger: opts.Logger, Registry: node.Registry()}))
+	pushOpts := pushapi.Options{Logger: opts.Logger, Registry: node.Registry()}
+	adminOpts := adminapi.Options{Logger: opts.Logger}
+	if opts.Bridge != nil {
+		if n.Bridge, err = opts.Bridge(node); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Bridge.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pushOpts.Bridge, adminOpts.Bridge = n.Bridge, n.Bridge
+	}
+	n.PushURL = serve(pushapi.New(node, pushOpts))
 	if opts.Meta != nil {
-		n.AdminURL = serve(adminapi.New(node, opts.Meta, adminapi.Options{Logger: opts.Logger}))
+		n.AdminURL = serve(adminapi.New(node, opts.Meta, adminOpts))
 	}
 	served := make(chan struct{})
 	if RaceEnabled {
@@ -175,7 +194,11 @@ func Start(t testing.TB, opts Options) *Node {
 		for _, ln := range listeners {
 			_ = ln.Close()
 		}
-		err := node.Shutdown(ctx)
+		var berr error
+		if n.Bridge != nil {
+			berr = n.Bridge.Close(ctx)
+		}
+		err := errors.Join(berr, node.Shutdown(ctx))
 		<-served
 		if err != nil {
 			return fmt.Errorf("shutdown %s: %w", node.ID(), err)
@@ -222,6 +245,8 @@ type RegionOptions struct {
 	Raft []raftmetatest.Option
 	// Commands are applied before the nodes start (apps, say).
 	Commands []raftmeta.Command
+	// Bridge, when set, builds node i's bridge (Options.Bridge).
+	Bridge func(i int, node *appliance.Node) (*bridge.Bridge, error)
 }
 
 // StartRegion starts a region of size nodes and stops it with the test.
@@ -254,7 +279,11 @@ func (r *Region) startNode(t testing.TB, i int) *Node {
 	if r.opts.Config != nil {
 		r.opts.Config(i, &cfg)
 	}
-	n := Start(t, Options{Config: cfg, Store: streams.New(r.Redis.Client(t), r.opts.Streams), Meta: r.Raft.Store(i)})
+	opts := Options{Config: cfg, Store: streams.New(r.Redis.Client(t), r.opts.Streams), Meta: r.Raft.Store(i)}
+	if r.opts.Bridge != nil {
+		opts.Bridge = func(node *appliance.Node) (*bridge.Bridge, error) { return r.opts.Bridge(i, node) }
+	}
+	n := Start(t, opts)
 	var m raftmeta.Member
 	poll.Until(t, 10*time.Second, func() error {
 		var ok bool

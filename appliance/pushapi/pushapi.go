@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/appliance/api"
+	"github.com/pushd/pushd/appliance/bridge"
 	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/streams"
@@ -45,6 +47,17 @@ type Core interface {
 	PushGroup(ctx context.Context, app, group string, msg streams.Message) *api.PushResponse
 	DeviceState(ctx context.Context, app, device string) (api.DeviceState, error)
 	ServeHealth(w http.ResponseWriter, r *http.Request)
+	Region() string
+}
+
+// Exporter is the bridge to other regions as the push API uses it;
+// *bridge.Bridge is one.
+type Exporter interface {
+	// Peers are the other regions it reaches.
+	Peers() []string
+	// Export hands a push to the other regions it names and says, per
+	// region, api.BridgedQueued or api.BridgedFailed, without waiting.
+	Export(e bridge.Export) map[string]string
 }
 
 // Options configure the handler. Every zero value is usable.
@@ -53,6 +66,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Registry receives the handler's metrics. Zero: not registered.
 	Registry prometheus.Registerer
+	// Bridge takes the part of a push meant for other regions ("regions"
+	// naming them). Zero: this region reaches no other; a push naming
+	// another region is refused.
+	Bridge Exporter
 }
 
 // maxBody bounds a push request's body.
@@ -61,6 +78,7 @@ const maxBody = 256 << 10
 // handler serves the push API.
 type handler struct {
 	core    Core
+	bridge  Exporter // nil: no other region
 	log     *slog.Logger
 	metrics metrics
 }
@@ -73,7 +91,7 @@ type metrics struct {
 
 // New returns the push API's handler over core.
 func New(core Core, opts Options) http.Handler {
-	h := &handler{core: core, log: opts.Logger}
+	h := &handler{core: core, bridge: opts.Bridge, log: opts.Logger}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -164,6 +182,10 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 	if aerr := checkTargets(&req, limits.MaxTargets); aerr != nil {
 		return nil, aerr
 	}
+	local, remote, aerr := h.regions(req.Regions)
+	if aerr != nil {
+		return nil, aerr
+	}
 	if why, shed := h.core.Sheds(wire.Priority(msg.Priority), msg.Business); shed {
 		h.metrics.degraded.Inc()
 		e := api.Errorf(http.StatusServiceUnavailable, "degraded", "%s", why)
@@ -183,22 +205,84 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 			return nil, e
 		}
 	}
-	if len(req.Devices) == 0 {
-		group := ""
-		if req.Group != nil {
-			group = *req.Group
-		}
-		return h.core.PushGroup(r.Context(), app.ID(), group, msg), nil
-	}
-	resp, err := h.core.PushDevices(r.Context(), app.ID(), msg, req.Devices)
+	exp := bridge.Export{App: app.ID(), Msg: msg, Regions: remote}
+	resp := &api.PushResponse{ID: msg.ID}
 	switch {
-	case errors.Is(err, appliance.ErrUnavailable):
-		return nil, api.Unavailable("the region's store is unreachable and no target is connected to this node")
-	case err != nil:
-		h.log.Error("push failed", "id", msg.ID, "err", err)
-		return nil, api.Errorf(http.StatusInternalServerError, "internal", "internal error")
+	case len(req.Devices) > 0:
+		exp.Kind = appliance.TargetDevices
+		for _, d := range req.Devices {
+			if token.ValidID(d) {
+				exp.Targets = append(exp.Targets, d)
+			} else if !local {
+				resp.Results = append(resp.Results, api.PushResult{Device: d, Status: api.StatusRejected, Reason: "invalid_device"})
+			}
+		}
+	case req.Group != nil:
+		exp.Kind, exp.Targets = appliance.TargetGroup, []string{*req.Group}
+	default:
+		exp.Kind = appliance.TargetBroadcast
+	}
+	if local {
+		var err error
+		if exp.Kind == appliance.TargetDevices {
+			resp, err = h.core.PushDevices(r.Context(), app.ID(), msg, req.Devices)
+		} else {
+			group := ""
+			if req.Group != nil {
+				group = *req.Group
+			}
+			resp = h.core.PushGroup(r.Context(), app.ID(), group, msg)
+		}
+		// Nothing is exported for a push refused here: a retry of it
+		// must not reach the other regions twice under two ids.
+		switch {
+		case errors.Is(err, appliance.ErrUnavailable):
+			return nil, api.Unavailable("the region's store is unreachable and no target is connected to this node")
+		case err != nil:
+			h.log.Error("push failed", "id", msg.ID, "err", err)
+			return nil, api.Errorf(http.StatusInternalServerError, "internal", "internal error")
+		}
+	}
+	if len(remote) > 0 {
+		resp.Bridged = h.bridge.Export(exp)
 	}
 	return resp, nil
+}
+
+// regions resolves a push's regions: whether it is for this region, and
+// which other regions (all known to the bridge) it goes to.
+func (h *handler) regions(r *api.Regions) (local bool, remote []string, aerr *api.APIError) {
+	self := h.core.Region()
+	var peers []string
+	if h.bridge != nil {
+		peers = h.bridge.Peers()
+	}
+	switch {
+	case r == nil:
+		return true, nil, nil
+	case r.All:
+		return true, peers, nil
+	case len(r.List) == 0:
+		return false, nil, api.BadRequest("invalid_field", `regions is empty: leave it out for this region only, or give "all"`)
+	}
+	for i, name := range r.List {
+		switch {
+		case !appliance.ValidRegion(name):
+			return false, nil, api.BadRequest("invalid_field", "regions: %q is not a region name (1-128 letters, digits or ._:-)", name)
+		case slices.Contains(r.List[:i], name):
+			return false, nil, api.BadRequest("invalid_field", "regions lists %q more than once", name)
+		case name == self:
+			local = true
+		case slices.Contains(peers, name):
+			remote = append(remote, name)
+		case h.bridge == nil:
+			return false, nil, api.BadRequest("invalid_field", "regions: %q is not this region (%s), which has no bridge to other regions", name, self)
+		default:
+			return false, nil, api.BadRequest("invalid_field", "regions: unknown region %q; this region is %s and its bridge reaches %s",
+				name, self, strings.Join(peers, ", "))
+		}
+	}
+	return local, remote, nil
 }
 
 // checkTargets checks the request's targets: each one given must be

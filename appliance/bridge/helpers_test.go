@@ -1,0 +1,335 @@
+package bridge_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lesismal/nbio/logging"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/appliance/api"
+	"github.com/pushd/pushd/appliance/appliancetest"
+	"github.com/pushd/pushd/appliance/bridge"
+	"github.com/pushd/pushd/appliance/client"
+	"github.com/pushd/pushd/appliance/token"
+	"github.com/pushd/pushd/internal/poll"
+	"github.com/pushd/pushd/raftmeta"
+)
+
+func init() {
+	logging.SetLevel(logging.LevelNone)
+	redis.SetLogger(quietRedis{})
+}
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
+// The app every test region has, with the same credentials in each: a
+// business creates its app in every region it pushes to.
+const (
+	testApp    = "news"
+	testAPIKey = "test-api-key-0123456789"
+)
+
+var testSecret = bytes.Repeat([]byte("s"), 32)
+
+// startKafka starts an in-process Kafka (kfake) of one broker that
+// creates topics of 4 partitions on demand, and closes it with the test.
+func startKafka(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(),
+		kfake.DefaultNumPartitions(4)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// testRegion is one region: its own redis-server, Raft and one node with
+// a bridge to the others through kafka.
+type testRegion struct {
+	name string
+	*appliancetest.Region
+}
+
+// node is the region's node.
+func (r *testRegion) node() *appliancetest.Node { return r.Nodes[0] }
+
+// regionOpts change how startRegion builds a region.
+type regionOpts struct {
+	bridge  func(*bridge.Config)
+	config  func(*appliance.Config)
+	noApp   bool
+	bridged bool // false: no bridge at all
+}
+
+// startRegion starts region name, bridged to peers through the brokers.
+func startRegion(t testing.TB, name string, peers []string, brokers []string, opts ...func(*regionOpts)) *testRegion {
+	t.Helper()
+	o := regionOpts{bridged: true}
+	for _, f := range opts {
+		f(&o)
+	}
+	var cmds []raftmeta.Command
+	if !o.noApp {
+		cmds = append(cmds, raftmeta.CreateApp(raftmeta.App{ID: testApp, Secrets: []raftmeta.Secret{{KeyID: "k1", Secret: testSecret}},
+			APIKeys: []raftmeta.APIKey{{ID: "key-1", Hash: raftmeta.HashKey(testAPIKey)}}}))
+	}
+	ro := appliancetest.RegionOptions{
+		Commands: cmds,
+		Config: func(_ int, cfg *appliance.Config) {
+			cfg.Region = name
+			if o.config != nil {
+				o.config(cfg)
+			}
+		},
+	}
+	if o.bridged {
+		ro.Bridge = func(_ int, node *appliance.Node) (*bridge.Bridge, error) {
+			cfg := bridge.Config{Brokers: brokers, Peers: peers, SessionTimeout: 6 * time.Second}
+			if o.bridge != nil {
+				o.bridge(&cfg)
+			}
+			return bridge.New(node, cfg, nil)
+		}
+	}
+	return &testRegion{name: name, Region: appliancetest.StartRegion(t, 1, ro)}
+}
+
+// pushVia sends req through r's push API (the test app, data "x" unless
+// given).
+func pushVia(t testing.TB, r *testRegion, req api.PushRequest) (*api.PushResponse, error) {
+	t.Helper()
+	if req.App == nil {
+		req.App = api.Ptr(testApp)
+	}
+	if req.Data == nil && req.DataBase64 == nil {
+		req.Data = api.Ptr("x")
+	}
+	cl, err := api.NewClient(r.node().PushURL, testAPIKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl.Push(context.Background(), &req)
+}
+
+// mustPushVia is pushVia failing the test on an error answer.
+func mustPushVia(t testing.TB, r *testRegion, req api.PushRequest) *api.PushResponse {
+	t.Helper()
+	resp, err := pushVia(t, r, req)
+	if err != nil {
+		t.Fatalf("push via %s: %v", r.name, err)
+	}
+	return resp
+}
+
+// deviceState reads a device of the test app in r.
+func deviceState(t testing.TB, r *testRegion, device string) *api.DeviceState {
+	t.Helper()
+	cl, err := api.NewClient(r.node().PushURL, testAPIKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := cl.Device(context.Background(), testApp, device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// device is an SDK client of the test app, recording what its app is
+// handed.
+type device struct {
+	id     string
+	c      *client.Client
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu       sync.Mutex
+	msgs     []client.Message
+	welcomes []client.Welcome
+	lastErr  error
+}
+
+// connect runs device id against r's node until stop or the test's end,
+// and waits until it is connected. cursor resumes a device that was
+// connected elsewhere; the dedupe window starts empty unless the device
+// is given one (moveTo keeps it).
+func connect(t testing.TB, r *testRegion, id string) *device {
+	t.Helper()
+	d := &device{id: id}
+	d.start(t, r, client.Cursor{})
+	return d
+}
+
+func (d *device) start(t testing.TB, r *testRegion, cur client.Cursor) {
+	t.Helper()
+	tok, err := token.Issue(token.Claims{App: testApp, Device: d.id, KeyID: "k1", Expires: time.Now().Add(time.Hour).Unix()}, testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(client.Config{
+		URL: r.node().DeviceURL(), App: testApp, Device: d.id, Token: tok, Cursor: cur,
+		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+		OnMessage:    func(m client.Message) { d.mu.Lock(); d.msgs = append(d.msgs, m); d.mu.Unlock() },
+		OnWelcome:    func(w client.Welcome) { d.mu.Lock(); d.welcomes = append(d.welcomes, w); d.mu.Unlock() },
+		OnDisconnect: func(err error) { d.mu.Lock(); d.lastErr = err; d.mu.Unlock() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.c, d.cancel, d.done = c, cancel, make(chan struct{})
+	done := d.done
+	go func() {
+		defer close(done)
+		_ = c.Run(ctx)
+	}()
+	t.Cleanup(d.stop)
+	poll.Until(t, 10*time.Second, func() error {
+		if !c.Connected() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			return fmt.Errorf("%s not connected to %s (last disconnect: %v)", d.id, r.name, d.lastErr)
+		}
+		return nil
+	})
+}
+
+func (d *device) stop() {
+	d.cancel()
+	select {
+	case <-d.done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// received is what the app was handed, in order.
+func (d *device) received() []client.Message {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]client.Message(nil), d.msgs...)
+}
+
+// ids is the ids of what the app was handed, in order.
+func (d *device) ids() []string {
+	var out []string
+	for _, m := range d.received() {
+		out = append(out, m.ID)
+	}
+	return out
+}
+
+// waitIDs waits until the app was handed exactly want (in any order),
+// each once, and nothing else appears for a moment after.
+func (d *device) waitIDs(t testing.TB, timeout time.Duration, want []string) {
+	t.Helper()
+	poll.Until(t, timeout, func() error { return sameSet(d.ids(), want) })
+}
+
+// sameSet says how got differs from want as sets, and names repeats.
+func sameSet(got, want []string) error {
+	seen := map[string]int{}
+	for _, id := range got {
+		seen[id]++
+	}
+	var missing, dup, extra []string
+	wanted := map[string]bool{}
+	for _, id := range want {
+		wanted[id] = true
+		if seen[id] == 0 {
+			missing = append(missing, id)
+		}
+	}
+	for id, n := range seen {
+		if n > 1 {
+			dup = append(dup, id)
+		}
+		if !wanted[id] {
+			extra = append(extra, id)
+		}
+	}
+	if len(missing)+len(dup)+len(extra) == 0 {
+		return nil
+	}
+	sort.Strings(missing)
+	sort.Strings(dup)
+	sort.Strings(extra)
+	return fmt.Errorf("%d of %d missing %s, repeated %v, unexpected %v", len(missing), len(want), short(missing), dup, extra)
+}
+
+func short(ids []string) string {
+	if len(ids) > 5 {
+		return strings.Join(ids[:5], ",") + ",…"
+	}
+	return strings.Join(ids, ",")
+}
+
+// metric reads a counter or gauge of r's node by name and labels (name
+// "a" with labels "k=v" …), 0 when absent.
+func metric(t testing.TB, r *testRegion, name string, labels ...string) float64 {
+	t.Helper()
+	return gather(t, r.node().Registry(), name, labels...)
+}
+
+func gather(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, l := range labels {
+		k, v, _ := strings.Cut(l, "=")
+		want[k] = v
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range want {
+				if got[k] != v {
+					continue metrics
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// rawClient is a plain Kafka client on c, for tests that read or write
+// the topics themselves.
+func rawClient(t testing.TB, c *kfake.Cluster, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
