@@ -78,7 +78,7 @@ func New(core Core, cfg Config, log *slog.Logger) (*Bridge, error) {
 	}
 	b := &Bridge{cfg: cfg, core: core, region: region, topic: cfg.topicFor(region),
 		log: log.With("component", "bridge", "region", region),
-		to: map[string]*exportStats{}, from: map[string]*importStats{}}
+		to:  map[string]*exportStats{}, from: map[string]*importStats{}}
 	b.buffer.maxRecords, b.buffer.maxBytes = int64(cfg.BufferRecords), cfg.BufferBytes
 	for _, p := range cfg.Peers {
 		b.to[p] = &exportStats{}

@@ -169,16 +169,16 @@ func (b *Bridge) Status() api.BridgeStatus {
 type collector struct{ b *Bridge }
 
 var (
-	descExports   = prometheus.NewDesc("pushd_bridge_exports_total", "Pushes exported to another region, by outcome: queued (in the buffer) or failed (answered bridged: failed).", []string{"region", "outcome"}, nil)
-	descProduced  = prometheus.NewDesc("pushd_bridge_produced_records_total", "Bridge records Kafka acknowledged (result ok) or failed for good (result error), by destination region.", []string{"region", "result"}, nil)
-	descBufRecs   = prometheus.NewDesc("pushd_bridge_buffer_records", "Bridge records produced and not yet acknowledged by Kafka.", nil, nil)
-	descBufBytes  = prometheus.NewDesc("pushd_bridge_buffer_bytes", "Bytes of the bridge records produced and not yet acknowledged by Kafka.", nil, nil)
-	descBufMaxR   = prometheus.NewDesc("pushd_bridge_buffer_max_records", "The bridge buffer's bound in records.", nil, nil)
-	descBufMaxB   = prometheus.NewDesc("pushd_bridge_buffer_max_bytes", "The bridge buffer's bound in bytes.", nil, nil)
-	descConsumed  = prometheus.NewDesc("pushd_bridge_consumed_records_total", "Bridge records consumed, by topic and outcome (imported, repeat, skipped_region and skipped_origin decided on headers alone, shed, expired, unknown_app, business, too_large, refused, invalid).", []string{"topic", "outcome"}, nil)
-	descDecoded   = prometheus.NewDesc("pushd_bridge_decoded_values_total", "Bridge record values decoded: only records for this region are.", nil, nil)
-	descLag       = prometheus.NewDesc("pushd_bridge_lag_records", "Records not yet consumed in the partitions this node holds, by topic.", []string{"topic"}, nil)
-	descErrors    = prometheus.NewDesc("pushd_bridge_errors_total", "Bridge errors by kind: produce, fetch, import, commit.", []string{"kind"}, nil)
+	descExports  = prometheus.NewDesc("pushd_bridge_exports_total", "Pushes exported to another region, by outcome: queued (in the buffer) or failed (answered bridged: failed).", []string{"region", "outcome"}, nil)
+	descProduced = prometheus.NewDesc("pushd_bridge_produced_records_total", "Bridge records Kafka acknowledged (result ok) or failed for good (result error), by destination region.", []string{"region", "result"}, nil)
+	descBufRecs  = prometheus.NewDesc("pushd_bridge_buffer_records", "Bridge records produced and not yet acknowledged by Kafka.", nil, nil)
+	descBufBytes = prometheus.NewDesc("pushd_bridge_buffer_bytes", "Bytes of the bridge records produced and not yet acknowledged by Kafka.", nil, nil)
+	descBufMaxR  = prometheus.NewDesc("pushd_bridge_buffer_max_records", "The bridge buffer's bound in records.", nil, nil)
+	descBufMaxB  = prometheus.NewDesc("pushd_bridge_buffer_max_bytes", "The bridge buffer's bound in bytes.", nil, nil)
+	descConsumed = prometheus.NewDesc("pushd_bridge_consumed_records_total", "Bridge records consumed, by topic and outcome (imported, repeat, skipped_region and skipped_origin decided on headers alone, shed, expired, unknown_app, business, too_large, refused, invalid).", []string{"topic", "outcome"}, nil)
+	descDecoded  = prometheus.NewDesc("pushd_bridge_decoded_values_total", "Bridge record values decoded: only records for this region are.", nil, nil)
+	descLag      = prometheus.NewDesc("pushd_bridge_lag_records", "Records not yet consumed in the partitions this node holds, by topic.", []string{"topic"}, nil)
+	descErrors   = prometheus.NewDesc("pushd_bridge_errors_total", "Bridge errors by kind: produce, fetch, import, commit.", []string{"kind"}, nil)
 )
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
