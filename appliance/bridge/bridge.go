@@ -132,7 +132,7 @@ func (b *Bridge) clientOpts(role string) []kgo.Opt {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(b.cfg.Brokers...),
 		kgo.ClientID("pushd-" + b.region + "-" + b.core.ID() + "-" + role),
-		kgo.WithLogger(kgoLogger{b.log.With("client", role)}),
+		kgo.WithLogger(kgoLogger{b.log.With("client", role), &b.errs}),
 	}
 	if b.cfg.TLS != nil {
 		opts = append(opts, kgo.DialTLSConfig(b.cfg.TLS))
@@ -290,12 +290,20 @@ func (q *buffer) state() (records, bytes int64) {
 	return q.records, q.bytes
 }
 
-// kgoLogger sends franz-go's own logs, warnings and up, to slog.
-type kgoLogger struct{ log *slog.Logger }
+// kgoLogger sends franz-go's own logs, warnings and up, to slog, each
+// message at most once per errorLogEvery: while a broker is down franz-go
+// says so on every attempt.
+type kgoLogger struct {
+	log  *slog.Logger
+	gate *errorStats
+}
 
 func (l kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
 
 func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	if !l.gate.gate("kgo: " + msg) {
+		return
+	}
 	lv := slog.LevelWarn
 	if level == kgo.LogLevelError {
 		lv = slog.LevelError

@@ -94,7 +94,7 @@ type errorStats struct {
 
 // errorLogEvery is how often one kind of error is logged at most; every
 // one is counted.
-const errorLogEvery = time.Second
+const errorLogEvery = 10 * time.Second
 
 // add counts err under kind and reports whether to log it.
 func (s *errorStats) add(kind string, err error) bool {

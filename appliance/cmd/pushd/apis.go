@@ -10,6 +10,7 @@ import (
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/appliance/adminapi"
+	"github.com/pushd/pushd/appliance/bridge"
 	"github.com/pushd/pushd/appliance/pushapi"
 	"github.com/pushd/pushd/raftmeta"
 )
@@ -41,10 +42,16 @@ func listenAPIs(o *options) (*apiServers, error) {
 func (a *apiServers) pushAddr() string  { return a.pushLis.Addr().String() }
 func (a *apiServers) adminAddr() string { return a.adminLis.Addr().String() }
 
-// serve serves both APIs over node and meta until shutdown.
-func (a *apiServers) serve(node *appliance.Node, meta *raftmeta.Store, log *slog.Logger) {
-	a.push = apiServer(pushapi.New(node, pushapi.Options{Logger: log, Registry: node.Registry()}), log)
-	a.admin = apiServer(adminapi.New(node, meta, adminapi.Options{Logger: log}), log)
+// serve serves both APIs over node and meta, and the bridge when there is
+// one, until shutdown.
+func (a *apiServers) serve(node *appliance.Node, meta *raftmeta.Store, b *bridge.Bridge, log *slog.Logger) {
+	pushOpts := pushapi.Options{Logger: log, Registry: node.Registry()}
+	adminOpts := adminapi.Options{Logger: log}
+	if b != nil {
+		pushOpts.Bridge, adminOpts.Bridge = b, b
+	}
+	a.push = apiServer(pushapi.New(node, pushOpts), log)
+	a.admin = apiServer(adminapi.New(node, meta, adminOpts), log)
 	go func() { a.done <- a.push.Serve(a.pushLis) }()
 	go func() { a.done <- a.admin.Serve(a.adminLis) }()
 }

@@ -36,6 +36,8 @@ type devRegion struct {
 	dir   string
 	port  int
 	creds devCredentials
+	// kafka is the embedded Kafka's address (--dev-kafka), "" without.
+	kafka string
 
 	// The supervisor's timing; newDevRegion sets the devRestart* and
 	// devStopGrace defaults, and tests change them before run.
@@ -98,6 +100,8 @@ type devInfo struct {
 	SecretBase64 string `json:"secret_base64"`
 	APIKey       string `json:"api_key"`
 	RedisURL     string `json:"redis_url"`
+	Region       string `json:"region"`
+	KafkaAddr    string `json:"kafka_addr,omitempty"`
 	PID          int    `json:"pid"`
 }
 
@@ -332,7 +336,7 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken 
 		PushURL: "http://" + apis.pushAddr(), WSURL: "ws://" + a.WS + "/v1/ws",
 		AdminURL: "http://" + apis.adminAddr(), AdminToken: adminToken,
 		App: d.creds.App, KeyID: d.creds.KeyID, SecretBase64: d.creds.SecretBase64, APIKey: d.creds.APIKey,
-		RedisURL: d.redisURL(), PID: os.Getpid(),
+		RedisURL: d.redisURL(), Region: node.Region(), KafkaAddr: d.kafka, PID: os.Getpid(),
 	}
 	if a.TCP != "" {
 		info.TCPURL = "tcp://" + a.TCP
@@ -343,7 +347,7 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken 
 		return err
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\npushd dev region is up (node %s)\n", node.ID())
+	fmt.Fprintf(&sb, "\npushd dev region %s is up (node %s)\n", node.Region(), node.ID())
 	fmt.Fprintf(&sb, "  device WebSocket  %s\n", info.WSURL)
 	if info.TCPURL != "" {
 		fmt.Fprintf(&sb, "  device TCP        %s\n", info.TCPURL)
@@ -355,6 +359,9 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken 
 	fmt.Fprintf(&sb, "  token secret      key id %s, %s (base64)\n", info.KeyID, info.SecretBase64)
 	fmt.Fprintf(&sb, "  API key           %s\n", info.APIKey)
 	fmt.Fprintf(&sb, "  dev redis         %s (appendfsync always, restarted if it exits)\n", info.RedisURL)
+	if d.kafka != "" {
+		fmt.Fprintf(&sb, "  embedded Kafka    %s (kfake, for development; other regions: --bridge-brokers %s)\n", d.kafka, d.kafka)
+	}
 	fmt.Fprintf(&sb, "  pushctl settings  %s (read automatically from this directory)\n", path)
 	if adminToken != "" {
 		fmt.Fprintf(&sb, "  admin token       %s (role admin; also in %s)\n", adminToken, filepath.Join(d.dir, "admin-token"))

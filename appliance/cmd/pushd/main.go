@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/lesismal/nbio"
@@ -68,7 +69,17 @@ func run(c *cli.Context) error {
 		if _, err := opts.nodeConfig(); err != nil {
 			return usageError{err}
 		}
-		fmt.Fprintf(c.App.Writer, "configuration ok: node %s, data dir %s, redis %s\n", opts.NodeID, opts.DataDir, opts.Redis)
+		fmt.Fprintf(c.App.Writer, "configuration ok: node %s of region %s, data dir %s, redis %s\n", opts.NodeID, opts.Region, opts.DataDir, opts.Redis)
+		if opts.bridged() {
+			if _, err := opts.bridgeConfig([]string{opts.DevKafka}); err != nil {
+				return usageError{err}
+			}
+			brokers := opts.BridgeBrokers
+			if len(brokers) == 0 {
+				brokers = []string{opts.DevKafka + " (embedded)"}
+			}
+			fmt.Fprintf(c.App.Writer, "bridge to %s through %s\n", strings.Join(opts.BridgePeers, ", "), strings.Join(brokers, ", "))
+		}
 		return nil
 	}
 	log := newLogger(opts.LogLevel, opts.LogFormat)
@@ -93,6 +104,21 @@ func run(c *cli.Context) error {
 			return err
 		}
 		defer dev.stop()
+	}
+	var devBrokers []string
+	if opts.DevKafka != "" {
+		if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		kafka, err := startDevKafka(opts.DevKafka, opts.DataDir, log)
+		if err != nil {
+			return err
+		}
+		// Closed after the node (deferred first, run last): the bridge
+		// flushes into it on the way down.
+		defer kafka.Close()
+		devBrokers = kafka.ListenAddrs()
+		dev.kafka = devBrokers[0]
 	}
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -131,12 +157,25 @@ func run(c *cli.Context) error {
 		apis.shutdown(context.Background())
 		return err
 	}
-	apis.serve(node, meta, log)
+	br, err := startBridge(&opts, node, devBrokers, log)
+	if err != nil {
+		apis.shutdown(context.Background())
+		_ = node.Shutdown(context.Background())
+		return err
+	}
+	apis.serve(node, meta, br, log)
 	defer func() {
-		// The APIs stop taking calls first, then the node drains.
+		// The APIs stop taking calls first, then the bridge hands Kafka
+		// what it buffered and commits what it imported, then the node
+		// drains.
 		sctx, cancel := context.WithTimeout(context.Background(), opts.DrainTimeout)
 		defer cancel()
 		apis.shutdown(sctx)
+		if br != nil {
+			if err := br.Close(sctx); err != nil {
+				log.Error("bridge", "err", err)
+			}
+		}
 		_ = node.Shutdown(sctx)
 	}()
 	if err := register(ctx, &opts, meta, node, apis, log); err != nil {

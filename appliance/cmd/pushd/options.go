@@ -59,11 +59,13 @@ type options struct {
 
 	// Upstreams maps a business to its webhook URL; config file only.
 	Upstreams map[string]string `json:"upstreams"`
+
+	bridgeOptions
 }
 
 func flags() []cli.Flag {
 	env := func(name string) []string { return []string{"PUSHD_" + name} }
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "JSON file with any of these settings (apps and keys live in the region's metadata: pushctl app)", EnvVars: env("CONFIG")},
 		&cli.BoolFlag{Name: "check-config", Usage: "check the configuration and exit"},
 		&cli.BoolFlag{Name: "dev", Usage: "run a one-node dev region on localhost with its own redis-server", EnvVars: env("DEV")},
@@ -99,7 +101,7 @@ func flags() []cli.Flag {
 		&cli.DurationFlag{Name: "ack-timeout", Value: 10 * time.Second, Usage: "resend a message not acked within this", EnvVars: env("ACK_TIMEOUT")},
 		&cli.IntFlag{Name: "gc-percent", Value: 50, Usage: "Go GC target percentage; a node holding many idle connections has a large, stable heap, and 50 keeps RSS near it (GOGC in the environment wins)", EnvVars: env("GC_PERCENT")},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, Usage: "how long shutdown waits for connections to drain", EnvVars: env("DRAIN_TIMEOUT")},
-	}
+	}, bridgeFlags()...)
 }
 
 // loadOptions merges the config file under the flags and environment.
@@ -160,6 +162,9 @@ func loadOptions(c *cli.Context) (options, error) {
 	}
 	if o.NodeID == "" {
 		o.NodeID, _ = os.Hostname()
+	}
+	if err := o.loadBridge(c, o.Dev); err != nil {
+		return o, err
 	}
 	if o.DataDir == "" {
 		o.DataDir = "/var/lib/pushd"
@@ -240,6 +245,7 @@ func decodeStrict(b []byte, o *options) error {
 func (o *options) nodeConfig() (appliance.Config, error) {
 	cfg := appliance.Config{
 		NodeID:            o.NodeID,
+		Region:            o.Region,
 		WSAddr:            o.WSAddr,
 		TCPAddr:           o.TCPAddr,
 		AdvertiseWS:       o.AdvertiseWS,
