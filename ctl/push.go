@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,7 @@ func pushCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "priority", Usage: "high, normal or low (default: the server's, normal)"},
 			&cli.DurationFlag{Name: "ttl", Usage: "how long the message may wait in an inbox, whole seconds (default: the server's)"},
 			&cli.StringFlag{Name: "idempotency-key", Usage: "a retry with the same key stores nothing new"},
+			&cli.StringSliceFlag{Name: "region", Usage: "region to push to (repeatable, or \"all\"); default this region only. Other regions are reached through the bridge"},
 			&cli.BoolFlag{Name: "wait-ack", Usage: "wait until every target device acked the message"},
 			&cli.DurationFlag{Name: "timeout", Usage: "how long --wait-ack waits", Value: 10 * time.Second},
 		}, settingFlags(setPushURL, setApp, setAPIKey)...), outputFlags()...),
@@ -65,6 +67,7 @@ type pushOutput struct {
 	Results    []pushResultOutput `json:"results,omitempty"`
 	Recipients *int               `json:"recipients,omitempty"`
 	OtherNodes *int               `json:"other_nodes,omitempty"`
+	Bridged    map[string]string  `json:"bridged,omitempty"`
 }
 
 type pushResultOutput struct {
@@ -90,6 +93,9 @@ func runPush(c *cli.Context, e *env) error {
 	if waitAck && len(req.Devices) == 0 {
 		return usagef("--wait-ack needs --device: group and broadcast messages are not acked")
 	}
+	if waitAck && req.Regions != nil {
+		return usagef("--wait-ack reads acks in this region only; it does not go with --region")
+	}
 	if waitAck && timeout <= 0 {
 		return usagef("--timeout %s: must be positive", timeout)
 	}
@@ -113,12 +119,18 @@ func runPush(c *cli.Context, e *env) error {
 	if err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
-	out := pushOutput{ID: resp.ID, Stored: resp.Stored, Recipients: resp.Recipients, OtherNodes: resp.OtherNodes}
+	out := pushOutput{ID: resp.ID, Stored: resp.Stored, Recipients: resp.Recipients, OtherNodes: resp.OtherNodes, Bridged: resp.Bridged}
 	var rejected []string
 	for _, r := range resp.Results {
 		out.Results = append(out.Results, pushResultOutput{PushResult: r})
 		if r.Status == api.StatusRejected {
 			rejected = append(rejected, r.Device+" ("+r.Reason+")")
+		}
+	}
+	var notBridged []string
+	for _, r := range sortedKeys(resp.Bridged) {
+		if resp.Bridged[r] != api.BridgedQueued {
+			notBridged = append(notBridged, r+" ("+resp.Bridged[r]+")")
 		}
 	}
 	var unacked []string
@@ -132,6 +144,9 @@ func runPush(c *cli.Context, e *env) error {
 	var problems []string
 	if len(rejected) > 0 {
 		problems = append(problems, fmt.Sprintf("%d of %d devices rejected: %s", len(rejected), len(resp.Results), strings.Join(rejected, ", ")))
+	}
+	if len(notBridged) > 0 {
+		problems = append(problems, "not on its way to region "+strings.Join(notBridged, ", "))
 	}
 	if len(unacked) > 0 {
 		msg := fmt.Sprintf("not acked within %s: %s", timeout, strings.Join(unacked, ", "))
@@ -210,6 +225,16 @@ func pushRequestFromFlags(c *cli.Context, e *env) (*api.PushRequest, error) {
 			req.Data = &s
 		} else {
 			req.DataBase64 = api.Ptr(base64.StdEncoding.EncodeToString(b))
+		}
+	}
+	if regions := c.StringSlice("region"); len(regions) > 0 {
+		if slices.Contains(regions, api.RegionsAll) {
+			if len(regions) > 1 {
+				return nil, usagef("--region all goes alone")
+			}
+			req.Regions = api.AllRegions()
+		} else {
+			req.Regions = api.RegionList(regions...)
 		}
 	}
 	switch p := c.String("priority"); p {
@@ -353,12 +378,18 @@ func printPush(w io.Writer, format format, out *pushOutput, waitAck bool) error 
 		return writeJSON(w, out)
 	}
 	fmt.Fprintf(w, "ID: %s\n", out.ID)
+	for _, r := range sortedKeys(out.Bridged) {
+		fmt.Fprintf(w, "BRIDGED: %s %s\n", r, out.Bridged[r])
+	}
 	if out.Recipients != nil {
 		fmt.Fprintf(w, "RECIPIENTS: %d\n", *out.Recipients)
 		if out.OtherNodes != nil {
 			fmt.Fprintf(w, "OTHER_NODES: %d\n", *out.OtherNodes)
 		}
 		return nil
+	}
+	if len(out.Results) == 0 {
+		return nil // for other regions only
 	}
 	header := []string{"DEVICE", "STATUS", "SEQ", "REASON"}
 	if waitAck {

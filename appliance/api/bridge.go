@@ -46,10 +46,12 @@ type BridgeBuffer struct {
 
 // BridgeExport counts the pushes exported to one region: Queued were
 // taken into the buffer (answered "queued"), Failed were not (answered
-// "failed"); Produced and ProduceErrors count the records Kafka
-// acknowledged and those it failed for good.
+// "failed"); Buffered is the records for the region in the buffer now;
+// Produced and ProduceErrors count the records Kafka acknowledged and
+// those it failed for good.
 type BridgeExport struct {
 	Region        string `json:"region"`
+	Buffered      int64  `json:"buffered"`
 	Queued        uint64 `json:"queued"`
 	Failed        uint64 `json:"failed"`
 	Produced      uint64 `json:"produced"`

@@ -52,6 +52,9 @@ func (b *Bridge) Export(e Export) map[string]string {
 	status := api.BridgedFailed
 	if !b.closing.Load() && b.buffer.reserve(int64(len(recs)), size) {
 		status = api.BridgedQueued
+		for _, r := range regions {
+			b.to[r].buffered.Add(int64(len(recs)))
+		}
 		promise := func(r *kgo.Record, err error) { b.produced(r, err, regions) }
 		for _, r := range recs {
 			b.prod.TryProduce(context.Background(), r, promise)

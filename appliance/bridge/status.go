@@ -18,6 +18,7 @@ import (
 type exportStats struct {
 	queued, failed         atomic.Uint64 // pushes
 	produced, produceFails atomic.Uint64 // records
+	buffered               atomic.Int64  // records in the buffer
 }
 
 func (s *exportStats) count(status string) {
@@ -29,6 +30,7 @@ func (s *exportStats) count(status string) {
 }
 
 func (s *exportStats) record(err error) {
+	s.buffered.Add(-1)
 	if err != nil {
 		s.produceFails.Add(1)
 	} else {
@@ -145,7 +147,7 @@ func (b *Bridge) Status() api.BridgeStatus {
 		Buffer: api.BridgeBuffer{Records: recs, MaxRecords: b.buffer.maxRecords, Bytes: bytes, MaxBytes: b.buffer.maxBytes}}
 	for _, p := range b.cfg.Peers {
 		s := b.to[p]
-		st.To = append(st.To, api.BridgeExport{Region: p, Queued: s.queued.Load(), Failed: s.failed.Load(),
+		st.To = append(st.To, api.BridgeExport{Region: p, Buffered: s.buffered.Load(), Queued: s.queued.Load(), Failed: s.failed.Load(),
 			Produced: s.produced.Load(), ProduceErrors: s.produceFails.Load()})
 	}
 	parts := b.consumer.partitions()
