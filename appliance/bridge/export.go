@@ -74,13 +74,15 @@ func (b *Bridge) records(e Export, regions []string) ([]*kgo.Record, int64) {
 	route := Route{ID: e.Msg.ID, Origin: b.region, Regions: regions, Kind: e.Kind, App: e.App,
 		Business: e.Msg.Business, Priority: wire.Priority(e.Msg.Priority),
 		Created: e.Msg.Created.Truncate(time.Millisecond), TTL: e.Msg.TTL.Truncate(time.Millisecond)}
+	if e.Kind != appliance.TargetDevices {
+		route.Targets = e.Targets
+	}
 	value := encodeValue(&route, e.Msg.Payload)
 	var recs []*kgo.Record
 	add := func(key string, r *Route) {
 		recs = append(recs, &kgo.Record{Topic: b.topic, Key: []byte(key), Value: value, Headers: appendHeaders(nil, r)})
 	}
 	if e.Kind != appliance.TargetDevices {
-		route.Targets = e.Targets
 		add(e.App+"/"+e.Kind.String()+"/"+groupOf(&route), &route)
 	} else {
 		var byShard [keyShards][]string

@@ -14,7 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/appliance/api"
@@ -163,25 +165,26 @@ type device struct {
 	lastErr  error
 }
 
-// connect runs device id against r's node until stop or the test's end,
-// and waits until it is connected. cursor resumes a device that was
-// connected elsewhere; the dedupe window starts empty unless the device
-// is given one (moveTo keeps it).
+// connect runs device id against r's node until the test's end, and
+// waits until it is connected.
 func connect(t testing.TB, r *testRegion, id string) *device {
 	t.Helper()
-	d := &device{id: id}
-	d.start(t, r, client.Cursor{})
-	return d
+	url := r.node().DeviceURL()
+	return connectVia(t, id, r.name, func(context.Context, string) (string, error) { return url, nil })
 }
 
-func (d *device) start(t testing.TB, r *testRegion, cur client.Cursor) {
+// connectVia runs device id with dispatch choosing the URL of every
+// connect (the SDK's Dispatch), as a phone's region-level dispatch does,
+// and waits until it is connected; where names it in failures.
+func connectVia(t testing.TB, id, where string, dispatch func(context.Context, string) (string, error)) *device {
 	t.Helper()
-	tok, err := token.Issue(token.Claims{App: testApp, Device: d.id, KeyID: "k1", Expires: time.Now().Add(time.Hour).Unix()}, testSecret)
+	d := &device{id: id, done: make(chan struct{})}
+	tok, err := token.Issue(token.Claims{App: testApp, Device: id, KeyID: "k1", Expires: time.Now().Add(time.Hour).Unix()}, testSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, err := client.New(client.Config{
-		URL: r.node().DeviceURL(), App: testApp, Device: d.id, Token: tok, Cursor: cur,
+		Dispatch: dispatch, App: testApp, Device: id, Token: tok,
 		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
 		OnMessage:    func(m client.Message) { d.mu.Lock(); d.msgs = append(d.msgs, m); d.mu.Unlock() },
 		OnWelcome:    func(w client.Welcome) { d.mu.Lock(); d.welcomes = append(d.welcomes, w); d.mu.Unlock() },
@@ -191,10 +194,9 @@ func (d *device) start(t testing.TB, r *testRegion, cur client.Cursor) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d.c, d.cancel, d.done = c, cancel, make(chan struct{})
-	done := d.done
+	d.c, d.cancel = c, cancel
 	go func() {
-		defer close(done)
+		defer close(d.done)
 		_ = c.Run(ctx)
 	}()
 	t.Cleanup(d.stop)
@@ -202,10 +204,18 @@ func (d *device) start(t testing.TB, r *testRegion, cur client.Cursor) {
 		if !c.Connected() {
 			d.mu.Lock()
 			defer d.mu.Unlock()
-			return fmt.Errorf("%s not connected to %s (last disconnect: %v)", d.id, r.name, d.lastErr)
+			return fmt.Errorf("%s not connected to %s (last disconnect: %v)", id, where, d.lastErr)
 		}
 		return nil
 	})
+	return d
+}
+
+// welcomes is every WELCOME the device got, in order.
+func (d *device) welcomesSeen() []client.Welcome {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]client.Welcome(nil), d.welcomes...)
 }
 
 func (d *device) stop() {
@@ -332,4 +342,28 @@ func rawClient(t testing.TB, c *kfake.Cluster, opts ...kgo.Opt) *kgo.Client {
 	}
 	t.Cleanup(cl.Close)
 	return cl
+}
+
+// endOffset is the end offset of a partition of topic: the records it
+// ever held.
+func endOffset(t testing.TB, cl *kgo.Client, topic string, partition int32) int64 {
+	t.Helper()
+	req := kmsg.NewPtrListOffsetsRequest()
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewListOffsetsRequestTopicPartition()
+	rp.Partition, rp.Timestamp = partition, -1 // -1: the latest offset
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("list offsets of %s/%d: %v", topic, partition, err)
+	}
+	p := resp.Topics[0].Partitions[0]
+	if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+		t.Fatalf("list offsets of %s/%d: %v", topic, partition, err)
+	}
+	return p.Offset
 }
