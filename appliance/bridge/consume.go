@@ -229,8 +229,8 @@ func (c *consumer) importOnce(ctx context.Context, imp *appliance.Import) (out o
 		switch {
 		case err == nil:
 			b.latency.Observe(time.Since(imp.Msg.Created).Seconds())
-			if res.Repeat {
-				return outRepeat, true
+			if res.Repeat || (res.Stored > 0 && res.Duplicates == res.Stored) {
+				return outRepeat, true // read before: a redelivery, a retry
 			}
 			return outImported, true
 		case ctx.Err() != nil:

@@ -24,6 +24,7 @@ import (
 	"github.com/pushd/pushd/appliance/bridge"
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/token"
+	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/raftmeta"
 )
@@ -64,6 +65,27 @@ func startKafka(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 type testRegion struct {
 	name string
 	*appliancetest.Region
+
+	mu     sync.Mutex
+	client *api.Client // for url
+	url    string
+}
+
+// pushClient is a push API client of r's node, kept while the node's
+// address is the same: a client per call would open a connection per
+// call.
+func (r *testRegion) pushClient(t testing.TB) *api.Client {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if url := r.node().PushURL; url != r.url {
+		cl, err := api.NewClient(url, testAPIKey, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.client, r.url = cl, url
+	}
+	return r.client
 }
 
 // node is the region's node.
@@ -120,11 +142,7 @@ func pushVia(t testing.TB, r *testRegion, req api.PushRequest) (*api.PushRespons
 	if req.Data == nil && req.DataBase64 == nil {
 		req.Data = api.Ptr("x")
 	}
-	cl, err := api.NewClient(r.node().PushURL, testAPIKey, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cl.Push(context.Background(), &req)
+	return r.pushClient(t).Push(context.Background(), &req)
 }
 
 // mustPushVia is pushVia failing the test on an error answer.
@@ -140,11 +158,7 @@ func mustPushVia(t testing.TB, r *testRegion, req api.PushRequest) *api.PushResp
 // deviceState reads a device of the test app in r.
 func deviceState(t testing.TB, r *testRegion, device string) *api.DeviceState {
 	t.Helper()
-	cl, err := api.NewClient(r.node().PushURL, testAPIKey, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := cl.Device(context.Background(), testApp, device)
+	st, err := r.pushClient(t).Device(context.Background(), testApp, device)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,6 +175,7 @@ type device struct {
 
 	mu       sync.Mutex
 	msgs     []client.Message
+	at       []time.Time // when each of msgs was handed over
 	welcomes []client.Welcome
 	lastErr  error
 }
@@ -186,7 +201,11 @@ func connectVia(t testing.TB, id, where string, dispatch func(context.Context, s
 	c, err := client.New(client.Config{
 		Dispatch: dispatch, App: testApp, Device: id, Token: tok,
 		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
-		OnMessage:    func(m client.Message) { d.mu.Lock(); d.msgs = append(d.msgs, m); d.mu.Unlock() },
+		OnMessage: func(m client.Message) {
+			d.mu.Lock()
+			d.msgs, d.at = append(d.msgs, m), append(d.at, time.Now())
+			d.mu.Unlock()
+		},
 		OnWelcome:    func(w client.Welcome) { d.mu.Lock(); d.welcomes = append(d.welcomes, w); d.mu.Unlock() },
 		OnDisconnect: func(err error) { d.mu.Lock(); d.lastErr = err; d.mu.Unlock() },
 	})
@@ -231,6 +250,20 @@ func (d *device) received() []client.Message {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return append([]client.Message(nil), d.msgs...)
+}
+
+// receivedAt is when the app was handed each message, by id (the first
+// time).
+func (d *device) receivedAt() map[string]time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]time.Time, len(d.msgs))
+	for i, m := range d.msgs {
+		if _, ok := out[m.ID]; !ok {
+			out[m.ID] = d.at[i]
+		}
+	}
+	return out
 }
 
 // ids is the ids of what the app was handed, in order.
@@ -366,4 +399,80 @@ func endOffset(t testing.TB, cl *kgo.Client, topic string, partition int32) int6
 		t.Fatalf("list offsets of %s/%d: %v", topic, partition, err)
 	}
 	return p.Offset
+}
+
+// route is a record's headers, written by hand for tests that produce
+// records themselves (the package's own encoder is what is tested).
+type route struct {
+	id, origin, kind, app, business, priority string
+	regions, targets                          []string
+	created                                   time.Time
+	ttl                                       time.Duration
+}
+
+// good is a valid record from bj for phone-1 in sh.
+func good(now time.Time) *route {
+	return &route{id: "m-" + fmt.Sprint(now.UnixNano()), origin: "bj", kind: "devices", app: testApp, priority: "normal",
+		regions: []string{"sh"}, targets: []string{"phone-1"}, created: now, ttl: time.Minute}
+}
+
+func withID(r *route, id string) *route { r.id = id; return r }
+
+func (r *route) headers() []kgo.RecordHeader {
+	h := []kgo.RecordHeader{}
+	add := func(k, v string) { h = append(h, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
+	add("pushd-v", "1")
+	add("pushd-id", r.id)
+	add("pushd-origin", r.origin)
+	add("pushd-regions", strings.Join(r.regions, ","))
+	add("pushd-kind", r.kind)
+	add("pushd-app", r.app)
+	if len(r.targets) > 0 {
+		add("pushd-targets", strings.Join(r.targets, ","))
+	}
+	if r.business != "" {
+		add("pushd-business", r.business)
+	}
+	add("pushd-priority", r.priority)
+	add("pushd-created", fmt.Sprint(r.created.UnixMilli()))
+	add("pushd-ttl", fmt.Sprint(r.ttl.Milliseconds()))
+	return h
+}
+
+// with is r's headers with key's value replaced.
+func with(r *route, key, value string) []kgo.RecordHeader {
+	h := r.headers()
+	for i := range h {
+		if h[i].Key == key {
+			h[i].Value = []byte(value)
+		}
+	}
+	return h
+}
+
+// without is r's headers without key.
+func without(r *route, key string) []kgo.RecordHeader {
+	var h []kgo.RecordHeader
+	for _, x := range r.headers() {
+		if x.Key != key {
+			h = append(h, x)
+		}
+	}
+	return h
+}
+
+// encode is r's message as the value: a PUSH frame.
+func encode(r *route, payload []byte) []byte {
+	p := wire.Push{ID: r.id, Business: r.business, Created: uint64(r.created.UnixMilli()), Payload: payload}
+	p.Priority, _ = wire.ParsePriority(r.priority)
+	return wire.AppendPush(nil, &p)
+}
+
+// produce writes one record to topic and waits for Kafka to take it.
+func produce(t testing.TB, cl *kgo.Client, topic string, r *route, value []byte) {
+	t.Helper()
+	rec := &kgo.Record{Topic: topic, Key: []byte("k"), Headers: r.headers(), Value: value}
+	if err := cl.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -43,7 +43,7 @@ type outcome int
 
 const (
 	outImported      outcome = iota // delivered in this region
-	outRepeat                       // a group or broadcast imported before
+	outRepeat                       // imported before (every device had it; a group or broadcast fanned out)
 	outSkippedRegion                // for other regions only (headers)
 	outSkippedOrigin                // produced by this region (headers)
 	outShed                         // this region's degrade policy sheds it
