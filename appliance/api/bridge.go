@@ -29,8 +29,8 @@ type BridgeStatus struct {
 	From []BridgeImport `json:"from"`
 	// Partitions are the partitions this node consumes right now.
 	Partitions []BridgePartition `json:"partitions"`
-	// Errors counts produce, fetch, import and commit errors; LastError
-	// is the newest, at LastErrorAt.
+	// Errors counts connect, group, produce, fetch, import and commit
+	// errors; LastError is the newest ("kind: error"), at LastErrorAt.
 	Errors      uint64    `json:"errors"`
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`

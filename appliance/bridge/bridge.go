@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,6 +139,7 @@ func (b *Bridge) clientOpts(role string) []kgo.Opt {
 		kgo.MetadataMinAge(250 * time.Millisecond),
 		kgo.ClientID("pushd-" + b.region + "-" + b.core.ID() + "-" + role),
 		kgo.WithLogger(kgoLogger{b.log.With("client", role), &b.errs}),
+		kgo.WithHooks(hooks{b}),
 	}
 	if b.cfg.TLS != nil {
 		opts = append(opts, kgo.DialTLSConfig(b.cfg.TLS))
@@ -293,6 +295,23 @@ func (q *buffer) state() (records, bytes int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.records, q.bytes
+}
+
+// hooks count the errors franz-go retries on its own, which never reach
+// a record's promise or a poll: a broker that cannot be reached or
+// refuses the bridge's credentials, a consumer group session lost.
+type hooks struct{ b *Bridge }
+
+func (h hooks) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err != nil && h.b.errs.add("connect", err) {
+		h.b.log.Warn("cannot connect to a Kafka broker", "broker", net.JoinHostPort(meta.Host, fmt.Sprint(meta.Port)), "err", err)
+	}
+}
+
+func (h hooks) OnGroupManageError(err error) {
+	if !errors.Is(err, context.Canceled) && h.b.errs.add("group", err) {
+		h.b.log.Warn("consumer group session lost; rejoining", "group", h.b.cfg.Group, "err", err)
+	}
 }
 
 // kgoLogger sends franz-go's own logs, warnings and up, to slog, each

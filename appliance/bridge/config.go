@@ -97,6 +97,10 @@ func (c Config) withDefaults(region string) Config {
 	return c
 }
 
+// Validate checks c, its defaults applied, for the region named region,
+// as New does, without connecting anywhere.
+func (c Config) Validate(region string) error { return c.withDefaults(region).validate(region) }
+
 func (c Config) validate(region string) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))

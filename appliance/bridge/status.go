@@ -94,6 +94,9 @@ type errorStats struct {
 	loggedAt map[string]time.Time
 }
 
+// errorKinds are the kinds of errors counted.
+var errorKinds = []string{"commit", "connect", "fetch", "group", "import", "produce"}
+
 // errorLogEvery is how often one kind of error is logged at most; every
 // one is counted.
 const errorLogEvery = 10 * time.Second
@@ -223,7 +226,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descDecoded, b.decoded.Load())
 	_, byKind, _, _ := b.errs.snapshot()
-	for _, k := range []string{"commit", "fetch", "import", "produce"} {
+	for _, k := range errorKinds {
 		counter(descErrors, byKind[k], k)
 	}
 }

@@ -71,7 +71,11 @@ func run(c *cli.Context) error {
 		}
 		fmt.Fprintf(c.App.Writer, "configuration ok: node %s of region %s, data dir %s, redis %s\n", opts.NodeID, opts.Region, opts.DataDir, opts.Redis)
 		if opts.bridged() {
-			if _, err := opts.bridgeConfig([]string{opts.DevKafka}); err != nil {
+			bc, err := opts.bridgeConfig([]string{opts.DevKafka})
+			if err == nil {
+				err = bc.Validate(opts.Region)
+			}
+			if err != nil {
 				return usageError{err}
 			}
 			brokers := opts.BridgeBrokers

@@ -11,7 +11,8 @@ import (
 func TestCheckConfig_ShippedConfigIsValid(t *testing.T) {
 	var out, errOut bytes.Buffer
 	code := runCLI([]string{"pushd", "--config", "../../../systemd/pushd.json", "--check-config"}, &out, &errOut)
-	if code != 0 || !strings.Contains(out.String(), "node bj-1") {
+	if code != 0 || !strings.Contains(out.String(), "node bj-1 of region bj") ||
+		!strings.Contains(out.String(), "bridge to sh through kafka-1.example.com:9093, kafka-2.example.com:9093, kafka-3.example.com:9093") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
 	}
 }
@@ -36,6 +37,21 @@ func TestCheckConfig_RefusesMistakes(t *testing.T) {
 		"tls half":           {"--tls-cert", "c.pem"},
 		"weight":             {"--weight", "5000"},
 		"log format":         {"--log-format", "xml"},
+		"region all":         {"--region", "all"},
+		"region not an id":   {"--region", "bei jing"},
+		"peers, no brokers":  {"--bridge-peers", "sh"},
+		"brokers, no peers":  {"--bridge-brokers", "k:9092"},
+		"peer is this one":   {"--region", "bj", "--bridge-brokers", "k:9092", "--bridge-peers", "sh,bj"},
+		"broker not h:p":     {"--bridge-brokers", "kafka", "--bridge-peers", "sh"},
+		"topic bad":          {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-topic", "pushd/{region}"},
+		"sasl unknown":       {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-sasl", "md5"},
+		"sasl no password":   {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-sasl", "scram-sha-512", "--bridge-sasl-user", "u"},
+		"sasl no mechanism":  {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-sasl-user", "u"},
+		"tls key half":       {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-tls-cert", "c.pem"},
+		"tls ca missing":     {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-tls-ca", filepath.Join(dir, "nope.pem")},
+		"buffer negative":    {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-buffer-records", "-1"},
+		"dev kafka, no dev":  {"--dev-kafka", "127.0.0.1:9092", "--bridge-peers", "sh"},
+		"dev kafka exposed":  {"--dev", "--dev-kafka", "0.0.0.0:9092", "--bridge-peers", "sh"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
