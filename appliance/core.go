@@ -3,7 +3,6 @@ package appliance
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 
@@ -125,14 +124,6 @@ func (n *Node) PushLimits() PushLimits {
 // devices connected to this node, and the answer says it was not stored;
 // with none of them connected it fails with ErrUnavailable.
 func (n *Node) PushDevices(ctx context.Context, app string, msg streams.Message, devices []string) (*api.PushResponse, error) {
-	return n.pushDevices(ctx, app, msg, devices, true)
-}
-
-// pushDevices is PushDevices; unstored says what to do when the store
-// fails: deliver at most once to the local sessions (a push API call,
-// whose caller is told stored: false), or fail with ErrUnavailable and
-// deliver nothing (an import, which is retried until it is stored).
-func (n *Node) pushDevices(ctx context.Context, app string, msg streams.Message, devices []string, unstored bool) (*api.PushResponse, error) {
 	resp := &api.PushResponse{ID: msg.ID, Results: make([]api.PushResult, len(devices))}
 	keys := make([]string, 0, len(devices))
 	index := make([]int, 0, len(devices)) // keys[i] is devices[index[i]]
@@ -152,12 +143,6 @@ func (n *Node) pushDevices(ctx context.Context, app string, msg streams.Message,
 	defer cancel()
 	appended, err := n.durable.store.Append(sctx, msg, keys)
 	n.durable.result(err)
-	if err != nil && !unstored {
-		if errors.Is(err, streams.ErrUnavailable) {
-			return nil, fmt.Errorf("%w: store %s: %w", ErrUnavailable, msg.ID, err)
-		}
-		return nil, fmt.Errorf("store %s: %w", msg.ID, err) // refused: expired, invalid
-	}
 	if err != nil {
 		n.log.Warn("push not stored: delivering to local sessions only", "id", msg.ID, "err", err)
 		return n.pushUnstored(resp, msg, keys, index)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pushd/pushd/appliance/token"
+	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/streams"
 )
 
@@ -79,7 +81,7 @@ type Import struct {
 	Msg streams.Message
 }
 
-// ImportResult says what Import did.
+// ImportResult says what Import did with one message.
 type ImportResult struct {
 	// Stored is the devices whose inbox took the message, Duplicates
 	// those of them that had it already (a record delivered twice, or a
@@ -90,6 +92,10 @@ type ImportResult struct {
 	// not fanned out again.
 	Recipients int
 	Repeat     bool
+	// Err says why the message was refused, on its own, with nothing
+	// stored: it expired before it got here (streams.ErrExpired), or it
+	// cannot be stored (streams.ErrInvalidArgument). Drop it.
+	Err error
 }
 
 // importOnceSlack keeps a group or broadcast message's import mark a
@@ -97,58 +103,155 @@ type ImportResult struct {
 // still recognised.
 const importOnceSlack = time.Minute
 
-// Import delivers a message from another region through the same durable
-// path as a local push, and never exports it again (the push API's
-// regions are not involved). Devices: stored in each device's inbox
-// (which dedupes by message id, so importing a record twice stores it
-// once) and handed to the nodes holding their sessions. Group and
-// broadcast: fanned out across this region at most once per message id
-// (a Redis mark, MarkOnce). It fails with ErrUnavailable when the store
-// cannot be reached — nothing was delivered; retry later — and with
-// another error, to be dropped, when the store refuses the message (it
-// expired meanwhile).
-func (n *Node) Import(ctx context.Context, imp Import) (ImportResult, error) {
-	var res ImportResult
-	switch imp.Kind {
-	case TargetDevices:
-		resp, err := n.pushDevices(ctx, imp.App, imp.Msg, imp.Targets, false)
-		if err != nil {
-			return res, err
+// Import delivers messages from other regions through the same durable
+// path as local pushes, and never exports them again (the push API's
+// regions are not involved). Devices: every message is stored in its
+// devices' inboxes, all of them in one round trip to Redis and in the
+// order given (so a device's messages keep their order), each inbox
+// deduping by message id, so importing a record twice stores it once;
+// then they are handed to the nodes holding the devices' sessions. Group
+// and broadcast: fanned out across this region at most once per message
+// id (a Redis mark, MarkOnce). Results are in the order of imps. It fails
+// with ErrUnavailable when the store cannot be reached: nothing is
+// delivered, some messages may be stored; import them all again.
+func (n *Node) Import(ctx context.Context, imps []Import) ([]ImportResult, error) {
+	res := make([]ImportResult, len(imps))
+	var devices []int // indexes in imps of the device imports
+	for i, imp := range imps {
+		switch imp.Kind {
+		case TargetDevices:
+			devices = append(devices, i)
+		case TargetGroup, TargetBroadcast:
+		default:
+			res[i].Err = fmt.Errorf("import %s: unknown target kind %d", imp.Msg.ID, imp.Kind)
 		}
-		for _, r := range resp.Results {
-			if r.Accepted() {
-				res.Stored++
-			}
-			if r.Duplicate {
-				res.Duplicates++
-			}
-		}
-		return res, nil
-	case TargetGroup, TargetBroadcast:
-		group := ""
-		if imp.Kind == TargetGroup {
-			if len(imp.Targets) != 1 {
-				return res, fmt.Errorf("import %s: a group message names one group, not %d", imp.Msg.ID, len(imp.Targets))
-			}
-			group = imp.Targets[0]
-		}
-		if n.durable != nil {
-			ttl := time.Until(imp.Msg.Created.Add(imp.Msg.TTL)) + importOnceSlack
-			sctx, cancel := context.WithTimeout(ctx, redisTimeout)
-			first, err := n.durable.store.MarkOnce(sctx, "bridge:"+imp.Msg.ID, ttl)
-			cancel()
-			n.durable.result(err)
-			if err != nil {
-				return res, fmt.Errorf("%w: import %s: %w", ErrUnavailable, imp.Msg.ID, err)
-			}
-			if !first {
-				res.Repeat = true
-				return res, nil
-			}
-		}
-		resp := n.PushGroup(ctx, imp.App, group, imp.Msg)
-		res.Recipients = *resp.Recipients
-		return res, nil
 	}
-	return res, fmt.Errorf("import %s: unknown target kind %d", imp.Msg.ID, imp.Kind)
+	if err := n.importDevices(ctx, imps, devices, res); err != nil {
+		return nil, err
+	}
+	for i, imp := range imps {
+		if imp.Kind != TargetGroup && imp.Kind != TargetBroadcast {
+			continue
+		}
+		if err := n.importGroup(ctx, imp, &res[i]); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// importDevices stores and routes the device imports imps[at...].
+func (n *Node) importDevices(ctx context.Context, imps []Import, at []int, res []ImportResult) error {
+	if len(at) == 0 {
+		return nil
+	}
+	keys := make([][]string, len(at))
+	for k, i := range at {
+		for _, d := range imps[i].Targets {
+			if token.ValidID(d) {
+				keys[k] = append(keys[k], inboxKey(imps[i].App, d))
+			}
+		}
+	}
+	if n.durable == nil {
+		// No store (a node of tests and sinks): what the push API does,
+		// at most once to the sessions here.
+		for _, i := range at {
+			if resp, err := n.PushDevices(ctx, imps[i].App, imps[i].Msg, imps[i].Targets); err == nil {
+				res[i].Stored = len(resp.Results)
+			}
+		}
+		return nil
+	}
+	reqs := make([]streams.AppendRequest, len(at))
+	for k, i := range at {
+		reqs[k] = streams.AppendRequest{Msg: imps[i].Msg, Devices: keys[k]}
+	}
+	sctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	appended, err := n.durable.store.AppendMany(sctx, reqs)
+	n.durable.result(err)
+	if err != nil {
+		return fmt.Errorf("%w: import %d messages: %w", ErrUnavailable, len(at), err)
+	}
+	entries := map[string][][]byte{}
+	type local struct {
+		msg     entryMessage
+		targets []entryTarget
+	}
+	var locals []local
+	for k, i := range at {
+		if res[i].Err = appended[k].Err; res[i].Err != nil {
+			continue
+		}
+		msg := imps[i].Msg
+		em := entryMessage{id: msg.ID, business: msg.Business, priority: wire.Priority(msg.Priority),
+			created: uint64(msg.Created.UnixMilli()), payload: msg.Payload}
+		l := local{msg: em}
+		remote := map[string][]entryTarget{}
+		for j, a := range appended[k].Appended {
+			res[i].Stored++
+			if a.Duplicate {
+				res[i].Duplicates++
+			}
+			t := entryTarget{device: keys[k][j], connEpoch: a.Route.Epoch, inboxEpoch: a.Epoch, seq: a.Seq}
+			switch a.Route.Node {
+			case "":
+			case n.cfg.NodeID:
+				l.targets = append(l.targets, t)
+			default:
+				remote[a.Route.Node] = append(remote[a.Route.Node], t)
+			}
+		}
+		for node, ts := range remote {
+			entries[node] = append(entries[node], appendPushEntry(nil, &em, ts))
+		}
+		if len(l.targets) > 0 {
+			locals = append(locals, l)
+		}
+	}
+	if len(entries) > 0 {
+		// One pipeline for every message: each node's stream gets them in
+		// order. Stored but not passed on when it fails: the device's
+		// node reads the inbox when a later message shows it a gap, or on
+		// reconnect.
+		err := n.durable.store.Deliver(sctx, entries)
+		n.durable.result(err)
+		if err != nil {
+			n.metrics.entryErrors.Inc()
+		}
+	}
+	for _, l := range locals {
+		n.deliverTargets(&l.msg, l.targets)
+	}
+	return nil
+}
+
+// importGroup fans out one group or broadcast import, once per id.
+func (n *Node) importGroup(ctx context.Context, imp Import, res *ImportResult) error {
+	group := ""
+	if imp.Kind == TargetGroup {
+		if len(imp.Targets) != 1 {
+			res.Err = fmt.Errorf("import %s: a group message names one group, not %d", imp.Msg.ID, len(imp.Targets))
+			return nil
+		}
+		group = imp.Targets[0]
+	}
+	if n.durable != nil {
+		ttl := max(time.Until(imp.Msg.Created.Add(imp.Msg.TTL)), 0) + importOnceSlack
+		sctx, cancel := context.WithTimeout(ctx, redisTimeout)
+		first, err := n.durable.store.MarkOnce(sctx, "bridge:"+imp.Msg.ID, ttl)
+		cancel()
+		n.durable.result(err)
+		if err != nil {
+			return fmt.Errorf("%w: import %s: %w", ErrUnavailable, imp.Msg.ID, err)
+		}
+		if !first {
+			res.Repeat = true
+			return nil
+		}
+	}
+	resp := n.PushGroup(ctx, imp.App, group, imp.Msg)
+	res.Recipients = *resp.Recipients
+	return nil
 }

@@ -15,6 +15,7 @@ type Store interface {
 	Config() streams.Config
 
 	Append(ctx context.Context, msg streams.Message, devices []string) ([]streams.Appended, error)
+	AppendMany(ctx context.Context, reqs []streams.AppendRequest) ([]streams.AppendResult, error)
 	ReadMany(ctx context.Context, reqs []streams.ReadRequest) ([]streams.ReadResult, error)
 	AckMany(ctx context.Context, reqs []streams.AckRequest) ([]bool, error)
 	Device(ctx context.Context, device string) (streams.DeviceInfo, error)

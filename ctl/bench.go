@@ -26,6 +26,7 @@ func benchCommand(e *env) *cli.Command {
 		Subcommands: []*cli.Command{
 			benchConnectCommand(e),
 			benchPushCommand(e),
+			benchBridgeCommand(e),
 			benchWorkerCommand(e),
 		},
 	}

@@ -35,6 +35,7 @@ type fileConfig struct {
 	SecretBase64 string `json:"secret_base64"`
 	APIKey       string `json:"api_key"`
 	AdminToken   string `json:"admin_token"`
+	Region       string `json:"region"`
 	PID          int    `json:"pid"`
 }
 

@@ -29,7 +29,7 @@ type Core interface {
 	LookupApp(id string) (appliance.App, bool)
 	Sheds(p wire.Priority, business string) (string, bool)
 	PushLimits() appliance.PushLimits
-	Import(ctx context.Context, imp appliance.Import) (appliance.ImportResult, error)
+	Import(ctx context.Context, imps []appliance.Import) ([]appliance.ImportResult, error)
 	Registry() *prometheus.Registry
 }
 

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"sort"
 	"sync"
 	"time"
@@ -26,10 +27,11 @@ const (
 )
 
 // consumer is the node's member of the region's consumer group. One
-// goroutine, run, polls; each poll's records are imported partition by
-// partition in parallel, each partition's in order; then the records
-// whose work is done — imported into this region's Redis, or skipped on
-// their headers — are committed, and only then may the group rebalance
+// goroutine, run, polls; each poll's records are imported in batches,
+// every partition's in order, a few lanes of partitions at once
+// (process); then the records whose work is
+// done — imported into this region's Redis, or skipped on their headers —
+// are committed, and only then may the group rebalance
 // (kgo.BlockRebalanceOnPoll). A record is done only once Import returned
 // (Redis answered) or the record was dropped; one interrupted by Close is
 // not committed, and is read again, by this node after a restart or by
@@ -107,151 +109,224 @@ func (c *consumer) run(ctx context.Context) {
 	cl.Close()
 }
 
-// process imports one poll's records, its partitions in parallel.
+// process imports one poll's records. Each record is decided on its
+// headers (and, if it is for this region, its value); then the poll's
+// messages are imported in batches of at most maxImportBatch messages,
+// each batch one call to the core — one round trip to Redis for all its
+// device messages. The partitions are spread over importLanes lanes that
+// import at the same time, each taking its partitions one after the
+// other, so every partition's records keep their order (a device's
+// records are all in one partition) while Redis always has work. Consecutive
+// records of one device push in a partition (its shards that share it)
+// become one message.
 func (c *consumer) process(ctx context.Context, fs kgo.Fetches) {
-	var wg sync.WaitGroup
+	var lanes [importLanes][]unit
 	fs.EachPartition(func(p kgo.FetchTopicPartition) {
 		c.mu.Lock()
 		if st := c.parts[topicPartition{p.Topic, p.Partition}]; st != nil && p.HighWatermark >= 0 {
 			st.hw = p.HighWatermark
 		}
 		c.mu.Unlock()
-		if len(p.Records) == 0 {
-			return
+		lane := &lanes[laneOf(p.Topic, p.Partition)]
+		*lane = c.units(*lane, p.Topic, p.Records)
+	})
+	var wg sync.WaitGroup
+	for _, units := range lanes {
+		if len(units) == 0 {
+			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.partition(ctx, p.Topic, p.Records)
+			c.importLane(ctx, units)
 		}()
-	})
+	}
 	wg.Wait()
 }
 
-// job is a record's decision: an import, or the outcome of a record that
-// needs none.
-type job struct {
-	out outcome
-	imp *appliance.Import // nil unless the record is imported
+// importLanes is how many lanes of partitions import at once.
+const importLanes = 4
+
+// laneOf spreads partitions over the lanes.
+func laneOf(topic string, partition int32) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(topic))
+	return int((h.Sum32() + uint32(partition)) % importLanes)
 }
 
-// partition imports one partition's records in order. Consecutive
-// records of one device push (its shards that share a partition) become
-// one Import.
-func (c *consumer) partition(ctx context.Context, topic string, recs []*kgo.Record) {
-	stats := c.b.from[topic]
-	jobs := make([]job, len(recs))
-	for i, r := range recs {
-		jobs[i] = c.decide(r)
+// importLane imports one lane's units in order, in batches.
+func (c *consumer) importLane(ctx context.Context, units []unit) {
+	for len(units) > 0 {
+		n, targets, imports := 0, 0, 0
+		for n < len(units) && imports < maxImportBatch && targets < maxImportTargets {
+			if units[n].imp != nil {
+				imports++
+				targets += len(units[n].imp.Targets)
+			}
+			n++
+		}
+		if !c.importBatch(ctx, units[:n]) {
+			return // stopping: these records are not done
+		}
+		units = units[n:]
 	}
-	for i := 0; i < len(recs); {
-		j := i + 1
-		if imp := jobs[i].imp; imp != nil {
-			if imp.Kind == appliance.TargetDevices {
-				for j < len(recs) && jobs[j].imp != nil && jobs[j].imp.Kind == appliance.TargetDevices &&
-					jobs[j].imp.App == imp.App && jobs[j].imp.Msg.ID == imp.Msg.ID {
-					imp.Targets = append(imp.Targets, jobs[j].imp.Targets...)
-					j++
+}
+
+// Import batches.
+const (
+	maxImportBatch   = 256
+	maxImportTargets = 10_000
+)
+
+// unit is one or more consecutive records of a partition that share a
+// fate: one message imported, or one record that needs no import.
+type unit struct {
+	recs  []*kgo.Record
+	stats *importStats
+	out   outcome           // the outcome, decided, or once imported
+	imp   *appliance.Import // nil when there is nothing to import
+}
+
+// units appends recs' units, in order.
+func (c *consumer) units(units []unit, topic string, recs []*kgo.Record) []unit {
+	stats := c.b.from[topic]
+	for _, r := range recs {
+		out, imp := c.decide(r)
+		if last := len(units) - 1; imp != nil && imp.Kind == appliance.TargetDevices && last >= 0 {
+			u := &units[last]
+			if u.imp != nil && u.imp.Kind == appliance.TargetDevices && u.stats == stats && u.recs[0].Partition == r.Partition &&
+				u.imp.App == imp.App && u.imp.Msg.ID == imp.Msg.ID {
+				u.imp.Targets = append(u.imp.Targets, imp.Targets...)
+				u.recs = append(u.recs, r)
+				continue
+			}
+		}
+		units = append(units, unit{recs: []*kgo.Record{r}, stats: stats, out: out, imp: imp})
+	}
+	return units
+}
+
+// importBatch imports the messages of batch in one call to the core,
+// again while the region's Redis cannot be reached, then counts each
+// record's outcome and marks it done. It returns false when ctx ended
+// first: nothing of batch is done.
+func (c *consumer) importBatch(ctx context.Context, batch []unit) bool {
+	b := c.b
+	var imps []appliance.Import
+	for _, u := range batch {
+		if u.imp != nil {
+			imps = append(imps, *u.imp)
+		}
+	}
+	if len(imps) > 0 {
+		res, ok := c.importAll(ctx, imps)
+		if !ok {
+			return false
+		}
+		k := 0
+		for i := range batch {
+			u := &batch[i]
+			if u.imp == nil {
+				continue
+			}
+			r := res[k]
+			k++
+			switch {
+			case errors.Is(r.Err, streams.ErrExpired):
+				u.out = outExpired
+			case r.Err != nil:
+				u.out = outRefused
+				if b.errs.add("import", r.Err) {
+					b.log.Error("the region refused an imported message: dropped", "id", u.imp.Msg.ID, "err", r.Err)
 				}
+			case r.Repeat || (r.Stored > 0 && r.Duplicates == r.Stored):
+				u.out = outRepeat // read before: a redelivery, a retry
+			default:
+				u.out = outImported
 			}
-			out, ok := c.importOnce(ctx, imp)
-			if !ok {
-				return // stopping: these records are not done
-			}
-			jobs[i].out = out
-			for k := i + 1; k < j; k++ {
-				jobs[k].out = out
+			if r.Err == nil {
+				b.latency.Observe(time.Since(u.imp.Msg.Created).Seconds())
 			}
 		}
-		for k := i; k < j; k++ {
-			stats.n[jobs[k].out].Add(1)
+	}
+	for _, u := range batch {
+		u.stats.n[u.out].Add(uint64(len(u.recs)))
+		c.markDone(u.recs[len(u.recs)-1])
+	}
+	return true
+}
+
+// importAll calls the core's Import until the region's Redis answers.
+// ok is false when ctx ended first.
+func (c *consumer) importAll(ctx context.Context, imps []appliance.Import) (res []appliance.ImportResult, ok bool) {
+	b := c.b
+	wait := importRetryMin
+	for {
+		res, err := b.core.Import(ctx, imps)
+		if err == nil {
+			return res, true
 		}
-		c.markDone(recs[j-1])
-		i = j
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		if b.errs.add("import", err) {
+			b.log.Warn("import waits for the region's Redis", "messages", len(imps), "retry_in", wait, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, importRetryMax)
 	}
 }
 
 // decide reads a record's headers and, only if it is for this region and
-// deliverable here, its value.
-func (c *consumer) decide(r *kgo.Record) job {
+// deliverable here, its value: the record's outcome, or the import to
+// make.
+func (c *consumer) decide(r *kgo.Record) (outcome, *appliance.Import) {
 	b := c.b
 	route, err := DecodeRoute(r.Headers)
 	switch {
 	case err != nil:
 		c.invalid(r, err)
-		return job{out: outInvalid}
+		return outInvalid, nil
 	case route.Origin == b.region:
-		return job{out: outSkippedOrigin}
+		return outSkippedOrigin, nil
 	case !route.For(b.region):
-		return job{out: outSkippedRegion}
+		return outSkippedRegion, nil
 	case !time.Now().Before(route.Expires()):
-		return job{out: outExpired}
+		return outExpired, nil
 	}
 	if _, shed := b.core.Sheds(route.Priority, route.Business); shed {
-		return job{out: outShed}
+		return outShed, nil
 	}
 	app, ok := b.core.LookupApp(route.App)
 	if !ok {
-		return job{out: outUnknownApp}
+		return outUnknownApp, nil
 	}
 	if route.Business != "" && !app.BusinessAllowed(route.Business) {
-		return job{out: outBusiness}
+		return outBusiness, nil
 	}
 	payload, err := decodeValue(&route, r.Value)
 	b.decoded.Add(1)
 	if err != nil {
 		c.invalid(r, err)
-		return job{out: outInvalid}
+		return outInvalid, nil
 	}
 	if len(payload) > app.MaxPayload() {
-		return job{out: outTooLarge}
+		return outTooLarge, nil
 	}
 	limits := b.core.PushLimits()
-	return job{imp: &appliance.Import{App: route.App, Kind: route.Kind, Targets: route.Targets,
+	return outImported, &appliance.Import{App: route.App, Kind: route.Kind, Targets: route.Targets,
 		Msg: streams.Message{ID: route.ID, Business: route.Business, Priority: streams.Priority(route.Priority),
-			Created: route.Created, TTL: min(route.TTL, limits.MaxTTL), MaxLen: limits.InboxMaxLen, Payload: payload}}}
+			Created: route.Created, TTL: min(route.TTL, limits.MaxTTL), MaxLen: limits.InboxMaxLen, Payload: payload}}
 }
 
 func (c *consumer) invalid(r *kgo.Record, err error) {
 	if c.b.errs.gate("invalid") {
 		c.b.log.Warn("skipped a bridge record this node cannot read", "topic", r.Topic, "partition", r.Partition,
 			"offset", r.Offset, "err", err)
-	}
-}
-
-// importOnce imports one message, retrying while the region's Redis
-// cannot be reached. ok is false when ctx ended first.
-func (c *consumer) importOnce(ctx context.Context, imp *appliance.Import) (out outcome, ok bool) {
-	b := c.b
-	wait := importRetryMin
-	for {
-		res, err := b.core.Import(ctx, *imp)
-		switch {
-		case err == nil:
-			b.latency.Observe(time.Since(imp.Msg.Created).Seconds())
-			if res.Repeat || (res.Stored > 0 && res.Duplicates == res.Stored) {
-				return outRepeat, true // read before: a redelivery, a retry
-			}
-			return outImported, true
-		case ctx.Err() != nil:
-			return 0, false
-		case errors.Is(err, streams.ErrExpired):
-			return outExpired, true
-		case !errors.Is(err, appliance.ErrUnavailable):
-			if b.errs.add("import", err) {
-				b.log.Error("the region's store refused an imported message: dropped", "id", imp.Msg.ID, "err", err)
-			}
-			return outRefused, true
-		}
-		if b.errs.add("import", err) {
-			b.log.Warn("import waits for the region's Redis", "id", imp.Msg.ID, "retry_in", wait, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return 0, false
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, importRetryMax)
 	}
 }
 

@@ -29,6 +29,7 @@ type scenario interface {
 var scenarios = map[string]func() scenario{
 	connectName: func() scenario { return new(Connect) },
 	pushName:    func() scenario { return new(Push) },
+	bridgeName:  func() scenario { return new(Bridge) },
 }
 
 // start starts one worker per share of n units (named unit in errors),
