@@ -102,8 +102,8 @@ type PushAPI interface {
 // PushReport is what a Push run measured. pushctl bench push --json
 // prints it as is; docs/pushctl.md says what each field counts.
 type PushReport struct {
-	Scenario       string  `json:"scenario"` // "push" or "bridge"
-	Mode           string  `json:"mode"`     // "online" or "stored"
+	Scenario       string  `json:"scenario"`         // "push" or "bridge"
+	Mode           string  `json:"mode"`             // "online" or "stored"
 	Region         string  `json:"region,omitempty"` // bridge: the devices' region
 	Transport      string  `json:"transport,omitempty"`
 	Devices        int     `json:"devices"`
