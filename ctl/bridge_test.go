@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"encoding/base64"
 	"fmt"
 	"regexp"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/appliancetest"
 	"github.com/pushd/pushd/appliance/bridge"
+	"github.com/pushd/pushd/ctl/load"
 	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/raftmeta"
 )
@@ -142,5 +144,65 @@ func TestBridgeStatus_Tables(t *testing.T) {
 	out = alone.as(0, alone.Viewer).run(t, "bridge", "status").expect(t, exitOK).stdout
 	if !strings.Contains(out, "BRIDGE  none") || !strings.Contains(out, "REGION  default") {
 		t.Fatalf("a region without a bridge:\n%s", out)
+	}
+}
+
+// toConfig writes the pushctl.json of region r (node 0) as pushd --dev
+// writes it, for bench bridge --to.
+func toConfig(t *testing.T, r *testRegion, name string) string {
+	t.Helper()
+	n := r.Nodes[0]
+	cfg := fileConfig{PushURL: n.PushURL, TCPURL: n.TCPURL, WSURL: n.WSURL, App: testApp, KeyID: testKeyID,
+		SecretBase64: base64.StdEncoding.EncodeToString(testSecret), APIKey: testAPIKey, Region: name}
+	return writeConfig(t, cfg)
+}
+
+// TestBenchBridge_AgainstTwoRegions pushes through bj to SDK devices held
+// in sh by in-process workers: every push is received once and acked in
+// sh.
+func TestBenchBridge_AgainstTwoRegions(t *testing.T) {
+	t.Parallel()
+	bj, sh := startBridgedRegions(t)
+	transport := transportOf(sh.Nodes[0].DeviceURL())
+	r := harness{env: testEnv(bj.Nodes[0].PushURL)}.run(t, "bench", "bridge", "--to", toConfig(t, sh, "sh"), "--transport", transport,
+		"--devices", "20", "--pushes", "200", "--batch", "10", "--concurrency", "4", "--workers", "2", "--wait", "15s", "--json").expect(t, exitOK)
+	rep := decodeJSON[load.PushReport](t, r)
+	if rep.Scenario != "bridge" || rep.Region != "sh" || rep.Mode != "online" || rep.Devices != 20 || rep.Workers != 2 || rep.Transport != transport {
+		t.Fatalf("report %+v", rep)
+	}
+	if rep.Requested != 200 || rep.Pushes != 200 || rep.Received != 200 || rep.Lost+rep.Duplicates+rep.Errors+rep.Unacked != 0 {
+		t.Fatalf("accounting %+v\nstderr:\n%s", rep, r.stderr)
+	}
+	if rep.PushesPerS <= 0 || rep.LatencyMS.P50 <= 0 || rep.LatencyMS.Max < rep.LatencyMS.P99 {
+		t.Fatalf("rates %+v", rep)
+	}
+	// A region the origin's bridge does not know: every push refused.
+	r = harness{env: testEnv(bj.Nodes[0].PushURL)}.run(t, "bench", "bridge", "--to", toConfig(t, sh, "sh"), "--region", "gz",
+		"--transport", transport, "--devices", "2", "--pushes", "4", "--batch", "2", "--wait", "1s", "--json").expect(t, exitFailure)
+	if rep := decodeJSON[load.PushReport](t, r); rep.Errors != 4 || rep.FailedRequests != 2 {
+		t.Fatalf("pushes for an unknown region: %+v", rep)
+	}
+}
+
+func TestBenchBridge_UsageErrors(t *testing.T) {
+	t.Parallel()
+	other := writeConfig(t, fileConfig{PushURL: "http://127.0.0.1:1", WSURL: "ws://127.0.0.1:1/v1/ws", App: "other", KeyID: testKeyID,
+		SecretBase64: base64.StdEncoding.EncodeToString(testSecret), APIKey: testAPIKey, Region: "sh"})
+	noRegion := writeConfig(t, fileConfig{PushURL: "http://127.0.0.1:1", WSURL: "ws://127.0.0.1:1/v1/ws", App: testApp, KeyID: testKeyID,
+		SecretBase64: base64.StdEncoding.EncodeToString(testSecret), APIKey: testAPIKey})
+	h := harness{env: testEnv("http://127.0.0.1:1")}
+	for name, args := range map[string][]string{
+		"neither --to nor --local": {},
+		"both":                     {"--to", other, "--local"},
+		"transport":                {"--to", other, "--transport", "udp"},
+		"another app":              {"--to", other},
+		"no region":                {"--to", noRegion},
+		"no such file":             {"--to", "/nonexistent/pushctl.json"},
+		"devices":                  {"--to", noRegion, "--region", "sh", "--devices", "0"},
+	} {
+		r := h.run(t, append([]string{"bench", "bridge"}, args...)...)
+		if r.code != exitUsage {
+			t.Errorf("%s: exit %d, stderr %q", name, r.code, r.stderr)
+		}
 	}
 }
