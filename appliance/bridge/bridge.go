@@ -204,7 +204,12 @@ func (b *Bridge) Close(ctx context.Context) error {
 			n := b.prod.BufferedProduceRecords()
 			err = fmt.Errorf("bridge: %d records still buffered after %s: dropped: %w", n, b.cfg.CloseTimeout, ferr)
 			b.log.Error("closing with records Kafka has not taken: they are dropped", "records", n, "err", ferr)
-			_ = b.prod.AbortBufferedRecords(context.Background())
+			// Aborting waits for the produce requests in flight, which a
+			// stuck broker may never answer: bounded too, then Close
+			// fails whatever is left.
+			actx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = b.prod.AbortBufferedRecords(actx)
+			cancel()
 		}
 		b.prod.Close()
 		b.core.Registry().Unregister(b.latency)

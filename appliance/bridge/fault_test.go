@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -93,6 +94,10 @@ func TestBridge_FullBufferAnswersFailed(t *testing.T) {
 	phone.waitIDs(t, 10*time.Second, []string{warm.ID})
 
 	release := make(chan struct{})
+	var releaseOnce sync.Once
+	// Released at the end whatever happens: a produce request held in
+	// Kafka would hold the bridge's Close up for its CloseTimeout.
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
 	var held atomic.Int32
 	kafka.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		kafka.KeepControl()
@@ -125,10 +130,15 @@ func TestBridge_FullBufferAnswersFailed(t *testing.T) {
 	if st := bj.node().Bridge.Status(); st.Buffer.Records != 4 || st.To[0].Failed != 8 {
 		t.Fatalf("status %+v: want 4 buffered, 8 failed", st)
 	}
-	if held.Load() == 0 {
-		t.Fatal("Kafka held no produce request")
-	}
-	close(release)
+	// The producer sends its first request within its linger; a busy
+	// machine can take a while to.
+	poll.Until(t, 5*time.Second, func() error {
+		if held.Load() == 0 {
+			return errors.New("Kafka holds no produce request yet")
+		}
+		return nil
+	})
+	releaseOnce.Do(func() { close(release) })
 	phone.waitIDs(t, 10*time.Second, append([]string{warm.ID}, queued...))
 	poll.Until(t, 5*time.Second, func() error {
 		if n := bj.node().Bridge.Status().Buffer.Records; n != 0 {
@@ -304,4 +314,41 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestBridge_CloseIsBoundedWhenKafkaHangs stops a bridge whose produce
+// requests Kafka never answers: Close returns after its CloseTimeout and
+// a second more at most, saying how many records it dropped, and counts
+// them as produce errors.
+func TestBridge_CloseIsBoundedWhenKafkaHangs(t *testing.T) {
+	t.Parallel()
+	kafka := startKafka(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	bj := startRegion(t, "bj", []string{"sh"}, kafka.ListenAddrs(), func(o *regionOpts) {
+		o.bridge = func(c *bridge.Config) { c.CloseTimeout = 500 * time.Millisecond }
+	})
+	kafka.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		kafka.KeepControl()
+		kafka.SleepControl(func() { <-release })
+		return nil, nil, false
+	})
+	for range 3 {
+		if r := mustPushVia(t, bj, api.PushRequest{Devices: []string{"phone-1"}, Regions: api.RegionList("sh")}); r.Bridged["sh"] != api.BridgedQueued {
+			t.Fatalf("answer %+v", r)
+		}
+	}
+	start := time.Now()
+	err := bj.node().Bridge.Close(context.Background())
+	took := time.Since(start)
+	t.Logf("Close with Kafka hanging: %s, %v", took, err)
+	if err == nil || !strings.Contains(err.Error(), "3 records still buffered") {
+		t.Fatalf("Close: %v, want 3 records dropped", err)
+	}
+	if took > 3*time.Second {
+		t.Fatalf("Close took %s with a close timeout of 500ms", took)
+	}
+	if st := bj.node().Bridge.Status(); st.To[0].ProduceErrors != 3 || st.Buffer.Records != 0 {
+		t.Fatalf("status after Close %+v: want the 3 dropped counted as produce errors", st)
+	}
 }
