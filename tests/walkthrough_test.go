@@ -319,6 +319,18 @@ func TestWalkthrough_DevRegion(t *testing.T) {
 	if p := l.next(t, "PUSH"); p["payload"] != "hello" || p["id"] != id {
 		t.Fatalf("listen printed %v after the curl push %s", p, id)
 	}
+	// listen acks what it printed; let that ack reach Redis before the
+	// device goes, or the inbox would rightly keep the message for it.
+	poll.Until(t, 10*time.Second, func() error {
+		out, err := r.pushctl(t, "device", "show", "phone-1", "-o", "json")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, `"acked": 2`) && !strings.Contains(out, `"acked":2`) {
+			return fmt.Errorf("the curl push is not acked yet: %s", out)
+		}
+		return nil
+	})
 
 	// Offline: the push is stored, and replayed when the device is back.
 	l.stop()

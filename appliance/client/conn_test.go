@@ -86,7 +86,9 @@ func TestClient_CloseNotStuckBehindWrite(t *testing.T) {
 	}()
 	// Once the start of the UP is in, its write is under way, and it
 	// cannot finish: the server reads nothing more.
-	_ = sc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// The deadline only guards against a hang: under -race on a busy
+	// machine the client can take seconds to write that much.
+	_ = sc.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := io.ReadFull(sc.br, make([]byte, 64<<10)); err != nil {
 		t.Fatalf("reading the start of the UP: %v", err)
 	}

@@ -28,12 +28,14 @@ import (
 )
 
 // Timings used unless WithDefaultTimings is given: fast enough that an
-// election takes a few hundred milliseconds, slow enough that a 2-core
-// machine running -race does not start spurious elections.
+// election takes well under a second, slow enough that a 2-core machine
+// running -race with both cores busy does not start spurious elections
+// (at 150 ms, a loaded machine's scheduling delays cost leaders their
+// lease in the middle of tests).
 const (
-	fastHeartbeat = 150 * time.Millisecond
-	fastElection  = 150 * time.Millisecond
-	fastLease     = 100 * time.Millisecond
+	fastHeartbeat = 300 * time.Millisecond
+	fastElection  = 300 * time.Millisecond
+	fastLease     = 200 * time.Millisecond
 	fastCommit    = 10 * time.Millisecond
 )
 

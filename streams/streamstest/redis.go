@@ -34,6 +34,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/internal/freeport"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -287,12 +289,11 @@ func ping(addr string) error {
 }
 
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Take(1)
 	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports[0], nil
 }
 
 // readTail returns the last few KiB of the server log for a failure message.

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pushd/pushd/internal/freeport"
 
 	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/streams/streamstest"
@@ -459,18 +460,9 @@ func (d *devRegion) wait(t *testing.T) devInfo {
 
 func freePorts(t *testing.T, k int) []int {
 	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for i := 0; i < k; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		_ = l.Close()
+	ports, err := freeport.Take(k)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }
