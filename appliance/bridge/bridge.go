@@ -81,6 +81,7 @@ func New(core Core, cfg Config, log *slog.Logger) (*Bridge, error) {
 		log: log.With("component", "bridge", "region", region),
 		to:  map[string]*exportStats{}, from: map[string]*importStats{}}
 	b.buffer.maxRecords, b.buffer.maxBytes = int64(cfg.BufferRecords), cfg.BufferBytes
+	b.buffer.empty = closedChan()
 	for _, p := range cfg.Peers {
 		b.to[p] = &exportStats{}
 	}
@@ -212,6 +213,14 @@ func (b *Bridge) Close(ctx context.Context) error {
 			cancel()
 		}
 		b.prod.Close()
+		// franz-go fails what is left on Close but runs the promises in a
+		// goroutine of its own: wait for them, so that every record is
+		// counted (produced or a produce error) once Close returns.
+		select {
+		case <-b.buffer.drained():
+		case <-time.After(time.Second):
+			b.log.Error("closing: the producer did not finish every record's promise", "records", b.prod.BufferedProduceRecords())
+		}
 		b.core.Registry().Unregister(b.latency)
 		b.core.Registry().Unregister(collector{b})
 	})
@@ -275,6 +284,9 @@ type buffer struct {
 	mu                   sync.Mutex
 	records, bytes       int64
 	maxRecords, maxBytes int64
+	// empty is closed while records is 0, for Close to wait on the last
+	// promises.
+	empty chan struct{}
 }
 
 // reserve takes room for n records of size bytes, all or none.
@@ -283,6 +295,9 @@ func (q *buffer) reserve(n, size int64) bool {
 	defer q.mu.Unlock()
 	if q.records+n > q.maxRecords || q.bytes+size > q.maxBytes {
 		return false
+	}
+	if q.records == 0 && n > 0 {
+		q.empty = make(chan struct{})
 	}
 	q.records += n
 	q.bytes += size
@@ -293,7 +308,23 @@ func (q *buffer) release(size int64) {
 	q.mu.Lock()
 	q.records--
 	q.bytes -= size
+	if q.records == 0 {
+		close(q.empty)
+	}
 	q.mu.Unlock()
+}
+
+// drained is closed once no record is in the buffer.
+func (q *buffer) drained() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.empty
+}
+
+func closedChan() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
 }
 
 func (q *buffer) state() (records, bytes int64) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/bridge"
+	"github.com/pushd/pushd/internal/freeport"
 	"github.com/pushd/pushd/internal/poll"
 )
 
@@ -304,16 +304,15 @@ func TestBridge_ConsumerStoppedBeforeCommitting(t *testing.T) {
 	}
 }
 
-// freePort is a loopback port free right now, for a server that must
-// come back on the same one.
+// freePort is a loopback port no other test will be given, for a Kafka
+// that must come back on the same one after it was stopped.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Take(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports[0]
 }
 
 // TestBridge_CloseIsBoundedWhenKafkaHangs stops a bridge whose produce
