@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,8 +67,8 @@ func TestSDK_BothTransportsEndToEnd(t *testing.T) {
 				}
 				return nil
 			})
-			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "b-" + tc.name, Payload: []byte("to everyone")}), "")
-			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g-" + tc.name, Group: "room-1", Payload: []byte("to the room")}), groupKey(testApp, "room-1"))
+			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "b-" + tc.name, Payload: []byte("to everyone")}), "", audience{})
+			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g-" + tc.name, Group: "room-1", Payload: []byte("to the room")}), groupKey(testApp, "room-1"), audience{})
 			for _, want := range []string{"to everyone", "to the room"} {
 				select {
 				case m := <-got:
@@ -87,7 +89,7 @@ func TestSDK_BothTransportsEndToEnd(t *testing.T) {
 			if err := c.Leave(ctx, "room-1"); err != nil {
 				t.Fatalf("leave: %v", err)
 			}
-			if k := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g2"}), groupKey(testApp, "room-1")); k != 0 {
+			if k := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g2"}), groupKey(testApp, "room-1"), audience{}); k != 0 {
 				t.Fatalf("left group still has %d members", k)
 			}
 		})
@@ -442,7 +444,7 @@ func TestSlowConsumer_CutWhileOthersKeepReceiving(t *testing.T) {
 			}
 			return nil
 		})
-		n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i), Payload: payload}), "")
+		n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i), Payload: payload}), "", audience{})
 	}
 	poll.Until(t, 5*time.Second, func() error {
 		if n.hub.lookup(inboxKey(testApp, "slow")) != nil {
@@ -534,5 +536,57 @@ func TestConfig_RejectsBadValues(t *testing.T) {
 		if _, err := New(cfg, Deps{}); !errors.Is(err, ErrConfig) {
 			t.Errorf("case %d: New = %v, want ErrConfig", i, err)
 		}
+	}
+}
+
+// TestSlowConsumer_CutByTheWriteDeadline: a device that stops reading,
+// whose queue never reaches its caps, is cut once written data has stayed
+// unsent for WriteTimeout: the deadline armed when a write left data
+// queued (nbio's WriteQueueDeadline) and not pushed back by later writes.
+func TestSlowConsumer_CutByTheWriteDeadline(t *testing.T) {
+	cfg := testConfig()
+	cfg.QueueBytes = 64 << 20 // never the reason
+	cfg.WriteTimeout = 300 * time.Millisecond
+	n := startNode(t, cfg, Deps{})
+	// A device with a tiny receive window that reads its WELCOME and
+	// then nothing more.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	c, err := d.Dial("tcp", n.Addrs().TCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(wire.Append(nil, &wire.Hello{App: testApp, Device: "stalled", Token: issue(t, "stalled")})); err != nil {
+		t.Fatal(err)
+	}
+	head := make([]byte, wire.HeaderLen)
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.ReadFull(c, head); err != nil || wire.Type(head[1]) != wire.TypeWelcome {
+		t.Fatalf("answer to HELLO: %x, %v", head, err)
+	}
+	poll.Until(t, 2*time.Second, func() error {
+		if n.hub.lookup(inboxKey(testApp, "stalled")) == nil {
+			return errors.New("not registered yet")
+		}
+		return nil
+	})
+	frame := wire.AppendPush(nil, &wire.Push{ID: "big", Payload: make([]byte, 48<<10)})
+	start := time.Now()
+	sent := 0
+	for n.hub.lookup(inboxKey(testApp, "stalled")) != nil {
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("still connected after %s and %d MiB", time.Since(start), sent>>20)
+		}
+		n.hub.fanout(frame, "", audience{})
+		sent += len(frame)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if sent >= cfg.QueueBytes {
+		t.Fatalf("cut after %d MiB: the queue cap, not the deadline", sent>>20)
+	}
+	if v, err := metricValue(scrape(t, n), `pushd_connection_closes_total{reason="slow_consumer"}`); err != nil || v != "1" {
+		t.Fatalf("slow_consumer closes %q, %v", v, err)
 	}
 }

@@ -20,19 +20,22 @@ type appEntry struct {
 	id         string
 	secrets    map[string][]byte // token key id → secret
 	businesses []string          // nil: any
-	apiKeys    [][sha256.Size]byte
-	maxPayload int
-	limiter    *rateLimiter // nil: unlimited
+	// clientGroupsOff refuses the devices' own JOIN and LEAVE.
+	clientGroupsOff bool
+	apiKeys         [][sha256.Size]byte
+	maxPayload      int
+	limiter         *rateLimiter // nil: unlimited
 }
 
 func newAppTable(apps []AppConfig) *appTable {
 	t := &appTable{apps: make(map[string]*appEntry, len(apps))}
 	for _, a := range apps {
 		e := &appEntry{
-			id:         a.ID,
-			secrets:    a.Secrets,
-			businesses: a.Businesses,
-			maxPayload: a.MaxPayload,
+			id:              a.ID,
+			secrets:         a.Secrets,
+			businesses:      a.Businesses,
+			maxPayload:      a.MaxPayload,
+			clientGroupsOff: a.NoClientGroups,
 		}
 		if len(e.businesses) == 0 {
 			e.businesses = nil // none listed: any, as in appTableFromState

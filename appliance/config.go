@@ -169,6 +169,10 @@ type AppConfig struct {
 	// (Authorization: Bearer). Only their SHA-256 is kept in memory.
 	// Zero: the app cannot push.
 	APIKeys []string
+	// NoClientGroups refuses the devices' own JOIN and LEAVE (join_refused):
+	// the app's groups are managed by its business. Zero: devices may
+	// join and leave groups.
+	NoClientGroups bool
 	// MaxPayload bounds a push payload. Zero: 4 KiB; at most 64 KiB.
 	MaxPayload int
 	// RatePerSec and Burst limit the device messages the app may push per

@@ -106,7 +106,7 @@ func TestMetrics_AccessLayerSeries(t *testing.T) {
 		t.Fatal(err)
 	}
 	readUntil(t, ws, 2*time.Second, func(f wire.Frame) bool { _, ok := f.(*wire.Pong); return ok })
-	n.fanoutLocal(wire.AppendPush(nil, &wire.Push{ID: "b1", Payload: []byte("x")}), broadcastGroup(testApp))
+	n.fanoutLocal(wire.AppendPush(nil, &wire.Push{ID: "b1", Payload: []byte("x")}), broadcastGroup(testApp), audience{})
 	body := scrape(t, n)
 	for series, check := range map[string]func(float64) bool{
 		`pushd_connections{transport="ws"}`:                        func(v float64) bool { return v == 1 },

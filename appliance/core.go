@@ -3,7 +3,9 @@ package appliance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -136,6 +138,83 @@ func (n *Node) PushDevices(ctx context.Context, app string, msg streams.Message,
 		keys = append(keys, inboxKey(app, d))
 		index = append(index, i)
 	}
+	return n.pushKeys(ctx, resp, msg, keys, index)
+}
+
+// MaxUserDevices caps the devices a push to users reaches: at most 1,000
+// users, each with up to the store's UserMaxDevices (100), would make one
+// request a hundred thousand inbox writes.
+const MaxUserDevices = 10000
+
+// UserDevices resolves app's users to the ids of the devices a push to
+// them reaches (devices[i] are users[i]'s; empty when the user has
+// none): the devices seen as the user within the store's UserDeviceTTL,
+// which have not connected as another user since. The push API calls it
+// before the rate limit, which counts device messages. It fails with
+// ErrUnavailable while Redis is unreachable, and ErrNoStore without a
+// Store: users live in the region's Redis.
+func (n *Node) UserDevices(ctx context.Context, app string, users []string) ([][]string, error) {
+	if n.durable == nil {
+		return nil, ErrNoStore
+	}
+	keys := make([]string, len(users))
+	for i, u := range users {
+		keys[i] = inboxKey(app, u)
+	}
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	got, err := n.durable.store.UserDevices(ctx, keys)
+	n.durable.result(err)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	for _, list := range got {
+		for j, d := range list {
+			list[j] = strings.TrimPrefix(d, app+"/")
+		}
+	}
+	return got, nil
+}
+
+// PushUsers stores msg in the inbox of every device of app's users
+// (devices, as UserDevices resolved them) and hands it on as PushDevices
+// does: the same durable promise, order and recovery per device. The
+// answer lists every device with its user and status, and a user with no
+// device once, rejected with no_devices; a device listed under two users
+// is pushed once, under the first.
+func (n *Node) PushUsers(ctx context.Context, app string, msg streams.Message, users []string, devices [][]string) (*api.PushResponse, error) {
+	if n.durable == nil {
+		return nil, ErrNoStore
+	}
+	resp := &api.PushResponse{ID: msg.ID}
+	var keys []string
+	var index []int
+	seen := map[string]bool{}
+	for i, u := range users {
+		if len(devices[i]) == 0 {
+			resp.Results = append(resp.Results, api.PushResult{User: u, Status: api.StatusRejected, Reason: "no_devices"})
+			continue
+		}
+		for _, d := range devices[i] {
+			if seen[d] {
+				continue
+			}
+			seen[d] = true
+			index = append(index, len(resp.Results))
+			resp.Results = append(resp.Results, api.PushResult{User: u, Device: d})
+			keys = append(keys, inboxKey(app, d))
+		}
+	}
+	if len(keys) == 0 {
+		n.countResults(resp.Results)
+		return resp, nil
+	}
+	return n.pushKeys(ctx, resp, msg, keys, index)
+}
+
+// pushKeys stores msg in the inboxes keys name (resp.Results[index[k]] is
+// keys[k]'s result) and hands it to the nodes holding their sessions.
+func (n *Node) pushKeys(ctx context.Context, resp *api.PushResponse, msg streams.Message, keys []string, index []int) (*api.PushResponse, error) {
 	if n.durable == nil {
 		return n.pushUnstored(resp, msg, keys, index)
 	}
@@ -204,7 +283,7 @@ func (n *Node) pushUnstored(resp *api.PushResponse, msg streams.Message, keys []
 	delivered := 0
 	for k, key := range keys {
 		res := &resp.Results[index[k]]
-		if s := n.hub.lookup(key); s != nil && s.sendEphemeral(frame) {
+		if s := n.hub.lookup(key); s != nil && s.takes(msg.Business) && s.sendEphemeral(frame) {
 			res.Status = api.StatusDelivered
 			delivered++
 		} else {
@@ -227,26 +306,47 @@ func (n *Node) countResults(results []api.PushResult) {
 // PushGroup hands msg to every connected member of app's group, or of the
 // whole app when group is "" (a broadcast), across the region: encoded
 // once, fanned out here, and written to every other live node's delivery
-// stream. Group messages are not stored.
-func (n *Node) PushGroup(ctx context.Context, app, group string, msg streams.Message) *api.PushResponse {
+// stream. Only the members that take the message's business and that
+// filter (nil: every member) admits get it. A group that keeps a catch-up
+// stream gets the message appended to it once, and the answer says it is
+// stored there (Stored, GroupEpoch, GroupSeq); otherwise, and while Redis
+// is unreachable, the message reaches the members connected at that
+// moment, at most once.
+func (n *Node) PushGroup(ctx context.Context, app, group string, msg streams.Message, filter *Filter) *api.PushResponse {
 	key := broadcastGroup(app)
 	if group != "" {
 		key = groupKey(app, group)
 	}
+	resp := &api.PushResponse{ID: msg.ID}
+	var sctx context.Context
+	if n.durable != nil {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(ctx, redisTimeout)
+		defer cancel()
+	}
+	if group != "" && n.durable != nil {
+		epoch, seq, err := n.durable.store.AppendGroup(sctx, key, streams.GroupMessage{ID: msg.ID, Business: msg.Business,
+			Priority: msg.Priority, Created: msg.Created, Payload: msg.Payload, Filter: filter.encoded()})
+		n.durable.result(err)
+		if err != nil {
+			n.log.Warn("group push not stored in its catch-up stream: delivering to the members connected now only", "id", msg.ID, "group", key, "err", err)
+		}
+		resp.Stored, resp.GroupEpoch, resp.GroupSeq = epoch != "", epoch, seq
+	}
 	p := wire.Push{ID: msg.ID, Business: msg.Business, Priority: wire.Priority(msg.Priority),
-		Created: uint64(msg.Created.UnixMilli()), Group: group, Payload: msg.Payload}
+		Created: uint64(msg.Created.UnixMilli()), Group: group, Payload: msg.Payload,
+		GroupEpoch: resp.GroupEpoch, GroupSeq: resp.GroupSeq}
 	frame := wire.AppendPush(nil, &p)
-	recipients := n.fanoutLocal(frame, key)
+	aud := audience{business: msg.Business, filter: filter}
+	recipients := n.fanoutLocal(frame, key, aud)
 	others := 0
 	if n.durable != nil {
-		sctx, cancel := context.WithTimeout(ctx, redisTimeout)
-		defer cancel()
 		// The live nodes as of the last heartbeat (a second ago at most):
-		// one that joined since misses this message, which only ever
-		// reaches the members connected at the moment.
+		// one that joined since misses this message live; a member of a
+		// group with a stream gets it when it next catches up.
 		entries := map[string][][]byte{}
 		if live := n.liveNodes.Load(); live != nil {
-			entry := appendFanoutEntry(nil, key, frame)
+			entry := appendFanoutEntry(nil, key, frame, aud)
 			for _, node := range *live {
 				if node.ID != n.cfg.NodeID {
 					entries[node.ID] = [][]byte{entry}
@@ -261,15 +361,18 @@ func (n *Node) PushGroup(ctx context.Context, app, group string, msg streams.Mes
 			}
 		}
 	}
-	return &api.PushResponse{ID: msg.ID, Recipients: &recipients, OtherNodes: &others}
+	resp.Recipients, resp.OtherNodes = &recipients, &others
+	return resp
 }
 
-// fanoutLocal hands one encoded frame to the local members of a group key.
-func (n *Node) fanoutLocal(frame []byte, group string) int {
+// fanoutLocal hands one encoded frame to the local members of a group key
+// in the audience.
+func (n *Node) fanoutLocal(frame []byte, group string, aud audience) int {
 	start := time.Now()
-	k := n.hub.fanout(frame, group)
+	k := n.hub.fanout(frame, group, aud)
 	n.metrics.fanout.Observe(time.Since(start).Seconds())
 	n.metrics.fanoutSends.Add(float64(k))
+	n.metrics.framesOut[frame[1]].Add(float64(k))
 	return k
 }
 
@@ -303,6 +406,21 @@ func (n *Node) Tunables() api.Tunables {
 	return api.Tunables{InboxMaxLen: t.inboxMaxLen, InboxTTL: t.maxTTL.String(),
 		AckTimeout: t.ackTimeout.String(), AckBackoffMax: t.ackBackoffMax.String(),
 		InFlightWindow: t.window, QueueFrames: t.queueFrames, QueueBytes: t.queueBytes}
+}
+
+// LiveNodes are the ids of the region's nodes this node took for alive at
+// its last heartbeat (a second ago at most), itself included: the nodes
+// a group push is handed to. Empty without a Store.
+func (n *Node) LiveNodes() []string {
+	live := n.liveNodes.Load()
+	if live == nil {
+		return nil
+	}
+	ids := make([]string, len(*live))
+	for i, info := range *live {
+		ids[i] = info.ID
+	}
+	return ids
 }
 
 // Sessions is the number of device sessions open on this node.

@@ -3,6 +3,8 @@ package appliance
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/pushd/pushd/appliance/token"
@@ -31,21 +33,25 @@ func (n *Node) LookupApp(id string) (App, bool) {
 // TargetKind is what a push is addressed to.
 type TargetKind uint8
 
-// Target kinds. A new kind (users, say) is a new constant, a name here,
-// and a case in Import.
+// Target kinds. A new kind is a new constant, a name here, and a case in
+// Import.
 const (
 	// TargetDevices: devices by id; stored in each device's inbox.
 	TargetDevices TargetKind = iota + 1
-	// TargetGroup: the connected members of one group; not stored.
+	// TargetGroup: the members of one group, as PushGroup reaches them.
 	TargetGroup
 	// TargetBroadcast: every connected device of the app; not stored.
 	TargetBroadcast
+	// TargetUsers: users by id; stored in the inbox of each of their
+	// devices that the importing region knows (its own user index).
+	TargetUsers
 )
 
 var targetKindNames = map[TargetKind]string{
 	TargetDevices:   "devices",
 	TargetGroup:     "group",
 	TargetBroadcast: "broadcast",
+	TargetUsers:     "users",
 }
 
 // String is the kind's name, as the bridge's records carry it.
@@ -73,9 +79,13 @@ type Import struct {
 	// here (LookupApp).
 	App  string
 	Kind TargetKind
-	// Targets are the device ids (TargetDevices) or the one group name
-	// (TargetGroup); none for a broadcast.
+	// Targets are the device ids (TargetDevices), the user ids
+	// (TargetUsers) or the one group name (TargetGroup); none for a
+	// broadcast.
 	Targets []string
+	// Filter narrows a group or broadcast message to the sessions it
+	// admits, as in PushGroup; nil admits every session.
+	Filter *Filter
 	// Msg is the message under its origin id, creation time and TTL;
 	// MaxLen is this region's inbox cap.
 	Msg streams.Message
@@ -85,7 +95,7 @@ type Import struct {
 type ImportResult struct {
 	// Stored is the devices whose inbox took the message, Duplicates
 	// those of them that had it already (a record delivered twice, or a
-	// retry of an idempotent push). Device imports only.
+	// retry of an idempotent push). Device and user imports only.
 	Stored, Duplicates int
 	// Recipients is the sessions on this node handed a group or
 	// broadcast message; Repeat says it had been imported before and was
@@ -109,22 +119,41 @@ const importOnceSlack = time.Minute
 // devices' inboxes, all of them in one round trip to Redis and in the
 // order given (so a device's messages keep their order), each inbox
 // deduping by message id, so importing a record twice stores it once;
-// then they are handed to the nodes holding the devices' sessions. Group
-// and broadcast: fanned out across this region at most once per message
-// id (a Redis mark, MarkOnce). Results are in the order of imps. It fails
-// with ErrUnavailable when the store cannot be reached: nothing is
-// delivered, some messages may be stored; import them all again.
+// then they are handed to the nodes holding the devices' sessions. Users:
+// resolved to their devices through this region's user index (one round
+// trip for the batch), then stored as devices are. Group and broadcast:
+// pushed across this region as PushGroup does (a group's catch-up stream
+// included) at most once per message id (a Redis mark, MarkOnce). Results
+// are in the order of imps. It fails with ErrUnavailable when the store
+// cannot be reached: nothing is delivered, some messages may be stored;
+// import them all again.
 func (n *Node) Import(ctx context.Context, imps []Import) ([]ImportResult, error) {
 	res := make([]ImportResult, len(imps))
-	var devices []int // indexes in imps of the device imports
+	var devices, users []int // indexes in imps of the device and user imports
 	for i, imp := range imps {
 		switch imp.Kind {
 		case TargetDevices:
 			devices = append(devices, i)
+		case TargetUsers:
+			users = append(users, i)
 		case TargetGroup, TargetBroadcast:
 		default:
 			res[i].Err = fmt.Errorf("import %s: unknown target kind %d", imp.Msg.ID, imp.Kind)
 		}
+	}
+	if len(users) > 0 {
+		resolved, err := n.importUsers(ctx, imps, users, res)
+		if err != nil {
+			return nil, err
+		}
+		imps = resolved
+		for _, i := range users {
+			if res[i].Err == nil {
+				devices = append(devices, i)
+			}
+		}
+		// The batch's order, for each device's messages to keep theirs.
+		slices.Sort(devices)
 	}
 	if err := n.importDevices(ctx, imps, devices, res); err != nil {
 		return nil, err
@@ -138,6 +167,48 @@ func (n *Node) Import(ctx context.Context, imps []Import) ([]ImportResult, error
 		}
 	}
 	return res, nil
+}
+
+// importUsers resolves the user imports imps[at...] to the devices this
+// region's user index has for them, in one round trip: it returns a copy
+// of imps where they name those devices (a device under two of a
+// message's users once). Without a store they fail on their own: users
+// live in the region's Redis.
+func (n *Node) importUsers(ctx context.Context, imps []Import, at []int, res []ImportResult) ([]Import, error) {
+	if n.durable == nil {
+		for _, i := range at {
+			res[i].Err = fmt.Errorf("import %s: %w", imps[i].Msg.ID, ErrNoStore)
+		}
+		return imps, nil
+	}
+	var keys []string
+	for _, i := range at {
+		for _, u := range imps[i].Targets {
+			keys = append(keys, inboxKey(imps[i].App, u))
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	got, err := n.durable.store.UserDevices(sctx, keys)
+	n.durable.result(err)
+	if err != nil {
+		return nil, fmt.Errorf("%w: import users of %d messages: %w", ErrUnavailable, len(at), err)
+	}
+	out := slices.Clone(imps)
+	k := 0
+	for _, i := range at {
+		var devices []string
+		for range imps[i].Targets {
+			for _, d := range got[k] {
+				if d = strings.TrimPrefix(d, imps[i].App+"/"); !slices.Contains(devices, d) {
+					devices = append(devices, d)
+				}
+			}
+			k++
+		}
+		out[i].Targets = devices
+	}
+	return out, nil
 }
 
 // importDevices stores and routes the device imports imps[at...].
@@ -251,7 +322,7 @@ func (n *Node) importGroup(ctx context.Context, imp Import, res *ImportResult) e
 			return nil
 		}
 	}
-	resp := n.PushGroup(ctx, imp.App, group, imp.Msg)
+	resp := n.PushGroup(ctx, imp.App, group, imp.Msg, imp.Filter)
 	res.Recipients = *resp.Recipients
 	return nil
 }

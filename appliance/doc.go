@@ -21,11 +21,12 @@
 //
 // The HTTP APIs are not part of the runtime: appliance/pushapi and
 // appliance/adminapi serve them over the node's exported core
-// (AuthorizeAPIKey, Sheds, PushLimits, PushDevices, PushGroup,
-// DeviceState, Tunables, ServeHealth), on listeners their caller owns;
-// their types live in appliance/api. The Kafka bridge between regions,
-// appliance/bridge, uses the same core and its side for imports (Region,
-// LookupApp, Import). The device port's own HTTP
+// (AuthorizeAPIKey, Sheds, PushLimits, PushDevices, PushUsers,
+// UserDevices, PushGroup, ChangeGroupMembers, GroupState, SetGroupStream,
+// UserState, DeviceState, Tunables, ServeHealth), on listeners their
+// caller owns; their types live in appliance/api. The Kafka bridge
+// between regions, appliance/bridge, uses the same core and its side for
+// imports (Region, LookupApp, Import). The device port's own HTTP
 // (/healthz, /v1/dispatch, /metrics) is the runtime's, as is ServeConn,
 // which serves a device connection the caller accepted itself.
 //

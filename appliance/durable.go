@@ -42,6 +42,10 @@ type durable struct {
 	releaseMu  sync.Mutex
 	unreleased []routeRelease // a batch shutdown cut short, for flushDurable
 
+	catchMu   sync.Mutex
+	catchList []catchUp
+	catchWake chan struct{}
+
 	refreshWake chan struct{} // check every route now
 	// resyncWake asks the refresh loop to check every route and then
 	// bring every local session in step with its inbox: Redis lost this
@@ -62,7 +66,11 @@ type openJob struct {
 }
 
 const (
-	openWorkers   = 32
+	// openWorkers each open a batch of up to openBatch sessions in one
+	// round trip (Store.OpenMany): one session when connects are few,
+	// many when a node's devices all come back at once.
+	openWorkers   = 8
+	openBatch     = 128
 	openQueueLen  = 4096
 	releaseQueue  = 1 << 16
 	releaseBatch  = 512
@@ -84,6 +92,7 @@ func newDurable(n *Node, st Store) *durable {
 		acks:        map[string]streams.AckRequest{},
 		ackWake:     make(chan struct{}, 1),
 		fetchWake:   make(chan struct{}, 1),
+		catchWake:   make(chan struct{}, 1),
 		releases:    make(chan routeRelease, releaseQueue),
 		refreshWake: make(chan struct{}, 1),
 		resyncWake:  make(chan struct{}, 1),
@@ -106,6 +115,7 @@ func (d *durable) start() error {
 	}
 	n.goOwned(d.ackLoop)
 	n.goOwned(d.fetchLoop)
+	n.goOwned(d.catchUpLoop)
 	n.goOwned(d.releaseLoop)
 	n.goOwned(d.deliveryLoop)
 	n.goOwned(d.livenessLoop)
@@ -154,46 +164,93 @@ func unavailableKind(err error) string {
 
 func (d *durable) openLoop() {
 	n := d.node
+	batch := make([]openJob, 0, openBatch)
 	for {
 		select {
 		case <-n.stop:
 			return
 		case j := <-d.opens:
-			n.durable.open(j.s, j.h)
+			batch = append(batch[:0], j)
 		}
+	gather:
+		for len(batch) < openBatch {
+			select {
+			case j := <-d.opens:
+				batch = append(batch, j)
+			default:
+				break gather
+			}
+		}
+		d.openMany(batch)
+		clear(batch)
 	}
 }
 
-// openDurable claims the device's route, resumes its inbox from the HELLO
-// cursor, sends WELCOME and replays what the device has not acked.
-func (d *durable) open(s *session, h *wire.Hello) {
+// openMany claims each device's route and resumes its inbox from its
+// HELLO cursor, in one round trip for the batch (Store.OpenMany, which
+// also records the device under its token's user and reads its groups),
+// then sends each its WELCOME and replays what it has not acked.
+func (d *durable) openMany(jobs []openJob) {
 	n := d.node
-	s.mu.Lock()
-	key, closing := s.key, s.closing
-	s.mu.Unlock()
-	if closing {
+	reqs := make([]streams.OpenRequest, 0, len(jobs))
+	open := make([]openJob, 0, len(jobs))
+	window := n.tun.Load().window
+	for _, j := range jobs {
+		s := j.s
+		s.mu.Lock()
+		key, user, closing := s.key, s.user, s.closing
+		s.mu.Unlock()
+		if closing {
+			continue
+		}
+		reqs = append(reqs, streams.OpenRequest{Device: key, Node: n.cfg.NodeID,
+			Pos: streams.Position{Epoch: j.h.Epoch, Seq: j.h.Seq}, Limit: window, User: user})
+		open = append(open, j)
+	}
+	if len(reqs) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	defer cancel()
-	window := n.tun.Load().window
-	epoch, prev, res, err := d.store.Open(ctx, key, n.cfg.NodeID, streams.Position{Epoch: h.Epoch, Seq: h.Seq}, window)
-	n.durable.result(err)
-	if err != nil {
-		if epoch != 0 {
+	res := d.store.OpenMany(ctx, reqs)
+	kicks := map[string][][]byte{}
+	for i, j := range open {
+		o := &res[i]
+		n.durable.result(o.Err)
+		if o.Err == nil && o.Prev.Node != "" && o.Prev.Node != n.cfg.NodeID {
+			// The device's previous connection is on another node: tell it.
+			kicks[o.Prev.Node] = append(kicks[o.Prev.Node], appendKickEntry(nil, reqs[i].Device, o.Epoch))
+		}
+		d.opened(j.s, j.h, o)
+	}
+	if len(kicks) > 0 {
+		err := d.store.Deliver(ctx, kicks)
+		n.durable.result(err)
+		if err != nil {
+			n.metrics.entryErrors.Add(float64(len(kicks)))
+		}
+	}
+}
+
+// opened finishes one session's open with its OpenMany result: WELCOME,
+// its groups, the replay, the requests it sent early, its catch-ups.
+func (d *durable) opened(s *session, h *wire.Hello, o *streams.Opened) {
+	n := d.node
+	s.mu.Lock()
+	key := s.key
+	s.mu.Unlock()
+	if o.Err != nil {
+		if o.Epoch != 0 {
 			// The route was claimed but the inbox could not be read: a
 			// refused session must not keep it.
-			n.durable.releaseRoute(key, epoch)
+			n.durable.releaseRoute(key, o.Epoch)
 		}
 		s.refuse(wire.CodeUnavailable, "the region's store is unreachable; retry with backoff")
 		return
 	}
+	res := o.Resumed
 	if !res.Recovered {
 		n.logResumeLoss(s, h, res)
-	}
-	if prev.Node != "" && prev.Node != n.cfg.NodeID {
-		// The device's previous connection is on another node: tell it.
-		_ = d.store.Deliver(ctx, map[string][][]byte{prev.Node: {appendKickEntry(nil, key, epoch)}})
 	}
 	start := res.Acked
 	if h.Epoch == res.Epoch && h.Seq > start && h.Seq <= res.Last {
@@ -203,7 +260,7 @@ func (d *durable) open(s *session, h *wire.Hello) {
 		n.durable.queueAck(key, res.Epoch, start)
 	}
 	s.mu.Lock()
-	s.connEpoch = epoch
+	s.connEpoch = o.Epoch
 	s.epoch, s.acked, s.sent = res.Epoch, start, start
 	s.mu.Unlock()
 	if !s.welcome(&wire.Welcome{
@@ -216,9 +273,11 @@ func (d *durable) open(s *session, h *wire.Hello) {
 		MaxFrame:  uint64(n.cfg.MaxFrame),
 		Caps:      s.caps,
 	}) {
-		n.durable.releaseRoute(key, epoch)
+		n.durable.releaseRoute(key, o.Epoch)
 		return
 	}
+	n.joinStored(s, o.Groups, viaDevice)
+	n.joinStored(s, o.UserGroups, viaUser)
 	offers := make([]offer, 0, len(res.Entries))
 	for i := range res.Entries {
 		offers = append(offers, entryOffer(res.Epoch, &res.Entries[i]))
@@ -617,7 +676,17 @@ func (d *durable) applyDeliveries(ds []streams.Delivery, node string) {
 				s.kick("another connection of this device took over")
 			}
 		case entryFanout:
-			n.fanoutLocal(e.frame, e.group)
+			// A dead node's group messages were for its own sessions,
+			// which are gone: this node's members had theirs already.
+			if !takeover {
+				n.fanoutLocal(e.frame, e.group, e.aud)
+			}
+		case entryMember:
+			// Likewise a membership change for a session of the dead
+			// node; its device's next open reads the change from Redis.
+			if !takeover {
+				n.applyMember(e.device, e.connEpoch, e.group, e.via, e.join)
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)

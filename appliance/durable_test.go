@@ -76,7 +76,7 @@ func mustPush(t testing.TB, n *Node, devices []string, data string, mut ...func(
 // pushGroup sends data to a group of the test app (the whole app for "").
 func pushGroup(t testing.TB, n *Node, group, data string) *api.PushResponse {
 	t.Helper()
-	return n.PushGroup(context.Background(), testApp, group, message(n, data))
+	return n.PushGroup(context.Background(), testApp, group, message(n, data), nil)
 }
 
 func deviceState(t testing.TB, n *Node, device string) api.DeviceState {

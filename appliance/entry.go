@@ -21,8 +21,15 @@ import (
 // kind 2, kick: device:str conn_epoch:uvarint — close sessions of the
 // device older than conn_epoch (another node took its route).
 //
-// kind 3, fanout: group:str frame:bytes — an encoded PUSH for every local
-// member of the group key (app/group; app/ alone is the app's broadcast).
+// kind 3, fanout: group:str frame:bytes [business:str filter:bytes] — an
+// encoded PUSH for every local member of the group key (app/group; app/
+// alone is the app's broadcast) that takes the business and that the
+// filter (its JSON, empty for none) admits. An entry of an older node
+// ends after the frame: no business check, no filter.
+//
+// kind 4, member: device:str conn_epoch:uvarint group:str via:u8 join:u8
+// — the device's session of that connection epoch joins (1) or leaves
+// (0) the group key, by way of via (viaDevice, viaUser).
 //
 // Device strings are inbox keys (app/device). Decoding checks every length
 // against the entry, so a corrupt entry is an error, never a panic.
@@ -34,6 +41,7 @@ const (
 	entryPush   entryKind = 1
 	entryKick   entryKind = 2
 	entryFanout entryKind = 3
+	entryMember entryKind = 4
 )
 
 // deliveryEntry is a decoded delivery entry; which fields are set depends on kind.
@@ -44,13 +52,16 @@ type deliveryEntry struct {
 	msg     entryMessage
 	targets []entryTarget
 
-	// kick
+	// kick, member
 	device    string
 	connEpoch uint64
 
-	// fanout
+	// fanout, member
 	group string
 	frame []byte
+	aud   audience
+	via   memberVia
+	join  bool
 }
 
 type entryMessage struct {
@@ -94,10 +105,24 @@ func appendKickEntry(dst []byte, device string, connEpoch uint64) []byte {
 	return binary.AppendUvarint(dst, connEpoch)
 }
 
-func appendFanoutEntry(dst []byte, group string, frame []byte) []byte {
+func appendFanoutEntry(dst []byte, group string, frame []byte, aud audience) []byte {
 	dst = append(dst, entryVersion, byte(entryFanout))
 	dst = wire.AppendString(dst, group)
-	return wire.AppendBytes(dst, frame)
+	dst = wire.AppendBytes(dst, frame)
+	dst = wire.AppendString(dst, aud.business)
+	return wire.AppendBytes(dst, aud.filter.encoded())
+}
+
+func appendMemberEntry(dst []byte, device string, connEpoch uint64, group string, via memberVia, join bool) []byte {
+	dst = append(dst, entryVersion, byte(entryMember))
+	dst = wire.AppendString(dst, device)
+	dst = binary.AppendUvarint(dst, connEpoch)
+	dst = wire.AppendString(dst, group)
+	j := byte(0)
+	if join {
+		j = 1
+	}
+	return append(dst, byte(via), j)
 }
 
 func decodeEntry(b []byte) (deliveryEntry, error) {
@@ -131,6 +156,23 @@ func decodeEntry(b []byte) (deliveryEntry, error) {
 	case entryFanout:
 		e.group = r.Str()
 		e.frame = r.Bytes()
+		if r.Len() > 0 {
+			e.aud.business = r.Str()
+			f, err := decodeFilter(r.Bytes())
+			if err != nil {
+				return e, fmt.Errorf("%w: %v", errEntry, err)
+			}
+			e.aud.filter = f
+		}
+	case entryMember:
+		e.device = r.Str()
+		e.connEpoch = r.Uvarint()
+		e.group = r.Str()
+		e.via = memberVia(r.Uint8())
+		e.join = r.Bool()
+		if e.via&^(viaDevice|viaUser) != 0 || e.via == 0 {
+			return e, fmt.Errorf("%w: member entry by way of %d", errEntry, e.via)
+		}
 	default:
 		return e, fmt.Errorf("%w: kind %d", errEntry, e.kind)
 	}

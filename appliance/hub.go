@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // hub is the sharded session registry: device → session, and each group's
@@ -25,19 +27,43 @@ type shard struct {
 	devices map[string]*session
 	groups  map[string]map[*session]struct{}
 
+	// dirty and bulk are the sessions with output to write: frames that
+	// go out at the next pass, and fan-out and catch-up frames, which the
+	// flusher writes in chunks after the others.
 	dirtyMu sync.Mutex
 	dirty   []*session
+	bulk    []*session
 	flusher *flusher
 }
+
+// dirtyClass says which of its shard's lists a session is queued on.
+type dirtyClass uint8
+
+const (
+	dirtyUrgent dirtyClass = 1 << iota
+	dirtyBulk
+)
 
 // flusher writes the pending output of the sessions of the shards it owns.
 // Frames queued while it writes, or within FlushInterval of its last
 // pass, are merged into the next pass: one write per connection per tick.
+// Fan-out is written in chunks of bulkChunk sessions, and output queued
+// for a device in between (a unicast push, a PONG) goes out before the
+// next chunk, so a broadcast to every session never holds the rest up by
+// more than a chunk's writes.
 type flusher struct {
 	wake     chan struct{}
 	shards   []*shard
 	interval time.Duration
+	urgent   atomic.Bool // a session was queued on a dirty list since the last look
+	// bytes counts what the flusher wrote, once a pass: the node sets it
+	// to pushd_device_bytes_out_total once its metrics exist.
+	bytes prometheus.Counter
 }
+
+// bulkChunk is the sessions of fan-out a flusher writes between two looks
+// at the urgent output: a fraction of a millisecond of writes.
+const bulkChunk = 32
 
 func newHub(shards int, flushInterval time.Duration) *hub {
 	h := &hub{seed: maphash.MakeSeed()}
@@ -89,7 +115,7 @@ func (h *hub) unregister(s *session) {
 	}
 	sh.leaveLocked(broadcastGroup(s.app), s)
 	for _, g := range groups {
-		sh.leaveLocked(g, s)
+		sh.leaveLocked(g.key, s)
 	}
 	sh.mu.Unlock()
 }
@@ -110,25 +136,51 @@ func (h *hub) lookup(key string) *session {
 	return s
 }
 
-// join adds s to group (a group key) and reports false when s already has
-// MaxGroups.
-func (h *hub) join(s *session, group string, maxGroups int) bool {
+// join makes s a member of group (a group key) by way of via. ok is
+// false, and nothing changes, when via is viaJoin and s has joined
+// maxJoins groups itself already, or s is not open; added says s was not
+// in the group before, by any way. A session is in a group's registry
+// while any way holds it there.
+func (h *hub) join(s *session, group string, via memberVia, maxJoins int) (ok, added bool) {
 	sh := s.shard
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, g := range s.groups {
-		if g == group {
-			return true
+	if s.state != stateOpen || s.closing {
+		return false, false
+	}
+	joins := 0
+	for i := range s.groups {
+		g := &s.groups[i]
+		if g.key == group {
+			if via == viaJoin && g.via&viaJoin == 0 && joinsOf(s.groups) >= maxJoins {
+				return false, false
+			}
+			g.via |= via
+			return true, false
+		}
+		if g.via&viaJoin != 0 {
+			joins++
 		}
 	}
-	if len(s.groups) >= maxGroups || s.state != stateOpen {
-		return false
+	if via == viaJoin && joins >= maxJoins {
+		return false, false
 	}
-	s.groups = append(s.groups, group)
+	s.groups = append(s.groups, membership{key: group, via: via})
 	sh.joinLocked(group, s)
-	return true
+	return true, true
+}
+
+// joinsOf counts the groups a session joined itself.
+func joinsOf(groups []membership) int {
+	k := 0
+	for _, g := range groups {
+		if g.via&viaJoin != 0 {
+			k++
+		}
+	}
+	return k
 }
 
 // joinLocked adds s to group. Lock must be held.
@@ -141,19 +193,27 @@ func (sh *shard) joinLocked(group string, s *session) {
 	members[s] = struct{}{}
 }
 
-func (h *hub) leave(s *session, group string) {
+// leave drops via from s's membership of group, and takes s out of the
+// group's registry when no way holds it there any more.
+func (h *hub) leave(s *session, group string, via memberVia) {
 	sh := s.shard
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	s.mu.Lock()
-	for i, g := range s.groups {
-		if g == group {
-			s.groups = append(s.groups[:i], s.groups[i+1:]...)
+	gone := false
+	for i := range s.groups {
+		if g := &s.groups[i]; g.key == group {
+			if g.via &^= via; g.via == 0 {
+				s.groups = append(s.groups[:i], s.groups[i+1:]...)
+				gone = true
+			}
 			break
 		}
 	}
 	s.mu.Unlock()
-	sh.leaveLocked(group, s)
-	sh.mu.Unlock()
+	if gone {
+		sh.leaveLocked(group, s)
+	}
 }
 
 // leaveLocked removes s from group. Lock must be held.
@@ -170,7 +230,7 @@ func (sh *shard) leaveLocked(group string, s *session) {
 // or to every session when group is empty, shard by shard in parallel. The frame is
 // encoded once by the caller; each recipient's queue gets a copy of the
 // same bytes. It returns the number of recipients.
-func (h *hub) fanout(frame []byte, group string) int {
+func (h *hub) fanout(frame []byte, group string, aud audience) int {
 	workers := min(runtime.GOMAXPROCS(0), len(h.shards))
 	var total atomic.Int64
 	var wg sync.WaitGroup
@@ -182,7 +242,7 @@ func (h *hub) fanout(frame []byte, group string) int {
 			sent := 0
 			for i := w; i < len(h.shards); i += workers {
 				var k int
-				k, slow = h.shards[i].fanout(frame, group, slow)
+				k, slow = h.shards[i].fanout(frame, group, aud, slow)
 				sent += k
 			}
 			total.Add(int64(sent))
@@ -195,14 +255,21 @@ func (h *hub) fanout(frame []byte, group string) int {
 	return int(total.Load())
 }
 
-// fanout queues frame to the shard's recipients and appends those over
-// their queue caps to slow, to be closed once the shard lock is released.
-func (sh *shard) fanout(frame []byte, group string, slow []*session) (int, []*session) {
+// fanout queues frame to the shard's recipients in the audience and
+// appends those over their queue caps to slow, to be closed once the
+// shard lock is released. It returns the recipients.
+func (sh *shard) fanout(frame []byte, group string, aud audience, slow []*session) (int, []*session) {
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
+	all := aud.everyone()
+	sent := 0
 	give := func(s *session) {
+		if !all && !aud.admits(s) {
+			return
+		}
+		sent++
 		s.mu.Lock()
-		ok := s.enqueueLocked(frame)
+		ok := s.queueLocked(frame, dirtyBulk)
 		s.mu.Unlock()
 		if !ok {
 			slow = append(slow, s)
@@ -212,22 +279,31 @@ func (sh *shard) fanout(frame []byte, group string, slow []*session) (int, []*se
 		for _, s := range sh.devices {
 			give(s)
 		}
-		return len(sh.devices), slow
+	} else {
+		for s := range sh.groups[group] {
+			give(s)
+		}
 	}
-	members := sh.groups[group]
-	for s := range members {
-		give(s)
-	}
-	return len(members), slow
+	return sent, slow
 }
 
-// markDirty queues s for the shard's flusher. The session's lock is held
-// by the caller (it sets s.dirty in the same step).
-func (sh *shard) markDirty(s *session) {
+// markDirty queues s for the shard's flusher on the list of class. The
+// session's lock is held by the caller (it sets s.dirty in the same
+// step).
+func (sh *shard) markDirty(s *session, class dirtyClass) {
 	sh.dirtyMu.Lock()
-	first := len(sh.dirty) == 0
-	sh.dirty = append(sh.dirty, s)
+	var first bool
+	if class == dirtyBulk {
+		first = len(sh.bulk) == 0
+		sh.bulk = append(sh.bulk, s)
+	} else {
+		first = len(sh.dirty) == 0
+		sh.dirty = append(sh.dirty, s)
+	}
 	sh.dirtyMu.Unlock()
+	if class == dirtyUrgent {
+		sh.flusher.urgent.Store(true)
+	}
 	if first {
 		select {
 		case sh.flusher.wake <- struct{}{}:
@@ -239,12 +315,12 @@ func (sh *shard) markDirty(s *session) {
 // run flushes until stop is closed, then flushes once more so nothing
 // queued before shutdown is left behind.
 func (f *flusher) run(stop <-chan struct{}) {
-	var batch []*session
+	var urgent, bulk []*session
 	var last time.Time
 	for {
 		select {
 		case <-stop:
-			f.pass(batch[:0])
+			f.pass(urgent[:0], bulk[:0])
 			return
 		case <-f.wake:
 		}
@@ -252,12 +328,38 @@ func (f *flusher) run(stop <-chan struct{}) {
 			time.Sleep(wait)
 		}
 		last = time.Now()
-		batch = f.pass(batch[:0])
+		urgent, bulk = f.pass(urgent[:0], bulk[:0])
 	}
 }
 
-// pass flushes every dirty session of the flusher's shards once.
-func (f *flusher) pass(batch []*session) []*session {
+// pass flushes every session queued on the flusher's shards once: those
+// on the dirty lists first, then those on the bulk lists, bulkChunk at a
+// time, flushing the dirty lists again whenever a session was queued on
+// one meanwhile. It returns its buffers for the next pass.
+func (f *flusher) pass(urgent, bulk []*session) ([]*session, []*session) {
+	written := f.flushUrgent(urgent)
+	for _, sh := range f.shards {
+		sh.dirtyMu.Lock()
+		bulk = append(bulk, sh.bulk...)
+		clear(sh.bulk)
+		sh.bulk = sh.bulk[:0]
+		sh.dirtyMu.Unlock()
+	}
+	for i, s := range bulk {
+		written += s.flush()
+		if (i+1)%bulkChunk == 0 && f.urgent.Load() {
+			written += f.flushUrgent(urgent)
+		}
+	}
+	clear(bulk)
+	f.bytes.Add(float64(written))
+	return urgent, bulk
+}
+
+// flushUrgent flushes the sessions on the dirty lists of the flusher's
+// shards, in batch (returned emptied), and returns the bytes written.
+func (f *flusher) flushUrgent(batch []*session) int {
+	f.urgent.Store(false)
 	for _, sh := range f.shards {
 		sh.dirtyMu.Lock()
 		batch = append(batch, sh.dirty...)
@@ -265,11 +367,12 @@ func (f *flusher) pass(batch []*session) []*session {
 		sh.dirty = sh.dirty[:0]
 		sh.dirtyMu.Unlock()
 	}
+	written := 0
 	for _, s := range batch {
-		s.flush()
+		written += s.flush()
 	}
 	clear(batch)
-	return batch
+	return written
 }
 
 // each calls f for every registered session, shard by shard, outside the

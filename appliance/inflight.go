@@ -115,6 +115,13 @@ func (s *session) offerLocked(o offer) (res offerResult, resync, slow bool) {
 		s.sent, s.gapNext = o.seq, true
 		s.node.metrics.degradeShed.Inc()
 		return offerShed, false, false
+	case !s.takes(o.business):
+		// A business this connection did not declare: skipped like a
+		// shed message, since the device's cumulative ack cannot leave it
+		// behind for a later connection that declares it.
+		s.sent, s.gapNext = o.seq, true
+		s.node.metrics.businessSkipped.Inc()
+		return offerShed, false, false
 	}
 	frame := append([]byte(nil), o.frame...)
 	if o.seq != s.sent+1 || s.gapNext {

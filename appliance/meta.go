@@ -240,7 +240,8 @@ func (n *Node) storeApps(st *raftmeta.State) *appTable {
 func appTableFromState(st *raftmeta.State, prev *appTable) *appTable {
 	t := &appTable{apps: make(map[string]*appEntry, len(st.Apps)), index: st.Index}
 	for id, a := range st.Apps {
-		e := &appEntry{id: id, secrets: make(map[string][]byte, len(a.Secrets)), businesses: a.Businesses, maxPayload: a.MaxPayload}
+		e := &appEntry{id: id, secrets: make(map[string][]byte, len(a.Secrets)), businesses: a.Businesses, maxPayload: a.MaxPayload,
+			clientGroupsOff: a.ClientGroupsOff}
 		if len(e.businesses) == 0 {
 			e.businesses = nil
 		}

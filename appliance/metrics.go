@@ -33,6 +33,7 @@ type metrics struct {
 	takeoverForwarded    prometheus.Counter
 	resyncs              prometheus.Counter
 	degradeShed          prometheus.Counter
+	businessSkipped      prometheus.Counter
 	redisErrors          *prometheus.CounterVec
 	routesLost           prometheus.Counter
 	entriesRecovered     prometheus.Counter
@@ -105,6 +106,9 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		degradeShed: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_degrade_shed_total", Help: "Stored messages queued for a device and dropped, not sent, because the region degrades their priority or business.",
 		}),
+		businessSkipped: f.NewCounter(prometheus.CounterOpts{
+			Name: "pushd_business_skipped_total", Help: "Stored messages not sent to a session because its HELLO did not declare their business (the device sees a flagged gap).",
+		}),
 		retransmits: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_retransmits_total", Help: "PUSH frames resent because their ack was overdue.",
 		}),
@@ -117,7 +121,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 	}, []string{"type"})
 	for t := 0; t < 256; t++ {
 		name := wire.Type(t).String()
-		if t == 0 || t > int(wire.TypeBatch) {
+		if t == 0 || t > int(wire.TypeCatchUp) {
 			name = "unknown"
 		}
 		m.framesIn[t] = in.WithLabelValues(name)

@@ -146,6 +146,9 @@ func New(cfg Config, deps Deps) (*Node, error) {
 	}
 
 	n.metrics = newMetrics(n.reg, n)
+	for _, f := range n.hub.flushers {
+		f.bytes = n.metrics.bytesOut
+	}
 	n.tun.Store(n.tunablesFrom(raftmeta.Tunables{}))
 	if deps.Meta != nil {
 		n.meta = deps.Meta

@@ -25,25 +25,28 @@ import (
 // ERROR, what a resume cursor ahead of its inbox gets, which HELLO
 // businesses an app accepts.
 
-// gatedStore holds every Open until the test lets it through, to make a
-// session stay in its opening state for as long as a slow Redis would.
+// gatedStore holds every session's open until the test lets it through,
+// to make a session stay in its opening state for as long as a slow Redis
+// would.
 type gatedStore struct {
 	Store
-	opening chan string   // receives the device of each Open
-	release chan struct{} // a send lets one Open through; close, all
+	opening chan string   // receives the device of each session opened
+	release chan struct{} // a send lets one session's open through; close, all
 }
 
 func newGatedStore(st Store) *gatedStore {
 	return &gatedStore{Store: st, opening: make(chan string, 16), release: make(chan struct{})}
 }
 
-func (g *gatedStore) Open(ctx context.Context, device, node string, pos streams.Position, limit int) (uint64, streams.Route, streams.Resumed, error) {
-	g.opening <- device
-	select {
-	case <-g.release:
-	case <-ctx.Done():
+func (g *gatedStore) OpenMany(ctx context.Context, reqs []streams.OpenRequest) []streams.Opened {
+	for _, r := range reqs {
+		g.opening <- r.Device
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+		}
 	}
-	return g.Store.Open(ctx, device, node, pos, limit)
+	return g.Store.OpenMany(ctx, reqs)
 }
 
 // logBuffer is a slog destination that tests read while the node writes.

@@ -3,6 +3,7 @@ package appliance
 import (
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,13 +66,24 @@ type session struct {
 	key       string // inbox key app/device: the registry and Redis identity
 	connEpoch uint64 // route epoch claimed for this connection; 0 without a Store
 	caps      uint64
-	groups    []string
+	groups    []membership
 	// businesses are those the HELLO declared; they decide whether the
-	// degrade policy concerns this connection.
+	// degrade policy concerns this connection, and which messages it
+	// takes (takes). platform and version are the HELLO's, tags and user
+	// (an inbox-style key, app/user; "" for none) the token's: what push
+	// filters match. All are set before the session is registered and
+	// never change, so fan-out reads them without the lock.
 	businesses []string
-	out        *[]byte // pending output: HeaderLen reserved bytes, then frames. nil when empty.
-	outFrames  int
-	dirty      bool // queued on shard's dirty list for the flusher
+	platform   string
+	version    string
+	tags       []string
+	user       string
+	// cursors are the HELLO's group cursors, kept when the device offered
+	// CapGroupCursors: a JOIN of one of those groups catches up from it.
+	cursors   []wire.GroupCursor
+	out       *[]byte // pending output: HeaderLen reserved bytes, then frames. nil when empty.
+	outFrames int
+	dirty     dirtyClass // the shard's lists the session is queued on for the flusher
 
 	// early holds, in order, the requests (PING, ACK, JOIN, LEAVE, UP) the
 	// device sent after HELLO while the session was opening, and those
@@ -349,7 +361,7 @@ func (s *session) admitHello(h *wire.Hello, synced bool) {
 	if synced {
 		apps = n.currentApps()
 	}
-	_, err := token.Verify(h.Token, apps, h.App, h.Device, time.Now())
+	claims, err := token.Verify(h.Token, apps, h.App, h.Device, time.Now())
 	code, msg := wire.CodeOK, ""
 	if err != nil {
 		code, msg = tokenCode(err), err.Error()
@@ -377,8 +389,15 @@ func (s *session) admitHello(h *wire.Hello, synced bool) {
 	s.state = stateOpening
 	s.app, s.device = h.App, h.Device
 	s.key = inboxKey(h.App, h.Device)
-	s.caps = h.Caps & wire.CapLZ4
+	s.caps = h.Caps & (wire.CapLZ4 | wire.CapGroupCursors)
 	s.businesses = h.Businesses
+	s.platform, s.version, s.tags = h.Platform, h.Version, claims.Tags
+	if claims.User != "" {
+		s.user = inboxKey(h.App, claims.User)
+	}
+	if s.caps&wire.CapGroupCursors != 0 {
+		s.cursors = h.GroupCursors
+	}
 	s.shard = n.hub.shardFor(s.key)
 	s.mu.Unlock()
 	n.open(s, h)
@@ -407,6 +426,18 @@ func validateHello(h *wire.Hello) (wire.Code, string) {
 	for _, b := range h.Businesses {
 		if !token.ValidID(b) {
 			return wire.CodeBadHello, "business ids must be 1-128 letters, digits or ._:-"
+		}
+	}
+	for i, c := range h.GroupCursors {
+		switch {
+		case !token.ValidID(c.Group):
+			return wire.CodeBadHello, "group cursor groups must be 1-128 letters, digits or ._:-"
+		case len(c.Epoch) > 64:
+			return wire.CodeBadHello, "a group cursor's epoch is at most 64 bytes"
+		case c.Epoch == "" && c.Seq != 0:
+			return wire.CodeBadHello, "a group cursor's seq needs its epoch"
+		case slices.ContainsFunc(h.GroupCursors[:i], func(o wire.GroupCursor) bool { return o.Group == c.Group }):
+			return wire.CodeBadHello, "one cursor per group"
 		}
 	}
 	return wire.CodeOK, ""
@@ -563,7 +594,7 @@ func (s *session) closeWith(reason closeReason, last wire.Frame) {
 		frames++
 	}
 	if pending != nil {
-		s.writeOut(pending, frames)
+		s.node.metrics.bytesOut.Add(float64(s.writeOut(pending, frames)))
 	}
 	s.t.close(reason)
 }
@@ -615,11 +646,24 @@ func (s *session) send(frame []byte) {
 	}
 }
 
-// enqueueLocked appends frame to the output queue and reports false when
-// that would exceed the caps (the frame is then dropped and the caller
-// must close the connection as slow). Frames to a closing session are
-// dropped silently. Lock must be held.
+// enqueueLocked appends frame to the output queue, to be written at the
+// flusher's next pass, ahead of fan-out, and reports false when that would
+// exceed the caps (the frame is then dropped and the caller must close the
+// connection as slow). Frames to a closing session are dropped silently.
+// Lock must be held.
 func (s *session) enqueueLocked(frame []byte) bool {
+	if !s.queueLocked(frame, dirtyUrgent) {
+		return false
+	}
+	s.node.metrics.framesOut[frame[1]].Inc()
+	return true
+}
+
+// queueLocked is enqueueLocked for a frame of class (dirtyBulk for
+// fan-out and catch-up, which the flusher writes in chunks after the
+// urgent ones), without counting it in the metrics: a fan-out counts its
+// frames once. Lock must be held.
+func (s *session) queueLocked(frame []byte, class dirtyClass) bool {
 	if s.closing || s.state == stateClosed {
 		return true
 	}
@@ -627,15 +671,14 @@ func (s *session) enqueueLocked(frame []byte) bool {
 	if s.out == nil {
 		s.out = getOutBuf()
 	}
-	if s.outFrames+1 > tun.queueFrames || len(*s.out)+len(frame) > tun.queueBytes+wire.HeaderLen {
+	if s.outFrames+1 > tun.queueFrames || len(*s.out)+len(frame) > tun.queueBytes+outHead {
 		return false
 	}
 	*s.out = append(*s.out, frame...)
 	s.outFrames++
-	s.node.metrics.framesOut[frame[1]].Inc()
-	if !s.dirty {
-		s.dirty = true
-		s.shard.markDirty(s)
+	if s.dirty&class == 0 {
+		s.dirty |= class
+		s.shard.markDirty(s, class)
 	}
 	return true
 }
@@ -647,61 +690,74 @@ func (s *session) closeSlow() {
 // takeOutLocked detaches the pending output. Lock must be held.
 func (s *session) takeOutLocked() (*[]byte, int) {
 	out, frames := s.out, s.outFrames
-	s.out, s.outFrames, s.dirty = nil, 0, false
+	s.out, s.outFrames, s.dirty = nil, 0, 0
 	return out, frames
 }
 
 // flush writes the pending output as one write: the frame itself when
 // there is one, else a BATCH (compressed for devices that offered lz4 when
 // it is over the threshold).
-func (s *session) flush() {
+// It returns the bytes written, for the flusher to count once a pass.
+func (s *session) flush() int {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	out, frames := s.takeOutLocked()
 	s.mu.Unlock()
-	if out != nil {
-		s.writeOut(out, frames)
+	if out == nil {
+		return 0
 	}
+	return s.writeOut(out, frames)
 }
 
-// writeOut writes a detached output buffer and returns it to the pool.
-func (s *session) writeOut(out *[]byte, frames int) {
+// writeOut writes a detached output buffer and returns it to the pool:
+// the frame itself when it holds one, else a BATCH, in place, or
+// lz4-compressed for devices that offered it when it is over the
+// threshold. Either way the transport frames it in the headroom. It
+// returns the bytes written.
+func (s *session) writeOut(out *[]byte, frames int) int {
 	n := s.node
 	b := *out
-	var data []byte
+	written := 0
 	switch {
 	case frames == 0:
 	case frames == 1:
-		data = b[wire.HeaderLen:]
-	case s.caps&wire.CapLZ4 != 0 && n.cfg.CompressThreshold >= 0 && len(b)-wire.HeaderLen >= n.cfg.CompressThreshold:
+		written = s.write(b, outHead)
+	case s.caps&wire.CapLZ4 != 0 && n.cfg.CompressThreshold >= 0 && len(b)-outHead >= n.cfg.CompressThreshold:
 		scratch := getOutBuf()
-		*scratch = wire.AppendBatch((*scratch)[:0], b[wire.HeaderLen:], true)
-		s.write((*scratch))
+		*scratch = wire.AppendBatch((*scratch)[:writeHeadroom], b[outHead:], true)
+		written = s.write(*scratch, writeHeadroom)
 		putOutBuf(scratch)
 	default:
-		wire.PutBatchHeader(b)
-		data = b
-	}
-	if data != nil {
-		s.write(data)
+		wire.PutBatchHeader(b[writeHeadroom:])
+		written = s.write(b, writeHeadroom)
 	}
 	putOutBuf(out)
+	return written
 }
 
-func (s *session) write(b []byte) {
+// write hands b[off:] to the transport with the write deadline, and
+// returns the bytes written (0 when the write failed).
+func (s *session) write(b []byte, off int) int {
 	n := s.node
-	s.t.setWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
-	if err := s.t.write(b); err == nil {
-		n.metrics.bytesOut.Add(float64(len(b)))
+	// The wheels' clock is a tick behind at most: the deadline is a
+	// slow-consumer cut, not a timer that needs the exact time.
+	deadline := time.Unix(0, n.coarseNow()).Add(n.cfg.WriteTimeout)
+	if err := s.t.write(b, off, deadline); err != nil {
+		return 0
 	}
+	return len(b) - off
 }
 
-// outBufs pools output queues. A buffer starts with HeaderLen reserved
-// bytes so that several frames become a BATCH in place. Idle connections
-// hold none.
+// outHead is the reserved start of an output queue: the transport's
+// headroom, then a BATCH header, so several frames become one framed
+// write in place.
+const outHead = writeHeadroom + wire.HeaderLen
+
+// outBufs pools output queues, each starting with outHead reserved bytes.
+// Idle connections hold none.
 var outBufs = sync.Pool{New: func() any {
-	b := make([]byte, wire.HeaderLen, outBufSize)
+	b := make([]byte, outHead, outBufSize)
 	return &b
 }}
 
@@ -714,7 +770,7 @@ const maxPooledOut = 64 << 10
 
 func getOutBuf() *[]byte {
 	b := outBufs.Get().(*[]byte)
-	*b = (*b)[:wire.HeaderLen]
+	*b = (*b)[:outHead]
 	return b
 }
 

@@ -32,7 +32,8 @@ type sinkTransport struct {
 	reason closeReason
 }
 
-func (t *sinkTransport) write(b []byte) error {
+func (t *sinkTransport) write(b []byte, off int, _ time.Time) error {
+	b = b[off:]
 	if t.beforeWrite != nil {
 		t.beforeWrite()
 	}
@@ -45,8 +46,6 @@ func (t *sinkTransport) write(b []byte) error {
 	}
 	return nil
 }
-
-func (t *sinkTransport) setWriteDeadline(time.Time) {}
 
 func (t *sinkTransport) close(r closeReason) {
 	t.mu.Lock()
@@ -154,11 +153,11 @@ func TestSink_SlowConsumerCutAtQueueCap(t *testing.T) {
 		t.Fatalf("slow session closed=%v reason=%v, want slow_consumer", closed, reason)
 	}
 	for i := 0; i < 8; i++ {
-		if got := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i)}), ""); got != 1 {
+		if got := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i)}), "", audience{}); got != 1 {
 			t.Fatalf("fanout reached %d sessions, want only the healthy one", got)
 		}
 		for _, f := range n.hub.flushers {
-			f.pass(nil)
+			f.pass(nil, nil)
 		}
 	}
 	if closed, _ := ok.isClosed(); closed {
@@ -259,23 +258,24 @@ func BenchmarkHub_Fanout10k(b *testing.B) {
 		sinks = append(sinks, st)
 	}
 	for _, f := range n.hub.flushers {
-		f.pass(nil)
+		f.pass(nil, nil)
 	}
 	frame := wire.AppendPush(nil, &wire.Push{ID: "0123456789abcdef0123456789abcdef", Business: "news", Priority: wire.PriorityNormal,
 		Created: uint64(time.Now().UnixMilli()), Payload: make([]byte, 256)})
-	batches := make([][]*session, len(n.hub.flushers))
+	urgent := make([][]*session, len(n.hub.flushers))
+	bulk := make([][]*session, len(n.hub.flushers))
 	b.ReportAllocs()
 	b.ResetTimer()
 	var ms0, ms1 runtimeMemStats
 	ms0.read()
 	for i := 0; i < b.N; i++ {
-		if got := n.hub.fanout(frame, ""); got != recipients {
+		if got := n.hub.fanout(frame, "", audience{}); got != recipients {
 			b.Fatalf("fanout reached %d", got)
 		}
 		var wg sync.WaitGroup
 		for k, f := range n.hub.flushers {
 			wg.Add(1)
-			go func() { defer wg.Done(); batches[k] = f.pass(batches[k][:0]) }()
+			go func() { defer wg.Done(); urgent[k], bulk[k] = f.pass(urgent[k][:0], bulk[k][:0]) }()
 		}
 		wg.Wait()
 	}
@@ -410,5 +410,55 @@ func TestSink_CloseLastFrameFollowsFlushedOutput(t *testing.T) {
 	want := []wire.Type{wire.TypePong, wire.TypePong, wire.TypePong, wire.TypePong, wire.TypePong, wire.TypeControl}
 	if !slices.Equal(kinds, want) {
 		t.Fatalf("frames after WELCOME %v, want the 5 PONGs, then the kick", kinds)
+	}
+}
+
+// TestSink_UnicastOvertakesAFanOut: output queued for one device while the
+// flusher writes a fan-out to many goes out after at most one more chunk
+// of the fan-out, not after all of it.
+func TestSink_UnicastOvertakesAFanOut(t *testing.T) {
+	cfg := testConfig()
+	cfg.Shards = 1             // one shard, one flusher: one order of writes
+	n, err := New(cfg, Deps{}) // no flusher runs: the test drives its passes
+	if err != nil {
+		t.Fatal(err)
+	}
+	const members = 20 * bulkChunk
+	lone, loneSink := openSink(t, n, "lone", false)
+	sinks := make([]*sinkTransport, members)
+	for i := range sinks {
+		var s *session
+		s, sinks[i] = openSink(t, n, fmt.Sprint("member-", i), false)
+		if ok, _ := n.hub.join(s, "room", viaDevice, 0); !ok {
+			t.Fatalf("member-%d did not join", i)
+		}
+	}
+	flusher := n.hub.shards[0].flusher
+	flusher.pass(nil, nil) // the handshakes' replies
+
+	var writes atomic.Int64 // the fan-out's, in the flusher's order
+	unicastAt, sentAt := int64(-1), int64(-1)
+	loneSink.beforeWrite = func() { unicastAt = writes.Load() }
+	for _, st := range sinks {
+		st.beforeWrite = func() {
+			if writes.Add(1) == 2 {
+				sentAt = 2
+				lone.send(wire.AppendPush(nil, &wire.Push{ID: "unicast"}))
+			}
+		}
+	}
+	if got := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "fan-out"}), "room", audience{}); got != members {
+		t.Fatalf("fan-out reached %d sessions, want %d", got, members)
+	}
+	flusher.pass(nil, nil)
+	if got := writes.Load(); got != members {
+		t.Fatalf("the pass wrote %d of the fan-out's %d sessions", got, members)
+	}
+	if sentAt < 0 || unicastAt < 0 {
+		t.Fatalf("the unicast was sent after fan-out write %d and written after %d", sentAt, unicastAt)
+	}
+	if unicastAt > sentAt+bulkChunk {
+		t.Fatalf("the unicast queued after fan-out write %d went out after write %d of %d: more than a chunk (%d) later",
+			sentAt, unicastAt, members, bulkChunk)
 	}
 }

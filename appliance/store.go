@@ -20,7 +20,7 @@ type Store interface {
 	AckMany(ctx context.Context, reqs []streams.AckRequest) ([]bool, error)
 	Device(ctx context.Context, device string) (streams.DeviceInfo, error)
 
-	Open(ctx context.Context, device, node string, pos streams.Position, limit int) (uint64, streams.Route, streams.Resumed, error)
+	OpenMany(ctx context.Context, reqs []streams.OpenRequest) []streams.Opened
 	ReleaseRoutes(ctx context.Context, devices []string, routes []streams.Route) ([]bool, error)
 	RefreshRoutes(ctx context.Context, devices []string, routes []streams.Route) ([]bool, error)
 	Routes(ctx context.Context, devices []string) ([]streams.Route, error)
@@ -34,6 +34,13 @@ type Store interface {
 	RetireNode(ctx context.Context, node string) error
 
 	MarkOnce(ctx context.Context, name string, ttl time.Duration) (bool, error)
+	UserDevices(ctx context.Context, users []string) ([][]string, error)
+	User(ctx context.Context, user string) (streams.UserInfo, error)
+	ChangeMembers(ctx context.Context, group string, add bool, members []streams.MemberChange) ([]streams.MemberResult, error)
+	Group(ctx context.Context, group string, cursor uint64, count int) (streams.GroupInfo, error)
+	SetGroupStream(ctx context.Context, group string, maxLen int64, maxAge time.Duration) (streams.GroupStream, error)
+	AppendGroup(ctx context.Context, group string, msg streams.GroupMessage) (epoch string, seq uint64, err error)
+	ReadGroups(ctx context.Context, reads []streams.GroupRead) ([]streams.GroupReadResult, error)
 
 	Heartbeat(ctx context.Context, info streams.NodeInfo) (continued bool, err error)
 	Nodes(ctx context.Context) (live []streams.NodeInfo, dead []string, err error)
@@ -41,5 +48,6 @@ type Store interface {
 
 // inboxKey names a device's inbox and route in the Store. Device ids are
 // unique within an app only; neither id may contain '/', so the pair is
-// unambiguous.
+// unambiguous. Users (app/user) and groups (groupKey) are named the same
+// way.
 func inboxKey(app, device string) string { return app + "/" + device }

@@ -20,13 +20,14 @@ import (
 // session.onTransportClosed exactly once, never from inside close itself
 // while a caller might hold a lock it needs.
 type transport interface {
-	// write sends one complete frame or BATCH. b may be reused once write
-	// returns.
-	write(b []byte) error
-	// setWriteDeadline arms the transport's own write timer: if data
-	// written after this call is still unsent at t, the transport closes
-	// itself. A write that drains completely disarms it.
-	setWriteDeadline(t time.Time)
+	// write sends one complete frame or BATCH, b[off:], and may use the
+	// off bytes before it (at least writeHeadroom) for its own framing, so
+	// the frame is never copied to be framed. What the socket does not
+	// take the transport queues (a copy: b may be reused once write
+	// returns); if queued data is still unsent at deadline, the transport
+	// closes itself. The deadline is armed when the queue was empty: a
+	// later write does not push it back.
+	write(b []byte, off int, deadline time.Time) error
 	// close ends the connection, telling the peer why where the transport
 	// can (a WebSocket close code).
 	close(reason closeReason)
@@ -37,6 +38,10 @@ type transport interface {
 	remoteAddr() string
 	kind() transportKind
 }
+
+// writeHeadroom is the room a write leaves before its frame: a server
+// WebSocket frame header takes at most 10 bytes (no mask).
+const writeHeadroom = 10
 
 // transportKind names a transport in metrics and in `pushctl device show`.
 type transportKind uint8

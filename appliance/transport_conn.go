@@ -17,15 +17,14 @@ type connTransport struct {
 // write writes b before returning. A write that fails, the write
 // deadline's included (a peer that stopped reading), closes the
 // connection, as nbio does past its write timeout.
-func (t connTransport) write(b []byte) error {
-	_, err := t.c.Write(b)
+func (t connTransport) write(b []byte, off int, deadline time.Time) error {
+	_ = t.c.SetWriteDeadline(deadline)
+	_, err := t.c.Write(b[off:])
 	if err != nil {
 		_ = t.c.Close()
 	}
 	return err
 }
-
-func (t connTransport) setWriteDeadline(d time.Time) { _ = t.c.SetWriteDeadline(d) }
 
 func (t connTransport) close(closeReason) { _ = t.c.Close() }
 

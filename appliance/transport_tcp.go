@@ -16,12 +16,17 @@ type tcpTransport struct {
 	c net.Conn // *nbio.Conn, or *tls.Conn over one
 }
 
-func (t tcpTransport) write(b []byte) error {
-	_, err := t.c.Write(b)
+func (t tcpTransport) write(b []byte, off int, deadline time.Time) error {
+	if nc, ok := t.c.(*nbio.Conn); ok {
+		_, err := nc.WriteQueueDeadline(b[off:], deadline)
+		return err
+	}
+	// TLS: its records are written through to the connection below, whose
+	// timer the deadline arms.
+	_ = t.c.SetWriteDeadline(deadline)
+	_, err := t.c.Write(b[off:])
 	return err
 }
-
-func (t tcpTransport) setWriteDeadline(d time.Time) { _ = t.c.SetWriteDeadline(d) }
 
 func (t tcpTransport) close(closeReason) { _ = t.c.Close() }
 

@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/http"
@@ -15,16 +16,58 @@ import (
 )
 
 // wsTransport carries frames as WebSocket binary messages on nbio: one
-// frame or one BATCH per message.
+// frame or one BATCH per message. On a plain connection it writes its
+// messages itself, on the nbio connection under the WebSocket layer: the
+// message header goes into the headroom before the frame, and nothing is
+// copied (nbio's WriteMessage allocates and copies each message). The
+// session's wmu orders these writes with the close, which goes through
+// the WebSocket layer. Over TLS it writes through that layer.
 type wsTransport struct {
-	c *websocket.Conn
+	c  *websocket.Conn
+	nc *nbio.Conn // nil over TLS
 }
 
-func (t wsTransport) write(b []byte) error {
-	return t.c.WriteMessage(websocket.BinaryMessage, b)
+func newWSTransport(c *websocket.Conn) wsTransport {
+	t := wsTransport{c: c}
+	switch u := c.UnderlayerConn().(type) {
+	case *nbio.Conn:
+		t.nc = u
+	case *nbhttp.Conn:
+		t.nc, _ = u.Conn.(*nbio.Conn)
+	}
+	return t
 }
 
-func (t wsTransport) setWriteDeadline(d time.Time) { _ = t.c.SetWriteDeadline(d) }
+func (t wsTransport) write(b []byte, off int, deadline time.Time) error {
+	if t.nc == nil {
+		_ = t.c.SetWriteDeadline(deadline)
+		return t.c.WriteMessage(websocket.BinaryMessage, b[off:])
+	}
+	h := putWSHeader(b[:off], len(b)-off)
+	_, err := t.nc.WriteQueueDeadline(b[off-h:], deadline)
+	return err
+}
+
+// putWSHeader writes the header of a final, unmasked binary WebSocket
+// frame of n bytes at the end of head, and returns its length.
+func putWSHeader(head []byte, n int) int {
+	var h int
+	switch {
+	case n < 126:
+		h = 2
+		head[len(head)-1] = byte(n)
+	case n <= 0xFFFF:
+		h = 4
+		head[len(head)-3] = 126
+		binary.BigEndian.PutUint16(head[len(head)-2:], uint16(n))
+	default:
+		h = 10
+		head[len(head)-9] = 127
+		binary.BigEndian.PutUint64(head[len(head)-8:], uint64(n))
+	}
+	head[len(head)-h] = 0x80 | byte(websocket.BinaryMessage)
+	return h
+}
 
 func (t wsTransport) close(r closeReason) {
 	_ = t.c.WriteClose(r.wsCloseCode(), "")
@@ -83,7 +126,7 @@ func (n *Node) newWSEngine(mux *http.ServeMux) *nbhttp.Engine {
 		if err != nil {
 			return
 		}
-		c.SetSession(n.newSession(wsTransport{c}))
+		c.SetSession(n.newSession(newWSTransport(c)))
 	})
 
 	conf := nbhttp.Config{

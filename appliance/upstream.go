@@ -132,27 +132,6 @@ func (s *session) onUp(f *wire.Up) {
 	}
 }
 
-// onGroup joins or leaves a group and answers with UP_REPLY.
-func (s *session) onGroup(request uint64, group string, join bool) {
-	n := s.node
-	if !s.isOpen() {
-		s.protocolError("JOIN or LEAVE before HELLO")
-		return
-	}
-	code := wire.CodeOK
-	switch {
-	case !token.ValidID(group):
-		code = wire.CodeBadGroup
-	case join:
-		if !n.hub.join(s, groupKey(s.appID(), group), n.cfg.MaxGroups) {
-			code = wire.CodeTooManyGroups
-		}
-	default:
-		n.hub.leave(s, groupKey(s.appID(), group))
-	}
-	s.send(wire.Append(nil, &wire.UpReply{Request: request, Code: code}))
-}
-
 // sendIfOpen queues frame unless the session has closed meanwhile.
 func (s *session) sendIfOpen(frame []byte) {
 	if s.isOpen() {

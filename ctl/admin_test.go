@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -9,8 +10,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pushd/pushd/appliance/api"
+	"github.com/pushd/pushd/internal/poll"
 )
 
 // tripwire is an admin API that fails the test when called at all:
@@ -312,11 +315,30 @@ func TestAdmin_OperationsDocCommandsRun(t *testing.T) {
 	if len(lines) < 15 {
 		t.Fatalf("found only %d pushctl command lines in docs/operations.md: %q", len(lines), lines)
 	}
+	// The runbook's user and group lines go through the push API with
+	// the app it created: its printed API key, once the node has applied
+	// the new app (nodes follow the region's metadata asynchronously).
+	push := harness{env: map[string]string{"PUSHD_PUSH_URL": r.Nodes[0].PushURL}}
 	for _, line := range lines {
 		args := shellWords(t, line)[1:]
+		if args[0] == "user" || args[0] == "group" {
+			if push.env["PUSHD_API_KEY"] == "" {
+				t.Fatalf("docs/operations.md: %s comes before an app create that gives it an API key", line)
+			}
+			poll.Until(t, 5*time.Second, func() error {
+				if res := push.run(t, args...); res.code != exitOK {
+					return fmt.Errorf("docs/operations.md: %s: exit %d\n%s", line, res.code, res.stderr)
+				}
+				return nil
+			})
+			continue
+		}
 		res := h.run(t, args...)
 		if res.code != exitOK && (res.code != exitFailure || !strings.Contains(res.stderr, "not found")) {
 			t.Errorf("docs/operations.md: %s: exit %d\n%s", line, res.code, res.stderr)
+		}
+		if args[0] == "app" && args[1] == "create" && res.code == exitOK {
+			push.env["PUSHD_APP"], push.env["PUSHD_API_KEY"] = args[2], kvRows(res.stdout)["API_KEY"]
 		}
 	}
 }

@@ -12,6 +12,7 @@ func appCommand(e *env) *cli.Command {
 			appListCommand(e),
 			appRotateSecretCommand(e),
 			appSetLimitsCommand(e),
+			appClientGroupsCommand(e),
 			appAddKeyCommand(e),
 			appRevokeKeyCommand(e),
 			appDeleteCommand(e),

@@ -33,10 +33,14 @@ func runAppList(c *cli.Context, e *env) error {
 		}
 		return writeJSON(e.stdout, map[string][]api.App{"apps": apps})
 	}
-	t := newTable(e.stdout, "APP", "KEY_IDS", "API_KEYS", "MAX_PAYLOAD", "RATE", "BURST", "BUSINESSES", "CREATED")
+	t := newTable(e.stdout, "APP", "KEY_IDS", "API_KEYS", "MAX_PAYLOAD", "RATE", "BURST", "BUSINESSES", "CLIENT_GROUPS", "CREATED")
 	for _, a := range apps {
+		joins := "allow"
+		if !a.ClientGroups {
+			joins = "deny"
+		}
 		t.row(a.ID, listCell(a.KeyIDs), listCell(a.APIKeys), limitCell(a.MaxPayload, "default"),
-			limitCell(a.RatePerSec, "unlimited"), limitCell(a.Burst, "unlimited"), anyCell(a.Businesses), timeCell(a.Created))
+			limitCell(a.RatePerSec, "unlimited"), limitCell(a.Burst, "unlimited"), anyCell(a.Businesses), joins, timeCell(a.Created))
 	}
 	return t.flush()
 }

@@ -44,17 +44,17 @@ func TestApp_Lifecycle(t *testing.T) {
 	list := func() []string {
 		t.Helper()
 		rows := tableRows(h.run(t, "app", "list").expect(t, exitOK).stdout)
-		if want := "APP KEY_IDS API_KEYS MAX_PAYLOAD RATE BURST BUSINESSES CREATED"; strings.Join(rows[0], " ") != want {
+		if want := "APP KEY_IDS API_KEYS MAX_PAYLOAD RATE BURST BUSINESSES CLIENT_GROUPS CREATED"; strings.Join(rows[0], " ") != want {
 			t.Fatalf("header %q", rows[0])
 		}
 		for _, row := range rows[1:] {
 			if row[0] == "shop" {
-				return row[:7] // without the creation time
+				return row[:8] // without the creation time
 			}
 		}
 		return nil
 	}
-	if got := strings.Join(list(), " "); got != "shop k1 key-1 8192 5000 10000 orders" {
+	if got := strings.Join(list(), " "); got != "shop k1 key-1 8192 5000 10000 orders allow" {
 		t.Fatalf("app list row %q", got)
 	}
 	apps := decodeJSON[map[string][]api.App](t, h.run(t, "app", "list", "-o", "json").expect(t, exitOK))["apps"]
@@ -75,13 +75,22 @@ func TestApp_Lifecycle(t *testing.T) {
 	if want := "app shop limits: max_payload 8192, rate 20000, burst 10000, businesses orders\n"; res.stdout != want {
 		t.Fatalf("stdout %q, want %q", res.stdout, want)
 	}
-	if got := strings.Join(list(), " "); got != "shop k2,k1 key-1 8192 20000 10000 orders" {
+	if got := strings.Join(list(), " "); got != "shop k2,k1 key-1 8192 20000 10000 orders allow" {
 		t.Fatalf("after rotate-secret and set-limits: %q", got)
 	}
 	h.run(t, "app", "set-limits", "shop", "--any-business", "--max-payload", "0", "--burst", "0").expect(t, exitOK)
-	if got := strings.Join(list(), " "); got != "shop k2,k1 key-1 default 20000 unlimited any" {
+	if got := strings.Join(list(), " "); got != "shop k2,k1 key-1 default 20000 unlimited any allow" {
 		t.Fatalf("after clearing limits: %q", got)
 	}
+	res = h.run(t, "app", "set-client-groups", "shop", "deny").expect(t, exitOK)
+	if want := "app shop: devices' JOIN and LEAVE refused: its groups are its business's\n"; res.stdout != want {
+		t.Fatalf("stdout %q, want %q", res.stdout, want)
+	}
+	h.run(t, "app", "set-client-groups", "shop", "maybe").expect(t, exitUsage)
+	if got := strings.Join(list(), " "); got != "shop k2,k1 key-1 default 20000 unlimited any deny" {
+		t.Fatalf("after set-client-groups deny: %q", got)
+	}
+	h.run(t, "app", "set-client-groups", "shop", "allow").expect(t, exitOK)
 
 	res = h.run(t, "app", "add-key", "shop").expect(t, exitOK)
 	added := kvRows(res.stdout)
@@ -92,7 +101,7 @@ func TestApp_Lifecycle(t *testing.T) {
 	if res.stdout != "app shop: API key key-1 revoked\n" {
 		t.Fatalf("stdout %q", res.stdout)
 	}
-	if got := strings.Join(list(), " "); got != "shop k2,k1 key-2 default 20000 unlimited any" {
+	if got := strings.Join(list(), " "); got != "shop k2,k1 key-2 default 20000 unlimited any allow" {
 		t.Fatalf("after add-key and revoke-key: %q", got)
 	}
 	pushExits(exitFailure)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -27,6 +28,8 @@ func benchCommand(e *env) *cli.Command {
 			benchConnectCommand(e),
 			benchPushCommand(e),
 			benchBridgeCommand(e),
+			benchFloorCommand(e),
+			benchFanoutCommand(e),
 			benchWorkerCommand(e),
 		},
 	}
@@ -207,6 +210,21 @@ func (t *benchTarget) stop() {
 		fmt.Fprintf(t.stderr, "pushctl bench: %v\n", err)
 	}
 	t.local = nil
+}
+
+// cpu picks how to measure the server's CPU: /proc for the pushd --local
+// started, else its Prometheus endpoint; a probe that says why not when
+// neither is possible.
+func (t *benchTarget) cpu() load.CPUProbe {
+	if t.local != nil {
+		return load.ProcCPU(t.local.PID())
+	}
+	if t.metricsURL == "" {
+		return func(context.Context) (time.Duration, error) {
+			return 0, errors.New("no metrics URL (pass --metrics-url)")
+		}
+	}
+	return load.ScrapeCPU(httpClient(1), t.metricsURL)
 }
 
 // rss picks how to measure the server: /proc for the pushd --local

@@ -129,6 +129,8 @@ func newApp(e *env) *cli.App {
 			listenCommand(e),
 			pushCommand(e),
 			deviceCommand(e),
+			userCommand(e),
+			groupCommand(e),
 			benchCommand(e),
 			bridgeCommand(e),
 			statusCommand(e),

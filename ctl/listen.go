@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pushd/pushd/appliance/client"
+	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/appliance/wire"
 )
 
@@ -23,17 +24,23 @@ func listenCommand(e *env) *cli.Command {
 		Name:  "listen",
 		Usage: "connect as a device and print every frame it receives",
 		Description: "Connects with the Go device SDK, so acks, dedupe by message id and reconnects are the\n" +
-			"product's own. Prints one line per frame received (WELCOME, PUSH, PONG, UP_REPLY, CONTROL,\n" +
-			"ERROR; a PUSH the SDK drops says duplicate=true or out_of_order=true) and per sequence gap.\n" +
+			"product's own. Prints one line per frame received (WELCOME, PUSH, CATCHUP, PONG, UP_REPLY,\n" +
+			"CONTROL, ERROR; a PUSH the SDK drops says duplicate=true or out_of_order=true) and per\n" +
+			"sequence gap.\n" +
 			"Stops on SIGINT/SIGTERM (exit 0), when kicked by another connection of the device (exit 1),\n" +
 			"or when the server refuses the session for good (exit 1).",
 		Flags: append(append([]cli.Flag{
 			&cli.StringFlag{Name: "device", Usage: "device id (required)"},
 			&cli.StringFlag{Name: "token", Usage: "device token (default: minted from the app's secret before every connect)"},
+			&cli.StringFlag{Name: "user", Usage: "the user the minted token binds the device to"},
+			&cli.StringSliceFlag{Name: "tag", Usage: "a tag of the minted token, for filters (repeatable, at most 16)"},
+			&cli.StringFlag{Name: "platform", Usage: "the platform HELLO declares, for filters", Value: "pushctl"},
+			&cli.StringFlag{Name: "version", Usage: "the app version HELLO declares, for filters", Value: "listen"},
 			&cli.BoolFlag{Name: "lz4", Usage: "offer lz4-compressed batches"},
 			&cli.StringFlag{Name: "epoch", Usage: "resume cursor: inbox epoch"},
 			&cli.Uint64Flag{Name: "seq", Usage: "resume cursor: last sequence number handled (needs --epoch)"},
 			&cli.StringSliceFlag{Name: "business", Usage: "business multiplexed on the connection (repeatable)"},
+			&cli.StringSliceFlag{Name: "group-cursor", Usage: "resume cursor of a group's catch-up stream: GROUP=EPOCH:SEQ (repeatable)"},
 		}, settingFlags(setURL, setApp, setKeyID, setSecret)...), outputFlags()...),
 		Action: func(c *cli.Context) error { return runListen(c, e) },
 	}
@@ -66,18 +73,23 @@ func runListen(c *cli.Context, e *env) error {
 	if c.IsSet("seq") && c.String("epoch") == "" {
 		return usagef("--seq needs --epoch: a sequence number means nothing without its inbox epoch")
 	}
+	groupCursors, err := parseGroupCursors(c.StringSlice("group-cursor"))
+	if err != nil {
+		return err
+	}
 	p := &framePrinter{w: e.stdout, json: format == formatJSON}
 	ctx := c.Context
 	cfg := client.Config{
 		URL: url, App: app, Device: device,
-		Platform: "pushctl", Version: "listen",
-		Businesses: c.StringSlice("business"),
-		LZ4:        c.Bool("lz4"),
-		Cursor:     client.Cursor{Epoch: c.String("epoch"), Seq: c.Uint64("seq")},
-		OnFrame:    p.frame,
-		OnMessage:  func(m client.Message) { p.push(m, 0) },
-		OnDrop:     p.push,
-		OnGap:      p.gap,
+		Platform: c.String("platform"), Version: c.String("version"),
+		Businesses:   c.StringSlice("business"),
+		LZ4:          c.Bool("lz4"),
+		Cursor:       client.Cursor{Epoch: c.String("epoch"), Seq: c.Uint64("seq")},
+		GroupCursors: groupCursors,
+		OnFrame:      p.frame,
+		OnMessage:    func(m client.Message) { p.push(m, 0) },
+		OnDrop:       p.push,
+		OnGap:        p.gap,
 		OnDisconnect: func(err error) {
 			p.welcomed = false
 			if ctx.Err() != nil || errors.Is(err, client.ErrKicked) {
@@ -87,6 +99,9 @@ func runListen(c *cli.Context, e *env) error {
 		},
 	}
 	if tok := c.String("token"); tok != "" {
+		if c.IsSet("user") || c.IsSet("tag") {
+			return usagef("--user and --tag go into the token pushctl mints: leave them out with --token")
+		}
 		cfg.Token = tok
 	} else {
 		keyID, err := k.require(setKeyID)
@@ -97,11 +112,11 @@ func runListen(c *cli.Context, e *env) error {
 		if err != nil {
 			return err
 		}
-		mint := mintFunc(app, keyID, secret)
-		if _, err := mint(device); err != nil {
+		mint := mintFunc(token.Claims{App: app, Device: device, User: c.String("user"), Tags: c.StringSlice("tag"), KeyID: keyID}, secret)
+		if _, err := mint(); err != nil {
 			return usagef("cannot mint a token for %q: %v", device, err)
 		}
-		cfg.TokenFunc = func(context.Context) (string, error) { return mint(device) }
+		cfg.TokenFunc = func(context.Context) (string, error) { return mint() }
 	}
 	cl, err := client.New(cfg)
 	if err != nil {
@@ -116,6 +131,30 @@ func runListen(c *cli.Context, e *env) error {
 	default:
 		return fmt.Errorf("listen as %s at %s: %w", device, url, err)
 	}
+}
+
+// parseGroupCursors reads --group-cursor values, GROUP=EPOCH:SEQ: "=" is
+// in no id, and an epoch is hex, so the last ":" ends it.
+func parseGroupCursors(vals []string) ([]client.GroupCursor, error) {
+	var out []client.GroupCursor
+	seen := map[string]bool{}
+	for _, v := range vals {
+		group, pos, ok1 := strings.Cut(v, "=")
+		i := strings.LastIndexByte(pos, ':')
+		if !ok1 || i <= 0 || !token.ValidID(group) {
+			return nil, usagef("--group-cursor %q: want GROUP=EPOCH:SEQ, as listen prints a group message's group, group_epoch and group_seq", v)
+		}
+		seq, err := strconv.ParseUint(pos[i+1:], 10, 64)
+		if err != nil {
+			return nil, usagef("--group-cursor %q: sequence number %q: %v", v, pos[i+1:], err)
+		}
+		if seen[group] {
+			return nil, usagef("--group-cursor: group %s given twice", group)
+		}
+		seen[group] = true
+		out = append(out, client.GroupCursor{Group: group, Epoch: pos[:i], Seq: seq})
+	}
+	return out, nil
 }
 
 // framePrinter prints every frame the SDK receives, one line each, and
@@ -153,7 +192,9 @@ type listenEvent struct {
 	Business      string  `json:"business,omitempty"`
 	Priority      string  `json:"priority,omitempty"`
 	Created       string  `json:"created,omitempty"`
-	Group         string  `json:"group,omitempty"`
+	Group         string  `json:"group,omitempty"` // also CATCHUP, with recovered, epoch and seq
+	GroupEpoch    string  `json:"group_epoch,omitempty"`
+	GroupSeq      *uint64 `json:"group_seq,omitempty"`
 	Redelivered   bool    `json:"redelivered,omitempty"`
 	Duplicate     bool    `json:"duplicate,omitempty"`    // dropped by the SDK as a repeat
 	OutOfOrder    bool    `json:"out_of_order,omitempty"` // dropped by the SDK: an unflagged seq jump
@@ -202,8 +243,13 @@ func (p *framePrinter) frame(f wire.Frame) {
 	case *wire.Push:
 		if !p.welcomed {
 			p.push(client.Message{ID: f.ID, Seq: f.Seq, Business: f.Business, Priority: f.Priority,
-				Created: time.UnixMilli(int64(f.Created)), Group: f.Group, Payload: f.Payload, Redelivered: f.Redelivery}, 0)
+				Created: time.UnixMilli(int64(f.Created)), Group: f.Group, GroupEpoch: f.GroupEpoch, GroupSeq: f.GroupSeq,
+				Payload: f.Payload, Redelivered: f.Redelivery}, 0)
 		}
+	case *wire.CatchUp:
+		p.emit(listenEvent{Type: "CATCHUP", Group: f.Group, Recovered: &f.Recovered, Epoch: f.Epoch, Seq: &f.Seq},
+			"group="+f.Group, "recovered="+strconv.FormatBool(f.Recovered), "epoch="+orDash(f.Epoch),
+			"seq="+strconv.FormatUint(f.Seq, 10))
 	case *wire.Control:
 		p.control(f)
 	case *wire.Pong:
@@ -242,6 +288,10 @@ func (p *framePrinter) push(m client.Message, why client.DropReason) {
 		"priority=" + m.Priority.String()}
 	if m.Group != "" {
 		fields = append(fields, "group="+m.Group)
+	}
+	if m.GroupEpoch != "" {
+		ev.GroupEpoch, ev.GroupSeq = m.GroupEpoch, &m.GroupSeq
+		fields = append(fields, "group_epoch="+m.GroupEpoch, "group_seq="+strconv.FormatUint(m.GroupSeq, 10))
 	}
 	if m.Redelivered {
 		fields = append(fields, "redelivered=true")

@@ -205,16 +205,17 @@ func listenEveryFrame(t *testing.T, srv *fakeDeviceServer, out *syncBuffer, done
 		return nil
 	})
 	srv.send("d", &wire.Push{Seq: 1, ID: "m1", Priority: wire.PriorityNormal, Payload: []byte("a"), Redelivery: true})
-	srv.send("d", &wire.Push{ID: "g1", Group: "room", Priority: wire.PriorityNormal, Payload: []byte("g")})
-	srv.send("d", &wire.Push{ID: "g1", Group: "room", Priority: wire.PriorityNormal, Payload: []byte("g")})
+	srv.send("d", &wire.Push{ID: "g1", Group: "room", Priority: wire.PriorityNormal, Payload: []byte("g"), GroupEpoch: "ge", GroupSeq: 5})
+	srv.send("d", &wire.Push{ID: "g1", Group: "room", Priority: wire.PriorityNormal, Payload: []byte("g"), GroupEpoch: "ge", GroupSeq: 5})
+	srv.send("d", &wire.CatchUp{Group: "room", Recovered: true, Epoch: "ge", Seq: 5})
 	srv.send("d", &wire.Push{Seq: 3, ID: "m3", Priority: wire.PriorityNormal, Payload: []byte("c")})
 	srv.send("d", &wire.UpReply{Request: 7, Code: wire.CodeOK, Payload: []byte("pong")})
 	poll.Until(t, 5*time.Second, func() error {
 		if n := done(out.String(), "PUSH"); n != 5 {
 			return fmt.Errorf("%d PUSH lines, want 5:\n%s", n, out.String())
 		}
-		if done(out.String(), "UP_REPLY") != 1 || done(out.String(), "PONG") == 0 {
-			return fmt.Errorf("no UP_REPLY or PONG yet:\n%s", out.String())
+		if done(out.String(), "UP_REPLY") != 1 || done(out.String(), "CATCHUP") != 1 || done(out.String(), "PONG") == 0 {
+			return fmt.Errorf("no UP_REPLY, CATCHUP or PONG yet:\n%s", out.String())
 		}
 		return nil
 	})
@@ -243,8 +244,9 @@ func TestListen_PrintsEveryFrame(t *testing.T) {
 	for _, want := range []string{
 		`PUSH     seq=1 id=m1 business=- priority=normal payload="a"`,
 		`PUSH     seq=1 id=m1 business=- priority=normal redelivered=true duplicate=true payload="a"`,
-		`PUSH     seq=0 id=g1 business=- priority=normal group=room payload="g"`,
-		`PUSH     seq=0 id=g1 business=- priority=normal group=room duplicate=true payload="g"`,
+		`PUSH     seq=0 id=g1 business=- priority=normal group=room group_epoch=ge group_seq=5 payload="g"`,
+		`PUSH     seq=0 id=g1 business=- priority=normal group=room group_epoch=ge group_seq=5 duplicate=true payload="g"`,
+		`CATCHUP  group=room recovered=true epoch=ge seq=5`,
 		`PUSH     seq=3 id=m3 business=- priority=normal out_of_order=true payload="c"`,
 		`UP_REPLY request=7 code=ok payload="pong"`,
 		`ERROR    code=heartbeat_missed request=0 message="idle"`,
@@ -284,7 +286,8 @@ func TestListen_JSONEveryFrame(t *testing.T) {
 	}
 	pushes := byType["PUSH"]
 	if len(pushes) != 5 || pushes[0].Duplicate || !pushes[1].Duplicate || !pushes[1].Redelivered ||
-		pushes[2].Duplicate || !pushes[3].Duplicate || pushes[3].Group != "room" || !pushes[4].OutOfOrder {
+		pushes[2].Duplicate || !pushes[3].Duplicate || pushes[3].Group != "room" || !pushes[4].OutOfOrder ||
+		pushes[2].GroupEpoch != "ge" || pushes[2].GroupSeq == nil || *pushes[2].GroupSeq != 5 || pushes[0].GroupSeq != nil {
 		t.Errorf("PUSH events %+v in:\n%s", pushes, res.stdout)
 	}
 	if r := byType["UP_REPLY"]; len(r) != 1 || r[0].Request == nil || *r[0].Request != 7 || r[0].Code != "ok" ||
@@ -295,10 +298,112 @@ func TestListen_JSONEveryFrame(t *testing.T) {
 		e[0].Request == nil || *e[0].Request != 0 {
 		t.Errorf("ERROR events %+v", e)
 	}
+	if c := byType["CATCHUP"]; len(c) != 1 || c[0].Group != "room" || c[0].Recovered == nil || !*c[0].Recovered ||
+		c[0].Epoch != "ge" || c[0].Seq == nil || *c[0].Seq != 5 {
+		t.Errorf("CATCHUP events %+v", c)
+	}
 	if p := byType["PONG"]; len(p) == 0 || p[0].PingTime == nil || p[0].RTTMS == nil {
 		t.Errorf("PONG events %+v", p)
 	}
 	if len(byType["WELCOME"]) != 2 {
 		t.Errorf("WELCOME events %+v", byType["WELCOME"])
+	}
+}
+
+// TestListen_AsAUserWithTagsPlatformAndVersion: what listen declares is
+// what pushes to users and filtered broadcasts select on.
+func TestListen_AsAUserWithTagsPlatformAndVersion(t *testing.T) {
+	t.Parallel()
+	node := startTestNode(t, true)
+	h := harness{env: nodeEnv(node)}
+	out, _, stop, _ := h.start(t, "listen", "--device", "tablet", "--user", "alice", "--tag", "vip", "--tag", "beta",
+		"--platform", "ios", "--version", "2.4.1")
+	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "WELCOME") })
+
+	r := h.run(t, "push", "--user", "alice", "--data", "to alice").expect(t, exitOK)
+	if !regexp.MustCompile(`(?m)^alice\s+tablet\s+(delivered|stored)\s+1\s+-$`).MatchString(r.stdout) {
+		t.Fatalf("push --user printed\n%s", r.stdout)
+	}
+	for _, tc := range []struct {
+		filter []string
+		want   string
+	}{
+		{[]string{"--filter-platform", "ios", "--filter-tag", "vip", "--filter-version", "2.4.0..2.5"}, "RECIPIENTS: 1"},
+		{[]string{"--filter-platform", "android"}, "RECIPIENTS: 0"},
+		{[]string{"--filter-tag", "staff"}, "RECIPIENTS: 0"},
+		{[]string{"--filter-version", "2.3"}, "RECIPIENTS: 0"},
+	} {
+		args := append([]string{"push", "--broadcast", "--data", "to " + strings.Join(tc.filter, " ")}, tc.filter...)
+		if err := contains(h.run(t, args...).expect(t, exitOK).stdout, tc.want); err != nil {
+			t.Errorf("%v: %v", tc.filter, err)
+		}
+	}
+	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "payload=\"to --filter-platform ios") })
+	res := stop().expect(t, exitOK)
+	if strings.Count(res.stdout, "PUSH ") != 2 || !strings.Contains(res.stdout, `payload="to alice"`) {
+		t.Fatalf("listen printed\n%s", res.stdout)
+	}
+}
+
+func TestListen_UserAndTagNeedAMintedToken(t *testing.T) {
+	t.Parallel()
+	env := testEnv("")
+	env["PUSHD_URL"] = "ws://127.0.0.1:1/v1/ws"
+	r := harness{env: env}.run(t, "listen", "--device", "d", "--token", "v1.x.y", "--user", "alice").expect(t, exitUsage)
+	if err := contains(r.stderr, "--user and --tag go into the token pushctl mints"); err != nil {
+		t.Error(err)
+	}
+	r = harness{env: env}.run(t, "listen", "--device", "d", "--tag", "bad tag").expect(t, exitUsage)
+	if err := contains(r.stderr, `cannot mint a token for "d"`); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestListen_ResumesAGroupFromItsCursor: --group-cursor is where the
+// catch-up starts; CATCHUP says where it ended.
+func TestListen_ResumesAGroupFromItsCursor(t *testing.T) {
+	t.Parallel()
+	node := startTestNode(t, true)
+	h := harness{env: nodeEnv(node)}
+	stream := decodeJSON[api.GroupStream](t, h.run(t, "group", "stream", "room", "--max-len", "10", "--max-age", "1h", "--json").expect(t, exitOK))
+	h.run(t, "group", "add", "room", "--device", "phone").expect(t, exitOK)
+	for _, m := range []string{"m1", "m2", "m3"} {
+		h.run(t, "push", "--group", "room", "--data", m).expect(t, exitOK)
+	}
+	out, _, stop, _ := h.start(t, "listen", "--device", "phone", "--group-cursor", "room="+stream.Epoch+":1")
+	poll.Until(t, 5*time.Second, func() error { return contains(out.String(), "CATCHUP") })
+	res := stop().expect(t, exitOK)
+	for _, want := range []string{
+		"group=room group_epoch=" + stream.Epoch + " group_seq=2 payload=\"m2\"",
+		"group=room group_epoch=" + stream.Epoch + " group_seq=3 payload=\"m3\"",
+		"CATCHUP  group=room recovered=true epoch=" + stream.Epoch + " seq=3",
+	} {
+		if err := contains(res.stdout, want); err != nil {
+			t.Error(err)
+		}
+	}
+	if strings.Contains(res.stdout, `"m1"`) {
+		t.Errorf("m1 is at or below the cursor, yet came:\n%s", res.stdout)
+	}
+}
+
+func TestListen_GroupCursorUsageErrors(t *testing.T) {
+	t.Parallel()
+	env := testEnv("")
+	env["PUSHD_URL"] = "ws://127.0.0.1:1/v1/ws"
+	for _, tc := range []struct{ value, want string }{
+		{"room", "want GROUP=EPOCH:SEQ"},
+		{"room=abc", "want GROUP=EPOCH:SEQ"},
+		{"bad group=abc:1", "want GROUP=EPOCH:SEQ"},
+		{"room=abc:x", `sequence number "x"`},
+	} {
+		r := harness{env: env}.run(t, "listen", "--device", "d", "--group-cursor", tc.value).expect(t, exitUsage)
+		if err := contains(r.stderr, tc.want); err != nil {
+			t.Errorf("%q: %v", tc.value, err)
+		}
+	}
+	r := harness{env: env}.run(t, "listen", "--device", "d", "--group-cursor", "room=a:1", "--group-cursor", "room=a:2").expect(t, exitUsage)
+	if err := contains(r.stderr, "group room given twice"); err != nil {
+		t.Error(err)
 	}
 }

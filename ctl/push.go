@@ -42,8 +42,13 @@ func pushCommand(e *env) *cli.Command {
 			"stored device's ack cursor reaches its sequence number, and prints the end-to-end latency.",
 		Flags: append(append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "device", Usage: "target device (repeatable)"},
+			&cli.StringSliceFlag{Name: "user", Usage: "target every device of a user instead (repeatable)"},
 			&cli.StringFlag{Name: "group", Usage: "target every connected member of a group instead"},
 			&cli.BoolFlag{Name: "broadcast", Usage: "target every connected device of the app instead"},
+			&cli.StringSliceFlag{Name: "filter-platform", Usage: "with --group or --broadcast: only sessions of this platform (repeatable)"},
+			&cli.StringSliceFlag{Name: "filter-version", Usage: "with --group or --broadcast: only sessions whose version has this prefix, or is in MIN..MAX (either end may be left out; repeatable)"},
+			&cli.StringSliceFlag{Name: "filter-business", Usage: "with --group or --broadcast: only sessions that declared this business (repeatable)"},
+			&cli.StringSliceFlag{Name: "filter-tag", Usage: "with --group or --broadcast: only sessions whose token has this tag (repeatable)"},
 			&cli.StringFlag{Name: "data", Usage: "payload as text"},
 			&cli.StringFlag{Name: "data-base64", Usage: "payload as base64"},
 			&cli.StringFlag{Name: "data-file", Usage: "payload read from FILE (- for stdin)", TakesFile: true},
@@ -67,6 +72,8 @@ type pushOutput struct {
 	Results    []pushResultOutput `json:"results,omitempty"`
 	Recipients *int               `json:"recipients,omitempty"`
 	OtherNodes *int               `json:"other_nodes,omitempty"`
+	GroupEpoch string             `json:"group_epoch,omitempty"`
+	GroupSeq   uint64             `json:"group_seq,omitempty"`
 	Bridged    map[string]string  `json:"bridged,omitempty"`
 }
 
@@ -90,8 +97,8 @@ func runPush(c *cli.Context, e *env) error {
 	}
 	waitAck := c.Bool("wait-ack")
 	timeout := c.Duration("timeout")
-	if waitAck && len(req.Devices) == 0 {
-		return usagef("--wait-ack needs --device: group and broadcast messages are not acked")
+	if waitAck && len(req.Devices) == 0 && len(req.Users) == 0 {
+		return usagef("--wait-ack needs --device or --user: group and broadcast messages are not acked")
 	}
 	if waitAck && req.Regions != nil {
 		return usagef("--wait-ack reads acks in this region only; it does not go with --region")
@@ -119,12 +126,17 @@ func runPush(c *cli.Context, e *env) error {
 	if err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
-	out := pushOutput{ID: resp.ID, Stored: resp.Stored, Recipients: resp.Recipients, OtherNodes: resp.OtherNodes, Bridged: resp.Bridged}
+	out := pushOutput{ID: resp.ID, Stored: resp.Stored, Recipients: resp.Recipients, OtherNodes: resp.OtherNodes,
+		GroupEpoch: resp.GroupEpoch, GroupSeq: resp.GroupSeq, Bridged: resp.Bridged}
 	var rejected []string
 	for _, r := range resp.Results {
 		out.Results = append(out.Results, pushResultOutput{PushResult: r})
 		if r.Status == api.StatusRejected {
-			rejected = append(rejected, r.Device+" ("+r.Reason+")")
+			who := r.Device
+			if r.Device == "" {
+				who = "user " + r.User
+			}
+			rejected = append(rejected, who+" ("+r.Reason+")")
 		}
 	}
 	var notBridged []string
@@ -143,7 +155,11 @@ func runPush(c *cli.Context, e *env) error {
 	}
 	var problems []string
 	if len(rejected) > 0 {
-		problems = append(problems, fmt.Sprintf("%d of %d devices rejected: %s", len(rejected), len(resp.Results), strings.Join(rejected, ", ")))
+		noun := "devices"
+		if len(req.Users) > 0 {
+			noun = "results"
+		}
+		problems = append(problems, fmt.Sprintf("%d of %d %s rejected: %s", len(rejected), len(resp.Results), noun, strings.Join(rejected, ", ")))
 	}
 	if len(notBridged) > 0 {
 		problems = append(problems, "not on its way to region "+strings.Join(notBridged, ", "))
@@ -182,20 +198,29 @@ func pushClient(k *config, conns int) (*api.Client, error) {
 func pushRequestFromFlags(c *cli.Context, e *env) (*api.PushRequest, error) {
 	req := &api.PushRequest{
 		Devices:        c.StringSlice("device"),
+		Users:          c.StringSlice("user"),
 		Group:          optional(c.String("group")),
 		Broadcast:      c.Bool("broadcast"),
 		Business:       optional(c.String("business")),
 		IdempotencyKey: optional(c.String("idempotency-key")),
 	}
 	targets := 0
-	for _, set := range []bool{len(req.Devices) > 0, req.Group != nil, req.Broadcast} {
+	for _, set := range []bool{len(req.Devices) > 0, len(req.Users) > 0, req.Group != nil, req.Broadcast} {
 		if set {
 			targets++
 		}
 	}
 	if targets != 1 {
-		return nil, usagef("give exactly one of --device, --group and --broadcast")
+		return nil, usagef("give exactly one of --device, --user, --group and --broadcast")
 	}
+	filter, err := filterFromFlags(c)
+	if err != nil {
+		return nil, err
+	}
+	if filter != nil && req.Group == nil && !req.Broadcast {
+		return nil, usagef("--filter-* go with --group or --broadcast")
+	}
+	req.Filter = filter
 	sources := 0
 	for _, name := range []string{"data", "data-base64", "data-file"} {
 		if c.IsSet(name) {
@@ -251,6 +276,28 @@ func pushRequestFromFlags(c *cli.Context, e *env) (*api.PushRequest, error) {
 		req.TTL = api.Ptr(int64(ttl / time.Second))
 	}
 	return req, nil
+}
+
+// filterFromFlags reads the --filter-* flags; nil when none is given. A
+// version is a prefix, or MIN..MAX with either end left out.
+func filterFromFlags(c *cli.Context) (*api.Filter, error) {
+	f := &api.Filter{Platforms: c.StringSlice("filter-platform"), Businesses: c.StringSlice("filter-business"),
+		Tags: c.StringSlice("filter-tag")}
+	for _, v := range c.StringSlice("filter-version") {
+		lo, hi, ranged := strings.Cut(v, "..")
+		switch {
+		case !ranged && v != "":
+			f.Versions = append(f.Versions, api.VersionMatch{Prefix: api.Ptr(v)})
+		case ranged && (lo != "" || hi != ""):
+			f.Versions = append(f.Versions, api.VersionMatch{Min: optional(lo), Max: optional(hi)})
+		default:
+			return nil, usagef("--filter-version %q: a prefix, or MIN..MAX", v)
+		}
+	}
+	if len(f.Platforms)+len(f.Versions)+len(f.Businesses)+len(f.Tags) == 0 {
+		return nil, nil
+	}
+	return f, nil
 }
 
 // optional turns a flag's value into an optional request field: nil when
@@ -386,12 +433,19 @@ func printPush(w io.Writer, format format, out *pushOutput, waitAck bool) error 
 		if out.OtherNodes != nil {
 			fmt.Fprintf(w, "OTHER_NODES: %d\n", *out.OtherNodes)
 		}
+		if out.GroupEpoch != "" {
+			fmt.Fprintf(w, "GROUP_SEQ: %d (stream epoch %s)\n", out.GroupSeq, out.GroupEpoch)
+		}
 		return nil
 	}
 	if len(out.Results) == 0 {
 		return nil // for other regions only
 	}
+	users := slices.ContainsFunc(out.Results, func(r pushResultOutput) bool { return r.User != "" })
 	header := []string{"DEVICE", "STATUS", "SEQ", "REASON"}
+	if users {
+		header = append([]string{"USER"}, header...)
+	}
 	if waitAck {
 		header = append(header, "ACK")
 	}
@@ -406,6 +460,9 @@ func printPush(w io.Writer, format format, out *pushOutput, waitAck bool) error 
 			status += ",duplicate"
 		}
 		row := []string{r.Device, status, seq, r.Reason}
+		if users {
+			row = append([]string{r.User}, row...)
+		}
 		if waitAck {
 			switch {
 			case r.AckLatencyMS != nil:

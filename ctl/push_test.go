@@ -144,15 +144,18 @@ func TestPush_UsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--data", "x"}, "exactly one of --device, --group and --broadcast"},
+		{[]string{"--data", "x"}, "exactly one of --device, --user, --group and --broadcast"},
 		{[]string{"--device", "d", "--group", "g", "--data", "x"}, "exactly one of --device"},
+		{[]string{"--device", "d", "--user", "u", "--data", "x"}, "exactly one of --device"},
+		{[]string{"--device", "d", "--filter-tag", "vip", "--data", "x"}, "--filter-* go with --group or --broadcast"},
+		{[]string{"--broadcast", "--filter-version", "..", "--data", "x"}, `--filter-version "..": a prefix, or MIN..MAX`},
 		{[]string{"--device", "d"}, "exactly one of --data"},
 		{[]string{"--device", "d", "--data", "x", "--data-base64", "eA=="}, "exactly one of --data"},
 		{[]string{"--device", "d", "--data-base64", "%%%"}, "--data-base64"},
 		{[]string{"--device", "d", "--data-file", "/nonexistent/payload"}, "--data-file"},
 		{[]string{"--device", "d", "--data", "x", "--priority", "urgent"}, `--priority "urgent"`},
 		{[]string{"--device", "d", "--data", "x", "--ttl", "1500ms"}, "whole seconds"},
-		{[]string{"--group", "g", "--data", "x", "--wait-ack"}, "--wait-ack needs --device"},
+		{[]string{"--group", "g", "--data", "x", "--wait-ack"}, "--wait-ack needs --device or --user"},
 	}
 	for _, tc := range cases {
 		r := h.run(t, append([]string{"push"}, tc.args...)...).expect(t, exitUsage)

@@ -34,6 +34,7 @@ func tokenIssueCommand(e *env) *cli.Command {
 		Flags: append(append([]cli.Flag{
 			&cli.StringFlag{Name: "device", Usage: "device id (required)"},
 			&cli.StringFlag{Name: "user", Usage: "user id to bind the token to"},
+			&cli.StringSliceFlag{Name: "tag", Usage: "a tag for broadcast and group filters (repeatable, at most 16)"},
 			&cli.DurationFlag{Name: "ttl", Usage: "lifetime, at most 24h", Value: time.Hour},
 			&cli.StringFlag{Name: "not-before", Usage: "valid from TIME (RFC 3339 or unix seconds); the ttl counts from it"},
 		}, settingFlags(setApp, setKeyID, setSecret)...), outputFlags()...),
@@ -43,12 +44,13 @@ func tokenIssueCommand(e *env) *cli.Command {
 
 // tokenIssued is the JSON output of token issue.
 type tokenIssued struct {
-	Token     string `json:"token"`
-	App       string `json:"app"`
-	Device    string `json:"device"`
-	User      string `json:"user,omitempty"`
-	Expires   string `json:"expires"`
-	NotBefore string `json:"not_before,omitempty"`
+	Token     string   `json:"token"`
+	App       string   `json:"app"`
+	Device    string   `json:"device"`
+	User      string   `json:"user,omitempty"`
+	Tags      []string `json:"tags,omitempty"`
+	Expires   string   `json:"expires"`
+	NotBefore string   `json:"not_before,omitempty"`
 }
 
 func runTokenIssue(c *cli.Context, e *env) error {
@@ -83,7 +85,7 @@ func runTokenIssue(c *cli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	claims := token.Claims{App: app, Device: device, User: c.String("user"), KeyID: keyID}
+	claims := token.Claims{App: app, Device: device, User: c.String("user"), Tags: c.StringSlice("tag"), KeyID: keyID}
 	start := time.Now()
 	if s := c.String("not-before"); s != "" {
 		nbf, err := parseTime(s)
@@ -99,7 +101,7 @@ func runTokenIssue(c *cli.Context, e *env) error {
 		// Issue refuses only bad input: ids, a short secret.
 		return usagef("%v", err)
 	}
-	out := tokenIssued{Token: tok, App: app, Device: device, User: claims.User,
+	out := tokenIssued{Token: tok, App: app, Device: device, User: claims.User, Tags: claims.Tags,
 		Expires: time.Unix(claims.Expires, 0).UTC().Format(time.RFC3339)}
 	if claims.NotBefore != 0 {
 		out.NotBefore = time.Unix(claims.NotBefore, 0).UTC().Format(time.RFC3339)
@@ -119,12 +121,12 @@ func parseTime(s string) (time.Time, error) {
 	return time.Parse(time.RFC3339, s)
 }
 
-// mintFunc returns a function that issues a fresh token for a device,
+// mintFunc returns a function that issues a fresh token of claims,
 // valid for an hour: long-running commands call it before every connect,
 // so a reconnect never presents an expired token.
-func mintFunc(app, keyID string, secret []byte) func(device string) (string, error) {
-	return func(device string) (string, error) {
-		return token.Issue(token.Claims{App: app, Device: device, KeyID: keyID,
-			Expires: time.Now().Add(time.Hour).Unix()}, secret)
+func mintFunc(claims token.Claims, secret []byte) func() (string, error) {
+	return func() (string, error) {
+		claims.Expires = time.Now().Add(time.Hour).Unix()
+		return token.Issue(claims, secret)
 	}
 }

@@ -43,6 +43,11 @@ func TestTokenIssue_JSON(t *testing.T) {
 			t.Fatalf("expires %q (%v), want about an hour from now", out.Expires, err)
 		}
 	}
+	out := decodeJSON[tokenIssued](t, h.run(t, "token", "issue", "--device", "d1", "--tag", "vip", "--tag", "beta", "--json").expect(t, exitOK))
+	c, err := token.Verify(out.Token, testKeys{}, testApp, "d1", time.Now())
+	if err != nil || strings.Join(c.Tags, ",") != "vip,beta" || strings.Join(out.Tags, ",") != "vip,beta" {
+		t.Fatalf("tags: claims %+v (%v), output %+v", c, err, out)
+	}
 	// -o json given before the command name works too.
 	decodeJSON[tokenIssued](t, h.run(t, "-o", "json", "token", "issue", "--device", "d1").expect(t, exitOK))
 }

@@ -40,27 +40,32 @@ const (
 	AdminTokenCreateType MessageType = 14
 	AdminTokenRevokeType MessageType = 15
 	MemberVoterType      MessageType = 16
+	// AppSetClientGroupsType is mandatory (no IgnoreUnknownTypeFlag): a
+	// node that skipped it would go on taking JOINs the app refuses.
+	// Upgrade every node before using it.
+	AppSetClientGroupsType MessageType = 17
 )
 
 // typeNames are the audit op names; they are stored in audit entries, so
 // they do not change either.
 var typeNames = map[MessageType]string{
-	MemberUpsertType:     "member.upsert",
-	MemberRemoveType:     "member.remove",
-	MemberDrainType:      "member.drain",
-	MemberWeightType:     "member.weight",
-	AppCreateType:        "app.create",
-	AppDeleteType:        "app.delete",
-	AppRotateSecretType:  "app.rotate-secret",
-	AppAddAPIKeyType:     "app.add-api-key",
-	AppRevokeAPIKeyType:  "app.revoke-api-key",
-	AppSetLimitsType:     "app.set-limits",
-	DegradeSetType:       "degrade.set",
-	DegradeOffType:       "degrade.off",
-	TunablesSetType:      "tunables.set",
-	AdminTokenCreateType: "admin-token.create",
-	AdminTokenRevokeType: "admin-token.revoke",
-	MemberVoterType:      "member.voter",
+	MemberUpsertType:       "member.upsert",
+	MemberRemoveType:       "member.remove",
+	MemberDrainType:        "member.drain",
+	MemberWeightType:       "member.weight",
+	AppCreateType:          "app.create",
+	AppDeleteType:          "app.delete",
+	AppRotateSecretType:    "app.rotate-secret",
+	AppAddAPIKeyType:       "app.add-api-key",
+	AppRevokeAPIKeyType:    "app.revoke-api-key",
+	AppSetLimitsType:       "app.set-limits",
+	DegradeSetType:         "degrade.set",
+	DegradeOffType:         "degrade.off",
+	TunablesSetType:        "tunables.set",
+	AdminTokenCreateType:   "admin-token.create",
+	AdminTokenRevokeType:   "admin-token.revoke",
+	MemberVoterType:        "member.voter",
+	AppSetClientGroupsType: "app.set-client-groups",
 }
 
 // String returns the op name, e.g. "app.create", or "type(N)" when unknown.
@@ -291,6 +296,12 @@ func SetAppLimits(appID string, l AppLimits) Command {
 	return makeCommand(AppSetLimitsType, &appLimitsBody{AppID: appID, Limits: l})
 }
 
+// SetAppClientGroups says whether an app's devices may JOIN and LEAVE
+// groups themselves; an app allows it until told otherwise.
+func SetAppClientGroups(appID string, allow bool) Command {
+	return makeCommand(AppSetClientGroupsType, &appClientGroupsBody{AppID: appID, Allow: allow})
+}
+
 // SetDegrade activates the degrade policy with d's Priority, Businesses
 // and Reason. Active, By and Since are set by the FSM.
 func SetDegrade(d Degrade) Command {
@@ -390,6 +401,11 @@ type appKeyIDBody struct {
 type appLimitsBody struct {
 	AppID  string    `json:"app_id"`
 	Limits AppLimits `json:"limits"`
+}
+
+type appClientGroupsBody struct {
+	AppID string `json:"app_id"`
+	Allow bool   `json:"allow"`
 }
 
 type degradeSetBody struct {
@@ -502,6 +518,8 @@ func (b *appLimitsBody) validate() error {
 	}
 	return checkLimits(b.Limits)
 }
+
+func (b *appClientGroupsBody) validate() error { return checkName("app id", b.AppID) }
 
 func (b *degradeSetBody) validate() error {
 	if !b.Priority.Valid() {

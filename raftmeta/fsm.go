@@ -16,22 +16,23 @@ import (
 // its body, whose validate and apply methods do the work. A type missing
 // here is unknown to this version (see IgnoreUnknownTypeFlag).
 var commands = map[MessageType]func() commandBody{
-	MemberUpsertType:     func() commandBody { return new(memberUpsertBody) },
-	MemberRemoveType:     func() commandBody { return new(memberIDBody) },
-	MemberDrainType:      func() commandBody { return new(memberDrainBody) },
-	MemberWeightType:     func() commandBody { return new(memberWeightBody) },
-	AppCreateType:        func() commandBody { return new(appCreateBody) },
-	AppDeleteType:        func() commandBody { return new(appIDBody) },
-	AppRotateSecretType:  func() commandBody { return new(appSecretBody) },
-	AppAddAPIKeyType:     func() commandBody { return new(appKeyBody) },
-	AppRevokeAPIKeyType:  func() commandBody { return new(appKeyIDBody) },
-	AppSetLimitsType:     func() commandBody { return new(appLimitsBody) },
-	DegradeSetType:       func() commandBody { return new(degradeSetBody) },
-	DegradeOffType:       func() commandBody { return new(degradeOffBody) },
-	TunablesSetType:      func() commandBody { return new(tunablesBody) },
-	AdminTokenCreateType: func() commandBody { return new(tokenCreateBody) },
-	AdminTokenRevokeType: func() commandBody { return new(tokenIDBody) },
-	MemberVoterType:      func() commandBody { return new(memberVoterBody) },
+	MemberUpsertType:       func() commandBody { return new(memberUpsertBody) },
+	MemberRemoveType:       func() commandBody { return new(memberIDBody) },
+	MemberDrainType:        func() commandBody { return new(memberDrainBody) },
+	MemberWeightType:       func() commandBody { return new(memberWeightBody) },
+	AppCreateType:          func() commandBody { return new(appCreateBody) },
+	AppDeleteType:          func() commandBody { return new(appIDBody) },
+	AppRotateSecretType:    func() commandBody { return new(appSecretBody) },
+	AppAddAPIKeyType:       func() commandBody { return new(appKeyBody) },
+	AppRevokeAPIKeyType:    func() commandBody { return new(appKeyIDBody) },
+	AppSetLimitsType:       func() commandBody { return new(appLimitsBody) },
+	DegradeSetType:         func() commandBody { return new(degradeSetBody) },
+	DegradeOffType:         func() commandBody { return new(degradeOffBody) },
+	TunablesSetType:        func() commandBody { return new(tunablesBody) },
+	AdminTokenCreateType:   func() commandBody { return new(tokenCreateBody) },
+	AdminTokenRevokeType:   func() commandBody { return new(tokenIDBody) },
+	MemberVoterType:        func() commandBody { return new(memberVoterBody) },
+	AppSetClientGroupsType: func() commandBody { return new(appClientGroupsBody) },
 }
 
 // applyResponse is what fsm.Apply returns to raft, which hands it to the
@@ -375,6 +376,17 @@ func (b *appLimitsBody) apply(t *txn) error {
 	return nil
 }
 
+func (b *appClientGroupsBody) apply(t *txn) error {
+	a, ok := t.next.Apps[b.AppID]
+	if !ok {
+		return failf(ErrNotFound, "app %q", b.AppID)
+	}
+	a.ClientGroupsOff = !b.Allow
+	t.apps()[a.ID] = a
+	t.target = a.ID
+	return nil
+}
+
 func (b *degradeSetBody) apply(t *txn) error {
 	t.next.Degrade = Degrade{
 		Active: true, Priority: b.Priority, Businesses: b.Businesses,
@@ -517,6 +529,8 @@ func (b *appKeyBody) summary() string { return words("api_key", b.Key.ID) }
 func (b *appKeyIDBody) summary() string { return "" }
 
 func (b *appLimitsBody) summary() string { return limitsSummary(b.Limits) }
+
+func (b *appClientGroupsBody) summary() string { return words("allow", strconv.FormatBool(b.Allow)) }
 
 func limitsSummary(l AppLimits) string {
 	return words("max_payload", itoa(l.MaxPayload), "rate_per_sec", itoa(l.RatePerSec), "burst", itoa(l.Burst),

@@ -180,6 +180,21 @@ func TestFSM_AppCommands(t *testing.T) {
 		t.Fatalf("limits not set: %+v", a)
 	}
 
+	if a.ClientGroupsOff {
+		t.Fatal("a new app refuses client JOINs; it should allow them until told otherwise")
+	}
+	h.mustApply(SetAppClientGroups("chat", false))
+	if a, _ = h.state().App("chat"); !a.ClientGroupsOff || a.MaxPayload != limits.MaxPayload {
+		t.Fatalf("client groups off, limits kept: %+v", a)
+	}
+	if got := h.state().Audit[len(h.state().Audit)-1]; got.Op != "app.set-client-groups" || got.Target != "chat" || got.Summary != "allow=false" {
+		t.Fatalf("audit entry %+v", got)
+	}
+	h.mustApply(SetAppClientGroups("chat", true))
+	if a, _ = h.state().App("chat"); a.ClientGroupsOff {
+		t.Fatal("client groups still off")
+	}
+
 	h.mustApply(DeleteApp("chat"))
 	if _, ok := h.state().App("chat"); ok {
 		t.Fatal("app not deleted")
@@ -256,6 +271,8 @@ func TestFSM_BadCommandsChangeNothing(t *testing.T) {
 		{"revoke unknown key", RevokeAPIKey("chat", "nope"), ErrNotFound},
 		{"payload over ceiling", SetAppLimits("chat", bigPayload), ErrInvalid},
 		{"negative rate", SetAppLimits("chat", AppLimits{RatePerSec: -1}), ErrInvalid},
+		{"client groups of unknown app", SetAppClientGroups("nope", false), ErrNotFound},
+		{"client groups of bad app id", SetAppClientGroups("a b", false), ErrInvalid},
 		{"bad app id", DeleteApp("a b"), ErrInvalid},
 		{"remove unknown member", RemoveMember("n9"), ErrNotFound},
 		{"drain unknown member", SetMemberDrain("n9", true), ErrNotFound},

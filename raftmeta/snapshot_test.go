@@ -30,6 +30,7 @@ func richHarness(t *testing.T) *harness {
 	}
 	h.mustApply(RotateAppSecret("chat", NewSecret("s2")))
 	h.mustApply(SetAppLimits("news", AppLimits{}))
+	h.mustApply(SetAppClientGroups("iot", false))
 	h.mustApply(UpsertMember(Member{ID: "n1", RaftAddr: "10.0.0.1:7000", Voter: true, Weight: 3}))
 	h.mustApply(UpsertMember(Member{ID: "n2", RaftAddr: "10.0.0.2:7000"}))
 	h.mustApply(SetMemberDrain("n2", true))

@@ -122,7 +122,12 @@ type App struct {
 	// → unlimited); Businesses are those the app may push for (empty →
 	// any). Embedded, so their JSON keys stay at the top of the app.
 	AppLimits
-	Created time.Time `json:"created"`
+	// ClientGroupsOff refuses devices' own JOIN and LEAVE: the app's
+	// groups are managed by its business only. False (the zero value, so
+	// apps created before the setting existed keep allowing them) allows
+	// them.
+	ClientGroupsOff bool      `json:"client_groups_off,omitempty"`
+	Created         time.Time `json:"created"`
 }
 
 // AppLimits are the adjustable limits of an app, in the shape the admin

@@ -128,3 +128,9 @@ func mustAck(t *testing.T, s *Store, device, epoch string, seq uint64) {
 		t.Fatalf("ack %s up to %d: %v %v", device, seq, ok, err)
 	}
 }
+
+// redisZ is a sorted set member scored by a time in unix ms, as the user
+// index scores its devices.
+func redisZ(at time.Time, member string) redis.Z {
+	return redis.Z{Score: float64(at.UnixMilli()), Member: member}
+}

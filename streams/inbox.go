@@ -305,11 +305,11 @@ func (s *Store) Resume(ctx context.Context, device string, pos Position, limit i
 	if !validID(device) {
 		return Resumed{}, fmt.Errorf("resume: device id %q: %w", device, ErrInvalidArgument)
 	}
-	calls := []scriptCall{s.resumeCall(device, pos, limit)}
+	calls := []scriptCall{s.resumeCall(device, pos, limit, false, "")}
 	if err := s.runScripts(ctx, calls); err != nil {
 		return Resumed{}, wrap("resume", inboxKey(device), err)
 	}
-	r, err := parseResume(calls[0].cmd)
+	r, _, _, err := parseResume(calls[0].cmd)
 	if err != nil {
 		return Resumed{}, fmt.Errorf("resume %s: %w", inboxKey(device), err)
 	}
@@ -317,14 +317,21 @@ func (s *Store) Resume(ctx context.Context, device string, pos Position, limit i
 }
 
 // resumeCall is the resume.lua call for device from pos; limit <= 0 means
-// InboxMaxLen.
-func (s *Store) resumeCall(device string, pos Position, limit int) scriptCall {
+// InboxMaxLen. With session set it also records user as the device's
+// user and reads the device's groups (Open); Resume leaves both alone.
+func (s *Store) resumeCall(device string, pos Position, limit int, session bool, user string) scriptCall {
 	if limit <= 0 {
 		limit = int(s.cfg.InboxMaxLen)
 	}
+	keys := []string{metaKey(device), inboxKey(device), dedupeKey(device)}
+	userArg := ""
+	if session {
+		keys = append(keys, deviceGroupsKey(device))
+		userArg = "=" + user
+	}
 	return scriptCall{
 		script: resumeScript,
-		keys:   []string{metaKey(device), inboxKey(device), dedupeKey(device)},
+		keys:   keys,
 		args: []any{
 			pos.Epoch,
 			pos.Seq,
@@ -332,23 +339,27 @@ func (s *Store) resumeCall(device string, pos Position, limit int) scriptCall {
 			time.Now().UnixMilli(),
 			newToken(),
 			s.cfg.InboxTTL.Milliseconds(),
+			userArg,
 		},
 	}
 }
 
 // parseResume decodes resume.lua's {epoch, recovered, acked, last,
-// entries, lost}.
-func parseResume(cmd *redis.Cmd) (Resumed, error) {
+// entries, lost, previous user, groups}.
+func parseResume(cmd *redis.Cmd) (r Resumed, prevUser string, groups []string, err error) {
 	v, err := cmd.Slice()
-	if err == nil && len(v) != 6 {
-		err = fmt.Errorf("reply has %d elements, want 6", len(v))
+	if err == nil && len(v) != 8 {
+		err = fmt.Errorf("reply has %d elements, want 8", len(v))
 	}
 	var entries []Entry
 	if err == nil {
 		entries, err = parseEntries(v[4])
 	}
+	if err == nil {
+		groups, err = strs(v[7])
+	}
 	if err != nil {
-		return Resumed{}, err
+		return Resumed{}, "", nil, err
 	}
 	return Resumed{
 		Epoch:     str(v[0]),
@@ -357,7 +368,23 @@ func parseResume(cmd *redis.Cmd) (Resumed, error) {
 		Last:      uint64(num(v[3])),
 		Entries:   entries,
 		Lost:      str(v[5]),
-	}, nil
+	}, str(v[6]), groups, nil
+}
+
+// strs decodes a reply that is a list of strings; an empty list is nil.
+func strs(v any) ([]string, error) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("unexpected reply %T, want a list", v)
+	}
+	if len(list) == 0 {
+		return nil, nil
+	}
+	out := make([]string, len(list))
+	for i, x := range list {
+		out[i] = str(x)
+	}
+	return out, nil
 }
 
 // ReadRequest asks ReadMany for one device's entries after a seq.

@@ -1,14 +1,16 @@
 package streams
 
-// Every key name is built here. A device's keys share the hash tag {device}
-// and a node's keys share {node}, so each Lua script touches a single Redis
-// Cluster slot. Suffixes are chosen so that none is a suffix of another:
+// Every key name is built here. A device's keys share the hash tag
+// {device}, a user's {user}, a group's {group} and a node's {node}, so
+// each Lua script touches a single Redis Cluster slot. Suffixes are chosen so that none is a suffix of another:
 // keys of different devices can never collide, whatever the ids contain.
 // The braces themselves are refused in ids (validID), since an id holding a
 // '}' would move the hash tag.
 
 const (
 	devicePrefix = "pushd:{"
+	userPrefix   = "pushd:u:{"
+	groupPrefix  = "pushd:g:{"
 	nodePrefix   = "pushd:node:{"
 
 	// nodesKey is the set of node ids that ever sent a heartbeat and were not
@@ -34,6 +36,28 @@ func dedupeKey(device string) string { return devicePrefix + device + "}:dedupe"
 // routeKey is the device's route hash: n node, e connection epoch, and the
 // last claim's token and predecessor (c, pn, pe) for idempotent retries.
 func routeKey(device string) string { return devicePrefix + device + "}:route" }
+
+// deviceGroupsKey is the set of groups the device is a member of.
+func deviceGroupsKey(device string) string { return devicePrefix + device + "}:groups" }
+
+// userDevicesKey is the sorted set of the user's devices, scored by their
+// last handshake (unix ms).
+func userDevicesKey(user string) string { return userPrefix + user + "}:devices" }
+
+// userGroupsKey is the set of groups the user is a member of.
+func userGroupsKey(user string) string { return userPrefix + user + "}:groups" }
+
+// groupMembersKey is the set of a group's members, as the caller names
+// them (ChangeMembers' Member.Name).
+func groupMembersKey(group string) string { return groupPrefix + group + "}:members" }
+
+// groupMetaKey is the hash of a group's catch-up stream: n most entries,
+// a max age ms, e epoch, l last seq, t seq trimmed up to, m and ms the
+// last message id appended and its seq.
+func groupMetaKey(group string) string { return groupPrefix + group + "}:meta" }
+
+// groupStreamKey is a group's catch-up stream: entries with ids 0-<seq>.
+func groupStreamKey(group string) string { return groupPrefix + group + "}:stream" }
 
 // deliveryKey is the node's delivery stream, read by its consumer group.
 func deliveryKey(node string) string { return nodePrefix + node + "}:deliveries" }

@@ -91,6 +91,20 @@ type Config struct {
 	// TakeOver claims it. It keeps two takers, or a taker and a node that
 	// came back, from stealing each other's in-flight entries. 0 means 2s.
 	ClaimMinIdle time.Duration
+
+	// UserDeviceTTL is how long a user's index keeps a device after its
+	// last handshake as that user: a push to the user no longer reaches a
+	// device not seen for this long. 0 means 30 days.
+	UserDeviceTTL time.Duration
+	// UserMaxDevices caps a user's index; past it the device seen least
+	// recently is dropped. 0 means 100.
+	UserMaxDevices int
+
+	// MemberMaxGroups caps the groups one device, or one user, is a
+	// member of through ChangeMembers. 0 means 128.
+	MemberMaxGroups int
+	// GroupMaxMembers caps a group's members. 0 means 1,000,000.
+	GroupMaxMembers int
 }
 
 func (c Config) withDefaults() Config {
@@ -117,6 +131,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ClaimMinIdle <= 0 {
 		c.ClaimMinIdle = 2 * time.Second
+	}
+	if c.UserDeviceTTL <= 0 {
+		c.UserDeviceTTL = 30 * 24 * time.Hour
+	}
+	if c.UserMaxDevices <= 0 {
+		c.UserMaxDevices = 100
+	}
+	if c.MemberMaxGroups <= 0 {
+		c.MemberMaxGroups = 128
+	}
+	if c.GroupMaxMembers <= 0 {
+		c.GroupMaxMembers = 1_000_000
 	}
 	return c
 }
@@ -183,6 +209,12 @@ var (
 	takeoverScript  = loadScript("takeover.lua")
 	retireScript    = loadScript("retire.lua")
 	heartbeatScript = loadScript("heartbeat.lua")
+	userScript      = loadScript("user.lua")
+	membersScript   = loadScript("members.lua")
+	memberScript    = loadScript("member.lua")
+	gstreamScript   = loadScript("gstream.lua")
+	gappendScript   = loadScript("gappend.lua")
+	greadScript     = loadScript("gread.lua")
 )
 
 // scriptCall is one script invocation queued for runScripts.

@@ -178,6 +178,7 @@ func (srv *server) mux() http.Handler {
 	write("POST /v1/admin/apps/{id}/api-keys", raftmeta.RoleAdmin, noBody(srv.adminAddAPIKey))
 	write("DELETE /v1/admin/apps/{id}/api-keys/{key}", raftmeta.RoleAdmin, noBody(srv.adminRevokeAPIKey))
 	write("POST /v1/admin/apps/{id}/limits", raftmeta.RoleAdmin, srv.adminSetLimits)
+	write("POST /v1/admin/apps/{id}/client-groups", raftmeta.RoleAdmin, srv.adminSetClientGroups)
 	write("DELETE /v1/admin/apps/{id}", raftmeta.RoleAdmin, noBody(srv.adminDeleteApp))
 
 	read("GET /v1/admin/degrade", srv.adminDegrade)
@@ -754,7 +755,7 @@ func (srv *server) adminApps(context.Context, *adminCall) (any, error) {
 	st := srv.meta.State()
 	apps := make([]api.App, 0, len(st.Apps))
 	for _, a := range st.Apps {
-		out := api.App{ID: a.ID, AppLimits: a.AppLimits, Created: a.Created}
+		out := api.App{ID: a.ID, AppLimits: a.AppLimits, ClientGroups: !a.ClientGroupsOff, Created: a.Created}
 		for _, s := range a.Secrets {
 			out.KeyIDs = append(out.KeyIDs, s.KeyID)
 		}
@@ -858,6 +859,17 @@ func (srv *server) adminSetLimits(ctx context.Context, c *adminCall) (any, error
 		return nil, err
 	}
 	return srv.applyAnswer(ctx, c, raftmeta.SetAppLimits(c.r.PathValue("id"), b))
+}
+
+func (srv *server) adminSetClientGroups(ctx context.Context, c *adminCall) (any, error) {
+	var b api.ClientGroupsRequest
+	if err := c.decode(&b); err != nil {
+		return nil, err
+	}
+	if b.Allow == nil {
+		return nil, api.BadRequest("invalid", `allow is required: true lets the app's devices JOIN and LEAVE groups, false leaves groups to its business`)
+	}
+	return srv.applyAnswer(ctx, c, raftmeta.SetAppClientGroups(c.r.PathValue("id"), *b.Allow))
 }
 
 func (srv *server) adminDeleteApp(ctx context.Context, c *adminCall) (any, error) {

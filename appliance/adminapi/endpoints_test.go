@@ -85,6 +85,9 @@ func TestAdminAPI_AnswersInTheAPITypes(t *testing.T) {
 	if a, err := admin.SetAppLimits(ctx, "shop", api.AppLimits{RatePerSec: 10, Burst: 20}); err != nil || a.Index == 0 {
 		t.Fatalf("set limits: %+v, %v", a, err)
 	}
+	if a, err := admin.SetAppClientGroups(ctx, "shop", false); err != nil || a.Index == 0 {
+		t.Fatalf("set client groups: %+v, %v", a, err)
+	}
 	if tok, err := admin.CreateAdminToken(ctx, "ops", "operator"); !shownOnce(t, err) && (err != nil || tok.ID != "ops" || tok.Role != "operator" || tok.Token == "") {
 		t.Fatalf("create admin token: %+v, %v", tok, err)
 	}
@@ -130,7 +133,7 @@ func TestAdminAPI_AnswersInTheAPITypes(t *testing.T) {
 	}](t, viewer, "/v1/admin/apps").Apps
 	i := slices.IndexFunc(apps, func(a api.App) bool { return a.ID == "shop" })
 	if len(apps) != 2 || i < 0 || !slices.Equal(slices.Sorted(slices.Values(apps[i].KeyIDs)), []string{"k1", "k2"}) || !slices.Equal(apps[i].APIKeys, []string{"key-2"}) ||
-		apps[i].RatePerSec != 10 || apps[i].Burst != 20 || apps[i].Created.IsZero() {
+		apps[i].RatePerSec != 10 || apps[i].Burst != 20 || apps[i].ClientGroups || apps[i].Created.IsZero() || !apps[1-i].ClientGroups {
 		t.Fatalf("apps %+v", apps)
 	}
 	if typed, err := viewer.Apps(ctx); err != nil || !reflect.DeepEqual(typed, apps) {
@@ -178,8 +181,8 @@ func TestAdminAPI_AnswersInTheAPITypes(t *testing.T) {
 			}
 		}
 	}
-	if byRoot != 11 {
-		t.Fatalf("%d audit entries by root, want the 11 writes above: %+v", byRoot, audit)
+	if byRoot != 12 {
+		t.Fatalf("%d audit entries by root, want the 12 writes above: %+v", byRoot, audit)
 	}
 	if typed, err := viewer.Audit(ctx); err != nil || !reflect.DeepEqual(typed, audit) {
 		t.Fatalf("Audit: %+v, %v", typed, err)

@@ -95,7 +95,17 @@ type App struct {
 	KeyIDs  []string `json:"key_ids"`
 	APIKeys []string `json:"api_keys"`
 	AppLimits
-	Created time.Time `json:"created"`
+	// ClientGroups says whether the app's devices may JOIN and LEAVE
+	// groups themselves.
+	ClientGroups bool      `json:"client_groups"`
+	Created      time.Time `json:"created"`
+}
+
+// ClientGroupsRequest is the body of POST
+// /v1/admin/apps/{id}/client-groups: whether the app's devices may JOIN
+// and LEAVE groups themselves (required).
+type ClientGroupsRequest struct {
+	Allow *bool `json:"allow"`
 }
 
 // AppLimits are an app's adjustable limits. Zero MaxPayload is the
@@ -270,6 +280,12 @@ func (c *Client) RevokeAPIKey(ctx context.Context, app, keyID string) (*Applied,
 // SetAppLimits replaces an app's limits, all four of them.
 func (c *Client) SetAppLimits(ctx context.Context, app string, limits AppLimits) (*Applied, error) {
 	return c.applied(ctx, http.MethodPost, "/v1/admin/apps/"+url.PathEscape(app)+"/limits", limits)
+}
+
+// SetAppClientGroups says whether an app's devices may JOIN and LEAVE
+// groups themselves.
+func (c *Client) SetAppClientGroups(ctx context.Context, app string, allow bool) (*Applied, error) {
+	return c.applied(ctx, http.MethodPost, "/v1/admin/apps/"+url.PathEscape(app)+"/client-groups", ClientGroupsRequest{Allow: &allow})
 }
 
 // DeleteApp deletes an app.

@@ -265,8 +265,17 @@ func StartRegion(t testing.TB, size int, opts RegionOptions) *Region {
 		r.Nodes = append(r.Nodes, r.startNode(t, i))
 	}
 	// Every node must know every member's addresses before a test asks
-	// it for status or writes through it.
+	// it for status or writes through it, and every other node as alive
+	// before it takes a group push, which reaches the nodes it knows.
 	r.Raft.WaitConverged(t)
+	poll.Until(t, 10*time.Second, func() error {
+		for _, n := range r.Nodes {
+			if live := n.LiveNodes(); len(live) != size {
+				return fmt.Errorf("node %s knows %d live nodes (%v) of %d", n.ID(), len(live), live, size)
+			}
+		}
+		return nil
+	})
 	return r
 }
 

@@ -73,6 +73,81 @@ func TestBridge_BroadcastToAllRegions(t *testing.T) {
 	})
 }
 
+// TestBridge_FilteredBroadcastToAllRegions broadcasts with regions "all"
+// and a filter of every kind of criterion: exactly the matching devices
+// of both regions get it; in each region a device that fails one
+// criterion does not. An unfiltered broadcast after it shows those were
+// passed over, not late.
+func TestBridge_FilteredBroadcastToAllRegions(t *testing.T) {
+	t.Parallel()
+	kafka := startKafka(t)
+	bj := startRegion(t, "bj", []string{"sh"}, kafka.ListenAddrs())
+	sh := startRegion(t, "sh", []string{"bj"}, kafka.ListenAddrs())
+	match := profile{platform: "ios", version: "2.3.1", tags: []string{"vip"}}
+	var matching, others []*device
+	for _, r := range []*testRegion{bj, sh} {
+		matching = append(matching, connectAs(t, r, r.name+"-match", match))
+		others = append(others,
+			connectAs(t, r, r.name+"-android", profile{platform: "android", version: "2.3.1", tags: []string{"vip"}}),
+			connectAs(t, r, r.name+"-old", profile{platform: "ios", version: "1.9", tags: []string{"vip"}}),
+			connectAs(t, r, r.name+"-untagged", profile{platform: "ios", version: "2.3.1"}))
+	}
+	filter := &api.Filter{Platforms: []string{"ios"}, Versions: []api.VersionMatch{{Min: api.Ptr("2.0")}}, Tags: []string{"vip"}}
+	resp := mustPushVia(t, bj, api.PushRequest{Broadcast: true, Filter: filter, Regions: api.AllRegions()})
+	if resp.Recipients == nil || *resp.Recipients != 1 || resp.Bridged["sh"] != api.BridgedQueued {
+		t.Fatalf("answer %+v: want 1 recipient in bj and sh queued", resp)
+	}
+	mark := mustPushVia(t, bj, api.PushRequest{Broadcast: true, Regions: api.AllRegions()})
+	for _, d := range matching {
+		d.waitIDs(t, 10*time.Second, []string{resp.ID, mark.ID})
+	}
+	for _, d := range others {
+		d.waitIDs(t, 10*time.Second, []string{mark.ID})
+	}
+}
+
+// TestBridge_UserPushReachesDevicesInAnotherRegion pushes in bj to two
+// users for both regions: each region reaches the devices its own user
+// index has for them — alice's two devices in sh, bob's in bj — each
+// stored once; bj answers alice as having no device there; a device of
+// neither user gets nothing.
+func TestBridge_UserPushReachesDevicesInAnotherRegion(t *testing.T) {
+	t.Parallel()
+	kafka := startKafka(t)
+	bj := startRegion(t, "bj", []string{"sh"}, kafka.ListenAddrs())
+	sh := startRegion(t, "sh", []string{"bj"}, kafka.ListenAddrs())
+	alicePhone := connectAs(t, sh, "alice-phone", profile{user: "alice"})
+	aliceTablet := connectAs(t, sh, "alice-tablet", profile{user: "alice"})
+	bobPhone := connectAs(t, bj, "bob-phone", profile{user: "bob"})
+	carol := connectAs(t, sh, "carol-phone", profile{user: "carol"})
+
+	resp := mustPushVia(t, bj, api.PushRequest{Users: []string{"alice", "bob"}, Regions: api.AllRegions()})
+	want := []api.PushResult{{User: "alice", Status: api.StatusRejected, Reason: "no_devices"},
+		{User: "bob", Device: "bob-phone", Status: api.StatusDelivered, Seq: 1}}
+	if resp.Bridged["sh"] != api.BridgedQueued || fmt.Sprint(resp.Results) != fmt.Sprint(want) {
+		t.Fatalf("answer %+v: want bj's results %+v and sh queued", resp, want)
+	}
+	for _, d := range []*device{alicePhone, aliceTablet, bobPhone} {
+		d.waitIDs(t, 10*time.Second, []string{resp.ID})
+	}
+	for _, id := range []string{"alice-phone", "alice-tablet"} {
+		if st := deviceState(t, sh, id); st.Last != 1 {
+			t.Fatalf("sh stored %d messages for %s, want 1", st.Last, id)
+		}
+	}
+	// Only to sh now: bob has no device there, and bj stores nothing.
+	again := mustPushVia(t, bj, api.PushRequest{Users: []string{"alice", "bob"}, Regions: api.RegionList("sh")})
+	if again.Stored || len(again.Results) != 0 || again.Bridged["sh"] != api.BridgedQueued {
+		t.Fatalf("answer %+v: want nothing here and sh queued", again)
+	}
+	alicePhone.waitIDs(t, 10*time.Second, []string{resp.ID, again.ID})
+	mark := mustPushVia(t, bj, api.PushRequest{Broadcast: true, Regions: api.RegionList("sh")})
+	carol.waitIDs(t, 10*time.Second, []string{mark.ID})
+	if st := deviceState(t, bj, "bob-phone"); st.Last != 1 {
+		t.Fatalf("bj stored %d messages for bob-phone, want 1", st.Last)
+	}
+}
+
 // TestBridge_GroupPushReachesMembersInAnotherRegion pushes to a group in
 // bj for sh only: sh's members get it, its non-members and bj's members
 // do not.

@@ -192,9 +192,9 @@ func (c *consumer) units(units []unit, topic string, recs []*kgo.Record) []unit 
 	stats := c.b.from[topic]
 	for _, r := range recs {
 		out, imp := c.decide(r)
-		if last := len(units) - 1; imp != nil && imp.Kind == appliance.TargetDevices && last >= 0 {
+		if last := len(units) - 1; imp != nil && perTarget(imp.Kind) && last >= 0 {
 			u := &units[last]
-			if u.imp != nil && u.imp.Kind == appliance.TargetDevices && u.stats == stats && u.recs[0].Partition == r.Partition &&
+			if u.imp != nil && u.imp.Kind == imp.Kind && u.stats == stats && u.recs[0].Partition == r.Partition &&
 				u.imp.App == imp.App && u.imp.Msg.ID == imp.Msg.ID {
 				u.imp.Targets = append(u.imp.Targets, imp.Targets...)
 				u.recs = append(u.recs, r)
@@ -204,6 +204,13 @@ func (c *consumer) units(units []unit, topic string, recs []*kgo.Record) []unit 
 		units = append(units, unit{recs: []*kgo.Record{r}, stats: stats, out: out, imp: imp})
 	}
 	return units
+}
+
+// perTarget says whether a push of kind is split into a record per shard
+// of its targets (devices, users), whose records of one partition are one
+// message again.
+func perTarget(kind appliance.TargetKind) bool {
+	return kind == appliance.TargetDevices || kind == appliance.TargetUsers
 }
 
 // importBatch imports the messages of batch in one call to the core,
@@ -317,8 +324,13 @@ func (c *consumer) decide(r *kgo.Record) (outcome, *appliance.Import) {
 	if len(payload) > app.MaxPayload() {
 		return outTooLarge, nil
 	}
+	filter, err := appliance.ParseFilter(route.Filter)
+	if err != nil { // DecodeRoute checked it
+		c.invalid(r, err)
+		return outInvalid, nil
+	}
 	limits := b.core.PushLimits()
-	return outImported, &appliance.Import{App: route.App, Kind: route.Kind, Targets: route.Targets,
+	return outImported, &appliance.Import{App: route.App, Kind: route.Kind, Targets: route.Targets, Filter: filter,
 		Msg: streams.Message{ID: route.ID, Business: route.Business, Priority: streams.Priority(route.Priority),
 			Created: route.Created, TTL: min(route.TTL, limits.MaxTTL), MaxLen: limits.InboxMaxLen, Payload: payload}}
 }

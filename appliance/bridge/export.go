@@ -18,9 +18,13 @@ import (
 type Export struct {
 	App  string
 	Kind appliance.TargetKind
-	// Targets are the device ids (TargetDevices) or the one group name
-	// (TargetGroup); none for a broadcast.
+	// Targets are the device ids (TargetDevices), the user ids
+	// (TargetUsers) or the one group name (TargetGroup); none for a
+	// broadcast.
 	Targets []string
+	// Filter is a group or broadcast push's filter, as the push API
+	// checked it (appliance.ParseFilter); nil for none.
+	Filter *api.Filter
 	// Msg is the message as the origin accepted it: its id, business,
 	// priority, creation time, TTL and payload travel; MaxLen does not
 	// (each region applies its own cap).
@@ -67,14 +71,15 @@ func (b *Bridge) Export(e Export) map[string]string {
 	return out
 }
 
-// records builds e's records: one per key shard of its devices, one for a
-// group or broadcast; they share one encoded value. size is what they
-// weigh in the buffer.
+// records builds e's records: one per key shard of its devices or users,
+// one for a group or broadcast; they share one encoded value. size is what
+// they weigh in the buffer.
 func (b *Bridge) records(e Export, regions []string) ([]*kgo.Record, int64) {
 	route := Route{ID: e.Msg.ID, Origin: b.region, Regions: regions, Kind: e.Kind, App: e.App,
 		Business: e.Msg.Business, Priority: wire.Priority(e.Msg.Priority),
-		Created: e.Msg.Created.Truncate(time.Millisecond), TTL: e.Msg.TTL.Truncate(time.Millisecond)}
-	if e.Kind != appliance.TargetDevices {
+		Created: e.Msg.Created.Truncate(time.Millisecond), TTL: e.Msg.TTL.Truncate(time.Millisecond), Filter: e.Filter}
+	perTarget := e.Kind == appliance.TargetDevices || e.Kind == appliance.TargetUsers
+	if !perTarget {
 		route.Targets = e.Targets
 	}
 	value := encodeValue(&route, e.Msg.Payload)
@@ -82,20 +87,20 @@ func (b *Bridge) records(e Export, regions []string) ([]*kgo.Record, int64) {
 	add := func(key string, r *Route) {
 		recs = append(recs, &kgo.Record{Topic: b.topic, Key: []byte(key), Value: value, Headers: appendHeaders(nil, r)})
 	}
-	if e.Kind != appliance.TargetDevices {
+	if !perTarget {
 		add(e.App+"/"+e.Kind.String()+"/"+groupOf(&route), &route)
 	} else {
 		var byShard [keyShards][]string
-		for _, d := range e.Targets {
-			s := shardOf(e.App, d)
-			byShard[s] = append(byShard[s], d)
+		for _, target := range e.Targets {
+			s := shardOf(e.App, target)
+			byShard[s] = append(byShard[s], target)
 		}
-		for s, devices := range byShard {
-			if len(devices) == 0 {
+		for s, targets := range byShard {
+			if len(targets) == 0 {
 				continue
 			}
 			r := route
-			r.Targets = devices
+			r.Targets = targets
 			add(e.App+"/"+strconv.Itoa(s), &r)
 		}
 	}

@@ -184,8 +184,22 @@ type device struct {
 // waits until it is connected.
 func connect(t testing.TB, r *testRegion, id string) *device {
 	t.Helper()
+	return connectAs(t, r, id, profile{})
+}
+
+// profile is who a device says it is: its token's user and tags, its
+// HELLO's platform and version.
+type profile struct {
+	user              string
+	tags              []string
+	platform, version string
+}
+
+// connectAs is connect for a device of profile p.
+func connectAs(t testing.TB, r *testRegion, id string, p profile) *device {
+	t.Helper()
 	url := r.node().DeviceURL()
-	return connectVia(t, id, r.name, func(context.Context, string) (string, error) { return url, nil })
+	return connectWith(t, id, r.name, p, func(context.Context, string) (string, error) { return url, nil })
 }
 
 // connectVia runs device id with dispatch choosing the URL of every
@@ -193,13 +207,19 @@ func connect(t testing.TB, r *testRegion, id string) *device {
 // and waits until it is connected; where names it in failures.
 func connectVia(t testing.TB, id, where string, dispatch func(context.Context, string) (string, error)) *device {
 	t.Helper()
+	return connectWith(t, id, where, profile{}, dispatch)
+}
+
+func connectWith(t testing.TB, id, where string, p profile, dispatch func(context.Context, string) (string, error)) *device {
+	t.Helper()
 	d := &device{id: id, done: make(chan struct{})}
-	tok, err := token.Issue(token.Claims{App: testApp, Device: id, KeyID: "k1", Expires: time.Now().Add(time.Hour).Unix()}, testSecret)
+	tok, err := token.Issue(token.Claims{App: testApp, Device: id, User: p.user, Tags: p.tags, KeyID: "k1",
+		Expires: time.Now().Add(time.Hour).Unix()}, testSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, err := client.New(client.Config{
-		Dispatch: dispatch, App: testApp, Device: id, Token: tok,
+		Dispatch: dispatch, App: testApp, Device: id, Token: tok, Platform: p.platform, Version: p.version,
 		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
 		OnMessage: func(m client.Message) {
 			d.mu.Lock()

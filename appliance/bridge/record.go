@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/appliance/wire"
 )
@@ -26,10 +28,12 @@ import (
 //	pushd-id        the message id (the device-side dedupe key)
 //	pushd-origin    the origin region
 //	pushd-regions   the regions the record is for, comma separated
-//	pushd-kind      devices | group | broadcast
+//	pushd-kind      devices | users | group | broadcast
 //	pushd-app       the app id
-//	pushd-targets   the device ids (devices) or the group (group), comma
-//	                separated; absent for a broadcast
+//	pushd-targets   the device ids (devices), the user ids (users) or the
+//	                group (group), comma separated; absent for a broadcast
+//	pushd-filter    a group or broadcast push's filter, as the push API's
+//	                JSON "filter" object; absent for none
 //	pushd-business  the business; absent for none
 //	pushd-priority  high | normal | low
 //	pushd-created   unix milliseconds when the origin accepted the push
@@ -42,12 +46,13 @@ import (
 // A device push is split by target: a device always falls in the same
 // one of keyShards shards, a record carries the devices of one shard and
 // is keyed app/shard, so Kafka's key partitioner keeps each device's
-// records in one partition, in the order they were produced.
+// records in one partition, in the order they were produced. A push to
+// users is split the same way by user.
 //
 // Decoding refuses, with ErrRecord, any header it does not know that
-// starts with "pushd-" (a routing field a later version added, a filter
-// say, must not be ignored), a known header given twice, and every value
-// out of its range; headers without the prefix are left to others.
+// starts with "pushd-" (a routing field a later version added must not be
+// ignored), a known header given twice, and every value out of its range;
+// headers without the prefix are left to others.
 
 // Header keys.
 const (
@@ -58,6 +63,7 @@ const (
 	hdrKind     = "pushd-kind"
 	hdrApp      = "pushd-app"
 	hdrTargets  = "pushd-targets"
+	hdrFilter   = "pushd-filter"
 	hdrBusiness = "pushd-business"
 	hdrPriority = "pushd-priority"
 	hdrCreated  = "pushd-created"
@@ -88,12 +94,15 @@ var ErrRecord = errors.New("bad bridge record")
 
 // Route is a record's headers, decoded.
 type Route struct {
-	ID       string
-	Origin   string
-	Regions  []string
-	Kind     appliance.TargetKind
-	App      string
-	Targets  []string
+	ID      string
+	Origin  string
+	Regions []string
+	Kind    appliance.TargetKind
+	App     string
+	Targets []string
+	// Filter is a group or broadcast push's filter, checked
+	// (appliance.ParseFilter admits it); nil for none.
+	Filter   *api.Filter
 	Business string
 	Priority wire.Priority
 	Created  time.Time // to the millisecond
@@ -117,6 +126,11 @@ func appendHeaders(dst []kgo.RecordHeader, r *Route) []kgo.RecordHeader {
 	h(hdrApp, r.App)
 	if len(r.Targets) > 0 {
 		h(hdrTargets, strings.Join(r.Targets, ","))
+	}
+	if r.Filter != nil {
+		// A checked api.Filter always marshals.
+		f, _ := json.Marshal(r.Filter)
+		h(hdrFilter, string(f))
 	}
 	if r.Business != "" {
 		h(hdrBusiness, r.Business)
@@ -165,6 +179,8 @@ func DecodeRoute(hs []kgo.RecordHeader) (Route, error) {
 			r.App, err = id(v)
 		case hdrTargets:
 			r.Targets, err = list(v, maxRecordTargets, id)
+		case hdrFilter:
+			r.Filter, err = filter(h.Value)
 		case hdrBusiness:
 			r.Business, err = id(v)
 		case hdrPriority:
@@ -202,6 +218,10 @@ func DecodeRoute(hs []kgo.RecordHeader) (Route, error) {
 		return r, recordErr("a group record names one group, not %d", len(r.Targets))
 	case r.Kind == appliance.TargetDevices && len(r.Targets) == 0:
 		return r, recordErr("a device record names no device")
+	case r.Kind == appliance.TargetUsers && len(r.Targets) == 0:
+		return r, recordErr("a user record names no user")
+	case r.Filter != nil && r.Kind != appliance.TargetGroup && r.Kind != appliance.TargetBroadcast:
+		return r, recordErr("a %s record has no filter", r.Kind)
 	case r.For(r.Origin):
 		// Its origin consumes it too on a shared topic: the loop guard.
 		return r, recordErr("region %s is the record's origin and one of its regions", r.Origin)
@@ -244,6 +264,32 @@ func list(v string, max int, check func(string) (string, error)) ([]string, erro
 		seen[it] = struct{}{}
 	}
 	return items, nil
+}
+
+// filter reads a filter header: the push API's JSON, strictly, that
+// appliance.ParseFilter admits and that narrows something. Its lists are
+// nil when empty, as they encode.
+func filter(v []byte) (*api.Filter, error) {
+	var f api.Filter
+	if err := api.DecodeStrict(v, &f); err != nil {
+		return nil, err
+	}
+	for _, l := range []*[]string{&f.Platforms, &f.Businesses, &f.Tags} {
+		if len(*l) == 0 {
+			*l = nil
+		}
+	}
+	if len(f.Versions) == 0 {
+		f.Versions = nil
+	}
+	parsed, err := appliance.ParseFilter(&f)
+	switch {
+	case err != nil:
+		return nil, err
+	case parsed == nil:
+		return nil, errors.New("an empty filter: leave the header out")
+	}
+	return &f, nil
 }
 
 func positive(v string) (int64, error) {
@@ -292,11 +338,11 @@ func decodeValue(r *Route, v []byte) ([]byte, error) {
 	return p.Payload, nil
 }
 
-// shardOf is the shard of one of app's devices.
-func shardOf(app, device string) uint32 {
+// shardOf is the shard of one of app's devices or users.
+func shardOf(app, target string) uint32 {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(app))
 	_, _ = h.Write([]byte{'/'})
-	_, _ = h.Write([]byte(device))
+	_, _ = h.Write([]byte(target))
 	return h.Sum32() % keyShards
 }

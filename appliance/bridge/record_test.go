@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/streams"
 )
@@ -20,11 +21,21 @@ func testRoute(kind appliance.TargetKind, targets ...string) Route {
 		Created: time.UnixMilli(1_765_000_000_123), TTL: 90 * time.Second}
 }
 
+// filtered is r with a filter of every kind of criterion.
+func filtered(r Route) Route {
+	r.Filter = &api.Filter{Platforms: []string{"ios"}, Versions: []api.VersionMatch{{Prefix: api.Ptr("3.")}, {Min: api.Ptr("2.1"), Max: api.Ptr("2.9")}},
+		Businesses: []string{"chat"}, Tags: []string{"vip", "beta"}}
+	return r
+}
+
 func TestRoute_HeadersRoundTrip(t *testing.T) {
 	for _, r := range []Route{
 		testRoute(appliance.TargetDevices, "phone-1", "phone-2"),
+		testRoute(appliance.TargetUsers, "alice", "bob"),
 		testRoute(appliance.TargetGroup, "room-7"),
+		filtered(testRoute(appliance.TargetGroup, "room-7")),
 		testRoute(appliance.TargetBroadcast),
+		filtered(testRoute(appliance.TargetBroadcast)),
 		func() Route { r := testRoute(appliance.TargetDevices, "d"); r.Business = ""; return r }(),
 	} {
 		got, err := DecodeRoute(appendHeaders(nil, &r))
@@ -114,7 +125,8 @@ func FuzzRecord(f *testing.F) {
 		}
 		return b
 	}
-	for _, r := range []Route{testRoute(appliance.TargetDevices, "a", "b"), testRoute(appliance.TargetGroup, "g"), testRoute(appliance.TargetBroadcast)} {
+	for _, r := range []Route{testRoute(appliance.TargetDevices, "a", "b"), testRoute(appliance.TargetUsers, "u"), testRoute(appliance.TargetGroup, "g"),
+		testRoute(appliance.TargetBroadcast), filtered(testRoute(appliance.TargetBroadcast))} {
 		f.Add(enc(appendHeaders(nil, &r)), encodeValue(&r, []byte("payload")))
 	}
 	r := testRoute(appliance.TargetDevices, "a")

@@ -18,6 +18,12 @@
 // Config.Cursor after a restart; the server then replays only what came
 // after it, and says in Welcome.Recovered whether anything was lost.
 //
+// Group messages are not acked. For a group that keeps a catch-up stream
+// the client keeps a cursor (OnGroupCursor, Client.GroupCursor; pass them
+// back in Config.GroupCursors after a restart) and sends it at every
+// connect: the server replays what the device missed, then OnCatchUp says
+// whether anything of the group was lost.
+//
 // OnMessage and the other callbacks run on the connection's read
 // goroutine, one at a time and in order; a slow callback slows delivery.
 // Methods of Client are safe for concurrent use.
@@ -56,7 +62,12 @@ type Message struct {
 	Priority wire.Priority
 	Created  time.Time
 	Group    string
-	Payload  []byte
+	// GroupEpoch and GroupSeq are the message's place in its group's
+	// catch-up stream (protocol §10.2); empty and 0 for a group without
+	// one and for every other message.
+	GroupEpoch string
+	GroupSeq   uint64
+	Payload    []byte
 	// Redelivered is set when the server sent this message before; the
 	// client still hands it over only once.
 	Redelivered bool
@@ -216,6 +227,18 @@ type Config struct {
 	// OnCursor is called with the new cursor before the client acks it.
 	// Persist it there; a crash after OnCursor returns loses nothing.
 	OnCursor func(Cursor)
+	// GroupCursors are the positions to resume the device's groups'
+	// catch-up streams from, as last handed to OnGroupCursor. Zero: none
+	// (a new member starts from the end of each stream).
+	GroupCursors []GroupCursor
+	// OnGroupCursor is called when a group's cursor moves; persist it
+	// there. Group messages are not acked, so persisting late only makes
+	// the next catch-up replay more (which the client drops by id).
+	OnGroupCursor func(GroupCursor)
+	// OnCatchUp is called when a group's catch-up is done, after its
+	// replayed messages went to OnMessage. Recovered false: some of the
+	// group's messages may be lost; resync it.
+	OnCatchUp func(CatchUp)
 
 	OnMessage func(Message)
 	OnWelcome func(Welcome)
@@ -266,6 +289,7 @@ type Client struct {
 	mu      sync.Mutex
 	conn    frameConn // current connection; nil between connections
 	cursor  Cursor
+	groups  groupCursors
 	dedupe  *idWindow
 	pending map[uint64]chan *wire.UpReply
 	nextReq uint64
@@ -310,6 +334,7 @@ func New(cfg Config) (*Client, error) {
 	return &Client{
 		cfg:     cfg,
 		cursor:  cfg.Cursor,
+		groups:  newGroupCursors(cfg.GroupCursors),
 		dedupe:  newIDWindow(cfg.DedupeWindow),
 		pending: map[uint64]chan *wire.UpReply{},
 		jitter:  rand.Int64N,
@@ -322,6 +347,17 @@ func (c *Client) Cursor() Cursor {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.cursor
+}
+
+// GroupCursor returns the cursor of group's catch-up stream, and whether
+// the client holds one.
+func (c *Client) GroupCursor(group string) (GroupCursor, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.groups.m[group]; st != nil {
+		return st.GroupCursor, true
+	}
+	return GroupCursor{}, false
 }
 
 // Connected reports whether a session is open right now.
@@ -541,9 +577,12 @@ func (c *Client) session(ctx context.Context, url string) error {
 		_ = conn.close()
 	}()
 
-	cur := c.Cursor()
+	c.mu.Lock()
+	cur := c.cursor
 	hello := &wire.Hello{Token: tok, App: c.cfg.App, Device: c.cfg.Device, Platform: c.cfg.Platform,
-		Version: c.cfg.Version, Businesses: c.cfg.Businesses, Epoch: cur.Epoch, Seq: cur.Seq}
+		Version: c.cfg.Version, Businesses: c.cfg.Businesses, Epoch: cur.Epoch, Seq: cur.Seq,
+		Caps: wire.CapGroupCursors, GroupCursors: c.groups.hello()}
+	c.mu.Unlock()
 	if c.cfg.LZ4 {
 		hello.Caps |= wire.CapLZ4
 	}
@@ -722,6 +761,16 @@ func (c *Client) onFrame(conn frameConn, f wire.Frame) error {
 			c.ack(conn, seq)
 		}
 	case *wire.Pong:
+	case *wire.CatchUp:
+		c.mu.Lock()
+		cur := c.groups.caughtUp(f)
+		c.mu.Unlock()
+		if c.cfg.OnGroupCursor != nil {
+			c.cfg.OnGroupCursor(cur)
+		}
+		if c.cfg.OnCatchUp != nil {
+			c.cfg.OnCatchUp(CatchUp{Group: f.Group, Recovered: f.Recovered, Epoch: f.Epoch, Seq: f.Seq})
+		}
 	case *wire.UpReply:
 		c.mu.Lock()
 		ch := c.pending[f.Request]
@@ -800,6 +849,11 @@ func (c *Client) onPush(p *wire.Push) (uint64, bool) {
 		c.cursor.Seq = p.Seq
 	}
 	cur := c.cursor
+	var group GroupCursor
+	groupMoved := false
+	if p.GroupEpoch != "" && p.Group != "" {
+		group, groupMoved = c.groups.received(p.Group, p.GroupEpoch, p.GroupSeq)
+	}
 	c.mu.Unlock()
 
 	if gapTo != 0 && c.cfg.OnGap != nil {
@@ -810,6 +864,9 @@ func (c *Client) onPush(p *wire.Push) (uint64, bool) {
 		c.cfg.OnMessage(message(p))
 	case !deliver && c.cfg.OnDrop != nil:
 		c.cfg.OnDrop(message(p), DropRepeat)
+	}
+	if groupMoved && c.cfg.OnGroupCursor != nil {
+		c.cfg.OnGroupCursor(group)
 	}
 	if p.Seq == 0 {
 		return 0, false
@@ -822,7 +879,8 @@ func (c *Client) onPush(p *wire.Push) (uint64, bool) {
 
 func message(p *wire.Push) Message {
 	return Message{ID: p.ID, Seq: p.Seq, Business: p.Business, Priority: p.Priority,
-		Created: time.UnixMilli(int64(p.Created)), Group: p.Group, Payload: p.Payload, Redelivered: p.Redelivery}
+		Created: time.UnixMilli(int64(p.Created)), Group: p.Group, GroupEpoch: p.GroupEpoch, GroupSeq: p.GroupSeq,
+		Payload: p.Payload, Redelivered: p.Redelivery}
 }
 
 func (c *Client) ack(conn frameConn, seq uint64) {
@@ -840,8 +898,12 @@ func (c *Client) Up(ctx context.Context, business string, payload []byte) ([]byt
 	return reply.Payload, nil
 }
 
-// Join subscribes this connection to group. Group membership lasts for the
-// connection: rejoin after a reconnect (OnWelcome is a good place).
+// Join subscribes this connection to group, for an app that lets its
+// devices join groups themselves (otherwise a *RefusedError with
+// wire.CodeJoinRefused). Such a membership lasts for the connection:
+// rejoin after a reconnect (OnWelcome is a good place). The groups the
+// business adds the device or its user to are joined at every connect
+// without it.
 func (c *Client) Join(ctx context.Context, group string) error {
 	_, err := c.request(ctx, func(id uint64) wire.Frame { return &wire.Join{Request: id, Group: group} })
 	return err

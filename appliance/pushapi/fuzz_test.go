@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/appliancetest"
 	"github.com/pushd/pushd/appliance/pushapi"
@@ -26,9 +27,14 @@ func (c *reachCounter) PushDevices(ctx context.Context, app string, msg streams.
 	return c.Node.PushDevices(ctx, app, msg, devices)
 }
 
-func (c *reachCounter) PushGroup(ctx context.Context, app, group string, msg streams.Message) *api.PushResponse {
+func (c *reachCounter) PushGroup(ctx context.Context, app, group string, msg streams.Message, f *appliance.Filter) *api.PushResponse {
 	c.reached.Add(1)
-	return c.Node.PushGroup(ctx, app, group, msg)
+	return c.Node.PushGroup(ctx, app, group, msg, f)
+}
+
+func (c *reachCounter) PushUsers(ctx context.Context, app string, msg streams.Message, users []string, devices [][]string) (*api.PushResponse, error) {
+	c.reached.Add(1)
+	return c.Node.PushUsers(ctx, app, msg, users, devices)
 }
 
 // FuzzPushRequest sends arbitrary bodies to the push API's handler over a

@@ -44,8 +44,14 @@ type Core interface {
 	Sheds(p wire.Priority, business string) (string, bool)
 	PushLimits() appliance.PushLimits
 	PushDevices(ctx context.Context, app string, msg streams.Message, devices []string) (*api.PushResponse, error)
-	PushGroup(ctx context.Context, app, group string, msg streams.Message) *api.PushResponse
+	UserDevices(ctx context.Context, app string, users []string) ([][]string, error)
+	PushUsers(ctx context.Context, app string, msg streams.Message, users []string, devices [][]string) (*api.PushResponse, error)
+	PushGroup(ctx context.Context, app, group string, msg streams.Message, filter *appliance.Filter) *api.PushResponse
 	DeviceState(ctx context.Context, app, device string) (api.DeviceState, error)
+	UserState(ctx context.Context, app, user string) (api.UserState, error)
+	ChangeGroupMembers(ctx context.Context, app, group string, add bool, members []appliance.GroupMember) ([]api.GroupMemberResult, error)
+	GroupState(ctx context.Context, app, group, cursor string, count int) (api.GroupState, error)
+	SetGroupStream(ctx context.Context, app, group string, maxLen int64, maxAge time.Duration) (api.GroupStream, error)
 	ServeHealth(w http.ResponseWriter, r *http.Request)
 	Region() string
 }
@@ -114,6 +120,9 @@ func New(core Core, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/push", h.servePush)
 	mux.HandleFunc("/v1/devices/{device}", h.serveDevice)
+	mux.HandleFunc("/v1/users/{user}", h.serveUser)
+	mux.HandleFunc("/v1/groups/{group}/members", h.serveGroupMembers)
+	mux.HandleFunc("/v1/groups/{group}/stream", h.serveGroupStream)
 	mux.HandleFunc("/healthz", core.ServeHealth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.Errorf(http.StatusNotFound, "not_found", "no such endpoint: %s", r.URL.Path))
@@ -186,13 +195,30 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 	if aerr != nil {
 		return nil, aerr
 	}
+	filter, err := appliance.ParseFilter(req.Filter)
+	if err != nil {
+		return nil, api.BadRequest("invalid_field", "filter: %v", err)
+	}
 	if why, shed := h.core.Sheds(wire.Priority(msg.Priority), msg.Business); shed {
 		h.metrics.degraded.Inc()
 		e := api.Errorf(http.StatusServiceUnavailable, "degraded", "%s", why)
 		e.RetryAfter = 30 * time.Second
 		return nil, e
 	}
-	units := max(1, len(req.Devices))
+	units := max(1, len(req.Devices), len(req.Users))
+	var userDevices [][]string
+	// A push to users counts their devices here; for other regions only,
+	// where this region cannot see their devices, one unit per user.
+	if len(req.Users) > 0 && local {
+		if userDevices, aerr = h.resolveUsers(r.Context(), app.ID(), req.Users); aerr != nil {
+			return nil, aerr
+		}
+		units = 0
+		for _, ds := range userDevices {
+			units += len(ds)
+		}
+		units = max(1, units)
+	}
 	if burst := app.RateBurst(); burst > 0 {
 		if units > burst {
 			// It could never pass: a Retry-After would be a promise broken.
@@ -206,8 +232,13 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 		}
 	}
 	exp := bridge.Export{App: app.ID(), Msg: msg, Regions: remote}
+	if filter != nil {
+		exp.Filter = req.Filter
+	}
 	resp := &api.PushResponse{ID: msg.ID}
 	switch {
+	case len(req.Users) > 0:
+		exp.Kind, exp.Targets = appliance.TargetUsers, req.Users
 	case len(req.Devices) > 0:
 		exp.Kind = appliance.TargetDevices
 		for _, d := range req.Devices {
@@ -223,20 +254,22 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 		exp.Kind = appliance.TargetBroadcast
 	}
 	if local {
-		var err error
-		if exp.Kind == appliance.TargetDevices {
+		switch exp.Kind {
+		case appliance.TargetUsers:
+			resp, err = h.core.PushUsers(r.Context(), app.ID(), msg, req.Users, userDevices)
+		case appliance.TargetDevices:
 			resp, err = h.core.PushDevices(r.Context(), app.ID(), msg, req.Devices)
-		} else {
+		default:
 			group := ""
 			if req.Group != nil {
 				group = *req.Group
 			}
-			resp = h.core.PushGroup(r.Context(), app.ID(), group, msg)
+			resp = h.core.PushGroup(r.Context(), app.ID(), group, msg, filter)
 		}
 		// Nothing is exported for a push refused here: a retry of it
 		// must not reach the other regions twice under two ids.
 		switch {
-		case errors.Is(err, appliance.ErrUnavailable):
+		case errors.Is(err, appliance.ErrUnavailable), errors.Is(err, appliance.ErrNoStore):
 			return nil, api.Unavailable("the region's store is unreachable and no target is connected to this node")
 		case err != nil:
 			h.log.Error("push failed", "id", msg.ID, "err", err)
@@ -285,10 +318,28 @@ func (h *handler) regions(r *api.Regions) (local bool, remote []string, aerr *ap
 	return local, remote, nil
 }
 
+// resolveUsers asks the core for the users' devices, before the rate
+// limit, which counts device messages: 503 while Redis cannot be read, 400
+// when the users have more devices than one push may reach.
+func (h *handler) resolveUsers(ctx context.Context, app string, users []string) ([][]string, *api.APIError) {
+	devices, err := h.core.UserDevices(ctx, app, users)
+	if err != nil {
+		return nil, api.Unavailable("cannot read the users' devices from the region's store; retry")
+	}
+	total := 0
+	for _, ds := range devices {
+		total += len(ds)
+	}
+	if total > appliance.MaxUserDevices {
+		return nil, api.BadRequest("too_many_targets", "the users have %d devices, a push reaches at most %d", total, appliance.MaxUserDevices)
+	}
+	return devices, nil
+}
+
 // checkTargets checks the request's targets: each one given must be
 // usable, and exactly one must be given. Device ids that are not valid
 // are answered one by one (rejected, invalid_device) as long as one valid
-// id is left to push to.
+// id is left to push to; user ids must all be valid.
 func checkTargets(req *api.PushRequest, maxTargets int) *api.APIError {
 	targets := 0
 	if req.Devices != nil {
@@ -314,6 +365,12 @@ func checkTargets(req *api.PushRequest, maxTargets int) *api.APIError {
 			return api.BadRequest("invalid_field", "no device id in devices is valid: ids are 1-128 letters, digits or ._:-")
 		}
 	}
+	if req.Users != nil {
+		targets++
+		if aerr := checkIDList("users", req.Users, maxTargets); aerr != nil {
+			return aerr
+		}
+	}
 	if req.Group != nil {
 		targets++
 		if !token.ValidID(*req.Group) {
@@ -324,7 +381,32 @@ func checkTargets(req *api.PushRequest, maxTargets int) *api.APIError {
 		targets++
 	}
 	if targets != 1 {
-		return api.BadRequest("missing_field", "give exactly one of devices, group and broadcast")
+		return api.BadRequest("missing_field", "give exactly one of devices, users, group and broadcast")
+	}
+	if req.Filter != nil && req.Group == nil && !req.Broadcast {
+		return api.BadRequest("invalid_field", "filter goes with group or broadcast; a push to devices or users names its targets")
+	}
+	return nil
+}
+
+// checkIDList checks a list of ids that must all be valid: 1 to max of
+// them, none twice.
+func checkIDList(field string, ids []string, max int) *api.APIError {
+	if len(ids) == 0 {
+		return api.BadRequest("invalid_field", "%s is empty", field)
+	}
+	if len(ids) > max {
+		return api.BadRequest("too_many_targets", "%d %s, at most %d per request", len(ids), field, max)
+	}
+	seen := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		if !token.ValidID(id) {
+			return api.BadRequest("invalid_field", "%s: %q is not 1-128 letters, digits or ._:-", field, id)
+		}
+		if _, dup := seen[id]; dup {
+			return api.BadRequest("invalid_field", "%s lists %q more than once", field, id)
+		}
+		seen[id] = struct{}{}
 	}
 	return nil
 }

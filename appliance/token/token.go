@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -80,7 +81,14 @@ type Claims struct {
 	Expires   int64  `json:"exp"`
 	NotBefore int64  `json:"nbf,omitempty"`
 	KeyID     string `json:"kid"`
+	// Tags are what the business says about the session, for broadcast
+	// and group filters: at most MaxTags ids, each once. They come only
+	// from the token, so a device cannot give itself one.
+	Tags []string `json:"tags,omitempty"`
 }
+
+// MaxTags bounds a token's tags.
+const MaxTags = 16
 
 // Keys looks up the signing secret for an app and key id. appKnown is
 // false when the app does not exist; secret is nil when the app exists but
@@ -208,6 +216,8 @@ func (c *Claims) decode(body []byte) error {
 			field, bit = &c.NotBefore, 1<<4
 		case "kid":
 			field, bit = &c.KeyID, 1<<5
+		case "tags":
+			field, bit = &c.Tags, 1<<6
 		default:
 			return fmt.Errorf("unknown claim %q", key)
 		}
@@ -242,6 +252,16 @@ func (c *Claims) validate() error {
 		return fmt.Errorf("%w: no expiry", ErrMalformed)
 	case c.NotBefore < 0 || (c.NotBefore != 0 && c.NotBefore >= c.Expires):
 		return fmt.Errorf("%w: not-before must precede expiry", ErrMalformed)
+	case len(c.Tags) > MaxTags:
+		return fmt.Errorf("%w: %d tags, at most %d", ErrMalformed, len(c.Tags), MaxTags)
+	}
+	for i, t := range c.Tags {
+		if !ValidID(t) {
+			return fmt.Errorf("%w: tag %q", ErrMalformed, t)
+		}
+		if slices.Contains(c.Tags[:i], t) {
+			return fmt.Errorf("%w: tag %q given twice", ErrMalformed, t)
+		}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -44,12 +45,13 @@ func mustIssue(t *testing.T, c Claims, secret []byte) string {
 func TestVerify_Accepts(t *testing.T) {
 	c := claims()
 	c.User = "user-9"
+	c.Tags = []string{"beta", "vip"}
 	c.NotBefore = now.Add(-time.Minute).Unix()
 	got, err := Verify(mustIssue(t, c, secret1), keys, "app1", "dev-1", now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != c {
+	if !reflect.DeepEqual(got, c) {
 		t.Fatalf("claims = %+v, want %+v", got, c)
 	}
 	// A rotated-in key id verifies with its own secret.
@@ -96,6 +98,10 @@ func TestVerify_RejectsEveryBadToken(t *testing.T) {
 		{"no expiry", "v1." + base64.RawURLEncoding.EncodeToString([]byte(`{"app":"app1","dev":"dev-1","kid":"k1"}`)) + valid[dot:], "app1", "dev-1", ErrMalformed},
 		{"bad device id", "v1." + base64.RawURLEncoding.EncodeToString([]byte(`{"app":"app1","dev":"a b","kid":"k1","exp":1900000000}`)) + valid[dot:], "app1", "a b", ErrMalformed},
 		{"too long", "v1." + strings.Repeat("A", MaxLen), "app1", "dev-1", ErrMalformed},
+		{"a tag that is not an id", "v1." + base64.RawURLEncoding.EncodeToString([]byte(`{"app":"app1","dev":"dev-1","kid":"k1","exp":1900000000,"tags":["a b"]}`)) + valid[dot:], "app1", "dev-1", ErrMalformed},
+		{"a tag given twice", "v1." + base64.RawURLEncoding.EncodeToString([]byte(`{"app":"app1","dev":"dev-1","kid":"k1","exp":1900000000,"tags":["x","x"]}`)) + valid[dot:], "app1", "dev-1", ErrMalformed},
+		{"tags not a list", "v1." + base64.RawURLEncoding.EncodeToString([]byte(`{"app":"app1","dev":"dev-1","kid":"k1","exp":1900000000,"tags":"vip"}`)) + valid[dot:], "app1", "dev-1", ErrMalformed},
+		{"17 tags", "v1." + base64.RawURLEncoding.EncodeToString([]byte(`{"app":"app1","dev":"dev-1","kid":"k1","exp":1900000000,"tags":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}`)) + valid[dot:], "app1", "dev-1", ErrMalformed},
 		{"trailing json", "v1." + base64.RawURLEncoding.EncodeToString([]byte(`{"app":"app1","dev":"dev-1","kid":"k1","exp":1900000000}{}`)) + valid[dot:], "app1", "dev-1", ErrMalformed},
 	}
 	for _, c := range cases {
@@ -193,7 +199,7 @@ func TestVerify_AcceptsAnyKeyOrderAndSpacing(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Claims{App: "app1", Device: "dev-1", User: "u1", Expires: 1800003600, NotBefore: 1799999000, KeyID: "k1"}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("claims = %+v, want %+v", got, want)
 	}
 }
@@ -231,7 +237,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if !ValidID(c.App) || !ValidID(c.Device) || !ValidID(c.KeyID) || c.Expires <= 0 {
+		if !ValidID(c.App) || !ValidID(c.Device) || !ValidID(c.KeyID) || c.Expires <= 0 || len(c.Tags) > MaxTags {
 			t.Fatalf("accepted invalid claims %+v", c)
 		}
 		body, err := base64.RawURLEncoding.DecodeString(tok[len(prefix):strings.LastIndexByte(tok, '.')])
@@ -244,7 +250,7 @@ func FuzzParse(f *testing.F) {
 		}
 		for k := range fields {
 			switch k {
-			case "app", "dev", "usr", "exp", "nbf", "kid":
+			case "app", "dev", "usr", "exp", "nbf", "kid", "tags":
 			default:
 				t.Fatalf("accepted claim key %q", k)
 			}

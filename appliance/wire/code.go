@@ -37,6 +37,7 @@ const (
 	CodeTooManyGroups   Code = 201
 	CodeBadGroup        Code = 202
 	CodeUpstreamFailed  Code = 203
+	CodeJoinRefused     Code = 204 // the app's groups are managed by its business: no JOIN or LEAVE
 
 	CodeInternal    Code = 500
 	CodeUnavailable Code = 501
@@ -68,6 +69,7 @@ var codeNames = map[Code]string{
 	CodeTooManyGroups:    "too_many_groups",
 	CodeBadGroup:         "bad_group",
 	CodeUpstreamFailed:   "upstream_failed",
+	CodeJoinRefused:      "join_refused",
 	CodeInternal:         "internal",
 	CodeUnavailable:      "unavailable",
 	CodeDraining:         "draining",

@@ -82,9 +82,9 @@ func TestConformance_DocCoversEveryFrame(t *testing.T) {
 			}
 		}
 	}
-	want := []string{"PUSH flags 0x00", "PUSH flags 0x01", "PUSH flags 0x02", "PUSH flags 0x03",
-		"BATCH flags 0x00", "BATCH flags 0x01", "BATCH holding ACK"}
-	for typ := wire.TypeHello; typ <= wire.TypeBatch; typ++ {
+	want := []string{"PUSH flags 0x00", "PUSH flags 0x01", "PUSH flags 0x02", "PUSH flags 0x03", "PUSH flags 0x04",
+		"HELLO flags 0x01", "BATCH flags 0x00", "BATCH flags 0x01", "BATCH holding ACK"}
+	for typ := wire.TypeHello; typ <= wire.TypeCatchUp; typ++ {
 		want = append(want, typ.String())
 	}
 	for _, w := range want {
@@ -292,15 +292,35 @@ func frameFromJSON(typ string, raw json.RawMessage) (wire.Frame, uint8, error) {
 	var f wire.Frame
 	switch typ {
 	case "HELLO":
-		f = &wire.Hello{Token: r.str("token"), App: r.str("app"), Device: r.str("device"), Platform: r.str("platform"),
+		h := &wire.Hello{Token: r.str("token"), App: r.str("app"), Device: r.str("device"), Platform: r.str("platform"),
 			Version: r.str("version"), Businesses: r.strs("businesses"), Epoch: r.str("epoch"), Seq: r.uint("seq"), Caps: r.uint("caps")}
+		if flags&wire.FlagGroupCursors != 0 {
+			var cursors []struct {
+				Group string      `json:"group"`
+				Epoch string      `json:"epoch"`
+				Seq   json.Number `json:"seq"`
+			}
+			r.get("group_cursors", &cursors)
+			for _, c := range cursors {
+				seq, err := strconv.ParseUint(c.Seq.String(), 10, 64)
+				if err != nil && r.err == nil {
+					r.err = fmt.Errorf("field \"group_cursors\": seq: %w", err)
+				}
+				h.GroupCursors = append(h.GroupCursors, wire.GroupCursor{Group: c.Group, Epoch: c.Epoch, Seq: seq})
+			}
+		}
+		f = h
 	case "WELCOME":
 		f = &wire.Welcome{Session: r.str("session"), Node: r.str("node"), Heartbeat: r.uint("heartbeat"), Recovered: r.bool("recovered"),
 			Epoch: r.str("epoch"), Acked: r.uint("acked"), MaxFrame: r.uint("max_frame"), Caps: r.uint("caps")}
 	case "PUSH":
-		f = &wire.Push{Seq: r.uint("seq"), ID: r.str("id"), Business: r.str("business"), Priority: wire.Priority(r.u8("priority")),
+		p := &wire.Push{Seq: r.uint("seq"), ID: r.str("id"), Business: r.str("business"), Priority: wire.Priority(r.u8("priority")),
 			Created: r.uint("created"), Group: r.str("group"), Payload: r.bytes("payload"),
 			Redelivery: flags&wire.FlagRedelivery != 0, Gap: flags&wire.FlagGap != 0}
+		if flags&wire.FlagGroupSeq != 0 {
+			p.GroupEpoch, p.GroupSeq = r.str("group_epoch"), r.uint("group_seq")
+		}
+		f = p
 	case "ACK":
 		f = &wire.Ack{Seq: r.uint("seq")}
 	case "PING":
@@ -320,6 +340,8 @@ func frameFromJSON(typ string, raw json.RawMessage) (wire.Frame, uint8, error) {
 			Addr: r.str("addr"), Businesses: r.strs("businesses")}
 	case "ERROR":
 		f = &wire.Error{Code: r.code("code"), Request: r.uint("request"), Message: r.str("message")}
+	case "CATCHUP":
+		f = &wire.CatchUp{Group: r.str("group"), Recovered: r.bool("recovered"), Epoch: r.str("epoch"), Seq: r.uint("seq")}
 	case "BATCH":
 		var inner []json.RawMessage
 		r.get("frames", &inner)

@@ -103,6 +103,9 @@ func decodeBody(h Header, body []byte, max int) (Frame, error) {
 		x.Epoch = r.Str()
 		x.Seq = r.Uvarint()
 		x.Caps = r.Uvarint()
+		if h.Flags&FlagGroupCursors != 0 {
+			x.GroupCursors = r.groupCursors()
+		}
 		f = x
 	case TypeWelcome:
 		x := &Welcome{}
@@ -124,6 +127,10 @@ func decodeBody(h Header, body []byte, max int) (Frame, error) {
 		x.Created = r.Uvarint()
 		x.Group = r.Str()
 		x.Payload = r.Bytes()
+		if h.Flags&FlagGroupSeq != 0 {
+			x.GroupEpoch = r.Str()
+			x.GroupSeq = r.Uvarint()
+		}
 		f = x
 	case TypeAck:
 		f = &Ack{Seq: r.Uvarint()}
@@ -166,6 +173,13 @@ func decodeBody(h Header, body []byte, max int) (Frame, error) {
 		x.Code = r.code()
 		x.Request = r.Uvarint()
 		x.Message = r.Str()
+		f = x
+	case TypeCatchUp:
+		x := &CatchUp{}
+		x.Group = r.Str()
+		x.Recovered = r.Bool()
+		x.Epoch = r.Str()
+		x.Seq = r.Uvarint()
 		f = x
 	case TypeBatch:
 		frames, err := decodeBatchBody(h.Flags, body, max)
@@ -213,6 +227,10 @@ type FieldReader struct {
 // NewFieldReader reads fields from b.
 func NewFieldReader(b []byte) *FieldReader { return &FieldReader{b: b} }
 
+// Len is the number of bytes not read yet: an entry or body that may end
+// before fields a later version added reads them only when some are left.
+func (r *FieldReader) Len() int { return len(r.b) }
+
 // Err returns the first decoding failure, or nil.
 func (r *FieldReader) Err() error { return r.err }
 
@@ -222,6 +240,9 @@ var (
 	errBool       = errors.New("bool byte is neither 0 nor 1")
 	errCode       = errors.New("code out of range")
 	errListLen    = fmt.Errorf("list of more than %d elements", maxListLen)
+	// errEmptyCursors: FlagGroupCursors promises at least one cursor; an
+	// encoder with none leaves the flag off.
+	errEmptyCursors = errors.New("group cursor list flagged but empty")
 )
 
 // Uvarint reads an unsigned varint.
@@ -318,6 +339,32 @@ func (r *FieldReader) Strs() []string {
 	list := make([]string, 0, n)
 	for i := uint64(0); i < n && r.err == nil; i++ {
 		list = append(list, r.Str())
+	}
+	return list
+}
+
+// groupCursors reads HELLO's group cursors: a uvarint count of 1 to
+// maxListLen, then each cursor. A cursor takes at least three bytes, which
+// bounds the count by the bytes left before anything is allocated.
+func (r *FieldReader) groupCursors() []GroupCursor {
+	n := r.Uvarint()
+	if r.err != nil {
+		return nil
+	}
+	switch {
+	case n == 0:
+		r.err = errEmptyCursors
+		return nil
+	case n > maxListLen:
+		r.err = errListLen
+		return nil
+	case n > uint64(len(r.b))/3:
+		r.err = errShortField
+		return nil
+	}
+	list := make([]GroupCursor, 0, n)
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		list = append(list, GroupCursor{Group: r.Str(), Epoch: r.Str(), Seq: r.Uvarint()})
 	}
 	return list
 }

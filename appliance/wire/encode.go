@@ -16,7 +16,11 @@ func Append(dst []byte, f Frame) []byte {
 		return AppendBatch(dst, f.Frames, false)
 	}
 	start := len(dst)
-	dst = appendHeader(dst, f.Type(), 0)
+	var flags uint8
+	if h, ok := f.(*Hello); ok && len(h.GroupCursors) > 0 {
+		flags = FlagGroupCursors
+	}
+	dst = appendHeader(dst, f.Type(), flags)
 	switch f := f.(type) {
 	case *Hello:
 		dst = appendString(dst, f.Token)
@@ -28,6 +32,14 @@ func Append(dst []byte, f Frame) []byte {
 		dst = appendString(dst, f.Epoch)
 		dst = binary.AppendUvarint(dst, f.Seq)
 		dst = binary.AppendUvarint(dst, f.Caps)
+		if len(f.GroupCursors) > 0 {
+			dst = binary.AppendUvarint(dst, uint64(len(f.GroupCursors)))
+			for _, c := range f.GroupCursors {
+				dst = appendString(dst, c.Group)
+				dst = appendString(dst, c.Epoch)
+				dst = binary.AppendUvarint(dst, c.Seq)
+			}
+		}
 	case *Welcome:
 		dst = appendString(dst, f.Session)
 		dst = appendString(dst, f.Node)
@@ -66,6 +78,11 @@ func Append(dst []byte, f Frame) []byte {
 		dst = binary.AppendUvarint(dst, uint64(f.Code))
 		dst = binary.AppendUvarint(dst, f.Request)
 		dst = appendString(dst, f.Message)
+	case *CatchUp:
+		dst = appendString(dst, f.Group)
+		dst = appendBool(dst, f.Recovered)
+		dst = appendString(dst, f.Epoch)
+		dst = binary.AppendUvarint(dst, f.Seq)
 	default:
 		panic(fmt.Sprintf("wire: Append of unknown frame %T", f))
 	}
@@ -84,6 +101,9 @@ func AppendPush(dst []byte, p *Push) []byte {
 	if p.Gap {
 		flags |= FlagGap
 	}
+	if p.GroupEpoch != "" {
+		flags |= FlagGroupSeq
+	}
 	dst = appendHeader(dst, TypePush, flags)
 	dst = binary.AppendUvarint(dst, p.Seq)
 	dst = appendString(dst, p.ID)
@@ -92,13 +112,21 @@ func AppendPush(dst []byte, p *Push) []byte {
 	dst = binary.AppendUvarint(dst, p.Created)
 	dst = appendString(dst, p.Group)
 	dst = appendBytes(dst, p.Payload)
+	if p.GroupEpoch != "" {
+		dst = appendString(dst, p.GroupEpoch)
+		dst = binary.AppendUvarint(dst, p.GroupSeq)
+	}
 	return finishHeader(dst, start)
 }
 
 // PushLen returns the exact encoded length of p, for sizing buffers.
 func PushLen(p *Push) int {
-	return HeaderLen + uvarintLen(p.Seq) + stringLen(p.ID) + stringLen(p.Business) + 1 +
-		uvarintLen(p.Created) + stringLen(p.Group) + stringLen(string(p.Payload))
+	n := HeaderLen + uvarintLen(p.Seq) + stringLen(p.ID) + stringLen(p.Business) + 1 +
+		uvarintLen(p.Created) + stringLen(p.Group) + uvarintLen(uint64(len(p.Payload))) + len(p.Payload)
+	if p.GroupEpoch != "" {
+		n += stringLen(p.GroupEpoch) + uvarintLen(p.GroupSeq)
+	}
+	return n
 }
 
 // SetPushFlag sets or clears a flag (FlagRedelivery, FlagGap) of an

@@ -35,14 +35,15 @@ const (
 	TypeControl  Type = 0x0B // S: kick, degraded, restored, drain, redirect
 	TypeError    Type = 0x0C // S or C: a failure with a stable code
 	TypeBatch    Type = 0x0D // S or C: several frames in one, maybe lz4-compressed
-	maxKnownType      = TypeBatch
+	TypeCatchUp  Type = 0x0E // S: where a group's catch-up after joining it left the device
+	maxKnownType      = TypeCatchUp
 )
 
 var typeNames = [...]string{
 	TypeHello: "HELLO", TypeWelcome: "WELCOME", TypePush: "PUSH", TypeAck: "ACK",
 	TypePing: "PING", TypePong: "PONG", TypeUp: "UP", TypeUpReply: "UP_REPLY",
 	TypeJoin: "JOIN", TypeLeave: "LEAVE", TypeControl: "CONTROL", TypeError: "ERROR",
-	TypeBatch: "BATCH",
+	TypeBatch: "BATCH", TypeCatchUp: "CATCHUP",
 }
 
 func (t Type) String() string {
@@ -64,14 +65,25 @@ const (
 	// the region degrades, and will not come. A jump without it means a
 	// frame was lost on the way; the device must not ack past it.
 	FlagGap uint8 = 1 << 1
+	// FlagGroupSeq marks a PUSH of a group that keeps a catch-up stream:
+	// its body carries the message's position in that stream (GroupEpoch,
+	// GroupSeq) after the payload.
+	FlagGroupSeq uint8 = 1 << 2
 	// FlagLZ4 marks a BATCH whose body is an lz4 block.
 	FlagLZ4 uint8 = 1 << 0
+	// FlagGroupCursors marks a HELLO whose body carries the device's group
+	// cursors (GroupCursors) after the caps.
+	FlagGroupCursors uint8 = 1 << 0
 )
 
 // Capability bits a device offers in HELLO and the server accepts in WELCOME.
 const (
 	// CapLZ4 means the device can read lz4-compressed BATCH frames.
 	CapLZ4 uint64 = 1 << 0
+	// CapGroupCursors means the device keeps a cursor per group that
+	// keeps a catch-up stream and reads CATCHUP frames, which the server
+	// sends only to devices whose WELCOME accepted this bit.
+	CapGroupCursors uint64 = 1 << 1
 )
 
 // Priority of a message. Zero is never sent; senders that omit a priority
@@ -172,6 +184,18 @@ type Hello struct {
 	Epoch string
 	Seq   uint64
 	Caps  uint64 // Cap* bits offered
+	// GroupCursors are the device's positions in the catch-up streams of
+	// its groups, at most 64; carried only when not empty (the header's
+	// FlagGroupCursors).
+	GroupCursors []GroupCursor
+}
+
+// GroupCursor is a device's position in a group's catch-up stream: every
+// message of the stream's epoch up to Seq reached it (or was not for it).
+type GroupCursor struct {
+	Group string
+	Epoch string
+	Seq   uint64
 }
 
 // Welcome accepts a session.
@@ -198,6 +222,11 @@ type Push struct {
 	Created  uint64 // unix milliseconds when the push API accepted it
 	Group    string // group name for group messages, empty otherwise
 	Payload  []byte
+	// GroupEpoch and GroupSeq are the message's position in its group's
+	// catch-up stream, for a group that keeps one; GroupEpoch is empty
+	// otherwise, and then neither is encoded (FlagGroupSeq).
+	GroupEpoch string
+	GroupSeq   uint64
 	// Redelivery and Gap are carried in the header's FlagRedelivery and
 	// FlagGap bits.
 	Redelivery bool
@@ -270,6 +299,19 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s (%d): %s", e.Code, e.Code, e.Message)
 }
 
+// CatchUp tells a device where a group's catch-up left it, once the
+// session became a member of a group that keeps a stream: the messages
+// after the device's cursor that the stream still held came before it,
+// and Epoch and Seq are the cursor to keep. Recovered is false when the
+// stream could not prove that nothing after the cursor was lost (trimmed
+// by length or age, or the stream was started anew).
+type CatchUp struct {
+	Group     string
+	Recovered bool
+	Epoch     string
+	Seq       uint64
+}
+
 // Batch holds several complete frames in one. Frames is their concatenated
 // encoding (uncompressed; compression is applied by AppendBatch and undone
 // by Decode). Use Batch.Each to walk the inner frames.
@@ -291,3 +333,4 @@ func (*Leave) Type() Type   { return TypeLeave }
 func (*Control) Type() Type { return TypeControl }
 func (*Error) Type() Type   { return TypeError }
 func (*Batch) Type() Type   { return TypeBatch }
+func (*CatchUp) Type() Type { return TypeCatchUp }

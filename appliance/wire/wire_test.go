@@ -13,9 +13,12 @@ func sampleFrames() []Frame {
 	return []Frame{
 		&Hello{Token: "v1.abc.def", App: "app1", Device: "dev-1", Platform: "ios", Version: "1.2.3",
 			Businesses: []string{"chat", "news"}, Epoch: "e1", Seq: 300, Caps: CapLZ4},
+		&Hello{Token: "t", App: "a", Device: "d", Caps: CapGroupCursors,
+			GroupCursors: []GroupCursor{{Group: "room", Epoch: "g1", Seq: 17}, {Group: "news", Epoch: "g2"}}},
 		&Welcome{Session: "s1", Node: "n1", Heartbeat: 30000, Recovered: true, Epoch: "e1", Acked: 299, MaxFrame: 16384, Caps: CapLZ4},
 		&Push{Seq: 301, ID: "m1", Business: "chat", Priority: PriorityHigh, Created: 1700000000000, Payload: []byte("hello")},
 		&Push{ID: "m2", Priority: PriorityLow, Group: "room", Payload: []byte("x"), Redelivery: true, Gap: true},
+		&Push{ID: "m3", Priority: PriorityNormal, Group: "room", Payload: []byte("y"), GroupEpoch: "g1", GroupSeq: 18},
 		&Ack{Seq: 301},
 		&Ping{Time: 12},
 		&Pong{Time: 12},
@@ -26,6 +29,7 @@ func sampleFrames() []Frame {
 		&Control{Kind: ControlDegraded, Priority: PriorityNormal, Reason: "incident", Addr: "ws://n2/v1/ws"},
 		&Error{Code: CodeTokenExpired, Request: 0, Message: "token expired"},
 		&Batch{Frames: Append(Append(nil, &Ping{Time: 1}), &Ack{Seq: 2})},
+		&CatchUp{Group: "room", Recovered: true, Epoch: "g1", Seq: 18},
 	}
 }
 
@@ -106,6 +110,14 @@ func TestDecode_RejectsMalformedBodies(t *testing.T) {
 		"too many businesses": finishHeader(append(appendHeader(nil, TypeHello, 0),
 			0, 0, 0, 0, 0, 0xFF, 0x01), 0),
 		"empty ack": finishHeader(appendHeader(nil, TypeAck, 0), 0),
+		"group cursors flagged, none given": finishHeader(append(appendHeader(nil, TypeHello, FlagGroupCursors),
+			0, 0, 0, 0, 0, 0, 0, 0, 0, 0), 0),
+		"group cursors past the bytes left": finishHeader(append(appendHeader(nil, TypeHello, FlagGroupCursors),
+			0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0), 0),
+		"more than 64 group cursors": finishHeader(append(append(appendHeader(nil, TypeHello, FlagGroupCursors),
+			0, 0, 0, 0, 0, 0, 0, 0, 0, 65), bytes.Repeat([]byte{0, 0, 0}, 65)...), 0),
+		"group position flagged, missing": finishHeader(append(appendHeader(nil, TypePush, FlagGroupSeq),
+			0, 0, 0, 2, 0, 0, 0), 0),
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {

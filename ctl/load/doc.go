@@ -23,8 +23,11 @@
 // measures a server's memory (ProcRSS, ScrapeRSS).
 //
 // The scenarios are Connect (sessions held: connect rate, memory per
-// session, drops) and Push (pushes: accept and delivery rates, latency,
-// loss). A scenario is a type whose exported fields are its parameters,
+// session, drops), Push (pushes: accept and delivery rates, latency,
+// loss), Floor (the machine's own cost of one write to each of many
+// loopback connections, with no server in between) and Fanout (pushes to
+// a group or the whole app: time to the first and the last subscriber,
+// against the Floor of the same workers). A scenario is a type whose exported fields are its parameters,
 // with a Run method for the parent's side and a work method for a
 // worker's; scenario.go says how a new one is added. What workers answer
 // adds up over workers (counters, Reasons, Histogram), so a run's report

@@ -22,8 +22,18 @@ import "encoding/json"
 // data the parent adds up over every worker ("connected" and "done" for
 // the device scenarios); "data" events at any time, whose data is a batch
 // of the scenario's records streamed to the parent as they happen (the
-// push scenario's receipts); and "error" when the worker cannot go on,
-// after which it exits.
+// push scenario's receipts, the fanout scenario's tallies of pushes all
+// the worker's subscribers got); and "error" when the worker cannot go
+// on, after which it exits.
+//
+// The floor scenario adds one command and two events: the parent sends
+// "round" before each round's writes, the worker answers "armed" (it has
+// noted its CPU and reset its counts), and "read" once each of its
+// connections read the round's message:
+//
+//	stdin   {"cmd":"round"}
+//	stdout  {"event":"armed"}
+//	stdout  {"event":"read","data":{"count":2000,"first_ns":…,"last_ns":…,"cpu_ns":…}}
 
 // Commands every scenario understands.
 const (
@@ -40,14 +50,15 @@ const (
 
 // Job is a worker's input: the first line on its stdin.
 type Job struct {
-	// Scenario names what to run: "connect" or "push".
+	// Scenario names what to run: "connect", "push", "floor" or
+	// "fanout".
 	Scenario string `json:"scenario"`
 	// Worker is the worker's index in its run, from 0, for diagnostics.
 	Worker int `json:"worker"`
 	// Share is the worker's part of the run's units.
 	Share Share `json:"share"`
 	// Params are the scenario's parameters, the same for every worker:
-	// the scenario's type (Connect, Push) in JSON.
+	// the scenario's type (Connect, Push, Floor, Fanout) in JSON.
 	Params json.RawMessage `json:"params"`
 }
 

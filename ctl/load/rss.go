@@ -96,45 +96,6 @@ func procRSS(pid int) (int64, error) {
 // scrapeRSS reads process_resident_memory_bytes from a Prometheus text
 // endpoint.
 func scrapeRSS(ctx context.Context, hc *http.Client, url string) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("scrape %s: HTTP %d", url, resp.StatusCode)
-	}
-	const name = "process_resident_memory_bytes"
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		fields := strings.Fields(rest)
-		if strings.HasPrefix(rest, "{") {
-			// Labels: the value follows the closing brace.
-			if i := strings.LastIndexByte(rest, '}'); i >= 0 {
-				fields = strings.Fields(rest[i+1:])
-			}
-		}
-		if len(fields) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return 0, fmt.Errorf("scrape %s: %s value %q: %w", url, name, fields[0], err)
-		}
-		return int64(v), nil
-	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	return 0, fmt.Errorf("scrape %s: no %s (is this pushd's /metrics?)", url, name)
+	v, err := scrapeMetric(ctx, hc, url, "process_resident_memory_bytes")
+	return int64(v), err
 }

@@ -30,6 +30,8 @@ var scenarios = map[string]func() scenario{
 	connectName: func() scenario { return new(Connect) },
 	pushName:    func() scenario { return new(Push) },
 	bridgeName:  func() scenario { return new(Bridge) },
+	floorName:   func() scenario { return new(Floor) },
+	fanoutName:  func() scenario { return new(Fanout) },
 }
 
 // start starts one worker per share of n units (named unit in errors),

@@ -147,3 +147,14 @@ func commands(dec *json.Decoder, done <-chan struct{}) <-chan string {
 	}()
 	return ch
 }
+
+// jsonData decodes an event's data into v.
+func jsonData(ev Event, v any) error {
+	if len(ev.Data) == 0 {
+		return fmt.Errorf("%q event without data", ev.Event)
+	}
+	if err := json.Unmarshal(ev.Data, v); err != nil {
+		return fmt.Errorf("%q event: %w", ev.Event, err)
+	}
+	return nil
+}

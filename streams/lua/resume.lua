@@ -1,12 +1,17 @@
 -- resume.lua: answer a connecting device's resume cursor with the proof of
 -- continuity and the first unacked entries after it.
 --
--- KEYS[1] meta hash, KEYS[2] inbox stream, KEYS[3] dedupe zset
+-- KEYS[1] meta hash, KEYS[2] inbox stream, KEYS[3] dedupe zset,
+--         KEYS[4] (optional) the device's group set
 -- ARGV    cursor epoch ('' for a fresh client), cursor seq, limit, now ms,
---         epoch for a new inbox, key ttl ms
+--         epoch for a new inbox, key ttl ms, user: '' leaves the meta's
+--         user alone, '=' followed by the session's user ('=' alone: none)
+--         records it
 --
--- Returns {epoch, recovered 0|1, acked, last, {{id, fields}, ...}, lost}:
--- lost says why recovered is 0 (the first cause found), '' when it is 1.
+-- Returns {epoch, recovered 0|1, acked, last, {{id, fields}, ...}, lost,
+-- previous user, {groups}}: lost says why recovered is 0 (the first cause
+-- found), '' when it is 1; previous user is the meta's user before this
+-- call ('' when none or not recorded); groups the members of KEYS[4].
 --
 -- One script because the verdict and the lost seq it raises must be decided
 -- on the same state the entries are read from: an append or an ack between
@@ -14,12 +19,19 @@
 local meta, inbox, dedupe = KEYS[1], KEYS[2], KEYS[3]
 local pepoch, pseq = ARGV[1], tonumber(ARGV[2])
 local limit, now, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
+local setuser = ARGV[7] ~= ''
+local user = string.sub(ARGV[7], 2)
 if pepoch == '' then pseq = 0 end
+local groups = {}
+if #KEYS >= 4 then groups = redis.call('SMEMBERS', KEYS[4]) end
 -- The same key lifetime append.lua gives: ttl plus a sixteenth.
 local keyttl = ttl + math.floor(ttl / 16)
 
-local m = redis.call('HMGET', meta, 'e', 'l', 'a', 'x')
+local m = redis.call('HMGET', meta, 'e', 'l', 'a', 'x', 'u')
 local epoch = m[1]
+local prevuser = m[5] or ''
+-- The device's user, so a push to a user it no longer belongs to skips it.
+if setuser and prevuser ~= user then redis.call('HSET', meta, 'u', user) end
 if not epoch then
   -- No inbox (never written, expired, flushed or lost): start an epoch so
   -- the client holds a cursor that later answers can be checked against.
@@ -28,9 +40,9 @@ if not epoch then
   redis.call('HSET', meta, 'e', epoch, 'l', 0, 'a', 0, 't', 0, 'x', 0, 'k', now + keyttl)
   redis.call('PEXPIRE', meta, keyttl)
   if pepoch == '' then
-    return {epoch, 1, 0, 0, {}, ''}
+    return {epoch, 1, 0, 0, {}, '', prevuser, groups}
   end
-  return {epoch, 0, 0, 0, {}, 'inbox_missing'}
+  return {epoch, 0, 0, 0, {}, 'inbox_missing', prevuser, groups}
 end
 local last, acked, lost = tonumber(m[2]), tonumber(m[3]), tonumber(m[4])
 
@@ -97,4 +109,4 @@ end
 redis.call('PEXPIRE', meta, keyttl)
 redis.call('PEXPIRE', inbox, keyttl)
 redis.call('PEXPIRE', dedupe, keyttl)
-return {epoch, recovered and 1 or 0, acked, last, out, why}
+return {epoch, recovered and 1 or 0, acked, last, out, why, prevuser, groups}

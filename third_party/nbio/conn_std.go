@@ -182,6 +182,18 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// WriteQueueDeadline writes b with a write deadline at t: this poller's
+// writes block, so the deadline bounds the write itself. (pushd: see
+// PUSHD.md.)
+//
+//go:norace
+func (c *Conn) WriteQueueDeadline(b []byte, t time.Time) (int, error) {
+	if err := c.SetWriteDeadline(t); err != nil {
+		return 0, err
+	}
+	return c.Write(b)
+}
+
 //go:norace
 func (c *Conn) writeTCP(b []byte) (int, error) {
 	// c.p.g.beforeWrite(c)

@@ -383,6 +383,49 @@ func (c *Conn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// WriteQueueDeadline writes b as Write does and, when the socket does not
+// take all of it and no write deadline is armed, arms one at t: the
+// connection is closed with ErrWriteTimeout if data it queued is still
+// unsent then. A write the socket takes whole arms no timer (and stops an
+// armed one, as Write does), and a deadline armed for older queued data
+// is not pushed back by later writes. (pushd: see PUSHD.md.)
+//
+//go:norace
+func (c *Conn) WriteQueueDeadline(b []byte, t time.Time) (int, error) {
+	c.mux.Lock()
+	if c.closed {
+		c.mux.Unlock()
+		return -1, net.ErrClosed
+	}
+
+	n, err := c.write(b)
+	if err != nil &&
+		!errors.Is(err, syscall.EINTR) &&
+		!errors.Is(err, syscall.EAGAIN) {
+		c.closed = true
+		c.mux.Unlock()
+		_ = c.closeWithErrorWithoutLock(err)
+		return n, err
+	}
+
+	if len(c.writeList) == 0 {
+		if c.wTimer != nil {
+			c.wTimer.Stop()
+			c.wTimer = nil
+		}
+	} else {
+		if c.wTimer == nil {
+			c.wTimer = c.p.g.AfterFunc(time.Until(t), func() {
+				_ = c.closeWithError(errWriteTimeout)
+			})
+		}
+		c.modWrite()
+	}
+
+	c.mux.Unlock()
+	return n, err
+}
+
 // Writev does similar things as Write, but with [][]byte input arg.
 // Notice: doesn't support UDP if more than 1 []byte.
 //

@@ -35,8 +35,10 @@ import (
 // them fails here instead of skipping, so CI cannot pass without running
 // the JavaScript.
 
-// sizeBudget bounds pushd.js minified (esbuild --minify), in bytes.
-const sizeBudget = 24 << 10
+// sizeBudget bounds pushd.js minified (esbuild --minify), in bytes: 24 KiB
+// until group cursors and CATCHUP (about 3.6 KB minified, 1 KB gzipped)
+// came in.
+const sizeBudget = 28 << 10
 
 type toolset struct {
 	node, chromium, pushd string

@@ -54,8 +54,13 @@ export function lz4DecodeBlock(src: Uint8Array, n: number): Uint8Array;
 /**
  * Where the client keeps the cursor across restarts and page reloads.
  * Either method may return a promise; set must not resolve before the
- * cursor is stored: the client acks only after it.
- * @typedef {{get(key: string): Cursor | null | undefined | Promise<Cursor | null | undefined>, set(key: string, cursor: Cursor): void | Promise<void>}} CursorStore
+ * cursor is stored: the client acks only after it. getGroups and
+ * setGroups keep the group cursors (§10.2) the same way; a store without
+ * them keeps those in memory only, so after a restart the device catches
+ * up in none of its groups.
+ * @typedef {{get(key: string): Cursor | null | undefined | Promise<Cursor | null | undefined>, set(key: string, cursor: Cursor): void | Promise<void>,
+ *   getGroups?(key: string): GroupCursor[] | null | undefined | Promise<GroupCursor[] | null | undefined>,
+ *   setGroups?(key: string, cursors: GroupCursor[]): void | Promise<void>}} CursorStore
  */
 /**
  * A CursorStore on a Web Storage object (localStorage by default). Each
@@ -149,15 +154,22 @@ export const FrameType: Readonly<{
     CONTROL: 11;
     ERROR: 12;
     BATCH: 13;
+    CATCHUP: 14;
 }>;
 /** PUSH flag: the server sent this PUSH before on this connection (§5). */
 export const FLAG_REDELIVERY: 1;
 /** PUSH flag: this PUSH's seq skips past lost messages on purpose (§5). */
 export const FLAG_GAP: 2;
+/** PUSH flag: the body carries the message's position in its group's catch-up stream (§4.3). */
+export const FLAG_GROUP_SEQ: 4;
 /** BATCH flag: the body is an lz4 block (§4.11). */
 export const FLAG_LZ4: 1;
+/** HELLO flag: the body carries the device's group cursors (§4.1). */
+export const FLAG_GROUP_CURSORS: 1;
 /** HELLO/WELCOME capability: lz4-compressed BATCH frames (§6.1). */
 export const CAP_LZ4: 1;
+/** HELLO/WELCOME capability: group cursors and CATCHUP frames (§6.1, §10.2). */
+export const CAP_GROUP_CURSORS: 2;
 /** Length of a frame header. */
 export const HEADER_LEN: 7;
 /** The largest frame or WebSocket message the client accepts: 4 MiB, as the Go SDK. */
@@ -188,6 +200,7 @@ export const Code: Readonly<{
     too_many_groups: 201;
     bad_group: 202;
     upstream_failed: 203;
+    join_refused: 204;
     internal: 500;
     unavailable: 501;
     draining: 502;
@@ -209,9 +222,10 @@ export const ControlKind: Readonly<{
  * A decoded or to-be-encoded frame. Fields are named as in the tables of
  * docs/protocol.md §4; `flags` is the header's flags byte; bytes fields
  * are Uint8Arrays.
- * @typedef {{type: "HELLO", flags?: number, token: string, app: string, device: string, platform: string, version: string, businesses: string[], epoch: string, seq: Uint64, caps: Uint64}} HelloFrame
+ * @typedef {{group: string, epoch: string, seq: Uint64}} GroupCursor
+ * @typedef {{type: "HELLO", flags?: number, token: string, app: string, device: string, platform: string, version: string, businesses: string[], epoch: string, seq: Uint64, caps: Uint64, group_cursors?: GroupCursor[]}} HelloFrame
  * @typedef {{type: "WELCOME", flags?: number, session: string, node: string, heartbeat: Uint64, recovered: boolean, epoch: string, acked: Uint64, max_frame: Uint64, caps: Uint64}} WelcomeFrame
- * @typedef {{type: "PUSH", flags?: number, seq: Uint64, id: string, business: string, priority: number, created: Uint64, group: string, payload: Uint8Array}} PushFrame
+ * @typedef {{type: "PUSH", flags?: number, seq: Uint64, id: string, business: string, priority: number, created: Uint64, group: string, payload: Uint8Array, group_epoch?: string, group_seq?: Uint64}} PushFrame
  * @typedef {{type: "ACK", flags?: number, seq: Uint64}} AckFrame
  * @typedef {{type: "PING" | "PONG", flags?: number, time: Uint64}} PingFrame
  * @typedef {{type: "UP", flags?: number, request: Uint64, business: string, payload: Uint8Array}} UpFrame
@@ -220,7 +234,8 @@ export const ControlKind: Readonly<{
  * @typedef {{type: "CONTROL", flags?: number, kind: number, priority: number, reason: string, addr: string, businesses: string[]}} ControlFrame
  * @typedef {{type: "ERROR", flags?: number, code: number, request: Uint64, message: string}} ErrorFrame
  * @typedef {{type: "BATCH", flags?: number, frames: Frame[]}} BatchFrame
- * @typedef {HelloFrame | WelcomeFrame | PushFrame | AckFrame | PingFrame | UpFrame | UpReplyFrame | GroupFrame | ControlFrame | ErrorFrame | BatchFrame} Frame
+ * @typedef {{type: "CATCHUP", flags?: number, group: string, recovered: boolean, epoch: string, seq: Uint64}} CatchUpFrame
+ * @typedef {HelloFrame | WelcomeFrame | PushFrame | AckFrame | PingFrame | UpFrame | UpReplyFrame | GroupFrame | ControlFrame | ErrorFrame | BatchFrame | CatchUpFrame} Frame
  */
 /**
  * A frame that cannot be decoded. `code` is the wire code it maps to:
@@ -310,6 +325,13 @@ export class Client {
     /** The last WELCOME, or null before the first. @returns {Welcome | null} */
     get welcome(): Welcome | null;
     /**
+     * The cursor of group's catch-up stream, or null when the client holds
+     * none.
+     * @param {string} group
+     * @returns {GroupCursor | null}
+     */
+    groupCursor(group: string): GroupCursor | null;
+    /**
      * Connects and stays connected. The promise resolves when close() is
      * called, and rejects with KickedError when another connection of the
      * device took over, or with RefusedError when the server refused the
@@ -333,8 +355,11 @@ export class Client {
      */
     up(business: string, payload: Uint8Array | string): Promise<Uint8Array>;
     /**
-     * Subscribes this connection to group. Membership lasts for the
-     * connection: join again in onWelcome.
+     * Subscribes this connection to group, for an app that lets its devices
+     * join groups (otherwise RefusedError join_refused). Such a membership
+     * lasts for the connection: join again in onWelcome. The groups the
+     * business adds the device or its user to are joined at every connect
+     * without it.
      * @param {string} group
      * @returns {Promise<void>}
      */
@@ -358,16 +383,31 @@ export type Cursor = {
 /**
  * Where the client keeps the cursor across restarts and page reloads.
  * Either method may return a promise; set must not resolve before the
- * cursor is stored: the client acks only after it.
+ * cursor is stored: the client acks only after it. getGroups and
+ * setGroups keep the group cursors (§10.2) the same way; a store without
+ * them keeps those in memory only, so after a restart the device catches
+ * up in none of its groups.
  */
 export type CursorStore = {
     get(key: string): Cursor | null | undefined | Promise<Cursor | null | undefined>;
     set(key: string, cursor: Cursor): void | Promise<void>;
+    getGroups?(key: string): GroupCursor[] | null | undefined | Promise<GroupCursor[] | null | undefined>;
+    setGroups?(key: string, cursors: GroupCursor[]): void | Promise<void>;
 };
 /**
  * An unsigned 64-bit integer: a number up to 2^53-1, a BigInt above.
  */
 export type Uint64 = number | bigint;
+/**
+ * A decoded or to-be-encoded frame. Fields are named as in the tables of
+ * docs/protocol.md §4; `flags` is the header's flags byte; bytes fields
+ * are Uint8Arrays.
+ */
+export type GroupCursor = {
+    group: string;
+    epoch: string;
+    seq: Uint64;
+};
 /**
  * A decoded or to-be-encoded frame. Fields are named as in the tables of
  * docs/protocol.md §4; `flags` is the header's flags byte; bytes fields
@@ -385,6 +425,7 @@ export type HelloFrame = {
     epoch: string;
     seq: Uint64;
     caps: Uint64;
+    group_cursors?: GroupCursor[];
 };
 /**
  * A decoded or to-be-encoded frame. Fields are named as in the tables of
@@ -418,6 +459,8 @@ export type PushFrame = {
     created: Uint64;
     group: string;
     payload: Uint8Array;
+    group_epoch?: string;
+    group_seq?: Uint64;
 };
 /**
  * A decoded or to-be-encoded frame. Fields are named as in the tables of
@@ -515,7 +558,20 @@ export type BatchFrame = {
  * docs/protocol.md §4; `flags` is the header's flags byte; bytes fields
  * are Uint8Arrays.
  */
-export type Frame = HelloFrame | WelcomeFrame | PushFrame | AckFrame | PingFrame | UpFrame | UpReplyFrame | GroupFrame | ControlFrame | ErrorFrame | BatchFrame;
+export type CatchUpFrame = {
+    type: "CATCHUP";
+    flags?: number;
+    group: string;
+    recovered: boolean;
+    epoch: string;
+    seq: Uint64;
+};
+/**
+ * A decoded or to-be-encoded frame. Fields are named as in the tables of
+ * docs/protocol.md §4; `flags` is the header's flags byte; bytes fields
+ * are Uint8Arrays.
+ */
+export type Frame = HelloFrame | WelcomeFrame | PushFrame | AckFrame | PingFrame | UpFrame | UpReplyFrame | GroupFrame | ControlFrame | ErrorFrame | BatchFrame | CatchUpFrame;
 /**
  * A message handed to onMessage.
  */
@@ -541,11 +597,26 @@ export type Message = {
      * the group of a group message; "" otherwise
      */
     group: string;
+    /**
+     * with groupSeq, the message's place in its group's catch-up stream (§10.2); "" and 0 without one
+     */
+    groupEpoch: string;
+    groupSeq: Uint64;
     payload: Uint8Array;
     /**
      * the server sent it before; it is still handed over once
      */
     redelivered: boolean;
+};
+/**
+ * Where a group's catch-up left the device (§10.2): the messages after its
+ * cursor came before, and recovered false says some may be lost.
+ */
+export type CatchUp = {
+    group: string;
+    recovered: boolean;
+    epoch: string;
+    seq: Uint64;
 };
 /**
  * An accepted session, as onWelcome gets it.
@@ -651,6 +722,18 @@ export type ClientOptions = {
      * the new cursor, after the store has it and before the ack
      */
     onCursor?: ((c: Cursor) => void | Promise<void>) | undefined;
+    /**
+     * where to resume the groups' catch-up streams; overrides the store's: the store's, else none
+     */
+    groupCursors?: GroupCursor[] | undefined;
+    /**
+     * a group's cursor moved (the store has it within a second)
+     */
+    onGroupCursor?: ((c: GroupCursor) => void) | undefined;
+    /**
+     * a group's catch-up is done, after its replayed messages; recovered false: resync that group
+     */
+    onCatchUp?: ((cu: CatchUp) => void) | undefined;
     /**
      * each accepted session; rejoin groups here
      */

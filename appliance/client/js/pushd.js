@@ -46,6 +46,7 @@ export const VERSION = "0.1.0";
 export const FrameType = Object.freeze({
   HELLO: 1, WELCOME: 2, PUSH: 3, ACK: 4, PING: 5, PONG: 6, UP: 7,
   UP_REPLY: 8, JOIN: 9, LEAVE: 10, CONTROL: 11, ERROR: 12, BATCH: 13,
+  CATCHUP: 14,
 });
 /** @type {string[]} */
 const typeNames = [];
@@ -55,10 +56,16 @@ for (const [k, v] of Object.entries(FrameType)) typeNames[v] = k;
 export const FLAG_REDELIVERY = 1;
 /** PUSH flag: this PUSH's seq skips past lost messages on purpose (§5). */
 export const FLAG_GAP = 2;
+/** PUSH flag: the body carries the message's position in its group's catch-up stream (§4.3). */
+export const FLAG_GROUP_SEQ = 4;
 /** BATCH flag: the body is an lz4 block (§4.11). */
 export const FLAG_LZ4 = 1;
+/** HELLO flag: the body carries the device's group cursors (§4.1). */
+export const FLAG_GROUP_CURSORS = 1;
 /** HELLO/WELCOME capability: lz4-compressed BATCH frames (§6.1). */
 export const CAP_LZ4 = 1;
+/** HELLO/WELCOME capability: group cursors and CATCHUP frames (§6.1, §10.2). */
+export const CAP_GROUP_CURSORS = 2;
 /** Length of a frame header. */
 export const HEADER_LEN = 7;
 /** The largest frame or WebSocket message the client accepts: 4 MiB, as the Go SDK. */
@@ -71,8 +78,8 @@ export const Code = Object.freeze({
   token_expired: 102, token_not_yet_valid: 103, token_bad_signature: 104, token_wrong_app: 105,
   token_wrong_device: 106, token_unknown_key: 107, unknown_app: 108, token_lifetime_too_long: 109,
   origin_forbidden: 110, rate_limited: 111, bad_hello: 112, unknown_business: 200,
-  too_many_groups: 201, bad_group: 202, upstream_failed: 203, internal: 500, unavailable: 501,
-  draining: 502,
+  too_many_groups: 201, bad_group: 202, upstream_failed: 203, join_refused: 204, internal: 500,
+  unavailable: 501, draining: 502,
 });
 /** @type {Map<number, string>} */
 const codeNames = new Map(Object.entries(Code).map(([k, v]) => [v, k]));
@@ -110,9 +117,10 @@ export function controlKindName(kind) {
  * A decoded or to-be-encoded frame. Fields are named as in the tables of
  * docs/protocol.md §4; `flags` is the header's flags byte; bytes fields
  * are Uint8Arrays.
- * @typedef {{type: "HELLO", flags?: number, token: string, app: string, device: string, platform: string, version: string, businesses: string[], epoch: string, seq: Uint64, caps: Uint64}} HelloFrame
+ * @typedef {{group: string, epoch: string, seq: Uint64}} GroupCursor
+ * @typedef {{type: "HELLO", flags?: number, token: string, app: string, device: string, platform: string, version: string, businesses: string[], epoch: string, seq: Uint64, caps: Uint64, group_cursors?: GroupCursor[]}} HelloFrame
  * @typedef {{type: "WELCOME", flags?: number, session: string, node: string, heartbeat: Uint64, recovered: boolean, epoch: string, acked: Uint64, max_frame: Uint64, caps: Uint64}} WelcomeFrame
- * @typedef {{type: "PUSH", flags?: number, seq: Uint64, id: string, business: string, priority: number, created: Uint64, group: string, payload: Uint8Array}} PushFrame
+ * @typedef {{type: "PUSH", flags?: number, seq: Uint64, id: string, business: string, priority: number, created: Uint64, group: string, payload: Uint8Array, group_epoch?: string, group_seq?: Uint64}} PushFrame
  * @typedef {{type: "ACK", flags?: number, seq: Uint64}} AckFrame
  * @typedef {{type: "PING" | "PONG", flags?: number, time: Uint64}} PingFrame
  * @typedef {{type: "UP", flags?: number, request: Uint64, business: string, payload: Uint8Array}} UpFrame
@@ -121,7 +129,8 @@ export function controlKindName(kind) {
  * @typedef {{type: "CONTROL", flags?: number, kind: number, priority: number, reason: string, addr: string, businesses: string[]}} ControlFrame
  * @typedef {{type: "ERROR", flags?: number, code: number, request: Uint64, message: string}} ErrorFrame
  * @typedef {{type: "BATCH", flags?: number, frames: Frame[]}} BatchFrame
- * @typedef {HelloFrame | WelcomeFrame | PushFrame | AckFrame | PingFrame | UpFrame | UpReplyFrame | GroupFrame | ControlFrame | ErrorFrame | BatchFrame} Frame
+ * @typedef {{type: "CATCHUP", flags?: number, group: string, recovered: boolean, epoch: string, seq: Uint64}} CatchUpFrame
+ * @typedef {HelloFrame | WelcomeFrame | PushFrame | AckFrame | PingFrame | UpFrame | UpReplyFrame | GroupFrame | ControlFrame | ErrorFrame | BatchFrame | CatchUpFrame} Frame
  */
 
 /**
@@ -244,6 +253,9 @@ function encodeTo(w, f) {
   const start = w.n;
   w.room(HEADER_LEN);
   w.n += HEADER_LEN;
+  // The flags a frame's optional fields set are the encoder's to decide:
+  // group_cursors sets FLAG_GROUP_CURSORS, group_epoch FLAG_GROUP_SEQ.
+  let flags = (f.flags ?? 0) & ~((f.type === "HELLO" ? FLAG_GROUP_CURSORS : 0) | (f.type === "PUSH" ? FLAG_GROUP_SEQ : 0));
   switch (f.type) {
     case "HELLO":
       for (const s of [f.token, f.app, f.device, f.platform, f.version]) w.str(s);
@@ -251,6 +263,15 @@ function encodeTo(w, f) {
       w.str(f.epoch);
       w.uvarint(f.seq);
       w.uvarint(f.caps);
+      if (f.group_cursors?.length) {
+        flags |= FLAG_GROUP_CURSORS;
+        w.uvarint(f.group_cursors.length);
+        for (const c of f.group_cursors) {
+          w.str(c.group);
+          w.str(c.epoch);
+          w.uvarint(c.seq);
+        }
+      }
       break;
     case "WELCOME":
       w.str(f.session);
@@ -270,6 +291,11 @@ function encodeTo(w, f) {
       w.uvarint(f.created);
       w.str(f.group);
       w.bytes(f.payload);
+      if (f.group_epoch) {
+        flags |= FLAG_GROUP_SEQ;
+        w.str(f.group_epoch);
+        w.uvarint(f.group_seq ?? 0);
+      }
       break;
     case "ACK":
       w.uvarint(f.seq);
@@ -305,6 +331,12 @@ function encodeTo(w, f) {
       w.uvarint(f.request);
       w.str(f.message);
       break;
+    case "CATCHUP":
+      w.str(f.group);
+      w.u8(f.recovered ? 1 : 0);
+      w.str(f.epoch);
+      w.uvarint(f.seq);
+      break;
     case "BATCH":
       if ((f.flags ?? 0) & FLAG_LZ4) throw new TypeError("this encoder writes uncompressed BATCH frames only");
       for (const inner of f.frames) {
@@ -317,7 +349,7 @@ function encodeTo(w, f) {
   const b = w.b;
   b[start] = 1;
   b[start + 1] = type;
-  b[start + 2] = f.flags ?? 0;
+  b[start + 2] = flags;
   b[start + 3] = len >>> 24;
   b[start + 4] = (len >>> 16) & 0xff;
   b[start + 5] = (len >>> 8) & 0xff;
@@ -471,18 +503,32 @@ function decodeAt(b, at, end, max, batchOK) {
   /** @type {Frame} */
   let f;
   switch (name) {
-    case "HELLO":
-      f = { type: name, flags, token: r.str(), app: r.str(), device: r.str(), platform: r.str(), version: r.str(),
+    case "HELLO": {
+      const h = { type: name, flags, token: r.str(), app: r.str(), device: r.str(), platform: r.str(), version: r.str(),
         businesses: r.strs(), epoch: r.str(), seq: r.uvarint(), caps: r.uvarint() };
+      if (flags & FLAG_GROUP_CURSORS) {
+        const n = r.uvarint();
+        if (typeof n === "bigint" || n === 0 || n > MAX_LIST) throw new DecodeError(`group cursor list of ${n}: 1 to ${MAX_LIST}`);
+        if (n > (r.end - r.p) / 3) throw new DecodeError("group cursor count over the bytes left");
+        /** @type {GroupCursor[]} */
+        const cursors = [];
+        for (let i = 0; i < n; i++) cursors.push({ group: r.str(), epoch: r.str(), seq: r.uvarint() });
+        f = { ...h, group_cursors: cursors };
+      } else {
+        f = /** @type {HelloFrame} */ (h);
+      }
       break;
+    }
     case "WELCOME":
       f = { type: name, flags, session: r.str(), node: r.str(), heartbeat: r.uvarint(), recovered: r.bool(),
         epoch: r.str(), acked: r.uvarint(), max_frame: r.uvarint(), caps: r.uvarint() };
       break;
-    case "PUSH":
-      f = { type: name, flags, seq: r.uvarint(), id: r.str(), business: r.str(), priority: r.u8(),
+    case "PUSH": {
+      const p = { type: name, flags, seq: r.uvarint(), id: r.str(), business: r.str(), priority: r.u8(),
         created: r.uvarint(), group: r.str(), payload: r.bytes() };
+      f = flags & FLAG_GROUP_SEQ ? { ...p, group_epoch: r.str(), group_seq: r.uvarint() } : /** @type {PushFrame} */ (p);
       break;
+    }
     case "ACK":
       f = { type: name, flags, seq: r.uvarint() };
       break;
@@ -505,6 +551,9 @@ function decodeAt(b, at, end, max, batchOK) {
       break;
     case "ERROR":
       f = { type: name, flags, code: r.code(), request: r.uvarint(), message: r.str() };
+      break;
+    case "CATCHUP":
+      f = { type: name, flags, group: r.str(), recovered: r.bool(), epoch: r.str(), seq: r.uvarint() };
       break;
     default: {
       if (!batchOK) throw new DecodeError("a BATCH inside a BATCH");
@@ -670,8 +719,13 @@ export class DisconnectError extends Error {
 /**
  * Where the client keeps the cursor across restarts and page reloads.
  * Either method may return a promise; set must not resolve before the
- * cursor is stored: the client acks only after it.
- * @typedef {{get(key: string): Cursor | null | undefined | Promise<Cursor | null | undefined>, set(key: string, cursor: Cursor): void | Promise<void>}} CursorStore
+ * cursor is stored: the client acks only after it. getGroups and
+ * setGroups keep the group cursors (§10.2) the same way; a store without
+ * them keeps those in memory only, so after a restart the device catches
+ * up in none of its groups.
+ * @typedef {{get(key: string): Cursor | null | undefined | Promise<Cursor | null | undefined>, set(key: string, cursor: Cursor): void | Promise<void>,
+ *   getGroups?(key: string): GroupCursor[] | null | undefined | Promise<GroupCursor[] | null | undefined>,
+ *   setGroups?(key: string, cursors: GroupCursor[]): void | Promise<void>}} CursorStore
  */
 
 /**
@@ -692,6 +746,17 @@ export function webStorageCursorStore(storage = globalThis.localStorage) {
     set(key, c) {
       storage.setItem(key, JSON.stringify({ epoch: c.epoch, seq: String(c.seq) }));
     },
+    getGroups(key) {
+      const raw = storage.getItem(key);
+      if (!raw) return null;
+      const v = JSON.parse(raw);
+      if (!Array.isArray(v)) return null;
+      return v.filter((c) => typeof c?.group === "string" && typeof c?.epoch === "string" && typeof c?.seq === "string" && /^\d+$/.test(c.seq))
+        .map((c) => ({ group: c.group, epoch: c.epoch, seq: toUint64(BigInt(c.seq)) }));
+    },
+    setGroups(key, cursors) {
+      storage.setItem(key, JSON.stringify(cursors.map((c) => ({ group: c.group, epoch: c.epoch, seq: String(c.seq) }))));
+    },
   };
 }
 
@@ -702,7 +767,10 @@ export function webStorageCursorStore(storage = globalThis.localStorage) {
 export function memoryCursorStore() {
   /** @type {Map<string, Cursor>} */
   const m = new Map();
-  return { get: (k) => m.get(k), set: (k, c) => void m.set(k, { ...c }) };
+  /** @type {Map<string, GroupCursor[]>} */
+  const g = new Map();
+  return { get: (k) => m.get(k), set: (k, c) => void m.set(k, { ...c }),
+    getGroups: (k) => g.get(k), setGroups: (k, cs) => void g.set(k, cs.map((c) => ({ ...c }))) };
 }
 
 /**
@@ -798,8 +866,20 @@ export function dispatchFrom(bases, app, device, options = {}) {
  * @property {number} priority 1 low, 2 normal, 3 high
  * @property {Uint64} created unix milliseconds when the push API accepted it
  * @property {string} group the group of a group message; "" otherwise
+ * @property {string} groupEpoch with groupSeq, the message's place in its group's catch-up stream (§10.2); "" and 0 without one
+ * @property {Uint64} groupSeq
  * @property {Uint8Array} payload
  * @property {boolean} redelivered the server sent it before; it is still handed over once
+ */
+
+/**
+ * Where a group's catch-up left the device (§10.2): the messages after its
+ * cursor came before, and recovered false says some may be lost.
+ * @typedef {object} CatchUp
+ * @property {string} group
+ * @property {boolean} recovered
+ * @property {string} epoch
+ * @property {Uint64} seq
  */
 
 /**
@@ -842,6 +922,9 @@ export function dispatchFrom(bases, app, device, options = {}) {
  * @property {WebSocketConstructor} [WebSocket] globalThis.WebSocket
  * @property {(m: Message) => void | Promise<void>} [onMessage] each message, once, in order; the ack waits for its promise
  * @property {(c: Cursor) => void | Promise<void>} [onCursor] the new cursor, after the store has it and before the ack
+ * @property {GroupCursor[]} [groupCursors] where to resume the groups' catch-up streams; overrides the store's: the store's, else none
+ * @property {(c: GroupCursor) => void} [onGroupCursor] a group's cursor moved (the store has it within a second)
+ * @property {(cu: CatchUp) => void} [onCatchUp] a group's catch-up is done, after its replayed messages; recovered false: resync that group
  * @property {(w: Welcome) => void} [onWelcome] each accepted session; rejoin groups here
  * @property {(c: ControlFrame) => void} [onControl] every CONTROL frame: degraded, restored, drain, kick, …
  * @property {(from: Uint64, to: Uint64) => void} [onGap] inbox messages from..to were lost on the server (a flagged gap)
@@ -893,6 +976,16 @@ export class Client {
   }
 
   /**
+   * The cursor of group's catch-up stream, or null when the client holds
+   * none.
+   * @param {string} group
+   * @returns {GroupCursor | null}
+   */
+  groupCursor(group) {
+    return this.#core.groupCursor(group);
+  }
+
+  /**
    * Connects and stays connected. The promise resolves when close() is
    * called, and rejects with KickedError when another connection of the
    * device took over, or with RefusedError when the server refused the
@@ -925,8 +1018,11 @@ export class Client {
   }
 
   /**
-   * Subscribes this connection to group. Membership lasts for the
-   * connection: join again in onWelcome.
+   * Subscribes this connection to group, for an app that lets its devices
+   * join groups (otherwise RefusedError join_refused). Such a membership
+   * lasts for the connection: join again in onWelcome. The groups the
+   * business adds the device or its user to are joined at every connect
+   * without it.
    * @param {string} group
    * @returns {Promise<void>}
    */
@@ -970,6 +1066,10 @@ class Core {
     /** @type {Cursor} */
     this._cursor = o.cursor ? { ...o.cursor } : { epoch: "", seq: 0 };
     this._ids = new IdWindow(o.dedupeWindow ?? 4096);
+    this._groups = new GroupCursors(o.groupCursors ?? []);
+    this._groupsKey = `${this._key}:groups`;
+    /** @type {any} a pending write of the group cursors to the store */
+    this._groupsTimer = null;
     /** @type {Session | null} the session that reached WELCOME, while it lasts */
     this._conn = null;
     /** @type {Session | null} the connection attempt or session in progress */
@@ -1001,6 +1101,36 @@ class Core {
   }
 
   /**
+   * @param {string} group
+   * @returns {GroupCursor | null}
+   */
+  groupCursor(group) {
+    const st = this._groups.m.get(group);
+    return st ? { group, epoch: st.epoch, seq: st.seq } : null;
+  }
+
+  /**
+   * Notes a group cursor that moved: tells the app, and has the store
+   * write the cursors within a second (group messages are not acked, so
+   * a late write only makes the next catch-up replay more).
+   * @param {GroupCursor} c
+   */
+  _groupMoved(c) {
+    this._call(this._o.onGroupCursor, c);
+    const store = this._store;
+    if (!store?.setGroups || this._groupsTimer) return;
+    this._groupsTimer = setTimeout(() => this._flushGroups(), 1000);
+  }
+
+  /** Writes the group cursors to the store now, if it keeps them. */
+  _flushGroups() {
+    clearTimeout(this._groupsTimer);
+    this._groupsTimer = null;
+    const store = this._store;
+    if (store?.setGroups) this._call(() => /** @type {any} */ (store).setGroups(this._groupsKey, this._groups.all()));
+  }
+
+  /**
    * Connects and stays connected. The promise resolves when close() is
    * called, and rejects with KickedError when another connection of the
    * device took over, or with RefusedError when the server refused the
@@ -1022,6 +1152,7 @@ class Core {
    */
   close() {
     this._closed = true;
+    if (this._groupsTimer) this._flushGroups();
     this._abort.abort();
     this._live?.stop(new ClosedError());
     this._wake?.();
@@ -1079,6 +1210,14 @@ class Core {
       try {
         const c = await this._store.get(this._key);
         if (c) this._cursor = { epoch: c.epoch, seq: c.seq };
+      } catch (e) {
+        this._report(e);
+      }
+    }
+    if (!this._o.groupCursors && this._store?.getGroups) {
+      try {
+        const gs = await this._store.getGroups(this._groupsKey);
+        if (gs) this._groups = new GroupCursors(gs);
       } catch (e) {
         this._report(e);
       }
@@ -1265,6 +1404,10 @@ class Core {
     if (deliver && !this._ids.add(p.id)) deliver = false;
     if (inbox && p.seq > cur) this._cursor = { epoch: this._cursor.epoch, seq: p.seq };
     const next = this._cursor;
+    if (p.group && p.group_epoch) {
+      const moved = this._groups.received(p.group, p.group_epoch, p.group_seq ?? 0);
+      if (moved) this._groupMoved(moved);
+    }
     if (gap) this._call(this._o.onGap, gap[0], gap[1]);
     const handled = deliver ? this._call(this._o.onMessage, message(p)) : this._call(this._o.onDrop, message(p), "repeat");
     if (!inbox) return handled ? handled.then(() => -1) : -1;
@@ -1360,7 +1503,7 @@ function nodeFailed(err) {
  */
 function message(p) {
   return { id: p.id, seq: p.seq, business: p.business, priority: p.priority, created: p.created,
-    group: p.group, payload: p.payload, redelivered: !!((p.flags ?? 0) & FLAG_REDELIVERY) };
+    group: p.group, groupEpoch: p.group_epoch ?? "", groupSeq: p.group_seq ?? 0, payload: p.payload, redelivered: !!((p.flags ?? 0) & FLAG_REDELIVERY) };
 }
 
 /**
@@ -1380,6 +1523,90 @@ function add(a, k) {
  */
 function toUint64(v) {
   return v <= BigInt(MAX_SAFE) ? Number(v) : v;
+}
+
+/** The most group cursors HELLO carries (§10.2): the most recently moved. */
+const MAX_GROUP_CURSORS = 64;
+/**
+ * The most seqs a group cursor holds above its contiguous prefix: messages
+ * of one group pushed through different nodes can arrive out of order, so
+ * a cursor moves only over a run without holes, and gives up on a hole
+ * (a message the server filtered out for this device) once this many
+ * later seqs arrived; the next catch-up settles it.
+ */
+const MAX_AHEAD = 1024;
+
+/** The group cursors (§10.2), as the Go SDK keeps them. */
+class GroupCursors {
+  /** @param {GroupCursor[]} initial */
+  constructor(initial) {
+    /** @type {Map<string, {epoch: string, seq: Uint64, ahead: Set<string>, moved: number}>} */
+    this.m = new Map();
+    this.moves = 0;
+    for (const c of initial) {
+      if (c.group && c.epoch) this.m.set(c.group, { epoch: c.epoch, seq: c.seq, ahead: new Set(), moved: ++this.moves });
+    }
+  }
+
+  /** @returns {GroupCursor[]} every cursor, most recently moved first */
+  all() {
+    return [...this.m.entries()].sort((a, b) => b[1].moved - a[1].moved)
+      .map(([group, st]) => ({ group, epoch: st.epoch, seq: st.seq }));
+  }
+
+  /** @returns {GroupCursor[]} what HELLO carries */
+  hello() {
+    return this.all().slice(0, MAX_GROUP_CURSORS);
+  }
+
+  /**
+   * Notes a group message's position; returns the cursor when it moved.
+   * @param {string} group
+   * @param {string} epoch
+   * @param {Uint64} seq
+   * @returns {GroupCursor | null}
+   */
+  received(group, epoch, seq) {
+    let st = this.m.get(group);
+    if (!st || st.epoch !== epoch) {
+      // A first message of this stream, or of a new epoch of it.
+      st = { epoch, seq: add(seq, -1), ahead: new Set(), moved: 0 };
+      this.m.set(group, st);
+    }
+    if (seq <= st.seq) return null;
+    if (seq > add(st.seq, 1)) {
+      st.ahead.add(String(seq));
+      if (st.ahead.size <= MAX_AHEAD) return null;
+      let low = seq;
+      for (const s of st.ahead) if (BigInt(s) < BigInt(low)) low = toUint64(BigInt(s));
+      st.seq = add(low, -1);
+    }
+    st.seq = add(st.seq, 1);
+    st.ahead.delete(String(st.seq));
+    while (st.ahead.delete(String(add(st.seq, 1)))) st.seq = add(st.seq, 1);
+    st.moved = ++this.moves;
+    return { group, epoch: st.epoch, seq: st.seq };
+  }
+
+  /**
+   * Sets a group's cursor where its catch-up left it.
+   * @param {string} group
+   * @param {string} epoch
+   * @param {Uint64} seq
+   * @returns {GroupCursor}
+   */
+  caughtUp(group, epoch, seq) {
+    let st = this.m.get(group);
+    if (!st || st.epoch !== epoch) {
+      st = { epoch, seq: 0, ahead: new Set(), moved: 0 };
+      this.m.set(group, st);
+    }
+    if (seq > st.seq) st.seq = seq;
+    for (const s of st.ahead) if (BigInt(s) <= BigInt(st.seq)) st.ahead.delete(s);
+    while (st.ahead.delete(String(add(st.seq, 1)))) st.seq = add(st.seq, 1);
+    st.moved = ++this.moves;
+    return { group, epoch: st.epoch, seq: st.seq };
+  }
 }
 
 /** The last n message ids: a set for lookup, a ring for eviction in arrival order. */
@@ -1458,7 +1685,8 @@ class Session {
       this.timer = setTimeout(() => this.stop(new DisconnectError("no WELCOME within the handshake timeout")), c._o.handshakeTimeout ?? 10000);
       const cur = c._cursor;
       this.send({ type: "HELLO", token, app: c._o.app, device: c._o.device, platform: c._platform, version: c._version,
-        businesses: c._o.businesses ?? [], epoch: cur.epoch, seq: cur.epoch === "" ? 0 : cur.seq, caps: c._o.lz4 ? CAP_LZ4 : 0 });
+        businesses: c._o.businesses ?? [], epoch: cur.epoch, seq: cur.epoch === "" ? 0 : cur.seq,
+        caps: (c._o.lz4 ? CAP_LZ4 : 0) | CAP_GROUP_CURSORS, group_cursors: c._groups.hello() });
     };
     ws.onmessage = (ev) => {
       this.lastRead = Date.now();
@@ -1622,6 +1850,12 @@ class Session {
       case "PONG":
       case "UP_REPLY": // answered on arrival (replies)
         return;
+      case "CATCHUP": {
+        const moved = c._groups.caughtUp(f.group, f.epoch, f.seq);
+        c._groupMoved(moved);
+        c._call(c._o.onCatchUp, { group: f.group, recovered: f.recovered, epoch: f.epoch, seq: f.seq });
+        return;
+      }
       case "CONTROL":
         c._call(c._o.onControl, f);
         switch (f.kind) {

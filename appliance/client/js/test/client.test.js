@@ -6,9 +6,9 @@ import assert from "node:assert/strict";
 import { WebSocket } from "ws";
 import {
   Client, ClosedError, Code, ControlKind, DisconnectError, KickedError, NotConnectedError, RefusedError,
-  decodeMessage, dispatchFrom, encode, memoryCursorStore, FLAG_GAP, FLAG_LZ4, CAP_LZ4,
+  decodeMessage, dispatchFrom, encode, memoryCursorStore, FLAG_GAP, FLAG_LZ4, CAP_LZ4, CAP_GROUP_CURSORS,
 } from "../pushd.js";
-import { region, newDevice, mintToken, push, deviceState, waitFor, sleep, text } from "./lib.js";
+import { region, newDevice, mintToken, push, groups, deviceState, waitFor, sleep, text } from "./lib.js";
 
 // ---------------------------------------------------------------------------
 // A scripted server: each WebSocket the client opens is a FakeSocket the
@@ -104,7 +104,8 @@ describe("against a scripted server", () => {
     const s = await srv.welcome({ acked: 4 });
     srv.log.length = 0;
     const hello = s.sent("HELLO")[0];
-    assert.deepEqual([hello.epoch, hello.seq, hello.caps, hello.businesses, hello.app, hello.device, hello.token], ["e1", 4, CAP_LZ4, ["chat"], "a", "d", "t"]);
+    assert.deepEqual([hello.epoch, hello.seq, hello.caps, hello.businesses, hello.app, hello.device, hello.token], ["e1", 4, CAP_LZ4 | CAP_GROUP_CURSORS, ["chat"], "a", "d", "t"]);
+    assert.equal(hello.group_cursors, undefined);
     s.deliver(pushFrame(5, "m5"));
     s.deliver(pushFrame(6, "m6"));
     await settle();
@@ -293,6 +294,51 @@ describe("against a scripted server", () => {
     c.close();
   });
 
+  test("group cursors move over runs without holes, CATCHUP sets them, and the next HELLO carries them", async () => {
+    const srv = new FakeServer();
+    const store = memoryCursorStore();
+    const cursors = [];
+    const catchUps = [];
+    const messages = [];
+    const { c } = srv.client({
+      store, onGroupCursor: (g) => cursors.push(`${g.group}:${g.seq}`), onCatchUp: (cu) => catchUps.push(cu),
+      onMessage: (m) => messages.push(`${m.id}@${m.seq} ${m.group}/${m.groupEpoch}/${m.groupSeq}`),
+    });
+    c.run();
+    let s = await srv.welcome();
+    const gpush = (id, seq) => ({ ...pushFrame(0, id), group: "room", group_epoch: "g1", group_seq: seq });
+    // 1, then 3 ahead of 2: the cursor waits for 2, then takes 2 and 3.
+    s.deliver(gpush("a", 1));
+    s.deliver(gpush("c", 3));
+    await settle();
+    assert.deepEqual(c.groupCursor("room"), { group: "room", epoch: "g1", seq: 1 });
+    s.deliver(gpush("b", 2));
+    await settle();
+    assert.deepEqual(c.groupCursor("room"), { group: "room", epoch: "g1", seq: 3 });
+    assert.deepEqual(cursors, ["room:1", "room:3"]);
+    assert.deepEqual(messages, ["a@0 room/g1/1", "c@0 room/g1/3", "b@0 room/g1/2"]);
+    assert.equal(s.sent("ACK").length, 0, "group messages are not acked");
+    // A catch-up settles a hole for good: 5 came, 4 never will.
+    s.deliver(gpush("e", 5));
+    s.deliver({ type: "CATCHUP", group: "room", recovered: false, epoch: "g1", seq: 6 });
+    await settle();
+    assert.deepEqual(catchUps, [{ group: "room", recovered: false, epoch: "g1", seq: 6 }]);
+    assert.deepEqual(c.groupCursor("room"), { group: "room", epoch: "g1", seq: 6 });
+    // The next connection resumes the group from there.
+    s.drop(1006);
+    s = await srv.welcome();
+    assert.deepEqual(s.sent("HELLO")[0].group_cursors, [{ group: "room", epoch: "g1", seq: 6 }]);
+    c.close();
+    // Closing writes the group cursors to the store.
+    assert.deepEqual(await store.getGroups("pushd:a:d:cursor:groups"), [{ group: "room", epoch: "g1", seq: 6 }]);
+    // A new client resumes them from the store.
+    const again = srv.client({ store });
+    again.c.run();
+    s = await srv.welcome();
+    assert.deepEqual(s.sent("HELLO")[0].group_cursors, [{ group: "room", epoch: "g1", seq: 6 }]);
+    again.c.close();
+  });
+
   test("close() ends run() and a backoff wait", async () => {
     const srv = new FakeServer();
     srv.refuseConnect = true;
@@ -399,6 +445,30 @@ describe("against a real region", () => {
     await waitFor(() => plain.got.messages.length === 20, { what: "20 more" });
     assert.equal(compressed, 0);
     plain.c.close();
+  });
+
+  test("a group's catch-up stream: a member away for a few messages gets them on reconnect, then CATCHUP", async () => {
+    const group = newDevice("live");
+    const store = memoryCursorStore();
+    const catchUps = [];
+    const { c, got, id } = device({ store, onCatchUp: (cu) => catchUps.push(cu) });
+    await groups(group, "stream", { max_len: 10, max_age: "1h" });
+    c.run();
+    await waitFor(() => c.connected, { what: "session" });
+    await groups(group, "members", { op: "add", devices: [id] });
+    await waitFor(() => catchUps.length === 1, { what: "the CATCHUP of joining" });
+    assert.equal(catchUps[0].recovered, true);
+    await push({ group, data: "g1" });
+    await waitFor(() => got.messages.length === 1, { what: "g1" });
+    c.close();
+    for (const d of ["g2", "g3"]) await push({ group, data: d });
+    const again = device({ device: id, store, onCatchUp: (cu) => catchUps.push(cu) });
+    again.c.run();
+    await waitFor(() => catchUps.length === 2, { what: "the CATCHUP after the reconnect" });
+    assert.deepEqual(again.got.messages.map((m) => m.data), ["g2", "g3"]);
+    assert.equal(catchUps[1].recovered, true);
+    assert.equal(again.c.groupCursor(group).seq, 3);
+    again.c.close();
   });
 
   test("a bad token: RefusedError token_bad_signature reaches the app, and no reconnect follows", async () => {

@@ -27,7 +27,7 @@ function fromFixture(type, fields) {
 
 test("the fixture holds every frame type", () => {
   const types = new Set(fixture.frames.map((f) => f.type));
-  assert.equal(types.size, 13, [...types].join(" "));
+  assert.equal(types.size, 14, [...types].join(" "));
   assert.ok(fixture.frames.length >= 20);
 });
 
@@ -75,7 +75,7 @@ test("malformed frames are refused with the code §2.2 gives", () => {
   const cases = [
     ["02040000000001 05", Code.unsupported_version],
     ["01000000000001 05", Code.bad_frame], // type 0
-    ["010e0000000001 05", Code.bad_frame], // unknown type
+    ["010f0000000001 05", Code.bad_frame], // unknown type
     ["01040000000002 85", Code.bad_frame], // uvarint past the end
     ["0104000000000b ffffffffffffffffff02", Code.bad_frame], // overflow; length 11 but 10 bytes: truncated
     ["0104000000000a ffffffffffffffffff02", Code.bad_frame], // 10th byte > 1
@@ -95,6 +95,11 @@ test("malformed frames are refused with the code §2.2 gives", () => {
   // An lz4 batch claiming more than 255 × its block, or over the limit.
   assert.throws(() => decodeMessage(unhex("010d0100000003 ff0f 00".replace(/ /g, ""))), DecodeError);
   assert.throws(() => decode(unhex("010d0100000004 8080 04 00".replace(/ /g, "")), 1000), (e) => e.code === Code.frame_too_large);
+  // A HELLO flagged with group cursors that holds none, or more than 64.
+  assert.throws(() => decodeMessage(unhex("0101010000000a 00000000000000000000".replace(/ /g, ""))), DecodeError);
+  assert.throws(() => decodeMessage(unhex("0101010000000a 00000000000000000041".replace(/ /g, ""))), DecodeError);
+  // A PUSH flagged with a group position that is not there.
+  assert.throws(() => decodeMessage(unhex("01030400000007 00000002000000".replace(/ /g, ""))), DecodeError);
   // A BATCH of more than 64 businesses in a CONTROL.
   assert.throws(() => decodeMessage(unhex("010b0000000005 0100000041".replace(/ /g, ""))), DecodeError);
 });

@@ -58,6 +58,11 @@ export function push(body, { url = region.pushURL, apiKey = region.apiKey, app =
   return call("POST", `${url}/v1/push`, apiKey, { app, ...body });
 }
 
+/** A group endpoint of the push API: POST /v1/groups/{group}/{what}, as pushctl group does. */
+export function groups(group, what, body, { url = region.pushURL, apiKey = region.apiKey, app = region.app } = {}) {
+  return call("POST", `${url}/v1/groups/${group}/${what}`, apiKey, { app, ...body });
+}
+
 /** The device's state as the push API tells it (route, inbox, ack cursor). */
 export function deviceState(device) {
   return call("GET", `${region.pushURL}/v1/devices/${device}?app=${region.app}`, region.apiKey);
