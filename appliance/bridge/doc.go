@@ -6,8 +6,8 @@
 // and, like the push API, talks to the node only through its exported
 // core (Core; *appliance.Node is one). The push API hands it the part of
 // a push meant for other regions (Export), which it produces to Kafka —
-// idempotent, acks=all, lz4 batches, keyed so one device's records stay
-// in order — without ever waiting for Kafka: the records go into a
+// idempotent, acks=all, lz4 batches, keyed so one device's (or user's)
+// records stay in order — without ever waiting for Kafka: the records go into a
 // bounded buffer, and a push that does not fit is answered "failed" for
 // those regions. Every node is also a member of its region's consumer
 // group: it reads the records other regions produced, decides from their
