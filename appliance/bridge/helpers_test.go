@@ -93,10 +93,11 @@ func (r *testRegion) node() *appliancetest.Node { return r.Nodes[0] }
 
 // regionOpts change how startRegion builds a region.
 type regionOpts struct {
-	bridge  func(*bridge.Config)
-	config  func(*appliance.Config)
-	noApp   bool
-	bridged bool // false: no bridge at all
+	bridge   func(*bridge.Config)
+	config   func(*appliance.Config)
+	noApp    bool
+	bridged  bool               // false: no bridge at all
+	commands []raftmeta.Command // applied after the test app is created
 }
 
 // startRegion starts region name, bridged to peers through the brokers.
@@ -112,7 +113,7 @@ func startRegion(t testing.TB, name string, peers []string, brokers []string, op
 			APIKeys: []raftmeta.APIKey{{ID: "key-1", Hash: raftmeta.HashKey(testAPIKey)}}}))
 	}
 	ro := appliancetest.RegionOptions{
-		Commands: cmds,
+		Commands: append(cmds, o.commands...),
 		Config: func(_ int, cfg *appliance.Config) {
 			cfg.Region = name
 			if o.config != nil {

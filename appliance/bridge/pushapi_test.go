@@ -9,6 +9,7 @@ import (
 
 	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/internal/poll"
+	"github.com/pushd/pushd/raftmeta"
 )
 
 // TestPushAPI_Regions checks the push API's "regions": every refusal is
@@ -68,6 +69,37 @@ func TestPushAPI_Regions(t *testing.T) {
 	if len(resp.Results) != 1 || resp.Results[0].Reason != "invalid_device" || resp.Stored || resp.Bridged["sh"] != api.BridgedQueued {
 		t.Fatalf("answer %+v: want bad id rejected, nothing stored here, sh queued", resp)
 	}
+}
+
+// TestPushAPI_UsersForOtherRegionsOnlyCountPerUser pushes to users for sh
+// only through bj, whose app admits a burst of 2: bj cannot see the
+// users' devices, so its rate limit counts one per user — three users
+// could never pass (400), two pass, and two more at once are over the
+// rate (429, until the bucket refills in 2 s) — and nothing is stored in
+// bj.
+func TestPushAPI_UsersForOtherRegionsOnlyCountPerUser(t *testing.T) {
+	t.Parallel()
+	kafka := startKafka(t)
+	bj := startRegion(t, "bj", []string{"sh"}, kafka.ListenAddrs(), func(o *regionOpts) {
+		o.commands = []raftmeta.Command{raftmeta.SetAppLimits(testApp, raftmeta.AppLimits{MaxPayload: 4096, RatePerSec: 1, Burst: 2})}
+	})
+	sh := startRegion(t, "sh", []string{"bj"}, kafka.ListenAddrs())
+	phone := connectAs(t, sh, "alice-phone", profile{user: "alice"})
+
+	_, err := pushVia(t, bj, api.PushRequest{Users: []string{"alice", "bob", "carol"}, Regions: api.RegionList("sh")})
+	var ae *api.APIError
+	if !errors.As(err, &ae) || ae.Status != 400 || ae.Code != "too_many_targets" || !strings.Contains(ae.Message, "3 users") {
+		t.Fatalf("3 users with a burst of 2: %v, want 400 too_many_targets counting users", err)
+	}
+	resp := mustPushVia(t, bj, api.PushRequest{Users: []string{"alice", "bob"}, Regions: api.RegionList("sh")})
+	if resp.Stored || len(resp.Results) != 0 || resp.Bridged["sh"] != api.BridgedQueued {
+		t.Fatalf("answer %+v: want nothing here and sh queued", resp)
+	}
+	_, err = pushVia(t, bj, api.PushRequest{Users: []string{"alice", "bob"}, Regions: api.RegionList("sh")})
+	if !errors.As(err, &ae) || ae.Status != 429 {
+		t.Fatalf("2 more users at once: %v, want 429", err)
+	}
+	phone.waitIDs(t, 10*time.Second, []string{resp.ID})
 }
 
 // TestPushAPI_RefusedHereIsNotExported stops bj's Redis: a push for bj

@@ -222,8 +222,12 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 	if burst := app.RateBurst(); burst > 0 {
 		if units > burst {
 			// It could never pass: a Retry-After would be a promise broken.
-			return nil, api.BadRequest("too_many_targets", "%d devices, but app %s's rate limit admits at most %d per request",
-				units, app.ID(), burst)
+			counted := "devices"
+			if len(req.Users) > 0 && !local {
+				counted = "users"
+			}
+			return nil, api.BadRequest("too_many_targets", "%d %s, but app %s's rate limit admits at most %d per request",
+				units, counted, app.ID(), burst)
 		}
 		if ok, wait := app.TakeRate(units, time.Now()); !ok {
 			e := api.Errorf(http.StatusTooManyRequests, "rate_limited", "app %s is over its push rate", app.ID())
