@@ -175,6 +175,51 @@ func TestBridge_GroupPushReachesMembersInAnotherRegion(t *testing.T) {
 	}
 }
 
+// TestBridge_GroupWithStreamInAnotherRegion pushes in bj, for sh, to a
+// group that sh keeps in Redis with a catch-up stream and a user as its
+// member: the user's device in sh gets it, and sh's stream holds it once
+// though the record is read twice (a retry under the same idempotency
+// key exports it again).
+func TestBridge_GroupWithStreamInAnotherRegion(t *testing.T) {
+	t.Parallel()
+	kafka := startKafka(t)
+	bj := startRegion(t, "bj", []string{"sh"}, kafka.ListenAddrs())
+	sh := startRegion(t, "sh", []string{"bj"}, kafka.ListenAddrs())
+	ctx := context.Background()
+	shAPI := sh.pushClient(t)
+	if _, err := shAPI.SetGroupStream(ctx, "room-9", &api.GroupStreamRequest{App: api.Ptr(testApp), MaxLen: api.Ptr(int64(100)), MaxAge: api.Ptr("1h")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := shAPI.ChangeGroupMembers(ctx, "room-9", &api.GroupMembersRequest{App: api.Ptr(testApp), Op: api.Ptr(api.OpAdd), Users: []string{"alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	phone := connectAs(t, sh, "alice-phone", profile{user: "alice"})
+
+	req := api.PushRequest{Group: api.Ptr("room-9"), IdempotencyKey: api.Ptr("notice-1"), Regions: api.RegionList("sh")}
+	first := mustPushVia(t, bj, req)
+	retry := mustPushVia(t, bj, req)
+	if retry.ID != first.ID || first.Bridged["sh"] != api.BridgedQueued || retry.Bridged["sh"] != api.BridgedQueued {
+		t.Fatalf("answers %+v and %+v: want one id, sh queued twice", first, retry)
+	}
+	phone.waitIDs(t, 10*time.Second, []string{first.ID})
+	poll.Until(t, 10*time.Second, func() error {
+		if n := metric(t, sh, "pushd_bridge_consumed_records_total", "outcome=repeat"); n != 1 {
+			return fmt.Errorf("sh took %v records for repeats, want the retry's 1", n)
+		}
+		return nil
+	})
+	st, err := shAPI.Group(ctx, testApp, "room-9", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Stream.Last != 1 {
+		t.Fatalf("sh's stream of room-9 %+v: want the message appended once", st.Stream)
+	}
+	if got := phone.ids(); len(got) != 1 {
+		t.Fatalf("the member got %v, want the message once", got)
+	}
+}
+
 // TestBridge_IdempotentRetryInEitherRegion pushes to a device of each
 // region for both regions with an idempotency key, and sends the same
 // request again through the other region: one message id, one seq in
