@@ -34,7 +34,7 @@ func TestBridge_DevicePushReachesAnotherRegion(t *testing.T) {
 		}
 		ids = append(ids, resp.ID)
 	}
-	phone.waitIDs(t, 10*time.Second, ids)
+	phone.waitIDs(t, within, ids)
 	if got := phone.ids(); fmt.Sprint(got) != fmt.Sprint(ids) {
 		t.Fatalf("order: got %v, pushed %v", got, ids)
 	}
@@ -61,11 +61,11 @@ func TestBridge_BroadcastToAllRegions(t *testing.T) {
 		t.Fatalf("answer %+v: want 2 recipients in bj and sh queued", resp)
 	}
 	for _, d := range devices {
-		d.waitIDs(t, 10*time.Second, []string{resp.ID})
+		d.waitIDs(t, within, []string{resp.ID})
 	}
 	// sh fans out each broadcast once: a second record of it (a retry,
 	// a redelivery) is recognised by id.
-	poll.Until(t, 5*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		if n := metric(t, sh, "pushd_bridge_consumed_records_total", "outcome=imported"); n != 1 {
 			return fmt.Errorf("sh imported %v records, want 1", n)
 		}
@@ -99,10 +99,10 @@ func TestBridge_FilteredBroadcastToAllRegions(t *testing.T) {
 	}
 	mark := mustPushVia(t, bj, api.PushRequest{Broadcast: true, Regions: api.AllRegions()})
 	for _, d := range matching {
-		d.waitIDs(t, 10*time.Second, []string{resp.ID, mark.ID})
+		d.waitIDs(t, within, []string{resp.ID, mark.ID})
 	}
 	for _, d := range others {
-		d.waitIDs(t, 10*time.Second, []string{mark.ID})
+		d.waitIDs(t, within, []string{mark.ID})
 	}
 }
 
@@ -128,7 +128,7 @@ func TestBridge_UserPushReachesDevicesInAnotherRegion(t *testing.T) {
 		t.Fatalf("answer %+v: want bj's results %+v and sh queued", resp, want)
 	}
 	for _, d := range []*device{alicePhone, aliceTablet, bobPhone} {
-		d.waitIDs(t, 10*time.Second, []string{resp.ID})
+		d.waitIDs(t, within, []string{resp.ID})
 	}
 	for _, id := range []string{"alice-phone", "alice-tablet"} {
 		if st := deviceState(t, sh, id); st.Last != 1 {
@@ -140,9 +140,9 @@ func TestBridge_UserPushReachesDevicesInAnotherRegion(t *testing.T) {
 	if again.Stored || len(again.Results) != 0 || again.Bridged["sh"] != api.BridgedQueued {
 		t.Fatalf("answer %+v: want nothing here and sh queued", again)
 	}
-	alicePhone.waitIDs(t, 10*time.Second, []string{resp.ID, again.ID})
+	alicePhone.waitIDs(t, within, []string{resp.ID, again.ID})
 	mark := mustPushVia(t, bj, api.PushRequest{Broadcast: true, Regions: api.RegionList("sh")})
-	carol.waitIDs(t, 10*time.Second, []string{mark.ID})
+	carol.waitIDs(t, within, []string{mark.ID})
 	if st := deviceState(t, bj, "bob-phone"); st.Last != 1 {
 		t.Fatalf("bj stored %d messages for bob-phone, want 1", st.Last)
 	}
@@ -166,10 +166,10 @@ func TestBridge_GroupPushReachesMembersInAnotherRegion(t *testing.T) {
 	if resp.Recipients != nil || resp.Bridged["sh"] != api.BridgedQueued {
 		t.Fatalf("answer %+v: want no local recipients (sh only) and sh queued", resp)
 	}
-	member.waitIDs(t, 10*time.Second, []string{resp.ID})
+	member.waitIDs(t, within, []string{resp.ID})
 	// A later broadcast to sh shows the others were passed over, not late.
 	mark := mustPushVia(t, bj, api.PushRequest{Broadcast: true, Regions: api.RegionList("sh")})
-	other.waitIDs(t, 10*time.Second, []string{mark.ID})
+	other.waitIDs(t, within, []string{mark.ID})
 	if got := bjMember.ids(); len(got) != 0 {
 		t.Fatalf("bj's member got %v: the push was for sh", got)
 	}
@@ -201,8 +201,8 @@ func TestBridge_GroupWithStreamInAnotherRegion(t *testing.T) {
 	if retry.ID != first.ID || first.Bridged["sh"] != api.BridgedQueued || retry.Bridged["sh"] != api.BridgedQueued {
 		t.Fatalf("answers %+v and %+v: want one id, sh queued twice", first, retry)
 	}
-	phone.waitIDs(t, 10*time.Second, []string{first.ID})
-	poll.Until(t, 10*time.Second, func() error {
+	phone.waitIDs(t, within, []string{first.ID})
+	poll.Until(t, within, func() error {
 		if n := metric(t, sh, "pushd_bridge_consumed_records_total", "outcome=repeat"); n != 1 {
 			return fmt.Errorf("sh took %v records for repeats, want the retry's 1", n)
 		}
@@ -237,8 +237,8 @@ func TestBridge_IdempotentRetryInEitherRegion(t *testing.T) {
 	}
 
 	first := mustPushVia(t, bj, req("order-1"))
-	inBJ.waitIDs(t, 10*time.Second, []string{first.ID})
-	inSH.waitIDs(t, 10*time.Second, []string{first.ID})
+	inBJ.waitIDs(t, within, []string{first.ID})
+	inSH.waitIDs(t, within, []string{first.ID})
 	again := mustPushVia(t, sh, req("order-1"))
 	if again.ID != first.ID {
 		t.Fatalf("the retry in sh got id %s, the push in bj %s", again.ID, first.ID)
@@ -252,11 +252,11 @@ func TestBridge_IdempotentRetryInEitherRegion(t *testing.T) {
 	second := mustPushVia(t, sh, req("order-2"))
 	mustPushVia(t, bj, req("order-2"))
 	want := []string{first.ID, second.ID}
-	inBJ.waitIDs(t, 10*time.Second, want)
-	inSH.waitIDs(t, 10*time.Second, want)
+	inBJ.waitIDs(t, within, want)
+	inSH.waitIDs(t, within, want)
 	for _, r := range []*testRegion{bj, sh} {
 		for _, d := range []string{"phone-bj", "phone-sh"} {
-			poll.Until(t, 5*time.Second, func() error {
+			poll.Until(t, within, func() error {
 				if st := deviceState(t, r, d); st.Last != 2 {
 					return fmt.Errorf("%s's inbox of %s assigned %d seqs, want 2", r.name, d, st.Last)
 				}
@@ -308,7 +308,7 @@ func TestBridge_DeviceMovesBetweenRegions(t *testing.T) {
 		pushes(bj, 40)
 		pushes(sh, 40)
 	}()
-	poll.Until(t, 10*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		if n := len(mover.ids()); n < 10 {
 			return fmt.Errorf("%d messages in bj so far", n)
 		}
@@ -316,7 +316,7 @@ func TestBridge_DeviceMovesBetweenRegions(t *testing.T) {
 	})
 	where.Store(api.Ptr(sh.node().DeviceURL()))
 	toBJ.Close()
-	poll.Until(t, 10*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		if ws := mover.welcomesSeen(); len(ws) < 2 {
 			return fmt.Errorf("%d WELCOMEs: not reconnected to sh yet", len(ws))
 		}
@@ -340,7 +340,7 @@ func TestBridge_DeviceMovesBetweenRegions(t *testing.T) {
 		more = append(more, mustPushVia(t, sh, api.PushRequest{Devices: []string{"mover"}, Regions: api.AllRegions(),
 			Data: api.Ptr(fmt.Sprint("late-", i))}).ID)
 	}
-	poll.Until(t, 10*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		for _, id := range more {
 			if !slices.Contains(back.ids(), id) {
 				return fmt.Errorf("%s not received back in bj", id)
@@ -376,14 +376,14 @@ func TestBridge_ThreeRegionsDoNotLoop(t *testing.T) {
 	want = append(want, mustPushVia(t, bj, api.PushRequest{Broadcast: true, Regions: api.AllRegions()}).ID)
 	want = append(want, mustPushVia(t, bj, api.PushRequest{Devices: []string{"d-bj", "d-sh", "d-gz"}, Regions: api.AllRegions()}).ID)
 	for _, d := range devices {
-		d.waitIDs(t, 10*time.Second, want)
+		d.waitIDs(t, within, want)
 	}
 	// Every record is for sh and gz: counted once per region.
 	bjRecords := metric(t, bj, "pushd_bridge_produced_records_total", "region=sh", "result=ok")
 	// Once sh and gz consumed all of bj's records, a loop would show as
 	// records on their topics.
 	for _, r := range regions[1:] {
-		poll.Until(t, 10*time.Second, func() error {
+		poll.Until(t, within, func() error {
 			if n := metric(t, r, "pushd_bridge_consumed_records_total", "topic=pushd-bridge.bj"); n != bjRecords {
 				return fmt.Errorf("%s consumed %v of bj's %v records", r.name, n, bjRecords)
 			}

@@ -38,6 +38,12 @@ type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
 
+// within bounds every wait for something to arrive or be counted: a poll
+// that passes returns at once, and under -race with the package's tests
+// in parallel on a busy machine a region's first import has taken more
+// than 10 s.
+const within = 30 * time.Second
+
 // The app every test region has, with the same credentials in each: a
 // business creates its app in every region it pushes to.
 const (
@@ -240,7 +246,7 @@ func connectWith(t testing.TB, id, where string, p profile, dispatch func(contex
 		_ = c.Run(ctx)
 	}()
 	t.Cleanup(d.stop)
-	poll.Until(t, 10*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		if !c.Connected() {
 			d.mu.Lock()
 			defer d.mu.Unlock()

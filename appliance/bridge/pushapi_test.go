@@ -99,7 +99,7 @@ func TestPushAPI_UsersForOtherRegionsOnlyCountPerUser(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Status != 429 {
 		t.Fatalf("2 more users at once: %v, want 429", err)
 	}
-	phone.waitIDs(t, 10*time.Second, []string{resp.ID})
+	phone.waitIDs(t, within, []string{resp.ID})
 }
 
 // TestPushAPI_RefusedHereIsNotExported stops bj's Redis: a push for bj
@@ -113,7 +113,7 @@ func TestPushAPI_RefusedHereIsNotExported(t *testing.T) {
 	sh := startRegion(t, "sh", []string{"bj"}, kafka.ListenAddrs())
 	phone := connect(t, sh, "phone-1")
 	bj.Redis.Stop()
-	poll.Until(t, 10*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		_, err := pushVia(t, bj, api.PushRequest{Devices: []string{"phone-1"}, Regions: api.RegionList("bj", "sh")})
 		var ae *api.APIError
 		if !errors.As(err, &ae) || ae.Status != 503 || ae.Code != "unavailable" {
@@ -126,5 +126,5 @@ func TestPushAPI_RefusedHereIsNotExported(t *testing.T) {
 	}
 	bj.Redis.Restart()
 	mark := mustPushVia(t, bj, api.PushRequest{Devices: []string{"phone-1"}, Regions: api.RegionList("sh")})
-	phone.waitIDs(t, 10*time.Second, []string{mark.ID})
+	phone.waitIDs(t, within, []string{mark.ID})
 }
