@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/internal/poll"
