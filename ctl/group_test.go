@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/appliancetest"
 	"github.com/pushd/pushd/appliance/client"
@@ -38,7 +39,9 @@ func connectUser(t *testing.T, n *appliancetest.Node, device, user string) *clie
 
 func TestPush_ToUsers(t *testing.T) {
 	t.Parallel()
-	n := startTestNode(t, true)
+	// Its devices are raw connections that send no PING: the idle limit
+	// must not cut them however long a busy machine makes the test.
+	n := startTestNode(t, true, func(c *appliance.Config) { c.HeartbeatInterval = time.Minute })
 	connectUser(t, n, "phone", "alice")
 	h := harness{env: testEnv(n.PushURL)}
 	r := h.run(t, "push", "--user", "alice", "--data", "hi").expect(t, exitOK)
@@ -77,7 +80,9 @@ func TestPush_ToUsers(t *testing.T) {
 
 func TestGroup_AddShowStreamRemove(t *testing.T) {
 	t.Parallel()
-	n := startTestNode(t, true)
+	// Its devices are raw connections that send no PING: the idle limit
+	// must not cut them however long a busy machine makes the test.
+	n := startTestNode(t, true, func(c *appliance.Config) { c.HeartbeatInterval = time.Minute })
 	c := connectDevice(t, n, "phone")
 	connectUser(t, n, "watch", "carol")
 	h := harness{env: testEnv(n.PushURL)}

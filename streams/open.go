@@ -23,10 +23,12 @@ import (
 //     claim that failed with ErrUnavailable may still have been applied;
 //     such a route names node under an epoch the caller never learns, and
 //     it expires after RouteTTL unless the device is claimed again.
-//   - The claim succeeded but the resume failed: Open returns the claimed
-//     epoch and prev together with the error. The route then names node
-//     under epoch, and the caller must release it (ReleaseRoute with
-//     Route{Node: node, Epoch: epoch}) unless it retries the connection.
+//   - The claim succeeded but the resume failed, or fewer than
+//     Config.WaitReplicas replicas confirmed what it read
+//     (ErrNotReplicated): Open returns the claimed epoch and prev together
+//     with the error. The route then names node under epoch, and the
+//     caller must release it (ReleaseRoute with Route{Node: node, Epoch:
+//     epoch}) unless it retries the connection.
 //
 // The resume script runs even when the claim fails. Like a Resume whose
 // reply was lost, it changes only what a later Resume from the same
@@ -94,10 +96,11 @@ func (s *Store) open(ctx context.Context, reqs []OpenRequest, session bool) []Op
 	if len(calls) == 0 {
 		return out
 	}
-	// runScripts reports the first failed call; each request's calls are
-	// told apart below, since a failed resume must still return the
-	// claimed epoch.
-	_ = s.runScripts(ctx, calls)
+	// runReplicated reports the first failed call; each request's calls
+	// are told apart below, since a failed resume must still return the
+	// claimed epoch. With replicas to wait for, any error may also be the
+	// replicas' shortfall, which no request's own calls show.
+	unconfirmed := s.runReplicated(ctx, calls)
 	moved := map[string][]string{} // old user → devices that left it
 	for i, r := range reqs {
 		if at[i] < 0 {
@@ -116,6 +119,12 @@ func (s *Store) open(ctx context.Context, reqs []OpenRequest, session bool) []Op
 		}
 		if err := resume.Err(); err != nil {
 			o.Err = wrap("open: resume", inboxKey(r.Device), err)
+			continue
+		}
+		if unconfirmed != nil && s.cfg.WaitReplicas > 0 {
+			// What the resume read may be lost in a failover: the caller
+			// must not send it, and releases the claimed route.
+			o.Err = wrap("open: resume", inboxKey(r.Device), unconfirmed)
 			continue
 		}
 		var prevUser string
