@@ -317,9 +317,10 @@ func TestBenchPush_RateAndDuration(t *testing.T) {
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("took %s", el)
 	}
-	// Bounds loose enough for a loaded machine, tight enough to tell a
-	// paced run from an unpaced one (tens of thousands per second).
-	if rep.Pushes < 100 || rep.Pushes > 400 || rep.Pushes%10 != 0 {
+	// Bounds loose enough for a loaded machine (one at load 20 sent 90 of
+	// the 300), tight enough to tell a paced run from an unpaced one (tens
+	// of thousands per second) and a run that stops after its first batch.
+	if rep.Pushes < 30 || rep.Pushes > 400 || rep.Pushes%10 != 0 {
 		t.Fatalf("%d pushes in 300ms at 1000/s", rep.Pushes)
 	}
 	if rep.AcceptPerS > 2500 {

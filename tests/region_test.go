@@ -182,6 +182,9 @@ func TestRegion_ThreeProcesses(t *testing.T) {
 	for _, n := range nodes[1:] {
 		n.start(t, redisURL, "--join", nodes[0].addr("admin"), "--join-token", token)
 	}
+	// The leader is taken from the same answer that shows the region whole:
+	// a second status read can fall in an election on a busy machine.
+	var leader, follower *node
 	poll.Until(t, 30*time.Second, func() error {
 		st, err := status(t, nodes[0], token)
 		if err != nil {
@@ -199,18 +202,19 @@ func TestRegion_ThreeProcesses(t *testing.T) {
 		if alive != 3 || voters != 3 || st.Leader == "" {
 			return fmt.Errorf("status: leader %q, %d alive, %d voters", st.Leader, alive, voters)
 		}
+		leader, follower = nil, nil
+		for _, n := range nodes {
+			if n.id == st.Leader {
+				leader = n
+			} else if follower == nil {
+				follower = n
+			}
+		}
+		if leader == nil {
+			return fmt.Errorf("status names leader %q, not a node of this test", st.Leader)
+		}
 		return nil
 	})
-
-	st, _ := status(t, nodes[0], token)
-	var leader, follower *node
-	for _, n := range nodes {
-		if n.id == st.Leader {
-			leader = n
-		} else if follower == nil {
-			follower = n
-		}
-	}
 	code, raw := admin(t, follower, http.MethodPost, "/v1/admin/apps", token, map[string]any{"id": "drill"})
 	if code != http.StatusOK {
 		t.Fatalf("create app: HTTP %d %s", code, raw)
