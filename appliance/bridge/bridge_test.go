@@ -34,7 +34,7 @@ func TestBridge_DevicePushReachesAnotherRegion(t *testing.T) {
 		}
 		ids = append(ids, resp.ID)
 	}
-	phone.waitIDs(t, 10*time.Second, ids)
+	phone.waitIDs(t, within, ids)
 	if got := phone.ids(); fmt.Sprint(got) != fmt.Sprint(ids) {
 		t.Fatalf("order: got %v, pushed %v", got, ids)
 	}
@@ -61,11 +61,11 @@ func TestBridge_BroadcastToAllRegions(t *testing.T) {
 		t.Fatalf("answer %+v: want 2 recipients in bj and sh queued", resp)
 	}
 	for _, d := range devices {
-		d.waitIDs(t, 10*time.Second, []string{resp.ID})
+		d.waitIDs(t, within, []string{resp.ID})
 	}
 	// sh fans out each broadcast once: a second record of it (a retry,
 	// a redelivery) is recognised by id.
-	poll.Until(t, 5*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		if n := metric(t, sh, "pushd_bridge_consumed_records_total", "outcome=imported"); n != 1 {
 			return fmt.Errorf("sh imported %v records, want 1", n)
 		}
@@ -91,10 +91,10 @@ func TestBridge_GroupPushReachesMembersInAnotherRegion(t *testing.T) {
 	if resp.Recipients != nil || resp.Bridged["sh"] != api.BridgedQueued {
 		t.Fatalf("answer %+v: want no local recipients (sh only) and sh queued", resp)
 	}
-	member.waitIDs(t, 10*time.Second, []string{resp.ID})
+	member.waitIDs(t, within, []string{resp.ID})
 	// A later broadcast to sh shows the others were passed over, not late.
 	mark := mustPushVia(t, bj, api.PushRequest{Broadcast: true, Regions: api.RegionList("sh")})
-	other.waitIDs(t, 10*time.Second, []string{mark.ID})
+	other.waitIDs(t, within, []string{mark.ID})
 	if got := bjMember.ids(); len(got) != 0 {
 		t.Fatalf("bj's member got %v: the push was for sh", got)
 	}
@@ -117,8 +117,8 @@ func TestBridge_IdempotentRetryInEitherRegion(t *testing.T) {
 	}
 
 	first := mustPushVia(t, bj, req("order-1"))
-	inBJ.waitIDs(t, 10*time.Second, []string{first.ID})
-	inSH.waitIDs(t, 10*time.Second, []string{first.ID})
+	inBJ.waitIDs(t, within, []string{first.ID})
+	inSH.waitIDs(t, within, []string{first.ID})
 	again := mustPushVia(t, sh, req("order-1"))
 	if again.ID != first.ID {
 		t.Fatalf("the retry in sh got id %s, the push in bj %s", again.ID, first.ID)
@@ -132,11 +132,11 @@ func TestBridge_IdempotentRetryInEitherRegion(t *testing.T) {
 	second := mustPushVia(t, sh, req("order-2"))
 	mustPushVia(t, bj, req("order-2"))
 	want := []string{first.ID, second.ID}
-	inBJ.waitIDs(t, 10*time.Second, want)
-	inSH.waitIDs(t, 10*time.Second, want)
+	inBJ.waitIDs(t, within, want)
+	inSH.waitIDs(t, within, want)
 	for _, r := range []*testRegion{bj, sh} {
 		for _, d := range []string{"phone-bj", "phone-sh"} {
-			poll.Until(t, 5*time.Second, func() error {
+			poll.Until(t, within, func() error {
 				if st := deviceState(t, r, d); st.Last != 2 {
 					return fmt.Errorf("%s's inbox of %s assigned %d seqs, want 2", r.name, d, st.Last)
 				}
@@ -188,7 +188,7 @@ func TestBridge_DeviceMovesBetweenRegions(t *testing.T) {
 		pushes(bj, 40)
 		pushes(sh, 40)
 	}()
-	poll.Until(t, 10*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		if n := len(mover.ids()); n < 10 {
 			return fmt.Errorf("%d messages in bj so far", n)
 		}
@@ -196,7 +196,7 @@ func TestBridge_DeviceMovesBetweenRegions(t *testing.T) {
 	})
 	where.Store(api.Ptr(sh.node().DeviceURL()))
 	toBJ.Close()
-	poll.Until(t, 10*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		if ws := mover.welcomesSeen(); len(ws) < 2 {
 			return fmt.Errorf("%d WELCOMEs: not reconnected to sh yet", len(ws))
 		}
@@ -220,7 +220,7 @@ func TestBridge_DeviceMovesBetweenRegions(t *testing.T) {
 		more = append(more, mustPushVia(t, sh, api.PushRequest{Devices: []string{"mover"}, Regions: api.AllRegions(),
 			Data: api.Ptr(fmt.Sprint("late-", i))}).ID)
 	}
-	poll.Until(t, 10*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		for _, id := range more {
 			if !slices.Contains(back.ids(), id) {
 				return fmt.Errorf("%s not received back in bj", id)
@@ -256,14 +256,14 @@ func TestBridge_ThreeRegionsDoNotLoop(t *testing.T) {
 	want = append(want, mustPushVia(t, bj, api.PushRequest{Broadcast: true, Regions: api.AllRegions()}).ID)
 	want = append(want, mustPushVia(t, bj, api.PushRequest{Devices: []string{"d-bj", "d-sh", "d-gz"}, Regions: api.AllRegions()}).ID)
 	for _, d := range devices {
-		d.waitIDs(t, 10*time.Second, want)
+		d.waitIDs(t, within, want)
 	}
 	// Every record is for sh and gz: counted once per region.
 	bjRecords := metric(t, bj, "pushd_bridge_produced_records_total", "region=sh", "result=ok")
 	// Once sh and gz consumed all of bj's records, a loop would show as
 	// records on their topics.
 	for _, r := range regions[1:] {
-		poll.Until(t, 10*time.Second, func() error {
+		poll.Until(t, within, func() error {
 			if n := metric(t, r, "pushd_bridge_consumed_records_total", "topic=pushd-bridge.bj"); n != bjRecords {
 				return fmt.Errorf("%s consumed %v of bj's %v records", r.name, n, bjRecords)
 			}

@@ -43,7 +43,7 @@ func TestBridge_ProduceErrorsAreRetried(t *testing.T) {
 	sh := startRegion(t, "sh", []string{"bj"}, kafka.ListenAddrs())
 	phone := connect(t, sh, "phone-1")
 	warm := mustPushVia(t, bj, api.PushRequest{Devices: []string{"phone-1"}, Regions: api.RegionList("sh")})
-	phone.waitIDs(t, 10*time.Second, []string{warm.ID})
+	phone.waitIDs(t, within, []string{warm.ID})
 
 	notLeader := kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "pushd-bridge.bj", Err: kerr.NotLeaderForPartition, Count: 4})
 	timedOut := kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "pushd-bridge.bj", Err: kerr.RequestTimedOut, Count: 4})
@@ -91,7 +91,7 @@ func TestBridge_FullBufferAnswersFailed(t *testing.T) {
 	sh := startRegion(t, "sh", []string{"bj"}, kafka.ListenAddrs())
 	phone := connect(t, sh, "phone-1")
 	warm := mustPushVia(t, bj, api.PushRequest{Devices: []string{"phone-1"}, Regions: api.RegionList("sh")})
-	phone.waitIDs(t, 10*time.Second, []string{warm.ID})
+	phone.waitIDs(t, within, []string{warm.ID})
 
 	release := make(chan struct{})
 	var releaseOnce sync.Once
@@ -132,15 +132,15 @@ func TestBridge_FullBufferAnswersFailed(t *testing.T) {
 	}
 	// The producer sends its first request within its linger; a busy
 	// machine can take a while to.
-	poll.Until(t, 5*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		if held.Load() == 0 {
 			return errors.New("Kafka holds no produce request yet")
 		}
 		return nil
 	})
 	releaseOnce.Do(func() { close(release) })
-	phone.waitIDs(t, 10*time.Second, append([]string{warm.ID}, queued...))
-	poll.Until(t, 5*time.Second, func() error {
+	phone.waitIDs(t, within, append([]string{warm.ID}, queued...))
+	poll.Until(t, within, func() error {
 		if n := bj.node().Bridge.Status().Buffer.Records; n != 0 {
 			return fmt.Errorf("%d records still buffered", n)
 		}
@@ -150,7 +150,7 @@ func TestBridge_FullBufferAnswersFailed(t *testing.T) {
 	if again.Bridged["sh"] != api.BridgedQueued {
 		t.Fatalf("after Kafka recovered: %+v", again)
 	}
-	phone.waitIDs(t, 10*time.Second, append(append([]string{warm.ID}, queued...), again.ID))
+	phone.waitIDs(t, within, append(append([]string{warm.ID}, queued...), again.ID))
 }
 
 // TestBridge_KafkaOutage stops Kafka (a kfake with its data on disk,
@@ -220,7 +220,7 @@ func TestBridge_KafkaOutage(t *testing.T) {
 			forSH[to] = append(forSH[to], x.ID)
 			pushed++
 		}
-		poll.Until(t, 10*time.Second, func() error {
+		poll.Until(t, within, func() error {
 			got := map[string]bool{}
 			for _, m := range local.received() {
 				got[m.ID] = true
@@ -297,8 +297,8 @@ func TestBridge_ConsumerStoppedBeforeCommitting(t *testing.T) {
 	where.Store(&url)
 	phone := connectVia(t, "phone-1", "sh", func(context.Context, string) (string, error) { return *where.Load(), nil })
 	warm := mustPushVia(t, bj, api.PushRequest{Devices: []string{"phone-1"}, Regions: api.RegionList("sh")})
-	phone.waitIDs(t, 10*time.Second, []string{warm.ID})
-	poll.Until(t, 5*time.Second, func() error {
+	phone.waitIDs(t, within, []string{warm.ID})
+	poll.Until(t, within, func() error {
 		for _, p := range sh.node().Bridge.Status().Partitions {
 			if p.Committed > 0 {
 				return nil
@@ -313,8 +313,8 @@ func TestBridge_ConsumerStoppedBeforeCommitting(t *testing.T) {
 		ids = append(ids, mustPushVia(t, bj, api.PushRequest{Devices: []string{"phone-1"}, Regions: api.RegionList("sh"),
 			Data: api.Ptr(fmt.Sprint(i))}).ID)
 	}
-	phone.waitIDs(t, 10*time.Second, ids)
-	poll.Until(t, 5*time.Second, func() error {
+	phone.waitIDs(t, within, ids)
+	poll.Until(t, within, func() error {
 		if refused.Hits() == 0 {
 			return errors.New("no commit refused yet")
 		}

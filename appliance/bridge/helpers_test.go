@@ -38,6 +38,12 @@ type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
 
+// within bounds every wait for something to arrive or be counted: a poll
+// that passes returns at once, and under -race with the package's tests
+// in parallel on a busy machine a region's first import has taken more
+// than 10 s.
+const within = 30 * time.Second
+
 // The app every test region has, with the same credentials in each: a
 // business creates its app in every region it pushes to.
 const (
@@ -219,7 +225,7 @@ func connectVia(t testing.TB, id, where string, dispatch func(context.Context, s
 		_ = c.Run(ctx)
 	}()
 	t.Cleanup(d.stop)
-	poll.Until(t, 10*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		if !c.Connected() {
 			d.mu.Lock()
 			defer d.mu.Unlock()

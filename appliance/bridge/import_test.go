@@ -37,8 +37,8 @@ func TestBridge_RecordsForOtherRegionsAreSkippedUndecoded(t *testing.T) {
 	for range 5 {
 		produce(t, cl, "pushd-bridge.bj", garbage, []byte("not a frame at all"))
 	}
-	phone.waitIDs(t, 10*time.Second, forSH)
-	poll.Until(t, 10*time.Second, func() error {
+	phone.waitIDs(t, within, forSH)
+	poll.Until(t, within, func() error {
 		if n := metric(t, sh, "pushd_bridge_consumed_records_total", "outcome=skipped_region"); n != 15 {
 			return fmt.Errorf("sh skipped %v records, want the 15 for gz", n)
 		}
@@ -64,7 +64,7 @@ func TestBridge_DegradeShedsImportedPushes(t *testing.T) {
 	if _, err := sh.Raft.Apply(context.Background(), raftmeta.SetDegrade(raftmeta.Degrade{Priority: raftmeta.PriorityLow, Reason: "test"})); err != nil {
 		t.Fatal(err)
 	}
-	poll.Until(t, 5*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		if _, shed := sh.node().Sheds(1, ""); !shed {
 			return fmt.Errorf("sh does not shed low yet")
 		}
@@ -81,8 +81,8 @@ func TestBridge_DegradeShedsImportedPushes(t *testing.T) {
 			delivered = append(delivered, resp.ID)
 		}
 	}
-	phone.waitIDs(t, 10*time.Second, delivered)
-	poll.Until(t, 5*time.Second, func() error {
+	phone.waitIDs(t, within, delivered)
+	poll.Until(t, within, func() error {
 		if n := metric(t, sh, "pushd_bridge_consumed_records_total", "outcome=shed"); n != 3 {
 			return fmt.Errorf("sh shed %v imported pushes, want 3", n)
 		}
@@ -143,12 +143,12 @@ func TestBridge_BadRecordsAreSkippedAndChangeNothing(t *testing.T) {
 	last := withID(good(now), "m-last")
 	produce(t, cl, "pushd-bridge.bj", last, value(last))
 
-	phone.waitIDs(t, 10*time.Second, []string{first.id, last.id})
+	phone.waitIDs(t, within, []string{first.id, last.id})
 	want := map[string]int{}
 	for _, b := range bad {
 		want[b.outcome]++
 	}
-	poll.Until(t, 5*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		for outcome, n := range want {
 			if got := metric(t, sh, "pushd_bridge_consumed_records_total", "outcome="+outcome); got != float64(n) {
 				return fmt.Errorf("%s: %v records, want %d", outcome, got, n)
@@ -174,7 +174,7 @@ func TestBridge_ImportWaitsForRedis(t *testing.T) {
 	sh := startRegion(t, "sh", []string{"bj"}, kafka.ListenAddrs())
 	phone := connect(t, sh, "phone-1")
 	warm := mustPushVia(t, bj, api.PushRequest{Devices: []string{"phone-1"}, Regions: api.RegionList("sh")})
-	phone.waitIDs(t, 10*time.Second, []string{warm.ID})
+	phone.waitIDs(t, within, []string{warm.ID})
 
 	sh.Redis.Stop()
 	var ids []string
@@ -185,7 +185,7 @@ func TestBridge_ImportWaitsForRedis(t *testing.T) {
 		}
 		ids = append(ids, resp.ID)
 	}
-	poll.Until(t, 10*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		if n := metric(t, sh, "pushd_bridge_errors_total", "kind=import"); n == 0 {
 			return fmt.Errorf("no import error yet")
 		}
@@ -203,7 +203,7 @@ func TestBridge_ImportWaitsForRedis(t *testing.T) {
 	}
 	sh.Redis.Restart()
 	phone.waitIDs(t, 15*time.Second, append([]string{warm.ID}, ids...))
-	poll.Until(t, 5*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		if after := committed(); after != before+5 {
 			return fmt.Errorf("committed %d records after Redis came back, want 5", after-before)
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/internal/poll"
@@ -81,7 +80,7 @@ func TestPushAPI_RefusedHereIsNotExported(t *testing.T) {
 	sh := startRegion(t, "sh", []string{"bj"}, kafka.ListenAddrs())
 	phone := connect(t, sh, "phone-1")
 	bj.Redis.Stop()
-	poll.Until(t, 10*time.Second, func() error {
+	poll.Until(t, within, func() error {
 		_, err := pushVia(t, bj, api.PushRequest{Devices: []string{"phone-1"}, Regions: api.RegionList("bj", "sh")})
 		var ae *api.APIError
 		if !errors.As(err, &ae) || ae.Status != 503 || ae.Code != "unavailable" {
@@ -94,5 +93,5 @@ func TestPushAPI_RefusedHereIsNotExported(t *testing.T) {
 	}
 	bj.Redis.Restart()
 	mark := mustPushVia(t, bj, api.PushRequest{Devices: []string{"phone-1"}, Regions: api.RegionList("sh")})
-	phone.waitIDs(t, 10*time.Second, []string{mark.ID})
+	phone.waitIDs(t, within, []string{mark.ID})
 }
