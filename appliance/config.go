@@ -71,6 +71,15 @@ type Config struct {
 	// The same origins may read /v1/dispatch's answer from a page (CORS).
 	// Zero: any origin.
 	AllowedOrigins []string
+	// RedisTopology ("single", "sentinel" or "cluster") and Durability
+	// ("strict" or "fast") describe the region's Redis and what a push
+	// answered stored promises, for operators: status shows them beside
+	// what Redis reports (RedisTopology). The node acts on neither; the
+	// Store waits for replicas as its own configuration says. Zero: shown
+	// empty.
+	RedisTopology string
+	Durability    string
+
 	// DeviceHandler serves the requests to the device listener's port
 	// that the node does not serve itself (/v1/ws, /v1/dispatch, /healthz
 	// and /metrics keep theirs): pushd --dev's page. It runs on the

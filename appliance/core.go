@@ -312,6 +312,35 @@ func (n *Node) Sessions() int64 { return n.hub.count.Load() }
 // without a Store).
 func (n *Node) RedisUp() bool { return n.durable == nil || n.durable.up.Load() }
 
+// RedisTopology reads the region's Redis as this node reaches it (nil
+// without a Store). When Redis cannot be read, the answer holds the
+// node's configuration and Error.
+func (n *Node) RedisTopology(ctx context.Context) *api.RedisTopology {
+	if n.durable == nil {
+		return nil
+	}
+	out := &api.RedisTopology{Topology: n.cfg.RedisTopology, Durability: n.cfg.Durability, Primaries: []api.RedisPrimary{}}
+	ctx, cancel := context.WithTimeout(ctx, redisTimeout)
+	defer cancel()
+	t, err := n.durable.store.Topology(ctx)
+	n.durable.result(err)
+	out.WaitReplicas, out.WaitTimeout = t.WaitReplicas, t.WaitTimeout.String()
+	if err != nil {
+		out.Error = err.Error()
+		return out
+	}
+	for _, p := range t.Primaries {
+		ap := api.RedisPrimary{Addr: p.Addr, Role: p.Role, Slots: p.Slots, AppendFsync: p.AppendFsync,
+			CPUSeconds: p.CPU.Seconds(), Replicas: []api.RedisReplica{}}
+		for _, r := range p.Replicas {
+			ap.Replicas = append(ap.Replicas, api.RedisReplica{Addr: r.Addr, State: r.State,
+				LagSeconds: int64(r.Lag / time.Second), BehindBytes: r.Behind})
+		}
+		out.Primaries = append(out.Primaries, ap)
+	}
+	return out
+}
+
 // Config returns the node's configuration, defaults applied.
 func (n *Node) Config() Config { return n.cfg }
 

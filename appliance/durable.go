@@ -142,6 +142,9 @@ func (d *durable) result(err error) {
 
 // unavailableKind says why Redis could not serve a call, for metrics.
 func unavailableKind(err error) string {
+	if errors.Is(err, streams.ErrNotReplicated) {
+		return "not_replicated"
+	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return "timeout"
 	}

@@ -24,15 +24,16 @@ import (
 )
 
 // startDurable starts a node backed by srv; its devices connect to
-// deviceURL (startServing).
-func startDurable(t testing.TB, srv *streamstest.Server, id string, sc streams.Config, mut ...func(*Config)) *Node {
+// deviceURL (startServing). The suite runs against one redis-server, or
+// a cluster under PUSHD_TEST_REDIS=cluster (streamstest.Start).
+func startDurable(t testing.TB, srv streamstest.Redis, id string, sc streams.Config, mut ...func(*Config)) *Node {
 	t.Helper()
 	cfg := testConfig()
 	cfg.NodeID = id
 	for _, m := range mut {
 		m(&cfg)
 	}
-	return startServing(t, cfg, Deps{Store: streams.New(srv.Client(t), sc)})
+	return startServing(t, cfg, Deps{Store: streams.New(srv.Connect(t), sc)})
 }
 
 // message is a push of data as the push API builds it once a request
@@ -100,7 +101,7 @@ func runDevice(t testing.TB, url, id string, cursor client.Cursor, mut ...func(*
 }
 
 func TestDurable_OnlineDeliveryAndAckTrims(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
 	resp := mustPush(t, n, []string{"phone", "tablet", "bad id"}, "hello")
@@ -130,7 +131,7 @@ func TestDurable_OnlineDeliveryAndAckTrims(t *testing.T) {
 }
 
 func TestDurable_OfflineStoreThenOrderedReplay(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{}, func(c *Config) { c.Window = 4 })
 	const count = 30 // more than the window: replay continues through fetches
 	for i := 0; i < count; i++ {
@@ -167,7 +168,7 @@ func TestDurable_OfflineStoreThenOrderedReplay(t *testing.T) {
 // before the session was registered — are delivered at once, even when
 // no later push comes to reveal them.
 func TestDurable_PushRightAfterWelcomeIsLive(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	for i := 0; i < 10; i++ {
 		id := fmt.Sprint("fast-", i)
@@ -197,7 +198,7 @@ func TestDurable_PushRightAfterWelcomeIsLive(t *testing.T) {
 }
 
 func TestDurable_IdempotencyKeyStoresOnce(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	first := mustPush(t, n, []string{"phone"}, "once", withID("order-42"))
 	second := mustPush(t, n, []string{"phone"}, "once", withID("order-42"))
@@ -213,7 +214,7 @@ func TestDurable_IdempotencyKeyStoresOnce(t *testing.T) {
 // Redis dataset each make the next WELCOME say recovered:false.
 func TestDurable_GapsAreReported(t *testing.T) {
 	t.Run("overflow", func(t *testing.T) {
-		srv := streamstest.StartRedis(t)
+		srv := streamstest.Start(t)
 		n := startDurable(t, srv, "n1", streams.Config{InboxMaxLen: 5})
 		d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
 		mustPush(t, n, []string{"phone"}, "seen")
@@ -233,7 +234,7 @@ func TestDurable_GapsAreReported(t *testing.T) {
 		}
 	})
 	t.Run("ttl", func(t *testing.T) {
-		srv := streamstest.StartRedis(t)
+		srv := streamstest.Start(t)
 		n := startDurable(t, srv, "n1", streams.Config{})
 		d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
 		mustPush(t, n, []string{"phone"}, "seen")
@@ -248,16 +249,14 @@ func TestDurable_GapsAreReported(t *testing.T) {
 		}
 	})
 	t.Run("flushall", func(t *testing.T) {
-		srv := streamstest.StartRedis(t)
+		srv := streamstest.Start(t)
 		n := startDurable(t, srv, "n1", streams.Config{})
 		d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
 		mustPush(t, n, []string{"phone"}, "seen")
 		d.WaitCount(t, 1)
 		cur := d.Client.Cursor()
 		d.Stop()
-		if err := srv.Client(t).FlushAll(context.Background()).Err(); err != nil {
-			t.Fatal(err)
-		}
+		srv.FlushAll(t)
 		d2 := runDevice(t, deviceURL(n), "phone", cur)
 		if w := d2.LastWelcome(); w.Recovered || w.Epoch == cur.Epoch {
 			t.Fatalf("after FLUSHALL: welcome %+v (old epoch %s)", w, cur.Epoch)
@@ -267,15 +266,13 @@ func TestDurable_GapsAreReported(t *testing.T) {
 		// The node sees its heartbeat gone, finds the session's route
 		// gone too and tells the device to resync; pushes then reach it
 		// live again.
-		srv := streamstest.StartRedis(t)
+		srv := streamstest.Start(t)
 		n := startDurable(t, srv, "n1", streams.Config{})
 		d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
 		mustPush(t, n, []string{"phone"}, "seen")
 		d.WaitCount(t, 1)
 		before := d.LastWelcome()
-		if err := srv.Client(t).FlushAll(context.Background()).Err(); err != nil {
-			t.Fatal(err)
-		}
+		srv.FlushAll(t)
 		poll.Until(t, 5*time.Second, func() error {
 			if w := d.LastWelcome(); w.Session == before.Session || !d.Client.Connected() {
 				return errors.New("the device has not reconnected since FLUSHALL")
@@ -296,7 +293,7 @@ func TestDurable_GapsAreReported(t *testing.T) {
 // device sends through a fault proxy for a while: the node retransmits,
 // and the app still sees each message once.
 func TestDurable_DroppedAcksRetransmitExactlyOnceToApp(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	proxy := faultproxy.Start(t, deviceTCPAddr(n))
 	var dropAcks atomic.Bool
@@ -334,7 +331,7 @@ func TestDurable_DroppedAcksRetransmitExactlyOnceToApp(t *testing.T) {
 // TestDurable_TwoNodesDeviceMoves: pushes follow a device from node A to
 // node B, and A, having lost the route, cannot deliver for it.
 func TestDurable_TwoNodesDeviceMoves(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	a := startDurable(t, srv, "a", streams.Config{})
 	b := startDurable(t, srv, "b", streams.Config{})
 	onA := runDevice(t, deviceURL(a), "phone", client.Cursor{})
@@ -375,10 +372,10 @@ func TestDurable_TwoNodesDeviceMoves(t *testing.T) {
 // node's delivery stream are claimed by a live node, and the device loses
 // nothing when it reconnects there.
 func TestDurable_DeadNodeDeliveriesClaimed(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	sc := streams.Config{NodeTTL: time.Second, ClaimMinIdle: 100 * time.Millisecond}
 	b := startDurable(t, srv, "b", sc)
-	store := streams.New(srv.Client(t), sc)
+	store := streams.New(srv.Connect(t), sc)
 	ctx := context.Background()
 	// Node "a" registered itself, owned the device's route and died with
 	// an entry pending in its stream.
@@ -422,7 +419,7 @@ func TestDurable_DeadNodeDeliveriesClaimed(t *testing.T) {
 // stored:false, connected devices still get them, and the node recovers
 // by itself when Redis returns.
 func TestDurable_RedisDown(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
 	srv.Stop()
@@ -497,10 +494,64 @@ func TestEntry_DecodeNeverPanics(t *testing.T) {
 	}
 }
 
+// TestDurable_UnconfirmedPushIsNotStored: in strict mode, a push whose
+// writes no replica confirms within the wait is never answered stored.
+// The device connected to the node gets it live (stored: false), one with
+// no session here makes the push ErrUnavailable (the API's 503), and the
+// metrics say not_replicated. Once the replica is back, a retry with the
+// same message id finds the first attempt's entries, waits for the
+// replica again and is answered stored.
+func TestDurable_UnconfirmedPushIsNotStored(t *testing.T) {
+	primary := streamstest.StartRedis(t)
+	replica := streamstest.StartReplica(t, primary)
+	// Long enough for a busy machine's replica to confirm once it runs,
+	// short enough to keep the test quick while it is paused.
+	n := startDurable(t, primary, "n1", streams.Config{WaitReplicas: 1, WaitTimeout: 500 * time.Millisecond})
+	d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
+
+	replica.Pause()
+	r := mustPush(t, n, []string{"phone", "offline"}, "unconfirmed", withID("m-unconfirmed"))
+	if r.Stored || r.Results[0].Status != api.StatusDelivered || r.Results[1].Status != api.StatusRejected {
+		t.Fatalf("push with the replica paused: %+v, want stored:false, delivered live to phone, offline rejected", r)
+	}
+	if got := clienttest.Payloads(d.WaitCount(t, 1)); got[0] != "unconfirmed" {
+		t.Fatalf("device got %v", got)
+	}
+	if _, err := push(t, n, []string{"offline"}, "x"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("push to an offline device with the replica paused: %v, want ErrUnavailable", err)
+	}
+	if v, err := metricValue(scrape(t, n), `pushd_redis_errors_total{kind="not_replicated"}`); err != nil || v == "0" {
+		t.Fatalf("pushd_redis_errors_total{kind=\"not_replicated\"} %q %v", v, err)
+	}
+
+	replica.Resume()
+	poll.Until(t, 30*time.Second, func() error {
+		r, err := push(t, n, []string{"phone", "offline"}, "unconfirmed", withID("m-unconfirmed"))
+		if err != nil || !r.Stored {
+			return fmt.Errorf("retry after the replica came back: %+v %v", r, err)
+		}
+		for _, res := range r.Results {
+			if !res.Duplicate || res.Seq != 1 {
+				return fmt.Errorf("retry after the replica came back: %+v, want the first attempt's seq 1, duplicate", r)
+			}
+		}
+		return nil
+	})
+	// The app saw the message once, live; its stored copy is the same id.
+	mustPush(t, n, []string{"phone"}, "stored")
+	poll.Until(t, 10*time.Second, func() error {
+		got := clienttest.Payloads(d.Received())
+		if len(got) != 2 || got[0] != "unconfirmed" || got[1] != "stored" {
+			return fmt.Errorf("app saw %v, want [unconfirmed stored]", got)
+		}
+		return nil
+	})
+}
+
 // TestDurable_AcksSurviveARedisStall: an ack that reaches the node while
 // Redis does not answer is kept and written once Redis is back.
 func TestDurable_AcksSurviveARedisStall(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	proxy := faultproxy.Start(t, deviceTCPAddr(n))
 	var dropAcks atomic.Bool
@@ -537,7 +588,7 @@ func TestDurable_AcksSurviveARedisStall(t *testing.T) {
 // reaches the members on both nodes, a broadcast reaches every device of
 // the app, and neither is stored.
 func TestDurable_GroupAndBroadcastAcrossNodes(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	a := startDurable(t, srv, "a", streams.Config{})
 	b := startDurable(t, srv, "b", streams.Config{})
 	onA := runDevice(t, deviceURL(a), "member-a", client.Cursor{})
@@ -589,7 +640,7 @@ func TestDurable_GroupAndBroadcastAcrossNodes(t *testing.T) {
 // answers with a repeated ack; the node retransmits. Every app must see
 // every message once, in order.
 func TestDurable_LossyLinkExactlyOnceInOrder(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	proxy := faultproxy.Start(t, deviceTCPAddr(n))
 	var mu sync.Mutex
@@ -656,7 +707,7 @@ func TestDurable_LossyLinkExactlyOnceInOrder(t *testing.T) {
 // read waits up to deliveryBlock); shutdown cancels them instead of
 // waiting out their calls.
 func TestDurable_ShutdownIsPrompt(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	runDevice(t, deviceURL(n), "phone", client.Cursor{})
 	time.Sleep(300 * time.Millisecond) // let the delivery loop block in its stream read
@@ -677,8 +728,8 @@ func TestDurable_ShutdownIsPrompt(t *testing.T) {
 // its delivery stream and never acked before it was killed are applied
 // and acked when it starts again, not left pending for good.
 func TestDurable_RestartedNodeAcksWhatItLeftPending(t *testing.T) {
-	srv := streamstest.StartRedis(t)
-	store := streams.New(srv.Client(t), streams.Config{})
+	srv := streamstest.Start(t)
+	store := streams.New(srv.Connect(t), streams.Config{})
 	ctx := context.Background()
 	if err := store.EnsureGroup(ctx, "n1"); err != nil {
 		t.Fatal(err)
@@ -693,7 +744,7 @@ func TestDurable_RestartedNodeAcksWhatItLeftPending(t *testing.T) {
 	}
 	n := startDurable(t, srv, "n1", streams.Config{})
 	poll.Until(t, 5*time.Second, func() error {
-		if p := srv.Client(t).XPending(ctx, "pushd:node:{n1}:deliveries", "pushd").Val(); p == nil || p.Count != 0 {
+		if p := srv.Connect(t).XPending(ctx, "pushd:node:{n1}:deliveries", "pushd").Val(); p == nil || p.Count != 0 {
 			return fmt.Errorf("pending entries: %+v", p)
 		}
 		return nil
@@ -775,10 +826,10 @@ func (g *redisGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // session's inbox: the device gets every stored push with no further push
 // to expose the gap.
 func TestDurable_PausedNodeCatchesUpWithoutAnotherPush(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	sc := streams.Config{NodeTTL: time.Second, ClaimMinIdle: 100 * time.Millisecond}
 	gate := &redisGate{}
-	rdb := srv.Client(t)
+	rdb := srv.Connect(t)
 	rdb.AddHook(gate)
 	cfg := testConfig()
 	cfg.NodeID = "a"
@@ -822,12 +873,12 @@ func TestDurable_PausedNodeCatchesUpWithoutAnotherPush(t *testing.T) {
 // died) and the route is still the connection the entry was for; a
 // target whose device has since reconnected is left to its inbox.
 func TestDurable_TakenOverEntriesPassOnToALiveNode(t *testing.T) {
-	srv := streamstest.StartRedis(t)
+	srv := streamstest.Start(t)
 	sc := streams.Config{}
 	a := startDurable(t, srv, "a", sc)
 	b := startDurable(t, srv, "b", sc)
 	d := runDevice(t, deviceURL(a), "phone", client.Cursor{})
-	store := streams.New(srv.Client(t), sc)
+	store := streams.New(srv.Connect(t), sc)
 	ctx := context.Background()
 
 	key := inboxKey(testApp, "phone")
@@ -859,4 +910,19 @@ func TestDurable_TakenOverEntriesPassOnToALiveNode(t *testing.T) {
 	if v, _ := metricValue(scrape(t, b), "pushd_takeover_forwarded_total"); v != "1" {
 		t.Fatalf("pushd_takeover_forwarded_total %q, want 1", v)
 	}
+}
+
+// TestDurable_OnACluster runs part of this suite against a Redis Cluster
+// of three primaries in every run; CI runs all of it there too
+// (PUSHD_TEST_REDIS=cluster, README). Nodes "a" and "b" hash to
+// different primaries (slots 15495 and 3300), so their delivery streams
+// and heartbeats live apart.
+func TestDurable_OnACluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("forms a cluster per subtest")
+	}
+	t.Setenv(streamstest.TopologyEnv, "cluster")
+	t.Run("OfflineStoreThenOrderedReplay", TestDurable_OfflineStoreThenOrderedReplay)
+	t.Run("TwoNodesDeviceMoves", TestDurable_TwoNodesDeviceMoves)
+	t.Run("DeadNodeDeliveriesClaimed", TestDurable_DeadNodeDeliveriesClaimed)
 }

@@ -92,7 +92,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		}),
 		redisErrors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushd_redis_errors_total",
-			Help: "Failed Redis calls by kind: timeout, connection, not_serving (loading, read-only, busy: these mark Redis down) or refused (a command Redis refused).",
+			Help: "Failed Redis calls by kind: timeout, connection, not_serving (loading, read-only, busy, a failover under way), not_replicated (a push the replicas did not confirm in time; these mark Redis down) or refused (a command Redis refused).",
 		}, []string{"kind"}),
 		entriesRecovered: f.NewCounter(prometheus.CounterOpts{
 			Name: "pushd_delivery_entries_recovered_total",

@@ -37,6 +37,9 @@ type Store interface {
 
 	Heartbeat(ctx context.Context, info streams.NodeInfo) (continued bool, err error)
 	Nodes(ctx context.Context) (live []streams.NodeInfo, dead []string, err error)
+
+	// Topology describes the primaries and replicas, for status.
+	Topology(ctx context.Context) (streams.Topology, error)
 }
 
 // inboxKey names a device's inbox and route in the Store. Device ids are

@@ -1,6 +1,8 @@
 package ctl
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -8,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/ctl/load"
 )
 
@@ -21,11 +24,14 @@ func benchPushCommand(e *env) *cli.Command {
 			"was sent, then counts lost (accepted, never received) and duplicate messages.\n" +
 			"--mode stored: devices stay offline (fresh ids per run); measures the durable accept rate and\n" +
 			"then checks through GET /v1/devices that every inbox holds what was accepted.\n" +
+			"With an admin URL and token (--local, pushd --dev's pushctl.json, or the flags), it also reads\n" +
+			"the Redis primaries' CPU time from the region's status before and after sending: the Redis CPU\n" +
+			"per pushed device-message (redis_cpu_us_per_push).\n" +
 			"Exits 1 when anything was lost, duplicated, refused or left unacked.",
 		Flags: append(append(append(append([]cli.Flag{
 			&cli.StringFlag{Name: "mode", Usage: "online or stored", Value: "online"},
 			&cli.DurationFlag{Name: "wait", Usage: "how long to wait at the end for acks (online) or to verify inboxes (stored)", Value: 30 * time.Second},
-		}, pushLoadFlags()...), benchFlags()...), settingFlags(setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret)...), outputFlags()...),
+		}, pushLoadFlags()...), benchFlags()...), settingFlags(setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken)...), outputFlags()...),
 		Action: func(c *cli.Context) error { return runBenchPush(c, e) },
 	}
 }
@@ -60,6 +66,7 @@ func runBenchPush(c *cli.Context, e *env) error {
 		return err
 	}
 	run.API = cl
+	run.RedisCPU = redisCPU(t.k)
 	rep, err := run.Run(c.Context, plan)
 	if rep == nil {
 		return benchError(err)
@@ -168,6 +175,37 @@ func printPushReport(w io.Writer, format format, r *load.PushReport) error {
 		t.row("unacked", strconv.Itoa(r.Unacked))
 		t.row("device drops", strconv.Itoa(r.Drops))
 	}
+	if r.RedisCPUPerPushUS > 0 {
+		t.row("redis CPU", fmt.Sprintf("%.1f µs per push", r.RedisCPUPerPushUS))
+	}
 	t.row("duration", fmt.Sprintf("%.3fs", r.DurationS))
 	return t.flush()
+}
+
+// redisCPU reads the region's Redis CPU from its status (the primaries'
+// CPU time, added up), or is nil without an admin URL and token.
+func redisCPU(k *config) func(ctx context.Context) (time.Duration, error) {
+	base, tok := k.get(setAdminURL), k.get(setAdminToken)
+	if base == "" || tok == "" {
+		return nil
+	}
+	cl, err := api.NewClient(base, tok, nil)
+	if err != nil {
+		return nil
+	}
+	return func(ctx context.Context) (time.Duration, error) {
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return 0, err
+		}
+		rt := st.RedisTopology
+		if rt == nil || rt.Error != "" || len(rt.Primaries) == 0 {
+			return 0, errors.New("the status shows no Redis primaries")
+		}
+		var s float64
+		for _, p := range rt.Primaries {
+			s += p.CPUSeconds
+		}
+		return time.Duration(s * float64(time.Second)), nil
+	}
 }

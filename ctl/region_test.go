@@ -56,10 +56,11 @@ func tableRows(out string) [][]string {
 }
 
 // kvRows reads the key-value block of a table output: the block after
-// the first blank line when there is one, else the whole output.
+// the first blank line (up to the next one) when there is one, else the
+// whole output.
 func kvRows(out string) map[string]string {
 	if _, after, ok := strings.Cut(out, "\n\n"); ok {
-		out = after
+		out, _, _ = strings.Cut(after, "\n\n")
 	}
 	kv := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {

@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/pushd/pushd/appliance/api"
 )
 
 func statusCommand(e *env) *cli.Command {
@@ -12,7 +14,10 @@ func statusCommand(e *env) *cli.Command {
 		Name:  "status",
 		Usage: "show the region: members, Raft state, connections, degrade, Redis",
 		Description: "The node asked (--admin-url) asks every member for its own state; a member that does\n" +
-			"not answer within a second is listed with ALIVE false. LEADER marks the Raft leader.",
+			"not answer within a second is listed with ALIVE false. LEADER marks the Raft leader.\n" +
+			"Then the Redis that node reaches: its topology (single, sentinel, cluster), the durability\n" +
+			"mode, and a row per primary and replica: the primary's slots (cluster) and appendfsync, each\n" +
+			"replica's state, its lag (seconds since its last acknowledgement) and the bytes it is behind.",
 		Flags:  adminFlags(),
 		Action: func(c *cli.Context) error { return runStatus(c, e) },
 	}
@@ -54,6 +59,14 @@ func runStatus(c *cli.Context, e *env) error {
 	kv.row("REGION", st.Region)
 	degradeRows(kv, st.Degrade)
 	kv.row("REDIS", st.Redis)
+	rt := st.RedisTopology
+	if rt != nil {
+		kv.row("TOPOLOGY", rt.Topology)
+		kv.row("DURABILITY", durabilityCell(rt))
+		if rt.Error != "" {
+			kv.row("REDIS_ERROR", rt.Error)
+		}
+	}
 	if err := kv.flush(); err != nil {
 		return err
 	}
@@ -63,5 +76,27 @@ func runStatus(c *cli.Context, e *env) error {
 				n.ID, n.Region, st.Region)
 		}
 	}
-	return nil
+	if rt == nil || len(rt.Primaries) == 0 {
+		return nil
+	}
+	fmt.Fprintln(e.stdout)
+	rep := newTable(e.stdout, "PRIMARY", "ROLE", "SLOTS", "APPENDFSYNC", "REPLICA", "STATE", "LAG", "BEHIND")
+	for _, p := range rt.Primaries {
+		if len(p.Replicas) == 0 {
+			rep.row(p.Addr, p.Role, p.Slots, p.AppendFsync, "", "", "", "")
+		}
+		for _, r := range p.Replicas {
+			rep.row(p.Addr, p.Role, p.Slots, p.AppendFsync, r.Addr, r.State,
+				strconv.FormatInt(r.LagSeconds, 10)+"s", strconv.FormatInt(r.BehindBytes, 10))
+		}
+	}
+	return rep.flush()
+}
+
+// durabilityCell says what a push answered stored promises.
+func durabilityCell(rt *api.RedisTopology) string {
+	if rt.WaitReplicas == 0 {
+		return rt.Durability
+	}
+	return fmt.Sprintf("%s: each push waits for %d replica(s), up to %s", rt.Durability, rt.WaitReplicas, rt.WaitTimeout)
 }

@@ -73,7 +73,7 @@ func TestStore_DeliverReadAck(t *testing.T) {
 		done <- got
 	}()
 	poll.Until(t, 5*time.Second, func() error {
-		if n := env.rdb.ClientList(ctx).Val(); !strings.Contains(n, "cmd=xreadgroup") {
+		if n := nodeFor(t, env.rdb, deliveryKey("n1")).ClientList(ctx).Val(); !strings.Contains(n, "cmd=xreadgroup") {
 			return errors.New("reader not blocked yet")
 		}
 		return nil
@@ -92,9 +92,7 @@ func TestStore_ReadDeliveriesRecreatesLostGroup(t *testing.T) {
 	if err := env.store.EnsureGroup(ctx, "n1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.rdb.FlushAll(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
+	flushAll(t, env.rdb)
 	if got, err := env.store.ReadDeliveries(ctx, "n1", 10, 0); err != nil || len(got) != 0 {
 		t.Fatalf("read after FLUSHALL: %v %v", got, err)
 	}

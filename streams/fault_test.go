@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/pushd/pushd/internal/poll"
 )
 
@@ -117,9 +119,7 @@ func TestStore_ReloadsFlushedScripts(t *testing.T) {
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	appendN(t, env.store, "a", "m", 1)
-	if err := env.rdb.ScriptFlush(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
+	eachPrimary(t, env.rdb, func(ctx context.Context, c redis.Cmdable) error { return c.ScriptFlush(ctx).Err() })
 	// A pipeline of several calls, all refused with NOSCRIPT, all resent once.
 	res, err := env.store.Append(ctx, msg("m-2"), []string{"a", "b", "c"})
 	if err != nil || res[0].Seq != 2 || res[1].Seq != 1 || res[2].Seq != 1 {

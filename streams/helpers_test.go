@@ -3,6 +3,7 @@ package streams
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,18 +13,91 @@ import (
 	"github.com/pushd/pushd/streams/streamstest"
 )
 
-// testEnv is one real redis-server, a client and a Store on it.
+// testEnv is a real Redis, a client and a Store on it. The Redis is one
+// redis-server, or a cluster of three primaries when PUSHD_TEST_REDIS is
+// "cluster" (streamstest.Start): every test that uses newEnv runs against
+// both. Setup commands that must reach every primary go through
+// eachPrimary or nodeFor.
 type testEnv struct {
-	srv   *streamstest.Server
-	rdb   *redis.Client
+	srv   streamstest.Redis
+	rdb   redis.UniversalClient
 	store *Store
 }
 
 func newEnv(t *testing.T, cfg Config, opts ...streamstest.Option) *testEnv {
 	t.Helper()
-	srv := streamstest.StartRedis(t, opts...)
-	rdb := srv.Client(t)
+	srv := streamstest.Start(t, opts...)
+	rdb := srv.Connect(t)
 	return &testEnv{srv: srv, rdb: rdb, store: New(rdb, cfg)}
+}
+
+// eachPrimary runs f on every primary: the server, or each primary of a
+// cluster (FLUSHALL, SCRIPT FLUSH, DBSIZE go to one node of a cluster
+// otherwise).
+func eachPrimary(t *testing.T, rdb redis.UniversalClient, f func(ctx context.Context, c redis.Cmdable) error) {
+	t.Helper()
+	ctx := testCtx(t)
+	var err error
+	if c, ok := rdb.(*redis.ClusterClient); ok {
+		err = c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return f(ctx, m) })
+	} else {
+		err = f(ctx, rdb)
+	}
+	if err != nil {
+		t.Fatalf("on every primary: %v", err)
+	}
+}
+
+// flushAll empties every primary.
+func flushAll(t *testing.T, rdb redis.UniversalClient) {
+	t.Helper()
+	eachPrimary(t, rdb, func(ctx context.Context, c redis.Cmdable) error { return c.FlushAll(ctx).Err() })
+}
+
+// dbSize counts the keys on every primary.
+func dbSize(t *testing.T, rdb redis.UniversalClient) int64 {
+	t.Helper()
+	var mu sync.Mutex
+	var n int64
+	eachPrimary(t, rdb, func(ctx context.Context, c redis.Cmdable) error {
+		k, err := c.DBSize(ctx).Result()
+		mu.Lock()
+		n += k
+		mu.Unlock()
+		return err
+	})
+	return n
+}
+
+// loadScripts caches every script on every primary, so that a test
+// counting round trips sees no NOSCRIPT retry (a cluster caches scripts
+// per node).
+func loadScripts(t *testing.T, rdb redis.UniversalClient) {
+	t.Helper()
+	eachPrimary(t, rdb, func(ctx context.Context, c redis.Cmdable) error {
+		for _, sc := range []*redis.Script{appendScript, resumeScript, readScript, ackScript, claimScript,
+			releaseScript, refreshScript, takeoverScript, retireScript, heartbeatScript} {
+			if err := sc.Load(ctx, c).Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// nodeFor returns a client of the server holding key: rdb itself, or the
+// cluster primary serving key's slot (for INFO, CLIENT LIST).
+func nodeFor(t *testing.T, rdb redis.UniversalClient, key string) redis.Cmdable {
+	t.Helper()
+	c, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return rdb
+	}
+	m, err := c.MasterForKey(testCtx(t), key)
+	if err != nil {
+		t.Fatalf("primary of %s: %v", key, err)
+	}
+	return m
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -97,7 +171,7 @@ func errOf[T any](_ T, err error) error { return err }
 // each one round trip. Warm the client up first (a connection made later
 // may send its handshake through the hooks too), and expect one more trip
 // when a script is not cached yet (NOSCRIPT, then EVAL).
-func countRoundTrips(rdb *redis.Client) *atomic.Int64 {
+func countRoundTrips(rdb redis.UniversalClient) *atomic.Int64 {
 	h := &tripHook{}
 	rdb.AddHook(h)
 	return &h.n

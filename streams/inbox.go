@@ -72,6 +72,12 @@ type Appended struct {
 // renews the keys' TTL when due and reads the device's route. Results are in
 // the order of devices; a device listed twice gets Duplicate the second time.
 //
+// With Config.WaitReplicas set, Append returns only once that many
+// replicas of every primary it wrote to have its writes, and fails with
+// ErrNotReplicated (an ErrUnavailable) when they do not confirm within
+// WaitTimeout: the writes are on the primary, but a failover could lose
+// them.
+//
 // A message whose Created+TTL has already passed is refused with ErrExpired.
 // On any other error nothing is known about which devices were stored;
 // retry the call.
@@ -101,7 +107,8 @@ type AppendResult struct {
 // trip, and under appendfsync always one fsync, for all of them. The
 // calls run in the order of reqs, so a device's messages are stored in
 // that order. A request refused on its own (its Err set) stores nothing
-// and does not stop the others. The error is for the pipeline: after one,
+// and does not stop the others. Config.WaitReplicas applies as to Append,
+// to the pipeline as a whole. The error is for the pipeline: after one,
 // nothing is known about which requests were stored; retry the call (each
 // message's dedupe makes that safe).
 func (s *Store) AppendMany(ctx context.Context, reqs []AppendRequest) ([]AppendResult, error) {
@@ -124,7 +131,7 @@ func (s *Store) AppendMany(ctx context.Context, reqs []AppendRequest) ([]AppendR
 	if len(calls) == 0 {
 		return out, nil
 	}
-	if err := s.runScripts(ctx, calls); err != nil {
+	if err := s.runReplicated(ctx, calls); err != nil {
 		first := reqs[batches[0].req]
 		what, to := first.Msg.ID, fmt.Sprintf("%d devices", len(first.Devices))
 		if len(batches) > 1 {
@@ -298,6 +305,9 @@ const (
 // Entries beyond the first limit are not inspected here; the caller sees a
 // later gap as a jump in seqs when it reads them with ReadMany.
 //
+// With Config.WaitReplicas set, Resume returns entries only once the
+// replicas have everything it read (ErrNotReplicated otherwise).
+//
 // Resume refreshes the TTL of the device's inbox keys. A device that also
 // claims its route on connect should use Open, which sends the claim and
 // the resume in one round trip.
@@ -306,7 +316,7 @@ func (s *Store) Resume(ctx context.Context, device string, pos Position, limit i
 		return Resumed{}, fmt.Errorf("resume: device id %q: %w", device, ErrInvalidArgument)
 	}
 	calls := []scriptCall{s.resumeCall(device, pos, limit)}
-	if err := s.runScripts(ctx, calls); err != nil {
+	if err := s.runReplicated(ctx, calls); err != nil {
 		return Resumed{}, wrap("resume", inboxKey(device), err)
 	}
 	r, err := parseResume(calls[0].cmd)
@@ -383,7 +393,9 @@ type ReadResult struct {
 
 // ReadMany reads entries with seq > After for many devices in one pipeline,
 // to refill in-flight windows and fill gaps. It changes nothing. An expired
-// entry is skipped, so Entries may jump over a seq: that is a gap.
+// entry is skipped, so Entries may jump over a seq: that is a gap. With
+// Config.WaitReplicas set, it returns only once the replicas have what it
+// read (ErrNotReplicated otherwise), as Resume.
 func (s *Store) ReadMany(ctx context.Context, reqs []ReadRequest) ([]ReadResult, error) {
 	if len(reqs) == 0 {
 		return nil, nil
@@ -404,7 +416,7 @@ func (s *Store) ReadMany(ctx context.Context, reqs []ReadRequest) ([]ReadResult,
 			args:   []any{r.Epoch, r.After, limit, now},
 		}
 	}
-	if err := s.runScripts(ctx, calls); err != nil {
+	if err := s.runReplicated(ctx, calls); err != nil {
 		return nil, wrap("read", fmt.Sprintf("%d inboxes", len(reqs)), err)
 	}
 	out := make([]ReadResult, len(reqs))

@@ -490,9 +490,7 @@ func TestStore_ResumeAfterFlushAll(t *testing.T) {
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	last := appendN(t, env.store, "a", "m", 3)
-	if err := env.rdb.FlushAll(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
+	flushAll(t, env.rdb)
 	// An append first: it starts the new epoch at seq 1.
 	res, err := env.store.Append(ctx, msg("after"), []string{"a"})
 	if err != nil || res[0].Seq != 1 || res[0].Epoch == last.Epoch {
@@ -717,7 +715,7 @@ func TestStore_RejectsInvalidArguments(t *testing.T) {
 			t.Errorf("%s: %v, want ErrInvalidArgument", name, err)
 		}
 	}
-	if n := env.rdb.DBSize(ctx).Val(); n != 0 {
+	if n := dbSize(t, env.rdb); n != 0 {
 		t.Fatalf("invalid calls wrote %d keys", n)
 	}
 }
@@ -902,7 +900,7 @@ func TestStore_AppendRefusesExpiredMessages(t *testing.T) {
 	if _, err := env.store.Append(testCtx(t), m, []string{"a"}); !errors.Is(err, ErrExpired) {
 		t.Fatalf("append of an expired message: %v, want ErrExpired", err)
 	}
-	if n := env.rdb.DBSize(testCtx(t)).Val(); n != 0 {
+	if n := dbSize(t, env.rdb); n != 0 {
 		t.Fatalf("refused append wrote %d keys", n)
 	}
 }

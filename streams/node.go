@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -49,8 +51,10 @@ type NodeInfo struct {
 // (a crash under appendfsync everysec, a server without persistence); a
 // failover promoted a replica, however far it lagged; the key was rolled
 // back to an older heartbeat or overwritten by another process using the
-// same node id. On a cluster this speaks for the shard of the heartbeat key
-// only.
+// same node id. On a cluster it also reads every primary's run id
+// (INFO server, once per call) and is false when the set changed since
+// the last call: a primary of any shard failed over or restarted (or the
+// set could not be read).
 //
 // A false from any call but the first for a node id means Redis may have
 // lost this node's routes and inbox state: the caller should re-check them
@@ -97,10 +101,50 @@ func (s *Store) Heartbeat(ctx context.Context, info NodeInfo) (continued bool, e
 	if err != nil {
 		return false, wrap("heartbeat", info.ID, err)
 	}
+	continued = hb.Val() == int64(1)
+	// On a cluster the script sees the heartbeat key's primary only; the
+	// node's routes and inboxes live on every primary. A primary replaced
+	// (failed over, restarted) since the last heartbeat changes the set of
+	// run ids.
+	var runs string
+	if s.cluster != nil {
+		runs, err = s.primaryRuns(ctx)
+		if err != nil {
+			// Continuity unproven; the next heartbeat compares with the
+			// last set that was read.
+			continued = false
+		}
+	}
 	s.hbMu.Lock()
 	s.hbLast[info.ID] = token
+	if s.cluster != nil && err == nil {
+		continued = continued && s.hbRuns[info.ID] == runs
+		s.hbRuns[info.ID] = runs
+	}
 	s.hbMu.Unlock()
-	return hb.Val() == int64(1), nil
+	return continued, nil
+}
+
+// primaryRuns returns the run ids of a cluster's primaries, sorted and
+// joined: it changes when a primary is replaced or restarted.
+func (s *Store) primaryRuns(ctx context.Context) (string, error) {
+	var mu sync.Mutex
+	var runs []string
+	err := s.cluster.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		info, err := m.Info(ctx, "server").Result()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		runs = append(runs, infoField(info, "run_id"))
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	sort.Strings(runs)
+	return strings.Join(runs, ","), nil
 }
 
 // Nodes returns the live nodes (heartbeat key present) and the dead ones (in

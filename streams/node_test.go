@@ -55,7 +55,7 @@ func TestStore_HeartbeatReportsContinuity(t *testing.T) {
 	mustHeartbeat(t, env.store, "n2", false, "first of n2")
 	mustHeartbeat(t, env.store, "n1", true, "after n2's")
 
-	mustDo(t, env.rdb.FlushAll(ctx))
+	flushAll(t, env.rdb)
 	mustHeartbeat(t, env.store, "n1", false, "after FLUSHALL")
 	mustHeartbeat(t, env.store, "n1", true, "after the FLUSHALL was reported")
 	if !env.rdb.SIsMember(ctx, nodesKey, "n1").Val() {
@@ -137,7 +137,7 @@ func TestStore_HeartbeatSameNodeIDOnTwoStores(t *testing.T) {
 	mustHeartbeat(t, other, "n1", false, "after the first store's")
 
 	// A Store's first call is false even over a value claiming continuity.
-	run := env.rdb.Info(testCtx(t), "server").Val()
+	run := nodeFor(t, env.rdb, heartbeatKey("n1")).Info(testCtx(t), "server").Val()
 	i := strings.Index(run, "run_id:") + len("run_id:")
 	forged := `{"ID":"n1","token":"","after":"","redis_run_id":"` + run[i:i+40] + `","continued":true}`
 	mustDo(t, env.rdb.Set(testCtx(t), heartbeatKey("n1"), forged, 10*time.Second))
@@ -146,7 +146,6 @@ func TestStore_HeartbeatSameNodeIDOnTwoStores(t *testing.T) {
 
 func TestStore_HeartbeatReportsLossFoundByALostReply(t *testing.T) {
 	env := newEnv(t, Config{})
-	ctx := testCtx(t)
 	mustHeartbeat(t, env.store, "n1", false, "first")
 	mustHeartbeat(t, env.store, "n1", true, "second")
 
@@ -162,7 +161,7 @@ func TestStore_HeartbeatReportsLossFoundByALostReply(t *testing.T) {
 	// Redis loses the key; the call that finds it is applied but its reply
 	// is lost, and so is the next one's. The next call the Store hears back
 	// from must still report the loss.
-	mustDo(t, env.rdb.FlushAll(ctx))
+	flushAll(t, env.rdb)
 	if n := lostReplyHeartbeat(t, env, "n1", "00000000000000b1"); n != 0 {
 		t.Fatalf("lost-reply call after FLUSHALL: %d, want 0", n)
 	}
@@ -224,7 +223,7 @@ func TestStore_HeartbeatValueKeepsNodeInfo(t *testing.T) {
 	if err := json.Unmarshal([]byte(v), &fields); err != nil {
 		t.Fatal(err)
 	}
-	run := env.rdb.Info(ctx, "server").Val()
+	run := nodeFor(t, env.rdb, heartbeatKey("n1")).Info(ctx, "server").Val()
 	if id, _ := fields["redis_run_id"].(string); id == "" || !strings.Contains(run, "run_id:"+id) {
 		t.Fatalf("redis_run_id %v not the server's", fields["redis_run_id"])
 	}

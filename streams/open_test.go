@@ -35,7 +35,8 @@ func TestStore_OpenMatchesClaimThenResume(t *testing.T) {
 	}
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
-	// Load both scripts and open the connection before counting trips.
+	// Load the scripts and open the connections before counting trips.
+	loadScripts(t, env.rdb)
 	if _, _, _, err := env.store.Open(ctx, "warm-up", "n1", Position{}, 0); err != nil {
 		t.Fatal(err)
 	}

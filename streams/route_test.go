@@ -186,11 +186,11 @@ func TestStore_RefreshRoutesReportsLostRoutes(t *testing.T) {
 	// Redis lost everything (FLUSHALL, or a crash under appendfsync
 	// everysec): every connected device's route is gone, and the refresh
 	// must say so rather than pass for a renewal. It recreates nothing.
-	mustDo(t, env.rdb.FlushAll(ctx))
+	flushAll(t, env.rdb)
 	if ok, err := env.store.RefreshRoutes(ctx, devices, routes); err != nil || fmt.Sprint(ok) != "[false false false]" {
 		t.Fatalf("refresh after FLUSHALL: %v %v, want all false", ok, err)
 	}
-	if n := env.rdb.DBSize(ctx).Val(); n != 0 {
+	if n := dbSize(t, env.rdb); n != 0 {
 		t.Fatalf("refresh after FLUSHALL wrote %d keys", n)
 	}
 	if ok, err := env.store.RefreshRoutes(ctx, nil, nil); err != nil || len(ok) != 0 {
@@ -246,6 +246,7 @@ func TestStore_ReleaseRoutesComparesEachInOneRoundTrip(t *testing.T) {
 	}
 	routes[4] = Route{Node: "n1", Epoch: 1}
 
+	loadScripts(t, env.rdb)
 	trips := countRoundTrips(env.rdb)
 	ok, err := env.store.ReleaseRoutes(ctx, devices, routes)
 	if err != nil || fmt.Sprint(ok) != "[true false false false false true]" {

@@ -41,6 +41,14 @@ var (
 	// ErrNotDrained is returned by RetireNode while the node's delivery
 	// stream still holds pending or unread entries.
 	ErrNotDrained = errors.New("delivery stream not drained")
+
+	// ErrNotReplicated is returned by Append when its writes reached the
+	// primary but fewer than Config.WaitReplicas replicas confirmed them
+	// within Config.WaitTimeout: a failover now could lose them, so they
+	// must not be reported stored. It always comes wrapped together with
+	// ErrUnavailable (retry, as after any other unavailability; the retry
+	// finds the message by its id and waits for the replicas again).
+	ErrNotReplicated = errors.New("not confirmed by enough replicas")
 )
 
 // Config bounds what the Store keeps in Redis. Every field's zero value
@@ -91,6 +99,31 @@ type Config struct {
 	// TakeOver claims it. It keeps two takers, or a taker and a node that
 	// came back, from stealing each other's in-flight entries. 0 means 2s.
 	ClaimMinIdle time.Duration
+
+	// WaitReplicas is how many replicas must confirm an Append's writes
+	// before it returns them: each primary the append wrote to runs WAIT
+	// WaitReplicas WaitTimeout at the end of the same pipeline (WAIT
+	// counts the writes of its own connection, and Redis 7.0 refuses it
+	// inside a script). Fewer confirmations fail the Append with
+	// ErrNotReplicated. With Sentinel or Cluster failover, 1 means an
+	// acknowledged append survives the loss of its primary; 0 (the
+	// default) waits for nothing, as on a single server.
+	//
+	// The reads that hand entries to devices wait too (Resume, Open,
+	// ReadMany): an entry an append wrote but no replica has yet must
+	// not reach a device, since a failover could then give its seq to
+	// another message, which the device would take for a repeat. Redis
+	// 7.0's WAIT also counts what its connection read
+	// (TestStore_ReadsWaitForReplicas pins it). Acks, routes, deliveries
+	// and heartbeats do not wait: what a failover loses of them is found
+	// again (DESIGN.md, Failover).
+	//
+	// Needs a *redis.Client (one server, or Sentinel's failover client)
+	// or a *redis.ClusterClient.
+	WaitReplicas int
+
+	// WaitTimeout bounds each WAIT. 0 means 500ms.
+	WaitTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -118,6 +151,12 @@ func (c Config) withDefaults() Config {
 	if c.ClaimMinIdle <= 0 {
 		c.ClaimMinIdle = 2 * time.Second
 	}
+	if c.WaitReplicas < 0 {
+		c.WaitReplicas = 0
+	}
+	if c.WaitTimeout <= 0 {
+		c.WaitTimeout = 500 * time.Millisecond
+	}
 	return c
 }
 
@@ -134,19 +173,29 @@ type Store struct {
 	// different slots.
 	batch int
 
+	// cluster is rdb as a cluster client, nil otherwise.
+	cluster *redis.ClusterClient
+
 	// hbMu guards hbLast, per node id the token of the last heartbeat whose
-	// result Heartbeat returned. It is never held across a Redis call.
+	// result Heartbeat returned, and hbRuns, on a cluster the run ids of
+	// the primaries that heartbeat saw. It is never held across a Redis
+	// call.
 	hbMu   sync.Mutex
 	hbLast map[string]string
+	hbRuns map[string]string
 }
 
 // New returns a Store using rdb, which the caller creates with
 // ContextTimeoutEnabled set (otherwise context deadlines do not bound socket
 // I/O) and closes after the Store is no longer used.
 func New(rdb redis.UniversalClient, cfg Config) *Store {
-	s := &Store{rdb: rdb, cfg: cfg.withDefaults(), batch: 1, hbLast: make(map[string]string)}
-	if _, standalone := rdb.(*redis.Client); standalone {
+	s := &Store{rdb: rdb, cfg: cfg.withDefaults(), batch: 1, hbLast: make(map[string]string),
+		hbRuns: make(map[string]string)}
+	switch c := rdb.(type) {
+	case *redis.Client:
 		s.batch = s.cfg.ScriptBatch
+	case *redis.ClusterClient:
+		s.cluster = c
 	}
 	return s
 }
@@ -199,12 +248,46 @@ type scriptCall struct {
 // not run, so sending it again cannot apply it twice. It returns the first
 // error of any call; each call's own result is in its cmd.
 func (s *Store) runScripts(ctx context.Context, calls []scriptCall) error {
-	pipe := s.rdb.Pipeline()
-	for i := range calls {
-		c := &calls[i]
-		c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+	_ = evalPipelined(ctx, s.rdb, calls, 0, 0)
+	return firstErr(calls)
+}
+
+// evalPipelined runs calls as runScripts describes on rdb, and when
+// replicas > 0 ends each pipeline with WAIT replicas timeout. It returns
+// the smallest number of replicas a WAIT confirmed, or an error when a
+// pipeline did not get as far as its WAIT's answer; the calls' own
+// results and errors are in their cmds.
+func evalPipelined(ctx context.Context, rdb redis.Cmdable, calls []scriptCall, replicas int, timeout time.Duration) error {
+	var short []int64
+	run := func(send func(c *scriptCall, pipe redis.Pipeliner) *redis.Cmd, which []int) error {
+		pipe := rdb.Pipeline()
+		for _, i := range which {
+			calls[i].cmd = send(&calls[i], pipe)
+		}
+		var wait *redis.Cmd
+		if replicas > 0 {
+			// Last in the pipeline, so on the connection that sent the
+			// writes and after them: WAIT counts that connection's writes.
+			wait = pipe.Do(ctx, "WAIT", replicas, timeout.Milliseconds())
+		}
+		_, _ = pipe.Exec(ctx)
+		if wait == nil {
+			return nil
+		}
+		n, err := wait.Int64()
+		if err != nil {
+			return err
+		}
+		short = append(short, n)
+		return nil
 	}
-	_, _ = pipe.Exec(ctx)
+	all := make([]int, len(calls))
+	for i := range all {
+		all[i] = i
+	}
+	err := run(func(c *scriptCall, pipe redis.Pipeliner) *redis.Cmd {
+		return c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+	}, all)
 
 	var retry []int
 	for i := range calls {
@@ -213,19 +296,123 @@ func (s *Store) runScripts(ctx context.Context, calls []scriptCall) error {
 		}
 	}
 	if len(retry) > 0 {
-		pipe := s.rdb.Pipeline()
-		for _, i := range retry {
-			c := &calls[i]
-			c.cmd = c.script.Eval(ctx, pipe, c.keys, c.args...)
+		if rerr := run(func(c *scriptCall, pipe redis.Pipeliner) *redis.Cmd {
+			return c.script.Eval(ctx, pipe, c.keys, c.args...)
+		}, retry); err == nil {
+			err = rerr
 		}
-		_, _ = pipe.Exec(ctx)
 	}
+	if err != nil {
+		return err
+	}
+	for _, n := range short {
+		if n < int64(replicas) {
+			return fmt.Errorf("%w: %d of %d replicas confirmed within %v", ErrNotReplicated, n, replicas, timeout)
+		}
+	}
+	return nil
+}
+
+// firstErr returns the first error of calls.
+func firstErr(calls []scriptCall) error {
 	for i := range calls {
 		if err := calls[i].cmd.Err(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// runReplicated runs calls as runScripts does, but on each primary they
+// write to as one pipeline ending in WAIT WaitReplicas WaitTimeout
+// (concurrently, one pipeline per primary, as a cluster client's pipeline
+// would). It returns the first call's error, or ErrNotReplicated when
+// every call succeeded but a primary's WAIT confirmed fewer replicas.
+func (s *Store) runReplicated(ctx context.Context, calls []scriptCall) error {
+	if s.cfg.WaitReplicas == 0 {
+		return s.runScripts(ctx, calls)
+	}
+	groups, err := s.byPrimary(ctx, calls)
+	if err != nil {
+		return err
+	}
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	for i, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sub := make([]scriptCall, len(g.calls))
+			for j, k := range g.calls {
+				sub[j] = calls[k]
+			}
+			errs[i] = evalPipelined(ctx, g.rdb, sub, s.cfg.WaitReplicas, s.cfg.WaitTimeout)
+			for j, k := range g.calls {
+				calls[k].cmd = sub[j].cmd
+			}
+		}()
+	}
+	wg.Wait()
+	if err := firstErr(calls); err != nil {
+		s.reloadCluster(ctx, err)
+		return err
+	}
+	for _, err := range errs {
+		if err != nil {
+			s.reloadCluster(ctx, err)
+			return err
+		}
+	}
+	return nil
+}
+
+// primaryCalls is the calls (indexes) that go to one primary.
+type primaryCalls struct {
+	rdb   *redis.Client
+	calls []int
+}
+
+// byPrimary groups calls by the primary that serves their keys: all on the
+// one primary of a *redis.Client, by their first key's slot on a cluster.
+func (s *Store) byPrimary(ctx context.Context, calls []scriptCall) ([]primaryCalls, error) {
+	switch c := s.rdb.(type) {
+	case *redis.Client:
+		all := make([]int, len(calls))
+		for i := range all {
+			all[i] = i
+		}
+		return []primaryCalls{{rdb: c, calls: all}}, nil
+	case *redis.ClusterClient:
+		var groups []primaryCalls
+		at := map[*redis.Client]int{}
+		for i := range calls {
+			m, err := c.MasterForKey(ctx, calls[i].keys[0])
+			if err != nil {
+				// No usable cluster state: Redis is unreachable or
+				// reconfiguring.
+				return nil, fmt.Errorf("%w: find the primary of %s: %w", ErrUnavailable, calls[i].keys[0], err)
+			}
+			g, ok := at[m]
+			if !ok {
+				g = len(groups)
+				at[m] = g
+				groups = append(groups, primaryCalls{rdb: m})
+			}
+			groups[g].calls = append(groups[g].calls, i)
+		}
+		return groups, nil
+	}
+	return nil, fmt.Errorf("WaitReplicas needs a *redis.Client or a *redis.ClusterClient, not %T", s.rdb)
+}
+
+// reloadCluster has a cluster client reload its slot map after a call
+// that went to a primary directly failed: it may have failed over, or its
+// slots moved, and only the cluster client's own commands would have
+// told it.
+func (s *Store) reloadCluster(ctx context.Context, err error) {
+	if s.cluster != nil && unavailable(err) {
+		s.cluster.ReloadState(ctx)
+	}
 }
 
 // wrap names the operation and key in err and marks transport failures with
@@ -248,7 +435,8 @@ func wrap(op, key string, err error) error {
 func unavailable(err error) bool {
 	var ne net.Error
 	switch {
-	case errors.As(err, &ne),
+	case errors.Is(err, ErrNotReplicated),
+		errors.As(err, &ne),
 		errors.Is(err, io.EOF),
 		errors.Is(err, io.ErrUnexpectedEOF),
 		errors.Is(err, syscall.ECONNREFUSED),
@@ -264,7 +452,15 @@ func unavailable(err error) bool {
 		redis.IsMasterDownError(err) ||
 		redis.IsClusterDownError(err) ||
 		redis.IsTryAgainError(err) ||
-		redis.HasErrorPrefix(err, "BUSY ") // a script runs too long; not BUSYGROUP
+		redis.HasErrorPrefix(err, "BUSY ") || // a script runs too long; not BUSYGROUP
+		// min-replicas-to-write: the primary has too few replicas.
+		redis.HasErrorPrefix(err, "NOREPLICAS") ||
+		// A blocked command (WAIT) ended by a role change (failover).
+		redis.HasErrorPrefix(err, "UNBLOCKED") ||
+		// A slot moved: a primary reached directly (Append's WAIT path)
+		// or a cluster client out of redirects during a failover.
+		redis.HasErrorPrefix(err, "MOVED") ||
+		redis.HasErrorPrefix(err, "ASK")
 }
 
 // validID reports whether id can be embedded in a key's hash tag.

@@ -31,7 +31,7 @@ func TestBench_LocalRunsReportEveryField(t *testing.T) {
 		{"connect", []string{"bench", "connect", "--local", "--conns", "300", "--hold", "1s", "--heartbeat", "1s", "--json"},
 			[]string{"scenario", "conns", "connect_per_s", "errors", "server_rss_bytes", "rss_bytes_per_conn", "duration_s"}},
 		{"push stored", []string{"bench", "push", "--local", "--mode", "stored", "--devices", "50", "--batch", "10", "--pushes", "2000", "--json"},
-			[]string{"scenario", "mode", "devices", "pushes", "pushes_per_s", "latency_ms", "lost", "duplicates", "errors"}},
+			[]string{"scenario", "mode", "devices", "pushes", "pushes_per_s", "latency_ms", "lost", "duplicates", "errors", "redis_cpu_us_per_push"}},
 		{"push online", []string{"bench", "push", "--local", "--devices", "50", "--batch", "10", "--rate", "500", "--duration", "2s", "--json"},
 			[]string{"scenario", "mode", "devices", "pushes", "pushes_per_s", "latency_ms", "lost", "duplicates", "errors"}},
 	}

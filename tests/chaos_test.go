@@ -25,8 +25,16 @@ import (
 // token and Redis URL.
 func startRegion(t *testing.T, flags ...string) ([]*node, string, string) {
 	t.Helper()
-	srv := streamstest.StartRedis(t)
-	redisURL := "redis://" + srv.Addr() + "/0"
+	redisURL := streamstest.StartRedis(t).URL()
+	nodes, tok := startRegionOn(t, redisURL, flags...)
+	return nodes, tok, redisURL
+}
+
+// startRegionOn runs three pushd processes with --redis redisURL (any
+// topology), each with flags on every start, and returns them with the
+// region's admin token once every node's dispatch knows all three.
+func startRegionOn(t *testing.T, redisURL string, flags ...string) ([]*node, string) {
+	t.Helper()
 	nodes := []*node{newNode(t, "n1"), newNode(t, "n2"), newNode(t, "n3")}
 	for _, n := range nodes {
 		n.flags = flags
@@ -78,7 +86,7 @@ func startRegion(t *testing.T, flags ...string) ([]*node, string, string) {
 		}
 		return nil
 	})
-	return nodes, tok, redisURL
+	return nodes, tok
 }
 
 // TestChaos_NodeKilledDuringPushes is T2 at the scale of this machine:

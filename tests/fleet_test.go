@@ -59,8 +59,11 @@ type fleetDevice struct {
 	mu       sync.Mutex
 	got      []string    // payloads handed to the app, in order
 	welcomes []time.Time // when each session opened
-	refusals []wire.Code // handshake refusals, final or not
-	ended    error       // why Run returned, once it did
+	// unrecovered is when a WELCOME said recovered: false, or a message
+	// came after a gap: the app was told it may have missed messages.
+	unrecovered []time.Time
+	refusals    []wire.Code // handshake refusals, final or not
+	ended       error       // why Run returned, once it did
 }
 
 // startFleet starts n devices named prefix-0 … prefix-(n-1).
@@ -91,9 +94,17 @@ func startFleet(t *testing.T, app appCreds, nodes []*node, prefix string, n int)
 				d.got = append(d.got, string(m.Payload))
 				d.mu.Unlock()
 			},
-			OnWelcome: func(client.Welcome) {
+			OnWelcome: func(w client.Welcome) {
 				d.mu.Lock()
 				d.welcomes = append(d.welcomes, time.Now())
+				if !w.Recovered {
+					d.unrecovered = append(d.unrecovered, time.Now())
+				}
+				d.mu.Unlock()
+			},
+			OnGap: func(_, _ uint64) {
+				d.mu.Lock()
+				d.unrecovered = append(d.unrecovered, time.Now())
 				d.mu.Unlock()
 			},
 			OnDisconnect: func(err error) {
@@ -187,7 +198,18 @@ type pusher struct {
 	mu       sync.Mutex
 	stored   map[string][]string // device → payloads answered stored, in order
 	statuses map[int]int         // HTTP status → answers
+	attempts []answer            // every attempt, in the order answered
 	next     atomic.Int64
+}
+
+// answer is one attempt of a push: when it was sent and answered, and
+// how (HTTP status, 0 for a transport error; stored; the Retry-After
+// header).
+type answer struct {
+	sent, at   time.Time
+	status     int
+	stored     bool
+	retryAfter string
 }
 
 func newPusher(t *testing.T, app appCreds, nodes []*node) *pusher {
@@ -217,7 +239,13 @@ func (p *pusher) push(devices []string) error {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+n.addr("push")+"/v1/push", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+p.app.APIKey)
 		req.Header.Set("Content-Type", "application/json")
+		sent := time.Now()
 		resp, err := p.hc.Do(req)
+		if err != nil {
+			p.mu.Lock()
+			p.attempts = append(p.attempts, answer{sent: sent, at: time.Now()})
+			p.mu.Unlock()
+		}
 		if err == nil {
 			var ans struct {
 				Stored  bool
@@ -225,9 +253,12 @@ func (p *pusher) push(devices []string) error {
 			}
 			decodeErr := json.NewDecoder(resp.Body).Decode(&ans)
 			resp.Body.Close()
+			stored := resp.StatusCode == http.StatusOK && decodeErr == nil && ans.Stored
 			p.mu.Lock()
 			p.statuses[resp.StatusCode]++
-			if resp.StatusCode == http.StatusOK && decodeErr == nil && ans.Stored {
+			p.attempts = append(p.attempts, answer{sent: sent, at: time.Now(), status: resp.StatusCode, stored: stored,
+				retryAfter: resp.Header.Get("Retry-After")})
+			if stored {
 				for _, r := range ans.Results {
 					if r.Status != "rejected" {
 						p.stored[r.Device] = append(p.stored[r.Device], payload)

@@ -80,6 +80,7 @@ type Core interface {
 	Tunables() api.Tunables
 	Sessions() int64
 	RedisUp() bool
+	RedisTopology(ctx context.Context) *api.RedisTopology
 	DeviceState(ctx context.Context, app, device string) (api.DeviceState, error)
 	ServeHealth(w http.ResponseWriter, r *http.Request)
 }
@@ -619,9 +620,17 @@ func (srv *server) adminStatus(ctx context.Context, c *adminCall) (any, error) {
 			ns.Connections, ns.Redis, ns.Region = ls.Connections, ls.Redis, ls.Region
 		}(&nodes[i])
 	}
+	// The answering node's view of Redis, read while the members answer.
+	var top *api.RedisTopology
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		top = srv.core.RedisTopology(ctx)
+	}()
 	wg.Wait()
 	leader, _ := srv.meta.LeaderMember()
-	return api.RegionStatus{Region: srv.cfg.Region, Leader: leader.ID, Nodes: nodes, Degrade: degradeState(st.Degrade), Redis: srv.redisState()}, nil
+	return api.RegionStatus{Region: srv.cfg.Region, Leader: leader.ID, Nodes: nodes, Degrade: degradeState(st.Degrade), Redis: srv.redisState(),
+		RedisTopology: top}, nil
 }
 
 // adminBridge asks every member for its bridge, as adminStatus does for

@@ -46,14 +46,59 @@ type NodeStatus struct {
 }
 
 // RegionStatus answers GET /v1/admin/status. Leader is "" while no leader
-// is known; Redis is the answering node's view.
+// is known; Redis and RedisTopology are the answering node's view.
 type RegionStatus struct {
 	// Region is the answering node's region name.
-	Region  string       `json:"region"`
-	Leader  string       `json:"leader"`
-	Nodes   []NodeStatus `json:"nodes"`
-	Degrade DegradeState `json:"degrade"`
-	Redis   string       `json:"redis"`
+	Region        string         `json:"region"`
+	Leader        string         `json:"leader"`
+	Nodes         []NodeStatus   `json:"nodes"`
+	Degrade       DegradeState   `json:"degrade"`
+	Redis         string         `json:"redis"`
+	RedisTopology *RedisTopology `json:"redis_topology,omitempty"`
+}
+
+// RedisTopology is the region's Redis as a node reaches it: how the node
+// is configured (Topology, Durability, the replicas each push waits for)
+// and what the primaries report. Primaries is empty, and Error says why,
+// when Redis could not be read; the whole is absent on a node without a
+// store.
+type RedisTopology struct {
+	// Topology is "single", "sentinel" or "cluster".
+	Topology string `json:"topology"`
+	// Durability is "strict" or "fast".
+	Durability string `json:"durability"`
+	// WaitReplicas replicas must confirm a push within WaitTimeout (a Go
+	// duration) before it is answered stored.
+	WaitReplicas int            `json:"wait_replicas"`
+	WaitTimeout  string         `json:"wait_timeout"`
+	Primaries    []RedisPrimary `json:"primaries"`
+	Error        string         `json:"error,omitempty"`
+}
+
+// RedisPrimary is one primary: on a cluster, one per shard.
+type RedisPrimary struct {
+	Addr string `json:"addr"`
+	// Role is "master"; "slave" means --redis names a replica.
+	Role string `json:"role"`
+	// Slots are the cluster slot ranges it serves ("0-5460").
+	Slots string `json:"slots,omitempty"`
+	// AppendFsync is its appendfsync; "" when CONFIG GET is refused.
+	AppendFsync string `json:"appendfsync"`
+	// CPUSeconds is its redis-server's CPU time since it started.
+	CPUSeconds float64        `json:"cpu_seconds"`
+	Replicas   []RedisReplica `json:"replicas"`
+}
+
+// RedisReplica is a replica as its primary sees it.
+type RedisReplica struct {
+	Addr string `json:"addr"`
+	// State is "online" once it streams; "wait_bgsave" or "send_bulk"
+	// while it syncs.
+	State string `json:"state"`
+	// LagSeconds is how long ago it last acknowledged; BehindBytes how
+	// much of the replication stream it had not.
+	LagSeconds  int64 `json:"lag_seconds"`
+	BehindBytes int64 `json:"behind_bytes"`
 }
 
 // DegradeState is the region's degrade policy. While Active, pushes at or

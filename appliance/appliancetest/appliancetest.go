@@ -221,11 +221,11 @@ func Start(t testing.TB, opts Options) *Node {
 }
 
 // Region is a region in the test process: real Raft over loopback TCP
-// (raftmetatest's fast timings), one real redis-server, and a node with
-// both APIs on each Raft node, registered in the member list as pushd
-// registers itself.
+// (raftmetatest's fast timings), a real Redis (one redis-server, or the
+// cluster PUSHD_TEST_REDIS asks for), and a node with both APIs on each
+// Raft node, registered in the member list as pushd registers itself.
 type Region struct {
-	Redis *streamstest.Server
+	Redis streamstest.Redis
 	Raft  *raftmetatest.Cluster
 	Nodes []*Node
 	// Admin is an admin-role token with the id "root"; Viewer a
@@ -247,12 +247,19 @@ type RegionOptions struct {
 	Commands []raftmeta.Command
 	// Bridge, when set, builds node i's bridge (Options.Bridge).
 	Bridge func(i int, node *appliance.Node) (*bridge.Bridge, error)
+	// Redis starts the region's Redis. Zero: streamstest.Start (one
+	// redis-server, or a cluster under PUSHD_TEST_REDIS=cluster).
+	Redis func(t testing.TB) streamstest.Redis
 }
 
 // StartRegion starts a region of size nodes and stops it with the test.
 func StartRegion(t testing.TB, size int, opts RegionOptions) *Region {
 	t.Helper()
-	r := &Region{Redis: streamstest.StartRedis(t), Raft: raftmetatest.NewCluster(t, size, opts.Raft...), opts: opts}
+	start := opts.Redis
+	if start == nil {
+		start = func(t testing.TB) streamstest.Redis { return streamstest.Start(t) }
+	}
+	r := &Region{Redis: start(t), Raft: raftmetatest.NewCluster(t, size, opts.Raft...), opts: opts}
 	var at, vt raftmeta.AdminToken
 	r.Admin, at = raftmeta.NewAdminToken("root", raftmeta.RoleAdmin)
 	r.Viewer, vt = raftmeta.NewAdminToken("watcher", raftmeta.RoleViewer)
@@ -279,7 +286,7 @@ func (r *Region) startNode(t testing.TB, i int) *Node {
 	if r.opts.Config != nil {
 		r.opts.Config(i, &cfg)
 	}
-	opts := Options{Config: cfg, Store: streams.New(r.Redis.Client(t), r.opts.Streams), Meta: r.Raft.Store(i)}
+	opts := Options{Config: cfg, Store: streams.New(r.Redis.Connect(t), r.opts.Streams), Meta: r.Raft.Store(i)}
 	if r.opts.Bridge != nil {
 		opts.Bridge = func(node *appliance.Node) (*bridge.Bridge, error) { return r.opts.Bridge(i, node) }
 	}

@@ -51,6 +51,13 @@ for k = 1, #KEYS, 4 do
   local dup = redis.call('ZADD', dedupe, 'NX', sseq, id) == 0
   if dup then
     seq = tonumber(redis.call('ZSCORE', dedupe, id))
+    -- A write that changes nothing, so that the call is replicated: a
+    -- WAIT after it then covers the original's writes too, which are
+    -- earlier in the replication stream. Without it, a retry whose first
+    -- attempt was never confirmed by a replica could be confirmed by a
+    -- WAIT on a connection that wrote nothing (Redis 7.2 counts only a
+    -- connection's own writes; 7.0 happens to count its reads).
+    redis.call('HSET', meta, 'k', expiry)
   else
     local added = redis.pcall('XADD', inbox, '0-' .. sseq,
       'i', id, 'b', ARGV[2], 'p', ARGV[3], 'c', ARGV[4], 'x', ARGV[5], 'd', ARGV[6])

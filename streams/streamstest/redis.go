@@ -1,4 +1,5 @@
-// Package streamstest runs a real redis-server for tests.
+// Package streamstest runs real redis-server processes for tests: one
+// server, a Redis Cluster, or a primary with replicas and Sentinels.
 //
 // StartRedis execs the redis-server binary on a free loopback port with its
 // data directory in t.TempDir and kills it when the test ends. The server
@@ -10,11 +11,19 @@
 //	rdb := srv.Client(t)
 //	store := streams.New(rdb, streams.Config{})
 //
-// A missing redis-server binary fails the test: CI must install it, and a
-// silently skipped Redis test proves nothing.
+// StartCluster forms a cluster of three primaries (redis-cli --cluster
+// create), StartSentinel a primary, a replica and three Sentinels. Start
+// gives the topology PUSHD_TEST_REDIS names ("single" by default, or
+// "cluster"), so one suite runs against either: see Start. Each
+// deployment's Connect builds its client from its URL with redisurl, as
+// pushd does.
 //
-// A Server's methods are safe for concurrent use, but tests normally drive
-// Stop, Restart, Pause and Resume from one goroutine.
+// A missing redis-server (or redis-cli, for a cluster) fails the test: CI
+// must install it, and a silently skipped Redis test proves nothing.
+//
+// The methods of Server, Cluster and Sentinel are safe for concurrent use,
+// but tests normally drive Stop, Restart, Pause and Resume from one
+// goroutine.
 package streamstest
 
 import (
@@ -37,6 +46,8 @@ import (
 	"github.com/pushd/pushd/internal/freeport"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pushd/pushd/streams/redisurl"
 )
 
 // startTimeout bounds how long StartRedis and Restart wait for the server to
@@ -51,6 +62,32 @@ type options struct {
 	binary      string
 	appendFsync string
 	args        []string
+
+	// For StartCluster and StartSentinel.
+	replicas  int           // replicas per primary; -1: the helper's default
+	downAfter time.Duration // Sentinel's down-after-milliseconds
+
+	// Set by the helpers for the servers they start.
+	cluster   bool   // cluster-enabled, with a bus port of its own
+	replicaOf string // start as a replica of this primary (host:port)
+	sentinel  string // run as a Sentinel monitoring this primary (host:port)
+}
+
+// newOptions applies opts over the defaults.
+func newOptions(t testing.TB, opts []Option) options {
+	t.Helper()
+	o := options{appendFsync: "always", replicas: -1}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.binary == "" {
+		path, err := exec.LookPath("redis-server")
+		if err != nil {
+			t.Fatalf("streamstest: redis-server not found in PATH (install the redis-server package): %v", err)
+		}
+		o.binary = path
+	}
+	return o
 }
 
 // AppendFsync sets the appendfsync policy: "always" (the default, the
@@ -65,18 +102,26 @@ func Args(args ...string) Option {
 	return func(o *options) { o.args = append(o.args, args...) }
 }
 
+// Replicas sets how many replicas each primary gets: StartCluster's
+// default is 0, StartSentinel's 1. StartRedis ignores it.
+func Replicas(n int) Option {
+	return func(o *options) { o.replicas = n }
+}
+
 // Binary runs the redis-server at path instead of the one found in PATH.
 func Binary(path string) Option {
 	return func(o *options) { o.binary = path }
 }
 
-// Server is one redis-server process started by StartRedis. Its port and
-// data directory stay the same across Stop and Restart.
+// Server is one redis-server process started by StartRedis (or one node
+// or Sentinel of a Cluster or Sentinel set). Its ports and data directory
+// stay the same across Stop and Restart.
 type Server struct {
-	tb   testing.TB
-	opts options
-	dir  string
-	port int
+	tb      testing.TB
+	opts    options
+	dir     string
+	port    int
+	busPort int // the cluster bus; 0 unless a cluster node
 
 	// life serializes Stop and Restart, so two of them cannot start two
 	// processes. Lock order: life, then mu.
@@ -92,26 +137,55 @@ type Server struct {
 // not answer PING in time.
 func StartRedis(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	o := options{appendFsync: "always"}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.binary == "" {
-		path, err := exec.LookPath("redis-server")
-		if err != nil {
-			t.Fatalf("streamstest: redis-server not found in PATH (install the redis-server package): %v", err)
+	return startServer(t, newOptions(t, opts))
+}
+
+// StartReplica starts a redis-server replicating primary (replicaof in its
+// configuration file) and waits until it has synced. Nothing fails over
+// to it: StartSentinel is the helper for that.
+func StartReplica(t testing.TB, primary *Server, opts ...Option) *Server {
+	t.Helper()
+	o := newOptions(t, opts)
+	o.replicaOf = primary.Addr()
+	s := startServer(t, o)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	// Synced when the primary streams to it: the primary lists it online.
+	rdb := redis.NewClient(&redis.Options{Addr: primary.Addr(), ContextTimeoutEnabled: true, MaxRetries: -1})
+	defer rdb.Close()
+	online := fmt.Sprintf(",port=%d,state=online,", s.port)
+	for {
+		info, err := rdb.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, online) {
+			return s
 		}
-		o.binary = path
+		select {
+		case <-ctx.Done():
+			t.Fatalf("streamstest: replica %s of %s not in sync within %v: %v %s", s.Addr(), primary.Addr(), startTimeout, err, info)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
+}
+
+// startServer starts one server as o says.
+func startServer(t testing.TB, o options) *Server {
+	t.Helper()
 	s := &Server{tb: t, opts: o, dir: t.TempDir()}
 	// Registered after TempDir, so it runs before the directory is removed.
 	t.Cleanup(s.Stop)
 
-	// A free port can be taken by someone else between our probe and the
-	// server's bind; a few attempts make that race harmless.
+	// Ports come from freeport's block, which no other test binary is
+	// given; a process outside the tests may still hold one, and a few
+	// attempts make that harmless.
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		s.port, err = freePort()
+		if err == nil && o.cluster {
+			// Its own bus port (cluster-port), not Redis's default of
+			// port+10000, which could lie in another binary's block or
+			// in the kernel's ephemeral range.
+			s.busPort, err = freePort()
+		}
 		if err != nil {
 			t.Fatalf("streamstest: %v", err)
 		}
@@ -121,6 +195,9 @@ func StartRedis(t testing.TB, opts ...Option) *Server {
 		if !errors.Is(err, errAddrInUse) {
 			break
 		}
+		// The configuration files name the taken port: write them anew.
+		_ = os.Remove(filepath.Join(s.dir, "redis.conf"))
+		_ = os.Remove(filepath.Join(s.dir, "sentinel.conf"))
 	}
 	t.Fatalf("streamstest: start redis-server: %v", err)
 	return nil
@@ -134,6 +211,21 @@ func (s *Server) Addr() string {
 // Dir returns the server's data directory (it holds the append-only file and
 // redis.log).
 func (s *Server) Dir() string { return s.dir }
+
+// URL returns the server as pushd's --redis takes it.
+func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+
+// Connect returns a client built from URL by redisurl, as pushd builds
+// its own, closed in t.Cleanup.
+func (s *Server) Connect(t testing.TB) redis.UniversalClient { return connect(t, s.URL()) }
+
+// FlushAll empties the server (FLUSHALL), failing the test if it cannot.
+func (s *Server) FlushAll(t testing.TB) {
+	t.Helper()
+	if err := s.Client(t).FlushAll(context.Background()).Err(); err != nil {
+		t.Fatalf("streamstest: FLUSHALL %s: %v", s.Addr(), err)
+	}
+}
 
 // Client returns a new go-redis client for the server with
 // ContextTimeoutEnabled set, closed in t.Cleanup.
@@ -185,6 +277,13 @@ func (s *Server) Restart() {
 	}
 }
 
+// running reports whether the process runs (or is paused).
+func (s *Server) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
+
 // Pause stops the server with SIGSTOP: connections stay open and nothing
 // answers, as with a hung host.
 func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
@@ -206,20 +305,67 @@ func (s *Server) signal(sig syscall.Signal) {
 
 var errAddrInUse = errors.New("address already in use")
 
+// args are the server's command line: a data server's settings, or a
+// Sentinel's configuration file.
+func (s *Server) args(logPath string) ([]string, error) {
+	if s.opts.sentinel != "" {
+		conf, err := s.sentinelConf(logPath)
+		return []string{conf, "--sentinel"}, err
+	}
+	conf := []string{
+		"port " + strconv.Itoa(s.port),
+		"bind 127.0.0.1",
+		fmt.Sprintf("dir %q", s.dir),
+		fmt.Sprintf("logfile %q", logPath),
+		"daemonize no",
+		`save ""`,
+		"appendonly yes",
+		"appendfsync " + s.opts.appendFsync,
+		// A replica syncs at once instead of waiting 5 s for others to
+		// share the transfer.
+		"repl-diskless-sync-delay 0",
+	}
+	if s.opts.cluster {
+		conf = append(conf,
+			"cluster-enabled yes",
+			"cluster-config-file nodes.conf",
+			fmt.Sprintf("cluster-node-timeout %d", clusterNodeTimeout.Milliseconds()),
+			fmt.Sprintf("cluster-port %d", s.busPort))
+	}
+	if s.opts.replicaOf != "" {
+		host, port, _ := net.SplitHostPort(s.opts.replicaOf)
+		conf = append(conf, "replicaof "+host+" "+port)
+	}
+	path, err := s.writeConf("redis.conf", conf)
+	if err != nil {
+		return nil, err
+	}
+	// Args come after the file, so they override it.
+	return append([]string{path}, s.opts.args...), nil
+}
+
+// writeConf writes a configuration file into the data directory once:
+// on a restart the server reads it again, with what CONFIG REWRITE (a
+// Sentinel reconfiguring a replica, a Sentinel recording its state) put
+// there, as a server under systemd would.
+func (s *Server) writeConf(name string, lines []string) (string, error) {
+	path := filepath.Join(s.dir, name)
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return path, nil
+}
+
 // start execs redis-server and waits until it answers PING.
 func (s *Server) start() error {
 	logPath := filepath.Join(s.dir, "redis.log")
-	args := []string{
-		"--port", strconv.Itoa(s.port),
-		"--bind", "127.0.0.1",
-		"--dir", s.dir,
-		"--logfile", logPath,
-		"--daemonize", "no",
-		"--save", "",
-		"--appendonly", "yes",
-		"--appendfsync", s.opts.appendFsync,
+	args, err := s.args(logPath)
+	if err != nil {
+		return err
 	}
-	args = append(args, s.opts.args...)
 	cmd := exec.Command(s.opts.binary, args...)
 	cmd.SysProcAttr = procAttr()
 	if err := cmd.Start(); err != nil {
@@ -234,7 +380,7 @@ func (s *Server) start() error {
 	s.cmd, s.done = cmd, done
 	s.mu.Unlock()
 
-	err := waitForPing(s.Addr(), done)
+	err = waitForPing(s.Addr(), done)
 	if err == nil {
 		return nil
 	}
@@ -286,6 +432,22 @@ func ping(addr string) error {
 		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
 	}
 	return nil
+}
+
+// connect builds a client from a deployment's URL, as pushd does.
+func connect(t testing.TB, url string) redis.UniversalClient {
+	t.Helper()
+	o, err := redisurl.Parse(url)
+	if err != nil {
+		t.Fatalf("streamstest: %v", err)
+	}
+	u := o.Universal()
+	// Fault tests stop servers; a short dial timeout keeps a refused or
+	// unanswered dial from eating the test's whole context.
+	u.DialTimeout = time.Second
+	rdb := redis.NewUniversalClient(u)
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
 }
 
 func freePort() (int, error) {

@@ -2,12 +2,25 @@ package streamstest_test
 
 import (
 	"context"
+	"fmt"
 	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/streams/streamstest"
 )
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
 
 func TestServer_RestartKeepsData(t *testing.T) {
 	srv := streamstest.StartRedis(t)
@@ -79,4 +92,98 @@ func (f *fatalRecorder) Fatalf(format string, args ...any) {
 	f.failed = true
 	f.TB.Logf("recorded fatal: "+format, args...)
 	runtime.Goexit()
+}
+
+// A cluster of three primaries serves keys of many hash tags from all
+// three, and keeps them across a restart of every node.
+func TestCluster_ThreePrimariesKeepDataAcrossRestart(t *testing.T) {
+	c := streamstest.StartCluster(t)
+	if n := len(c.Nodes()); n != 3 {
+		t.Fatalf("%d nodes, want 3", n)
+	}
+	rdb := c.Client(t)
+	ctx := testCtx(t)
+	for i := 0; i < 30; i++ {
+		if err := rdb.Set(ctx, fmt.Sprintf("k{%d}", i), i, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// ForEachMaster calls the function on every primary at once.
+	var primaries atomic.Int32
+	err := rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		n, err := m.DBSize(ctx).Result()
+		if err == nil && n == 0 {
+			err = fmt.Errorf("%s holds no key", m.Options().Addr)
+		}
+		primaries.Add(1)
+		return err
+	})
+	if err != nil || primaries.Load() != 3 {
+		t.Fatalf("%d primaries: %v", primaries.Load(), err)
+	}
+	c.Restart()
+	poll.Until(t, 10*time.Second, func() error {
+		v, err := rdb.Get(ctx, "k{29}").Int()
+		if err == nil && v != 29 {
+			err = fmt.Errorf("k{29} = %d", v)
+		}
+		return err
+	})
+}
+
+// Replicas(1) gives each of the three primaries an in-sync replica.
+func TestCluster_Replicas(t *testing.T) {
+	c := streamstest.StartCluster(t, streamstest.Replicas(1))
+	rdb := c.Client(t)
+	ctx := testCtx(t)
+	err := rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		info, err := m.Info(ctx, "replication").Result()
+		if err == nil && !strings.Contains(info, "connected_slaves:1\r") {
+			err = fmt.Errorf("%s: %s", m.Options().Addr, info)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(c.URL(), ","); got != 5 {
+		t.Fatalf("URL %s lists %d nodes, want 6", c.URL(), got+1)
+	}
+}
+
+// Killing the primary makes the Sentinels promote the replica, and a
+// client built from the Sentinel URL follows by itself; the old primary,
+// restarted, rejoins as a replica.
+func TestSentinel_FailsOverAndTheClientFollows(t *testing.T) {
+	s := streamstest.StartSentinel(t)
+	rdb := s.Connect(t)
+	ctx := testCtx(t)
+	if err := rdb.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rdb.Do(ctx, "WAIT", 1, 1000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT: %d %v", n, err)
+	}
+	old := s.Primary()
+	if old != s.Servers()[0] {
+		t.Fatalf("primary %s, want the first server", old.Addr())
+	}
+	old.Stop()
+	start := time.Now()
+	primary := s.WaitFailover(old, 30*time.Second)
+	t.Logf("failover to %s after %v", primary.Addr(), time.Since(start).Round(time.Millisecond))
+	poll.Until(t, 10*time.Second, func() error {
+		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		v, err := rdb.Get(rctx, "k").Result()
+		if err == nil && v != "v" {
+			err = fmt.Errorf("k = %q", v)
+		}
+		return err
+	})
+	old.Restart()
+	s.WaitHealthy(30 * time.Second)
+	if s.Primary() != primary {
+		t.Fatalf("primary moved again to %s", s.Primary().Addr())
+	}
 }

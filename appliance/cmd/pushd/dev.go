@@ -22,6 +22,7 @@ import (
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/raftmeta"
+	"github.com/pushd/pushd/streams/redisurl"
 )
 
 // devRegion is what --dev adds around a node: a supervised redis-server
@@ -36,6 +37,9 @@ type devRegion struct {
 	dir   string
 	port  int
 	creds devCredentials
+	// external describes the Redis given with --redis, when the region
+	// runs none of its own ("" when it does).
+	external string
 	// kafka is the embedded Kafka's address (--dev-kafka), "" without.
 	kafka string
 
@@ -106,6 +110,11 @@ type devInfo struct {
 }
 
 func startDevRegion(ctx context.Context, o *options, log *slog.Logger) (*devRegion, error) {
+	if o.redisSet {
+		// --redis given: a dev region over that Redis (a cluster, a
+		// Sentinel set), which pushd neither starts nor supervises.
+		return externalDevRegion(o.DataDir, o.redis.url, log)
+	}
 	d, err := newDevRegion(o.DataDir, log)
 	if err != nil {
 		return nil, err
@@ -114,6 +123,27 @@ func startDevRegion(ctx context.Context, o *options, log *slog.Logger) (*devRegi
 		return nil, err
 	}
 	o.Redis = d.redisURL()
+	if o.redis, err = parseRedisSetup(o); err != nil {
+		d.stop()
+		return nil, err
+	}
+	return d, nil
+}
+
+// externalDevRegion is a dev region whose Redis is the caller's: it has
+// the dev app's credentials and writes pushctl.json, and runs no
+// redis-server (stop has nothing to stop).
+func externalDevRegion(dir string, redis redisurl.Options, log *slog.Logger) (*devRegion, error) {
+	d := &devRegion{log: log.With("component", "dev-redis"), dir: dir, external: redis.String(),
+		quit: make(chan struct{}), done: make(chan struct{})}
+	close(d.done)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("dev data dir: %w", err)
+	}
+	var err error
+	if d.creds, err = loadDevCredentials(filepath.Join(dir, "dev.json")); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -156,8 +186,14 @@ func (d *devRegion) run(ctx context.Context) error {
 	return nil
 }
 
-// redisURL is the dev redis-server's address as --redis takes it.
-func (d *devRegion) redisURL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", d.port) }
+// redisURL is the dev redis-server's address as --redis takes it, or the
+// description of an external Redis (no password).
+func (d *devRegion) redisURL() string {
+	if d.external != "" {
+		return d.external
+	}
+	return fmt.Sprintf("redis://127.0.0.1:%d/0", d.port)
+}
 
 // redisPID is the running redis-server's pid, or 0 while none runs.
 func (d *devRegion) redisPID() int {
@@ -358,7 +394,11 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken 
 	fmt.Fprintf(&sb, "  app               %s\n", info.App)
 	fmt.Fprintf(&sb, "  token secret      key id %s, %s (base64)\n", info.KeyID, info.SecretBase64)
 	fmt.Fprintf(&sb, "  API key           %s\n", info.APIKey)
-	fmt.Fprintf(&sb, "  dev redis         %s (appendfsync always, restarted if it exits)\n", info.RedisURL)
+	if d.external != "" {
+		fmt.Fprintf(&sb, "  redis             %s (given with --redis: pushd runs none of its own)\n", info.RedisURL)
+	} else {
+		fmt.Fprintf(&sb, "  dev redis         %s (appendfsync always, restarted if it exits)\n", info.RedisURL)
+	}
 	if d.kafka != "" {
 		fmt.Fprintf(&sb, "  embedded Kafka    %s (kfake, for development; other regions: --bridge-brokers %s)\n", d.kafka, d.kafka)
 	}

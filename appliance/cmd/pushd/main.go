@@ -29,6 +29,7 @@ import (
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/streams"
+	"github.com/pushd/pushd/streams/redisurl"
 )
 
 func main() { os.Exit(runCLI(os.Args, os.Stdout, os.Stderr)) }
@@ -69,7 +70,7 @@ func run(c *cli.Context) error {
 		if _, err := opts.nodeConfig(); err != nil {
 			return usageError{err}
 		}
-		fmt.Fprintf(c.App.Writer, "configuration ok: node %s of region %s, data dir %s, redis %s\n", opts.NodeID, opts.Region, opts.DataDir, opts.Redis)
+		fmt.Fprintf(c.App.Writer, "configuration ok: node %s of region %s, data dir %s, redis %s\n", opts.NodeID, opts.Region, opts.DataDir, opts.redis)
 		if opts.bridged() {
 			bc, err := opts.bridgeConfig([]string{opts.DevKafka})
 			if err == nil {
@@ -97,11 +98,12 @@ func run(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	// The narrative of a start: dev mode brings its own Redis; the Raft
-	// metadata store opens (and bootstraps a new region); the node starts
-	// listening; it registers itself as a member; dev mode seeds its app;
-	// the node's metadata catches up with the region's; systemd hears
-	// READY once all of that holds.
+	// The narrative of a start: dev mode brings its own Redis; the
+	// region's Redis is reached and checked before anything changes on
+	// this host; the Raft metadata store opens (and bootstraps a new
+	// region); the node starts listening; it registers itself as a
+	// member; dev mode seeds its app; the node's metadata catches up with
+	// the region's; systemd hears READY once all of that holds.
 	var dev *devRegion
 	if opts.Dev {
 		if dev, err = startDevRegion(ctx, &opts, log); err != nil {
@@ -124,9 +126,6 @@ func run(c *cli.Context) error {
 		devBrokers = kafka.ListenAddrs()
 		dev.kafka = devBrokers[0]
 	}
-	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
 	cfg, err := opts.nodeConfig()
 	if err != nil {
 		return usageError{err}
@@ -134,14 +133,16 @@ func run(c *cli.Context) error {
 	if dev != nil {
 		cfg.DeviceHandler = dev.pageHandler(log)
 	}
-	rdbOpts, err := redis.ParseURL(opts.Redis)
-	if err != nil {
-		return usageError{fmt.Errorf("--redis %q: %w", opts.Redis, err)}
-	}
-	rdbOpts.ContextTimeoutEnabled = true
-	rdb := redis.NewClient(rdbOpts)
+	// The one client for every topology (redisurl).
+	rdb := redisurl.NewClient(opts.redis.url)
 	defer rdb.Close()
 	store := streams.New(rdb, opts.streamsConfig())
+	if err := checkRedis(ctx, store, opts.redis, log); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
 
 	meta, err := openMeta(ctx, &opts, log)
 	if err != nil {

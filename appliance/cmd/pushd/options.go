@@ -48,6 +48,18 @@ type options struct {
 	InboxMaxLen int64         `json:"inbox-max-len"`
 	InboxTTL    time.Duration `json:"inbox-ttl"`
 
+	Durability string `json:"durability"`
+	// RedisWaitReplicas is nil until a flag, variable or the file sets
+	// it: its default depends on the --redis topology.
+	RedisWaitReplicas *int          `json:"redis-wait-replicas"`
+	RedisWaitTimeout  time.Duration `json:"redis-wait-timeout"`
+
+	// redis is Redis, Durability and the wait settings, checked.
+	redis redisSetup
+	// redisSet says --redis was given (flag, variable or file), which
+	// makes --dev use that Redis instead of running its own.
+	redisSet bool
+
 	Heartbeat    time.Duration `json:"heartbeat"`
 	NodeTTL      time.Duration `json:"node-ttl"`
 	MaxFrame     int           `json:"max-frame"`
@@ -90,7 +102,10 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate: serve the device listeners over TLS", EnvVars: env("TLS_CERT")},
 		&cli.StringFlag{Name: "tls-key", Usage: "PEM key for --tls-cert", EnvVars: env("TLS_KEY")},
 		&cli.StringSliceFlag{Name: "allowed-origin", Usage: "browser Origin allowed to open a WebSocket (repeatable; default: any)", EnvVars: env("ALLOWED_ORIGIN")},
-		&cli.StringFlag{Name: "redis", Value: "redis://127.0.0.1:6379/0", Usage: "the region's Redis URL (ignored with --dev)", EnvVars: env("REDIS")},
+		&cli.StringFlag{Name: "redis", Value: "redis://127.0.0.1:6379/0", Usage: "the region's Redis: redis://host:port/db (one server), redis-sentinel://host:port,host:port,…/master (the primary Sentinel names) or redis-cluster://host:port,host:port,… (a Redis Cluster); with --dev, a Redis to use instead of its own", EnvVars: env("REDIS")},
+		&cli.StringFlag{Name: "durability", Value: "strict", Usage: "strict: every primary runs appendfsync always and each push waits for --redis-wait-replicas replicas; fast: no waiting, any appendfsync (a crash or failover can lose about a second of acknowledged pushes)", EnvVars: env("DURABILITY")},
+		&cli.IntFlag{Name: "redis-wait-replicas", Usage: "replicas that must confirm a push before it is answered stored, in strict mode (default: 1 with redis-sentinel:// or redis-cluster://, 0 with one server)", EnvVars: env("REDIS_WAIT_REPLICAS")},
+		&cli.DurationFlag{Name: "redis-wait-timeout", Value: 500 * time.Millisecond, Usage: "how long a push waits for those replicas before it is answered 503 (10ms..1s)", EnvVars: env("REDIS_WAIT_TIMEOUT")},
 		&cli.Int64Flag{Name: "inbox-max-len", Value: 1000, Usage: "unacked messages kept per device", EnvVars: env("INBOX_MAX_LEN")},
 		&cli.DurationFlag{Name: "inbox-ttl", Value: 72 * time.Hour, Usage: "how long an idle inbox (and any message) is kept", EnvVars: env("INBOX_TTL")},
 		&cli.DurationFlag{Name: "heartbeat", Value: 30 * time.Second, Usage: "device PING interval; two missed close the connection", EnvVars: env("HEARTBEAT")},
@@ -129,12 +144,20 @@ func loadOptions(c *cli.Context) (options, error) {
 		"ws-addr": &o.WSAddr, "tcp-addr": &o.TCPAddr, "push-addr": &o.PushAddr, "admin-addr": &o.AdminAddr,
 		"raft-addr": &o.RaftAddr, "raft-advertise": &o.RaftAdvertise, "advertise-ws": &o.AdvertiseWS,
 		"advertise-tcp": &o.AdvertiseTCP, "advertise-push": &o.AdvertisePush, "advertise-admin": &o.AdvertiseAdmin,
-		"tls-cert": &o.TLSCert, "tls-key": &o.TLSKey, "redis": &o.Redis, "join": &o.Join, "join-token": &o.JoinToken,
+		"tls-cert": &o.TLSCert, "tls-key": &o.TLSKey, "join": &o.Join, "join-token": &o.JoinToken,
+		"durability": &o.Durability,
 	} {
 		str(dst, name)
 	}
+	o.redisSet = c.IsSet("redis") || o.Redis != ""
+	str(&o.Redis, "redis")
+	if c.IsSet("redis-wait-replicas") {
+		n := c.Int("redis-wait-replicas")
+		o.RedisWaitReplicas = &n
+	}
 	for name, dst := range map[string]*time.Duration{
 		"inbox-ttl": &o.InboxTTL, "heartbeat": &o.Heartbeat, "node-ttl": &o.NodeTTL, "ack-timeout": &o.AckTimeout, "drain-timeout": &o.DrainTimeout,
+		"redis-wait-timeout": &o.RedisWaitTimeout,
 	} {
 		if c.IsSet(name) || *dst == 0 {
 			*dst = c.Duration(name)
@@ -202,6 +225,10 @@ func loadOptions(c *cli.Context) (options, error) {
 	case o.Weight < 0 || o.Weight > 1000:
 		return o, fmt.Errorf("--weight %d: must be 0..1000", o.Weight)
 	}
+	var err error
+	if o.redis, err = parseRedisSetup(&o); err != nil {
+		return o, err
+	}
 	return o, nil
 }
 
@@ -212,11 +239,12 @@ func decodeStrict(b []byte, o *options) error {
 	type fileOptions options
 	aux := struct {
 		*fileOptions
-		InboxTTL     string `json:"inbox-ttl"`
-		Heartbeat    string `json:"heartbeat"`
-		NodeTTL      string `json:"node-ttl"`
-		AckTimeout   string `json:"ack-timeout"`
-		DrainTimeout string `json:"drain-timeout"`
+		InboxTTL         string `json:"inbox-ttl"`
+		Heartbeat        string `json:"heartbeat"`
+		NodeTTL          string `json:"node-ttl"`
+		AckTimeout       string `json:"ack-timeout"`
+		DrainTimeout     string `json:"drain-timeout"`
+		RedisWaitTimeout string `json:"redis-wait-timeout"`
 	}{fileOptions: (*fileOptions)(o)}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -228,7 +256,8 @@ func decodeStrict(b []byte, o *options) error {
 		dst *time.Duration
 		key string
 	}{{aux.InboxTTL, &o.InboxTTL, "inbox-ttl"}, {aux.Heartbeat, &o.Heartbeat, "heartbeat"}, {aux.NodeTTL, &o.NodeTTL, "node-ttl"},
-		{aux.AckTimeout, &o.AckTimeout, "ack-timeout"}, {aux.DrainTimeout, &o.DrainTimeout, "drain-timeout"}} {
+		{aux.AckTimeout, &o.AckTimeout, "ack-timeout"}, {aux.DrainTimeout, &o.DrainTimeout, "drain-timeout"},
+		{aux.RedisWaitTimeout, &o.RedisWaitTimeout, "redis-wait-timeout"}} {
 		if d.s == "" {
 			continue
 		}
@@ -258,6 +287,8 @@ func (o *options) nodeConfig() (appliance.Config, error) {
 		AckTimeout:        o.AckTimeout,
 		AckBackoffMax:     max(6*o.AckTimeout, 60*time.Second),
 		Upstreams:         o.Upstreams,
+		RedisTopology:     string(o.redis.url.Topology),
+		Durability:        o.redis.durability,
 	}
 	if o.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
@@ -270,5 +301,6 @@ func (o *options) nodeConfig() (appliance.Config, error) {
 }
 
 func (o *options) streamsConfig() streams.Config {
-	return streams.Config{InboxMaxLen: o.InboxMaxLen, InboxTTL: o.InboxTTL, NodeTTL: o.NodeTTL}
+	return streams.Config{InboxMaxLen: o.InboxMaxLen, InboxTTL: o.InboxTTL, NodeTTL: o.NodeTTL,
+		WaitReplicas: o.redis.waitReplicas, WaitTimeout: o.redis.waitTimeout}
 }
