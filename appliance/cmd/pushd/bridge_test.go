@@ -94,7 +94,7 @@ func TestCheckConfig_Bridge(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{[]string{"--config", file}, nil, "region sh, data dir /var/lib/pushd, redis redis://127.0.0.1:6379/0\nbridge to bj through k1:9092\n"},
+		{[]string{"--config", file}, nil, "region sh, data dir /var/lib/pushd, redis single 127.0.0.1:6379 db 0, durability strict\nbridge to bj through k1:9092\n"},
 		{[]string{"--config", file, "--bridge-peers", "bj,gz", "--bridge-brokers", "k2:9092", "--bridge-brokers", "k3:9092"}, nil, "bridge to bj, gz through k2:9092, k3:9092\n"},
 		{[]string{"--region", "gz"}, map[string]string{"PUSHD_BRIDGE_BROKERS": "k4:9092,k5:9092", "PUSHD_BRIDGE_PEERS": "bj"}, "region gz,"},
 		{nil, nil, "region default, "},
