@@ -323,8 +323,9 @@ func TestBridge_ConsumerStoppedBeforeCommitting(t *testing.T) {
 	sh.Kill(t, 0)
 	refused.Remove()
 	restarted := sh.Restart(t, 0)
-	url = restarted.DeviceURL()
-	where.Store(&url)
+	// A new string: the device's dispatch may be reading the old one.
+	again := restarted.DeviceURL()
+	where.Store(&again)
 	poll.Until(t, 15*time.Second, func() error {
 		if n := gather(t, restarted.Registry(), "pushd_bridge_consumed_records_total", "outcome=repeat"); n < 20 {
 			return fmt.Errorf("the restarted node imported %v records again, want the 20 not committed", n)
