@@ -123,7 +123,9 @@ func TestStore_DeliveryStreamIsCapped(t *testing.T) {
 }
 
 func TestStore_TakeOverDrainsDeadNode(t *testing.T) {
-	env := newEnv(t, Config{ClaimMinIdle: 50 * time.Millisecond, NodeTTL: time.Hour})
+	// ClaimMinIdle must outlast the two calls between the dead node's read
+	// and the early take over, a loaded machine included (50ms did not).
+	env := newEnv(t, Config{ClaimMinIdle: 2 * time.Second, NodeTTL: time.Hour})
 	ctx := testCtx(t)
 	if err := errOf(env.store.Heartbeat(ctx, NodeInfo{ID: "dead"})); err != nil {
 		t.Fatal(err)
@@ -169,7 +171,7 @@ func TestStore_TakeOverDrainsDeadNode(t *testing.T) {
 	// and left pending is idle again after ClaimMinIdle and would be
 	// claimed a second time, which a slow loop here would see.
 	var pending []Delivery
-	poll.Until(t, 5*time.Second, func() error {
+	poll.Until(t, 20*time.Second, func() error {
 		got, err := env.store.TakeOver(ctx, "dead", "live", 2)
 		if err != nil {
 			return err

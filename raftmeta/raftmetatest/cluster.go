@@ -286,7 +286,12 @@ func (c *Cluster) WaitForLeader(t testing.TB) (int, *raftmeta.Store) {
 // again while leadership moves (an election under load, with the fast
 // timings), as pushd's own join does; other errors are returned at once.
 func (c *Cluster) Join(ctx context.Context, i int, by raftmeta.Caller) error {
-	m := c.Member(i)
+	return c.JoinMember(ctx, c.Member(i), by)
+}
+
+// JoinMember is Join for a member that is not one of the cluster's nodes
+// (a node that comes back from another host, an imposter).
+func (c *Cluster) JoinMember(ctx context.Context, m raftmeta.Member, by raftmeta.Caller) error {
 	for {
 		var err error
 		if _, leader := c.Leader(); leader == nil {
