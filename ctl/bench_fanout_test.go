@@ -7,7 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/ctl/load"
 )
 
@@ -42,7 +44,10 @@ var fanoutJSONFields = []string{"scenario", "subscribers", "pushes", "deliveries
 // floor of the same run.
 func TestBenchFanout_GroupOneAtATime(t *testing.T) {
 	t.Parallel()
-	node := startTestNode(t, true)
+	// A second's heartbeat in every fan-out test here: the subscribers
+	// PING once per interval, and a busy machine (-race at load 20)
+	// delayed them past 400 ms ones (90 of 100 cut).
+	node := startTestNode(t, true, func(c *appliance.Config) { c.HeartbeatInterval = time.Second })
 	r := harness{env: nodeEnv(node)}.run(t, "bench", "fanout", "--subscribers", "100", "--workers", "2", "--group", "room",
 		"--pushes", "3", "--floor-rounds", "1", "--metrics-url", node.HTTPURL+"/metrics", "--json").expect(t, exitOK)
 	var fields map[string]json.RawMessage
@@ -83,7 +88,7 @@ func TestBenchFanout_GroupOneAtATime(t *testing.T) {
 // a second, without a floor.
 func TestBenchFanout_BroadcastAtRate(t *testing.T) {
 	t.Parallel()
-	node := startTestNode(t, false)
+	node := startTestNode(t, false, func(c *appliance.Config) { c.HeartbeatInterval = time.Second })
 	r := harness{env: nodeEnv(node)}.run(t, "bench", "fanout", "--subscribers", "50", "--rate", "20", "--duration", "500ms",
 		"--floor-rounds", "0").expect(t, exitOK)
 	for _, want := range []string{"scenario                 fanout", "subscribers              50", "pushes                   10",
@@ -98,7 +103,7 @@ func TestBenchFanout_BroadcastAtRate(t *testing.T) {
 // error of the run, not a loss, and the run exits 1.
 func TestBenchFanout_RefusedPushesAreErrors(t *testing.T) {
 	t.Parallel()
-	node := startTestNode(t, false)
+	node := startTestNode(t, false, func(c *appliance.Config) { c.HeartbeatInterval = time.Second })
 	tp := newTap(t, node.PushURL, tapHooks{answer: func(_ int, r tapped) (int, string, bool) {
 		if r.path == "/v1/push" && strings.Contains(string(r.body), `"data":"2|`) {
 			return http.StatusServiceUnavailable, `{"error":{"code":"unavailable","message":"test"}}`, true

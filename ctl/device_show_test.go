@@ -3,13 +3,17 @@ package ctl
 import (
 	"fmt"
 	"testing"
+	"time"
 
+	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/appliance/api"
 )
 
 func TestDeviceShow_TableAndJSON(t *testing.T) {
 	t.Parallel()
-	node := startTestNode(t, true)
+	// Raw devices that send no PING: the idle limit must not cut them
+	// however long a busy machine makes the test.
+	node := startTestNode(t, true, func(c *appliance.Config) { c.HeartbeatInterval = time.Minute })
 	connectDevice(t, node, "phone-1") // online, and acks nothing
 	h := harness{env: testEnv(node.PushURL)}
 	h.run(t, "push", "--device", "phone-1", "--data", "x").expect(t, exitOK)

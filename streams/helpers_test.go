@@ -76,7 +76,8 @@ func loadScripts(t *testing.T, rdb redis.UniversalClient) {
 	t.Helper()
 	eachPrimary(t, rdb, func(ctx context.Context, c redis.Cmdable) error {
 		for _, sc := range []*redis.Script{appendScript, resumeScript, readScript, ackScript, claimScript,
-			releaseScript, refreshScript, takeoverScript, retireScript, heartbeatScript} {
+			releaseScript, refreshScript, takeoverScript, retireScript, heartbeatScript,
+			userScript, membersScript, memberScript, gstreamScript, gappendScript, greadScript} {
 			if err := sc.Load(ctx, c).Err(); err != nil {
 				return err
 			}
