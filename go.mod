@@ -10,6 +10,7 @@ require (
 	github.com/lesismal/nbio v1.6.12
 	github.com/pierrec/lz4/v4 v4.1.33
 	github.com/prometheus/client_golang v1.25.0
+	github.com/prometheus/client_model v0.6.3
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/urfave/cli/v2 v2.27.7
 )
@@ -32,7 +33,6 @@ require (
 	github.com/mattn/go-colorable v0.1.12 // indirect
 	github.com/mattn/go-isatty v0.0.14 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
-	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect
@@ -45,13 +45,14 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-// Kafka, for the cross-region bridge and its kfake tests: pinned here with
-// the rest of the dependency set (see ../shared/DEPENDENCIES.md) so the
-// bridge builds against the versions checked together. Not imported yet,
-// so `go mod tidy` would drop them; keep them.
+// Kafka, for the cross-region bridge (appliance/bridge), pushd --dev's
+// embedded Kafka and the bridge's tests (kfake): pinned with the rest of
+// the dependency set checked together. `go get` of a franz-go package
+// moves franz-go to its newest release: pin it back to v1.22.2.
 require (
 	github.com/twmb/franz-go v1.22.2
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
+	github.com/twmb/franz-go/pkg/kmsg v1.15.0
 )
 
 // nbio v1.6.12 with one fix to its epoll poller (a stale event for a

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lesismal/llib/std/crypto/tls"
 
+	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/appliance/wire"
 )
@@ -22,6 +23,11 @@ type Config struct {
 	// NodeID names this node in routes, delivery streams and logs.
 	// Zero: the host name.
 	NodeID string
+	// Region names the region the node belongs to, the same on every
+	// node of it: the name other regions' pushes use for it ("regions"
+	// in the push API), and the bridge's. 1–128 letters, digits and
+	// ._:-, and not "all". Zero: "default".
+	Region string
 
 	// WSAddr is the device WebSocket listener (/v1/ws), which also serves
 	// /healthz, /v1/dispatch and /metrics ("127.0.0.1:0" picks a free
@@ -195,6 +201,14 @@ type AppConfig struct {
 	Burst      int
 }
 
+// DefaultRegion is the region of a node configured with none.
+const DefaultRegion = "default"
+
+// ValidRegion reports whether name can name a region: an id (1–128
+// letters, digits and ._:-) other than "all", which the push API reads
+// as every region.
+func ValidRegion(name string) bool { return token.ValidID(name) && name != api.RegionsAll }
+
 // Payload size limits for pushes.
 const (
 	DefaultMaxPayload = 4 << 10
@@ -204,6 +218,9 @@ const (
 func (c Config) withDefaults() Config {
 	if c.NodeID == "" {
 		c.NodeID, _ = os.Hostname()
+	}
+	if c.Region == "" {
+		c.Region = DefaultRegion
 	}
 	if c.DrainSpread == 0 {
 		c.DrainSpread = 5 * time.Second
@@ -299,6 +316,8 @@ func (c Config) validate() error {
 	switch {
 	case !token.ValidID(c.NodeID):
 		return bad("node id %q: use 1–128 letters, digits and ._:-", c.NodeID)
+	case !ValidRegion(c.Region):
+		return bad("region %q: use 1–128 letters, digits and ._:-, and not %q", c.Region, api.RegionsAll)
 	case c.MaxFrame < 64 || c.MaxFrame > wire.CeilingMaxFrame:
 		return bad("max frame %d: must be 64..%d bytes", c.MaxFrame, wire.CeilingMaxFrame)
 	case c.HandshakeTimeout < 0, c.HeartbeatInterval < 0, c.WriteTimeout < 0, c.FlushInterval < 0, c.TimerTick < 0:

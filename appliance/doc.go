@@ -24,8 +24,10 @@
 // (AuthorizeAPIKey, Sheds, PushLimits, TraceAccepted, PushDevices,
 // PushUsers, UserDevices, PushGroup, ChangeGroupMembers, GroupState,
 // SetGroupStream, UserState, DeviceState, Tunables, Counters, Refusing,
-// Trace, ServeHealth), on listeners their caller owns;
-// their types live in appliance/api. The device port's own HTTP
+// Trace, ServeHealth), on listeners their caller owns; their types live
+// in appliance/api. The Kafka bridge between regions, appliance/bridge,
+// uses the same core and its side for imports (Region, LookupApp,
+// Import). The device port's own HTTP
 // (/healthz, /v1/dispatch, /metrics) is the runtime's, as is ServeConn,
 // which serves a device connection the caller accepted itself.
 //

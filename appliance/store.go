@@ -15,6 +15,7 @@ type Store interface {
 	Config() streams.Config
 
 	Append(ctx context.Context, msg streams.Message, devices []string) ([]streams.Appended, error)
+	AppendMany(ctx context.Context, reqs []streams.AppendRequest) ([]streams.AppendResult, error)
 	ReadMany(ctx context.Context, reqs []streams.ReadRequest) ([]streams.ReadResult, error)
 	AckMany(ctx context.Context, reqs []streams.AckRequest) ([]bool, error)
 	Device(ctx context.Context, device string) (streams.DeviceInfo, error)
@@ -32,6 +33,7 @@ type Store interface {
 	TakeOver(ctx context.Context, deadNode, consumer string, count int) ([]streams.Delivery, error)
 	RetireNode(ctx context.Context, node string) error
 
+	MarkOnce(ctx context.Context, name string, ttl time.Duration) (bool, error)
 	UserDevices(ctx context.Context, users []string) ([][]string, error)
 	User(ctx context.Context, user string) (streams.UserInfo, error)
 	ChangeMembers(ctx context.Context, group string, add bool, members []streams.MemberChange) ([]streams.MemberResult, error)

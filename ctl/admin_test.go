@@ -96,7 +96,7 @@ func TestAdmin_UsageErrorsExit2WithoutCallingTheAPI(t *testing.T) {
 func TestAdmin_HelpListsTheCommands(t *testing.T) {
 	t.Parallel()
 	r := harness{}.run(t, "--help").expect(t, exitOK)
-	for _, c := range []string{"status", "nodes", "app", "degrade", "tunables", "audit"} {
+	for _, c := range []string{"status", "nodes", "app", "degrade", "tunables", "audit", "bridge"} {
 		if err := contains(r.stdout, "\n   "+c+" "); err != nil {
 			t.Error(err)
 		}

@@ -28,6 +28,7 @@ func benchCommand(e *env) *cli.Command {
 		Subcommands: []*cli.Command{
 			benchConnectCommand(e),
 			benchPushCommand(e),
+			benchBridgeCommand(e),
 			benchFloorCommand(e),
 			benchFanoutCommand(e),
 			benchWorkerCommand(e),

@@ -28,17 +28,10 @@ func benchPushCommand(e *env) *cli.Command {
 			"the Redis primaries' CPU time from the region's status before and after sending: the Redis CPU\n" +
 			"per pushed device-message (redis_cpu_us_per_push).\n" +
 			"Exits 1 when anything was lost, duplicated, refused or left unacked.",
-		Flags: append(append(append([]cli.Flag{
+		Flags: append(append(append(append([]cli.Flag{
 			&cli.StringFlag{Name: "mode", Usage: "online or stored", Value: "online"},
-			&cli.IntFlag{Name: "devices", Usage: "distinct target devices", Value: 1000},
-			&cli.IntFlag{Name: "pushes", Usage: "device-messages to send (default: 10 per device, or unlimited with --duration)"},
-			&cli.IntFlag{Name: "batch", Usage: "devices per request (each request is one message)", Value: 100},
-			&cli.Float64Flag{Name: "rate", Usage: "device-messages per second, 0 for as fast as possible"},
-			&cli.DurationFlag{Name: "duration", Usage: "stop sending after this long"},
-			&cli.IntFlag{Name: "payload-size", Usage: "payload bytes, at least 20 (the send time)", Value: 64},
-			&cli.IntFlag{Name: "concurrency", Usage: "requests in flight", Value: 8},
 			&cli.DurationFlag{Name: "wait", Usage: "how long to wait at the end for acks (online) or to verify inboxes (stored)", Value: 30 * time.Second},
-		}, benchFlags()...), append(settingFlags(setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken), insecureFlag())...), outputFlags()...),
+		}, pushLoadFlags()...), benchFlags()...), append(settingFlags(setPushURL, setURL, setApp, setAPIKey, setKeyID, setSecret, setAdminURL, setAdminToken), insecureFlag())...), outputFlags()...),
 		Action: func(c *cli.Context) error { return runBenchPush(c, e) },
 	}
 }
@@ -101,12 +94,34 @@ func runBenchPush(c *cli.Context, e *env) error {
 // pushFromFlags reads and checks the flags of bench push.
 func pushFromFlags(c *cli.Context) (load.Push, error) {
 	mode := c.String("mode")
-	s := load.Push{Stored: mode == "stored", Devices: c.Int("devices"), Pushes: c.Int("pushes"), Batch: c.Int("batch"),
+	if mode != "online" && mode != "stored" {
+		return load.Push{}, usagef("--mode %q: want online or stored", mode)
+	}
+	s, err := pushLoadFromFlags(c)
+	s.Stored = mode == "stored"
+	return s, err
+}
+
+// pushLoadFlags are the flags of the pushes bench push and bench bridge
+// send.
+func pushLoadFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "devices", Usage: "distinct target devices", Value: 1000},
+		&cli.IntFlag{Name: "pushes", Usage: "device-messages to send (default: 10 per device, or unlimited with --duration)"},
+		&cli.IntFlag{Name: "batch", Usage: "devices per request (each request is one message)", Value: 100},
+		&cli.Float64Flag{Name: "rate", Usage: "device-messages per second, 0 for as fast as possible"},
+		&cli.DurationFlag{Name: "duration", Usage: "stop sending after this long"},
+		&cli.IntFlag{Name: "payload-size", Usage: "payload bytes, at least 20 (the send time)", Value: 64},
+		&cli.IntFlag{Name: "concurrency", Usage: "requests in flight", Value: 8},
+	}
+}
+
+// pushLoadFromFlags reads and checks pushLoadFlags and --wait.
+func pushLoadFromFlags(c *cli.Context) (load.Push, error) {
+	s := load.Push{Devices: c.Int("devices"), Pushes: c.Int("pushes"), Batch: c.Int("batch"),
 		Rate: c.Float64("rate"), Duration: c.Duration("duration"), PayloadSize: c.Int("payload-size"),
 		Concurrency: c.Int("concurrency"), Wait: c.Duration("wait")}
 	switch {
-	case mode != "online" && mode != "stored":
-		return s, usagef("--mode %q: want online or stored", mode)
 	case s.Devices < 1:
 		return s, usagef("--devices %d: must be at least 1", s.Devices)
 	case s.Batch < 1 || s.Batch > load.MaxBatch || s.Batch > s.Devices:
@@ -130,6 +145,9 @@ func printPushReport(w io.Writer, format format, r *load.PushReport) error {
 	t := newTable(w)
 	t.row("scenario", r.Scenario)
 	t.row("mode", r.Mode)
+	if r.Region != "" {
+		t.row("region", r.Region+" (the devices'; pushed through another)")
+	}
 	if r.Transport != "" {
 		t.row("transport", r.Transport)
 	}

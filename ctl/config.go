@@ -42,6 +42,7 @@ type fileConfig struct {
 	APIKey       string `json:"api_key"`
 	AdminToken   string `json:"admin_token"`
 	CAFile       string `json:"ca_file"`
+	Region       string `json:"region"`
 	PID          int    `json:"pid"`
 }
 

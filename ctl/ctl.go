@@ -2,7 +2,7 @@
 // tokens, pushes messages and inspects devices through the push API,
 // listens as a device, load-tests a node (bench connect, bench push), and
 // administers a region through the admin API (status, nodes, app, degrade,
-// admin tokens, tunables, audit, tls).
+// admin tokens, tunables, audit, tls, the bridge to other regions).
 //
 // The simplest use is the pushctl binary, whose main is one line:
 //
@@ -132,6 +132,7 @@ func newApp(e *env) *cli.App {
 			userCommand(e),
 			groupCommand(e),
 			benchCommand(e),
+			bridgeCommand(e),
 			statusCommand(e),
 			topCommand(e),
 			traceCommand(e),

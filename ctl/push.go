@@ -63,6 +63,7 @@ func pushCommand(e *env) *cli.Command {
 			&cli.StringFlag{Name: "priority", Usage: "high, normal or low (default: the server's, normal)"},
 			&cli.DurationFlag{Name: "ttl", Usage: "how long the message may wait in an inbox, whole seconds (default: the server's)"},
 			&cli.StringFlag{Name: "idempotency-key", Usage: "a retry with the same key stores nothing new"},
+			&cli.StringSliceFlag{Name: "region", Usage: "region to push to (repeatable, or \"all\"); default this region only. Other regions are reached through the bridge"},
 			&cli.BoolFlag{Name: "wait-ack", Usage: "wait until every target device acked the message"},
 			&cli.DurationFlag{Name: "timeout", Usage: "how long --wait-ack waits", Value: 10 * time.Second},
 		}, settingFlags(setPushURL, setApp, setAPIKey)...), outputFlags()...),
@@ -80,6 +81,7 @@ type pushOutput struct {
 	OtherNodes *int               `json:"other_nodes,omitempty"`
 	GroupEpoch string             `json:"group_epoch,omitempty"`
 	GroupSeq   uint64             `json:"group_seq,omitempty"`
+	Bridged    map[string]string  `json:"bridged,omitempty"`
 }
 
 type pushResultOutput struct {
@@ -113,6 +115,9 @@ func runPush(c *cli.Context, e *env) error {
 	if waitAck && len(req.Devices) == 0 && len(req.Users) == 0 {
 		return usagef("--wait-ack needs --device or --user: group and broadcast messages are not acked")
 	}
+	if waitAck && req.Regions != nil {
+		return usagef("--wait-ack reads acks in this region only; it does not go with --region")
+	}
 	if waitAck && timeout <= 0 {
 		return usagef("--timeout %s: must be positive", timeout)
 	}
@@ -137,7 +142,7 @@ func runPush(c *cli.Context, e *env) error {
 		return fmt.Errorf("push: %w", err)
 	}
 	out := pushOutput{ID: resp.ID, Stored: resp.Stored, Recipients: resp.Recipients, OtherNodes: resp.OtherNodes,
-		GroupEpoch: resp.GroupEpoch, GroupSeq: resp.GroupSeq}
+		GroupEpoch: resp.GroupEpoch, GroupSeq: resp.GroupSeq, Bridged: resp.Bridged}
 	var rejected []string
 	for _, r := range resp.Results {
 		out.Results = append(out.Results, pushResultOutput{PushResult: r})
@@ -147,6 +152,12 @@ func runPush(c *cli.Context, e *env) error {
 				who = "user " + r.User
 			}
 			rejected = append(rejected, who+" ("+r.Reason+")")
+		}
+	}
+	var notBridged []string
+	for _, r := range sortedKeys(resp.Bridged) {
+		if resp.Bridged[r] != api.BridgedQueued {
+			notBridged = append(notBridged, r+" ("+resp.Bridged[r]+")")
 		}
 	}
 	var unacked []string
@@ -164,6 +175,9 @@ func runPush(c *cli.Context, e *env) error {
 			noun = "results"
 		}
 		problems = append(problems, fmt.Sprintf("%d of %d %s rejected: %s", len(rejected), len(resp.Results), noun, strings.Join(rejected, ", ")))
+	}
+	if len(notBridged) > 0 {
+		problems = append(problems, "not on its way to region "+strings.Join(notBridged, ", "))
 	}
 	if len(unacked) > 0 {
 		msg := fmt.Sprintf("not acked within %s: %s", timeout, strings.Join(unacked, ", "))
@@ -255,6 +269,16 @@ func pushRequestFromFlags(c *cli.Context, e *env) (*api.PushRequest, error) {
 			req.Data = &s
 		} else {
 			req.DataBase64 = api.Ptr(base64.StdEncoding.EncodeToString(b))
+		}
+	}
+	if regions := c.StringSlice("region"); len(regions) > 0 {
+		if slices.Contains(regions, api.RegionsAll) {
+			if len(regions) > 1 {
+				return nil, usagef("--region all goes alone")
+			}
+			req.Regions = api.AllRegions()
+		} else {
+			req.Regions = api.RegionList(regions...)
 		}
 	}
 	switch p := c.String("priority"); p {
@@ -422,6 +446,9 @@ func printPush(w io.Writer, format format, out *pushOutput, waitAck bool) error 
 		return writeJSON(w, out)
 	}
 	fmt.Fprintf(w, "ID: %s\n", out.ID)
+	for _, r := range sortedKeys(out.Bridged) {
+		fmt.Fprintf(w, "BRIDGED: %s %s\n", r, out.Bridged[r])
+	}
 	if out.Recipients != nil {
 		fmt.Fprintf(w, "RECIPIENTS: %d\n", *out.Recipients)
 		if out.OtherNodes != nil {
@@ -431,6 +458,9 @@ func printPush(w io.Writer, format format, out *pushOutput, waitAck bool) error 
 			fmt.Fprintf(w, "GROUP_SEQ: %d (stream epoch %s)\n", out.GroupSeq, out.GroupEpoch)
 		}
 		return nil
+	}
+	if len(out.Results) == 0 {
+		return nil // for other regions only
 	}
 	users := slices.ContainsFunc(out.Results, func(r pushResultOutput) bool { return r.User != "" })
 	header := []string{"DEVICE", "STATUS", "SEQ", "REASON"}

@@ -56,6 +56,7 @@ func runStatus(c *cli.Context, e *env) error {
 	}
 	fmt.Fprintln(e.stdout)
 	kv := newTable(e.stdout)
+	kv.row("REGION", st.Region)
 	degradeRows(kv, st.Degrade)
 	kv.row("REDIS", st.Redis)
 	rt := st.RedisTopology
@@ -68,6 +69,12 @@ func runStatus(c *cli.Context, e *env) error {
 	}
 	if err := kv.flush(); err != nil {
 		return err
+	}
+	for _, n := range st.Nodes {
+		if n.Alive && n.Region != st.Region {
+			fmt.Fprintf(e.stderr, "pushctl status: node %s says it is in region %q, not %q: give every node of a region the same --region\n",
+				n.ID, n.Region, st.Region)
+		}
 	}
 	if rt == nil || len(rt.Primaries) == 0 {
 		return nil

@@ -51,7 +51,7 @@ func TestStatus_ThreeNodesOneLeader(t *testing.T) {
 		t.Errorf("%d rows marked leader:\n%s", leaders, out)
 	}
 	kv := kvRows(out)
-	if kv["DEGRADE"] != "off" || kv["REDIS"] != "up" {
+	if kv["REGION"] != "default" || kv["DEGRADE"] != "off" || kv["REDIS"] != "up" {
 		t.Errorf("degrade and redis block %v:\n%s", kv, out)
 	}
 

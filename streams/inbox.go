@@ -82,6 +82,76 @@ type Appended struct {
 // On any other error nothing is known about which devices were stored;
 // retry the call.
 func (s *Store) Append(ctx context.Context, msg Message, devices []string) ([]Appended, error) {
+	res, err := s.AppendMany(ctx, []AppendRequest{{Msg: msg, Devices: devices}})
+	if err != nil {
+		return nil, err
+	}
+	return res[0].Appended, res[0].Err
+}
+
+// AppendRequest is one message and its target devices, for AppendMany.
+type AppendRequest struct {
+	Msg     Message
+	Devices []string
+}
+
+// AppendResult is what AppendMany did for one request: the devices'
+// results, as Append returns them, or Err when the request was refused
+// before anything was sent (ErrInvalidArgument, ErrExpired).
+type AppendResult struct {
+	Appended []Appended
+	Err      error
+}
+
+// AppendMany is Append for several messages in one pipeline: one round
+// trip, and under appendfsync always one fsync, for all of them. The
+// calls run in the order of reqs, so a device's messages are stored in
+// that order. A request refused on its own (its Err set) stores nothing
+// and does not stop the others. Config.WaitReplicas applies as to Append,
+// to the pipeline as a whole. The error is for the pipeline: after one,
+// nothing is known about which requests were stored; retry the call (each
+// message's dedupe makes that safe).
+func (s *Store) AppendMany(ctx context.Context, reqs []AppendRequest) ([]AppendResult, error) {
+	out := make([]AppendResult, len(reqs))
+	// sent is a request's calls: calls[start:start+n].
+	type sent struct{ req, start, n int }
+	var batches []sent
+	var calls []scriptCall
+	for i, r := range reqs {
+		c, err := s.appendCalls(r.Msg, r.Devices)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		if len(c) > 0 {
+			batches = append(batches, sent{req: i, start: len(calls), n: len(c)})
+			calls = append(calls, c...)
+		}
+	}
+	if len(calls) == 0 {
+		return out, nil
+	}
+	if err := s.runReplicated(ctx, calls); err != nil {
+		first := reqs[batches[0].req]
+		what, to := first.Msg.ID, fmt.Sprintf("%d devices", len(first.Devices))
+		if len(batches) > 1 {
+			what, to = fmt.Sprintf("%d messages", len(batches)), "their devices"
+		}
+		return nil, wrap("append "+what+" to", to, err)
+	}
+	for _, b := range batches {
+		appended, err := s.appended(reqs[b.req].Devices, calls[b.start:b.start+b.n])
+		if err != nil {
+			return nil, err
+		}
+		out[b.req].Appended = appended
+	}
+	return out, nil
+}
+
+// appendCalls builds the script calls storing msg for devices, or says
+// why msg is refused.
+func (s *Store) appendCalls(msg Message, devices []string) ([]scriptCall, error) {
 	if !validID(msg.ID) {
 		return nil, fmt.Errorf("append: message id %q: %w", msg.ID, ErrInvalidArgument)
 	}
@@ -146,10 +216,12 @@ func (s *Store) Append(ctx context.Context, msg Message, devices []string) ([]Ap
 		}
 		calls = append(calls, scriptCall{script: appendScript, keys: keys, args: args})
 	}
-	if err := s.runReplicated(ctx, calls); err != nil {
-		return nil, wrap("append "+msg.ID+" to", fmt.Sprintf("%d devices", len(devices)), err)
-	}
+	return calls, nil
+}
 
+// appended reads the replies of one message's calls.
+func (s *Store) appended(devices []string, calls []scriptCall) ([]Appended, error) {
+	per := s.batch
 	out := make([]Appended, 0, len(devices))
 	for i, c := range calls {
 		v, err := c.cmd.Slice()

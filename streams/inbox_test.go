@@ -946,3 +946,60 @@ func waitExpired(t *testing.T, s *Store, device string, msgs ...Message) {
 		return nil
 	})
 }
+
+// TestStore_AppendManyStoresInOrderInOneCall appends several messages in
+// one call: each device's inbox gets them in the order given, a message
+// refused on its own (expired) stores nothing and leaves the others be,
+// and the whole call sent again stores nothing new.
+func TestStore_AppendManyStoresInOrderInOneCall(t *testing.T) {
+	t.Parallel()
+	env := newEnv(t, Config{ScriptBatch: 2})
+	ctx := testCtx(t)
+	expired := msg("old")
+	expired.Created, expired.TTL = time.Now().Add(-time.Hour), time.Minute
+	reqs := []AppendRequest{
+		{Msg: msg("m1"), Devices: []string{"a", "b", "c"}},
+		{Msg: expired, Devices: []string{"a"}},
+		{Msg: msg("m2"), Devices: []string{"c", "a"}},
+		{Msg: msg("m3"), Devices: []string{"a"}},
+		{Msg: msg("bad{id}"), Devices: []string{"a"}},
+	}
+	res, err := env.store.AppendMany(ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[1].Err, ErrExpired) || !errors.Is(res[4].Err, ErrInvalidArgument) || res[1].Appended != nil {
+		t.Fatalf("refused requests: %+v, %+v", res[1], res[4])
+	}
+	seqs := func(r AppendResult) (out []uint64) {
+		for _, a := range r.Appended {
+			out = append(out, a.Seq)
+		}
+		return out
+	}
+	if got := [][]uint64{seqs(res[0]), seqs(res[2]), seqs(res[3])}; fmt.Sprint(got) != "[[1 1 1] [2 2] [3]]" {
+		t.Fatalf("seqs %v", got)
+	}
+	read, err := env.store.Resume(ctx, "a", Position{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range read.Entries {
+		ids = append(ids, e.ID)
+	}
+	if fmt.Sprint(ids) != "[m1 m2 m3]" {
+		t.Fatalf("device a's inbox holds %v", ids)
+	}
+	again, err := env.store.AppendMany(ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 2, 3} {
+		for _, a := range again[i].Appended {
+			if !a.Duplicate {
+				t.Fatalf("request %d sent again: %+v not a duplicate", i, a)
+			}
+		}
+	}
+}

@@ -117,12 +117,22 @@ type Options struct {
 	// over plain HTTP, a forwarded request is taken from anyone, and the
 	// certificate endpoints answer 409 tls_off.
 	TLS *TLS
+	// Bridge is the node's bridge to other regions, for status and
+	// GET /v1/admin/bridge. Zero: the node runs none.
+	Bridge BridgeStatus
+}
+
+// BridgeStatus is the node's bridge as the admin API reports it;
+// *bridge.Bridge is one.
+type BridgeStatus interface {
+	Status() api.BridgeStatus
 }
 
 // server is the admin API of one node.
 type server struct {
 	core   Core
 	meta   Meta
+	bridge BridgeStatus // nil: no bridge
 	cfg    appliance.Config
 	id     string // this node's id
 	log    *slog.Logger
@@ -133,7 +143,7 @@ type server struct {
 
 // New returns the admin API's handler over core and meta.
 func New(core Core, meta Meta, opts Options) http.Handler {
-	srv := &server{core: core, meta: meta, cfg: core.Config(), log: opts.Logger, client: opts.Client, tls: opts.TLS, scheme: "http"}
+	srv := &server{core: core, meta: meta, bridge: opts.Bridge, cfg: core.Config(), log: opts.Logger, client: opts.Client, tls: opts.TLS, scheme: "http"}
 	srv.id = srv.cfg.NodeID
 	if srv.log == nil {
 		srv.log = slog.New(slog.DiscardHandler)
@@ -177,6 +187,7 @@ func (srv *server) mux() http.Handler {
 	read("GET /v1/admin/local", srv.adminLocal)
 	read("GET /v1/admin/trace/{id}", srv.adminTrace)
 	read("GET /v1/admin/local/trace/{id}", srv.adminLocalTrace)
+	read("GET /v1/admin/bridge", srv.adminBridge)
 	write("POST /v1/admin/nodes/join", raftmeta.RoleAdmin, srv.adminJoin)
 	write("POST /v1/admin/nodes/{id}/remove", raftmeta.RoleAdmin, noBody(srv.adminRemove))
 	write("POST /v1/admin/nodes/{id}/drain", raftmeta.RoleOperator, srv.adminDrain)
@@ -601,10 +612,15 @@ func (srv *server) redisState() string {
 
 func (srv *server) local() api.LocalStatus {
 	s := srv.meta.Stats()
-	return api.LocalStatus{ID: srv.id, RaftState: s.State, Term: s.Term, LastIndex: s.LastLogIndex,
+	ls := api.LocalStatus{ID: srv.id, Region: srv.cfg.Region, RaftState: s.State, Term: s.Term, LastIndex: s.LastLogIndex,
 		AppliedIndex: s.AppliedIndex, CommitIndex: s.CommitIndex, Leader: s.LeaderID,
 		Connections: srv.core.Sessions(), Redis: srv.redisState(), Refusing: srv.core.Refusing(), Counters: srv.core.Counters(),
 		Certificate: srv.certificateInfo()}
+	if srv.bridge != nil {
+		b := srv.bridge.Status()
+		ls.Bridge = &b
+	}
+	return ls
 }
 
 func (srv *server) adminLocal(context.Context, *adminCall) (any, error) { return srv.local(), nil }
@@ -630,7 +646,7 @@ func (srv *server) adminStatus(ctx context.Context, c *adminCall) (any, error) {
 				return
 			}
 			ns.Alive, ns.RaftState, ns.LastIndex, ns.AppliedIndex = true, ls.RaftState, ls.LastIndex, ls.AppliedIndex
-			ns.Connections, ns.Redis, ns.Refusing, ns.Counters, ns.Certificate = ls.Connections, ls.Redis, ls.Refusing, &ls.Counters, ls.Certificate
+			ns.Connections, ns.Redis, ns.Refusing, ns.Counters, ns.Certificate, ns.Region = ls.Connections, ls.Redis, ls.Refusing, &ls.Counters, ls.Certificate, ls.Region
 		}(&nodes[i])
 	}
 	// The answering node's view of Redis, read while the members answer.
@@ -642,8 +658,39 @@ func (srv *server) adminStatus(ctx context.Context, c *adminCall) (any, error) {
 	}()
 	wg.Wait()
 	leader, _ := srv.meta.LeaderMember()
-	return api.RegionStatus{Leader: leader.ID, Nodes: nodes, Degrade: degradeState(st.Degrade), Redis: srv.redisState(),
+	return api.RegionStatus{Region: srv.cfg.Region, Leader: leader.ID, Nodes: nodes, Degrade: degradeState(st.Degrade), Redis: srv.redisState(),
 		RedisTopology: top}, nil
+}
+
+// adminBridge asks every member for its bridge, as adminStatus does for
+// its state.
+func (srv *server) adminBridge(ctx context.Context, c *adminCall) (any, error) {
+	st := srv.meta.State()
+	nodes := make([]api.BridgeNode, 0, len(st.Members))
+	addrs := make([]string, 0, len(st.Members))
+	for _, m := range st.Members {
+		nodes = append(nodes, api.BridgeNode{ID: m.ID})
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	for _, n := range nodes {
+		addrs = append(addrs, st.Members[n.ID].AdminAddr)
+	}
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Add(1)
+		go func(bn *api.BridgeNode, addr string) {
+			defer wg.Done()
+			var ls api.LocalStatus
+			if bn.ID == srv.id {
+				ls = srv.local()
+			} else if err := srv.askLocal(ctx, addr, "/v1/admin/local", c.r.Header.Get("Authorization"), &ls); err != nil {
+				return
+			}
+			bn.Alive, bn.Bridge = true, ls.Bridge
+		}(&nodes[i], addrs[i])
+	}
+	wg.Wait()
+	return api.BridgeRegion{Region: srv.cfg.Region, Nodes: nodes}, nil
 }
 
 // askLocal reads one of a member's /v1/admin/local endpoints into out,

@@ -34,7 +34,10 @@ type Member struct {
 // within a second.
 type NodeStatus struct {
 	Member
-	Alive        bool   `json:"alive"`
+	Alive bool `json:"alive"`
+	// Region is the region the node says it belongs to (its --region):
+	// every member should say the same.
+	Region       string `json:"region,omitempty"`
 	RaftState    string `json:"raft_state,omitempty"`
 	LastIndex    uint64 `json:"last_index,omitempty"`
 	AppliedIndex uint64 `json:"applied_index,omitempty"`
@@ -74,6 +77,8 @@ type NodeCounters struct {
 // RegionStatus answers GET /v1/admin/status. Leader is "" while no leader
 // is known; Redis and RedisTopology are the answering node's view.
 type RegionStatus struct {
+	// Region is the answering node's region name.
+	Region        string         `json:"region"`
 	Leader        string         `json:"leader"`
 	Nodes         []NodeStatus   `json:"nodes"`
 	Degrade       DegradeState   `json:"degrade"`
@@ -565,6 +570,7 @@ func (e *APIError) AlreadyApplied() bool {
 // status gathers from every member.
 type LocalStatus struct {
 	ID           string `json:"id"`
+	Region       string `json:"region"`
 	RaftState    string `json:"raft_state"`
 	Term         uint64 `json:"term"`
 	LastIndex    uint64 `json:"last_index"`
@@ -579,6 +585,8 @@ type LocalStatus struct {
 	// Certificate is the node's certificate; nil in a region without
 	// TLS.
 	Certificate *CertificateInfo `json:"certificate,omitempty"`
+	// Bridge is the node's Kafka bridge; nil when it has none.
+	Bridge *BridgeStatus `json:"bridge,omitempty"`
 }
 
 // TraceEvent is one hop of a message on one node (docs/admin-api.md

@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -30,6 +32,55 @@ type PushRequest struct {
 	Data           *string `json:"data,omitempty"`
 	DataBase64     *string `json:"data_base64,omitempty"`
 	IdempotencyKey *string `json:"idempotency_key,omitempty"`
+	// Regions are the regions the message goes to; nil means this
+	// region only.
+	Regions *Regions `json:"regions,omitempty"`
+}
+
+// Regions is the regions field of a push: "all" (every region the
+// region's bridge knows, this one included) or a list of region names.
+// In JSON it is the string "all" or an array of strings.
+type Regions struct {
+	All  bool
+	List []string
+}
+
+// AllRegions is "regions": "all".
+func AllRegions() *Regions { return &Regions{All: true} }
+
+// RegionList is "regions": [names...].
+func RegionList(names ...string) *Regions { return &Regions{List: names} }
+
+// RegionsAll is the one string the regions field takes.
+const RegionsAll = "all"
+
+// MarshalJSON writes "all" or the list.
+func (r Regions) MarshalJSON() ([]byte, error) {
+	if r.All {
+		return json.Marshal(RegionsAll)
+	}
+	if r.List == nil {
+		return []byte("[]"), nil
+	}
+	return json.Marshal(r.List)
+}
+
+// UnmarshalJSON reads "all" or an array of strings.
+func (r *Regions) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		if s != RegionsAll {
+			return errors.New(`regions: a string must be "all"; name regions in an array, e.g. ["sh"]`)
+		}
+		*r = Regions{All: true}
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(b, &list); err != nil || list == nil {
+		return errors.New(`regions: want "all" or an array of region names`)
+	}
+	*r = Regions{List: list}
+	return nil
 }
 
 // Filter narrows a group or broadcast push to the sessions that match
@@ -85,16 +136,31 @@ func (r PushResult) Accepted() bool {
 // pushes; Recipients (sessions on the node asked) and OtherNodes (the
 // other live nodes whose delivery streams the message was written to) for
 // group and broadcast pushes, and GroupEpoch and GroupSeq, the message's
-// place in its group's catch-up stream, for a group that keeps one.
+// place in its group's catch-up stream, for a group that keeps one — all
+// only when the push named this region. Bridged says, per other region
+// named, whether the message is on its way there (BridgedQueued) or not
+// (BridgedFailed).
 type PushResponse struct {
-	ID         string       `json:"id"`
-	Stored     bool         `json:"stored"`
-	Results    []PushResult `json:"results,omitempty"`
-	Recipients *int         `json:"recipients,omitempty"`
-	OtherNodes *int         `json:"other_nodes,omitempty"`
-	GroupEpoch string       `json:"group_epoch,omitempty"`
-	GroupSeq   uint64       `json:"group_seq,omitempty"`
+	ID         string            `json:"id"`
+	Stored     bool              `json:"stored"`
+	Results    []PushResult      `json:"results,omitempty"`
+	Recipients *int              `json:"recipients,omitempty"`
+	OtherNodes *int              `json:"other_nodes,omitempty"`
+	GroupEpoch string            `json:"group_epoch,omitempty"`
+	GroupSeq   uint64            `json:"group_seq,omitempty"`
+	Bridged    map[string]string `json:"bridged,omitempty"`
 }
+
+// Bridged statuses: per other region, in PushResponse.Bridged.
+const (
+	// BridgedQueued: the message is in this node's bridge buffer, on its
+	// way to Kafka and the region.
+	BridgedQueued = "queued"
+	// BridgedFailed: the message will not reach the region (the bridge
+	// buffer is full, or the bridge is stopping); nothing was queued for
+	// it. A retry with the same idempotency key is safe.
+	BridgedFailed = "failed"
+)
 
 // Push sends one message.
 func (c *Client) Push(ctx context.Context, req *PushRequest) (*PushResponse, error) {

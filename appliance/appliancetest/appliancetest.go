@@ -25,6 +25,7 @@ package appliancetest
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -36,6 +37,7 @@ import (
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/appliance/adminapi"
+	"github.com/pushd/pushd/appliance/bridge"
 	"github.com/pushd/pushd/appliance/pushapi"
 	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/raftmeta"
@@ -63,6 +65,8 @@ type Node struct {
 	// Client reaches AdminURL (https with TLS: it trusts the region CA
 	// and presents no certificate, as pushctl does) and PushURL.
 	Client *http.Client
+	// Bridge is the node's bridge to other regions; nil without one.
+	Bridge *bridge.Bridge
 
 	stopOnce sync.Once
 	stopErr  error
@@ -101,6 +105,10 @@ type Options struct {
 	// TLS, with Meta, serves the admin API over HTTPS with this node's
 	// region certificate (adminapi.TLS). Zero: plain HTTP.
 	TLS *regiontls.Node
+	// Bridge, when set, builds the node's bridge to other regions once
+	// the node runs, as pushd does: it is started, handed to the push and
+	// admin APIs, and closed before the node stops.
+	Bridge func(node *appliance.Node) (*bridge.Bridge, error)
 }
 
 // TestConfig is a node configuration with timings short enough for tests
@@ -169,16 +177,27 @@ func Start(t testing.TB, opts Options) *Node {
 	if err := node.Start(); err != nil {
 		t.Fatal(err)
 	}
-	n.PushURL = serve(pushapi.New(node, pushapi.Options{Logger: opts.Logger, Registry: node.Registry()}), nil)
+	pushOpts := pushapi.Options{Logger: opts.Logger, Registry: node.Registry()}
+	adminOpts := adminapi.Options{Logger: opts.Logger}
+	if opts.Bridge != nil {
+		var err error
+		if n.Bridge, err = opts.Bridge(node); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Bridge.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pushOpts.Bridge, adminOpts.Bridge = n.Bridge, n.Bridge
+	}
+	n.PushURL = serve(pushapi.New(node, pushOpts), nil)
 	if opts.Meta != nil {
-		ao := adminapi.Options{Logger: opts.Logger}
 		var tc *tls.Config
 		if opts.TLS != nil {
-			ao.TLS = &adminapi.TLS{Node: opts.TLS}
+			adminOpts.TLS = &adminapi.TLS{Node: opts.TLS}
 			tc = opts.TLS.HTTPServerConfig()
 			n.Client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: opts.TLS.Roots()}}
 		}
-		n.AdminURL = serve(adminapi.New(node, opts.Meta, ao), tc)
+		n.AdminURL = serve(adminapi.New(node, opts.Meta, adminOpts), tc)
 	}
 	served := make(chan struct{})
 	if RaceEnabled {
@@ -202,7 +221,11 @@ func Start(t testing.TB, opts Options) *Node {
 		for _, ln := range listeners {
 			_ = ln.Close()
 		}
-		err := node.Shutdown(ctx)
+		var berr error
+		if n.Bridge != nil {
+			berr = n.Bridge.Close(ctx)
+		}
+		err := errors.Join(berr, node.Shutdown(ctx))
 		<-served
 		if err != nil {
 			return fmt.Errorf("shutdown %s: %w", node.ID(), err)
@@ -252,6 +275,8 @@ type RegionOptions struct {
 	// TLS serves the admin APIs over HTTPS with the nodes' Raft
 	// certificates, node 0 keeping the CA key (see the package doc).
 	TLS bool
+	// Bridge, when set, builds node i's bridge (Options.Bridge).
+	Bridge func(i int, node *appliance.Node) (*bridge.Bridge, error)
 	// Redis starts the region's Redis. Zero: streamstest.Start (one
 	// redis-server, or a cluster under PUSHD_TEST_REDIS=cluster).
 	Redis func(t testing.TB) streamstest.Redis
@@ -315,6 +340,9 @@ func (r *Region) startNode(t testing.TB, i int) *Node {
 	o := Options{Config: cfg, Store: streams.New(r.Redis.Connect(t), r.opts.Streams), Meta: r.Raft.Store(i)}
 	if r.opts.TLS {
 		o.TLS = r.Raft.TLS(i)
+	}
+	if r.opts.Bridge != nil {
+		o.Bridge = func(node *appliance.Node) (*bridge.Bridge, error) { return r.opts.Bridge(i, node) }
 	}
 	n := Start(t, o)
 	var m raftmeta.Member

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/appliance/api"
+	"github.com/pushd/pushd/appliance/bridge"
 	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/streams"
@@ -52,6 +54,17 @@ type Core interface {
 	GroupState(ctx context.Context, app, group, cursor string, count int) (api.GroupState, error)
 	SetGroupStream(ctx context.Context, app, group string, maxLen int64, maxAge time.Duration) (api.GroupStream, error)
 	ServeHealth(w http.ResponseWriter, r *http.Request)
+	Region() string
+}
+
+// Exporter is the bridge to other regions as the push API uses it;
+// *bridge.Bridge is one.
+type Exporter interface {
+	// Peers are the other regions it reaches.
+	Peers() []string
+	// Export hands a push to the other regions it names and says, per
+	// region, api.BridgedQueued or api.BridgedFailed, without waiting.
+	Export(e bridge.Export) map[string]string
 }
 
 // Options configure the handler. Every zero value is usable.
@@ -60,6 +73,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Registry receives the handler's metrics. Zero: not registered.
 	Registry prometheus.Registerer
+	// Bridge takes the part of a push meant for other regions ("regions"
+	// naming them). Zero: this region reaches no other; a push naming
+	// another region is refused.
+	Bridge Exporter
 }
 
 // maxBody bounds a push request's body.
@@ -68,6 +85,7 @@ const maxBody = 256 << 10
 // handler serves the push API.
 type handler struct {
 	core    Core
+	bridge  Exporter // nil: no other region
 	log     *slog.Logger
 	metrics metrics
 }
@@ -80,7 +98,7 @@ type metrics struct {
 
 // New returns the push API's handler over core.
 func New(core Core, opts Options) http.Handler {
-	h := &handler{core: core, log: opts.Logger}
+	h := &handler{core: core, bridge: opts.Bridge, log: opts.Logger}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -174,6 +192,10 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 	if aerr := checkTargets(&req, limits.MaxTargets); aerr != nil {
 		return nil, aerr
 	}
+	local, remote, aerr := h.regions(req.Regions)
+	if aerr != nil {
+		return nil, aerr
+	}
 	filter, err := appliance.ParseFilter(req.Filter)
 	if err != nil {
 		return nil, api.BadRequest("invalid_field", "filter: %v", err)
@@ -184,9 +206,11 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 		e.RetryAfter = 30 * time.Second
 		return nil, e
 	}
-	units := max(1, len(req.Devices))
+	units := max(1, len(req.Devices), len(req.Users))
 	var userDevices [][]string
-	if len(req.Users) > 0 {
+	// A push to users counts their devices here; for other regions only,
+	// where this region cannot see their devices, one unit per user.
+	if len(req.Users) > 0 && local {
 		if userDevices, aerr = h.resolveUsers(r.Context(), app.ID(), req.Users); aerr != nil {
 			return nil, aerr
 		}
@@ -199,8 +223,12 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 	if burst := app.RateBurst(); burst > 0 {
 		if units > burst {
 			// It could never pass: a Retry-After would be a promise broken.
-			return nil, api.BadRequest("too_many_targets", "%d devices, but app %s's rate limit admits at most %d per request",
-				units, app.ID(), burst)
+			counted := "devices"
+			if len(req.Users) > 0 && !local {
+				counted = "users"
+			}
+			return nil, api.BadRequest("too_many_targets", "%d %s, but app %s's rate limit admits at most %d per request",
+				units, counted, app.ID(), burst)
 		}
 		if ok, wait := app.TakeRate(units, time.Now()); !ok {
 			e := api.Errorf(http.StatusTooManyRequests, "rate_limited", "app %s is over its push rate", app.ID())
@@ -208,34 +236,98 @@ func (h *handler) push(r *http.Request) (*api.PushResponse, *api.APIError) {
 			return nil, e
 		}
 	}
-	group := ""
-	if req.Group != nil {
-		group = *req.Group
+	exp := bridge.Export{App: app.ID(), Msg: msg, Regions: remote}
+	if filter != nil {
+		exp.Filter = req.Filter
 	}
-	var resp *api.PushResponse
+	resp := &api.PushResponse{ID: msg.ID}
 	switch {
 	case len(req.Users) > 0:
-		devices := 0
-		for _, ds := range userDevices {
-			devices += len(ds)
-		}
-		h.core.TraceAccepted(msg.ID, app, devices, "")
-		resp, err = h.core.PushUsers(r.Context(), app.ID(), msg, req.Users, userDevices)
+		exp.Kind, exp.Targets = appliance.TargetUsers, req.Users
 	case len(req.Devices) > 0:
-		h.core.TraceAccepted(msg.ID, app, len(req.Devices), "")
-		resp, err = h.core.PushDevices(r.Context(), app.ID(), msg, req.Devices)
+		exp.Kind = appliance.TargetDevices
+		for _, d := range req.Devices {
+			if token.ValidID(d) {
+				exp.Targets = append(exp.Targets, d)
+			} else if !local {
+				resp.Results = append(resp.Results, api.PushResult{Device: d, Status: api.StatusRejected, Reason: "invalid_device"})
+			}
+		}
+	case req.Group != nil:
+		exp.Kind, exp.Targets = appliance.TargetGroup, []string{*req.Group}
 	default:
-		h.core.TraceAccepted(msg.ID, app, 0, group)
-		return h.core.PushGroup(r.Context(), app.ID(), group, msg, filter), nil
+		exp.Kind = appliance.TargetBroadcast
 	}
-	switch {
-	case errors.Is(err, appliance.ErrUnavailable), errors.Is(err, appliance.ErrNoStore):
-		return nil, api.Unavailable("the region's store is unreachable and no target is connected to this node")
-	case err != nil:
-		h.log.Error("push failed", "msg_id", msg.ID, "err", err)
-		return nil, api.Errorf(http.StatusInternalServerError, "internal", "internal error")
+	if local {
+		switch exp.Kind {
+		case appliance.TargetUsers:
+			devices := 0
+			for _, ds := range userDevices {
+				devices += len(ds)
+			}
+			h.core.TraceAccepted(msg.ID, app, devices, "")
+			resp, err = h.core.PushUsers(r.Context(), app.ID(), msg, req.Users, userDevices)
+		case appliance.TargetDevices:
+			h.core.TraceAccepted(msg.ID, app, len(req.Devices), "")
+			resp, err = h.core.PushDevices(r.Context(), app.ID(), msg, req.Devices)
+		default:
+			group := ""
+			if req.Group != nil {
+				group = *req.Group
+			}
+			h.core.TraceAccepted(msg.ID, app, 0, group)
+			resp = h.core.PushGroup(r.Context(), app.ID(), group, msg, filter)
+		}
+		// Nothing is exported for a push refused here: a retry of it
+		// must not reach the other regions twice under two ids.
+		switch {
+		case errors.Is(err, appliance.ErrUnavailable), errors.Is(err, appliance.ErrNoStore):
+			return nil, api.Unavailable("the region's store is unreachable and no target is connected to this node")
+		case err != nil:
+			h.log.Error("push failed", "msg_id", msg.ID, "err", err)
+			return nil, api.Errorf(http.StatusInternalServerError, "internal", "internal error")
+		}
+	}
+	if len(remote) > 0 {
+		resp.Bridged = h.bridge.Export(exp)
 	}
 	return resp, nil
+}
+
+// regions resolves a push's regions: whether it is for this region, and
+// which other regions (all known to the bridge) it goes to.
+func (h *handler) regions(r *api.Regions) (local bool, remote []string, aerr *api.APIError) {
+	self := h.core.Region()
+	var peers []string
+	if h.bridge != nil {
+		peers = h.bridge.Peers()
+	}
+	switch {
+	case r == nil:
+		return true, nil, nil
+	case r.All:
+		return true, peers, nil
+	case len(r.List) == 0:
+		return false, nil, api.BadRequest("invalid_field", `regions is empty: leave it out for this region only, or give "all"`)
+	}
+	for i, name := range r.List {
+		switch {
+		case !appliance.ValidRegion(name):
+			return false, nil, api.BadRequest("invalid_field", "regions: %q is not a region name (1-128 letters, digits or ._:-)", name)
+		case slices.Contains(r.List[:i], name):
+			return false, nil, api.BadRequest("invalid_field", "regions lists %q more than once", name)
+		case name == self:
+			local = true
+		case slices.Contains(peers, name):
+			remote = append(remote, name)
+		case h.bridge == nil:
+			return false, nil, api.BadRequest("invalid_field", "regions: %q is not this region (%s), which has no bridge to other regions", name, self)
+		default:
+			return false, nil, api.BadRequest("invalid_field", "regions: unknown region %q; this region is %s and its bridge reaches %s",
+				name, self, strings.Join(peers, ", "))
+		}
+	}
+	return local, remote, nil
 }
 
 // resolveUsers asks the core for the users' devices, before the rate

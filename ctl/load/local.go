@@ -41,6 +41,9 @@ type Local struct {
 	// WSURL, TCPURL and PushURL are the device and push API endpoints
 	// the server announced in ConfigFile.
 	WSURL, TCPURL, PushURL string
+	// Region is the server's region; KafkaAddr its embedded Kafka's
+	// address ("" unless started with --dev-kafka).
+	Region, KafkaAddr string
 
 	cmd    *exec.Cmd
 	log    *os.File
@@ -124,9 +127,11 @@ func (s *Local) waitConfig(ctx context.Context) error {
 	for {
 		if b, err := os.ReadFile(s.ConfigFile); err == nil {
 			var cfg struct {
-				WSURL   string `json:"ws_url"`
-				TCPURL  string `json:"tcp_url"`
-				PushURL string `json:"push_url"`
+				WSURL     string `json:"ws_url"`
+				TCPURL    string `json:"tcp_url"`
+				PushURL   string `json:"push_url"`
+				Region    string `json:"region"`
+				KafkaAddr string `json:"kafka_addr"`
 			}
 			if err := json.Unmarshal(b, &cfg); err != nil {
 				return fmt.Errorf("%s: %w", s.ConfigFile, err)
@@ -135,6 +140,7 @@ func (s *Local) waitConfig(ctx context.Context) error {
 				return fmt.Errorf("%s names no ws_url or push_url", s.ConfigFile)
 			}
 			s.WSURL, s.TCPURL, s.PushURL = cfg.WSURL, cfg.TCPURL, cfg.PushURL
+			s.Region, s.KafkaAddr = cfg.Region, cfg.KafkaAddr
 			return nil
 		}
 		select {

@@ -82,6 +82,21 @@ type Push struct {
 	// the last answer, it gives the report's RedisCPUPerPushUS. Zero: not
 	// measured.
 	RedisCPU func(ctx context.Context) (time.Duration, error) `json:"-"`
+
+	// bridged makes the run a bridge run (Bridge.Run): nil for a push run.
+	bridged *bridgeRun
+	// wrap, when set, makes the scenario the workers are told to run
+	// from the push with its defaults applied: the Bridge it is the push
+	// of. nil: the push itself.
+	wrap func(Push) scenario
+}
+
+// bridgeRun is what makes a Push a bridge run: its pushes name region,
+// which the devices are connected to, and their state (the ack cursors)
+// is read from that region's push API.
+type bridgeRun struct {
+	region string
+	state  PushAPI
 }
 
 // PushAPI is the push API as Push uses it: *api.Client is one, and a
@@ -96,8 +111,9 @@ type PushAPI interface {
 // PushReport is what a Push run measured. pushctl bench push --json
 // prints it as is; docs/pushctl.md says what each field counts.
 type PushReport struct {
-	Scenario       string  `json:"scenario"` // "push"
-	Mode           string  `json:"mode"`     // "online" or "stored"
+	Scenario       string  `json:"scenario"`         // "push" or "bridge"
+	Mode           string  `json:"mode"`             // "online" or "stored"
+	Region         string  `json:"region,omitempty"` // bridge: the devices' region
 	Transport      string  `json:"transport,omitempty"`
 	Devices        int     `json:"devices"`
 	Workers        int     `json:"workers,omitempty"`
@@ -271,7 +287,11 @@ type pushDevices struct {
 // to it would count as lost.
 func (s *Push) connect(ctx context.Context, p Plan) (*pushDevices, error) {
 	d := &pushDevices{}
-	pool, err := p.start(ctx, s, s.Devices, "devices", s.Target.URL, d.onData)
+	var as scenario = s
+	if s.wrap != nil {
+		as = s.wrap(*s)
+	}
+	pool, err := p.start(ctx, as, s.Devices, "devices", s.Target.URL, d.onData)
 	if err != nil {
 		return nil, err
 	}
@@ -310,9 +330,18 @@ func (d *pushDevices) finish(ctx context.Context, s Push, sent *sendResult, rep 
 	acked, pollErrs := s.pollAcked(ctx, sent)
 	cpu.end(ctx, rep)
 	rep.ErrorReasons.Merge(pollErrs)
-	for k, seq := range sent.accepted {
-		if seq > 0 && seq > acked[k.device] {
-			rep.Unacked++
+	if s.bridged != nil {
+		// The origin does not know the seqs the devices' region gave:
+		// each device's inbox there is fresh, so its accepted messages
+		// are seqs 1…count.
+		for d, pd := range sent.perDevice {
+			rep.Unacked += max(0, pd.count-int(acked[d]))
+		}
+	} else {
+		for k, seq := range sent.accepted {
+			if seq > 0 && seq > acked[k.device] {
+				rep.Unacked++
+			}
 		}
 	}
 	done, workerErr := phase[held](ctx, d.pool, cmdStop, evDone, workerStopTimeout)

@@ -8,13 +8,18 @@ import (
 
 // pollAcked asks every device that was sent stored messages for its ack
 // cursor until each covers the newest one or Wait passes, and returns the
-// cursors by device index.
+// cursors by device index. A bridge run asks the devices' region, where
+// each device's fresh inbox numbers its messages 1…count.
 func (s *Push) pollAcked(ctx context.Context, r *sendResult) ([]uint64, Reasons) {
 	acked := make([]uint64, s.Devices)
 	var why Reasons
 	var pending []int
-	for d, pd := range r.perDevice {
-		if pd.maxSeq > 0 {
+	state, want := s.API, func(d int) uint64 { return r.perDevice[d].maxSeq }
+	if s.bridged != nil {
+		state, want = s.bridged.state, func(d int) uint64 { return uint64(r.perDevice[d].count) }
+	}
+	for d := range r.perDevice {
+		if want(d) > 0 {
 			pending = append(pending, d)
 		}
 	}
@@ -25,7 +30,7 @@ func (s *Push) pollAcked(ctx context.Context, r *sendResult) ([]uint64, Reasons)
 		var mu sync.Mutex
 		var next []int
 		forEach(pending, s.Concurrency, func(d int) {
-			st, err := s.API.Device(ctx, s.Target.App, s.Target.device(d))
+			st, err := state.Device(ctx, s.Target.App, s.Target.device(d))
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -36,7 +41,7 @@ func (s *Push) pollAcked(ctx context.Context, r *sendResult) ([]uint64, Reasons)
 				return
 			}
 			acked[d] = st.Acked
-			if st.Acked < r.perDevice[d].maxSeq {
+			if st.Acked < want(d) {
 				next = append(next, d)
 			}
 		})

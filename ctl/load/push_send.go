@@ -95,7 +95,11 @@ func (r *sendResult) request(ctx context.Context, s *Push, k int) {
 	sent := time.Now()
 	payload := strconv.FormatInt(sent.UnixNano(), 10) + "|"
 	payload += strings.Repeat("x", max(0, s.PayloadSize-len(payload)))
-	resp, err := s.API.Push(ctx, &api.PushRequest{App: &s.Target.App, Devices: devices, Data: &payload})
+	req := &api.PushRequest{App: &s.Target.App, Devices: devices, Data: &payload}
+	if s.bridged != nil {
+		req.Regions = api.RegionList(s.bridged.region)
+	}
+	resp, err := s.API.Push(ctx, req)
 	answered := time.Now()
 
 	r.mu.Lock()
@@ -115,6 +119,10 @@ func (r *sendResult) request(ctx context.Context, s *Push, k int) {
 		return
 	}
 	r.reqLatency.Record(answered.Sub(sent))
+	if s.bridged != nil {
+		r.bridgedAnswer(resp, s.bridged.region, devices, index)
+		return
+	}
 	answeredFor := 0
 	for _, res := range resp.Results {
 		d, ok := index[res.Device]
@@ -136,5 +144,24 @@ func (r *sendResult) request(ctx context.Context, s *Push, k int) {
 	if missing := n - answeredFor; missing > 0 {
 		r.errors += missing
 		r.why.Add("no result for a device in the answer", missing)
+	}
+}
+
+// bridgedAnswer records the answer to a push for another region: its
+// devices are accepted together when the message is on its way there.
+// Lock must be held.
+func (r *sendResult) bridgedAnswer(resp *api.PushResponse, region string, devices []string, index map[string]int) {
+	if st := resp.Bridged[region]; st != api.BridgedQueued {
+		if st == "" {
+			st = "no bridged status in the answer"
+		}
+		r.errors += len(devices)
+		r.why.Add("bridged: "+st, len(devices))
+		return
+	}
+	for _, dev := range devices {
+		d := index[dev]
+		r.accepted[msgKey{id: resp.ID, device: d}] = 0
+		r.perDevice[d].count++
 	}
 }

@@ -29,6 +29,7 @@ type scenario interface {
 var scenarios = map[string]func() scenario{
 	connectName: func() scenario { return new(Connect) },
 	pushName:    func() scenario { return new(Push) },
+	bridgeName:  func() scenario { return new(Bridge) },
 	floorName:   func() scenario { return new(Floor) },
 	fanoutName:  func() scenario { return new(Fanout) },
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pushd/pushd/appliance"
 	"github.com/pushd/pushd/appliance/adminapi"
+	"github.com/pushd/pushd/appliance/bridge"
 	"github.com/pushd/pushd/appliance/pushapi"
 	"github.com/pushd/pushd/raftmeta"
 	"github.com/pushd/pushd/regiontls"
@@ -56,16 +57,20 @@ func listenAPIs(o *options, rt *regiontls.Node, push *keyPair) (*apiServers, err
 func (a *apiServers) pushAddr() string  { return a.pushLis.Addr().String() }
 func (a *apiServers) adminAddr() string { return a.adminLis.Addr().String() }
 
-// serve serves both APIs over node and meta until shutdown; rt is the
-// region's TLS on this node (nil without), names the addresses its
-// certificate is for.
-func (a *apiServers) serve(node *appliance.Node, meta *raftmeta.Store, rt *regiontls.Node, names regiontls.Names, log *slog.Logger) {
-	a.push = apiServer(pushapi.New(node, pushapi.Options{Logger: log, Registry: node.Registry()}), log)
-	ao := adminapi.Options{Logger: log}
-	if rt != nil {
-		ao.TLS = &adminapi.TLS{Node: rt, Names: names}
+// serve serves both APIs over node and meta, and the bridge when there is
+// one, until shutdown; rt is the region's TLS on this node (nil without),
+// names the addresses its certificate is for.
+func (a *apiServers) serve(node *appliance.Node, meta *raftmeta.Store, rt *regiontls.Node, names regiontls.Names, b *bridge.Bridge, log *slog.Logger) {
+	pushOpts := pushapi.Options{Logger: log, Registry: node.Registry()}
+	adminOpts := adminapi.Options{Logger: log}
+	if b != nil {
+		pushOpts.Bridge, adminOpts.Bridge = b, b
 	}
-	a.admin = apiServer(adminapi.New(node, meta, ao), log)
+	if rt != nil {
+		adminOpts.TLS = &adminapi.TLS{Node: rt, Names: names}
+	}
+	a.push = apiServer(pushapi.New(node, pushOpts), log)
+	a.admin = apiServer(adminapi.New(node, meta, adminOpts), log)
 	go func() { a.done <- a.push.Serve(a.pushLis) }()
 	go func() { a.done <- a.admin.Serve(a.adminLis) }()
 }

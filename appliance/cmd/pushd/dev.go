@@ -50,6 +50,8 @@ type devRegion struct {
 	// external describes the Redis given with --redis, when the region
 	// runs none of its own ("" when it does).
 	external string
+	// kafka is the embedded Kafka's address (--dev-kafka), "" without.
+	kafka string
 
 	// The supervisor's timing; newDevRegion sets the devRestart* and
 	// devStopGrace defaults, and tests change them before run.
@@ -120,6 +122,8 @@ type devInfo struct {
 	SecretBase64 string `json:"secret_base64"`
 	APIKey       string `json:"api_key"`
 	RedisURL     string `json:"redis_url"`
+	Region       string `json:"region"`
+	KafkaAddr    string `json:"kafka_addr,omitempty"`
 	PID          int    `json:"pid"`
 }
 
@@ -492,7 +496,7 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken,
 	info := devInfo{
 		AdminToken: adminToken,
 		App:        d.creds.App, KeyID: d.creds.KeyID, SecretBase64: d.creds.SecretBase64, APIKey: d.creds.APIKey,
-		RedisURL: d.redisURL(), PID: os.Getpid(),
+		RedisURL: d.redisURL(), Region: node.Region(), KafkaAddr: d.kafka, PID: os.Getpid(),
 	}
 	switch {
 	case d.rt != nil:
@@ -531,7 +535,7 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken,
 		}
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\npushd dev region is up (node %s)\n", node.ID())
+	fmt.Fprintf(&sb, "\npushd dev region %s is up (node %s)\n", node.Region(), node.ID())
 	fmt.Fprintf(&sb, "  device WebSocket  %s\n", info.WSURL)
 	if info.TCPURL != "" {
 		fmt.Fprintf(&sb, "  device TCP        %s\n", info.TCPURL)
@@ -553,6 +557,9 @@ func (d *devRegion) announce(node *appliance.Node, apis *apiServers, adminToken,
 	if d.rt != nil {
 		fmt.Fprintf(&sb, "  TLS               every hop, with the dev CA %s (Raft and admin mutual TLS; redis user %s, password in %s)\n",
 			info.CAFile, devRedisUser, d.passwordFile())
+	}
+	if d.kafka != "" {
+		fmt.Fprintf(&sb, "  embedded Kafka    %s (kfake, for development; other regions: --bridge-brokers %s)\n", d.kafka, d.kafka)
 	}
 	fmt.Fprintf(&sb, "  pushctl settings  %s (%s)\n", path, found)
 	if adminToken != "" {

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/pushd/pushd/appliance"
+	"github.com/pushd/pushd/appliance/bridge"
 	"github.com/pushd/pushd/internal/asynclog"
 	"github.com/pushd/pushd/raftmeta"
 	"github.com/pushd/pushd/regiontls"
@@ -74,7 +76,21 @@ func run(c *cli.Context) error {
 		if err := opts.check(); err != nil {
 			return usageError{err}
 		}
-		fmt.Fprintf(c.App.Writer, "configuration ok: node %s, data dir %s, redis %s\n", opts.NodeID, opts.DataDir, opts.redis)
+		fmt.Fprintf(c.App.Writer, "configuration ok: node %s of region %s, data dir %s, redis %s\n", opts.NodeID, opts.Region, opts.DataDir, opts.redis)
+		if opts.bridged() {
+			bc, err := opts.bridgeConfig([]string{opts.DevKafka})
+			if err == nil {
+				err = bc.Validate(opts.Region)
+			}
+			if err != nil {
+				return usageError{err}
+			}
+			brokers := opts.BridgeBrokers
+			if len(brokers) == 0 {
+				brokers = []string{opts.DevKafka + " (embedded)"}
+			}
+			fmt.Fprintf(c.App.Writer, "bridge to %s through %s\n", strings.Join(opts.BridgePeers, ", "), strings.Join(brokers, ", "))
+		}
 		return nil
 	}
 	log, logs := newLogger(opts.LogLevel, opts.LogFormat)
@@ -116,6 +132,21 @@ func run(c *cli.Context) error {
 			return err
 		}
 		defer dev.stop()
+	}
+	var devBrokers []string
+	if opts.DevKafka != "" {
+		if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		kafka, err := startDevKafka(opts.DevKafka, opts.DataDir, log)
+		if err != nil {
+			return err
+		}
+		// Closed after the node (deferred first, run last): the bridge
+		// flushes into it on the way down.
+		defer kafka.Close()
+		devBrokers = kafka.ListenAddrs()
+		dev.kafka = devBrokers[0]
 	}
 	cfg, err := opts.nodeConfig()
 	if err != nil {
@@ -167,7 +198,13 @@ func run(c *cli.Context) error {
 		apis.shutdown(context.Background())
 		return err
 	}
-	apis.serve(node, meta, rt, opts.certNames(), log)
+	br, err := startBridge(&opts, node, devBrokers, log)
+	if err != nil {
+		apis.shutdown(context.Background())
+		_ = node.Shutdown(context.Background())
+		return err
+	}
+	apis.serve(node, meta, rt, opts.certNames(), br, log)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	rctx, stopReload := context.WithCancel(ctx)
@@ -177,7 +214,7 @@ func run(c *cli.Context) error {
 		<-reloaded
 		signal.Stop(hup)
 	}()
-	defer shutdown(&opts, meta, apis, node, log)
+	defer shutdown(&opts, meta, apis, br, node, log)
 	if err := register(ctx, &opts, meta, node, apis, rt, log); err != nil {
 		return err
 	}
@@ -211,11 +248,11 @@ func run(c *cli.Context) error {
 // shutdown stops the node within --drain-timeout, less than the unit's
 // TimeoutStopSec: it hands Raft leadership to another voter (writes wait
 // for a hand-over instead of an election), stops taking API calls (the
-// callers retry on other nodes), and drains the node: its devices go to
-// the other nodes in paced batches over --drain-spread, and what is left
-// in its delivery stream is passed on. Raft and Redis close afterwards,
+// callers retry on other nodes), closes the bridge, and drains the node:
+// its devices go to the other nodes in paced batches over --drain-spread,
+// and what is left in its delivery stream is passed on. Raft and Redis close afterwards,
 // in run's deferred calls.
-func shutdown(o *options, meta *raftmeta.Store, apis *apiServers, node *appliance.Node, log *slog.Logger) {
+func shutdown(o *options, meta *raftmeta.Store, apis *apiServers, br *bridge.Bridge, node *appliance.Node, log *slog.Logger) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), o.DrainTimeout)
 	defer cancel()
@@ -232,6 +269,13 @@ func shutdown(o *options, meta *raftmeta.Store, apis *apiServers, node *applianc
 	actx, acancel := context.WithTimeout(ctx, 3*time.Second)
 	apis.shutdown(actx)
 	acancel()
+	// The bridge hands Kafka what it buffered and commits what it
+	// imported once no API call can export more.
+	if br != nil {
+		if err := br.Close(ctx); err != nil {
+			log.Error("bridge", "err", err)
+		}
+	}
 	if err := node.Shutdown(ctx); err != nil {
 		log.Warn("shutdown cut short by --drain-timeout", "err", err)
 	}

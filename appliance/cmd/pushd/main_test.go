@@ -23,7 +23,8 @@ func shippedArgs(t *testing.T) []string {
 func TestCheckConfig_ShippedConfigIsValid(t *testing.T) {
 	var out, errOut bytes.Buffer
 	code := runCLI(append(shippedArgs(t), "--check-config"), &out, &errOut)
-	if code != 0 || !strings.Contains(out.String(), "node bj-1") {
+	if code != 0 || !strings.Contains(out.String(), "node bj-1 of region bj") ||
+		!strings.Contains(out.String(), "bridge to sh through kafka-1.example.com:9093, kafka-2.example.com:9093, kafka-3.example.com:9093") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
 	}
 }
@@ -73,6 +74,21 @@ func TestCheckConfig_RefusesMistakes(t *testing.T) {
 		"trace memory unit":                  {"--trace-memory", "64MB"},
 		"trace ttl":                          {"--trace-ttl", "0s"},
 		"file trace ttl":                     {"--config", write(`{"trace-ttl": "soon"}`)},
+		"region all":                         {"--region", "all"},
+		"region not an id":                   {"--region", "bei jing"},
+		"peers, no brokers":                  {"--bridge-peers", "sh"},
+		"brokers, no peers":                  {"--bridge-brokers", "k:9092"},
+		"peer is this one":                   {"--region", "bj", "--bridge-brokers", "k:9092", "--bridge-peers", "sh,bj"},
+		"broker not h:p":                     {"--bridge-brokers", "kafka", "--bridge-peers", "sh"},
+		"topic bad":                          {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-topic", "pushd/{region}"},
+		"sasl unknown":                       {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-sasl", "md5"},
+		"sasl no password":                   {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-sasl", "scram-sha-512", "--bridge-sasl-user", "u"},
+		"sasl no mechanism":                  {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-sasl-user", "u"},
+		"tls key half":                       {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-tls-cert", "c.pem"},
+		"tls ca missing":                     {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-tls-ca", filepath.Join(dir, "nope.pem")},
+		"buffer negative":                    {"--bridge-brokers", "k:9092", "--bridge-peers", "sh", "--bridge-buffer-records", "-1"},
+		"dev kafka, no dev":                  {"--dev-kafka", "127.0.0.1:9092", "--bridge-peers", "sh"},
+		"dev kafka exposed":                  {"--dev", "--dev-kafka", "0.0.0.0:9092", "--bridge-peers", "sh"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -89,11 +89,13 @@ type options struct {
 
 	// Upstreams maps a business to its webhook URL; config file only.
 	Upstreams map[string]string `json:"upstreams"`
+
+	bridgeOptions
 }
 
 func flags() []cli.Flag {
 	env := func(name string) []string { return []string{"PUSHD_" + name} }
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "JSON file with any of these settings (apps and keys live in the region's metadata: pushctl app)", EnvVars: env("CONFIG")},
 		&cli.BoolFlag{Name: "check-config", Usage: "check the configuration and exit"},
 		&cli.BoolFlag{Name: "dev", Usage: "run a one-node dev region on localhost with its own redis-server", EnvVars: env("DEV")},
@@ -146,7 +148,7 @@ func flags() []cli.Flag {
 		&cli.DurationFlag{Name: "drain-timeout", Value: 15 * time.Second, Usage: "bound on the whole shutdown after SIGTERM (the unit's TimeoutStopSec must be longer); the drain takes at most half of it", EnvVars: env("DRAIN_TIMEOUT")},
 		&cli.StringFlag{Name: "trace-memory", Value: "64MiB", Usage: "memory for message trace events (pushctl trace), e.g. 64MiB or 512KiB; 0 turns tracing off", EnvVars: env("TRACE_MEMORY")},
 		&cli.DurationFlag{Name: "trace-ttl", Value: 10 * time.Minute, Usage: "how long message trace events are kept at most", EnvVars: env("TRACE_TTL")},
-	}
+	}, bridgeFlags()...)
 }
 
 // loadOptions merges the config file under the flags and environment.
@@ -223,6 +225,9 @@ func loadOptions(c *cli.Context) (options, error) {
 	}
 	if o.NodeID == "" {
 		o.NodeID, _ = os.Hostname()
+	}
+	if err := o.loadBridge(c, o.Dev); err != nil {
+		return o, err
 	}
 	if o.DataDir == "" {
 		o.DataDir = "/var/lib/pushd"
@@ -355,6 +360,7 @@ func decodeStrict(b []byte, o *options) error {
 func (o *options) nodeConfig() (appliance.Config, error) {
 	cfg := appliance.Config{
 		NodeID:            o.NodeID,
+		Region:            o.Region,
 		WSAddr:            o.WSAddr,
 		TCPAddr:           o.TCPAddr,
 		AdvertiseWS:       o.AdvertiseWS,
