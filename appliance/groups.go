@@ -218,26 +218,130 @@ func (n *Node) ChangeGroupMembers(ctx context.Context, app, group string, add bo
 	return out, nil
 }
 
+// memberChange is a membership change for the session of one device
+// whose route the change saw (connection epoch), as a member entry
+// carries it.
+type memberChange struct {
+	connEpoch uint64
+	group     string
+	via       memberVia
+	join      bool
+}
+
+// openingDevice holds the membership changes that reach a device while
+// opens of it are in flight (opens of them).
+type openingDevice struct {
+	opens   int
+	changes []memberChange
+}
+
 // applyMember mirrors a membership change on the session of device whose
 // route the change saw (connection epoch): an older session is on its way
 // out, and a newer one read its groups after the change when it opened.
+// While an open of the device is in flight the change waits for it
+// (endOpen): a change that landed after the open read the device's groups
+// names the new connection before its session is in the hub, and one
+// applied before the open joins what it read would be undone by it.
 func (n *Node) applyMember(device string, connEpoch uint64, group string, via memberVia, join bool) {
+	c := memberChange{connEpoch: connEpoch, group: group, via: via, join: join}
+	if !n.durable.holdMember(device, c) {
+		n.applyMemberNow(device, c)
+	}
+}
+
+// applyMemberNow applies c to the device's registered session, if it is
+// the connection c names.
+func (n *Node) applyMemberNow(device string, c memberChange) {
 	s := n.hub.lookup(device)
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
-	same := s.connEpoch == connEpoch
+	same := s.connEpoch == c.connEpoch
 	s.mu.Unlock()
-	if !same {
+	if same {
+		n.changeMembership(s, c)
+	}
+}
+
+// changeMembership has s join or leave c's group, and catch up in a
+// group it joins.
+func (n *Node) changeMembership(s *session, c memberChange) {
+	if !c.join {
+		n.hub.leave(s, c.group, c.via)
 		return
 	}
-	if !join {
-		n.hub.leave(s, group, via)
-		return
+	if ok, added := n.hub.join(s, c.group, c.via, 0); ok && added {
+		n.queueCatchUp(s, c.group)
 	}
-	if ok, added := n.hub.join(s, group, via, 0); ok && added {
-		n.queueCatchUp(s, group)
+}
+
+// beginOpen makes membership changes of device wait, from before its
+// route is claimed, until endOpen.
+func (d *durable) beginOpen(device string) {
+	d.memberMu.Lock()
+	o := d.opening[device]
+	if o == nil {
+		o = &openingDevice{}
+		d.opening[device] = o
+	}
+	o.opens++
+	d.memberMu.Unlock()
+}
+
+// holdMember keeps c for an open of device in flight, and reports
+// whether there was one.
+func (d *durable) holdMember(device string, c memberChange) bool {
+	d.memberMu.Lock()
+	defer d.memberMu.Unlock()
+	o := d.opening[device]
+	if o == nil {
+		return false
+	}
+	o.changes = append(o.changes, c)
+	return true
+}
+
+// endOpen ends an open of device that beginOpen started. When the open
+// joined s (connection epoch connEpoch) to the groups it read, the
+// changes held for that connection are applied to s, in the order they
+// came, those arriving meanwhile included; every change is idempotent,
+// so one the open read already changes nothing. The last open of the
+// device in flight applies what is left (changes for an older
+// connection) as they would have been without it.
+func (d *durable) endOpen(device string, s *session, connEpoch uint64, joined bool) {
+	n := d.node
+	for {
+		var mine, rest []memberChange
+		d.memberMu.Lock()
+		o := d.opening[device]
+		if joined {
+			keep := o.changes[:0]
+			for _, c := range o.changes {
+				if c.connEpoch == connEpoch {
+					mine = append(mine, c)
+				} else {
+					keep = append(keep, c)
+				}
+			}
+			o.changes = keep
+		}
+		if len(mine) == 0 {
+			if o.opens--; o.opens == 0 {
+				rest = o.changes
+				delete(d.opening, device)
+			}
+		}
+		d.memberMu.Unlock()
+		for _, c := range mine {
+			n.changeMembership(s, c)
+		}
+		if len(mine) == 0 {
+			for _, c := range rest {
+				n.applyMemberNow(device, c)
+			}
+			return
+		}
 	}
 }
 
