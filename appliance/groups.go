@@ -114,8 +114,10 @@ type GroupMember struct {
 // user's every connected device), which join or leave the group at once.
 // It answers per member in the order given; an id that is not valid is
 // rejected on its own. It fails with ErrUnavailable while Redis is
-// unreachable; a failure may leave some members changed, and calling
-// again with the same members finishes the change.
+// unreachable, including when the change is stored but the nodes could
+// not be told; a failure may leave some members changed, and calling
+// again with the same members finishes the change (a member already
+// changed is told about again).
 func (n *Node) ChangeGroupMembers(ctx context.Context, app, group string, add bool, members []GroupMember) ([]api.GroupMemberResult, error) {
 	if n.durable == nil {
 		return nil, ErrNoStore
@@ -207,15 +209,57 @@ func (n *Node) ChangeGroupMembers(ctx context.Context, app, group string, add bo
 		entries[t.route.Node] = append(entries[t.route.Node], appendMemberEntry(nil, t.device, t.route.Epoch, key, via, add))
 	}
 	if len(entries) > 0 {
-		err := n.durable.store.Deliver(ctx, entries)
+		last, err := n.durable.store.DeliverIDs(ctx, entries)
 		n.durable.result(err)
 		if err != nil {
-			// The change is in Redis; the sessions learn it when they
-			// next connect.
+			// The change is in Redis, but the sessions elsewhere were
+			// not told: a 200 would promise what they do not do. A
+			// retry finds the members changed already and tells them.
 			n.metrics.entryErrors.Add(float64(len(entries)))
+			return nil, fmt.Errorf("%w: telling the members' nodes: %w", ErrUnavailable, err)
+		}
+		if err := n.durable.awaitDelivered(ctx, last); err != nil {
+			return nil, fmt.Errorf("%w: waiting for the members' nodes: %w", ErrUnavailable, err)
 		}
 	}
 	return out, nil
+}
+
+// awaitDelivered waits until every live node of last has applied its
+// delivery stream up to the entry id last names: a group push made after
+// the change is acknowledged, through any node, then finds the members'
+// sessions in the group, since that node fans it out to them only after
+// it applied their member entries. A node that is not live is skipped:
+// its sessions are gone, and a live node takes its stream over.
+func (d *durable) awaitDelivered(ctx context.Context, last map[string]string) error {
+	live := map[string]bool{}
+	if l := d.node.liveNodes.Load(); l != nil {
+		for _, info := range *l {
+			live[info.ID] = true
+		}
+	}
+	for node, id := range last {
+		wait := time.Millisecond
+		for live[node] {
+			ok, err := d.store.Delivered(ctx, node, id)
+			d.result(err)
+			if err != nil {
+				return err
+			}
+			if ok {
+				break
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			wait = min(2*wait, 20*time.Millisecond)
+		}
+	}
+	return nil
 }
 
 // memberChange is a membership change for the session of one device

@@ -2,7 +2,10 @@ package appliance
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,4 +175,74 @@ func TestGroupMembers_ChangesDuringOpenAppliedInOrder(t *testing.T) {
 			t.Fatalf("push to %s: %+v", group, resp)
 		}
 	}
+}
+
+// stalledDeliveries stalls the node's reads of its delivery stream while
+// the test holds its lock, as a loaded node's delivery loop lags.
+type stalledDeliveries struct {
+	Store
+	mu      sync.RWMutex
+	waiting atomic.Int32 // reads waiting for the lock
+}
+
+func (s *stalledDeliveries) ReadDeliveries(ctx context.Context, node string, count int, block time.Duration) ([]streams.Delivery, error) {
+	s.waiting.Add(1)
+	s.mu.RLock()
+	s.waiting.Add(-1)
+	defer s.mu.RUnlock()
+	return s.Store.ReadDeliveries(ctx, node, count, block)
+}
+
+// TestGroupMembers_AcknowledgedChangeReachesPushThroughHoldingNode: the
+// business changes a membership through node a while the device's
+// session is on node b, then pushes to the group through b. The change is
+// acknowledged only once b applied it: while b's delivery loop lags, the
+// call fails (and says nothing it has not done); once b caught up, it
+// succeeds, and the push through b reaches the device. It used to be
+// acknowledged as soon as the member entry was in b's delivery stream, and
+// b's own fan-out of the push came before b read it.
+func TestGroupMembers_AcknowledgedChangeReachesPushThroughHoldingNode(t *testing.T) {
+	srv := streamstest.Start(t)
+	a := startDurable(t, srv, "a", streams.Config{})
+	stall := &stalledDeliveries{Store: streams.New(srv.Connect(t), streams.Config{})}
+	cfg := quietConfig()
+	cfg.NodeID = "b"
+	b := startServing(t, cfg, Deps{Store: stall})
+	poll.Until(t, 5*time.Second, func() error {
+		if live := a.liveNodes.Load(); live == nil || len(*live) != 2 {
+			return errors.New("node a has not seen node b's heartbeat yet")
+		}
+		return nil
+	})
+	c := helloAsync(t, b, "tablet")
+	waitWelcome(t, c)
+
+	stall.mu.Lock()
+	resume := sync.OnceFunc(stall.mu.Unlock)
+	defer resume()
+	poll.Until(t, 5*time.Second, func() error {
+		if stall.waiting.Load() == 0 {
+			return errors.New("b's delivery loop is still reading")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	res, err := a.ChangeGroupMembers(ctx, testApp, "room", true, []GroupMember{{Device: "tablet"}})
+	cancel()
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("change acknowledged while b had not applied it: %+v, %v", res, err)
+	}
+	resume()
+
+	res, err = a.ChangeGroupMembers(context.Background(), testApp, "room", true, []GroupMember{{Device: "tablet"}})
+	if err != nil || len(res) != 1 || res[0].Status != api.MemberAlready || res[0].Sessions != 1 {
+		t.Fatalf("change again: %+v, %v", res, err)
+	}
+	if resp := pushGroup(t, b, "room", "g1"); resp.Recipients == nil || *resp.Recipients != 1 {
+		t.Fatalf("group push through b: %+v", resp)
+	}
+	readUntil(t, c, 5*time.Second, func(f wire.Frame) bool {
+		pf, ok := f.(*wire.Push)
+		return ok && pf.Group == "room" && string(pf.Payload) == "g1"
+	})
 }
