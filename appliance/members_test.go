@@ -11,6 +11,7 @@ import (
 
 	"github.com/pushd/pushd/appliance/api"
 	"github.com/pushd/pushd/appliance/client"
+	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/appliance/wire"
 	"github.com/pushd/pushd/internal/poll"
 	"github.com/pushd/pushd/streams"
@@ -175,6 +176,37 @@ func TestGroupMembers_ChangesDuringOpenAppliedInOrder(t *testing.T) {
 			t.Fatalf("push to %s: %+v", group, resp)
 		}
 	}
+}
+
+// TestGroupMembers_UserAddDuringOpenReachesSession: a device connects as
+// a user; the user is added to a group after the open read the user's
+// groups, and the change names the new connection (the user's devices and
+// their routes are read after the claim). The session joins the group by
+// way of its user.
+func TestGroupMembers_UserAddDuringOpenReachesSession(t *testing.T) {
+	srv := streamstest.StartRedis(t)
+	p := newOpenPausedStore(streams.New(srv.Client(t), streams.Config{}))
+	defer close(p.release)
+	n := startServing(t, quietConfig(), Deps{Store: p})
+
+	c := dialRaw(t, deviceTCPURL(n))
+	tok := issue(t, "watch", func(cl *token.Claims) { cl.User = "alice" })
+	if err := c.Send(&wire.Hello{App: testApp, Device: "watch", Token: tok}); err != nil {
+		t.Fatal(err)
+	}
+	<-p.opened
+	res, err := n.ChangeGroupMembers(context.Background(), testApp, "family", true, []GroupMember{{User: "alice"}})
+	if err != nil || len(res) != 1 || res[0].Status != api.MemberAdded || res[0].Sessions != 1 {
+		t.Fatalf("add alice: %+v, %v", res, err)
+	}
+	p.release <- struct{}{}
+	waitWelcome(t, c)
+	poll.Until(t, 5*time.Second, func() error {
+		if g := groupsOf(n, "watch"); !g["family"] {
+			return fmt.Errorf("the session's groups: %v", g)
+		}
+		return nil
+	})
 }
 
 // stalledDeliveries stalls the node's reads of its delivery stream while
