@@ -46,6 +46,12 @@ type durable struct {
 	catchList []catchUp
 	catchWake chan struct{}
 
+	// Membership changes that reach a device while an open of it is in
+	// flight wait here until the open has joined the groups it read
+	// (groups.go: holdMember, endOpen).
+	memberMu sync.Mutex
+	opening  map[string]*openingDevice
+
 	refreshWake chan struct{} // check every route now
 	// resyncWake asks the refresh loop to check every route and then
 	// bring every local session in step with its inbox: Redis lost this
@@ -93,6 +99,7 @@ func newDurable(n *Node, st Store) *durable {
 		ackWake:     make(chan struct{}, 1),
 		fetchWake:   make(chan struct{}, 1),
 		catchWake:   make(chan struct{}, 1),
+		opening:     map[string]*openingDevice{},
 		releases:    make(chan routeRelease, releaseQueue),
 		refreshWake: make(chan struct{}, 1),
 		resyncWake:  make(chan struct{}, 1),
@@ -213,6 +220,13 @@ func (d *durable) openMany(jobs []openJob) {
 	if len(reqs) == 0 {
 		return
 	}
+	// From before the routes are claimed until each session has joined
+	// the groups its open reads, membership changes of these devices are
+	// held for them: one that lands after the read names the new
+	// connection, whose session is not in the hub yet.
+	for _, r := range reqs {
+		d.beginOpen(r.Device)
+	}
 	ctx, cancel := context.WithTimeout(n.ctx, redisTimeout)
 	defer cancel()
 	res := d.store.OpenMany(ctx, reqs)
@@ -224,7 +238,8 @@ func (d *durable) openMany(jobs []openJob) {
 			// The device's previous connection is on another node: tell it.
 			kicks[o.Prev.Node] = append(kicks[o.Prev.Node], appendKickEntry(nil, reqs[i].Device, o.Epoch))
 		}
-		d.opened(j.s, j.h, o)
+		joined := d.opened(j.s, j.h, o)
+		d.endOpen(reqs[i].Device, j.s, o.Epoch, joined)
 	}
 	if len(kicks) > 0 {
 		err := d.store.Deliver(ctx, kicks)
@@ -236,8 +251,9 @@ func (d *durable) openMany(jobs []openJob) {
 }
 
 // opened finishes one session's open with its OpenMany result: WELCOME,
-// its groups, the replay, the requests it sent early, its catch-ups.
-func (d *durable) opened(s *session, h *wire.Hello, o *streams.Opened) {
+// its groups, the replay, the requests it sent early, its catch-ups. It
+// reports whether the session opened and joined the groups the open read.
+func (d *durable) opened(s *session, h *wire.Hello, o *streams.Opened) bool {
 	n := d.node
 	s.mu.Lock()
 	key := s.key
@@ -249,7 +265,7 @@ func (d *durable) opened(s *session, h *wire.Hello, o *streams.Opened) {
 			n.durable.releaseRoute(key, o.Epoch)
 		}
 		s.refuse(wire.CodeUnavailable, "the region's store is unreachable; retry with backoff")
-		return
+		return false
 	}
 	res := o.Resumed
 	if !res.Recovered {
@@ -277,7 +293,7 @@ func (d *durable) opened(s *session, h *wire.Hello, o *streams.Opened) {
 		Caps:      s.caps,
 	}) {
 		n.durable.releaseRoute(key, o.Epoch)
-		return
+		return false
 	}
 	n.joinStored(s, o.Groups, viaDevice)
 	n.joinStored(s, o.UserGroups, viaUser)
@@ -295,6 +311,7 @@ func (d *durable) opened(s *session, h *wire.Hello, o *streams.Opened) {
 	s.deliver(offers)
 	// Requests the device sent after HELLO waited for WELCOME.
 	s.handleEarly()
+	return true
 }
 
 // entryOffer encodes an inbox entry as the PUSH a session sends; via says

@@ -114,8 +114,10 @@ type GroupMember struct {
 // user's every connected device), which join or leave the group at once.
 // It answers per member in the order given; an id that is not valid is
 // rejected on its own. It fails with ErrUnavailable while Redis is
-// unreachable; a failure may leave some members changed, and calling
-// again with the same members finishes the change.
+// unreachable, including when the change is stored but the nodes could
+// not be told; a failure may leave some members changed, and calling
+// again with the same members finishes the change (a member already
+// changed is told about again).
 func (n *Node) ChangeGroupMembers(ctx context.Context, app, group string, add bool, members []GroupMember) ([]api.GroupMemberResult, error) {
 	if n.durable == nil {
 		return nil, ErrNoStore
@@ -207,37 +209,183 @@ func (n *Node) ChangeGroupMembers(ctx context.Context, app, group string, add bo
 		entries[t.route.Node] = append(entries[t.route.Node], appendMemberEntry(nil, t.device, t.route.Epoch, key, via, add))
 	}
 	if len(entries) > 0 {
-		err := n.durable.store.Deliver(ctx, entries)
+		last, err := n.durable.store.DeliverIDs(ctx, entries)
 		n.durable.result(err)
 		if err != nil {
-			// The change is in Redis; the sessions learn it when they
-			// next connect.
+			// The change is in Redis, but the sessions elsewhere were
+			// not told: a 200 would promise what they do not do. A
+			// retry finds the members changed already and tells them.
 			n.metrics.entryErrors.Add(float64(len(entries)))
+			return nil, fmt.Errorf("%w: telling the members' nodes: %w", ErrUnavailable, err)
+		}
+		if err := n.durable.awaitDelivered(ctx, last); err != nil {
+			return nil, fmt.Errorf("%w: waiting for the members' nodes: %w", ErrUnavailable, err)
 		}
 	}
 	return out, nil
 }
 
+// awaitDelivered waits until every live node of last has applied its
+// delivery stream up to the entry id last names: a group push made after
+// the change is acknowledged, through any node, then finds the members'
+// sessions in the group, since that node fans it out to them only after
+// it applied their member entries. A node that is not live is skipped:
+// its sessions are gone, and a live node takes its stream over.
+func (d *durable) awaitDelivered(ctx context.Context, last map[string]string) error {
+	live := map[string]bool{}
+	if l := d.node.liveNodes.Load(); l != nil {
+		for _, info := range *l {
+			live[info.ID] = true
+		}
+	}
+	for node, id := range last {
+		wait := time.Millisecond
+		for live[node] {
+			ok, err := d.store.Delivered(ctx, node, id)
+			d.result(err)
+			if err != nil {
+				return err
+			}
+			if ok {
+				break
+			}
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			wait = min(2*wait, 20*time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// memberChange is a membership change for the session of one device
+// whose route the change saw (connection epoch), as a member entry
+// carries it.
+type memberChange struct {
+	connEpoch uint64
+	group     string
+	via       memberVia
+	join      bool
+}
+
+// openingDevice holds the membership changes that reach a device while
+// opens of it are in flight (opens of them).
+type openingDevice struct {
+	opens   int
+	changes []memberChange
+}
+
 // applyMember mirrors a membership change on the session of device whose
 // route the change saw (connection epoch): an older session is on its way
 // out, and a newer one read its groups after the change when it opened.
+// While an open of the device is in flight the change waits for it
+// (endOpen): a change that landed after the open read the device's groups
+// names the new connection before its session is in the hub, and one
+// applied before the open joins what it read would be undone by it.
 func (n *Node) applyMember(device string, connEpoch uint64, group string, via memberVia, join bool) {
+	c := memberChange{connEpoch: connEpoch, group: group, via: via, join: join}
+	if !n.durable.holdMember(device, c) {
+		n.applyMemberNow(device, c)
+	}
+}
+
+// applyMemberNow applies c to the device's registered session, if it is
+// the connection c names.
+func (n *Node) applyMemberNow(device string, c memberChange) {
 	s := n.hub.lookup(device)
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
-	same := s.connEpoch == connEpoch
+	same := s.connEpoch == c.connEpoch
 	s.mu.Unlock()
-	if !same {
+	if same {
+		n.changeMembership(s, c)
+	}
+}
+
+// changeMembership has s join or leave c's group, and catch up in a
+// group it joins.
+func (n *Node) changeMembership(s *session, c memberChange) {
+	if !c.join {
+		n.hub.leave(s, c.group, c.via)
 		return
 	}
-	if !join {
-		n.hub.leave(s, group, via)
-		return
+	if ok, added := n.hub.join(s, c.group, c.via, 0); ok && added {
+		n.queueCatchUp(s, c.group)
 	}
-	if ok, added := n.hub.join(s, group, via, 0); ok && added {
-		n.queueCatchUp(s, group)
+}
+
+// beginOpen makes membership changes of device wait, from before its
+// route is claimed, until endOpen.
+func (d *durable) beginOpen(device string) {
+	d.memberMu.Lock()
+	o := d.opening[device]
+	if o == nil {
+		o = &openingDevice{}
+		d.opening[device] = o
+	}
+	o.opens++
+	d.memberMu.Unlock()
+}
+
+// holdMember keeps c for an open of device in flight, and reports
+// whether there was one.
+func (d *durable) holdMember(device string, c memberChange) bool {
+	d.memberMu.Lock()
+	defer d.memberMu.Unlock()
+	o := d.opening[device]
+	if o == nil {
+		return false
+	}
+	o.changes = append(o.changes, c)
+	return true
+}
+
+// endOpen ends an open of device that beginOpen started. When the open
+// joined s (connection epoch connEpoch) to the groups it read, the
+// changes held for that connection are applied to s, in the order they
+// came, those arriving meanwhile included; every change is idempotent,
+// so one the open read already changes nothing. The last open of the
+// device in flight applies what is left (changes for an older
+// connection) as they would have been without it.
+func (d *durable) endOpen(device string, s *session, connEpoch uint64, joined bool) {
+	n := d.node
+	for {
+		var mine, rest []memberChange
+		d.memberMu.Lock()
+		o := d.opening[device]
+		if joined {
+			keep := o.changes[:0]
+			for _, c := range o.changes {
+				if c.connEpoch == connEpoch {
+					mine = append(mine, c)
+				} else {
+					keep = append(keep, c)
+				}
+			}
+			o.changes = keep
+		}
+		if len(mine) == 0 {
+			if o.opens--; o.opens == 0 {
+				rest = o.changes
+				delete(d.opening, device)
+			}
+		}
+		d.memberMu.Unlock()
+		for _, c := range mine {
+			n.changeMembership(s, c)
+		}
+		if len(mine) == 0 {
+			for _, c := range rest {
+				n.applyMemberNow(device, c)
+			}
+			return
+		}
 	}
 }
 

@@ -26,6 +26,8 @@ type Store interface {
 	Routes(ctx context.Context, devices []string) ([]streams.Route, error)
 
 	Deliver(ctx context.Context, byNode map[string][][]byte) error
+	DeliverIDs(ctx context.Context, byNode map[string][][]byte) (map[string]string, error)
+	Delivered(ctx context.Context, node, id string) (bool, error)
 	EnsureGroup(ctx context.Context, node string) error
 	ReadDeliveries(ctx context.Context, node string, count int, block time.Duration) ([]streams.Delivery, error)
 	PendingDeliveries(ctx context.Context, node string, count int) ([]streams.Delivery, error)

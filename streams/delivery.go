@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,14 +24,22 @@ type Delivery struct {
 // read timeout, so a blob can arrive twice: delivery is at least once and
 // devices dedupe by message id.
 func (s *Store) Deliver(ctx context.Context, byNode map[string][][]byte) error {
+	_, err := s.DeliverIDs(ctx, byNode)
+	return err
+}
+
+// DeliverIDs is Deliver, and returns the id of the last entry it appended
+// to each node's stream, for Delivered.
+func (s *Store) DeliverIDs(ctx context.Context, byNode map[string][][]byte) (map[string]string, error) {
 	pipe := s.rdb.Pipeline()
+	last := map[string]*redis.StringCmd{}
 	n := 0
 	for node, blobs := range byNode {
 		if !validID(node) {
-			return fmt.Errorf("deliver: node id %q: %w", node, ErrInvalidArgument)
+			return nil, fmt.Errorf("deliver: node id %q: %w", node, ErrInvalidArgument)
 		}
 		for _, b := range blobs {
-			pipe.XAdd(ctx, &redis.XAddArgs{
+			last[node] = pipe.XAdd(ctx, &redis.XAddArgs{
 				Stream: deliveryKey(node),
 				MaxLen: s.cfg.DeliveryMaxLen,
 				Approx: true,
@@ -39,10 +49,68 @@ func (s *Store) Deliver(ctx context.Context, byNode map[string][][]byte) error {
 		}
 	}
 	if n == 0 {
-		return nil
+		return nil, nil
 	}
-	_, err := pipe.Exec(ctx)
-	return wrap("deliver", fmt.Sprintf("%d entries to %d nodes", n, len(byNode)), err)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, wrap("deliver", fmt.Sprintf("%d entries to %d nodes", n, len(byNode)), err)
+	}
+	ids := make(map[string]string, len(last))
+	for node, c := range last {
+		ids[node] = c.Val()
+	}
+	return ids, nil
+}
+
+// Delivered reports whether node has read every entry of its delivery
+// stream up to id and acknowledged them (AckDeliveries): its consumer
+// group's last delivered id is id or later, and none of them is pending.
+// A stream that is gone (RetireNode) has nothing left to deliver.
+func (s *Store) Delivered(ctx context.Context, node, id string) (bool, error) {
+	if !validID(node) {
+		return false, fmt.Errorf("delivered: node id %q: %w", node, ErrInvalidArgument)
+	}
+	want, ok := parseStreamID(id)
+	if !ok {
+		return false, fmt.Errorf("delivered: entry id %q: %w", id, ErrInvalidArgument)
+	}
+	pipe := s.rdb.Pipeline()
+	groups := pipe.XInfoGroups(ctx, deliveryKey(node))
+	pending := pipe.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: deliveryKey(node), Group: group, Start: "-", End: id, Count: 1})
+	_, _ = pipe.Exec(ctx)
+	switch err := groups.Err(); {
+	case redis.HasErrorPrefix(err, "no such key"):
+		return true, nil
+	case err != nil:
+		return false, wrap("delivered", deliveryKey(node), err)
+	}
+	if err := pending.Err(); err != nil && !redis.HasErrorPrefix(err, "NOGROUP") {
+		return false, wrap("delivered: pending of", deliveryKey(node), err)
+	}
+	for _, g := range groups.Val() {
+		if g.Name != group {
+			continue
+		}
+		read, ok := parseStreamID(g.LastDeliveredID)
+		return ok && !read.before(want) && len(pending.Val()) == 0, nil
+	}
+	return false, nil
+}
+
+// streamID is a stream entry id, ms-seq.
+type streamID struct{ ms, seq uint64 }
+
+func parseStreamID(id string) (streamID, bool) {
+	ms, seq, ok := strings.Cut(id, "-")
+	if !ok {
+		return streamID{}, false
+	}
+	a, err1 := strconv.ParseUint(ms, 10, 64)
+	b, err2 := strconv.ParseUint(seq, 10, 64)
+	return streamID{a, b}, err1 == nil && err2 == nil
+}
+
+func (a streamID) before(b streamID) bool {
+	return a.ms < b.ms || (a.ms == b.ms && a.seq < b.seq)
 }
 
 // EnsureGroup creates the consumer group on node's delivery stream, and the

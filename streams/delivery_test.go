@@ -312,3 +312,46 @@ func TestStore_PendingDeliveriesAfterARestart(t *testing.T) {
 		t.Fatalf("new entries: %q %v", blobs(got), err)
 	}
 }
+
+// TestStore_DeliveredFollowsReadsAndAcks: DeliverIDs returns each node's
+// last entry id, and Delivered says an entry is delivered only once the
+// node has read it and acked it, and every entry before it; a retired
+// node's stream has nothing left to deliver.
+func TestStore_DeliveredFollowsReadsAndAcks(t *testing.T) {
+	env := newEnv(t, Config{})
+	ctx := testCtx(t)
+	if err := env.store.EnsureGroup(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	last, err := env.store.DeliverIDs(ctx, map[string][][]byte{"n1": {[]byte("a"), []byte("b")}})
+	if err != nil || len(last) != 1 || last["n1"] == "" {
+		t.Fatalf("deliver: %v, %v", last, err)
+	}
+	delivered := func(want bool, when string) {
+		t.Helper()
+		if ok, err := env.store.Delivered(ctx, "n1", last["n1"]); err != nil || ok != want {
+			t.Fatalf("%s: delivered %v, %v; want %v", when, ok, err, want)
+		}
+	}
+	delivered(false, "unread")
+	first, err := env.store.ReadDeliveries(ctx, "n1", 1, 0)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("read one: %v, %v", first, err)
+	}
+	if err := env.store.AckDeliveries(ctx, "n1", ids(first)); err != nil {
+		t.Fatal(err)
+	}
+	delivered(false, "the last unread")
+	second, err := env.store.ReadDeliveries(ctx, "n1", 1, 0)
+	if err != nil || len(second) != 1 || second[0].ID != last["n1"] {
+		t.Fatalf("read the last: %v, %v", second, err)
+	}
+	delivered(false, "read, not acked")
+	if err := env.store.AckDeliveries(ctx, "n1", ids(second)); err != nil {
+		t.Fatal(err)
+	}
+	delivered(true, "acked")
+	if ok, err := env.store.Delivered(ctx, "gone", last["n1"]); err != nil || !ok {
+		t.Fatalf("a node without a stream: delivered %v, %v", ok, err)
+	}
+}
