@@ -364,7 +364,10 @@ func startRegion(t *testing.T, bin string) *region {
 		args := append([]string{"--config", cfgPath, "--node-id", n.id, "--data-dir", n.dir, "--redis", redisURL,
 			"--ws-addr", n.addr("ws"), "--tcp-addr", n.addr("tcp"), "--push-addr", n.addr("push"),
 			"--admin-addr", n.addr("admin"), "--raft-addr", n.addr("raft"), "--connect-rate", "-1",
-			"--heartbeat", "2s", "--log-level", "warn"}, extra...)
+			"--heartbeat", "2s", "--log-level", "warn",
+			// The suites speak plain HTTP to the APIs: TLS between nodes
+			// is the security tests' concern.
+			"--insecure-plaintext"}, extra...)
 		n.proc = startProcess(t, n.id, bin, n.dir, io.Discard, args...)
 	}
 	start(r.nodes[0], "--bootstrap")
