@@ -23,7 +23,10 @@ const pushdDrainSpread = 5 * time.Second
 func pushctlAt(t *testing.T, n *node, tok string, args ...string) []byte {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, "pushctl"), args...)
-	cmd.Env = append(os.Environ(), "PUSHD_ADMIN_URL=http://"+n.addr("admin"), "PUSHD_ADMIN_TOKEN="+tok, "XDG_CONFIG_HOME="+t.TempDir())
+	cmd.Env = append(os.Environ(), "PUSHD_ADMIN_URL="+n.adminURL(), "PUSHD_ADMIN_TOKEN="+tok, "XDG_CONFIG_HOME="+t.TempDir())
+	if !n.plaintext() {
+		cmd.Env = append(cmd.Env, "PUSHD_CA_FILE="+n.caFile())
+	}
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr []byte
