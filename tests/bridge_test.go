@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -242,26 +241,7 @@ func TestWalkthrough_TwoRegions(t *testing.T) {
 
 	cmd := exec.Command(filepath.Join(bin, "pushctl"), shConf, "listen", "--device", "phone-1", "-o", "json")
 	cmd.Dir = dir
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	l := &listener{cmd: cmd, lines: make(chan map[string]any, 64)}
-	go func() {
-		defer close(l.lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
-				l.lines <- m
-			}
-		}
-	}()
-	t.Cleanup(l.stop)
+	l := startListener(t, cmd)
 	l.next(t, "WELCOME")
 
 	out := pushctlOKIn(t, dir, bjConf, "push", "--device", "phone-1", "--region", "sh", "--data", "hello from Beijing")

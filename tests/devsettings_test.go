@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,7 +9,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"os"
@@ -75,27 +73,7 @@ func listenIn(t *testing.T, dir string, env []string, args ...string) *listener 
 	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, "pushctl"), append([]string{"listen", "-o", "json"}, args...)...)
 	cmd.Dir, cmd.Env = dir, append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = io.Discard
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	l := &listener{cmd: cmd, lines: make(chan map[string]any, 64)}
-	go func() {
-		defer close(l.lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
-				l.lines <- m
-			}
-		}
-	}()
-	t.Cleanup(l.stop)
-	return l
+	return startListener(t, cmd)
 }
 
 // TestDevSettings_DataDirAndTLS: a dev region with its own --data-dir and

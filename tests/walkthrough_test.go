@@ -197,6 +197,13 @@ func (r *devRegion) listen(t *testing.T, device string) *listener {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, "pushctl"), "listen", "--device", device, "-o", "json")
 	cmd.Dir = r.dir
+	return startListener(t, cmd)
+}
+
+// startListener starts cmd, a pushctl listen -o json, and reads its JSON
+// lines; the test's cleanup stops it.
+func startListener(t *testing.T, cmd *exec.Cmd) *listener {
+	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
