@@ -26,7 +26,11 @@ type testEnv struct {
 
 func newEnv(t *testing.T, cfg Config, opts ...streamstest.Option) *testEnv {
 	t.Helper()
-	srv := streamstest.Start(t, opts...)
+	return envOn(t, streamstest.Start(t, opts...), cfg)
+}
+
+// envOn is a testEnv on srv: a Store with cfg on a client of srv's.
+func envOn(t *testing.T, srv streamstest.Redis, cfg Config) *testEnv {
 	rdb := srv.Connect(t)
 	return &testEnv{srv: srv, rdb: rdb, store: New(rdb, cfg)}
 }
