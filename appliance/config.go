@@ -74,6 +74,11 @@ type Config struct {
 	// TTL renewed; keep it well under the store's route TTL (24 h by
 	// default). Zero: 1 h.
 	RouteRefresh time.Duration
+	// NodeHeartbeat is how often the node publishes its heartbeat to the
+	// store, refreshes its view of the live nodes and takes over the
+	// dead ones; keep it well under the store's NodeTTL (pushd keeps the
+	// default and wants a NodeTTL of at least 3 s). Zero: 1 s.
+	NodeHeartbeat time.Duration
 
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
 	// may open a WebSocket; a request with an Origin header not listed is
@@ -242,6 +247,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RouteRefresh == 0 {
 		c.RouteRefresh = time.Hour
+	}
+	if c.NodeHeartbeat == 0 {
+		c.NodeHeartbeat = time.Second
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 5 * time.Second

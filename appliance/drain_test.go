@@ -187,6 +187,7 @@ func TestDrain_RegionDrainPacesAndStops(t *testing.T) {
 // nothing pending or unread in its delivery stream, and the region takes
 // it for gone at once (no heartbeat), not NodeTTL later.
 func TestDrain_ShutdownHandsTheStreamOver(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t)
 	store := streams.New(srv.Client(t), streams.Config{NodeTTL: time.Hour})
 	n := startServing(t, testConfig(), Deps{Store: store})

@@ -893,7 +893,7 @@ func (s *session) skipTo(seq uint64) {
 // have lost them.
 func (d *durable) livenessLoop() {
 	n := d.node
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(n.cfg.NodeHeartbeat)
 	defer tick.Stop()
 	for {
 		select {

@@ -102,6 +102,7 @@ func runDevice(t testing.TB, url, id string, cursor client.Cursor, mut ...func(*
 }
 
 func TestDurable_OnlineDeliveryAndAckTrims(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
@@ -132,7 +133,11 @@ func TestDurable_OnlineDeliveryAndAckTrims(t *testing.T) {
 }
 
 func TestDurable_OfflineStoreThenOrderedReplay(t *testing.T) {
-	srv := streamstest.Start(t)
+	t.Parallel()
+	testOfflineStoreThenOrderedReplay(t, streamstest.Start(t))
+}
+
+func testOfflineStoreThenOrderedReplay(t *testing.T, srv streamstest.Redis) {
 	n := startDurable(t, srv, "n1", streams.Config{}, func(c *Config) { c.Window = 4 })
 	const count = 30 // more than the window: replay continues through fetches
 	for i := 0; i < count; i++ {
@@ -169,6 +174,7 @@ func TestDurable_OfflineStoreThenOrderedReplay(t *testing.T) {
 // before the session was registered — are delivered at once, even when
 // no later push comes to reveal them.
 func TestDurable_PushRightAfterWelcomeIsLive(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	for i := 0; i < 10; i++ {
@@ -199,6 +205,7 @@ func TestDurable_PushRightAfterWelcomeIsLive(t *testing.T) {
 }
 
 func TestDurable_IdempotencyKeyStoresOnce(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	first := mustPush(t, n, []string{"phone"}, "once", withID("order-42"))
@@ -214,6 +221,7 @@ func TestDurable_IdempotencyKeyStoresOnce(t *testing.T) {
 // TestDurable_GapsAreReported checks that overflow, TTL expiry and a lost
 // Redis dataset each make the next WELCOME say recovered:false.
 func TestDurable_GapsAreReported(t *testing.T) {
+	t.Parallel()
 	t.Run("overflow", func(t *testing.T) {
 		srv := streamstest.Start(t)
 		n := startDurable(t, srv, "n1", streams.Config{InboxMaxLen: 5})
@@ -294,6 +302,7 @@ func TestDurable_GapsAreReported(t *testing.T) {
 // device sends through a fault proxy for a while: the node retransmits,
 // and the app still sees each message once.
 func TestDurable_DroppedAcksRetransmitExactlyOnceToApp(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	proxy := faultproxy.Start(t, deviceTCPAddr(n))
@@ -333,7 +342,11 @@ func TestDurable_DroppedAcksRetransmitExactlyOnceToApp(t *testing.T) {
 // TestDurable_TwoNodesDeviceMoves: pushes follow a device from node A to
 // node B, and A, having lost the route, cannot deliver for it.
 func TestDurable_TwoNodesDeviceMoves(t *testing.T) {
-	srv := streamstest.Start(t)
+	t.Parallel()
+	testTwoNodesDeviceMoves(t, streamstest.Start(t))
+}
+
+func testTwoNodesDeviceMoves(t *testing.T, srv streamstest.Redis) {
 	a := startDurable(t, srv, "a", streams.Config{})
 	b := startDurable(t, srv, "b", streams.Config{})
 	onA := runDevice(t, deviceURL(a), "phone", client.Cursor{})
@@ -374,7 +387,11 @@ func TestDurable_TwoNodesDeviceMoves(t *testing.T) {
 // node's delivery stream are claimed by a live node, and the device loses
 // nothing when it reconnects there.
 func TestDurable_DeadNodeDeliveriesClaimed(t *testing.T) {
-	srv := streamstest.Start(t)
+	t.Parallel()
+	testDeadNodeDeliveriesClaimed(t, streamstest.Start(t))
+}
+
+func testDeadNodeDeliveriesClaimed(t *testing.T, srv streamstest.Redis) {
 	sc := streams.Config{NodeTTL: time.Second, ClaimMinIdle: 100 * time.Millisecond}
 	b := startDurable(t, srv, "b", sc)
 	store := streams.New(srv.Connect(t), sc)
@@ -421,6 +438,7 @@ func TestDurable_DeadNodeDeliveriesClaimed(t *testing.T) {
 // stored:false, connected devices still get them, and the node recovers
 // by itself when Redis returns.
 func TestDurable_RedisDown(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	d := runDevice(t, deviceURL(n), "phone", client.Cursor{})
@@ -512,6 +530,7 @@ func TestEntry_DecodeNeverPanics(t *testing.T) {
 // same message id finds the first attempt's entries, waits for the
 // replica again and is answered stored.
 func TestDurable_UnconfirmedPushIsNotStored(t *testing.T) {
+	t.Parallel()
 	primary := streamstest.StartRedis(t)
 	replica := streamstest.StartReplica(t, primary)
 	// Long enough for a busy machine's replica to confirm once it runs,
@@ -561,6 +580,7 @@ func TestDurable_UnconfirmedPushIsNotStored(t *testing.T) {
 // TestDurable_AcksSurviveARedisStall: an ack that reaches the node while
 // Redis does not answer is kept and written once Redis is back.
 func TestDurable_AcksSurviveARedisStall(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	proxy := faultproxy.Start(t, deviceTCPAddr(n))
@@ -598,6 +618,7 @@ func TestDurable_AcksSurviveARedisStall(t *testing.T) {
 // reaches the members on both nodes, a broadcast reaches every device of
 // the app, and neither is stored.
 func TestDurable_GroupAndBroadcastAcrossNodes(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	a := startDurable(t, srv, "a", streams.Config{})
 	b := startDurable(t, srv, "b", streams.Config{})
@@ -650,6 +671,7 @@ func TestDurable_GroupAndBroadcastAcrossNodes(t *testing.T) {
 // answers with a repeated ack; the node retransmits. Every app must see
 // every message once, in order.
 func TestDurable_LossyLinkExactlyOnceInOrder(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	proxy := faultproxy.Start(t, deviceTCPAddr(n))
@@ -717,6 +739,7 @@ func TestDurable_LossyLinkExactlyOnceInOrder(t *testing.T) {
 // read waits up to deliveryBlock); shutdown cancels them instead of
 // waiting out their calls.
 func TestDurable_ShutdownIsPrompt(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	n := startDurable(t, srv, "n1", streams.Config{})
 	runDevice(t, deviceURL(n), "phone", client.Cursor{})
@@ -738,6 +761,7 @@ func TestDurable_ShutdownIsPrompt(t *testing.T) {
 // its delivery stream and never acked before it was killed are applied
 // and acked when it starts again, not left pending for good.
 func TestDurable_RestartedNodeAcksWhatItLeftPending(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	store := streams.New(srv.Connect(t), streams.Config{})
 	ctx := context.Background()
@@ -836,6 +860,7 @@ func (g *redisGate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // session's inbox: the device gets every stored push with no further push
 // to expose the gap.
 func TestDurable_PausedNodeCatchesUpWithoutAnotherPush(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	sc := streams.Config{NodeTTL: time.Second, ClaimMinIdle: 100 * time.Millisecond}
 	gate := &redisGate{}
@@ -883,6 +908,7 @@ func TestDurable_PausedNodeCatchesUpWithoutAnotherPush(t *testing.T) {
 // died) and the route is still the connection the entry was for; a
 // target whose device has since reconnected is left to its inbox.
 func TestDurable_TakenOverEntriesPassOnToALiveNode(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	sc := streams.Config{}
 	a := startDurable(t, srv, "a", sc)
@@ -931,8 +957,15 @@ func TestDurable_OnACluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("forms a cluster per subtest")
 	}
-	t.Setenv(streamstest.TopologyEnv, "cluster")
-	t.Run("OfflineStoreThenOrderedReplay", TestDurable_OfflineStoreThenOrderedReplay)
-	t.Run("TwoNodesDeviceMoves", TestDurable_TwoNodesDeviceMoves)
-	t.Run("DeadNodeDeliveriesClaimed", TestDurable_DeadNodeDeliveriesClaimed)
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		test func(*testing.T, streamstest.Redis)
+	}{
+		{"OfflineStoreThenOrderedReplay", testOfflineStoreThenOrderedReplay},
+		{"TwoNodesDeviceMoves", testTwoNodesDeviceMoves},
+		{"DeadNodeDeliveriesClaimed", testDeadNodeDeliveriesClaimed},
+	} {
+		t.Run(c.name, func(t *testing.T) { c.test(t, streamstest.StartCluster(t)) })
+	}
 }

@@ -108,6 +108,7 @@ func waitWelcome(t *testing.T, c *client.Conn) {
 // joins the group, and a group push afterwards reaches it. It used to be
 // dropped: the member entry found the old session, of another epoch.
 func TestGroupMembers_AddDuringReconnectReachesNewSession(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t)
 	p := newOpenPausedStore(streams.New(srv.Client(t), streams.Config{}))
 	defer close(p.release)
@@ -145,6 +146,7 @@ func TestGroupMembers_AddDuringReconnectReachesNewSession(t *testing.T) {
 // not undone by the group the open read, and the changes apply in the
 // order the business made them.
 func TestGroupMembers_ChangesDuringOpenAppliedInOrder(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t)
 	p := newOpenPausedStore(streams.New(srv.Client(t), streams.Config{}))
 	defer close(p.release)
@@ -184,6 +186,7 @@ func TestGroupMembers_ChangesDuringOpenAppliedInOrder(t *testing.T) {
 // their routes are read after the claim). The session joins the group by
 // way of its user.
 func TestGroupMembers_UserAddDuringOpenReachesSession(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t)
 	p := newOpenPausedStore(streams.New(srv.Client(t), streams.Config{}))
 	defer close(p.release)
@@ -234,6 +237,7 @@ func (s *stalledDeliveries) ReadDeliveries(ctx context.Context, node string, cou
 // acknowledged as soon as the member entry was in b's delivery stream, and
 // b's own fan-out of the push came before b read it.
 func TestGroupMembers_AcknowledgedChangeReachesPushThroughHoldingNode(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.Start(t)
 	a := startDurable(t, srv, "a", streams.Config{})
 	stall := &stalledDeliveries{Store: streams.New(srv.Connect(t), streams.Config{})}

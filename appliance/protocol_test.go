@@ -138,6 +138,7 @@ func expectAnswersAfterWelcome(t *testing.T, c *client.Conn) {
 // session opens at once (no store, or a fast Redis) or only after a slow
 // Open. The slow path used to refuse them with protocol_violation.
 func TestHandshake_RequestsAfterHelloWaitForWelcome(t *testing.T) {
+	t.Parallel()
 	t.Run("no store", func(t *testing.T) {
 		n := startServing(t, testConfig(), Deps{})
 		for _, url := range deviceURLs(n) {
@@ -219,6 +220,7 @@ func TestHandshake_RequestsAfterHelloWaitForWelcome(t *testing.T) {
 // WELCOME is held within bounds; past 64 frames it is cut with
 // protocol_violation.
 func TestHandshake_TooManyRequestsBeforeWelcome(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t)
 	g := newGatedStore(streams.New(srv.Client(t), streams.Config{}))
 	defer close(g.release)
@@ -300,6 +302,7 @@ func TestDeviceError_LoggedAtWarn(t *testing.T) {
 // ack cursor, as §8.3 says; the next connect in the new epoch is
 // recovered; the node logs why at warn.
 func TestResume_CursorAheadOfInbox(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t)
 	var logs logBuffer
 	cfg := testConfig()

@@ -123,6 +123,9 @@ func TestConfig() appliance.Config {
 		AckBackoffMax:     time.Second,
 		ConnectRate:       -1,
 		DrainSpread:       200 * time.Millisecond,
+		// A region's nodes learn of each other within one heartbeat:
+		// StartRegion waits for that.
+		NodeHeartbeat: 200 * time.Millisecond,
 	}
 }
 
@@ -313,6 +316,18 @@ func StartRegion(t testing.TB, size int, opts RegionOptions) *Region {
 	for i := range size {
 		r.Nodes = append(r.Nodes, r.startNode(t, i))
 	}
+	// Stop the nodes together rather than one cleanup after another: a
+	// node's stop waits out its delivery stream's blocking read.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, n := range r.Nodes {
+			// Each node's own cleanup, which runs next, reports its error.
+			wg.Go(func() { _ = n.Stop(ctx) })
+		}
+		wg.Wait()
+	})
 	// Every node must know every member's addresses before a test asks
 	// it for status or writes through it, and every other node as alive
 	// before it takes a group push, which reaches the nodes it knows.
