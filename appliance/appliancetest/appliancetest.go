@@ -316,8 +316,8 @@ func StartRegion(t testing.TB, size int, opts RegionOptions) *Region {
 	for i := range size {
 		r.Nodes = append(r.Nodes, r.startNode(t, i))
 	}
-	// Stop the nodes together rather than one cleanup after another: a
-	// node's stop waits out its delivery stream's blocking read.
+	// Stop the nodes together: a node's stop takes 200–300 ms here, which
+	// one cleanup after another would add up.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
