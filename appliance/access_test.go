@@ -226,6 +226,7 @@ func TestFrame_OversizeIsRefused(t *testing.T) {
 // socket, a half-sent HTTP upgrade, and an upgraded WebSocket without
 // HELLO.
 func TestHandshake_Slowloris(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig()
 	n := startNode(t, cfg, Deps{})
 	limit := cfg.HandshakeTimeout + time.Second
@@ -315,6 +316,7 @@ func TestHandshake_Slowloris(t *testing.T) {
 // TestHeartbeat_SilentConnectionIsReaped: a device that stops sending is
 // closed after MissedHeartbeats intervals; one that pings stays.
 func TestHeartbeat_SilentConnectionIsReaped(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig()
 	n := startServing(t, cfg, Deps{})
 	// The silent session's idle clock starts at its HELLO, somewhere

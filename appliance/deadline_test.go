@@ -15,6 +15,7 @@ import (
 // (HandshakeTimeout): none may be closed. nbio arms that deadline after
 // the connection can already be upgraded; the session clears it again.
 func TestWS_NoConnectionCutByTheHTTPDeadline(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig()
 	cfg.HeartbeatInterval = time.Minute
 	n := startNode(t, cfg, Deps{})

@@ -28,6 +28,7 @@ import (
 // handler goroutine was reported under its descriptor number after that
 // number had gone to a new connection (third_party/nbio/PUSHD.md).
 func TestDevicePort_FreshRequestsNeverEOF(t *testing.T) {
+	t.Parallel()
 	n := startNode(t, testConfig(), Deps{})
 	base := "http://" + n.Addrs().WS
 	paths := []string{"/healthz", "/v1/dispatch?app=" + testApp + "&device=d1"}
@@ -86,6 +87,7 @@ func getOK(url string) error {
 // answer. nbio's MaxLoad used to equal MaxConns, so the full listener
 // reset every new connection, health checks included.
 func TestWS_AtCapacityRefusesUpgradesAndStillAnswersHTTP(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig()
 	cfg.MaxConns = 5
 	cfg.HeartbeatInterval = time.Minute // the devices here stay silent
@@ -146,6 +148,7 @@ func TestWS_AtCapacityRefusesUpgradesAndStillAnswersHTTP(t *testing.T) {
 // (the cap counts both transports), refuses upgrades with 503 and keeps
 // answering /healthz.
 func TestTCP_AtCapacityRefusesCleanly(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig()
 	cfg.MaxConns = 5
 	cfg.HeartbeatInterval = time.Minute // the devices here stay silent
@@ -192,6 +195,7 @@ func TestTCP_AtCapacityRefusesCleanly(t *testing.T) {
 // further one as it accepts it; idle ones are closed after the HTTP
 // deadline, and the port answers again.
 func TestWS_HTTPSlackBoundsConnectionsAboveTheCap(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig()
 	cfg.MaxConns = 2
 	cfg.HTTPSlack = 3

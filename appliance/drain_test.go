@@ -89,6 +89,7 @@ func checkPaced(t *testing.T, closes []time.Time, start time.Time, spread time.D
 // sessions CONTROL drain in batches spread evenly over DrainSpread, and
 // refuses new ones meanwhile.
 func TestDrain_ShutdownPacesDevicesAway(t *testing.T) {
+	t.Parallel()
 	const spread = time.Second
 	n := newSinkNode(t, drainConfig(spread))
 	var sinks []*sinkTransport
@@ -126,6 +127,7 @@ func TestDrain_ShutdownPacesDevicesAway(t *testing.T) {
 // DrainSpread, the drain spreads over half of it, so the rest of the
 // shutdown fits in the deadline too.
 func TestDrain_ShutdownFitsItsDeadline(t *testing.T) {
+	t.Parallel()
 	n := newSinkNode(t, drainConfig(time.Minute))
 	var sinks []*sinkTransport
 	for i := range 50 {
@@ -148,6 +150,7 @@ func TestDrain_ShutdownFitsItsDeadline(t *testing.T) {
 // sends its sessions away over DrainSpread, and stops when the mark is
 // lifted.
 func TestDrain_RegionDrainPacesAndStops(t *testing.T) {
+	t.Parallel()
 	const spread = 800 * time.Millisecond
 	n := newSinkNode(t, drainConfig(spread))
 	var sinks []*sinkTransport

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -21,9 +22,14 @@ import (
 	"github.com/pushd/pushd/appliance/client"
 	"github.com/pushd/pushd/appliance/token"
 	"github.com/pushd/pushd/appliance/wire"
+	"github.com/pushd/pushd/internal/testmain"
 )
 
 func init() { logging.SetLevel(logging.LevelNone) }
+
+// TestMain runs four tests at a time: most wait on timers, Redis and
+// sockets (-parallel overrides).
+func TestMain(m *testing.M) { os.Exit(testmain.Run(m, 4)) }
 
 var testSecret = bytes.Repeat([]byte("s"), 32)
 

@@ -396,6 +396,7 @@ func firstPush(f wire.Frame) *wire.Push {
 // app; an app that lists its businesses refuses others with
 // unknown_business, and one that lists none (nil or empty) accepts any id.
 func TestHello_Businesses(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig()
 	cfg.Apps = append(cfg.Apps,
 		AppConfig{ID: "listed", Secrets: map[string][]byte{"k1": testSecret}, Businesses: []string{"chat"}},

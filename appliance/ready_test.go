@@ -21,6 +21,7 @@ import (
 // its heartbeat keeps dispatch away; once its metadata syncs it serves.
 // (The push API's answer while starting: appliance/pushapi's tests.)
 func TestReady_NothingServedBeforeTheMetadataCaughtUp(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t)
 	meta, err := raftmeta.Open(raftmeta.Config{ID: "solo", DataDir: t.TempDir(), RaftBind: "127.0.0.1:0"})
 	if err != nil {

@@ -176,6 +176,7 @@ func TestSink_SlowConsumerCutAtQueueCap(t *testing.T) {
 }
 
 func TestSink_RetransmitsUntilAcked(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig()
 	cfg.HeartbeatInterval = time.Minute // the device sends nothing for seconds here
 	n := newSinkNode(t, cfg)

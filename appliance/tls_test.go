@@ -99,6 +99,7 @@ func TestTLS_BothTransports(t *testing.T) {
 // and never finishes it is closed within the handshake timeout plus a
 // second, on both listeners.
 func TestTLS_StalledHandshakeIsClosed(t *testing.T) {
+	t.Parallel()
 	cert, _ := selfSigned(t)
 	cfg := testConfig()
 	cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}

@@ -88,6 +88,7 @@ func testApp(id string) (App, string) {
 }
 
 func TestFSM_MemberCommands(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	m := Member{ID: "n1", RaftAddr: "10.0.0.1:7000", AdminAddr: "10.0.0.1:9090", Weight: 10, Voter: true}
 	h.mustApply(UpsertMember(m))
@@ -135,6 +136,7 @@ func TestFSM_MemberCommands(t *testing.T) {
 }
 
 func TestFSM_AppCommands(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	app, key := testApp("chat")
 	h.mustApply(CreateApp(app))
@@ -202,6 +204,7 @@ func TestFSM_AppCommands(t *testing.T) {
 }
 
 func TestFSM_DegradeTunablesTokens(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.mustApply(Command{Type: DegradeSetType, Actor: "ops", Body: SetDegrade(Degrade{Priority: PriorityHigh, Reason: "storm", Businesses: []string{"ads"}}).Body})
 	d := h.state().Degrade
@@ -242,6 +245,7 @@ func TestFSM_DegradeTunablesTokens(t *testing.T) {
 }
 
 func TestFSM_BadCommandsChangeNothing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	app, _ := testApp("chat")
 	h.mustApply(CreateApp(app))
@@ -319,6 +323,7 @@ func TestFSM_BadCommandsChangeNothing(t *testing.T) {
 }
 
 func TestFSM_UnknownTypeWithIgnoreFlagIsSkipped(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	before := h.state()
 	resp := h.apply(Command{Type: 100 | IgnoreUnknownTypeFlag, Body: json.RawMessage(`{"future":true}`)})
@@ -343,12 +348,14 @@ func TestFSM_UnknownTypeWithIgnoreFlagIsSkipped(t *testing.T) {
 }
 
 func TestFSM_UnknownTypeWithoutFlagPanics(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	data := h.entry(Command{Type: 100, Body: json.RawMessage(`{}`)})
 	mustPanic(t, "unknown command type 100", func() { h.applyRaw(data) })
 }
 
 func TestFSM_UndecodableEntryPanics(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	mustPanic(t, "undecodable log entry", func() { h.applyRaw([]byte{byte(TunablesSetType), '{', 'x'}) })
 	bad := h.entry(Command{Type: TunablesSetType, Body: json.RawMessage(`{"tunables":{"queue_frames":"many"}}`)})
@@ -372,6 +379,7 @@ func mustPanic(t *testing.T, want string, f func()) {
 }
 
 func TestFSM_RequestIDReplay(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	app, _ := testApp("chat")
 	create := CreateApp(app)
@@ -414,6 +422,7 @@ func TestFSM_RequestIDReplay(t *testing.T) {
 }
 
 func TestFSM_RequestMemoryIsBounded(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	const extra = 5
 	for i := range RequestMemoryLen + extra {
@@ -444,6 +453,7 @@ func TestFSM_RequestMemoryIsBounded(t *testing.T) {
 }
 
 func TestFSM_AuditIsAppendedAndBounded(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.mustApply(Command{Type: DegradeOffType, RequestID: "rq", Actor: "alice", Body: DegradeOff("calm").Body})
 	e := h.state().Audit[0]
@@ -479,6 +489,7 @@ func TestFSM_AuditIsAppendedAndBounded(t *testing.T) {
 // same on every node, bounded, and without secrets, API keys or token
 // hashes.
 func TestFSM_AuditSummaries(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	// A second FSM applying the same entries: the summaries come from the
 	// log alone.
@@ -572,6 +583,7 @@ func TestFSM_AuditSummaries(t *testing.T) {
 }
 
 func TestFSM_StatesAreImmutable(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	app, _ := testApp("chat")
 	h.mustApply(CreateApp(app))
@@ -597,6 +609,7 @@ func TestFSM_StatesAreImmutable(t *testing.T) {
 }
 
 func TestCommand_CheckRefusesWhatTheFSMWouldPanicOn(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	cases := []struct {
 		name string
@@ -622,6 +635,7 @@ func TestCommand_CheckRefusesWhatTheFSMWouldPanicOn(t *testing.T) {
 }
 
 func TestCommand_JSONRoundTrip(t *testing.T) {
+	t.Parallel()
 	// The appliance forwards commands to the leader as JSON.
 	app, _ := testApp("chat")
 	cmd := CreateApp(app)
@@ -641,6 +655,7 @@ func TestCommand_JSONRoundTrip(t *testing.T) {
 }
 
 func TestRole_Allows(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		have, need Role
 		ok         bool
@@ -659,6 +674,7 @@ func TestRole_Allows(t *testing.T) {
 }
 
 func TestState_CloneIsDeep(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	app, _ := testApp("chat")
 	h.mustApply(CreateApp(app))

@@ -10,6 +10,7 @@ import (
 )
 
 func TestHCLogger_FloorLevelsNamesAndStandardLogger(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	base := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug - 4}))
 	h := newHCLogger(base, "raft", hclog.Info)

@@ -17,6 +17,7 @@ import (
 // acknowledges a write, a follower may not have applied it yet; after
 // Sync it has, every time.
 func TestSync_FollowerSeesEveryAcknowledgedWrite(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 60*time.Second)
 	li, _ := c.WaitForLeader(t)
@@ -51,6 +52,7 @@ func TestSync_FollowerSeesEveryAcknowledgedWrite(t *testing.T) {
 // state is empty until the leader tells it what is committed; Sync
 // returns only once it holds everything written while it was down.
 func TestSync_RestartedNodeCatchesUpBeforeItReturns(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 60*time.Second)
 	li, _ := c.WaitForLeader(t)
@@ -73,6 +75,7 @@ func TestSync_RestartedNodeCatchesUpBeforeItReturns(t *testing.T) {
 // TestSync_ManyCallersShareRounds: concurrent callers all return, each
 // with what was acknowledged before it called.
 func TestSync_ManyCallersShareRounds(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 60*time.Second)
 	li, _ := c.WaitForLeader(t)
@@ -108,6 +111,7 @@ func TestSync_ManyCallersShareRounds(t *testing.T) {
 // TestSync_WithoutALeaderEndsWithTheContext: with its peers gone a node
 // has no leader; Sync gives up when the caller's context ends.
 func TestSync_WithoutALeaderEndsWithTheContext(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	li, _ := c.WaitForLeader(t)
 	fi := (li + 1) % 3
@@ -133,6 +137,7 @@ func TestSync_WithoutALeaderEndsWithTheContext(t *testing.T) {
 // TestSync_RaftPortRefusesGarbage: a connection to the raft port that is
 // neither raft nor a read index is closed, and raft keeps working.
 func TestSync_RaftPortRefusesGarbage(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 1)
 	_, leader := c.WaitForLeader(t)
 	conn, err := net.Dial("tcp", leader.RaftAddr())

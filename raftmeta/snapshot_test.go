@@ -43,6 +43,7 @@ func richHarness(t *testing.T) *harness {
 }
 
 func TestSnapshot_RestoreRoundTrip(t *testing.T) {
+	t.Parallel()
 	h := richHarness(t)
 	snap, err := h.f.Snapshot()
 	if err != nil {
@@ -97,6 +98,7 @@ func TestSnapshot_RestoreRoundTrip(t *testing.T) {
 }
 
 func TestSnapshot_EmptyFSMRoundTrip(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	snap, _ := h.f.Snapshot()
 	var sink memSink
@@ -113,6 +115,7 @@ func TestSnapshot_EmptyFSMRoundTrip(t *testing.T) {
 }
 
 func TestSnapshot_RestoreReplacesEverything(t *testing.T) {
+	t.Parallel()
 	src := newHarness(t)
 	src.mustApply(SetTunables(Tunables{QueueFrames: 1}))
 	snap, _ := src.f.Snapshot()
@@ -130,6 +133,7 @@ func TestSnapshot_RestoreReplacesEverything(t *testing.T) {
 }
 
 func TestSnapshot_RefusesNewerFormatAndGarbage(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	err := h.f.Restore(io.NopCloser(strings.NewReader(`{"format":2,"state":{}}`)))
 	if !errors.Is(err, ErrInvalid) {

@@ -40,6 +40,7 @@ func voters(servers []raftmeta.Server) int {
 }
 
 func TestCluster_JoinReplicateForwardDegradeRemove(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 30*time.Second)
 	li, leader := c.WaitForLeader(t)
@@ -225,6 +226,7 @@ func follower(t *testing.T, c *raftmetatest.Cluster, voter bool) int {
 // 1, 3, 5, the second, fourth and sixth node wait as non-voters, and each
 // join that makes a third or fifth voter possible promotes the waiting one.
 func TestCluster_VoterCountStaysOdd(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 1)
 	checkVoters(t, c, 1, 1)
 	for _, step := range []struct{ servers, voters int }{{2, 1}, {3, 3}, {4, 3}, {5, 5}, {6, 5}} {
@@ -240,6 +242,7 @@ func TestCluster_VoterCountStaysOdd(t *testing.T) {
 // The interleaving that went wrong is a matter of timing, so each size
 // is tried a few times.
 func TestCluster_ConcurrentJoinsAgreeOnVoters(t *testing.T) {
+	t.Parallel()
 	for _, joining := range []int{2, 4, 2, 4, 2, 4} {
 		t.Run(strconv.Itoa(joining), func(t *testing.T) {
 			c := raftmetatest.NewCluster(t, 1)
@@ -273,6 +276,7 @@ func TestCluster_ConcurrentJoinsAgreeOnVoters(t *testing.T) {
 // non-voter while raft has it vote (written here by hand); the next
 // leader corrects the record when it takes office.
 func TestCluster_NewLeaderCorrectsSuffrageRecords(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 30*time.Second)
 	checkVoters(t, c, 3, 3)
@@ -306,6 +310,7 @@ func TestCluster_NewLeaderCorrectsSuffrageRecords(t *testing.T) {
 // TestCluster_RemovingAVoterPromotesANonvoter: 5 voters and a non-voter;
 // removing a voter makes the non-voter one, with no join needed.
 func TestCluster_RemovingAVoterPromotesANonvoter(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 6)
 	ctx := ctxT(t, 30*time.Second)
 	checkVoters(t, c, 6, 5)
@@ -330,6 +335,7 @@ func TestCluster_RemovingAVoterPromotesANonvoter(t *testing.T) {
 // TestCluster_LeaderLeavingPromotesANonvoter: the leader promotes the
 // waiting non-voter before it removes itself, since it cannot after.
 func TestCluster_LeaderLeavingPromotesANonvoter(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 4)
 	ctx := ctxT(t, 30*time.Second)
 	checkVoters(t, c, 4, 3)
@@ -345,6 +351,7 @@ func TestCluster_LeaderLeavingPromotesANonvoter(t *testing.T) {
 // cannot heartbeat stays one when a voter goes; once it answers again,
 // the leader promotes it with no second join.
 func TestCluster_UnreachableNonvoterIsNotPromoted(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 4)
 	ctx := ctxT(t, 30*time.Second)
 	checkVoters(t, c, 4, 3)
@@ -392,6 +399,7 @@ func TestCluster_UnreachableNonvoterIsNotPromoted(t *testing.T) {
 // TestCluster_RemoveDeadFollower removes a follower that was killed
 // without leaving, as an operator does after a host dies.
 func TestCluster_RemoveDeadFollower(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 30*time.Second)
 	li, leader := c.WaitForLeader(t)
@@ -427,6 +435,7 @@ func TestCluster_RemoveDeadFollower(t *testing.T) {
 // caller's actor and request id into the audit, and a remove retried with
 // its request id is answered like the first.
 func TestCluster_MembershipChangesRecordTheCaller(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 30*time.Second)
 	li, leader := c.WaitForLeader(t)
@@ -479,6 +488,7 @@ func TestCluster_MembershipChangesRecordTheCaller(t *testing.T) {
 }
 
 func TestCluster_RejoinAtNewAddressReplacesTheOldEntry(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 30*time.Second)
 	li, _ := c.WaitForLeader(t)
@@ -522,6 +532,7 @@ func TestCluster_RejoinAtNewAddressReplacesTheOldEntry(t *testing.T) {
 }
 
 func TestCluster_Leave(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 30*time.Second)
 	li, leader := c.WaitForLeader(t)
@@ -554,6 +565,7 @@ func TestCluster_Leave(t *testing.T) {
 // TestCluster_TransferLeadership: a leader about to stop hands over to
 // another voter, and writes go on at once; elsewhere it does nothing.
 func TestCluster_TransferLeadership(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 30*time.Second)
 	li, leader := c.WaitForLeader(t)
@@ -585,6 +597,7 @@ func TestCluster_TransferLeadership(t *testing.T) {
 }
 
 func TestCluster_RetryAfterLeaderLossAppliesOnce(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 30*time.Second)
 	li, leader := c.WaitForLeader(t)
@@ -619,6 +632,7 @@ func TestCluster_RetryAfterLeaderLossAppliesOnce(t *testing.T) {
 // hashicorp/raft's default timings and measures how long writes fail.
 // PUSHD_RAFT_KILL_RUNS=20 repeats it (about 5 s a run).
 func TestCluster_LeaderKillUnavailability(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("default raft timings: seconds per run")
 	}
@@ -705,6 +719,7 @@ func TestCluster_LeaderKillUnavailability(t *testing.T) {
 }
 
 func TestCluster_RestartedNodeCatchesUpFromLog(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	ctx := ctxT(t, 30*time.Second)
 	li, _ := c.WaitForLeader(t)
@@ -726,6 +741,7 @@ func TestCluster_RestartedNodeCatchesUpFromLog(t *testing.T) {
 }
 
 func TestCluster_RestartedNodeCatchesUpFromSnapshot(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3, raftmetatest.WithConfig(func(_ int, cfg *raftmeta.Config) {
 		cfg.SnapshotThreshold = 16
 		cfg.SnapshotInterval = 50 * time.Millisecond
@@ -770,6 +786,7 @@ func TestCluster_RestartedNodeCatchesUpFromSnapshot(t *testing.T) {
 }
 
 func TestStore_SingleNodeRestartReplaysItsLog(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cfg := raftmeta.Config{
 		ID: "solo", DataDir: dir, RaftBind: "127.0.0.1:0",
@@ -846,6 +863,7 @@ func TestStore_SingleNodeRestartReplaysItsLog(t *testing.T) {
 }
 
 func TestStore_OpenRefusesBadConfig(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, cfg := range []raftmeta.Config{
 		{DataDir: dir, RaftBind: "127.0.0.1:0"},
@@ -912,6 +930,7 @@ func (v *recorderView) WithAttrs(as []slog.Attr) slog.Handler {
 func (v *recorderView) WithGroup(string) slog.Handler { return v }
 
 func TestStore_RaftDebugOutputStaysOut(t *testing.T) {
+	t.Parallel()
 	rec := &recorder{}
 	s, err := raftmeta.Open(raftmeta.Config{
 		ID: "solo", DataDir: t.TempDir(), RaftBind: "127.0.0.1:0", Logger: slog.New(rec),

@@ -98,6 +98,7 @@ func digests(c *raftmetatest.Cluster) string {
 // take every node to that term, so the test sees a change when there is
 // one.
 func TestTLS_PeerWithoutARegionNodeCertificateIsRefused(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	c.WaitForLeader(t)
 	ctx := ctxT(t, 30*time.Second)
@@ -220,6 +221,7 @@ func readIndexAs(addr string, cfg *tls.Config) (byte, error) {
 // the connections made afterwards (a follower restarted, a read index)
 // run on the new certificate.
 func TestTLS_RotatingANodeCertificateWhileTheRegionCommits(t *testing.T) {
+	t.Parallel()
 	c := raftmetatest.NewCluster(t, 3)
 	li, _ := c.WaitForLeader(t)
 	ctx := ctxT(t, 60*time.Second)

@@ -33,6 +33,7 @@ func newRegionEnv(t *testing.T, cfg Config) *testEnv {
 // The ACL refusing one command a script runs would fail it here rather
 // than in a region.
 func TestStore_EveryCallAsPushdsACLUserOverTLS(t *testing.T) {
+	t.Parallel()
 	env := newRegionEnv(t, Config{ClaimMinIdle: time.Millisecond, NodeTTL: time.Hour})
 	s := env.store
 	ctx := testCtx(t)
@@ -95,6 +96,7 @@ func TestStore_EveryCallAsPushdsACLUserOverTLS(t *testing.T) {
 // heartbeat key still makes the node re-check its routes at once. The ACL
 // refusing INFO (it is in @dangerous) would skip the check silently.
 func TestStore_HeartbeatAfterRedisRestartAsPushdsACLUser(t *testing.T) {
+	t.Parallel()
 	env := newRegionEnv(t, Config{})
 	mustHeartbeat(t, env.store, "n1", false, "first")
 	mustHeartbeat(t, env.store, "n1", true, "second")

@@ -27,6 +27,7 @@ func ids(ds []Delivery) []string {
 }
 
 func TestStore_DeliverReadAck(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	for _, n := range []string{"n1", "n2"} {
@@ -87,6 +88,7 @@ func TestStore_DeliverReadAck(t *testing.T) {
 }
 
 func TestStore_ReadDeliveriesRecreatesLostGroup(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	if err := env.store.EnsureGroup(ctx, "n1"); err != nil {
@@ -105,6 +107,7 @@ func TestStore_ReadDeliveriesRecreatesLostGroup(t *testing.T) {
 }
 
 func TestStore_DeliveryStreamIsCapped(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{DeliveryMaxLen: 50})
 	ctx := testCtx(t)
 	for i := 0; i < 20; i++ {
@@ -123,6 +126,7 @@ func TestStore_DeliveryStreamIsCapped(t *testing.T) {
 }
 
 func TestStore_TakeOverDrainsDeadNode(t *testing.T) {
+	t.Parallel()
 	// ClaimMinIdle must outlast the two calls between the dead node's read
 	// and the early take over, a loaded machine included (50ms did not).
 	env := newEnv(t, Config{ClaimMinIdle: 2 * time.Second, NodeTTL: time.Hour})
@@ -220,6 +224,7 @@ func TestStore_TakeOverDrainsDeadNode(t *testing.T) {
 }
 
 func TestStore_TakeOverWithoutGroup(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	// Entries delivered to a node that died before creating its group.
@@ -236,6 +241,7 @@ func TestStore_TakeOverWithoutGroup(t *testing.T) {
 }
 
 func TestStore_NodesLiveAndDead(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	short := New(env.rdb, Config{NodeTTL: 50 * time.Millisecond})
 	ctx := testCtx(t)
@@ -280,6 +286,7 @@ func TestStore_NodesLiveAndDead(t *testing.T) {
 // acked come back, oldest first, from PendingDeliveries until acked; new
 // entries do not.
 func TestStore_PendingDeliveriesAfterARestart(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	if got, err := env.store.PendingDeliveries(ctx, "n1", 10); err != nil || len(got) != 0 {
@@ -318,6 +325,7 @@ func TestStore_PendingDeliveriesAfterARestart(t *testing.T) {
 // node has read it and acked it, and every entry before it; a retired
 // node's stream has nothing left to deliver.
 func TestStore_DeliveredFollowsReadsAndAcks(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	if err := env.store.EnsureGroup(ctx, "n1"); err != nil {

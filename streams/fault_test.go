@@ -14,6 +14,7 @@ import (
 // Every operation against a dead or hung Redis must come back with
 // ErrUnavailable by the caller's deadline, never hang.
 func TestStore_FailsFastWhileRedisIsDown(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	last := appendN(t, env.store, "a", "m", 3)
 	if err := env.store.EnsureGroup(testCtx(t), "n1"); err != nil {
@@ -116,6 +117,7 @@ func TestStore_FailsFastWhileRedisIsDown(t *testing.T) {
 }
 
 func TestStore_ReloadsFlushedScripts(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	appendN(t, env.store, "a", "m", 1)

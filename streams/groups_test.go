@@ -24,6 +24,7 @@ func statuses(rs []MemberResult) []MemberStatus {
 // ChangeMembers keeps both sides of a membership and reports where the
 // members' sessions are: a device's route, a user's devices.
 func TestStore_ChangeMembersKeepsBothSides(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	mustOpenMany(t, env.store, OpenRequest{Device: "a/phone", Node: "n1"}, OpenRequest{Device: "a/tab", Node: "n2", User: "a/alice"})
@@ -73,6 +74,7 @@ func TestStore_ChangeMembersKeepsBothSides(t *testing.T) {
 // MemberMaxGroups groups is refused and taken back out of the group's
 // set, so the two sides never disagree.
 func TestStore_ChangeMembersBounds(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{GroupMaxMembers: 2, MemberMaxGroups: 2})
 	ctx := testCtx(t)
 	res, err := env.store.ChangeMembers(ctx, "a/g1", true, []MemberChange{device("x"), device("y"), device("z")})
@@ -93,6 +95,7 @@ func TestStore_ChangeMembersBounds(t *testing.T) {
 }
 
 func TestStore_GroupPages(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	var all []MemberChange
@@ -161,6 +164,7 @@ func mustReadGroup(t *testing.T, s *Store, r GroupRead) GroupReadResult {
 // A group without a stream stores nothing; with one, each append is one
 // entry with the next seq, and a member catches up from its cursor.
 func TestStore_GroupStreamCatchUp(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	if e, seq, err := env.store.AppendGroup(ctx, "a/room", groupMsg("g0")); err != nil || e != "" || seq != 0 {
@@ -210,6 +214,7 @@ func TestStore_GroupStreamCatchUp(t *testing.T) {
 // Every way a cursor can miss messages reads as not recovered, with what
 // the stream still holds.
 func TestStore_GroupStreamGaps(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	if _, err := env.store.SetGroupStream(ctx, "a/room", 3, time.Minute); err != nil {
@@ -272,6 +277,7 @@ func TestStore_GroupStreamGaps(t *testing.T) {
 // Turning a stream off forgets it; on again is a new epoch, and lowering
 // the length trims at once.
 func TestStore_SetGroupStream(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	st, err := env.store.SetGroupStream(ctx, "a/room", 10, time.Minute)

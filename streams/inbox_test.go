@@ -15,6 +15,7 @@ import (
 )
 
 func TestStore_AppendAssignsContiguousSeqsPerDevice(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	for i := 1; i <= 3; i++ {
@@ -46,6 +47,7 @@ func TestStore_AppendAssignsContiguousSeqsPerDevice(t *testing.T) {
 }
 
 func TestStore_AppendDedupesByMessageID(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	first, err := env.store.Append(ctx, msg("dup"), []string{"a", "b"})
@@ -84,6 +86,7 @@ func TestStore_AppendDedupesByMessageID(t *testing.T) {
 }
 
 func TestStore_AppendDedupeWindowIsBounded(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{DedupeWindow: 3})
 	ctx := testCtx(t)
 	appendN(t, env.store, "a", "m", 10)
@@ -101,6 +104,7 @@ func TestStore_AppendDedupeWindowIsBounded(t *testing.T) {
 }
 
 func TestStore_AppendKeepsSeqsContiguousUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{InboxMaxLen: 10000})
 	const workers, perWorker = 8, 40
 	devices := []string{"d1", "d2", "d3"}
@@ -159,6 +163,7 @@ func TestStore_AppendKeepsSeqsContiguousUnderConcurrency(t *testing.T) {
 }
 
 func TestStore_ResumeReplaysInOrder(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	created := time.Now().Add(-time.Second).Truncate(time.Millisecond)
@@ -196,6 +201,7 @@ func TestStore_ResumeReplaysInOrder(t *testing.T) {
 }
 
 func TestStore_ResumeFreshDevice(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	r := mustResume(t, env.store, "new", Position{}, 10)
 	if !r.Recovered || r.Epoch == "" || r.Last != 0 || len(r.Entries) != 0 {
@@ -219,6 +225,7 @@ func TestStore_ResumeFreshDevice(t *testing.T) {
 }
 
 func TestStore_AckManyTrimsAndIgnoresStaleAcks(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	a := appendN(t, env.store, "a", "m", 10)
@@ -273,6 +280,7 @@ func TestStore_AckManyTrimsAndIgnoresStaleAcks(t *testing.T) {
 }
 
 func TestStore_ResumeAfterOverflow(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{InboxMaxLen: 5})
 	ctx := testCtx(t)
 	last := appendN(t, env.store, "a", "m", 12)
@@ -339,6 +347,7 @@ func appendCapped(t *testing.T, s *Store, device, prefix string, n int, maxLen i
 }
 
 func TestStore_AppendMaxLenCapsTheInbox(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{}) // InboxMaxLen 1000
 	ctx := testCtx(t)
 	last := appendCapped(t, env.store, "a", "m", 5, 3)
@@ -388,6 +397,7 @@ func TestStore_AppendMaxLenCapsTheInbox(t *testing.T) {
 }
 
 func TestStore_AppendMaxLenChangedBetweenAppends(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	last := appendCapped(t, env.store, "a", "m", 10, 0)
@@ -431,6 +441,7 @@ func TestStore_AppendMaxLenChangedBetweenAppends(t *testing.T) {
 }
 
 func TestStore_ResumeAfterMessageTTLExpiry(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	appendN(t, env.store, "a", "live", 1)
@@ -462,6 +473,7 @@ func TestStore_ResumeAfterMessageTTLExpiry(t *testing.T) {
 }
 
 func TestStore_ResumeAfterInboxKeyExpiry(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{InboxTTL: 150 * time.Millisecond})
 	ctx := testCtx(t)
 	last := appendN(t, env.store, "a", "m", 3)
@@ -487,6 +499,7 @@ func TestStore_ResumeAfterInboxKeyExpiry(t *testing.T) {
 }
 
 func TestStore_ResumeAfterFlushAll(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	last := appendN(t, env.store, "a", "m", 3)
@@ -505,6 +518,7 @@ func TestStore_ResumeAfterFlushAll(t *testing.T) {
 }
 
 func TestStore_ResumeDetectsMissingEntries(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 
@@ -562,6 +576,7 @@ func TestStore_ResumeDetectsMissingEntries(t *testing.T) {
 // say what each means; a cursor ahead of the inbox replaces the epoch and
 // starts after the ack cursor.
 func TestStore_ResumeSaysWhatWasLost(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	a := appendN(t, env.store, "a", "m", 4)
@@ -594,6 +609,7 @@ func TestStore_ResumeSaysWhatWasLost(t *testing.T) {
 }
 
 func TestStore_ResumeLimitSkipsExpired(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	var expiring []Message
@@ -619,6 +635,7 @@ func TestStore_ResumeLimitSkipsExpired(t *testing.T) {
 }
 
 func TestStore_ReadMany(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	a := appendN(t, env.store, "a", "m", 5)
@@ -656,6 +673,7 @@ func TestStore_ReadMany(t *testing.T) {
 }
 
 func TestStore_DeviceKeysAreBounded(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{InboxMaxLen: 4, DedupeWindow: 6, InboxTTL: time.Hour})
 	ctx := testCtx(t)
 	appendN(t, env.store, "a", "m", 20)
@@ -684,6 +702,7 @@ func TestStore_DeviceKeysAreBounded(t *testing.T) {
 }
 
 func TestStore_RejectsInvalidArguments(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	neg := msg("m")
@@ -721,6 +740,7 @@ func TestStore_RejectsInvalidArguments(t *testing.T) {
 }
 
 func TestStore_AppendSetsTTLOnKeysAfterResume(t *testing.T) {
+	t.Parallel()
 	// Resume creates the meta; the first append then creates the inbox and
 	// dedupe keys, which must get their TTL even though the meta's says
 	// they need no refresh yet.
@@ -736,6 +756,7 @@ func TestStore_AppendSetsTTLOnKeysAfterResume(t *testing.T) {
 }
 
 func TestStore_AppendRefreshesTTLOnlyWhenDue(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{InboxTTL: time.Hour})
 	ctx := testCtx(t)
 	keys := []string{metaKey("a"), inboxKey("a"), dedupeKey("a")}
@@ -767,6 +788,7 @@ func TestStore_AppendRefreshesTTLOnlyWhenDue(t *testing.T) {
 }
 
 func TestStore_ScriptBatchesKeepDeviceOrder(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t)
 	for _, batch := range []int{1, 7, 32} {
 		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
@@ -846,6 +868,7 @@ func checkBatches(t *testing.T, s *Store) {
 }
 
 func TestStore_AppendStartsCleanWhenOnlyMetaIsLost(t *testing.T) {
+	t.Parallel()
 	// The keys share their expiry, but an operator's DEL (or eviction under
 	// maxmemory) can drop the meta alone. The next append must start a new
 	// epoch on an empty inbox and dedupe set, not collide with old ids.
@@ -864,6 +887,7 @@ func TestStore_AppendStartsCleanWhenOnlyMetaIsLost(t *testing.T) {
 }
 
 func TestStore_AppendStartsOverWhenStreamIsAheadOfMeta(t *testing.T) {
+	t.Parallel()
 	// A meta counter behind its stream (keys edited by hand, a partial
 	// restore) must not make appends fail forever or reuse seqs: the device
 	// starts a new epoch.
@@ -892,6 +916,7 @@ func TestStore_AppendStartsOverWhenStreamIsAheadOfMeta(t *testing.T) {
 }
 
 func TestStore_AppendRefusesExpiredMessages(t *testing.T) {
+	t.Parallel()
 	// A message whose TTL ran out before it arrived (delayed in another
 	// region, say) would only burn a seq and show up as a gap.
 	env := newEnv(t, Config{})

@@ -46,6 +46,7 @@ func lostReplyHeartbeat(t *testing.T, env *testEnv, node, token string) int64 {
 }
 
 func TestStore_HeartbeatReportsContinuity(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	mustHeartbeat(t, env.store, "n1", false, "first")
@@ -74,6 +75,7 @@ func TestStore_HeartbeatReportsContinuity(t *testing.T) {
 }
 
 func TestStore_HeartbeatAfterKeyExpired(t *testing.T) {
+	t.Parallel()
 	// A node that stalled for longer than NodeTTL.
 	env := newEnv(t, Config{NodeTTL: 500 * time.Millisecond})
 	ctx := testCtx(t)
@@ -90,6 +92,7 @@ func TestStore_HeartbeatAfterKeyExpired(t *testing.T) {
 }
 
 func TestStore_HeartbeatAfterRedisRestart(t *testing.T) {
+	t.Parallel()
 	// appendfsync always: the restarted server has every write, heartbeat
 	// included, but it is another process, and under everysec it might not
 	// have had the routes.
@@ -106,6 +109,7 @@ func TestStore_HeartbeatAfterRedisRestart(t *testing.T) {
 }
 
 func TestStore_HeartbeatAfterRollback(t *testing.T) {
+	t.Parallel()
 	// Redis went back to an older heartbeat of this node without a restart
 	// of the serving process (here by RESTORE; in the field a failover to a
 	// lagging replica, which the run id catches as well).
@@ -125,6 +129,7 @@ func TestStore_HeartbeatAfterRollback(t *testing.T) {
 }
 
 func TestStore_HeartbeatSameNodeIDOnTwoStores(t *testing.T) {
+	t.Parallel()
 	// A second process (or a restarted one) with the same node id: its first
 	// call is false although the key exists, and two processes that take
 	// turns see each other's heartbeats, never their own.
@@ -145,6 +150,7 @@ func TestStore_HeartbeatSameNodeIDOnTwoStores(t *testing.T) {
 }
 
 func TestStore_HeartbeatReportsLossFoundByALostReply(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	mustHeartbeat(t, env.store, "n1", false, "first")
 	mustHeartbeat(t, env.store, "n1", true, "second")
@@ -178,6 +184,7 @@ func TestStore_HeartbeatReportsLossFoundByALostReply(t *testing.T) {
 }
 
 func TestStore_HeartbeatFailureKeepsTheLastToken(t *testing.T) {
+	t.Parallel()
 	// A failed call does not advance the Store's view: when Redis comes back
 	// with its data, the next call still proves continuity; when it comes
 	// back without it, the next call says so.
@@ -202,6 +209,7 @@ func TestStore_HeartbeatFailureKeepsTheLastToken(t *testing.T) {
 }
 
 func TestStore_HeartbeatValueKeepsNodeInfo(t *testing.T) {
+	t.Parallel()
 	// The stored value is the NodeInfo JSON plus the script's fields, so an
 	// older pushd's Nodes still decodes it.
 	env := newEnv(t, Config{})
@@ -236,6 +244,7 @@ func TestStore_HeartbeatValueKeepsNodeInfo(t *testing.T) {
 // Nodes, without waiting NodeTTL, its stream can be taken over and
 // retired, and its next heartbeat brings it back.
 func TestStore_LeaveMakesTheNodeDeadAtOnce(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{NodeTTL: time.Hour})
 	ctx := testCtx(t)
 	s := env.store

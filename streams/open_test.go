@@ -11,6 +11,7 @@ import (
 // Open must answer exactly what ClaimRoute followed by Resume answers, for
 // every resume verdict, in one round trip instead of two.
 func TestStore_OpenMatchesClaimThenResume(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		// msgs are appended to both devices by one Append each, so both
@@ -128,6 +129,7 @@ func TestStore_OpenMatchesClaimThenResume(t *testing.T) {
 // When the claim succeeded and the resume failed, Open returns the claimed
 // epoch with the error, so the caller can release the route.
 func TestStore_OpenReturnsTheClaimWhenResumeFails(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	first, _, err := env.store.ClaimRoute(ctx, "a", "n1")

@@ -20,6 +20,7 @@ import (
 // ErrUnavailable), also when the call is a retry that finds the message
 // already stored, and the retry succeeds once the replica is back.
 func TestStore_AppendWaitsForAReplica(t *testing.T) {
+	t.Parallel()
 	primary := streamstest.StartRedis(t)
 	replica := streamstest.StartReplica(t, primary)
 	rdb := primary.Connect(t)
@@ -79,6 +80,7 @@ func TestStore_AppendWaitsForAReplica(t *testing.T) {
 // With no replica at all, nothing is ever confirmed: appends and the
 // reads that hand entries to devices fail; the other calls do not wait.
 func TestStore_WithoutAReplicaNothingIsConfirmed(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t)
 	s := New(srv.Connect(t), Config{WaitReplicas: 1, WaitTimeout: 50 * time.Millisecond})
 	ctx := testCtx(t)
@@ -106,6 +108,7 @@ func TestStore_WithoutAReplicaNothingIsConfirmed(t *testing.T) {
 // replicas to have what they read. This pins that Redis (7.0) counts a
 // connection's reads in WAIT: it fails if a Redis counts only writes.
 func TestStore_ReadsWaitForReplicas(t *testing.T) {
+	t.Parallel()
 	primary := streamstest.StartRedis(t)
 	replica := streamstest.StartReplica(t, primary)
 	rdb := primary.Connect(t)
@@ -144,6 +147,7 @@ func TestStore_ReadsWaitForReplicas(t *testing.T) {
 // replica: a shard whose replica is paused fails the appends that touch
 // it, and only those.
 func TestStore_AppendWaitsOnEveryPrimaryOfACluster(t *testing.T) {
+	t.Parallel()
 	c := streamstest.StartCluster(t, streamstest.Replicas(1))
 	rdb := c.Client(t)
 	s := New(rdb, Config{WaitReplicas: 1, WaitTimeout: 5 * time.Second})
@@ -229,6 +233,7 @@ func replicaOf(t *testing.T, c *streamstest.Cluster, addr string) *streamstest.S
 // primary its {node} tag hashes to: nodes on different primaries see each
 // other, deliver to each other, and one takes over and retires another.
 func TestStore_NodeKeysOnDifferentPrimaries(t *testing.T) {
+	t.Parallel()
 	c := streamstest.StartCluster(t)
 	rdb := c.Client(t)
 	s := New(rdb, Config{NodeTTL: time.Second, ClaimMinIdle: time.Millisecond})
@@ -304,6 +309,7 @@ func TestStore_NodeKeysOnDifferentPrimaries(t *testing.T) {
 // other primary must break continuity too, since that primary holds some
 // of the node's routes.
 func TestStore_HeartbeatSeesAnyPrimaryRestart(t *testing.T) {
+	t.Parallel()
 	c := streamstest.StartCluster(t)
 	rdb := c.Client(t)
 	s := New(rdb, Config{})
@@ -342,6 +348,7 @@ func TestStore_HeartbeatSeesAnyPrimaryRestart(t *testing.T) {
 // Topology names the primary, its appendfsync and replicas, and on a
 // cluster every primary with its slots.
 func TestStore_Topology(t *testing.T) {
+	t.Parallel()
 	t.Run("primary and replica", func(t *testing.T) {
 		primary := streamstest.StartRedis(t)
 		replica := streamstest.StartReplica(t, primary)
@@ -391,6 +398,7 @@ func TestStore_Topology(t *testing.T) {
 // the other replica confirming them, and the next heartbeat reports the
 // failover.
 func TestStore_SentinelFailoverKeepsConfirmedAppends(t *testing.T) {
+	t.Parallel()
 	sen := streamstest.StartSentinel(t, streamstest.Replicas(2))
 	rdb := sen.Connect(t)
 	s := New(rdb, Config{WaitReplicas: 1, WaitTimeout: 2 * time.Second})

@@ -9,6 +9,7 @@ import (
 )
 
 func TestStore_ClaimRouteFencesByEpoch(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	e1, prev, err := env.store.ClaimRoute(ctx, "dev", "n1")
@@ -59,6 +60,7 @@ func TestStore_ClaimRouteFencesByEpoch(t *testing.T) {
 }
 
 func TestStore_ClaimRouteRacesGetDistinctEpochs(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	const racers = 8
 	type claim struct {
@@ -104,6 +106,7 @@ func TestStore_ClaimRouteRacesGetDistinctEpochs(t *testing.T) {
 }
 
 func TestStore_ClaimRouteRetryIsIdempotent(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	first, _, err := env.store.ClaimRoute(ctx, "dev", "n1")
@@ -130,6 +133,7 @@ func TestStore_ClaimRouteRetryIsIdempotent(t *testing.T) {
 }
 
 func TestStore_RefreshRoutesOnlyForTheOwner(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{RouteTTL: time.Hour})
 	ctx := testCtx(t)
 	ea, _, _ := env.store.ClaimRoute(ctx, "a", "n1")
@@ -159,6 +163,7 @@ func TestStore_RefreshRoutesOnlyForTheOwner(t *testing.T) {
 }
 
 func TestStore_RefreshRoutesReportsLostRoutes(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{RouteTTL: time.Hour})
 	ctx := testCtx(t)
 	devices := []string{"a", "b", "c"}
@@ -199,6 +204,7 @@ func TestStore_RefreshRoutesReportsLostRoutes(t *testing.T) {
 }
 
 func TestStore_RefreshRoutesReportsRoutesClaimedByAnother(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{RouteTTL: time.Hour})
 	ctx := testCtx(t)
 	ea, _, _ := env.store.ClaimRoute(ctx, "a", "n1")
@@ -227,6 +233,7 @@ func TestStore_RefreshRoutesReportsRoutesClaimedByAnother(t *testing.T) {
 }
 
 func TestStore_ReleaseRoutesComparesEachInOneRoundTrip(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	devices := []string{"owned", "moved", "reclaimed", "released", "missing", "owned2"}

@@ -30,6 +30,7 @@ func deviceIDs(list []UserDevice) []string {
 // the user resolves to them, and a device that connects as another user
 // leaves the first user's index.
 func TestStore_UserIndexFollowsHandshakes(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	mustOpenMany(t, env.store,
@@ -68,6 +69,7 @@ func TestStore_UserIndexFollowsHandshakes(t *testing.T) {
 // to a device that now belongs to another user: UserDevices checks each
 // device's current user and drops the entry.
 func TestStore_UserDevicesSkipsDevicesOfAnotherUser(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	mustOpenMany(t, env.store, OpenRequest{Device: "a/phone", Node: "n1", User: "a/alice"})
@@ -89,6 +91,7 @@ func TestStore_UserDevicesSkipsDevicesOfAnotherUser(t *testing.T) {
 // The index keeps at most UserMaxDevices, the most recently seen, and
 // none older than UserDeviceTTL; its key expires with the last of them.
 func TestStore_UserIndexBounds(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{UserMaxDevices: 3, UserDeviceTTL: time.Hour})
 	ctx := testCtx(t)
 	for _, d := range []string{"a/d1", "a/d2", "a/d3", "a/d4"} {
@@ -114,6 +117,7 @@ func TestStore_UserIndexBounds(t *testing.T) {
 // OpenMany reads the device's groups with its resume, and the user's
 // groups with the index, in one round trip for any number of devices.
 func TestStore_OpenManyReadsGroupsInOneRoundTrip(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	ctx := testCtx(t)
 	mustOpenMany(t, env.store, OpenRequest{Device: "a/warm", Node: "n1", User: "a/warm"})
@@ -149,6 +153,7 @@ func TestStore_OpenManyReadsGroupsInOneRoundTrip(t *testing.T) {
 
 // A bad id fails its own request only, and sends nothing for it.
 func TestStore_OpenManyRefusesBadIDsOneByOne(t *testing.T) {
+	t.Parallel()
 	env := newEnv(t, Config{})
 	out := env.store.OpenMany(testCtx(t), []OpenRequest{
 		{Device: "a/{x", Node: "n1"}, {Device: "a/ok", Node: "n1", User: "a/}"}, {Device: "a/fine", Node: "n1"}})

@@ -12,9 +12,11 @@ import (
 // forms, small: each starts a throwaway pushd --dev (--dev-tls for
 // --tls), measures, stops it, and prints one JSON object with the
 // documented fields and no loss.
+// The runs go side by side, as throwaway servers on their own ports do.
 // The default ports are held meanwhile, as a dev region running on the
 // same host holds them: the throwaway server must not need any.
 func TestBench_LocalRunsReportEveryField(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts three dev regions")
 	}
@@ -41,6 +43,7 @@ func TestBench_LocalRunsReportEveryField(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			cmd := exec.Command(filepath.Join(bin, "pushctl"), c.args...)
 			cmd.Dir = t.TempDir()
 			out, err := cmd.Output()

@@ -98,6 +98,7 @@ func metricValue(t *testing.T, n *node, sample string) float64 {
 // devices, reconnected, have each message exactly once, in order, as do
 // they for the pushes after.
 func TestBridge_ConsumerKilledBeforeCommitting(t *testing.T) {
+	t.Parallel()
 	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4))
 	if err != nil {
 		t.Fatal(err)
@@ -227,6 +228,7 @@ func pushctlOKIn(t *testing.T, dir string, args ...string) string {
 // Redis; a device listening in sh gets a push made in bj once, and so it
 // does a push for every region; bridge status shows it in both regions.
 func TestWalkthrough_TwoRegions(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	kafkaAddr := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
 	bj := startDevRegionAt(t, dir, "pushd-bj", "--region", "bj", "--dev-kafka", kafkaAddr, "--bridge-peers", "sh")

@@ -115,6 +115,7 @@ func startRegionAround(t *testing.T, rr regionRedis, flags ...string) ([]*node, 
 // when one does not), and one node killed with SIGKILL in the middle.
 // Every device must end with every message exactly once, in order.
 func TestChaos_NodeKilledDuringPushes(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("kills a pushd process in the middle of a push run")
 	}
@@ -126,6 +127,7 @@ func TestChaos_NodeKilledDuringPushes(t *testing.T) {
 // CA, and pushd's ACL user (systemd/redis-pushd.acl) with its password
 // from a file.
 func TestChaos_NodeKilledDuringPushesOverRedisTLS(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("kills a pushd process in the middle of a push run")
 	}

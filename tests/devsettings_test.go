@@ -83,6 +83,7 @@ func listenIn(t *testing.T, dir string, env []string, args ...string) *listener 
 // device side; --ca-file and --insecure do it by hand; the stopped region is
 // not found any more.
 func TestDevSettings_DataDirAndTLS(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	cfgHome := filepath.Join(base, "config")
 	cert, key := writeSelfSigned(t, base)

@@ -66,6 +66,7 @@ func waitHealthy(t *testing.T, n *node, timeout time.Duration) {
 // nodes, then resumed with no further push: every push answered stored
 // reaches its device within 5 s of SIGCONT, exactly once and in order.
 func TestRegion_PausedNode(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("pauses a pushd process")
 	}
@@ -117,6 +118,7 @@ func testPausedNode(t *testing.T) {
 // refused 401, no device is refused for its (existing) app, no device is
 // left offline, and every stored push reaches its device once, in order.
 func TestRegion_RestartsUnderLoad(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("restarts pushd processes under load")
 	}
@@ -220,6 +222,7 @@ func testRestartsUnderLoad(t *testing.T) {
 // 15 s, although the region only declares the node dead after its
 // heartbeat TTL.
 func TestRegion_KilledNodeDevicesReconnect(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("kills a pushd process holding 300 devices")
 	}

@@ -102,6 +102,7 @@ func mustCall(t *testing.T, what string, code int, raw []byte) []byte {
 // being killed, the member reconnecting elsewhere and catching up on what
 // was pushed meanwhile.
 func TestRegion_UsersAndGroupsAcrossProcesses(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs three pushd processes and kills one")
 	}

@@ -25,6 +25,7 @@ import (
 // step wrote (mode 0600, never in the ACL file), may write pushd's keys
 // and no others, and may not run CONFIG. A second run keeps the password.
 func TestInstallRedis_ARegionsRedisTakesPushdOnly(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	redisEtc, pushdEtc, data := filepath.Join(dir, "redis"), filepath.Join(dir, "pushd"), filepath.Join(dir, "data")
 	for _, d := range []string{redisEtc, data, filepath.Join(dir, "path")} {

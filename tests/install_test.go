@@ -122,6 +122,7 @@ func tree(t *testing.T, root string) map[string]string {
 // files declare applied by systemd's own tools; a second run changes
 // nothing and says so; --uninstall keeps the data unless --purge.
 func TestInstall_HostIntoDESTDIR(t *testing.T) {
+	t.Parallel()
 	repo := hostRepo(t)
 	dest := t.TempDir()
 	code, stdout, stderr := runInstall(t, repo, dest, "--host")
@@ -272,6 +273,7 @@ func TestInstall_HostIntoDESTDIR(t *testing.T) {
 // TestInstall_PrefixUsrIsAPackageLayout: --prefix /usr puts the binaries
 // in /usr/bin and the systemd files in /usr/lib, and the unit names them.
 func TestInstall_PrefixUsrIsAPackageLayout(t *testing.T) {
+	t.Parallel()
 	repo := hostRepo(t)
 	dest := t.TempDir()
 	if code, stdout, stderr := runInstall(t, repo, dest, "--host", "--prefix", "/usr"); code != 0 {
@@ -292,6 +294,7 @@ func TestInstall_PrefixUsrIsAPackageLayout(t *testing.T) {
 
 // TestInstall_UsageErrors: bad arguments exit 2 and install nothing.
 func TestInstall_UsageErrors(t *testing.T) {
+	t.Parallel()
 	repo := hostRepo(t)
 	dest := t.TempDir()
 	for _, args := range [][]string{{"--frobnicate"}, {"--host", "--uninstall"}, {"--purge"}, {"--host", "--purge"},

@@ -80,6 +80,7 @@ func (s *notifySocket) none(t *testing.T, d time.Duration) {
 // node that cannot have all of that never says READY. SIGTERM makes it
 // say STOPPING, drain, and exit 0.
 func TestNotify_ReadyOnlyOnceUpAndStoppingOnSIGTERM(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs a region of pushd processes")
 	}

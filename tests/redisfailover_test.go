@@ -45,6 +45,7 @@ const (
 // reaches its device (0 lost) and no device that lost anything was told
 // recovered: true; the time pushes were refused is measured.
 func TestRedisFailover_Strict(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("kills a Redis primary under three pushd processes")
 	}
@@ -56,6 +57,7 @@ func TestRedisFailover_Strict(t *testing.T) {
 // acknowledged pushes the failover lost, and how many of those no device
 // was told about.
 func TestRedisFailover_Fast(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("kills a Redis primary under three pushd processes")
 	}
@@ -345,6 +347,7 @@ func received(f *fleet) int {
 // Retry-After: 1, not stored, and the same push (its idempotency key) is
 // answered stored once the replica answers again.
 func TestRedisStrict_UnconfirmedPushAnswers503(t *testing.T) {
+	t.Parallel()
 	primary := streamstest.StartRedis(t)
 	replica := streamstest.StartReplica(t, primary)
 	n := newNode(t, "n1")

@@ -232,6 +232,7 @@ func status(t *testing.T, n *node, token string) (regionStatus, error) {
 // and checks it catches up. Raft and the admin API run mutual TLS
 // throughout, as outside --dev they do.
 func TestRegion_ThreeProcesses(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs three pushd processes through a Raft election")
 	}

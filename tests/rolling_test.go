@@ -65,6 +65,7 @@ func peakPerSecond(times []time.Time) int {
 // fast the other nodes complete handshakes, which on a loaded machine
 // stall and then catch up in bursts.
 func TestRegion_RollingRestart(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("restarts three pushd processes holding 1,000 devices")
 	}

@@ -119,6 +119,7 @@ func nodeTLS(t *testing.T, n *node) *regiontls.Node {
 // without a node certificate of the region; the push API, given its own
 // certificate, refuses plain HTTP and takes a new certificate on SIGHUP.
 func TestSecurity_StrangersAreRefused(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t)
 	pushCA, err := regiontls.NewCA("a business's CA", 0)
 	if err != nil {
@@ -345,6 +346,7 @@ func writeSecret(t *testing.T, s string) string {
 // none of them fails; a node restarted afterwards talks to both on their
 // new certificates, and the ports serve them.
 func TestSecurity_RotateCertificatesWhileTheRegionCommits(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs three pushd processes")
 	}
@@ -505,6 +507,7 @@ func TestSecurity_RotateCertificatesWhileTheRegionCommits(t *testing.T) {
 // without the password; pushd with a wrong password ends its start with
 // a message that says what to check; with the right one it serves.
 func TestSecurity_RedisCredentials(t *testing.T) {
+	t.Parallel()
 	rr := secureRedis(t)
 	addr := strings.TrimSuffix(strings.TrimPrefix(rr.url, "rediss://"), "/0")
 	ctx := context.Background()
@@ -565,6 +568,7 @@ func TestSecurity_RedisCredentials(t *testing.T) {
 // keeps no region certificates; a node given neither --bootstrap nor
 // --join nor a certificate refuses to start and says how to get one.
 func TestSecurity_InsecurePlaintextIsExplicitAndLoud(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t)
 	lone := newNode(t, "n1")
 	lone.start(t, srv.URL())

@@ -22,6 +22,7 @@ import (
 // and a Sentinel from sentinel-pushd.conf (its addresses, port and paths
 // pointed at this test's) that finds the primary and its replica.
 func TestSystemd_RedisAndSentinelConfigs(t *testing.T) {
+	t.Parallel()
 	// Absolute: redis-server reads the include after its dir directive
 	// has changed its working directory.
 	include, err := filepath.Abs(filepath.Join("..", "systemd", "redis-pushd.conf"))

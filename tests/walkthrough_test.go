@@ -28,6 +28,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pushd/pushd/internal/poll"
+	"github.com/pushd/pushd/internal/testmain"
 )
 
 // bin holds the binaries built once for the package's tests.
@@ -51,7 +52,9 @@ func TestMain(m *testing.M) {
 		}
 	}
 	bin = dir
-	code := m.Run()
+	// The drills mostly wait on processes: four at a time keep two
+	// cores busy (-parallel overrides).
+	code := testmain.Run(m, 4)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -269,6 +272,7 @@ func (l *listener) stop() {
 // whose WELCOME says recovered: true, the device's state, and a clean stop
 // that takes the dev redis-server down with it.
 func TestWalkthrough_DevRegion(t *testing.T) {
+	t.Parallel()
 	r := startDev(t)
 
 	// The banner prints the dev app's credentials, as pushctl.json holds
@@ -495,6 +499,7 @@ func devRedisPids(r *devRegion) []int {
 // a few stand-ins: it installs the Debian packages through apt-get, and
 // without apt-get it stops and says what to install.
 func TestWalkthrough_InstallOnABareHost(t *testing.T) {
+	t.Parallel()
 	script, err := os.ReadFile("../install.sh")
 	if err != nil {
 		t.Fatal(err)
@@ -602,6 +607,7 @@ func TestWalkthrough_InstallOnABareHost(t *testing.T) {
 // that log in as pushd's ACL user, which may not run CONFIG; the admin
 // API refuses plain HTTP.
 func TestWalkthrough_DevRegionWithTLS(t *testing.T) {
+	t.Parallel()
 	r := startDev(t, "--dev-tls")
 	for _, u := range []string{r.info.PushURL, r.info.WSURL, r.info.AdminURL, r.info.RedisURL} {
 		if !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "wss://") && !strings.HasPrefix(u, "rediss://") {

@@ -24,6 +24,7 @@ func testCtx(t *testing.T) context.Context {
 }
 
 func TestServer_RestartKeepsData(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t)
 	rdb := srv.Client(t)
 	ctx := context.Background()
@@ -38,6 +39,7 @@ func TestServer_RestartKeepsData(t *testing.T) {
 }
 
 func TestServer_StopAndPauseFailFast(t *testing.T) {
+	t.Parallel()
 	srv := streamstest.StartRedis(t, streamstest.AppendFsync("everysec"))
 	rdb := srv.Client(t)
 
@@ -70,6 +72,7 @@ func TestServer_StopAndPauseFailFast(t *testing.T) {
 }
 
 func TestServer_MissingBinaryFails(t *testing.T) {
+	t.Parallel()
 	ft := &fatalRecorder{TB: t}
 	done := make(chan struct{})
 	go func() {
@@ -99,6 +102,7 @@ func (f *fatalRecorder) Fatalf(format string, args ...any) {
 // connections (TLS, a client certificate, pushd's user) on pushd's keys,
 // restarts the same way, and refuses a plain connection.
 func TestServer_TLSAndACL(t *testing.T) {
+	t.Parallel()
 	ca, err := regiontls.NewCA("streamstest test CA", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -131,6 +135,7 @@ func TestServer_TLSAndACL(t *testing.T) {
 // A cluster of three primaries serves keys of many hash tags from all
 // three, and keeps them across a restart of every node.
 func TestCluster_ThreePrimariesKeepDataAcrossRestart(t *testing.T) {
+	t.Parallel()
 	c := streamstest.StartCluster(t)
 	if n := len(c.Nodes()); n != 3 {
 		t.Fatalf("%d nodes, want 3", n)
@@ -167,6 +172,7 @@ func TestCluster_ThreePrimariesKeepDataAcrossRestart(t *testing.T) {
 
 // Replicas(1) gives each of the three primaries an in-sync replica.
 func TestCluster_Replicas(t *testing.T) {
+	t.Parallel()
 	c := streamstest.StartCluster(t, streamstest.Replicas(1))
 	rdb := c.Client(t)
 	ctx := testCtx(t)
@@ -189,6 +195,7 @@ func TestCluster_Replicas(t *testing.T) {
 // client built from the Sentinel URL follows by itself; the old primary,
 // restarted, rejoins as a replica.
 func TestSentinel_FailsOverAndTheClientFollows(t *testing.T) {
+	t.Parallel()
 	s := streamstest.StartSentinel(t)
 	rdb := s.Connect(t)
 	ctx := testCtx(t)

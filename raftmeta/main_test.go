@@ -1,0 +1,12 @@
+package raftmeta
+
+import (
+	"os"
+	"testing"
+
+	"github.com/pushd/pushd/internal/testmain"
+)
+
+// TestMain runs four tests at a time: most wait on elections and replication
+// (-parallel overrides).
+func TestMain(m *testing.M) { os.Exit(testmain.Run(m, 4)) }

@@ -1,0 +1,12 @@
+package streams
+
+import (
+	"os"
+	"testing"
+
+	"github.com/pushd/pushd/internal/testmain"
+)
+
+// TestMain runs four tests at a time: each owns its redis-server and mostly waits on it
+// (-parallel overrides).
+func TestMain(m *testing.M) { os.Exit(testmain.Run(m, 4)) }
