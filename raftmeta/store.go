@@ -167,19 +167,23 @@ type Store struct {
 	changes *notifier // state changes and leader changes
 	leaders *notifier // leader changes only (WaitForLeader)
 
-	// mu guards closed, failing, resumed and recheck.
+	// mu guards closed, failing, resumed, recheck and leaderTerms.
 	mu     sync.Mutex
 	closed bool
 	// failing holds, on the leader, the time of the last failed heartbeat
 	// to each peer that has not answered one since (see unreachable).
 	failing map[raft.ServerID]time.Time
 	// resumed holds, on the leader, the peers whose heartbeats came back
-	// and that reconcile has not yet dealt with: the only peers it may
-	// promote. A leader change clears it.
+	// (or never failed in its leadership, see sweepAnswering) and that
+	// reconcile has not yet dealt with: the only peers it may promote. A
+	// leader change clears it.
 	resumed map[raft.ServerID]struct{}
 	// recheck is set when this node becomes the leader: the next
 	// reconcile checks the member records even if no peer resumed.
 	recheck bool
+	// leaderTerms counts leader changes, so that a check scheduled in one
+	// leadership (sweepAnswering) can tell it has ended.
+	leaderTerms uint64
 	// barrierTerm is the term in which this node, as leader, last had a
 	// barrier applied: from then on its applied index covers every entry
 	// committed before its term (leaderReadIndex).
@@ -341,11 +345,14 @@ func (s *Store) observe() {
 				clear(s.failing)
 				clear(s.resumed)
 				s.recheck = string(d.LeaderID) == s.id
+				s.leaderTerms++
+				term := s.leaderTerms
 				s.mu.Unlock()
 				s.leaders.notify()
 				s.changes.notify()
 				if string(d.LeaderID) == s.id {
 					s.kickReconcile()
+					time.AfterFunc(s.failureMemory/2, func() { s.sweepAnswering(term) })
 				}
 			case raft.FailedHeartbeatObservation:
 				s.mu.Lock()
@@ -359,6 +366,36 @@ func (s *Store) observe() {
 				s.kickReconcile()
 			}
 		}
+	}
+}
+
+// sweepAnswering, half failureMemory into a leadership (by when a dead
+// peer has failed a heartbeat at least once), counts every non-voter
+// whose heartbeats have not failed in it as resumed and runs reconcile.
+// A peer's heartbeats resume (ResumedHeartbeatObservation) only on the
+// leader they failed to: a non-voter that came back under one leader,
+// which lost the leadership before promoting it, answers the next one
+// from its first heartbeat, and would otherwise stay a non-voter.
+func (s *Store) sweepAnswering(term uint64) {
+	cf := s.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	s.mu.Lock()
+	if s.closed || s.leaderTerms != term {
+		s.mu.Unlock()
+		return
+	}
+	found := false
+	for _, srv := range cf.Configuration().Servers {
+		if _, failing := s.failing[srv.ID]; srv.Suffrage != raft.Voter && srv.ID != raft.ServerID(s.id) && !failing {
+			s.resumed[srv.ID] = struct{}{}
+			found = true
+		}
+	}
+	s.mu.Unlock()
+	if found {
+		s.kickReconcile()
 	}
 }
 

@@ -396,6 +396,61 @@ func TestCluster_UnreachableNonvoterIsNotPromoted(t *testing.T) {
 	checkVoters(t, c, 3, 3)
 }
 
+// TestCluster_NonvoterBackUnderALeadershipThatEndedIsPromoted: a
+// non-voter's heartbeats resume to a leader that loses the leadership
+// before its reconcile promotes it (held here behind a slow membership
+// change). The leadership after it never saw those heartbeats fail, and
+// still promotes the non-voter once it has heartbeated it a while.
+func TestCluster_NonvoterBackUnderALeadershipThatEndedIsPromoted(t *testing.T) {
+	t.Parallel()
+	c := raftmetatest.NewCluster(t, 4)
+	ctx := ctxT(t, 30*time.Second)
+	checkVoters(t, c, 4, 3)
+	waiting := follower(t, c, false)
+	id := c.Member(waiting).ID
+	c.Kill(waiting)
+	_, leader := c.WaitForLeader(t)
+	raftmetatest.WaitFor(t, 30*time.Second, func() error {
+		if u := leader.Stats().Unreachable; !slices.Equal(u, []string{id}) {
+			return fmt.Errorf("leader sees %v unreachable, want [%s]", u, id)
+		}
+		return nil
+	})
+	victim := follower(t, c, true)
+	if err := leader.Remove(ctx, c.Member(victim).ID, raftmeta.Caller{}); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(victim)
+	checkVoters(t, c, 3, 2)
+
+	release := raftmeta.HoldMembershipChanges(leader)
+	c.Restart(t, waiting)
+	raftmetatest.WaitFor(t, 30*time.Second, func() error {
+		if u := leader.Stats().Unreachable; len(u) != 0 {
+			return fmt.Errorf("leader sees %v unreachable", u)
+		}
+		return nil
+	})
+	// The leadership in which the heartbeats resumed ends; this node
+	// leads again, with no memory of them.
+	raftmeta.ObserveOwnLeadership(leader)
+	raftmetatest.WaitFor(t, 10*time.Second, func() error {
+		if _, l := c.Leader(); l != leader {
+			return errors.New("leadership moved")
+		}
+		return nil
+	})
+	release()
+	// A sweep comes HeartbeatTimeout + 10 s into each leadership.
+	raftmetatest.WaitFor(t, 60*time.Second, func() error {
+		if m := leader.State().Members[id]; !m.Voter {
+			return fmt.Errorf("%s is recorded as a non-voter: %+v", id, m)
+		}
+		return nil
+	})
+	checkVoters(t, c, 3, 3)
+}
+
 // TestCluster_RemoveDeadFollower removes a follower that was killed
 // without leaving, as an operator does after a host dies.
 func TestCluster_RemoveDeadFollower(t *testing.T) {
