@@ -67,8 +67,8 @@ func TestSDK_BothTransportsEndToEnd(t *testing.T) {
 				}
 				return nil
 			})
-			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "b-" + tc.name, Payload: []byte("to everyone")}), "", audience{})
-			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g-" + tc.name, Group: "room-1", Payload: []byte("to the room")}), groupKey(testApp, "room-1"), audience{})
+			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "b-" + tc.name, Payload: []byte("to everyone")}), 1, "", audience{})
+			n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g-" + tc.name, Group: "room-1", Payload: []byte("to the room")}), 1, groupKey(testApp, "room-1"), audience{})
 			for _, want := range []string{"to everyone", "to the room"} {
 				select {
 				case m := <-got:
@@ -89,7 +89,7 @@ func TestSDK_BothTransportsEndToEnd(t *testing.T) {
 			if err := c.Leave(ctx, "room-1"); err != nil {
 				t.Fatalf("leave: %v", err)
 			}
-			if k := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g2"}), groupKey(testApp, "room-1"), audience{}); k != 0 {
+			if k := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "g2"}), 1, groupKey(testApp, "room-1"), audience{}); k != 0 {
 				t.Fatalf("left group still has %d members", k)
 			}
 		})
@@ -453,7 +453,7 @@ func TestSlowConsumer_CutWhileOthersKeepReceiving(t *testing.T) {
 			}
 			return nil
 		})
-		n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i), Payload: payload}), "", audience{})
+		n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i), Payload: payload}), 1, "", audience{})
 	}
 	poll.Until(t, 5*time.Second, func() error {
 		if n.hub.lookup(inboxKey(testApp, "slow")) != nil {
@@ -588,7 +588,7 @@ func TestSlowConsumer_CutByTheWriteDeadline(t *testing.T) {
 		if time.Since(start) > 20*time.Second {
 			t.Fatalf("still connected after %s and %d MiB", time.Since(start), sent>>20)
 		}
-		n.hub.fanout(frame, "", audience{})
+		n.hub.fanout(frame, 1, "", audience{})
 		sent += len(frame)
 		time.Sleep(5 * time.Millisecond)
 	}

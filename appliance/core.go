@@ -388,15 +388,25 @@ func (n *Node) PushGroup(ctx context.Context, app, group string, msg streams.Mes
 }
 
 // fanoutLocal hands one encoded frame of message id to the local members
-// of a group key in the audience, and records in the message's trace how
-// many took it.
+// of a group key in the audience, merged with the fan-outs of that
+// audience queued behind a running one (fanoutLines), and returns how many
+// took it.
 func (n *Node) fanoutLocal(id string, frame []byte, group string, aud audience) int {
+	return n.fanouts.fanout(id, frame, group, aud, n.fanoutRound)
+}
+
+// fanoutRound hands frames, one per message of ids, to the local members
+// of a group key in the audience, and records in each message's trace how
+// many took it.
+func (n *Node) fanoutRound(frames []byte, ids []string, group string, aud audience) int {
 	start := time.Now()
-	k := n.hub.fanout(frame, group, aud)
+	k := n.hub.fanout(frames, len(ids), group, aud)
 	n.metrics.fanout.Observe(time.Since(start).Seconds())
-	n.metrics.fanoutSends.Add(float64(k))
-	n.metrics.framesOut[frame[1]].Add(float64(k))
-	n.trace.fanout(id, group, k)
+	n.metrics.fanoutSends.Add(float64(k * len(ids)))
+	n.metrics.framesOut[frames[1]].Add(float64(k * len(ids)))
+	for _, id := range ids {
+		n.trace.fanout(id, group, k)
+	}
 	return k
 }
 

@@ -226,11 +226,12 @@ func (sh *shard) leaveLocked(group string, s *session) {
 	}
 }
 
-// fanout hands one encoded frame to every session of group (a group key),
-// or to every session when group is empty, shard by shard in parallel. The frame is
-// encoded once by the caller; each recipient's queue gets a copy of the
-// same bytes. It returns the number of recipients.
-func (h *hub) fanout(frame []byte, group string, aud audience) int {
+// fanout hands count encoded frames, concatenated, to every session of
+// group (a group key), or to every session when group is empty, shard by
+// shard in parallel. The frames are encoded once by the caller; each
+// recipient's queue gets a copy of the same bytes. It returns the number
+// of recipients.
+func (h *hub) fanout(frames []byte, count int, group string, aud audience) int {
 	workers := min(runtime.GOMAXPROCS(0), len(h.shards))
 	var total atomic.Int64
 	var wg sync.WaitGroup
@@ -242,7 +243,7 @@ func (h *hub) fanout(frame []byte, group string, aud audience) int {
 			sent := 0
 			for i := w; i < len(h.shards); i += workers {
 				var k int
-				k, slow = h.shards[i].fanout(frame, group, aud, slow)
+				k, slow = h.shards[i].fanout(frames, count, group, aud, slow)
 				sent += k
 			}
 			total.Add(int64(sent))
@@ -255,10 +256,10 @@ func (h *hub) fanout(frame []byte, group string, aud audience) int {
 	return int(total.Load())
 }
 
-// fanout queues frame to the shard's recipients in the audience and
-// appends those over their queue caps to slow, to be closed once the
+// fanout queues count frames to the shard's recipients in the audience
+// and appends those over their queue caps to slow, to be closed once the
 // shard lock is released. It returns the recipients.
-func (sh *shard) fanout(frame []byte, group string, aud audience, slow []*session) (int, []*session) {
+func (sh *shard) fanout(frames []byte, count int, group string, aud audience, slow []*session) (int, []*session) {
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
 	all := aud.everyone()
@@ -269,7 +270,7 @@ func (sh *shard) fanout(frame []byte, group string, aud audience, slow []*sessio
 		}
 		sent++
 		s.mu.Lock()
-		ok := s.queueLocked(frame, dirtyBulk)
+		ok := s.queueLocked(frames, count, dirtyBulk)
 		s.mu.Unlock()
 		if !ok {
 			slow = append(slow, s)

@@ -51,6 +51,7 @@ type Node struct {
 	metrics *metrics
 
 	hub        *hub
+	fanouts    fanoutLines
 	wheels     []*wheel
 	wheelNext  atomic.Uint64
 	sessionSeq atomic.Uint64

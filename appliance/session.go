@@ -664,18 +664,18 @@ func (s *session) send(frame []byte) {
 // connection as slow). Frames to a closing session are dropped silently.
 // Lock must be held.
 func (s *session) enqueueLocked(frame []byte) bool {
-	if !s.queueLocked(frame, dirtyUrgent) {
+	if !s.queueLocked(frame, 1, dirtyUrgent) {
 		return false
 	}
 	s.node.metrics.framesOut[frame[1]].Inc()
 	return true
 }
 
-// queueLocked is enqueueLocked for a frame of class (dirtyBulk for
-// fan-out and catch-up, which the flusher writes in chunks after the
-// urgent ones), without counting it in the metrics: a fan-out counts its
-// frames once. Lock must be held.
-func (s *session) queueLocked(frame []byte, class dirtyClass) bool {
+// queueLocked is enqueueLocked for count frames, concatenated, of class
+// (dirtyBulk for fan-out and catch-up, which the flusher writes in chunks
+// after the urgent ones), without counting them in the metrics: a fan-out
+// counts its frames once. Lock must be held.
+func (s *session) queueLocked(frames []byte, count int, class dirtyClass) bool {
 	if s.closing || s.state == stateClosed {
 		return true
 	}
@@ -683,11 +683,11 @@ func (s *session) queueLocked(frame []byte, class dirtyClass) bool {
 	if s.out == nil {
 		s.out = getOutBuf()
 	}
-	if s.outFrames+1 > tun.queueFrames || len(*s.out)+len(frame) > tun.queueBytes+outHead {
+	if s.outFrames+count > tun.queueFrames || len(*s.out)+len(frames) > tun.queueBytes+outHead {
 		return false
 	}
-	*s.out = append(*s.out, frame...)
-	s.outFrames++
+	*s.out = append(*s.out, frames...)
+	s.outFrames += count
 	if s.dirty&class == 0 {
 		s.dirty |= class
 		s.shard.markDirty(s, class)

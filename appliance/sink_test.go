@@ -154,7 +154,7 @@ func TestSink_SlowConsumerCutAtQueueCap(t *testing.T) {
 		t.Fatalf("slow session closed=%v reason=%v, want slow_consumer", closed, reason)
 	}
 	for i := 0; i < 8; i++ {
-		if got := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i)}), "", audience{}); got != 1 {
+		if got := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: fmt.Sprint(i)}), 1, "", audience{}); got != 1 {
 			t.Fatalf("fanout reached %d sessions, want only the healthy one", got)
 		}
 		for _, f := range n.hub.flushers {
@@ -271,7 +271,7 @@ func BenchmarkHub_Fanout10k(b *testing.B) {
 	var ms0, ms1 runtimeMemStats
 	ms0.read()
 	for i := 0; i < b.N; i++ {
-		if got := n.hub.fanout(frame, "", audience{}); got != recipients {
+		if got := n.hub.fanout(frame, 1, "", audience{}); got != recipients {
 			b.Fatalf("fanout reached %d", got)
 		}
 		var wg sync.WaitGroup
@@ -449,7 +449,7 @@ func TestSink_UnicastOvertakesAFanOut(t *testing.T) {
 			}
 		}
 	}
-	if got := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "fan-out"}), "room", audience{}); got != members {
+	if got := n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "fan-out"}), 1, "room", audience{}); got != members {
 		t.Fatalf("fan-out reached %d sessions, want %d", got, members)
 	}
 	flusher.pass(nil, nil)

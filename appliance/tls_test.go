@@ -81,7 +81,7 @@ func TestTLS_BothTransports(t *testing.T) {
 					}
 					return nil
 				})
-				n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "t", Payload: []byte("over tls")}), broadcastGroup(testApp), audience{})
+				n.hub.fanout(wire.AppendPush(nil, &wire.Push{ID: "t", Payload: []byte("over tls")}), 1, broadcastGroup(testApp), audience{})
 				select {
 				case m := <-got:
 					if string(m.Payload) != "over tls" {
