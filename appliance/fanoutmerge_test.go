@@ -86,8 +86,31 @@ func TestFanoutLines_QueuedFanoutsMergeInOrder(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(map[string]int{"a": 10, "b": 30, "c": 30, "d": 30}) {
 		t.Fatalf("recipients per caller %v", got)
 	}
-	if len(l.lines) != 0 {
-		t.Fatalf("%d lines left after every round ran", len(l.lines))
+	poll.Until(t, 5*time.Second, func() error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if len(l.lines) != 0 {
+			return fmt.Errorf("%d lines left after every round ran", len(l.lines))
+		}
+		return nil
+	})
+}
+
+// TestFanoutLines_RoundsOfOneAudienceKeepThePace: a fan-out that comes
+// within fanoutPace of the start of its audience's last round waits for
+// the pace, so that the fan-outs of a storm have time to gather.
+func TestFanoutLines_RoundsOfOneAudienceKeepThePace(t *testing.T) {
+	var l fanoutLines
+	var starts []time.Time
+	run := func(_ []byte, ids []string, _ string, _ audience) int {
+		starts = append(starts, time.Now())
+		return 1
+	}
+	aud := audience{business: "news"}
+	l.fanout("a", []byte("a"), "g", aud, run)
+	l.fanout("b", []byte("b"), "g", aud, run)
+	if gap := starts[1].Sub(starts[0]); gap < fanoutPace {
+		t.Fatalf("the second round began %s after the first, want at least %s", gap, fanoutPace)
 	}
 }
 

@@ -32,6 +32,10 @@ type fanoutWorker struct {
 	tallies []workerTally // by push
 	share   int
 
+	// held is len(subs) once connectAll returned, before any push: what
+	// received compares each push's count with, on every delivery.
+	held atomic.Int64
+
 	mu       sync.Mutex
 	subs     []*subscriber
 	failed   int
@@ -67,6 +71,7 @@ func (f *Fanout) work(ctx context.Context, w *worker) error {
 	fw.mu.Lock()
 	ev := connected{OK: len(fw.subs), Failed: fw.failed, Errors: maps.Clone(fw.fails)}
 	fw.mu.Unlock()
+	fw.held.Store(int64(ev.OK))
 	pingStop := make(chan struct{})
 	var pinger sync.WaitGroup
 	pinger.Add(1)
@@ -261,15 +266,9 @@ func (fw *fanoutWorker) received(s *subscriber, k int, at int64) {
 	t := &fw.tallies[k]
 	casMin(&t.first, at)
 	casMax(&t.last, at)
-	if t.count.Add(1) == int64(fw.connectedCount()) {
+	if t.count.Add(1) == fw.held.Load() {
 		_ = fw.w.send(evData, []pushTally{{Push: k, Count: int(t.count.Load()), FirstNS: t.first.Load(), LastNS: t.last.Load()}})
 	}
-}
-
-func (fw *fanoutWorker) connectedCount() int {
-	fw.mu.Lock()
-	defer fw.mu.Unlock()
-	return len(fw.subs)
 }
 
 func (fw *fanoutWorker) drop(s *subscriber, reason string) {
