@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 		}),
 		fanout: f.NewHistogram(prometheus.HistogramOpts{
 			Name:                        "pushd_fanout_duration_seconds",
-			Help:                        "Time to hand one frame to every recipient session of a group or broadcast.",
+			Help:                        "Time to hand one round of a group or broadcast (its messages that arrived together) to every recipient session.",
 			Buckets:                     []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 			NativeHistogramBucketFactor: 1.1,
 		}),
