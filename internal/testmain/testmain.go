@@ -9,18 +9,20 @@ package testmain
 
 import (
 	"flag"
+	"runtime"
 	"strconv"
 	"testing"
 )
 
-// Run runs m with up to parallel tests at a time unless the command line
-// set -parallel (which then wins), and returns m.Run's exit code.
+// Run runs m with up to parallel tests at a time, or GOMAXPROCS when that
+// is more, unless the command line set -parallel (which then wins), and
+// returns m.Run's exit code.
 func Run(m *testing.M, parallel int) int {
 	flag.Parse()
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
 	if !set {
-		if err := flag.Set("test.parallel", strconv.Itoa(parallel)); err != nil {
+		if err := flag.Set("test.parallel", strconv.Itoa(max(parallel, runtime.GOMAXPROCS(0)))); err != nil {
 			panic(err) // only a Go release without -test.parallel gets here
 		}
 	}
