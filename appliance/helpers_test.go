@@ -27,7 +27,7 @@ import (
 
 func init() { logging.SetLevel(logging.LevelNone) }
 
-// TestMain runs four tests at a time: most wait on timers, Redis and
+// TestMain runs at least four tests at a time: most wait on timers, Redis and
 // sockets (-parallel overrides).
 func TestMain(m *testing.M) { os.Exit(testmain.Run(m, 4)) }
 

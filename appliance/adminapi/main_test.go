@@ -7,6 +7,6 @@ import (
 	"github.com/pushd/pushd/internal/testmain"
 )
 
-// TestMain runs four tests at a time: most wait on in-process regions
+// TestMain runs at least four tests at a time: most wait on in-process regions
 // (-parallel overrides).
 func TestMain(m *testing.M) { os.Exit(testmain.Run(m, 4)) }
