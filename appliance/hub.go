@@ -245,6 +245,10 @@ func (h *hub) fanout(frames []byte, count int, group string, aud audience) int {
 				var k int
 				k, slow = h.shards[i].fanout(frames, count, group, aud, slow)
 				sent += k
+				// Between shards, let the goroutines waiting for a core
+				// (a unicast push's handler, a poller) have it, rather
+				// than only at the scheduler's 10 ms preemption.
+				runtime.Gosched()
 			}
 			total.Add(int64(sent))
 			for _, s := range slow {
@@ -348,8 +352,13 @@ func (f *flusher) pass(urgent, bulk []*session) ([]*session, []*session) {
 	}
 	for i, s := range bulk {
 		written += s.flush()
-		if (i+1)%bulkChunk == 0 && f.urgent.Load() {
-			written += f.flushUrgent(urgent)
+		if (i+1)%bulkChunk == 0 {
+			if f.urgent.Load() {
+				written += f.flushUrgent(urgent)
+			}
+			// As between a fan-out's shards: the rest of the node gets
+			// a core between chunks.
+			runtime.Gosched()
 		}
 	}
 	clear(bulk)
