@@ -395,6 +395,12 @@ func (n *Node) fanoutLocal(id string, frame []byte, group string, aud audience) 
 	return n.fanouts.fanout(id, frame, group, aud, n.fanoutRound)
 }
 
+// handFanout is fanoutLocal for the delivery loop, which needs no count:
+// it does not wait for a round queued behind a running one.
+func (n *Node) handFanout(id string, frame []byte, group string, aud audience) {
+	n.fanouts.hand(id, frame, group, aud, n.fanoutRound)
+}
+
 // fanoutRound hands frames, one per message of ids, to the local members
 // of a group key in the audience, and records in each message's trace how
 // many took it.

@@ -742,7 +742,7 @@ func (d *durable) applyDeliveries(ds []streams.Delivery, node string, passOn boo
 			// A dead node's group messages were for its own sessions,
 			// which are gone: this node's members had theirs already.
 			if !takeover {
-				n.fanoutLocal(n.frameID(e.frame), e.frame, e.group, e.aud)
+				n.handFanout(n.frameID(e.frame), e.frame, e.group, e.aud)
 			}
 		case entryMember:
 			// Likewise a membership change for a session of the dead

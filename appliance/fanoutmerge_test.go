@@ -96,22 +96,100 @@ func TestFanoutLines_QueuedFanoutsMergeInOrder(t *testing.T) {
 	})
 }
 
-// TestFanoutLines_RoundsOfOneAudienceKeepThePace: a fan-out that comes
-// within fanoutPace of the start of its audience's last round waits for
-// the pace, so that the fan-outs of a storm have time to gather.
-func TestFanoutLines_RoundsOfOneAudienceKeepThePace(t *testing.T) {
+// TestFanoutLines_QueuedRoundKeepsThePace: a round queued behind a
+// running one starts fanoutPace after it at the earliest, so that the
+// fan-outs of a storm have time to gather; a fan-out with no round of its
+// audience running leaves nothing behind to wait for.
+func TestFanoutLines_QueuedRoundKeepsThePace(t *testing.T) {
 	var l fanoutLines
+	var mu sync.Mutex
 	var starts []time.Time
+	started, release := make(chan struct{}), make(chan struct{})
 	run := func(_ []byte, ids []string, _ string, _ audience) int {
+		mu.Lock()
 		starts = append(starts, time.Now())
+		mu.Unlock()
+		if ids[0] == "a" {
+			close(started)
+			<-release
+		}
 		return 1
 	}
 	aud := audience{business: "news"}
-	l.fanout("a", []byte("a"), "g", aud, run)
-	l.fanout("b", []byte("b"), "g", aud, run)
-	if gap := starts[1].Sub(starts[0]); gap < fanoutPace {
-		t.Fatalf("the second round began %s after the first, want at least %s", gap, fanoutPace)
+	l.fanout("solo", []byte("s"), "g", aud, run)
+	l.mu.Lock()
+	left := len(l.lines)
+	l.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d lines left after a round that ran alone: the next fan-out would wait", left)
 	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.fanout("a", []byte("a"), "g", aud, run)
+	}()
+	<-started
+	second := make(chan struct{})
+	go func() {
+		defer close(second)
+		l.fanout("b", []byte("b"), "g", aud, run)
+	}()
+	poll.Until(t, 5*time.Second, func() error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if line := l.lines[fanoutKey("g", aud)]; line == nil || line.open == nil {
+			return fmt.Errorf("b not queued")
+		}
+		return nil
+	})
+	close(release)
+	<-done
+	<-second
+	if gap := starts[2].Sub(starts[1]); gap < fanoutPace {
+		t.Fatalf("the queued round began %s after the one it waited for, want at least %s", gap, fanoutPace)
+	}
+}
+
+// TestFanoutLines_HandDoesNotWaitForAQueuedRound: the delivery loop's
+// fan-outs return while their round waits behind a running one, and the
+// round runs later with them in order.
+func TestFanoutLines_HandDoesNotWaitForAQueuedRound(t *testing.T) {
+	var l fanoutLines
+	var mu sync.Mutex
+	var rounds []string
+	started, release := make(chan struct{}), make(chan struct{})
+	run := func(frames []byte, ids []string, _ string, _ audience) int {
+		mu.Lock()
+		rounds = append(rounds, string(frames))
+		mu.Unlock()
+		if ids[0] == "a" {
+			close(started)
+			<-release
+		}
+		return 1
+	}
+	go l.hand("a", []byte("a"), "g", audience{}, run)
+	<-started
+	handed := make(chan struct{})
+	go func() {
+		defer close(handed)
+		l.hand("b", []byte("b"), "g", audience{}, run)
+		l.hand("c", []byte("c"), "g", audience{}, run)
+	}()
+	select {
+	case <-handed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("hand waited for the round queued behind a running one")
+	}
+	close(release)
+	poll.Until(t, 5*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if fmt.Sprint(rounds) != "[a bc]" {
+			return fmt.Errorf("rounds %v, want [a bc]", rounds)
+		}
+		return nil
+	})
 }
 
 // TestFanoutLines_FrameOfTheCallerIsNotWrittenTo: a frame that joins a
