@@ -35,6 +35,7 @@ type fanoutLines struct {
 // fanoutLine is one audience's rounds: the one running, and the one
 // waiting behind it that new frames join.
 type fanoutLine struct {
+	key     string       // its audience's fanoutKey
 	last    *fanoutRound // the newest round, running or waiting
 	open    *fanoutRound // the waiting round, nil when none waits
 	started time.Time    // when the round running, or the last that ran, began
@@ -42,7 +43,6 @@ type fanoutLine struct {
 
 // fanoutRound is frames handed to the recipients together.
 type fanoutRound struct {
-	key        string
 	line       *fanoutLine
 	prev       *fanoutRound // the round it waits for; nil: it ran at once
 	frames     []byte       // concatenated frames
@@ -100,7 +100,7 @@ func (l *fanoutLines) add(id string, frame []byte, group string, aud audience) (
 	}
 	line := l.lines[key]
 	if line == nil {
-		line = &fanoutLine{}
+		line = &fanoutLine{key: key}
 		l.lines[key] = line
 	}
 	if r := line.open; r != nil {
@@ -110,7 +110,7 @@ func (l *fanoutLines) add(id string, frame []byte, group string, aud audience) (
 	}
 	// Clipped, so that a frame joining later copies the two rather than
 	// writing into the spare capacity of the caller's buffer.
-	r := &fanoutRound{key: key, line: line, prev: line.last, frames: slices.Clip(frame), ids: []string{id}, done: make(chan struct{})}
+	r := &fanoutRound{line: line, prev: line.last, frames: slices.Clip(frame), ids: []string{id}, done: make(chan struct{})}
 	line.last = r
 	if r.prev != nil {
 		line.open = r
@@ -140,7 +140,7 @@ func (l *fanoutLines) run(r *fanoutRound, group string, aud audience, run roundR
 	r.recipients = run(r.frames, r.ids, group, aud)
 	l.mu.Lock()
 	if line.last == r {
-		delete(l.lines, r.key)
+		delete(l.lines, line.key)
 	}
 	l.mu.Unlock()
 	close(r.done)

@@ -256,10 +256,7 @@ func TestFanoutLines_FrameOfTheCallerIsNotWrittenTo(t *testing.T) {
 func TestFanoutLines_MergedRoundReachesEachSessionInOneWrite(t *testing.T) {
 	cfg := testConfig()
 	cfg.QueueFrames = 4
-	n, err := New(cfg, Deps{}) // no flusher runs: queues drain only when the test says
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := newIdleNode(t, cfg) // the test flushes
 	full, fullSink := openSink(t, n, "full", false)
 	var sinks []*sinkTransport
 	for i := range 3 {

@@ -89,13 +89,21 @@ func (t *sinkTransport) isClosed() (bool, closeReason) {
 	return t.closed, t.reason
 }
 
-// newSinkNode builds a node whose loops run but which opens no socket.
-func newSinkNode(t testing.TB, cfg Config) *Node {
+// newIdleNode builds a node whose loops do not run and which opens no
+// socket: nothing is flushed, and no timer fires, unless the test says.
+func newIdleNode(t testing.TB, cfg Config) *Node {
 	t.Helper()
 	n, err := New(cfg, Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return n
+}
+
+// newSinkNode builds a node whose loops run but which opens no socket.
+func newSinkNode(t testing.TB, cfg Config) *Node {
+	t.Helper()
+	n := newIdleNode(t, cfg)
 	n.startLoops()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -140,10 +148,7 @@ func TestSink_TakeoverKicksPreviousSession(t *testing.T) {
 func TestSink_SlowConsumerCutAtQueueCap(t *testing.T) {
 	cfg := testConfig()
 	cfg.QueueFrames = 8
-	n, err := New(cfg, Deps{}) // no flusher runs: queues drain only when the test says
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := newIdleNode(t, cfg) // the test flushes
 	slow, st := openSink(t, n, "slow", false)
 	_, ok := openSink(t, n, "ok", true)
 	// A burst larger than the queue within one flush tick.
@@ -301,10 +306,7 @@ func BenchmarkHub_Fanout10k(b *testing.B) {
 // connection before a flush go out as one write — a BATCH — compressed for
 // a device that offered lz4 once it is over the threshold.
 func TestSink_FramesOfOneTickAreMergedAndCompressed(t *testing.T) {
-	n, err := New(testConfig(), Deps{}) // no flusher runs: the test flushes
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := newIdleNode(t, testConfig()) // the test flushes
 	for _, lz4 := range []bool{false, true} {
 		st := &sinkTransport{keep: true}
 		s := n.newSession(st)
@@ -376,10 +378,7 @@ func TestSink_StaleConnectionCannotDeliver(t *testing.T) {
 // flush is writing what it took from the queue: the close's last frame
 // reaches the transport after those frames, not before them.
 func TestSink_CloseLastFrameFollowsFlushedOutput(t *testing.T) {
-	n, err := New(testConfig(), Deps{}) // no flusher: the test flushes
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := newIdleNode(t, testConfig()) // the test flushes
 	s, st := openSink(t, n, "d1", true)
 	s.flush() // WELCOME
 	for k := 0; k < 5; k++ {
@@ -420,11 +419,8 @@ func TestSink_CloseLastFrameFollowsFlushedOutput(t *testing.T) {
 // of the fan-out, not after all of it.
 func TestSink_UnicastOvertakesAFanOut(t *testing.T) {
 	cfg := testConfig()
-	cfg.Shards = 1             // one shard, one flusher: one order of writes
-	n, err := New(cfg, Deps{}) // no flusher runs: the test drives its passes
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg.Shards = 1           // one shard, one flusher: one order of writes
+	n := newIdleNode(t, cfg) // the test flushes
 	const members = 20 * bulkChunk
 	lone, loneSink := openSink(t, n, "lone", false)
 	sinks := make([]*sinkTransport, members)

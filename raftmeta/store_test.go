@@ -347,43 +347,43 @@ func TestCluster_LeaderLeavingPromotesANonvoter(t *testing.T) {
 	checkVoters(t, c, 3, 3)
 }
 
-// TestCluster_UnreachableNonvoterIsNotPromoted: a non-voter the leader
-// cannot heartbeat stays one when a voter goes; once it answers again,
-// the leader promotes it with no second join.
-func TestCluster_UnreachableNonvoterIsNotPromoted(t *testing.T) {
-	t.Parallel()
+// twoVotersAndADeadNonvoter forms four nodes (three voters), kills the
+// non-voter, and once the leader sees it unreachable removes and kills a
+// voter: the non-voter is not promoted in its place. It returns the
+// cluster, the non-voter's index and ID, and the leader.
+func twoVotersAndADeadNonvoter(t *testing.T) (*raftmetatest.Cluster, int, string, *raftmeta.Store) {
+	t.Helper()
 	c := raftmetatest.NewCluster(t, 4)
 	ctx := ctxT(t, 30*time.Second)
 	checkVoters(t, c, 4, 3)
 	waiting := follower(t, c, false)
 	id := c.Member(waiting).ID
 	c.Kill(waiting)
-	// unreachableIs waits until the leader, whichever node it is, sees
-	// the unreachable peers want and returns it.
-	unreachableIs := func(want ...string) *raftmeta.Store {
-		t.Helper()
-		var leader *raftmeta.Store
-		raftmetatest.WaitFor(t, 30*time.Second, func() error {
-			if _, leader = c.Leader(); leader == nil {
-				return errors.New("no leader")
-			}
-			if u := leader.Stats().Unreachable; !slices.Equal(u, want) {
-				return fmt.Errorf("leader sees %v unreachable, want %v", u, want)
-			}
-			return nil
-		})
-		return leader
-	}
-	leader := unreachableIs(id)
+	var leader *raftmeta.Store
+	// Whichever node leads must see the non-voter unreachable.
+	raftmetatest.WaitFor(t, 30*time.Second, func() error {
+		if _, leader = c.Leader(); leader == nil {
+			return errors.New("no leader")
+		}
+		if u := leader.Stats().Unreachable; !slices.Equal(u, []string{id}) {
+			return fmt.Errorf("leader sees %v unreachable, want [%s]", u, id)
+		}
+		return nil
+	})
 	victim := follower(t, c, true)
 	if err := leader.Remove(ctx, c.Member(victim).ID, raftmeta.Caller{}); err != nil {
 		t.Fatal(err)
 	}
 	c.Kill(victim)
 	checkVoters(t, c, 3, 2)
+	return c, waiting, id, leader
+}
 
-	c.Restart(t, waiting)
-	raftmetatest.WaitFor(t, 30*time.Second, func() error {
+// waitPromoted waits until the leader records id as a voter, and raft
+// has three voters of three servers.
+func waitPromoted(t *testing.T, c *raftmetatest.Cluster, id string, within time.Duration) {
+	t.Helper()
+	raftmetatest.WaitFor(t, within, func() error {
 		_, leader := c.Leader()
 		if leader == nil {
 			return errors.New("no leader")
@@ -396,6 +396,16 @@ func TestCluster_UnreachableNonvoterIsNotPromoted(t *testing.T) {
 	checkVoters(t, c, 3, 3)
 }
 
+// TestCluster_UnreachableNonvoterIsNotPromoted: a non-voter the leader
+// cannot heartbeat stays one when a voter goes; once it answers again,
+// the leader promotes it with no second join.
+func TestCluster_UnreachableNonvoterIsNotPromoted(t *testing.T) {
+	t.Parallel()
+	c, waiting, id, _ := twoVotersAndADeadNonvoter(t)
+	c.Restart(t, waiting)
+	waitPromoted(t, c, id, 30*time.Second)
+}
+
 // TestCluster_NonvoterBackUnderALeadershipThatEndedIsPromoted: a
 // non-voter's heartbeats resume to a leader that loses the leadership
 // before its reconcile promotes it (held here behind a slow membership
@@ -403,25 +413,7 @@ func TestCluster_UnreachableNonvoterIsNotPromoted(t *testing.T) {
 // still promotes the non-voter once it has heartbeated it a while.
 func TestCluster_NonvoterBackUnderALeadershipThatEndedIsPromoted(t *testing.T) {
 	t.Parallel()
-	c := raftmetatest.NewCluster(t, 4)
-	ctx := ctxT(t, 30*time.Second)
-	checkVoters(t, c, 4, 3)
-	waiting := follower(t, c, false)
-	id := c.Member(waiting).ID
-	c.Kill(waiting)
-	_, leader := c.WaitForLeader(t)
-	raftmetatest.WaitFor(t, 30*time.Second, func() error {
-		if u := leader.Stats().Unreachable; !slices.Equal(u, []string{id}) {
-			return fmt.Errorf("leader sees %v unreachable, want [%s]", u, id)
-		}
-		return nil
-	})
-	victim := follower(t, c, true)
-	if err := leader.Remove(ctx, c.Member(victim).ID, raftmeta.Caller{}); err != nil {
-		t.Fatal(err)
-	}
-	c.Kill(victim)
-	checkVoters(t, c, 3, 2)
+	c, waiting, id, leader := twoVotersAndADeadNonvoter(t)
 
 	release := raftmeta.HoldMembershipChanges(leader)
 	c.Restart(t, waiting)
@@ -442,13 +434,7 @@ func TestCluster_NonvoterBackUnderALeadershipThatEndedIsPromoted(t *testing.T) {
 	})
 	release()
 	// A sweep comes HeartbeatTimeout + 10 s into each leadership.
-	raftmetatest.WaitFor(t, 60*time.Second, func() error {
-		if m := leader.State().Members[id]; !m.Voter {
-			return fmt.Errorf("%s is recorded as a non-voter: %+v", id, m)
-		}
-		return nil
-	})
-	checkVoters(t, c, 3, 3)
+	waitPromoted(t, c, id, 60*time.Second)
 }
 
 // TestCluster_RemoveDeadFollower removes a follower that was killed
